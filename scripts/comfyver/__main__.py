@@ -1,0 +1,3 @@
+from comfyver.cli import main
+
+raise SystemExit(main())

