@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 
-from comfyver import nar, project, web
+from comfyver import nar, project, resolvecache, web
 from comfyver.errors import ComfyverError, UsageError
 
 GIT_SCHEMES = ("https", "http", "file", "ssh", "git")
@@ -241,10 +241,16 @@ def lock(original: dict, what: str) -> dict:
     url = check_url(original["url"], what)
     submodules = bool(original.get("submodules", False))
     res = resolve_ref(url, original.get("ref"), what)
-    repo = fetch(url, res.rev, what)
+    hit = resolvecache.get("git", url, res.rev, submodules)
+    if hit:
+        sri = hit["hash"]
+    else:
+        repo = fetch(url, res.rev, what)
+        sri = resolvecache.put({"hash": nar_hash_rev(repo, res.rev, url, submodules, what)},
+                               "git", url, res.rev, submodules)["hash"]
     locked = {"type": "git", "url": url, "rev": res.rev}
     if res.ref:
         locked["ref"] = res.ref
-    locked["hash"] = nar_hash_rev(repo, res.rev, url, submodules, what)
+    locked["hash"] = sri
     locked["submodules"] = submodules
     return locked
