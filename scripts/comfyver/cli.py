@@ -18,6 +18,7 @@ from comfyver.errors import ComfyverError
 
 # modules that add verbs; one line each
 COMMAND_MODULES = [
+    "comfyver.cmd_push",
     "comfyver.cmd_hash",
     "comfyver.cmd_versions",
 ]
