@@ -1,0 +1,170 @@
+"""The content-addressed model store shared by every version: `<store>/sha256/<hex>`.
+
+A blob's name is the sha256 of its bytes, so one file serves every version and
+model path that locks it. Blobs arrive through `download.download` (`*.part`,
+Range resume, retries, verify, rename) under a per-blob file lock: several
+processes sharing one store (workers on one network volume) download each
+model once, and nobody ever sees a partial blob. A blob whose bytes no longer
+match its name is dropped and fetched again.
+
+Re-hashing multi-GB files on every check would be slow, so `StatCache` keeps
+(size, mtime, inode, device) -> sha256 for files already hashed; a file whose
+stat is unchanged is not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from comfyver import download, project, web
+from comfyver.errors import ComfyverError
+from comfyver.fsutil import atomic_write_json
+
+Progress = Callable[[int], None]
+
+
+def default_store() -> Path:
+    """`$COMFYVER_MODELS`, else `<cache>/models`."""
+    env = os.environ.get("COMFYVER_MODELS")
+    return Path(env) if env else project.cache_dir() / "models"
+
+
+def blob_path(store: Path, sha256: str) -> Path:
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ComfyverError(f"{sha256!r} is not a sha256 hex digest")
+    return Path(store) / "sha256" / sha256
+
+
+def _stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+class StatCache:
+    """path -> (size, mtime_ns, inode, device, sha256) in `<cache>/statcache.json` (file-locked)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else project.cache_dir() / "statcache.json"
+        self._data: dict[str, list] | None = None
+        self._dirty: dict[str, list | None] = {}
+
+    def _load(self) -> dict:
+        if self._data is None:
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (FileNotFoundError, ValueError):
+                self._data = {}
+        return self._data
+
+    def lookup(self, path: Path, st: os.stat_result) -> str | None:
+        entry = self._load().get(str(path))
+        return entry[4] if entry and entry[:4] == _stat_key(st) else None
+
+    def remember(self, path: Path, st: os.stat_result, sha256: str) -> None:
+        entry = _stat_key(st) + [sha256]
+        self._load()[str(path)] = entry
+        self._dirty[str(path)] = entry
+
+    def forget(self, path: Path) -> None:
+        self._load().pop(str(path), None)
+        self._dirty[str(path)] = None
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            try:
+                on_disk = json.loads(self.path.read_text())
+            except (FileNotFoundError, ValueError):
+                on_disk = {}
+            for k, v in self._dirty.items():
+                if v is None:
+                    on_disk.pop(k, None)
+                else:
+                    on_disk[k] = v
+            atomic_write_json(self.path, on_disk)
+        self._dirty.clear()
+
+
+def file_sha256(path: Path, cache: StatCache | None = None, progress: Progress | None = None) -> str:
+    """sha256 hex of `path` (symlinks followed); unchanged files come from the stat cache."""
+    real = Path(os.path.realpath(path))
+    st = real.stat()
+    if cache is not None and (hit := cache.lookup(real, st)):
+        return hit
+    h = hashlib.sha256()
+    with open(real, "rb", buffering=0) as f:
+        buf = bytearray(download.CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            if progress:
+                progress(n)
+    digest = h.hexdigest()
+    if cache is not None and _stat_key(real.stat()) == _stat_key(st):
+        cache.remember(real, st, digest)
+    return digest
+
+
+def check_file(path: Path, sha256: str, size: int, cache: StatCache | None = None,
+               progress: Progress | None = None) -> str | None:
+    """None if `path` holds exactly the locked bytes, else what is wrong."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    if st.st_size != size:
+        return f"size {st.st_size}, locked {size}"
+    got = file_sha256(path, cache, progress)
+    return None if got == sha256 else f"sha256 {got}"
+
+
+def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache: StatCache | None = None,
+           progress: Progress | None = None, seed: Path | None = None) -> Path:
+    """The verified blob for model `key` (locked {url, sha256, size}) in `store`; fetch it if needed.
+
+    `seed`: a local file that may already hold the bytes (copied, verified, if it does)."""
+    sha, size = locked["sha256"], locked["size"]
+    blob = blob_path(store, sha)
+    what = f"model {key}"
+    if check_file(blob, sha, size, cache) is None:
+        return blob
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(blob) + ".lock"):
+        problem = check_file(blob, sha, size, cache)  # another process may have fetched it meanwhile
+        if problem is None:
+            return blob
+        if problem != "missing":
+            os.chmod(blob, 0o644)
+            blob.unlink()  # wrong bytes under this name: drop, fetch again
+            if cache:
+                cache.forget(blob)
+        if seed is not None and check_file(seed, sha, size, cache) is None:
+            _copy_verified(seed, blob, sha, what)
+        elif offline:
+            raise ComfyverError(f"{what}: not in the model store {store} and --offline was given",
+                                hint="run `comfyver fetch <id>` (or `comfyver models sync <id>`) while online first")
+        else:
+            download.download(locked["url"], blob, sha256=sha, size=size, what=what, progress=progress)
+        os.chmod(blob, 0o444)
+        if cache:
+            cache.remember(blob, blob.stat(), sha)
+    return blob
+
+
+def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
+    part = blob.with_name(blob.name + ".part")
+    shutil.copyfile(src, part)
+    got = download.hash_file(part).hexdigest()
+    if got != sha:
+        part.unlink()
+        raise ComfyverError(f"{what}: {src} changed while it was copied (sha256 {got}, locked {sha})")
+    os.replace(part, blob)
+
