@@ -19,6 +19,7 @@ from comfyver.errors import ComfyverError
 # modules that add verbs; one line each
 COMMAND_MODULES = [
     "comfyver.cmd_push",
+    "comfyver.cmd_deploy",
     "comfyver.cmd_hash",
     "comfyver.cmd_versions",
 ]
