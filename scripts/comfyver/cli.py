@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "comfyver.cmd_push",
     "comfyver.cmd_deploy",
     "comfyver.cmd_hash",
+    "comfyver.cmd_analyze",
     "comfyver.cmd_versions",
 ]
 
