@@ -87,6 +87,14 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     jobs(p)
 
+    p = add("recheck", cmd_recheck, "re-fetch locked inputs by their pins and re-hash them",
+            "Fetch every locked input by its rev / URL alone and recompute its hash: finds edited locks, deleted "
+            "commits, changed or vanished files. Exit 1 on any problem. Example: comfyver recheck sdxl")
+    p.add_argument("id")
+    p.add_argument("inputs", nargs="*")
+    p.add_argument("--json", action="store_true")
+    jobs(p)
+
 
 def _root():
     return project.find_root()
@@ -231,3 +239,17 @@ def cmd_update(args) -> int:
     else:
         out.print(f"{args.id}: every input still resolves to its locked value")
     return 0
+
+
+def cmd_recheck(args) -> int:
+    problems = versions.recheck(_root(), args.id, args.inputs or None, jobs=args.jobs)
+    if args.json:
+        _print_json({"id": args.id, "ok": not problems, "problems": problems})
+    elif problems:
+        t = Table("input", "problem", title=f"{args.id}: {len(problems)} problem(s)")
+        for k, v in sorted(problems.items()):
+            t.add_row(k, v)
+        out.print(t)
+    else:
+        out.print(f"{args.id}: every locked input fetched and matched its hash")
+    return 1 if problems else 0

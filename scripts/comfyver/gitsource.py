@@ -32,7 +32,7 @@ HEX40 = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HEX = re.compile(r"^[0-9a-f]{7,39}$")
 TRANSFORM_ATTRS = re.compile(rb"(^|\s)(filter|eol|text|crlf|ident|working-tree-encoding)(=|\s|$)", re.M)
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_PROTOCOL_FROM_USER": "0", "LC_ALL": "C"}
+           "LC_ALL": "C"}
 
 
 @dataclass
@@ -66,7 +66,8 @@ def git(*args: str, cwd: str | os.PathLike | None = None, what: str = "git", inp
     p = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, input=input)
     if check and p.returncode:
         err = web.redact(p.stderr.decode(errors="replace").strip())
-        raise ComfyverError(f"{what}: git {args[0]} failed: {err.splitlines()[-1] if err else 'exit ' + str(p.returncode)}")
+        verb = next((a for a in args if not a.startswith("-") and "=" not in a), "git")
+        raise ComfyverError(f"{what}: git {verb} failed: {err.splitlines()[-1] if err else 'exit ' + str(p.returncode)}")
     return p
 
 
@@ -167,24 +168,32 @@ def fetch(url: str, rev: str, what: str, offline: bool = False) -> Path:
     if not HEX40.match(rev):
         raise UsageError(f"{what}: locked rev {rev!r} is not a 40-hex commit")
     repo = _open_cache(url)
-    if has_commit(repo, rev):
+    if has_commit(repo, rev) and _pinned(repo, rev):
         return repo
-    if offline:
+    if offline and not has_commit(repo, rev):
         raise ComfyverError(f"{what}: commit {rev} is not in the local cache and --offline was given",
                             hint="run `comfyver fetch <id>` while online first")
     with FileLock(str(repo) + ".lock"):
         if has_commit(repo, rev):
+            git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
             return repo
         # one rev, shallow: servers allow wanting a reachable commit (protocol v2)
         p = git("fetch", "--quiet", "--depth", "1", "--no-tags", "--", url, rev, cwd=repo, what=what, check=False)
         if p.returncode or not has_commit(repo, rev):
             git("fetch", "--quiet", "--force", "--no-tags", "--", url,
                 "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=repo, what=what)
+        if has_commit(repo, rev):  # pin it: keeps it from gc and lets local clones ask for it by name
+            git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
     if not has_commit(repo, rev):
         raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
                             "(deleted, or a branch was force-pushed past it)",
                             hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
     return repo
+
+
+def _pinned(repo: Path, rev: str) -> bool:
+    return (repo / "refs" / "pins" / rev).exists() or git(
+        "show-ref", "--verify", "--quiet", f"refs/pins/{rev}", cwd=repo, check=False).returncode == 0
 
 
 def needs_checkout(repo: Path, rev: str) -> bool:
@@ -202,9 +211,10 @@ def export(repo: Path, rev: str, dest: Path, url: str, submodules: bool, what: s
     """Write the checkout of `rev` (no .git) into the empty or missing folder `dest`."""
     dest.mkdir(parents=True, exist_ok=True)
     if submodules:
-        git("clone", "--quiet", "--no-checkout", "--", str(repo), str(dest), what=what)
-        git("-c", "advice.detachedHead=false", "checkout", "--quiet", rev, "--", cwd=dest, what=what)
-        git("remote", "set-url", "origin", "--", url, cwd=dest, what=what)
+        git("init", "--quiet", str(dest), what=what)
+        git("fetch", "--quiet", "--depth", "1", "--", str(repo), f"refs/pins/{rev}", cwd=dest, what=what)
+        git("-c", "advice.detachedHead=false", "checkout", "--quiet", rev, cwd=dest, what=what)
+        git("remote", "add", "origin", "--", url, cwd=dest, what=what)
         git("-c", "protocol.file.allow=always", "submodule", "update", "--init", "--recursive", "--quiet", cwd=dest, what=what)
         for d, dirs, files in os.walk(dest):
             for name in (".git",):
@@ -215,8 +225,8 @@ def export(repo: Path, rev: str, dest: Path, url: str, submodules: bool, what: s
                 elif p.exists():
                     p.unlink()
         return
-    with tempfile.NamedTemporaryFile(prefix="comfyver-index-") as idx:
-        env = {"GIT_INDEX_FILE": idx.name, "GIT_DIR": str(repo), "GIT_WORK_TREE": str(dest)}
+    with tempfile.TemporaryDirectory(prefix="comfyver-index-") as idx:
+        env = {"GIT_INDEX_FILE": os.path.join(idx, "index"), "GIT_DIR": str(repo), "GIT_WORK_TREE": str(dest)}
         for args in (["read-tree", rev], ["checkout-index", "--all", "--force"]):
             p = subprocess.run(["git", *args], env={**os.environ, **GIT_ENV, **env}, capture_output=True, cwd=dest)
             if p.returncode:

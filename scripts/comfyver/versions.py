@@ -183,3 +183,51 @@ def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = res
     if changes:
         save(root, vid, data)
     return changes
+
+
+def _recheck_one(kind: str, locked: dict, what: str) -> None:
+    """Fetch a locked input by its pin alone and recompute its hash; raise on any difference."""
+    import tempfile
+
+    from comfyver import download, gitsource, registry
+
+    if kind == "git":
+        repo = gitsource.fetch(locked["url"], locked["rev"], what)
+        got = gitsource.nar_hash_rev(repo, locked["rev"], locked["url"], locked["submodules"], what)
+        if got != locked["hash"]:
+            raise ComfyverError(f"{what}: hash mismatch for {locked['url']} at {locked['rev']}: lock has {locked['hash']}, "
+                                f"the source gives {got}", hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`")
+        return
+    with tempfile.TemporaryDirectory(prefix="comfyver-recheck-") as tmp:
+        if kind == "zip":
+            z = Path(tmp) / "node.zip"
+            download.download(locked["url"], z, what=what)
+            got, strip = registry.unpack_and_hash(z, what)
+            if got != locked["hash"] or strip != locked["stripRoot"]:
+                raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, the archive gives {got}")
+        else:
+            download.download(locked["url"], Path(tmp) / "model", sha256=locked["sha256"], size=locked["size"], what=what)
+
+
+def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict[str, str]:
+    """Re-fetch every (or each named) locked input by its pin and re-hash it. Returns key -> problem."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = load(root, vid)
+    entries = {"comfyui": ("git", data["comfyui"]["locked"])}
+    entries.update({k: (n["locked"]["type"], n["locked"]) for k, n in data["nodes"].items()})
+    entries.update({k: ("model", m["locked"]) for k, m in data["models"].items()})
+    unknown = [n for n in names or [] if n not in entries]
+    if unknown:
+        raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}")
+    problems: dict[str, str] = {}
+
+    def one(key):
+        try:
+            _recheck_one(entries[key][0], entries[key][1], key)
+        except ComfyverError as exc:
+            problems[key] = exc.message.removeprefix(f"{key}: ") + (f" (hint: {exc.hint})" if exc.hint else "")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, names or list(entries)))
+    return problems

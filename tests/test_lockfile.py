@@ -1,0 +1,122 @@
+"""Lock format v1: every read validated; errors name the file, the JSON path and the problem."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from comfyver import lockfile
+
+GOOD = {
+    "schema": 1,
+    "id": "demo",
+    "comfyui": {
+        "original": {"type": "git", "url": "https://github.com/comfyanonymous/ComfyUI", "ref": "v0.3.75"},
+        "locked": {"type": "git", "url": "https://github.com/comfyanonymous/ComfyUI", "rev": "a" * 40,
+                   "hash": "sha256-" + "A" * 43 + "=", "submodules": False},
+    },
+    "nodes": {
+        "rgthree-comfy": {
+            "original": {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"},
+            "locked": {"type": "zip", "url": "https://cdn.comfy.org/rgthree/1.0.2/node.zip",
+                       "hash": "sha256-" + "B" * 43 + "=", "stripRoot": False},
+        }
+    },
+    "models": {
+        "checkpoints/sd/model.safetensors": {
+            "original": {"url": "hf://org/repo/model.safetensors"},
+            "locked": {"url": "https://huggingface.co/org/repo/resolve/" + "c" * 40 + "/model.safetensors",
+                       "sha256": "d" * 64, "size": 12, "auth": "hf"},
+        }
+    },
+    "python": {"requires": "==3.11.*", "torch": "cu128"},
+    "workflows": ["workflows/a.json"],
+}
+
+
+def write(tmp_path, data) -> str:
+    p = tmp_path / "version.json"
+    p.write_text(json.dumps(data))
+    return str(p)
+
+
+def test_good_lock_reads(tmp_path):
+    assert lockfile.read(write(tmp_path, GOOD))["id"] == "demo"
+
+
+def mutate(fn):
+    d = copy.deepcopy(GOOD)
+    fn(d)
+    return d
+
+
+@pytest.mark.parametrize("change, where, what", [
+    (lambda d: d["comfyui"]["locked"].update(rev="abc"), "$.comfyui.locked.rev", "does not match"),
+    (lambda d: d["comfyui"]["locked"].pop("hash"), "$.comfyui.locked", "'hash' is a required property"),
+    (lambda d: d.update(extra=1), "$", "Additional properties"),
+    (lambda d: d["models"]["checkpoints/sd/model.safetensors"]["locked"].update(sha256="XYZ"),
+     '$.models["checkpoints/sd/model.safetensors"].locked.sha256', "does not match"),
+    (lambda d: d["nodes"]["rgthree-comfy"]["locked"].update(type="tarball"), '$.nodes["rgthree-comfy"].locked',
+     "does not match any allowed form"),
+    (lambda d: d["comfyui"]["original"].update(ref="--upload-pack=touch /tmp/x"), "$.comfyui.original.ref", "does not match"),
+    (lambda d: d["python"].update(torch="rocm"), "$.python.torch", "is not one of"),
+])
+def test_invalid_lock_names_file_path_and_problem(tmp_path, change, where, what):
+    path = write(tmp_path, mutate(change))
+    with pytest.raises(lockfile.LockError) as e:
+        lockfile.read(path)
+    msg = str(e.value)
+    assert path in msg and f"{where}:" in msg and what in msg
+
+
+def test_unknown_schema_refused(tmp_path):
+    for sv in (2, 0, "1", None):
+        with pytest.raises(lockfile.LockError, match=r"\$\.schema: unsupported lock schema"):
+            lockfile.read(write(tmp_path, mutate(lambda d: d.update(schema=sv))))
+
+
+@pytest.mark.parametrize("key", ["checkpoints/../../etc/passwd", "/abs/model.bin", "checkpoints", "loras/./x",
+                                 "loras\\..\\x"])
+def test_model_paths_cannot_escape(tmp_path, key):
+    d = mutate(lambda d: d["models"].update({key: d["models"].pop("checkpoints/sd/model.safetensors")}))
+    with pytest.raises(lockfile.LockError) as e:
+        lockfile.read(write(tmp_path, d))
+    assert "$.models" in str(e.value)
+
+
+@pytest.mark.parametrize("url", ["https://user:secret@example.com/m.bin", "https://example.com/m.bin?token=hf_abcdef",
+                                 "https://example.com/m.bin?X-Amz-Signature=abc"])
+def test_secrets_in_urls_refused(tmp_path, url):
+    d = mutate(lambda d: d["models"]["checkpoints/sd/model.safetensors"]["locked"].update(url=url))
+    with pytest.raises(lockfile.LockError) as e:
+        lockfile.read(write(tmp_path, d))
+    assert "secret" in str(e.value) or "credentials" in str(e.value)
+    assert "hf_abcdef" not in str(e.value) and "secret@" not in str(e.value)
+
+
+def test_not_json_and_missing(tmp_path):
+    p = tmp_path / "version.json"
+    p.write_text("{ nope")
+    with pytest.raises(lockfile.LockError, match="not valid JSON"):
+        lockfile.read(p)
+    with pytest.raises(lockfile.LockError, match="no such version lock"):
+        lockfile.read(tmp_path / "absent.json")
+
+
+def test_write_is_atomic_and_validated(tmp_path):
+    p = tmp_path / "version.json"
+    lockfile.write(p, GOOD)
+    before = p.read_text()
+    with pytest.raises(lockfile.LockError):
+        lockfile.write(p, mutate(lambda d: d.update(schema=9)))
+    assert p.read_text() == before
+    assert [x.name for x in tmp_path.iterdir()] == ["version.json"]  # no temp files left
+
+
+def test_lock_digest_is_canonical():
+    a = copy.deepcopy(GOOD)
+    b = json.loads(json.dumps(GOOD, sort_keys=True))
+    assert lockfile.lock_digest(a) == lockfile.lock_digest(b)
+    assert lockfile.lock_digest(mutate(lambda d: d["python"].update(torch="cpu"))) != lockfile.lock_digest(a)
