@@ -1,0 +1,102 @@
+"""`python -m handler` (RunPod worker; `--rp_serve_api` for the SDK's local API) or `python -m handler cli`.
+
+ComfyUI is started first, so it boots while the rest of the worker is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from handler.comfy_process import ComfyProcess
+from handler.settings import Settings
+
+
+def cli_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m handler cli",
+        description="Run one job without RunPod and write its outputs to a folder. "
+                    "Example: COMFY_HOME=~/ComfyUI python -m handler cli --input job.json --out out/")
+    p.add_argument("--input", required=True, help='job file: {"input": {...}} or just the input object')
+    p.add_argument("--out", required=True, help="folder for the output files (created if missing)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON only")
+    a = p.parse_args(argv)
+    try:
+        job = json.loads(Path(a.input).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read job file {a.input}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(job, dict):
+        print(f"error: job file {a.input} must hold a JSON object", file=sys.stderr)
+        return 2
+    if "input" not in job:
+        job = {"input": job}
+    job.setdefault("id", "cli")
+    settings = Settings()
+    from handler.worker import Worker, configure_logging
+    from handler.errors import JobError
+    configure_logging()
+    worker = Worker(settings)
+    try:
+        worker.start()
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        async def run():
+            try:
+                return await worker.run_job(job, out_dir=Path(a.out))
+            finally:
+                await worker.client.close()
+        try:
+            result = asyncio.run(run())
+        except JobError as exc:
+            result = {"error": exc.to_dict()}
+    finally:
+        if worker.process is not None:
+            worker.process.stop()
+    if a.json:
+        print(json.dumps(result, indent=2))
+    elif "error" in result:
+        e = result["error"]
+        print(f"error ({e['type']}): {e['message']}" + (f"\n  hint: {e['hint']}" if e.get("hint") else ""),
+              file=sys.stderr)
+    else:
+        for o in result["outputs"]:
+            print(f"{o['kind']:6} node {o['node_id']:>4}  " + (o.get("path") or repr(o.get("text"))))
+        print(f"done in {result['timings_ms']['total']:.0f} ms")
+    return 1 if "error" in result else 0
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["cli"]:
+        return cli_main(sys.argv[2:])
+    settings = Settings()
+    process = None if settings.comfy_url else ComfyProcess(settings)
+    if process is not None:
+        try:
+            process.start()
+        except RuntimeError as exc:
+            print(f"handler: {exc}", file=sys.stderr)
+            return 1
+    import runpod  # imported while ComfyUI boots
+    from handler.worker import Worker, configure_logging
+    configure_logging()
+    worker = Worker(settings, process=process)
+    try:
+        worker.start()
+    except RuntimeError as exc:
+        print(f"handler: {exc}", file=sys.stderr)
+        if process is not None:
+            process.stop()
+        return 1
+    print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
+    runpod.serverless.start({"handler": worker.handle})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

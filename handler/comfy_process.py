@@ -1,0 +1,109 @@
+"""The ComfyUI server process: start once, wait for /system_stats, keep a log tail, restart when it dies."""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from handler.settings import Settings
+
+# Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml.
+MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffusers", "diffusion_models",
+                 "embeddings", "gligen", "hypernetworks", "loras", "photomaker", "style_models", "text_encoders",
+                 "unet", "upscale_models", "vae", "vae_approx", "model_patches", "audio_encoders", "latent_upscale_models")
+
+
+def has_gpu() -> bool:
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
+
+
+class ComfyProcess:
+    """`python main.py` in COMFY_HOME on 127.0.0.1:COMFY_PORT, stdout+stderr kept in a ring buffer."""
+
+    def __init__(self, settings: Settings, home: Path | None = None, python: str | None = None):
+        self.settings = settings
+        self.home = Path(home or settings.comfy_home or "")
+        self.python = python or settings.comfy_python or sys.executable
+        self.port = settings.comfy_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = collections.deque(maxlen=2000)
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self._reader: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        args = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch"]
+        if not has_gpu() and "--cpu" not in self.settings.comfy_args:
+            args.append("--cpu")
+        if self.settings.models_dir:
+            args += ["--extra-model-paths-config", str(self._models_yaml(self.settings.models_dir))]
+        return args + self.settings.comfy_args
+
+    @staticmethod
+    def _models_yaml(models_dir: Path) -> Path:
+        lines = ["comfyver_models:", f"  base_path: {str(models_dir)!r}"]
+        lines += [f"  {f}: {f}" for f in MODEL_FOLDERS]
+        fd, name = tempfile.mkstemp(prefix="comfyver-models-", suffix=".yaml")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return Path(name)
+
+    def start(self) -> None:
+        if not (self.home / "main.py").is_file():
+            raise RuntimeError(f"COMFY_HOME={self.home} has no main.py; point COMFY_HOME at a ComfyUI tree")
+        self.log.append(f"[handler] starting ComfyUI: {' '.join(self.command())}")
+        self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.starts += 1
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
+        self._reader.start()
+
+    def _read_log(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:
+            self.log.append(raw.decode("utf-8", "replace").rstrip("\n"))
+        proc.stdout.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Poll /system_stats until it answers; False if the process exits or `timeout` passes."""
+        deadline = time.monotonic() + (timeout or self.settings.comfy_start_timeout)
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return False
+            try:
+                with urllib.request.urlopen(self.url + "/system_stats", timeout=2) as r:
+                    if r.status == 200:
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+
+    def restart(self) -> bool:
+        self.stop()
+        self.log.append("[handler] restarting ComfyUI")
+        self.start()
+        return self.wait_ready()
+
+    def tail(self, n: int) -> list[str]:
+        return list(self.log)[-n:] if n > 0 else []
+
+    def exit_note(self) -> str:
+        rc = self.proc.poll() if self.proc else None
+        return f"ComfyUI exited with code {rc}" if rc is not None else "ComfyUI is running"

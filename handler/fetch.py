@@ -1,0 +1,115 @@
+"""Inputs from outside: URLs (http/https only, no private addresses unless allowed) and base64 images."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from handler.errors import bad_input, redact
+
+METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.com"}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$")
+
+
+def _host_allowed(host: str, allow: list[str]) -> bool:
+    for entry in allow:
+        if entry.lower() == host.lower():
+            return True
+        try:
+            if ipaddress.ip_address(host) in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def check_url(url: str, what: str, allow: list[str]) -> None:
+    """Refuse non-http(s) schemes and hosts that resolve to loopback, private, link-local or metadata addresses."""
+    if not isinstance(url, str) or not url:
+        raise bad_input(f"{what}: expected a URL string")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise bad_input(f"{what}: URL scheme {parts.scheme or '(none)'!r} is not allowed in {redact(url)!r}",
+                        "use an http:// or https:// URL")
+    host = parts.hostname
+    if not host:
+        raise bad_input(f"{what}: URL {redact(url)!r} has no host")
+    if _host_allowed(host, allow):
+        return
+    if host.lower() in METADATA_HOSTS:
+        raise bad_input(f"{what}: {host} is a cloud metadata address; refused", "use a public URL")
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)}
+    except (socket.gaierror, UnicodeError) as exc:
+        raise bad_input(f"{what}: cannot resolve host {host!r} ({exc})", "check the URL") from None
+    for a in addrs:
+        ip = ipaddress.ip_address(a.split("%")[0])
+        if getattr(ip, "ipv4_mapped", None):
+            ip = ip.ipv4_mapped
+        if (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified or str(ip) in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+                or ip in ipaddress.ip_network("100.64.0.0/10")):
+            raise bad_input(f"{what}: host {host!r} resolves to a non-public address ({ip}); refused",
+                            "use a public URL, or list the host in ALLOWED_FETCH_HOSTS")
+
+
+def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: float = 60) -> bytes:
+    """GET `url`, re-checking every redirect hop, reading at most `max_bytes`."""
+    for _ in range(6):
+        check_url(url, what, allow)
+        try:
+            r = requests.get(url, stream=True, timeout=timeout, allow_redirects=False)
+        except requests.RequestException as exc:
+            raise bad_input(f"{what}: cannot fetch {redact(url)}: {type(exc).__name__}",
+                            "check that the URL is reachable from the worker") from None
+        with r:
+            if r.status_code in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+                url = urljoin(url, r.headers["Location"])
+                continue
+            if r.status_code != 200:
+                raise bad_input(f"{what}: HTTP {r.status_code} from {redact(url)}", "check the URL")
+            buf = bytearray()
+            for chunk in r.iter_content(1 << 16):
+                buf += chunk
+                if len(buf) > max_bytes:
+                    raise bad_input(f"{what}: {redact(url)} is larger than {max_bytes} bytes",
+                                    "send a smaller file or raise MAX_INPUT_BYTES")
+            return bytes(buf)
+    raise bad_input(f"{what}: too many redirects from {redact(url)}")
+
+
+def safe_name(name, what: str) -> str:
+    """An input file name: no folders, no traversal, no hidden files."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise bad_input(f"{what}: file name {name!r} is not allowed",
+                        "use a plain file name like 'input.png' (letters, digits, . _ - and spaces; no folders)")
+    return name
+
+
+def decode_image(value, what: str, allow: list[str], max_bytes: int) -> bytes:
+    """Bytes of an input image given as base64, a data: URI, or an http(s) URL."""
+    if not isinstance(value, str) or not value:
+        raise bad_input(f"{what}: expected base64 text, a data: URI or an http(s) URL")
+    if value.startswith(("http://", "https://")):
+        return fetch_url(value, what, allow, max_bytes)
+    if value.startswith("data:"):
+        head, sep, value = value.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise bad_input(f"{what}: data: URI must be base64 (data:image/png;base64,...)")
+    elif re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
+        raise bad_input(f"{what}: URL scheme {value.split(':', 1)[0]!r} is not allowed", "use http(s) or base64")
+    if len(value) * 3 // 4 > max_bytes:
+        raise bad_input(f"{what}: image is larger than {max_bytes} bytes", "send a smaller file or raise MAX_INPUT_BYTES")
+    try:
+        data = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_input(f"{what}: not valid base64", "encode the file bytes with base64 (no line breaks)") from None
+    if not data:
+        raise bad_input(f"{what}: image is empty")
+    return data

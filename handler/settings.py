@@ -1,0 +1,87 @@
+"""Worker settings, read once from the environment (every variable is listed in docs/handler.md)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _bool(name: str, default: bool = False) -> bool:
+    v = os.environ.get(name)
+    if v is None or v.strip() == "":
+        return default
+    return v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _num(name: str, default: float, kind=float):
+    v = os.environ.get(name)
+    if v is None or v.strip() == "":
+        return default
+    try:
+        return kind(v)
+    except ValueError:
+        raise SystemExit(f"handler: environment variable {name}={v!r} is not a number; unset it or give a number")
+
+
+def _opt_path(name: str) -> Path | None:
+    v = os.environ.get(name)
+    return Path(v) if v else None
+
+
+@dataclass
+class Settings:
+    comfy_home: Path | None = field(default_factory=lambda: _opt_path("COMFY_HOME"))
+    comfy_url: str | None = field(default_factory=lambda: os.environ.get("COMFY_URL") or None)
+    comfy_port: int = field(default_factory=lambda: _num("COMFY_PORT", 8188, int))
+    comfy_args: list[str] = field(default_factory=lambda: shlex.split(os.environ.get("COMFY_ARGS", "")))
+    comfy_python: str | None = field(default_factory=lambda: os.environ.get("COMFY_PYTHON") or None)
+    comfy_start_timeout: float = field(default_factory=lambda: _num("COMFY_START_TIMEOUT", 300.0))
+    models_dir: Path | None = field(default_factory=lambda: _opt_path("MODELS_DIR"))
+    log_tail_lines: int = field(default_factory=lambda: _num("LOG_TAIL_LINES", 40, int))
+    job_timeout: float = field(default_factory=lambda: _num("JOB_TIMEOUT", 0.0))
+
+    output_mode: str = field(default_factory=lambda: (os.environ.get("OUTPUT_MODE") or "gcs").lower())
+    gcs_bucket: str | None = field(default_factory=lambda: os.environ.get("GCS_BUCKET") or None)
+    gcs_project: str | None = field(default_factory=lambda: os.environ.get("GCS_PROJECT") or None)
+    gcs_prefix: str = field(default_factory=lambda: os.environ.get("GCS_PREFIX", "comfy/outputs"))
+    gcs_retries: int = field(default_factory=lambda: _num("GCS_RETRIES", 3, int))
+    gcs_retry_base_sleep: float = field(default_factory=lambda: _num("GCS_RETRY_BASE_SLEEP", 0.5))
+    gcs_public: bool = field(default_factory=lambda: _bool("GCS_PUBLIC"))
+    gcs_signed_url_ttl: int = field(default_factory=lambda: _num("GCS_SIGNED_URL_TTL", 0, int))
+    gcs_validate: bool = field(default_factory=lambda: _bool("GCS_VALIDATE"))
+
+    s3_endpoint_url: str | None = field(default_factory=lambda: os.environ.get("BUCKET_ENDPOINT_URL") or None)
+    s3_access_key_id: str | None = field(default_factory=lambda: os.environ.get("BUCKET_ACCESS_KEY_ID") or None)
+    s3_secret_access_key: str | None = field(default_factory=lambda: os.environ.get("BUCKET_SECRET_ACCESS_KEY") or None)
+    s3_bucket: str | None = field(default_factory=lambda: os.environ.get("BUCKET_NAME") or None)
+    s3_signed_url_ttl: int = field(default_factory=lambda: _num("BUCKET_SIGNED_URL_TTL", 604800, int))
+
+    base64_max_bytes: int = field(default_factory=lambda: _num("BASE64_MAX_BYTES", 20_000_000, int))
+    max_input_bytes: int = field(default_factory=lambda: _num("MAX_INPUT_BYTES", 100_000_000, int))
+    allowed_fetch_hosts: list[str] = field(default_factory=lambda: [
+        h.strip() for h in os.environ.get("ALLOWED_FETCH_HOSTS", "").split(",") if h.strip()])
+
+    version_id: str | None = field(default_factory=lambda: os.environ.get("COMFYVER_VERSION_ID") or None)
+    versions_root: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_ROOT"))
+    realize: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE"))
+    realize_dir: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_REALIZE_DIR"))
+
+    def comfy_dir_arg(self, flag: str, default: str) -> Path | None:
+        """A ComfyUI directory (input/output/temp) as ComfyUI will use it, if known on this machine."""
+        args = self.comfy_args
+        for i, a in enumerate(args):
+            if a == flag and i + 1 < len(args):
+                return Path(args[i + 1])
+            if a.startswith(flag + "="):
+                return Path(a.split("=", 1)[1])
+        return self.comfy_home / default if self.comfy_home else None
+
+    @property
+    def input_dir(self) -> Path | None:
+        return self.comfy_dir_arg("--input-directory", "input")
+
+    @property
+    def output_dir(self) -> Path | None:
+        return self.comfy_dir_arg("--output-directory", "output")

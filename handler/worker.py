@@ -1,0 +1,472 @@
+"""One worker: owns ComfyUI (or attaches to one at COMFY_URL) and runs RunPod jobs against it."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from handler import outputs as out_mod
+from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
+from handler.comfy_process import ComfyProcess
+from handler.errors import JobError, bad_input, redact
+from handler.fetch import decode_image, fetch_url, safe_name
+from handler.settings import Settings
+from handler.storage import MODES, GCSStore, S3Store, base64_entries, clean_prefix, object_key
+from handler.workflow import apply_overrides, is_ui_format, parse_workflow, ui_to_api, validate, validation_error
+
+log = logging.getLogger("handler")
+INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "output_mode", "gcs_bucket",
+                "gcs_prefix", "timeout", "verbose"}
+VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+PROGRESS_INTERVAL = 0.5
+
+
+class Worker:
+    def __init__(self, settings: Settings | None = None, process: ComfyProcess | None = None):
+        self.settings = s = settings or Settings()
+        if process is None and not s.comfy_url:
+            process = ComfyProcess(s)
+        self.process = process
+        self.client = ComfyClient(s.comfy_url or process.url)
+        self.active_version = s.version_id
+        self._restart: concurrent.futures.Future | None = None
+        self._stores: dict = {}
+        self._lock = threading.Lock()
+
+    # --- start-up and health ------------------------------------------------------------------
+    def start(self) -> None:
+        """Start ComfyUI (unless already started) and wait until /system_stats answers."""
+        s = self.settings
+        if self.process is not None:
+            if self.process.proc is None:
+                self.process.start()
+            if not self.process.wait_ready():
+                raise RuntimeError(f"ComfyUI did not become ready ({self.process.exit_note()}); last log lines:\n"
+                                   + "\n".join(self.process.tail(s.log_tail_lines)))
+        else:
+            deadline = time.monotonic() + s.comfy_start_timeout
+            while not asyncio.run(self._healthy_once()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ComfyUI at COMFY_URL={s.comfy_url} did not answer /system_stats")
+                time.sleep(0.1)
+        if s.gcs_validate and s.output_mode == "gcs":
+            try:
+                GCSStore(s, s.gcs_bucket).check()
+            except JobError as exc:
+                raise RuntimeError(f"GCS_VALIDATE: bucket {s.gcs_bucket!r} is not usable: {exc.message}"
+                                   + (f" ({exc.hint})" if exc.hint else "")) from None
+
+    async def _healthy_once(self) -> bool:
+        try:
+            return await self.client.healthy()
+        finally:
+            await self.client.close()
+
+    def log_tail(self) -> list[str] | None:
+        if self.process is None:
+            return None
+        return [redact(line) for line in self.process.tail(self.settings.log_tail_lines)]
+
+    def _begin_restart(self) -> None:
+        with self._lock:
+            if self._restart is None or self._restart.done():
+                self._restart = concurrent.futures.Future()
+                fut = self._restart
+
+                def run():
+                    try:
+                        fut.set_result(self.process.restart())
+                    except Exception as exc:  # noqa: BLE001 - reported through the future
+                        fut.set_exception(exc)
+                threading.Thread(target=run, daemon=True).start()
+        self.client.object_info = None
+
+    async def ensure_healthy(self) -> None:
+        """Restart ComfyUI if it died; a JobError asking RunPod for a fresh worker if it cannot be made healthy."""
+        if self.process is not None and not self.process.alive():
+            self._begin_restart()
+        if self._restart is not None:
+            try:
+                ok = await asyncio.wrap_future(self._restart)
+            except Exception as exc:  # noqa: BLE001
+                ok, why = False, str(exc)
+            else:
+                why = self.process.exit_note()
+            if not ok:
+                self._restart = None
+                raise JobError("comfyui_down", f"ComfyUI could not be restarted: {redact(why)}",
+                               hint="the worker asks RunPod for a replacement; resubmit the job",
+                               log_tail=self.log_tail(), refresh_worker=True)
+        if not await self.client.healthy():
+            await asyncio.sleep(1)
+            if not await self.client.healthy():
+                if self.process is not None:
+                    self._begin_restart()
+                    return await self.ensure_healthy()
+                raise JobError("comfyui_down", f"ComfyUI at {self.client.url} does not answer /system_stats",
+                               hint="the worker asks RunPod for a replacement; resubmit the job", refresh_worker=True)
+
+    # --- jobs -----------------------------------------------------------------------------------
+    async def handle(self, job: dict) -> dict:
+        """The RunPod handler: a result dict, or {"error": {...}} (plus refresh_worker when the worker is broken)."""
+        try:
+            return await self.run_job(job)
+        except JobError as exc:
+            err = {"error": exc.to_dict()}
+            if exc.refresh_worker:
+                err["refresh_worker"] = True
+            return err
+        except Exception as exc:  # noqa: BLE001 - a structured error instead of a bare traceback
+            log.exception("handler: unexpected failure")
+            return {"error": JobError("internal", f"the handler failed: {type(exc).__name__}: {exc}",
+                                      hint="this is a bug in the worker; the log tail may say more",
+                                      log_tail=self.log_tail()).to_dict()}
+
+    async def run_job(self, job: dict, out_dir: Path | None = None) -> dict:
+        t0 = time.perf_counter()
+        s = self.settings
+        inp = job.get("input") if isinstance(job, dict) else None
+        if not isinstance(inp, dict):
+            raise bad_input("input: expected a JSON object with a workflow", 'send {"input": {"workflow": {...}}}')
+        unknown = sorted(set(inp) - INPUT_FIELDS)
+        if unknown:
+            raise bad_input(f"input: unknown field(s) {', '.join(map(repr, unknown))}",
+                            f"allowed fields: {', '.join(sorted(INPUT_FIELDS))}")
+        verbose = inp.get("verbose", False)
+        if not isinstance(verbose, bool):
+            raise bad_input("verbose: expected true or false")
+        await self._check_version(inp.get("version_id"))
+        mode, store, prefix = self._output_target(inp, out_dir)
+        timeout = inp.get("timeout", s.job_timeout)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise bad_input(f"timeout: expected a number of seconds >= 0, got {timeout!r}", "0 means no limit")
+
+        if ("workflow" in inp) == ("workflow_url" in inp):
+            raise bad_input("input: give exactly one of workflow or workflow_url",
+                            "send the API-format workflow as `workflow`, or an http(s) URL as `workflow_url`")
+        if "workflow_url" in inp:
+            raw = await asyncio.to_thread(fetch_url, inp["workflow_url"], "workflow_url", s.allowed_fetch_hosts,
+                                          s.max_input_bytes)
+            wf = parse_workflow(raw.decode("utf-8", "replace"))
+        else:
+            wf = parse_workflow(inp["workflow"])
+        await self.ensure_healthy()
+        object_info = await self.client.get_object_info()
+        prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else wf
+        apply_overrides(prompt, inp.get("overrides"))
+        written = await self._write_images(inp.get("images"))
+        try:
+            problems = validate(prompt, object_info, s.input_dir)
+            if problems:  # models or nodes may have appeared since /object_info was read
+                object_info = await self.client.get_object_info(refresh=True)
+                problems = validate(prompt, object_info, s.input_dir)
+            if problems:
+                raise validation_error(problems)
+            t_run = time.perf_counter()
+            pid, ui = await self._execute(prompt, job, timeout or None)
+            t_up = time.perf_counter()
+            result = await self._deliver(ui, mode, store, prefix, job, out_dir)
+        finally:
+            for p in written:
+                p.unlink(missing_ok=True)
+        t_end = time.perf_counter()
+        result.update({"status": "success", "prompt_id": pid,
+                       "timings_ms": {"prepare": round((t_run - t0) * 1000, 2), "run": round((t_up - t_run) * 1000, 2),
+                                      "deliver": round((t_end - t_up) * 1000, 2), "total": round((t_end - t0) * 1000, 2)}})
+        if self.active_version:
+            result["version_id"] = self.active_version
+        if verbose:
+            result["log_tail"] = self.log_tail()
+        return result
+
+    async def _check_version(self, vid) -> None:
+        if vid is None:
+            return
+        if not isinstance(vid, str) or not VERSION_ID.match(vid):
+            raise bad_input(f"version_id: {vid!r} is not a version id", "use the id of a folder under versions/")
+        if vid == self.active_version:
+            return
+        s = self.settings
+        if not (s.realize and s.versions_root):
+            raise JobError("version", f"version_id {vid!r} does not match this worker's version "
+                           f"{self.active_version!r}", hint=f"send the job to the endpoint built for {vid!r}, or "
+                           "omit version_id; to switch versions at run time mount the versions and set "
+                           "COMFYVER_ROOT and COMFYVER_REALIZE=1")
+        await asyncio.to_thread(self._realize, vid)
+
+    def _realize(self, vid: str) -> None:
+        s = self.settings
+        try:
+            from comfyver.realize import realize
+        except ImportError:
+            raise JobError("version", f"version_id {vid!r}: this image has no comfyver.realize",
+                           hint="install comfyver in the image, or send the job to the endpoint built for "
+                           f"{vid!r}") from None
+        if self.process is None:
+            raise JobError("version", f"version_id {vid!r}: cannot switch versions of an external ComfyUI "
+                           "(COMFY_URL)", hint="unset COMFY_URL so the worker runs ComfyUI itself")
+        try:
+            home = realize(s.versions_root, vid, s.realize_dir / vid if s.realize_dir else None, s.models_dir, False)
+        except Exception as exc:  # noqa: BLE001 - comfyver errors name their input
+            raise JobError("version", f"version_id {vid!r}: realize failed: {redact(exc)}",
+                           hint="check the version with `comfyver check` and the volume's free space") from None
+        venv_python = Path(home) / ".venv" / "bin" / "python"
+        self.process.stop()
+        self.process = ComfyProcess(s, home=Path(home), python=str(venv_python) if venv_python.exists() else None)
+        self.process.start()
+        self.client.object_info = None
+        if not self.process.wait_ready():
+            raise JobError("comfyui_down", f"version_id {vid!r}: ComfyUI from the realized tree did not start",
+                           log_tail=self.log_tail(), refresh_worker=True)
+        self.active_version = vid
+
+    def _output_target(self, inp: dict, out_dir: Path | None):
+        s = self.settings
+        if out_dir is not None:
+            return "dir", None, ""
+        mode = inp.get("output_mode", s.output_mode)
+        if mode not in MODES:
+            raise bad_input(f"output_mode: {mode!r} is not one of {', '.join(MODES)}", 'e.g. "output_mode": "base64"')
+        prefix = clean_prefix(inp.get("gcs_prefix", s.gcs_prefix))
+        if "gcs_bucket" in inp and not isinstance(inp["gcs_bucket"], str):
+            raise bad_input("gcs_bucket: expected a bucket name")
+        store = None
+        if mode == "gcs":
+            bucket = inp.get("gcs_bucket") or s.gcs_bucket
+            store = self._stores.get(("gcs", bucket)) or GCSStore(s, bucket)
+            self._stores[("gcs", bucket)] = store
+        elif mode == "s3":
+            store = self._stores.get("s3") or S3Store(s)
+            self._stores["s3"] = store
+        return mode, store, prefix
+
+    async def _write_images(self, images) -> list[Path]:
+        if images is None:
+            return []
+        s = self.settings
+        if not isinstance(images, list):
+            raise bad_input("images: expected a list of {name, image}", '[{"name": "in.png", "image": "<base64>"}]')
+        decoded = []
+        for i, item in enumerate(images):
+            if not isinstance(item, dict) or set(item) - {"name", "image"} or "name" not in item or "image" not in item:
+                raise bad_input(f"images[{i}]: expected {{\"name\", \"image\"}}",
+                                '[{"name": "in.png", "image": "<base64, data: URI or https URL>"}]')
+            name = safe_name(item["name"], f"images[{i}].name")
+            data = await asyncio.to_thread(decode_image, item["image"], f"images[{i}] ({name})",
+                                           s.allowed_fetch_hosts, s.max_input_bytes)
+            decoded.append((name, data))
+        if len({n for n, _ in decoded}) != len(decoded):
+            raise bad_input("images: two images have the same name", "give every image its own name")
+        written = []
+        if s.input_dir is not None:
+            s.input_dir.mkdir(parents=True, exist_ok=True)
+            for name, data in decoded:
+                dest = s.input_dir / name
+                tmp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
+                tmp.write_bytes(data)
+                os.replace(tmp, dest)
+                written.append(dest)
+        else:
+            import aiohttp
+            for name, data in decoded:
+                form = aiohttp.FormData()
+                form.add_field("image", data, filename=name)
+                form.add_field("overwrite", "true")
+                status, _ = await self.client.request("POST", "/upload/image", data=form)
+                if status != 200:
+                    raise JobError("comfyui", f"images: ComfyUI refused the upload of {name!r} (HTTP {status})")
+        return written
+
+    # --- running a prompt -----------------------------------------------------------------------
+    async def _execute(self, prompt: dict, job: dict, timeout: float | None) -> tuple[str, dict]:
+        pid = str(uuid.uuid4())
+        q = self.client.listen(pid)
+        queued = False
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await self.client.ensure_ws()
+                    await self.client.queue_prompt(prompt, pid)
+                except ComfyUnreachable as exc:
+                    raise await self._comfy_lost(str(exc)) from None
+                except PromptRejected as exc:
+                    raise self._rejected(exc) from None
+                queued = True
+                return pid, await self._follow(pid, q, job)
+        except TimeoutError:
+            await self.client.interrupt(pid)
+            raise JobError("timeout", f"the workflow did not finish within {timeout} s; it was interrupted",
+                           hint="raise `timeout`, or make the workflow faster", log_tail=self.log_tail()) from None
+        except asyncio.CancelledError:
+            if queued:
+                await asyncio.shield(self.client.interrupt(pid))
+            raise
+        finally:
+            self.client.unlisten(pid)
+
+    async def _follow(self, pid: str, q: asyncio.Queue, job: dict) -> dict:
+        ui: dict = {}
+        node_types = {}
+        last_sent = 0.0
+        report = bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT")) and job.get("id") is not None
+        while True:
+            m = await q.get()
+            if m is WS_CLOSED:
+                hist = await self._reconnect(pid)
+                if hist is not None:
+                    return self._from_history(pid, hist)
+                continue
+            kind, d = m.get("type"), m.get("data") or {}
+            if kind == "executing":
+                if d.get("node") is None:
+                    return ui
+            elif kind == "executed" and d.get("node") is not None:
+                node_out = ui.setdefault(str(d["node"]), {})
+                for k, v in (d.get("output") or {}).items():
+                    node_out[k] = node_out.get(k, []) + v if isinstance(v, list) else v
+            elif kind == "progress" and report:
+                now = time.monotonic()
+                if now - last_sent >= PROGRESS_INTERVAL or d.get("value") == d.get("max"):
+                    last_sent = now
+                    self._progress(job, d, node_types)
+            elif kind == "execution_error":
+                raise JobError("comfyui", f"node {d.get('node_id')!r} ({d.get('node_type')}) failed: "
+                               f"{d.get('exception_type', 'error')}: {d.get('exception_message', '').strip()}",
+                               node_id=str(d.get("node_id")), node_type=d.get("node_type"),
+                               comfy_message=str(d.get("exception_message", "")).strip(), log_tail=self.log_tail(),
+                               hint="see comfy_message and log_tail; fix the inputs of that node")
+            elif kind == "execution_interrupted":
+                raise JobError("interrupted", f"ComfyUI interrupted the workflow at node {d.get('node_id')!r}",
+                               node_id=str(d.get("node_id")), node_type=d.get("node_type"),
+                               hint="someone called /interrupt on this ComfyUI; resubmit the job")
+
+    def _progress(self, job: dict, d: dict, node_types: dict) -> None:
+        import runpod
+        value, maximum = d.get("value") or 0, d.get("max") or 0
+        runpod.serverless.progress_update(job, {
+            "status": "running", "node_id": str(d.get("node")), "step": value, "max": maximum,
+            "percent": round(100.0 * value / maximum, 1) if maximum else None})
+
+    async def _reconnect(self, pid: str) -> dict | None:
+        """After the websocket dropped: reconnect; the prompt's history entry if it finished meanwhile."""
+        delay = 0.05
+        since = time.monotonic()
+        while True:
+            if self.process is not None and not self.process.alive():
+                raise await self._comfy_lost("ComfyUI died while running the workflow")
+            try:
+                await self.client.ensure_ws()
+                hist = await self.client.history(pid)
+                if hist is not None and (hist.get("status") or {}).get("status_str") in ("success", "error"):
+                    return hist
+                return None
+            except ComfyUnreachable:
+                if time.monotonic() - since > 60:
+                    raise await self._comfy_lost("lost the connection to ComfyUI for 60 s") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _from_history(self, pid: str, hist: dict) -> dict:
+        status = hist.get("status") or {}
+        if status.get("status_str") == "error":
+            for event, d in status.get("messages") or []:
+                if event == "execution_error":
+                    raise JobError("comfyui", f"node {d.get('node_id')!r} ({d.get('node_type')}) failed: "
+                                   f"{d.get('exception_message', '').strip()}", node_id=str(d.get("node_id")),
+                                   node_type=d.get("node_type"), comfy_message=d.get("exception_message"),
+                                   log_tail=self.log_tail())
+            raise JobError("comfyui", f"prompt {pid} failed", log_tail=self.log_tail())
+        return hist.get("outputs") or {}
+
+    async def _comfy_lost(self, what: str) -> JobError:
+        """The error for a job whose ComfyUI went away; starts a restart so the next job finds it healthy."""
+        if self.process is not None:
+            for _ in range(20):  # give a dying process a moment, so the log tail and exit code are final
+                if not self.process.alive():
+                    break
+                await asyncio.sleep(0.05)
+            tail = self.log_tail()
+            note = self.process.exit_note()
+            if not self.process.alive():
+                self._begin_restart()
+                return JobError("comfyui_died", f"{what} ({note}); it is being restarted",
+                                hint="resubmit the job; if it keeps failing, the workflow may exhaust memory",
+                                log_tail=tail)
+        return JobError("comfyui_down", f"{redact(what)}", hint="resubmit the job", log_tail=self.log_tail(),
+                        refresh_worker=not await self.client.healthy())
+
+    def _rejected(self, exc: PromptRejected) -> JobError:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        problems = []
+        for nid, ne in (body.get("node_errors") or {}).items():
+            for e in ne.get("errors") or []:
+                problems.append({"node_id": str(nid), "node_type": ne.get("class_type"), "problem": e.get("type"),
+                                 "message": f"node {nid!r} ({ne.get('class_type')}): {e.get('message')}: "
+                                            f"{e.get('details')}"})
+        err = body.get("error") or {}
+        if problems:
+            return validation_error(problems)
+        return JobError("validation", f"ComfyUI refused the workflow: {err.get('message') or exc}",
+                        comfy_message=str(err.get("details") or err.get("message") or exc.body)[:2000],
+                        hint="check the workflow is in API format (Workflow > Export (API))")
+
+    # --- outputs ------------------------------------------------------------------------------------
+    async def _read(self, f: out_mod.OutputFile) -> tuple[bytes, Path | None]:
+        rel = out_mod.relative_path(f)
+        if rel is None:
+            raise JobError("comfyui", f"node {f.node_id!r} reported an output outside the output folder: "
+                           f"{f.subfolder}/{f.filename}", node_id=f.node_id)
+        base = self.settings.output_dir if f.type == "output" else None
+        if base is not None:
+            p = base / rel
+            if p.is_file():
+                return await asyncio.to_thread(p.read_bytes), p
+        try:
+            return await self.client.view(f.filename, f.subfolder, f.type), None
+        except ComfyUnreachable as exc:
+            raise JobError("comfyui", f"cannot read output {rel} of node {f.node_id!r}: {exc}",
+                           node_id=f.node_id) from None
+
+    async def _deliver(self, ui: dict, mode: str, store, prefix: str, job: dict, out_dir: Path | None) -> dict:
+        files, texts = out_mod.collect(ui)
+        entries, blobs, sources = [], [], []
+        for f in files:
+            data, path = await self._read(f)
+            rel = str(out_mod.relative_path(f))
+            entry = {"node_id": f.node_id, "kind": f.kind, "filename": rel, "content_type": f.content_type,
+                     "size": len(data)}
+            entries.append(entry)
+            blobs.append((entry, data))
+            if path is not None:
+                sources.append(path)
+        if mode == "base64":
+            base64_entries(blobs, self.settings.base64_max_bytes)
+        elif mode == "dir":
+            for entry, data in blobs:
+                dest = out_dir / entry["filename"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+                entry["path"] = str(dest)
+        else:
+            job_id = job.get("id") or uuid.uuid4().hex
+            for entry, data in blobs:
+                key = object_key(prefix, job_id, entry["filename"])
+                entry.update(await asyncio.to_thread(store.put, key, data, entry["content_type"]))
+        for p in sources:  # delivered: do not let a long-lived worker fill its disk
+            p.unlink(missing_ok=True)
+        result = {"outputs": entries + texts}
+        if mode == "gcs" and entries:
+            result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
+        return result
+
+
+def configure_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
