@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
 from rich.table import Table
 
-from comfyver import lockfile, project, resolve, versions
+from comfyver import lockfile, project, resolve, ui, versions
 
-out = Console(highlight=False)
+
+class _Out:
+    """Resolve the console at print time (stdout may be swapped, e.g. by tests)."""
+
+    def print(self, *a, **k):
+        ui.console().print(*a, **k)
+
+
+out = _Out()
 
 
 def _short(x: str | None) -> str:

@@ -80,13 +80,23 @@ def _fetch_file(url: str, part: Path, h, progress: Progress | None):
     return h
 
 
+def gcs_client(storage):
+    """A storage.Client; anonymous against an emulator (STORAGE_EMULATOR_HOST), else default credentials."""
+    project = os.environ.get("GCS_PROJECT") or None
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
 def _fetch_gs(url: str, part: Path, what: str, progress: Progress | None):
     from google.cloud import storage  # heavy import: only when used
 
     p = urlsplit(url)
     have = part.stat().st_size if part.exists() else 0
     try:
-        client = storage.Client(project=os.environ.get("GCS_PROJECT") or None)
+        client = gcs_client(storage)
         blob = client.bucket(p.netloc).blob(unquote(p.path.lstrip("/")))
         with open(part, "ab") as f:
             blob.download_to_file(f, start=have or None)

@@ -1,0 +1,144 @@
+"""Version operations through the CLI, against local git and HTTP servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from comfyver import cli, lockfile
+from tests.support.gitserver import git, make_repo
+
+
+@pytest.fixture
+def project(tmp_path, git_server, http_server, monkeypatch):
+    root = tmp_path / "proj"
+    (root / "versions").mkdir(parents=True)
+    (root / "flake.nix").write_text("{}\n")
+    core = tmp_path / "core"
+    make_repo(core, {"main.py": "print('comfy')\n", "nodes.py": "NODE_CLASS_MAPPINGS = {}\n"}, "c1", tag="v0.3.75")
+    make_repo(core, {"main.py": "print('comfy 2')\n"}, "c2", tag="v0.3.76")
+    pack = tmp_path / "pack"
+    make_repo(pack, {"__init__.py": "NODE_CLASS_MAPPINGS = {'X': object}\n"}, "p1", tag="v1.0.0")
+    model = b"model-bytes" * 100
+    (http_server.files_root / "m.safetensors").write_bytes(model)
+    ns = type("P", (), {})()
+    ns.root, ns.core_work, ns.pack_work = root, core, pack
+    ns.core = git_server.publish(core, "ComfyUI")
+    ns.pack = git_server.publish(pack, "ComfyUI-Pack")
+    ns.model_url = f"{http_server.url}/m.safetensors"
+    ns.model_sha = hashlib.sha256(model).hexdigest()
+    ns.git_server = git_server
+    monkeypatch.chdir(root)
+    return ns
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    rc = cli.main(list(args))
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+
+def test_full_version_lifecycle(project, capsys):
+    p = project
+    rc, out, _ = run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core, "--json")
+    assert rc == 0
+    lock = json.loads(out)
+    assert lock["comfyui"]["locked"]["ref"] == "refs/tags/v0.3.75"
+    assert run(capsys, "add-node", "demo", f"{p.pack}@v1.0.0")[0] == 0
+    assert run(capsys, "add-model", "demo", "checkpoints/sd/m.safetensors", p.model_url)[0] == 0
+    data = lockfile.read(p.root / "versions" / "demo" / "version.json")
+    assert list(data["nodes"]) == ["comfyui-pack"]
+    assert data["models"]["checkpoints/sd/m.safetensors"]["locked"]["sha256"] == p.model_sha
+
+    rc, out, _ = run(capsys, "list", "--json")
+    assert rc == 0 and json.loads(out)[0] | {"model_bytes": 0} == {
+        "id": "demo", "comfyui": data["comfyui"]["locked"]["rev"], "comfyui_ref": "refs/tags/v0.3.75",
+        "nodes": 1, "models": 1, "workflows": 0, "model_bytes": 0}
+    rc, out, _ = run(capsys, "show", "demo")
+    assert rc == 0 and "comfyui-pack" in out and "checkpoints/sd/m.safetensors" in out
+
+    assert run(capsys, "clone", "demo", "demo-next")[0] == 0
+    assert run(capsys, "update", "demo-next", "comfyui", "--json")[0] == 0  # ref is a tag: unchanged
+    # move the ask to the next release and re-resolve
+    nxt = lockfile.read(p.root / "versions" / "demo-next" / "version.json")
+    nxt["comfyui"]["original"]["ref"] = "latest"
+    lockfile.write(p.root / "versions" / "demo-next" / "version.json", nxt)
+    rc, out, _ = run(capsys, "update", "demo-next", "--json")
+    changed = json.loads(out)["changed"]
+    assert rc == 0 and list(changed) == ["comfyui"]
+    assert run(capsys, "add-node", "demo-next", "https://example.invalid/x.git@main", "--name", "comfyui")[0] == 2
+
+    rc, out, _ = run(capsys, "diff", "demo", "demo-next", "--json")
+    d = json.loads(out)
+    assert d["comfyui"]["from"] == data["comfyui"]["locked"]["rev"] and d["nodes"]["added"] == []
+    rc, out, _ = run(capsys, "diff", "demo", "demo-next")
+    assert "comfyui" in out
+
+    assert run(capsys, "recheck", "demo")[0] == 0
+    assert run(capsys, "delete", "demo-next", "--yes")[0] == 0
+    assert not (p.root / "versions" / "demo-next").exists()
+    assert run(capsys, "show", "demo-next")[0] == 1
+
+
+def test_recheck_finds_wrong_hash_changed_model_and_deleted_commit(project, capsys, tmp_path, monkeypatch, http_server):
+    p = project
+    run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    run(capsys, "add-node", "demo", f"{p.pack}@main")
+    run(capsys, "add-model", "demo", "vae/m.safetensors", p.model_url)
+    path = p.root / "versions" / "demo" / "version.json"
+    data = lockfile.read(path)
+    data["comfyui"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
+    lockfile.write(path, data)
+    (http_server.files_root / "m.safetensors").write_bytes(b"changed upstream")
+    # the pack's branch is force-pushed past the locked commit, and the server is gc'd
+    git("reset", "-q", "--hard", "HEAD", cwd=p.pack_work)
+    git("commit", "-q", "--amend", "-m", "rewritten", cwd=p.pack_work)
+    git("tag", "-d", "v1.0.0", cwd=p.pack_work)
+    p.git_server.publish(p.pack_work, "ComfyUI-Pack")
+    bare = p.git_server.bare("ComfyUI-Pack")
+    git("reflog", "expire", "--expire=now", "--all", cwd=bare)
+    git("gc", "-q", "--prune=now", cwd=bare)
+    monkeypatch.setenv("COMFYVER_CACHE", str(tmp_path / "new-machine"))
+    rc, out, _ = run(capsys, "recheck", "demo", "--json")
+    problems = json.loads(out)["problems"]
+    assert rc == 1
+    assert set(problems) == {"comfyui", "comfyui-pack", "vae/m.safetensors"}
+    assert "hash mismatch" in problems["comfyui"]
+    assert "no longer reachable" in problems["comfyui-pack"]
+    assert "mismatch" in problems["vae/m.safetensors"]
+
+
+def test_errors_name_their_input(project, capsys):
+    p = project
+    rc, _, err = run(capsys, "new", "Bad/Id")
+    assert rc == 2 and "invalid version id 'Bad/Id'" in err
+    rc, _, err = run(capsys, "add-node", "nothere", f"{p.pack}@main")
+    assert rc == 1 and "nothere" in err and "no such version lock" in err
+    run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    rc, _, err = run(capsys, "add-node", "demo", f"{p.pack}@--upload-pack=x")
+    assert rc == 2 and "not a valid git ref" in err
+    rc, _, err = run(capsys, "add-model", "demo", "../escape.bin", p.model_url)
+    assert rc == 2 and "inside models/" in err
+    rc, _, err = run(capsys, "add-model", "demo", "loras/x.bin", "ftp://host/x.bin")
+    assert rc == 2 and "ftp://" in err
+    rc, _, err = run(capsys, "update", "demo", "no-such-input")
+    assert rc == 2 and "no-such-input" in err
+    rc, out, err = run(capsys, "add-node", "demo", "http://127.0.0.1:9/gone.git@main", "--json")
+    assert rc == 1 and "nodes.gone" in err and json.loads(out)["error"]
+    # nothing half-written: the lock still validates and has no node
+    assert lockfile.read(p.root / "versions" / "demo" / "version.json")["nodes"] == {}
+
+
+def test_token_never_reaches_lock_or_output(project, capsys, http_server, monkeypatch):
+    p = project
+    monkeypatch.setenv("HF_ENDPOINT", http_server.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_TopSecret_42")
+    http_server.routes["/api/models/org/gated/revision/main"] = lambda h, b: (403, {}, {"error": "gated"})
+    run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    rc, out, err = run(capsys, "add-model", "demo", "loras/x.safetensors", "hf://org/gated/x.safetensors", "--json")
+    assert rc == 1 and "HF_TOKEN" in err
+    assert "hf_TopSecret_42" not in out + err
+    assert "hf_TopSecret_42" not in (p.root / "versions" / "demo" / "version.json").read_text()
+    assert any(r["headers"].get("Authorization") == "Bearer hf_TopSecret_42" for r in http_server.requests)
