@@ -20,9 +20,13 @@ from comfyver.errors import ComfyverError
 COMMAND_MODULES = [
     "comfyver.cmd_push",
     "comfyver.cmd_deploy",
+    "comfyver.cmd_run",
     "comfyver.cmd_hash",
     "comfyver.cmd_analyze",
+    "comfyver.cmd_lock",
     "comfyver.cmd_versions",
+    "comfyver.cmd_realize",
+    "comfyver.cmd_verify",
 ]
 
 

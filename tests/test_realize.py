@@ -1,0 +1,240 @@
+"""realize / fetch / verify on a small upstream served on 127.0.0.1 (git http-backend + HTTP model server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from comfyver import lockfile, modelstore, realize, verify
+from comfyver.cli import main
+from comfyver.errors import ComfyverError
+from tests.test_realize_helpers import make_project, model_gets
+
+KEY = "comfyver_test/tiny.bin"
+
+
+@pytest.fixture(autouse=True)
+def _uv_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+
+
+@pytest.fixture
+def proj(tmp_path, git_server, http_server):
+    return make_project(tmp_path, git_server, http_server)
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_realize_layout_venv_models_and_marker(proj, tmp_path, http_server):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    core = into / "ComfyUI"
+    assert (core / "main.py").read_text() == "print('core')\n"
+    assert "ShowTextHash" in (core / "custom_nodes/comfyui-text-node/__init__.py").read_text()
+    assert (core / "custom_nodes/comfyui-model-node/__init__.py").is_file()
+    assert not list(into.rglob(".git"))
+    link = into / "models" / KEY
+    assert link.is_symlink() and link.read_bytes() == proj.model_bytes[KEY]
+    blob = modelstore.default_store() / "sha256" / proj.lock["models"][KEY]["locked"]["sha256"]
+    assert link.resolve() == blob.resolve()
+    yaml_text = (core / "extra_model_paths.yaml").read_text()
+    assert "base_path: ../models" in yaml_text and '"comfyver_test": "comfyver_test"' in yaml_text
+    py = subprocess.run([str(into / ".venv/bin/python"), "-c", "import six, idna; print(six.__version__, idna.__version__)"],
+                        capture_output=True, text=True, check=True)
+    assert py.stdout.split() == ["1.16.0", "3.10"]
+    marker = json.loads((into / ".comfyver-realized.json").read_text())
+    assert marker["lock"] == lockfile.lock_digest(proj.lock)
+    assert marker["comfyui"]["rev"] == proj.lock["comfyui"]["locked"]["rev"]
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    assert verify.verify(proj.root, proj.vid, into, deep=True) == []
+
+
+def test_second_realize_is_a_fast_noop(proj, tmp_path, git_server, http_server):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    inode = (into / "ComfyUI").stat().st_ino
+    git_before, http_before = len(git_server.requests), len(http_server.requests)
+    t = time.monotonic()
+    realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert time.monotonic() - t < 1.0
+    assert (into / "ComfyUI").stat().st_ino == inode  # not rebuilt
+    assert (len(git_server.requests), len(http_server.requests)) == (git_before, http_before)
+
+
+def test_changed_lock_rebuilds_and_swaps_atomically(proj, tmp_path):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    del proj.lock["nodes"]["comfyui-text-node"]
+    lockfile.write(proj.vdir / "version.json", proj.lock)
+    realize.realize(proj.root, proj.vid, into)
+    assert not (into / "ComfyUI/custom_nodes/comfyui-text-node").exists()
+    assert (into / "ComfyUI/custom_nodes/comfyui-model-node").is_dir()
+    assert verify.verify(proj.root, proj.vid, into) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [".out.lock"]
+
+
+def test_refuses_to_replace_a_foreign_folder(proj, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ComfyverError, match="not made by `comfyver realize`"):
+        realize.realize(proj.root, proj.vid, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_wrong_node_hash_is_refused_and_nothing_is_placed(proj, tmp_path):
+    proj.lock["nodes"]["comfyui-text-node"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
+    lockfile.write(proj.vdir / "version.json", proj.lock)
+    with pytest.raises(ComfyverError, match="node comfyui-text-node: NAR hash of the checkout is sha256-"):
+        realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_missing_uv_lock_names_the_file_and_the_fix(proj, tmp_path):
+    (proj.vdir / "uv.lock").unlink()
+    with pytest.raises(ComfyverError, match=r"uv\.lock is missing") as e:
+        realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert "comfyver lock v1" in str(e.value)
+
+
+def test_fetch_then_offline_realize_needs_no_network(proj, tmp_path, git_server, http_server, capsys):
+    rc, out, _ = run_cli(capsys, "--root", str(proj.root), "fetch", proj.vid, "--json")
+    assert rc == 0 and json.loads(out)["models"] == 1
+    git_server.httpd.down = True
+    http_server.close()
+    git_before = len(git_server.requests)
+    rc, out, err = run_cli(capsys, "--root", str(proj.root), "realize", proj.vid, "--into", str(tmp_path / "off"),
+                           "--offline", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["path"] == str(tmp_path / "off")
+    assert len(git_server.requests) == git_before
+    assert verify.verify(proj.root, proj.vid, tmp_path / "off", deep=True) == []
+
+
+def test_offline_without_fetch_names_what_is_missing(proj, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "--root", str(proj.root), "realize", proj.vid, "--into", str(tmp_path / "o"),
+                           "--offline")
+    assert rc == 1
+    # git objects are cached by locking; the model is not
+    assert f"model {KEY}: not in the model store" in err and "--offline" in err and "comfyver fetch" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupted_cached_model_is_detected_and_refetched(proj, tmp_path, http_server):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    served = proj.model_url_path[KEY]
+    assert len(model_gets(http_server, served)) == 1
+    blob = (into / "models" / KEY).resolve()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff" * 16)
+    found = verify.verify(proj.root, proj.vid, into)
+    assert [(m.kind, m.name) for m in found] == [("model", KEY)]
+    assert found[0].found.startswith("sha256 ")
+    realize.realize(proj.root, proj.vid, into)  # unchanged lock: re-checks models, re-fetches the bad one
+    assert len(model_gets(http_server, served)) == 2
+    assert blob.read_bytes() == proj.model_bytes[KEY]
+    assert verify.verify(proj.root, proj.vid, into) == []
+
+
+def test_tampered_node_file_is_named_by_verify_deep(proj, tmp_path, capsys):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    target = into / "ComfyUI/custom_nodes/comfyui-model-node/__init__.py"
+    target.write_text(target.read_text() + "\n# changed\n")
+    assert verify.verify(proj.root, proj.vid, into) == []  # quick mode trusts the recorded revs
+    rc, out, _ = run_cli(capsys, "--root", str(proj.root), "verify", proj.vid, "--dir", str(into), "--deep", "--json")
+    assert rc == 1
+    found = json.loads(out)["mismatches"]
+    assert [(m["kind"], m["name"]) for m in found] == [("node", "comfyui-model-node")]
+    assert "__init__.py" in found[0]["found"]
+    rc, out, _ = run_cli(capsys, "--root", str(proj.root), "verify", proj.vid, "--dir", str(into), "--deep")
+    assert rc == 1 and "comfyui-model-node" in out and "mismatch" in out
+
+
+def test_tampered_core_file_and_python_package_are_found(proj, tmp_path):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    (into / "ComfyUI/main.py").write_text("print('evil')\n")
+    six_py = next((into / ".venv").glob("lib/python*/site-packages/six.py"))
+    six_py.write_text(six_py.read_text() + "\n# changed\n")
+    found = verify.verify(proj.root, proj.vid, into, deep=True)
+    assert ("comfyui", "ComfyUI") in [(m.kind, m.name) for m in found]
+    assert any(m.kind == "python" and m.name == "six: six.py" for m in found), found
+
+
+def test_python_version_drift_is_reported(proj, tmp_path):
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(into / ".venv/bin/python"), "six==1.15.0"],
+                   check=True)
+    found = verify.verify(proj.root, proj.vid, into)
+    assert [(m.kind, m.name, m.expected, m.found) for m in found] == [("python", "six", "1.16.0", "1.15.0")]
+
+
+def test_verify_of_a_missing_folder(proj, tmp_path, capsys):
+    rc, out, _ = run_cli(capsys, "--root", str(proj.root), "verify", proj.vid, "--dir", str(tmp_path / "none"), "--json")
+    assert rc == 1 and json.loads(out)["mismatches"][0]["kind"] == "folder"
+
+
+def test_realize_needs_a_valid_version_id(proj, capsys):
+    rc, _, err = run_cli(capsys, "--root", str(proj.root), "realize", "../etc")
+    assert rc == 2 and "invalid version id" in err
+
+
+# -- faults across processes ---------------------------------------------------
+
+def _cli_env(proj) -> dict:
+    return {**os.environ, "COMFYVER_ROOT": str(proj.root), "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "scripts")}
+
+
+def test_kill_9_at_random_points_then_rerun_completes(tmp_path, git_server, http_server):
+    proj = make_project(tmp_path, git_server, http_server,
+                        models={KEY: os.urandom(3_000_000), "comfyver_test/second.bin": os.urandom(2_000_000)})
+    into = tmp_path / "out"
+    rng = random.Random(1234)
+    code = ("import sys; from pathlib import Path; from comfyver import realize; "
+            "realize.realize(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))")
+    cmd = [sys.executable, "-c", code, str(proj.root), proj.vid, str(into)]
+    for _ in range(6):
+        p = subprocess.Popen(cmd, env=_cli_env(proj), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.5))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if into.exists():  # whatever is in place is complete and correct
+            assert verify.verify(proj.root, proj.vid, into, deep=True) == []
+        for blob in (modelstore.default_store() / "sha256").glob("*"):
+            if len(blob.name) == 64:  # a blob under its final name is always whole
+                assert modelstore.file_sha256(blob) == blob.name
+    done = subprocess.run(cmd, env=_cli_env(proj), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert verify.verify(proj.root, proj.vid, into, deep=True) == []
+    assert not list(tmp_path.glob(".out.tmp-*")) and not list(tmp_path.glob(".out.old-*"))
+
+
+def _realize_in_child(args):
+    root, vid, into, cache, uv_cache = args
+    os.environ["COMFYVER_CACHE"], os.environ["UV_CACHE_DIR"] = cache, uv_cache
+    return str(realize.realize(Path(root), vid, Path(into)))
+
+
+def test_four_concurrent_realizers_download_each_model_once(tmp_path, git_server, http_server):
+    proj = make_project(tmp_path, git_server, http_server,
+                        models={KEY: os.urandom(4_000_000), "comfyver_test/second.bin": os.urandom(1_000_000)})
+    jobs = [(str(proj.root), proj.vid, str(tmp_path / f"w{i}"), os.environ["COMFYVER_CACHE"], os.environ["UV_CACHE_DIR"])
+            for i in range(4)]
+    with ProcessPoolExecutor(4) as pool:
+        outs = list(pool.map(_realize_in_child, jobs))
+    assert len(set(outs)) == 4
+    for key, served in proj.model_url_path.items():
+        assert len(model_gets(http_server, served)) == 1, key
+    for out in outs:
+        assert verify.verify(proj.root, proj.vid, Path(out), deep=True) == []
