@@ -1,0 +1,207 @@
+"""Shared test environment for the handler tests: one ComfyUI (started by a real Worker) per test process,
+one background event loop, workflow builders, and the local storage servers."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from tests.support import comfyui as comfyui_support
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+_state: dict = {}
+
+
+def free_port() -> int:
+    return comfyui_support.free_port()
+
+
+def loop() -> asyncio.AbstractEventLoop:
+    if "loop" not in _state:
+        lp = asyncio.new_event_loop()
+        threading.Thread(target=lp.run_forever, daemon=True).start()
+        _state["loop"] = lp
+    return _state["loop"]
+
+
+def run(coro, timeout: float = 300):
+    """Run `coro` on the shared background loop (the worker's websocket lives there)."""
+    return asyncio.run_coroutine_threadsafe(coro, loop()).result(timeout)
+
+
+def comfy_tree(base: Path) -> Path:
+    home = comfyui_support.copy_tree(base / "ComfyUI")
+    shutil.copytree(HERE / "custom_nodes" / "comfyver_test_nodes", home / "custom_nodes" / "comfyver_test_nodes")
+    return home
+
+
+def shared_worker(tmp_root: Path):
+    """The Worker (and its ComfyUI) shared by all handler tests in this process."""
+    if "worker" not in _state:
+        from handler.settings import Settings
+        from handler.worker import Worker
+        home = comfy_tree(tmp_root)
+        settings = Settings(comfy_home=home, comfy_port=free_port(), output_mode="base64", comfy_url=None,
+                            allowed_fetch_hosts=[], version_id="test-version", log_tail_lines=40)
+        w = Worker(settings)
+        w.start()
+        _state["worker"] = w
+        atexit.register(w.process.stop)
+    return _state["worker"]
+
+
+def attached_worker(base, **overrides):
+    """A second Worker on the shared ComfyUI (COMFY_URL), with its own settings."""
+    from dataclasses import replace
+    from handler.worker import Worker
+    s = replace(base.settings, comfy_url=overrides.pop("comfy_url", base.client.url), **overrides)
+    return Worker(s)
+
+
+# --- workflows ---------------------------------------------------------------------------------------
+def invert_workflow(color: int = 0x336699, size: int = 64, prefix: str = "inv") -> dict:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": color}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def slow_workflow(seconds: float = 3.0, steps: int = 10, color: int = 1) -> dict:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": color}},
+        "2": {"class_type": "ComfyverSlow", "inputs": {"image": ["1", 0], "seconds": seconds, "steps": steps}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "slow"}},
+    }
+
+
+# --- servers -----------------------------------------------------------------------------------------
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class GCSEmulator:
+    def __init__(self, bucket: str):
+        self.port = free_port()
+        self.host = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([shutil.which("gcp-storage-emulator") or "gcp-storage-emulator", "start",
+                                      "--host", "127.0.0.1", "--port", str(self.port), "--in-memory",
+                                      "--default-bucket", bucket, "-q"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def read(self, bucket: str, key: str) -> bytes:
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+        import os
+        os.environ["STORAGE_EMULATOR_HOST"] = self.host
+        c = storage.Client(project="test", credentials=AnonymousCredentials())
+        return c.bucket(bucket).blob(key).download_as_bytes()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class TCPProxy:
+    """A real TCP forwarder in front of ComfyUI whose connections can be cut mid-job."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conns: list[socket.socket] = []
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut_all(self):
+        self.cuts += 1
+        conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        self.cut_all()
+
+
+class LocalAPI:
+    """`python -m handler --rp_serve_api`: the runpod SDK's own local API server in front of the handler."""
+
+    def __init__(self, env: dict, log: Path):
+        import os
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = open(log, "wb")
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                                      "--rp_api_port", str(self.port)], cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, env={**os.environ, **env})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("local API exited:\n" + log.read_text()[-3000:])
+            try:
+                requests.get(self.url + "/docs", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.2)
+        raise RuntimeError("local API did not start:\n" + log.read_text()[-3000:])
+
+    def runsync(self, job_input, timeout: float = 120) -> dict:
+        return requests.post(self.url + "/runsync", json={"input": job_input}, timeout=timeout).json()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()

@@ -1,0 +1,266 @@
+"""The RunPod handler against a real ComfyUI on the CPU: outputs of every kind, validation, overrides, inputs,
+UI-format workflows, timeout, cancellation and ComfyUI faults (websocket drop, kill -9)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from handler.errors import JobError
+from handler.settings import Settings
+from handler.worker import Worker
+from tests.handler import env
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    return env.shared_worker(tmp_path_factory.mktemp("handler-comfy"))
+
+
+def run_job(w, job_input, job_id="job-1"):
+    return env.run(w.handle({"id": job_id, "input": job_input}))
+
+
+def pixel(data: bytes):
+    from PIL import Image
+    im = Image.open(io.BytesIO(data))
+    return im.size, im.convert("RGB").getpixel((0, 0))
+
+
+def close_to(rgb, want):
+    return all(abs(a - b) <= 1 for a, b in zip(rgb, want))
+
+
+def png_b64(rgb=(10, 200, 30), size=(8, 8)) -> str:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def ok(r):
+    assert "error" not in r, json.dumps(r, indent=1)[:3000]
+    assert r["status"] == "success"
+    return r
+
+
+def test_invert_image_base64(worker):
+    r = ok(run_job(worker, {"workflow": env.invert_workflow(0x336699), "output_mode": "base64"}))
+    [o] = r["outputs"]
+    assert o["node_id"] == "3" and o["kind"] == "image" and o["content_type"] == "image/png"
+    data = base64.b64decode(o["data"])
+    assert o["size"] == len(data)
+    size, rgb = pixel(data)
+    assert size == (64, 64) and close_to(rgb, (0xFF - 0x33, 0xFF - 0x66, 0xFF - 0x99))
+    assert r["version_id"] == "test-version"
+    # delivered files are removed from ComfyUI's output folder
+    assert not (worker.settings.output_dir / o["filename"]).exists()
+
+
+def test_every_output_kind(worker):
+    wf = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 3, "color": 0xFF0000}},
+        "2": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["1", 0], "filename_prefix": "anim", "fps": 6.0,
+                                                         "lossless": True, "quality": 80, "method": "fastest"}},
+        "3": {"class_type": "ComfyverSaveText", "inputs": {"text": "hello from comfyui", "filename_prefix": "t/x"}},
+        "4": {"class_type": "ComfyverSaveTone", "inputs": {"hz": 440, "filename_prefix": "a/tone"}},
+        "5": {"class_type": "ComfyverSaveMesh", "inputs": {"filename_prefix": "m/mesh"}},
+    }
+    r = ok(run_job(worker, {"workflow": wf, "output_mode": "base64"}))
+    by = {(o["node_id"], o["kind"]): o for o in r["outputs"]}
+    anim = by[("2", "video")]
+    assert anim["content_type"] == "image/webp" and base64.b64decode(anim["data"])[8:12] == b"WEBP"
+    assert by[("3", "text")]["text"] == "hello from comfyui"
+    text_file = [o for o in r["outputs"] if o["node_id"] == "3" and "data" in o][0]
+    assert text_file["filename"].startswith("t/") and base64.b64decode(text_file["data"]) == b"hello from comfyui"
+    tone = by[("4", "audio")]
+    assert tone["content_type"] == "audio/x-wav" and base64.b64decode(tone["data"])[:4] == b"RIFF"
+    mesh = by[("5", "3d")]
+    assert mesh["content_type"] == "model/gltf-binary" and base64.b64decode(mesh["data"])[:4] == b"glTF"
+
+
+def test_overrides_both_forms(worker):
+    wf = env.invert_workflow(0x000000)
+    r = ok(run_job(worker, {"workflow": wf, "output_mode": "base64",
+                            "overrides": [{"node_id": "1", "field": "inputs.color", "value": 0x102030}]}))
+    assert close_to(pixel(base64.b64decode(r["outputs"][0]["data"]))[1], (0xEF, 0xDF, 0xCF))
+    r = ok(run_job(worker, {"workflow": json.dumps(wf), "output_mode": "base64",
+                            "overrides": {"1": {"color": 0x203040, "width": 20}}}))
+    size, rgb = pixel(base64.b64decode(r["outputs"][0]["data"]))
+    assert size == (20, 64) and close_to(rgb, (0xDF, 0xCF, 0xBF))
+
+
+def test_input_images_base64_data_uri_and_url(worker, http_server, tmp_path):
+    from PIL import Image
+    Image.new("RGB", (8, 8), (100, 50, 25)).save(http_server.files_root / "remote.png")
+    w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
+    wf = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "c.png"}},
+        "4": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "in_a"}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "in_b"}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "in_c"}},
+    }
+    r = ok(run_job(w, {"workflow": wf, "output_mode": "base64", "images": [
+        {"name": "a.png", "image": png_b64((10, 200, 30))},
+        {"name": "b.png", "image": "data:image/png;base64," + png_b64((1, 2, 3))},
+        {"name": "c.png", "image": f"{http_server.url}/remote.png"}]}))
+    px = {o["node_id"]: pixel(base64.b64decode(o["data"]))[1] for o in r["outputs"]}
+    assert close_to(px["5"], (245, 55, 225)) and close_to(px["6"], (1, 2, 3)) and close_to(px["7"], (100, 50, 25))
+    # inputs are removed after the job
+    assert not (worker.settings.input_dir / "a.png").exists()
+
+
+def test_ui_format_workflow_is_converted_and_validated(worker):
+    tpl = importlib.import_module("comfyui_workflow_templates_media_other")
+    wf = json.loads((Path(tpl.__file__).parent / "templates" / "lora.json").read_text())
+    r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
+    e = r["error"]
+    assert e["type"] == "validation"
+    kinds = {(p["node_type"], p["problem"], p.get("folder")) for p in e["problems"]}
+    # every widget value lined up with its input: the only problems are the two absent model files
+    assert kinds == {("CheckpointLoaderSimple", "missing_model", "checkpoints"),
+                     ("LoraLoader", "missing_model", "loras")}, e["problems"]
+
+
+def test_validation_reports_all_problems_at_once(worker):
+    wf = env.invert_workflow()
+    wf["2"]["inputs"]["image"] = ["99", 0]                                        # broken link
+    wf["4"] = {"class_type": "NoSuchNode", "inputs": {}}                             # unknown node type
+    wf["5"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"}}
+    wf["6"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 3]}}          # output index out of range
+    wf["7"] = {"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}}          # MODEL into IMAGE
+    r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
+    probs = {(p["node_id"], p["node_type"], p["problem"]) for p in r["error"]["problems"]}
+    assert probs == {("2", "ImageInvert", "broken_link"), ("4", "NoSuchNode", "unknown_node_type"),
+                     ("5", "CheckpointLoaderSimple", "missing_model"), ("6", "ImageInvert", "broken_link"),
+                     ("7", "ImageInvert", "type_mismatch")}
+    assert "models/checkpoints" in [p for p in r["error"]["problems"] if p["node_id"] == "5"][0]["message"]
+
+
+def test_node_failure_is_structured_with_log_tail(worker):
+    wf = env.invert_workflow()
+    wf["2"] = {"class_type": "ComfyverFail", "inputs": {"image": ["1", 0], "message": "the node said no"}}
+    r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
+    e = r["error"]
+    assert e["type"] == "comfyui" and e["node_id"] == "2" and e["node_type"] == "ComfyverFail"
+    assert e["comfy_message"] == "the node said no"
+    assert any("the node said no" in line for line in e["log_tail"])
+    assert "Traceback" not in e["message"]
+
+
+def test_timeout_interrupts_comfyui(worker):
+    r = run_job(worker, {"workflow": env.slow_workflow(seconds=6, steps=60, color=11), "output_mode": "base64",
+                         "timeout": 1})
+    assert r["error"]["type"] == "timeout"
+    ok(run_job(worker, {"workflow": env.invert_workflow(0x010203), "output_mode": "base64"}))
+    hist = requests.get(worker.client.url + "/history", timeout=10).json()
+    events = [m[0] for h in hist.values() for m in h["status"]["messages"]]
+    assert "execution_interrupted" in events
+
+
+def test_cancellation_interrupts_comfyui(worker):
+    async def cancel_after(delay):
+        task = asyncio.ensure_future(worker.handle({"id": "cancel-me", "input": {
+            "workflow": env.slow_workflow(seconds=8, steps=80, color=12), "output_mode": "base64"}}))
+        await asyncio.sleep(delay)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+    t0 = time.monotonic()
+    assert env.run(cancel_after(1.5)) == "cancelled"
+    # ComfyUI was told to stop: the next job does not wait for the 8 s node
+    ok(run_job(worker, {"workflow": env.invert_workflow(0x040506), "output_mode": "base64"}))
+    assert time.monotonic() - t0 < 7
+    hist = requests.get(worker.client.url + "/history", timeout=10).json()
+    interrupted = [h for h in hist.values() if any(m[0] == "execution_interrupted" for m in h["status"]["messages"])
+                   and h["prompt"][2]["2"]["inputs"].get("seconds") == 8]
+    assert interrupted
+
+
+def test_websocket_drop_mid_job_still_completes(worker):
+    proxy = env.TCPProxy(worker.process.port)
+    w = env.attached_worker(worker, comfy_url=proxy.url)
+    try:
+        async def job_with_cut():
+            task = asyncio.ensure_future(w.handle({"id": "ws-drop", "input": {
+                "workflow": env.slow_workflow(seconds=3, steps=30, color=13), "output_mode": "base64"}}))
+            await asyncio.sleep(1.2)
+            proxy.cut_all()
+            return await task
+        r = ok(env.run(job_with_cut()))
+        assert proxy.cuts == 1 and w.client.ws_connects >= 2
+        assert r["outputs"][0]["kind"] == "image"
+    finally:
+        env.run(w.client.close())
+        proxy.close()
+
+
+def test_kill_9_mid_job_fails_with_log_tail_then_recovers(worker):
+    async def job_with_kill():
+        task = asyncio.ensure_future(worker.handle({"id": "killed", "input": {
+            "workflow": env.slow_workflow(seconds=5, steps=50, color=14), "output_mode": "base64"}}))
+        await asyncio.sleep(1.5)
+        os.kill(worker.process.proc.pid, signal.SIGKILL)
+        return await task
+    starts = worker.process.starts
+    r = env.run(job_with_kill())
+    e = r["error"]
+    assert e["type"] == "comfyui_died" and "-9" in e["message"]
+    assert any("ComfyverSlow" in line or "got prompt" in line for line in e["log_tail"]), e["log_tail"]
+    r = ok(run_job(worker, {"workflow": env.invert_workflow(0x070809), "output_mode": "base64"}))
+    assert worker.process.starts == starts + 1 and worker.process.alive()
+
+
+def test_base64_size_guard(worker):
+    w = env.attached_worker(worker, base64_max_bytes=1000)
+    r = run_job(w, {"workflow": env.invert_workflow(0x112233, size=256), "output_mode": "base64"})
+    e = r["error"]
+    assert e["type"] == "output_too_large" and "gcs" in e["hint"] and e["size"] > 1000
+    env.run(w.client.close())
+
+
+def test_version_mismatch(worker):
+    r = run_job(worker, {"workflow": env.invert_workflow(), "version_id": "other-version"})
+    assert r["error"]["type"] == "version" and "test-version" in r["error"]["message"]
+    ok(run_job(worker, {"workflow": env.invert_workflow(0x0A0B0C), "version_id": "test-version",
+                        "output_mode": "base64"}))
+
+
+def test_workflow_url(worker, http_server):
+    http_server.routes["/wf.json"] = env.invert_workflow(0x445566)
+    w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
+    r = ok(run_job(w, {"workflow_url": f"{http_server.url}/wf.json", "output_mode": "base64"}))
+    assert close_to(pixel(base64.b64decode(r["outputs"][0]["data"]))[1], (0xBB, 0xAA, 0x99))
+    # the same URL without the allowlist: loopback is refused
+    r = run_job(worker, {"workflow_url": f"{http_server.url}/wf.json", "output_mode": "base64"})
+    assert r["error"]["type"] == "input" and "non-public" in r["error"]["message"]
+    env.run(w.client.close())
+
+
+def test_cannot_start_comfyui_asks_for_fresh_worker(tmp_path):
+    home = tmp_path / "broken"
+    home.mkdir()
+    (home / "main.py").write_text("import sys\nprint('CUDA error: no kernel image is available')\nsys.exit(3)\n")
+    w = Worker(Settings(comfy_home=home, comfy_port=env.free_port(), comfy_url=None, comfy_start_timeout=20))
+    with pytest.raises(RuntimeError, match="did not become ready.*code 3"):
+        w.start()
+    r = env.run(w.handle({"id": "x", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}}))
+    assert r["refresh_worker"] is True and r["error"]["type"] == "comfyui_down"
+    assert any("no kernel image" in line for line in r["error"]["log_tail"])
