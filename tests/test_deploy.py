@@ -15,12 +15,22 @@ import json
 import pytest
 
 from comfyver import deploy, lockfile
-from comfyver.cli import main
+from comfyver import cli
 from comfyver.errors import ComfyverError, UsageError
 from tests.test_push import make_project
 
 KEY = "rpa_TESTKEY_0123456789"
 IMAGE = "ghcr.io/acme/comfyui@sha256:" + "ab" * 32
+
+def main(argv: list[str]) -> int:
+    """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
+    saved = cli.COMMAND_MODULES
+    cli.COMMAND_MODULES = ["comfyver.cmd_deploy"]
+    try:
+        return cli.main(argv)
+    finally:
+        cli.COMMAND_MODULES = saved
+
 
 
 @pytest.fixture

@@ -12,11 +12,21 @@ from pathlib import Path
 import pytest
 
 from comfyver import lockfile, push
-from comfyver.cli import main
+from comfyver import cli
 from comfyver.errors import ComfyverError, UsageError
 from tests.support.registry import Registry, free_port, write_docker_archive
 
 USERS = {"alice": "correct-horse-battery"}
+
+def main(argv: list[str]) -> int:
+    """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
+    saved = cli.COMMAND_MODULES
+    cli.COMMAND_MODULES = ["comfyver.cmd_push"]
+    try:
+        return cli.main(argv)
+    finally:
+        cli.COMMAND_MODULES = saved
+
 
 
 def make_project(root: Path, vid: str = "demo", ref: str = "v0.3.75") -> dict:

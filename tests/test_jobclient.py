@@ -1,0 +1,265 @@
+"""`comfyver run --endpoint/--local`: submit, progress, outputs, failures, cancel.
+
+- `--local`: the runpod SDK's own local API server (`--rp_serve_api`) serving a small handler
+  written by this module that answers in the handler's documented result shape.
+- `--endpoint`: a local server answering RunPod's serverless job API in its documented shapes
+  (https://docs.runpod.io/serverless/endpoints/operation-reference: POST /v2/{id}/run,
+  GET /v2/{id}/status/{job}, POST /v2/{id}/cancel/{job}); the client is the runpod SDK's Endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from comfyver import jobclient
+from comfyver import cli
+from comfyver.errors import ComfyverError, UsageError
+from tests.support.registry import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+
+CLI_ONLY_RUN = ("import sys; from comfyver import cli; cli.COMMAND_MODULES = ['comfyver.cmd_run']; "
+                "sys.exit(cli.main(sys.argv[1:]))")
+
+TINY_HANDLER = r'''
+import base64, json, time, runpod
+
+def handler(job):
+    inp = job["input"]
+    wf = inp["workflow"]
+    if wf.get("fail"):
+        # the SDK's local API declares `error` a string: structured errors travel as JSON text
+        return {"error": json.dumps({"kind": "execution", "message": "KSampler failed: out of memory", "node_id": "3"})}
+    time.sleep(wf.get("sleep", 0))
+    echo = json.dumps({"overrides": inp.get("overrides"), "images": [i["name"] for i in inp.get("images", [])]})
+    outs = [{"node_id": "9", "kind": "image", "filename": "ComfyUI_00001_.png", "data": wf["png"]},
+            {"node_id": "12", "kind": "text", "filename": "echo.json", "data": base64.b64encode(echo.encode()).decode()}]
+    if wf.get("url"):
+        outs.append({"node_id": "9", "kind": "image", "filename": "../../escape.png", "url": wf["url"]})
+    return {"outputs": outs, "prompt_id": "p1"}
+
+runpod.serverless.start({"handler": handler})
+'''
+
+def main(argv: list[str]) -> int:
+    """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
+    saved = cli.COMMAND_MODULES
+    cli.COMMAND_MODULES = ["comfyver.cmd_run"]
+    try:
+        return cli.main(argv)
+    finally:
+        cli.COMMAND_MODULES = saved
+
+
+
+@pytest.fixture(scope="module")
+def local_api(tmp_path_factory):
+    d = tmp_path_factory.mktemp("local-api")
+    (d / "tiny_handler.py").write_text(TINY_HANDLER)
+    port = free_port()
+    log = open(d / "api.log", "wb")
+    env = {**os.environ, "RUNPOD_WEBHOOK_PING": "", "UVICORN_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([sys.executable, "tiny_handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                             "--rp_api_port", str(port)], cwd=d, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(url + "/docs", timeout=1).status_code < 500:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError((d / "api.log").read_text())
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def workflow(tmp_path: Path, **extra) -> Path:
+    p = tmp_path / "wf.json"
+    p.write_text(json.dumps({"png": base64.b64encode(PNG).decode(), **extra}))
+    return p
+
+
+# ------------------------------------------------------------------ local API (runpod SDK server)
+def test_local_job_outputs_saved(local_api, tmp_path, http_server, capsys):
+    (http_server.files_root / "big.png").write_bytes(PNG * 3)
+    wf = workflow(tmp_path, url=f"{http_server.url}/big.png")
+    img = tmp_path / "cat.png"
+    img.write_bytes(PNG)
+    out = tmp_path / "out"
+    rc = main(["run", "--local", local_api, str(wf), "--image", str(img), "--set", "6.inputs.text=a red fox",
+               "--set", "3.inputs.seed=42", "--out", str(out), "--json", "--poll", "0.1"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["status"] == "COMPLETED" and res["job_id"].startswith("test-")
+    assert (out / "ComfyUI_00001_.png").read_bytes() == PNG
+    echo = json.loads((out / "echo.json").read_text())
+    assert echo == {"images": ["cat.png"], "overrides": [
+        {"node_id": "6", "field": "inputs.text", "value": "a red fox"},
+        {"node_id": "3", "field": "inputs.seed", "value": 42}]}
+    # a URL output lands inside --out under its bare name, never where "../../" points
+    assert (out / "escape.png").read_bytes() == PNG * 3
+    assert not (tmp_path.parent / "escape.png").exists()
+    assert sorted(Path(f["path"]).name for f in res["outputs"]) == ["ComfyUI_00001_.png", "echo.json", "escape.png"]
+    assert not list(out.glob("*.part"))
+
+
+def test_local_job_failure_exit_1_with_error(local_api, tmp_path, capsys):
+    wf = workflow(tmp_path, fail=True)
+    rc = main(["run", "--local", local_api, str(wf), "--out", str(tmp_path / "out"), "--poll", "0.1"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    assert "FAILED" in cap.out and "KSampler failed: out of memory (node 3)" in cap.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_timeout_exit_124(local_api, tmp_path, capsys):
+    wf = workflow(tmp_path, sleep=2)
+    rc = main(["run", "--local", local_api, str(wf), "--out", str(tmp_path / "out"), "--timeout", "0.5",
+               "--poll", "0.1", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 124 and res["status"] == "TIMED_OUT" and "0.5 s" in res["error"]
+    time.sleep(2)  # the SDK's local server runs one job at a time: let it finish
+
+
+def test_local_unreachable(tmp_path, capsys):
+    rc = main(["run", "--local", f"http://127.0.0.1:{free_port()}", str(workflow(tmp_path))])
+    err = capsys.readouterr().err
+    assert rc == 1 and "local worker http://127.0.0.1:" in err and "python -m handler --rp_serve_api" in err
+
+
+# ------------------------------------------------------------------ RunPod job API (runpod SDK client)
+class FakeQueue:
+    """Answers /v2/{endpoint}/run|status|cancel like RunPod, from a scripted list of status answers."""
+
+    def __init__(self, server, statuses: list[dict], endpoint: str = "ep1"):
+        self.statuses, self.cancelled = list(statuses), []
+        server.routes[f"/v2/{endpoint}/run"] = lambda h, b: (200, {}, {"id": "job-1", "status": "IN_QUEUE"})
+        server.routes[f"/v2/{endpoint}/status/job-1"] = self.status
+        server.routes[f"/v2/{endpoint}/cancel/job-1"] = self.cancel
+
+    def status(self, h, b):
+        if self.cancelled:
+            return 200, {}, {"id": "job-1", "status": "CANCELLED"}
+        s = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return 200, {}, {"id": "job-1", **s}
+
+    def cancel(self, h, b):
+        self.cancelled.append(True)
+        return 200, {}, {"id": "job-1", "status": "CANCELLED"}
+
+
+@pytest.fixture
+def runpod_api(http_server, monkeypatch):
+    monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", http_server.url + "/v2")
+    monkeypatch.setenv("RUNPOD_API_KEY", "rpa_JOBKEY_123456")
+    return http_server
+
+
+def test_endpoint_job_with_progress(runpod_api, tmp_path):
+    FakeQueue(runpod_api, [{"status": "IN_QUEUE"},
+                           {"status": "IN_PROGRESS", "output": {"value": 3, "max": 20, "node": "KSampler"}},
+                           {"status": "IN_PROGRESS", "output": {"value": 20, "max": 20, "node": "KSampler"}},
+                           {"status": "COMPLETED", "output": {"outputs": [
+                               {"node_id": "9", "kind": "image", "filename": "a.png",
+                                "data": base64.b64encode(PNG).decode()}]}}])
+    seen = []
+    backend = jobclient.RunPodBackend("ep1")
+    job_input = jobclient.build_input(workflow(tmp_path), sets=["6.inputs.text=fox"], output_mode="base64")
+    res = jobclient.run_job(backend, job_input, tmp_path / "out", poll=0.01, on_progress=seen.append)
+    assert res.status == "COMPLETED" and res.exit_code == 0
+    assert [(p.completed, p.total, p.text) for p in seen] == [(3, 20, "KSampler"), (20, 20, "KSampler")]
+    assert (tmp_path / "out/a.png").read_bytes() == PNG
+    run_req = next(r for r in runpod_api.requests if r["path"] == "/v2/ep1/run")
+    assert run_req["headers"]["Authorization"] == "Bearer rpa_JOBKEY_123456"
+    body = json.loads(run_req["body"])
+    assert body["input"]["output_mode"] == "base64" and body["input"]["overrides"][0]["value"] == "fox"
+    assert all(r["method"] == "GET" for r in runpod_api.requests if "/status/" in r["path"])
+
+
+@pytest.mark.parametrize("status,code", [("FAILED", 1), ("TIMED_OUT", 124), ("CANCELLED", 130)])
+def test_endpoint_final_states_exit_codes(runpod_api, tmp_path, capsys, status, code):
+    FakeQueue(runpod_api, [{"status": status, "error": "worker said no"}])
+    rc = main(["run", "--endpoint", "ep1", str(workflow(tmp_path)), "--poll", "0.01", "--json"])
+    assert rc == code
+    assert json.loads(capsys.readouterr().out)["status"] == status
+
+
+def test_endpoint_timeout_cancels(runpod_api, tmp_path):
+    q = FakeQueue(runpod_api, [{"status": "IN_PROGRESS"}])
+    res = jobclient.run_job(jobclient.RunPodBackend("ep1"), {"workflow": {}}, tmp_path, timeout=0.2, poll=0.02)
+    assert res.status == "TIMED_OUT" and res.exit_code == 124 and q.cancelled
+
+
+def test_ctrl_c_cancels_the_job(runpod_api, tmp_path):
+    q = FakeQueue(runpod_api, [{"status": "IN_PROGRESS", "output": {"value": 1, "max": 10}}])
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
+    proc = subprocess.Popen([sys.executable, "-c", CLI_ONLY_RUN, "run", "--endpoint", "ep1", str(workflow(tmp_path)),
+                             "--poll", "0.05", "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while not any("/status/" in r["path"] for r in runpod_api.requests):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert q.cancelled and any(r["method"] == "POST" and r["path"] == "/v2/ep1/cancel/job-1" for r in runpod_api.requests)
+    assert "CANCELLED" in out and "job cancelled" in err
+
+
+def test_endpoint_bad_key_and_missing_key(runpod_api, tmp_path, monkeypatch, capsys):
+    runpod_api.routes["/v2/ep1/run"] = lambda h, b: (401, {}, {"error": "unauthorized"})
+    assert main(["run", "--endpoint", "ep1", str(workflow(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert "refused the API key" in err and "rpa_JOBKEY_123456" not in err
+    monkeypatch.delenv("RUNPOD_API_KEY")
+    assert main(["run", "--endpoint", "ep1", str(workflow(tmp_path))]) == 2
+    assert "RUNPOD_API_KEY is not set" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ inputs and outputs
+def test_parse_set():
+    assert jobclient.parse_set("6.inputs.text=a=b") == {"node_id": "6", "field": "inputs.text", "value": "a=b"}
+    assert jobclient.parse_set("3.inputs.cfg=7.5")["value"] == 7.5
+    assert jobclient.parse_set('3.inputs.names=["x"]')["value"] == ["x"]
+    for bad in ("6.text=x", "6.inputs.text", "=x"):
+        with pytest.raises(UsageError, match="NODE.inputs.FIELD=VALUE"):
+            jobclient.parse_set(bad)
+
+
+def test_parse_progress_shapes():
+    assert jobclient.parse_progress({"step": 2, "total": 8}).completed == 2
+    assert jobclient.parse_progress({"percent": 0.5}).completed == 50
+    assert jobclient.parse_progress("loading models").text == "loading models"
+    assert jobclient.parse_progress(None) is None and jobclient.parse_progress({}) is None
+
+
+def test_output_urls_with_other_schemes_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="file://"):
+        jobclient.save_outputs({"outputs": [{"node_id": "1", "filename": "x", "url": "file:///etc/passwd"}]}, tmp_path)
+    with pytest.raises(ComfyverError, match="not valid base64"):
+        jobclient.save_outputs({"outputs": [{"node_id": "1", "filename": "x", "data": "%%%"}]}, tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_workflow_and_image(tmp_path, capsys):
+    assert main(["run", "--local", "http://127.0.0.1:9", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such file" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["run", "--local", "http://127.0.0.1:9", str(tmp_path / "bad.json")]) == 2
+    assert main(["run", "--local", "ftp://x", str(workflow(tmp_path))]) == 2
