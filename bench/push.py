@@ -1,0 +1,107 @@
+"""Benchmark: a second push of an image that shares all but one layer with the first.
+
+Runs Debian's docker-registry on 127.0.0.1 behind a byte-counting TCP proxy and
+pushes two docker-archives with `comfyver.push` (skopeo). Prints bytes sent to the
+registry and wall time for each push, and their ratios (target: second/first
+bytes < 5%).
+
+    python bench/push.py [--layers 40] [--layer-mib 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from comfyver import push  # noqa: E402
+from tests.support.registry import Registry, write_docker_archive  # noqa: E402
+
+
+class CountingProxy:
+    """127.0.0.1:<port> -> target; counts bytes sent from clients to the target."""
+
+    def __init__(self, target_port: int):
+        self.target_port, self.sent = target_port, 0
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src, dst, count):
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+                if count:
+                    with self.lock:
+                        self.sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def take(self) -> int:
+        with self.lock:
+            n, self.sent = self.sent, 0
+        return n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=40, help="layers per image (dockerTools uses up to 100)")
+    ap.add_argument("--layer-mib", type=int, default=2)
+    args = ap.parse_args()
+    rnd = random.Random(7)
+    size = args.layer_mib << 20
+    layers = [{f"layer{i}/blob.bin": rnd.randbytes(size)} for i in range(args.layers)]
+    changed = layers[:-1] + [{"changed/blob.bin": rnd.randbytes(size)}]
+    with tempfile.TemporaryDirectory(prefix="comfyver-bench-") as tmp:
+        tmp = Path(tmp)
+        first, second = tmp / "first.tar", tmp / "second.tar"
+        write_docker_archive(first, layers)
+        write_docker_archive(second, changed)
+        reg = Registry(tmp / "registry")
+        proxy = CountingProxy(reg.port)
+        try:
+            rows = []
+            for name, archive in (("first push", first), ("second push", second)):
+                proxy.take()
+                t0 = time.perf_counter()
+                res = push.push(archive, push.parse_destination(f"127.0.0.1:{proxy.port}/bench/comfyui:{name[:5]}", "x"))
+                rows.append((name, proxy.take(), time.perf_counter() - t0, res.digest))
+        finally:
+            reg.close()
+    print(f"image: {args.layers} layers x {args.layer_mib} MiB; the second differs in its last layer only")
+    for name, sent, secs, digest in rows:
+        print(f"{name:<12} sent {sent / 2**20:9.2f} MiB  in {secs:6.2f} s  ({digest[:19]}...)")
+    (_, b1, t1, _), (_, b2, t2, _) = rows
+    print(f"bytes ratio second/first: {b2 / b1:.2%} (target < 5%)")
+    print(f"time ratio second/first:  {t2 / t1:.2%}")
+    return 0 if b2 / b1 < 0.05 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
