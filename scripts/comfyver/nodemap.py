@@ -368,7 +368,12 @@ class NodeMap:
             return ClassResult(class_type, "pack", "override", self.overrides[class_type])
         if class_type in self.choices:
             name = self.choices[class_type]
-            return ClassResult(class_type, "pack", "choice", Pack(name, self.locked_urls.get(name)))
+            url = self.locked_urls.get(name) or next(
+                (u for u in self.mgr.exact.get(class_type, []) if pack_name_for_url(u) == name), None)
+            if url is None and name not in self.locked_urls:
+                return ClassResult(class_type, "unresolved", "choice",
+                                   why=f"the choice {name!r} is neither a locked node nor a known provider of it")
+            return ClassResult(class_type, "pack", "choice", Pack(name, url))
         if len(self.locked.get(class_type, [])) == 1:
             name = self.locked[class_type][0]
             return ClassResult(class_type, "pack", "lock", Pack(name, self.locked_urls.get(name)))
@@ -389,10 +394,10 @@ class NodeMap:
         if cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cnr_id):
             url = self.mgr.url_for_id(cnr_id)
             if ver and not HEX40.match(ver):
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id, None, cnr_id, ver))
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, ver))
             if url:
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id, url, cnr_id, ver))
-            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id, None, cnr_id, None))
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), url, cnr_id, ver))
+            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, None))
         urls = self.mgr.exact.get(class_type, [])
         core_urls = [u for u in urls if norm_url(u) in CORE_URLS]
         if core_urls and self.core is None:
@@ -422,8 +427,8 @@ class NodeMap:
             if hit:
                 if hit.get("repository"):
                     p = self._url_pack(hit["repository"])
-                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"], p.url, hit["id"]))
-                return ClassResult(class_type, "pack", "registry", Pack(hit["id"], None, hit["id"]))
+                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), p.url, hit["id"]))
+                return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]))
         where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
         return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
 

