@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "comfyver.cmd_versions",
     "comfyver.cmd_realize",
     "comfyver.cmd_verify",
+    "comfyver.cmd_check",
 ]
 
 
