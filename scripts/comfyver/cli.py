@@ -24,10 +24,11 @@ COMMAND_MODULES = [
     "comfyver.cmd_hash",
     "comfyver.cmd_analyze",
     "comfyver.cmd_lock",
+    "comfyver.cmd_check",
     "comfyver.cmd_versions",
     "comfyver.cmd_realize",
     "comfyver.cmd_verify",
-    "comfyver.cmd_check",
+    "comfyver.cmd_models",
 ]
 
 

@@ -18,8 +18,9 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 from filelock import FileLock
 
@@ -168,3 +169,37 @@ def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
         raise ComfyverError(f"{what}: {src} changed while it was copied (sha256 {got}, locked {sha})")
     os.replace(part, blob)
 
+
+
+def seed_candidate(source: Path, key: str, sha256: str) -> Path | None:
+    """A file in `source` that may hold model `key`: `<source>/<key>` (a ComfyUI models folder) or
+    `<source>/sha256/<hex>` (another store)."""
+    for p in (Path(source) / key, blob_path(source, sha256)):
+        if p.is_file():
+            return p
+    return None
+
+
+def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool = False,
+         progress_for: Callable[[str, int], ContextManager] | None = None) -> dict[str, str]:
+    """Put every model of `lock` into `store`; return key -> present | copied | downloaded.
+
+    `progress_for(key, size)` gives a context manager yielding a byte-count callback (or None)."""
+    cache = StatCache()
+    done = {}
+    try:
+        for key, m in sorted(lock["models"].items()):
+            locked = m["locked"]
+            blob = blob_path(store, locked["sha256"])
+            if check_file(blob, locked["sha256"], locked["size"], cache) is None:
+                done[key] = "present"
+                continue
+            seed = seed_candidate(source, key, locked["sha256"]) if source else None
+            if seed is not None and check_file(seed, locked["sha256"], locked["size"], cache) is not None:
+                seed = None  # a file by that name with other bytes: not used
+            with progress_for(key, locked["size"]) if progress_for else nullcontext() as progress:
+                ensure(store, key, locked, offline=offline, cache=cache, progress=progress, seed=seed)
+            done[key] = "copied" if seed is not None else "downloaded"
+    finally:
+        cache.save()
+    return done
