@@ -181,11 +181,17 @@ class LocalBackend:
     def _post(self, path: str, body: dict | None, timeout: float | None) -> dict:
         try:
             r = self.session.post(f"{self.url}{path}", json=body, timeout=timeout)
-            r.raise_for_status()
-            return r.json()
         except requests.RequestException as exc:
             raise ComfyverError(f"{self.where}: {type(exc).__name__} on {path}",
                                 hint="start it with: python -m handler --rp_serve_api (default port 8000)") from None
+        if r.status_code >= 400:
+            raise ComfyverError(f"{self.where}: HTTP {r.status_code} on {path}: {web.redact(r.text[:300])}",
+                                hint="the worker's own log says why (the SDK's local API answers 500 when a "
+                                     "handler's result does not fit its schema)")
+        try:
+            return r.json()
+        except ValueError:
+            raise ComfyverError(f"{self.where}: {path} did not return JSON") from None
 
     def submit(self, job_input: dict) -> str:
         job_id = self._post("/run", {"input": job_input}, 30).get("id")
