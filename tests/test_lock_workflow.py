@@ -56,7 +56,7 @@ def env(tmp_path, git_server, http_server, monkeypatch):
     (root / "versions").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname='p'\n")
     ns = type("Env", (), {})()
-    ns.root, ns.http = root, http_server
+    ns.root, ns.http, ns.git_server = root, http_server, git_server
     make_repo(tmp_path / "core", SMALL_CORE, "core", tag="v0.3.75")
     ns.core = git_server.publish(tmp_path / "core", "ComfyUI")
     for name, files in (("ComfyUI-Fancy", PACK_A), ("ComfyUI-B", PACK_B), ("ComfyUI-C", PACK_C)):

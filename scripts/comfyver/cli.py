@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "comfyver.cmd_realize",
     "comfyver.cmd_verify",
     "comfyver.cmd_models",
+    "comfyver.cmd_import",
 ]
 
 

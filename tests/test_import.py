@@ -1,0 +1,119 @@
+"""`comfyver import`: ComfyUI-Manager snapshots and config.yml files -> versions (local servers)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+import yaml
+
+from comfyver import importers, lockfile
+from tests.support.gitserver import git, make_repo
+from tests.test_lock_workflow import env, run  # noqa: F401  (fixture)
+
+
+def _registry(env, monkeypatch, node_id="rgthree-comfy", version="1.0.2"):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__init__.py", "NODE_CLASS_MAPPINGS = {'Power Lora Loader (rgthree)': object}\n")
+    (env.http.files_root / f"{node_id}-{version}.zip").write_bytes(buf.getvalue())
+    nv = {"id": "v1", "version": version, "downloadUrl": f"{env.http.url}/{node_id}-{version}.zip", "deprecated": False}
+    env.http.routes[f"/nodes/{node_id}/versions/{version}"] = nv
+    monkeypatch.setenv("COMFY_REGISTRY_URL", env.http.url)
+
+
+def _rev(env, name):
+    return git("ls-remote", env.__dict__[name], "refs/tags/v1.0.0").split()[0]
+
+
+def test_import_manager_snapshot(env, capsys, monkeypatch, tmp_path):
+    _registry(env, monkeypatch)
+    core_rev = git("ls-remote", env.core, "refs/tags/v0.3.75").split()[0]
+    snap = {
+        "comfyui": core_rev,
+        "git_custom_nodes": {env.pack_a: {"hash": _rev(env, "pack_a"), "disabled": False},
+                             env.pack_b: {"hash": _rev(env, "pack_b"), "disabled": True}},
+        "cnr_custom_nodes": {"rgthree-comfy": "1.0.2"},
+        "file_custom_nodes": [{"filename": "my_node.py", "disabled": False}],
+        "pips": {"numpy==1.26.4": "", "torch==2.1.0+cu121": ""},
+    }
+    f = tmp_path / "snapshot.json"
+    f.write_text(json.dumps(snap))
+    rc, out, err = run(capsys, "import", "snap", str(f), "--comfyui-url", env.core, "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    lock = lockfile.read(env.root / "versions" / "snap" / "version.json")
+    assert lock["comfyui"]["locked"]["rev"] == core_rev
+    assert set(lock["nodes"]) == {"comfyui-fancy", "rgthree-comfy"}
+    assert lock["nodes"]["comfyui-fancy"]["locked"]["rev"] == _rev(env, "pack_a")
+    assert lock["nodes"]["comfyui-fancy"]["provides"] == ["FancyBlur", "FancySAMLoader"]
+    assert lock["nodes"]["rgthree-comfy"]["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
+    assert lock["nodes"]["rgthree-comfy"]["locked"]["type"] == "zip"
+    assert any("disabled" in n and env.pack_b in n for n in res["notes"])
+    assert any("my_node.py" in n for n in res["notes"])
+
+
+def test_import_config_yml(env, capsys, tmp_path):
+    work = tmp_path / "ComfyUI-Fancy"  # the env's work repo: add a branch `dev` and publish it
+    git("checkout", "-q", "-b", "dev", cwd=work)
+    dev_rev = make_repo(work, {"x.py": "# dev\n"}, "dev work")
+    git("push", "-q", "--force", str(env.git_server.bare("ComfyUI-Fancy")), "dev", cwd=work)
+
+    cfg = {
+        "comfyui": {"url": env.core, "version": "v0.3.75"},
+        "nodes": [{"url": env.pack_b, "version": "v1.0.0"}, {"url": env.pack_c, "version": "nightly"},
+                  {"url": env.pack_a, "version": "dev"}],
+        "models": [
+            {"url": env.files["base.safetensors"][0], "destination": "models/checkpoints/"},
+            {"url": env.files["sam_b.pth"][0], "destination": "sams/sub/sam.pth"},
+            {"url": f"{env.http.url}/gone.safetensors", "destination": "loras", "optional": True},
+        ],
+    }
+    f = tmp_path / "config.yml"
+    f.write_text(yaml.safe_dump(cfg))
+    rc, out, err = run(capsys, "import", "cfg", str(f), "--no-python", "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(env.root / "versions" / "cfg" / "version.json")
+    assert set(lock["nodes"]) == {"comfyui-b", "comfyui-c", "comfyui-fancy"}
+    assert lock["nodes"]["comfyui-fancy"]["locked"]["rev"] == dev_rev
+    assert lock["nodes"]["comfyui-c"]["locked"]["ref"] == "refs/heads/main"
+    assert set(lock["models"]) == {"checkpoints/base.safetensors", "sams/sub/sam.pth"}
+    assert lock["models"]["sams/sub/sam.pth"]["locked"]["sha256"] == env.files["sam_b.pth"][1]
+    notes = json.loads(out)["notes"]
+    assert len(notes) == 1 and "models.loras/gone.safetensors" in notes[0] and "404" in notes[0]
+
+
+def test_import_refuses_bad_input(env, capsys, tmp_path):
+    f = tmp_path / "c.yml"
+    f.write_text(yaml.safe_dump({"models": [{"url": "https://x/y.bin", "destination": "../../etc/passwd"}]}))
+    rc, _, err = run(capsys, "import", "bad", str(f), "--no-python")
+    assert rc == 2 and "models[0]" in err and ".." in err
+    f.write_text(yaml.safe_dump({"nodes": [{"url": "--upload-pack=evil", "version": "latest"}]}))
+    rc, _, err = run(capsys, "import", "bad", str(f), "--no-python")
+    assert rc == 2 and "upload-pack" in err
+    f.write_text(yaml.safe_dump({"models": [{"url": "ftp://x/y.bin", "destination": "loras/y.bin"}]}))
+    rc, _, err = run(capsys, "import", "bad", str(f), "--no-python")
+    assert rc == 2 and "ftp" in err
+    f.write_text("just: text\n")
+    rc, _, err = run(capsys, "import", "bad", str(f), "--no-python")
+    assert rc == 1 and "neither a ComfyUI-Manager snapshot" in err
+    assert not (env.root / "versions" / "bad").exists()
+
+
+@pytest.mark.parametrize("dest,url,key", [
+    ("checkpoints", "https://h/a/b/model.safetensors", "checkpoints/model.safetensors"),
+    ("models/loras/x/", "https://h/f%20g.safetensors?download=true", "loras/x/f g.safetensors"),
+    ("vae/custom.pt", "https://h/other.pt", "vae/custom.pt"),
+])
+def test_model_destination(dest, url, key):
+    assert importers.model_path(dest, url, "t") == key
+
+
+def test_pip_evidence_differences():
+    pl = importers.plan({"comfyui": "a" * 40, "pips": {"numpy==1.26.4": "", "torch==2.1.0+cu121": "",
+                                                       "Pillow==10.0.0": "", "-e git+x": ""}}, "s")
+    assert pl.pips == {"numpy": "1.26.4", "torch": "2.1.0+cu121", "pillow": "10.0.0"}
+    diffs = importers.pip_differences(pl, {"numpy": "2.1.0", "torch": "2.1.0", "pillow": "10.0.0"})
+    assert diffs == ["numpy: snapshot had 1.26.4, the lock has 2.1.0"]
