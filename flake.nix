@@ -1,0 +1,93 @@
+{
+  description = "comfyver: reproducible ComfyUI environments for RunPod (one package, image and shell per version)";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    pyproject-nix = {
+      url = "github:pyproject-nix/pyproject.nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    uv2nix = {
+      url = "github:pyproject-nix/uv2nix";
+      inputs.pyproject-nix.follows = "pyproject-nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+    pyproject-build-systems = {
+      url = "github:pyproject-nix/build-system-pkgs";
+      inputs.pyproject-nix.follows = "pyproject-nix";
+      inputs.uv2nix.follows = "uv2nix";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  # Every folder in versions/ with a version.json (git-tracked: a flake sees
+  # nothing else) becomes version-<id>, models-<id>, image-<id>,
+  # image-<id>-with-models and devShells.<id>. flake.nix only wires; the
+  # functions live in nix/.
+  outputs = { self, nixpkgs, pyproject-nix, uv2nix, pyproject-build-systems }:
+    let
+      system = "x86_64-linux";
+      pkgs = nixpkgs.legacyPackages.${system};
+      inherit (nixpkgs) lib;
+
+      lockLib = import ./nix/lock.nix;
+      sources = import ./nix/sources.nix { inherit pkgs; };
+      models = import ./nix/models.nix { inherit pkgs lib; };
+      python = import ./nix/python.nix { inherit pkgs lib pyproject-nix uv2nix pyproject-build-systems; };
+      comfyui = import ./nix/comfyui.nix { inherit pkgs lib; };
+      image = import ./nix/image.nix { inherit pkgs lib; };
+      shell = import ./nix/shell.nix { inherit pkgs; };
+
+      versionsDir = ./versions;
+      ids = lockLib.ids versionsDir;
+
+      # The worker (python -m handler) as a plain source folder on PYTHONPATH.
+      handler = builtins.path { path = ./handler; name = "comfyver-handler"; };
+
+      # One version, evaluated lazily: nothing here is read before it is used.
+      version = id: rec {
+        lock = lockLib.read versionsDir id;
+        src = sources.fetch lock;
+        venv = python.env { inherit id lock; dir = versionsDir + "/${id}"; };
+        modelsTree = models.tree id lock;
+        tree = comfyui.tree { inherit id lock venv handler; sources = src; models = modelsTree; };
+        treeNoModels = comfyui.tree { inherit id lock venv handler; sources = src; models = null; };
+      };
+      versions = lib.genAttrs ids version;
+
+      # comfyver itself, from the repository's pyproject.toml + uv.lock.
+      comfyver =
+        let
+          workspace =
+            if builtins.pathExists ./uv.lock then uv2nix.lib.workspace.loadWorkspace { workspaceRoot = ./.; }
+            else throw "comfyver: uv.lock is missing at the repository root; run `uv lock` and commit it";
+          pythonSet = (pkgs.callPackage pyproject-nix.build.packages { python = pkgs.python312; }).overrideScope (
+            lib.composeManyExtensions [
+              pyproject-build-systems.overlays.default
+              (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
+            ]);
+        in
+        pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default;
+
+      perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
+    in
+    {
+      packages.${system} =
+        perVersion (id: v: [
+          (lib.nameValuePair "version-${id}" v.tree)
+          (lib.nameValuePair "models-${id}" v.modelsTree)
+          (lib.nameValuePair "image-${id}" (image.image { inherit id; tree = v.treeNoModels; inherit (v) venv; withModels = false; }))
+          (lib.nameValuePair "image-${id}-with-models" (image.image { inherit id; inherit (v) tree venv; withModels = true; }))
+        ])
+        // { inherit comfyver; };
+
+      devShells.${system} =
+        perVersion (id: v: [ (lib.nameValuePair id (shell.version { inherit id comfyver; inherit (v) tree venv; })) ])
+        // { default = shell.default { python = pkgs.python312; }; };
+
+      apps.${system}.comfyver = {
+        type = "app";
+        program = "${comfyver}/bin/comfyver";
+      };
+    };
+}

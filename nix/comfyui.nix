@@ -1,0 +1,90 @@
+# The ComfyUI tree of a version: the core and nodes from the store, the Python
+# env, the models (a store tree, or a folder outside the store for images
+# without models), extra_model_paths.yaml, and two entry points:
+#   bin/comfyui          ComfyUI itself (arguments are passed on to main.py)
+#   bin/comfyui-handler  the RunPod worker (`python -m handler`) driving it
+# The store stays read-only: user/input/output/temp and custom_nodes live in a
+# state folder ($COMFYUI_STATE_DIR, default $XDG_STATE_HOME/comfyver/<id>).
+# custom_nodes holds links into the store, except for nodes the lock flags
+# `writable`: those are copied there (once per locked source) at start.
+{ pkgs, lib }:
+let
+  inherit (builtins) attrNames concatStringsSep filter;
+
+  # Shell that prepares the state folder and sets $state and $comfy_args.
+  prepare = { id, core, nodes, writable, modelPathsFile }:
+    let
+      names = attrNames nodes;
+      link = name: ''ln -sfn ${nodes.${name}} "$state/custom_nodes/${name}"'';
+      copy = name: ''
+        dst="$state/custom_nodes/${name}"
+        if [ -L "$dst" ] || [ "$(cat "$dst/.comfyver-source" 2>/dev/null)" != "${nodes.${name}}" ]; then
+          rm -rf "$dst"
+          cp -R ${nodes.${name}} "$dst.tmp.$$"
+          chmod -R u+w "$dst.tmp.$$"
+          echo ${nodes.${name}} > "$dst.tmp.$$/.comfyver-source"
+          mv "$dst.tmp.$$" "$dst"
+        fi
+      '';
+    in ''
+      set -eu
+      export PATH=${lib.makeBinPath [ pkgs.coreutils ]}''${PATH:+:$PATH}
+      state="''${COMFYUI_STATE_DIR:-''${XDG_STATE_HOME:-''${HOME:-/tmp}/.local/state}/comfyver/${id}}"
+      mkdir -p "$state/custom_nodes" "$state/user" "$state/input" "$state/output" "$state/temp" "$state/models"
+      # drop what an older lock of this version put there (links and marked copies)
+      for entry in "$state"/custom_nodes/*; do
+        case "''${entry##*/}" in
+          ${concatStringsSep "|" (names ++ [ "*.py" ])}) ;;
+          *) if [ -L "$entry" ] || [ -e "$entry/.comfyver-source" ]; then rm -rf "$entry"; fi ;;
+        esac
+      done
+      ${concatStringsSep "\n" (map link (filter (n: !(lib.elem n writable)) names))}
+      ${concatStringsSep "\n" (map copy writable)}
+      export PYTHONPYCACHEPREFIX="''${PYTHONPYCACHEPREFIX:-$state/pycache}"
+      comfy_args="--base-directory $state --user-directory $state/user --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
+    '';
+
+  tree = { id, lock, sources, venv, models, handler ? null }:
+    let
+      core = sources.comfyui;
+      nodes = sources.nodes;
+      writable = filter (n: lock.nodes.${n}.writable) (attrNames nodes);
+      modelsPath = if models == null then "/runpod-volume/models" else "${models}";
+      modelPathsFile = pkgs.writeText "extra_model_paths-${id}.yaml"
+        ((import ./models.nix { inherit pkgs lib; }).extraModelPaths modelsPath
+          (if models == null then [ "checkpoints" "clip" "clip_vision" "controlnet" "diffusion_models" "embeddings" "loras" "text_encoders" "unet" "upscale_models" "vae" ]
+           else (import ./models.nix { inherit pkgs lib; }).folders lock));
+      prep = prepare { inherit id core nodes writable modelPathsFile; };
+      comfyui = pkgs.writeShellScriptBin "comfyui" ''
+        ${prep}
+        cd "$state"
+        # shellcheck disable=SC2086
+        exec ${venv}/bin/python ${core}/main.py $comfy_args "$@"
+      '';
+      handlerBin = pkgs.writeShellScriptBin "comfyui-handler" ''
+        ${prep}
+        export COMFY_HOME=${core}
+        export COMFY_PYTHON=${venv}/bin/python
+        export COMFY_ARGS="$comfy_args ''${COMFY_ARGS:-}"
+        export MODELS_DIR="''${MODELS_DIR:-${modelsPath}}"
+        export COMFYVER_VERSION_ID=${id}
+        export PYTHONPATH=${handler}''${PYTHONPATH:+:$PYTHONPATH}
+        exec ${venv}/bin/python -m handler "$@"
+      '';
+    in
+    pkgs.runCommand "comfyui-${id}" {
+      passthru = { inherit core nodes venv models modelPathsFile comfyui handlerBin; };
+    } ''
+      mkdir -p $out/bin $out/share/comfyui/custom_nodes
+      ln -s ${core} $out/share/comfyui/core
+      ln -s ${venv} $out/share/comfyui/python
+      ln -s ${modelPathsFile} $out/share/comfyui/extra_model_paths.yaml
+      ${lib.optionalString (models != null) "ln -s ${models} $out/share/comfyui/models"}
+      ${concatStringsSep "\n" (map (n: "ln -s ${nodes.${n}} $out/share/comfyui/custom_nodes/${n}") (attrNames nodes))}
+      ln -s ${comfyui}/bin/comfyui $out/bin/comfyui
+      ${lib.optionalString (handler != null) "ln -s ${handlerBin}/bin/comfyui-handler $out/bin/comfyui-handler"}
+    '';
+in
+{
+  inherit tree prepare;
+}
