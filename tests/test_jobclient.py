@@ -263,3 +263,47 @@ def test_bad_workflow_and_image(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{not json")
     assert main(["run", "--local", "http://127.0.0.1:9", str(tmp_path / "bad.json")]) == 2
     assert main(["run", "--local", "ftp://x", str(workflow(tmp_path))]) == 2
+
+
+# ------------------------------------------------------------------ outputs from buckets (real emulators)
+def test_outputs_from_s3_and_gcs(tmp_path, monkeypatch):
+    import boto3
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+    from moto.server import ThreadedMotoServer
+
+    from tests.handler import env
+
+    s3_port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port)
+    moto.start()
+    gcs = env.GCSEmulator("gcs-out")
+    try:
+        s3_url = f"http://127.0.0.1:{s3_port}"
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("BUCKET_ENDPOINT_URL", s3_url)
+        monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", "AKIATEST")
+        monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", "s3-secret-for-test")
+        s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="AKIATEST",
+                          aws_secret_access_key="s3-secret-for-test", region_name="us-east-1")
+        s3.create_bucket(Bucket="comfy-out")
+        s3.put_object(Bucket="comfy-out", Key="jobs/j1/a.png", Body=PNG)
+        s3.put_object(Bucket="comfy-out", Key="jobs/j1/b.png", Body=PNG * 2)
+        signed = s3.generate_presigned_url("get_object", Params={"Bucket": "comfy-out", "Key": "jobs/j1/b.png"})
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+        monkeypatch.setenv("GCS_PROJECT", "test")
+        storage.Client(project="test", credentials=AnonymousCredentials()).bucket("gcs-out") \
+            .blob("comfy/outputs/j1/c.png").upload_from_string(PNG * 3)
+        saved = jobclient.save_outputs({"outputs": [
+            {"node_id": "9", "kind": "image", "filename": "a.png", "url": "s3://comfy-out/jobs/j1/a.png"},
+            {"node_id": "9", "kind": "image", "filename": "b.png", "url": "s3://comfy-out/jobs/j1/b.png",
+             "signed_url": signed},
+            {"node_id": "10", "kind": "image", "filename": "c.png", "url": "gs://gcs-out/comfy/outputs/j1/c.png",
+             "gcs_url": "gs://gcs-out/comfy/outputs/j1/c.png"},
+        ]}, tmp_path / "out")
+    finally:
+        moto.stop()
+        gcs.stop()
+    assert [(s["node_id"], Path(s["path"]).read_bytes()) for s in saved] == [
+        ("9", PNG), ("9", PNG * 2), ("10", PNG * 3)]
+    assert [s["bytes"] for s in saved] == [len(PNG), 2 * len(PNG), 3 * len(PNG)]

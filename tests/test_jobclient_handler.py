@@ -83,9 +83,8 @@ def test_node_failure_exit_1(handler_api, tmp_path, capsys):
                "--poll", "0.2"])
     cap = capsys.readouterr()
     assert rc == 1 and "FAILED" in cap.out
-    # the handler's structured error, or (while the handler sends `error` as an object, which the SDK's
-    # local API cannot serialize) the 500 it causes, named as such
-    assert "deliberate failure 42" in cap.err or f"HTTP 500 on /status/" in cap.err
+    # the handler's structured error (sent as JSON text), shown with its node
+    assert "deliberate failure 42" in cap.err and "(node 2)" in cap.err
     assert not (tmp_path / "out").exists()
 
 
