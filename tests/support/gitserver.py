@@ -69,10 +69,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class GitServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, port: int = 0):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.root = self.root
         self.httpd.requests = []
         self.httpd.down = False

@@ -79,8 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HTTPServer:
-    def __init__(self, files_root: Path | None = None):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    def __init__(self, files_root: Path | None = None, port: int = 0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self.httpd.routes = {}
         self.httpd.requests = []
         self.httpd.files_root = Path(files_root) if files_root else None
