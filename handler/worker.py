@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import re
@@ -116,19 +117,20 @@ class Worker:
 
     # --- jobs -----------------------------------------------------------------------------------
     async def handle(self, job: dict) -> dict:
-        """The RunPod handler: a result dict, or {"error": {...}} (plus refresh_worker when the worker is broken)."""
+        """The RunPod handler: a result dict, or {"error": "<JSON object>"} (plus refresh_worker when the worker is
+        broken). RunPod's `error` field is a string, so the structured error travels JSON-encoded."""
         try:
             return await self.run_job(job)
         except JobError as exc:
-            err = {"error": exc.to_dict()}
+            err = {"error": json.dumps(exc.to_dict())}
             if exc.refresh_worker:
                 err["refresh_worker"] = True
             return err
         except Exception as exc:  # noqa: BLE001 - a structured error instead of a bare traceback
             log.exception("handler: unexpected failure")
-            return {"error": JobError("internal", f"the handler failed: {type(exc).__name__}: {exc}",
-                                      hint="this is a bug in the worker; the log tail may say more",
-                                      log_tail=self.log_tail()).to_dict()}
+            return {"error": json.dumps(JobError("internal", f"the handler failed: {type(exc).__name__}: {exc}",
+                                                 hint="this is a bug in the worker; the log tail may say more",
+                                                 log_tail=self.log_tail()).to_dict())}
 
     async def run_job(self, job: dict, out_dir: Path | None = None) -> dict:
         t0 = time.perf_counter()

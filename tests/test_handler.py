@@ -48,6 +48,11 @@ def png_b64(rgb=(10, 200, 30), size=(8, 8)) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def E(r) -> dict:
+    """The structured error of a result: RunPod's `error` is a string holding a JSON object."""
+    return json.loads(r["error"])
+
+
 def ok(r):
     assert "error" not in r, json.dumps(r, indent=1)[:3000]
     assert r["status"] == "success"
@@ -127,7 +132,7 @@ def test_ui_format_workflow_is_converted_and_validated(worker):
     tpl = importlib.import_module("comfyui_workflow_templates_media_other")
     wf = json.loads((Path(tpl.__file__).parent / "templates" / "lora.json").read_text())
     r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
-    e = r["error"]
+    e = E(r)
     assert e["type"] == "validation"
     kinds = {(p["node_type"], p["problem"], p.get("folder")) for p in e["problems"]}
     # every widget value lined up with its input: the only problems are the two absent model files
@@ -143,18 +148,18 @@ def test_validation_reports_all_problems_at_once(worker):
     wf["6"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 3]}}          # output index out of range
     wf["7"] = {"class_type": "ImageInvert", "inputs": {"image": ["5", 0]}}          # MODEL into IMAGE
     r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
-    probs = {(p["node_id"], p["node_type"], p["problem"]) for p in r["error"]["problems"]}
+    probs = {(p["node_id"], p["node_type"], p["problem"]) for p in E(r)["problems"]}
     assert probs == {("2", "ImageInvert", "broken_link"), ("4", "NoSuchNode", "unknown_node_type"),
                      ("5", "CheckpointLoaderSimple", "missing_model"), ("6", "ImageInvert", "broken_link"),
                      ("7", "ImageInvert", "type_mismatch")}
-    assert "models/checkpoints" in [p for p in r["error"]["problems"] if p["node_id"] == "5"][0]["message"]
+    assert "models/checkpoints" in [p for p in E(r)["problems"] if p["node_id"] == "5"][0]["message"]
 
 
 def test_node_failure_is_structured_with_log_tail(worker):
     wf = env.invert_workflow()
     wf["2"] = {"class_type": "ComfyverFail", "inputs": {"image": ["1", 0], "message": "the node said no"}}
     r = run_job(worker, {"workflow": wf, "output_mode": "base64"})
-    e = r["error"]
+    e = E(r)
     assert e["type"] == "comfyui" and e["node_id"] == "2" and e["node_type"] == "ComfyverFail"
     assert e["comfy_message"] == "the node said no"
     assert any("the node said no" in line for line in e["log_tail"])
@@ -164,7 +169,7 @@ def test_node_failure_is_structured_with_log_tail(worker):
 def test_timeout_interrupts_comfyui(worker):
     r = run_job(worker, {"workflow": env.slow_workflow(seconds=6, steps=60, color=11), "output_mode": "base64",
                          "timeout": 1})
-    assert r["error"]["type"] == "timeout"
+    assert E(r)["type"] == "timeout"
     ok(run_job(worker, {"workflow": env.invert_workflow(0x010203), "output_mode": "base64"}))
     hist = requests.get(worker.client.url + "/history", timeout=10).json()
     events = [m[0] for h in hist.values() for m in h["status"]["messages"]]
@@ -221,7 +226,7 @@ def test_kill_9_mid_job_fails_with_log_tail_then_recovers(worker):
         return await task
     starts = worker.process.starts
     r = env.run(job_with_kill())
-    e = r["error"]
+    e = E(r)
     assert e["type"] == "comfyui_died" and "-9" in e["message"]
     assert any("ComfyverSlow" in line or "got prompt" in line for line in e["log_tail"]), e["log_tail"]
     r = ok(run_job(worker, {"workflow": env.invert_workflow(0x070809), "output_mode": "base64"}))
@@ -231,14 +236,14 @@ def test_kill_9_mid_job_fails_with_log_tail_then_recovers(worker):
 def test_base64_size_guard(worker):
     w = env.attached_worker(worker, base64_max_bytes=1000)
     r = run_job(w, {"workflow": env.invert_workflow(0x112233, size=256), "output_mode": "base64"})
-    e = r["error"]
+    e = E(r)
     assert e["type"] == "output_too_large" and "gcs" in e["hint"] and e["size"] > 1000
     env.run(w.client.close())
 
 
 def test_version_mismatch(worker):
     r = run_job(worker, {"workflow": env.invert_workflow(), "version_id": "other-version"})
-    assert r["error"]["type"] == "version" and "test-version" in r["error"]["message"]
+    assert E(r)["type"] == "version" and "test-version" in E(r)["message"]
     ok(run_job(worker, {"workflow": env.invert_workflow(0x0A0B0C), "version_id": "test-version",
                         "output_mode": "base64"}))
 
@@ -250,7 +255,7 @@ def test_workflow_url(worker, http_server):
     assert close_to(pixel(base64.b64decode(r["outputs"][0]["data"]))[1], (0xBB, 0xAA, 0x99))
     # the same URL without the allowlist: loopback is refused
     r = run_job(worker, {"workflow_url": f"{http_server.url}/wf.json", "output_mode": "base64"})
-    assert r["error"]["type"] == "input" and "non-public" in r["error"]["message"]
+    assert E(r)["type"] == "input" and "non-public" in E(r)["message"]
     env.run(w.client.close())
 
 
@@ -262,5 +267,5 @@ def test_cannot_start_comfyui_asks_for_fresh_worker(tmp_path):
     with pytest.raises(RuntimeError, match="did not become ready.*code 3"):
         w.start()
     r = env.run(w.handle({"id": "x", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}}))
-    assert r["refresh_worker"] is True and r["error"]["type"] == "comfyui_down"
-    assert any("no kernel image" in line for line in r["error"]["log_tail"])
+    assert r["refresh_worker"] is True and E(r)["type"] == "comfyui_down"
+    assert any("no kernel image" in line for line in E(r)["log_tail"])
