@@ -307,3 +307,13 @@ def test_outputs_from_s3_and_gcs(tmp_path, monkeypatch):
     assert [(s["node_id"], Path(s["path"]).read_bytes()) for s in saved] == [
         ("9", PNG), ("9", PNG * 2), ("10", PNG * 3)]
     assert [s["bytes"] for s in saved] == [len(PNG), 2 * len(PNG), 3 * len(PNG)]
+
+
+def test_workflow_name_cannot_leave_the_version(tmp_path, monkeypatch, capsys):
+    from tests.test_push import make_project
+
+    make_project(tmp_path / "proj")
+    monkeypatch.setenv("COMFYVER_ROOT", str(tmp_path / "proj"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--local", "http://127.0.0.1:9", "../../version.json", "--version", "demo"]) == 2
+    assert "outside versions/demo/workflows" in capsys.readouterr().err

@@ -76,6 +76,24 @@ def test_submit_and_get_outputs(handler_api, tmp_path, capsys):
     assert Path(saved["path"]).parent == out
 
 
+def test_version_check_and_workflow_from_the_version(handler_api, tmp_path, monkeypatch, capsys):
+    from tests.test_push import make_project
+
+    make_project(tmp_path / "proj", vid="loop-test")
+    (tmp_path / "proj/versions/loop-test/workflows").mkdir()
+    (tmp_path / "proj/versions/loop-test/workflows/invert.json").write_text(json.dumps(env.invert_workflow(size=8)))
+    monkeypatch.setenv("COMFYVER_ROOT", str(tmp_path / "proj"))
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", "--local", handler_api.url, "invert", "--version", "loop-test", "--out", "out", "--json",
+               "--poll", "0.2"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and len(res["outputs"]) == 1 and (tmp_path / "out").is_dir()
+    (tmp_path / "other.json").write_text(json.dumps(env.invert_workflow(size=8)))
+    rc = main(["run", "--local", handler_api.url, "other.json", "--version", "sdxl-prod", "--poll", "0.2"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "'sdxl-prod'" in err and "loop-test" in err
+
+
 def test_node_failure_exit_1(handler_api, tmp_path, capsys):
     wf = env.invert_workflow(size=8)
     wf["2"] = {"class_type": "ComfyverFail", "inputs": {"image": ["1", 0], "message": "deliberate failure 42"}}

@@ -37,7 +37,8 @@ def register(sub) -> None:
                    help="override an input (VALUE is JSON if it parses, else text; repeatable)")
     p.add_argument("--out", type=Path, default=Path("outputs"), metavar="DIR", help="where outputs go (default ./outputs)")
     p.add_argument("--version", dest="workflow_version", metavar="ID",
-                   help="look WORKFLOW up in versions/<ID>/workflows/ when it is not a file path")
+                   help="the version the job is for: sent as version_id (the worker refuses a job for another "
+                        "version); WORKFLOW may then be a name in versions/<ID>/workflows/")
     p.add_argument("--output-mode", choices=["gcs", "s3", "base64"], help="how the handler returns outputs")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="cancel the job if not done by then")
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
@@ -82,7 +83,8 @@ def run(args) -> int:
         return run_local(project.find_root(), args.version_or_workflow, args.into, comfy_args)
     if comfy_args:
         raise UsageError(f"unexpected arguments {' '.join(comfy_args)!r}", hint="ComfyUI arguments only go with `run <id>`")
-    job_input = jobclient.build_input(_workflow_path(args), args.image, args.set, args.output_mode)
+    job_input = jobclient.build_input(_workflow_path(args), args.image, args.set, args.output_mode,
+                                      args.workflow_version)
     backend = jobclient.RunPodBackend(args.endpoint) if args.endpoint else jobclient.LocalBackend(args.local)
     if args.json:
         result = jobclient.run_job(backend, job_input, args.out, timeout=args.timeout, poll=args.poll)

@@ -75,8 +75,11 @@ def read_image(path: Path) -> dict:
     return {"name": Path(path).name, "image": base64.b64encode(data).decode()}
 
 
-def build_input(workflow: Path, images: list[Path] = (), sets: list[str] = (), output_mode: str | None = None) -> dict:
+def build_input(workflow: Path, images: list[Path] = (), sets: list[str] = (), output_mode: str | None = None,
+                version_id: str | None = None) -> dict:
     job = {"workflow": read_workflow(workflow)}
+    if version_id:
+        job["version_id"] = version_id  # the worker refuses a job meant for another version
     if images:
         job["images"] = [read_image(p) for p in images]
     if sets:
