@@ -37,8 +37,7 @@ let
             printf 'header = "Authorization: Bearer %s"\n' "''$${var}" > auth-header.curlrc
             curlOpts="$curlOpts --config $PWD/auth-header.curlrc"
           else
-            echo "comfyver: ${var} is not set in the builder's environment for model ${path};" \
-                 "with a nix-daemon set it in the daemon's environment (see docs/nix.md)" >&2
+            echo ${lib.escapeShellArg "comfyver: ${var} is not set in the builder's environment for model ${path}; with a nix-daemon set it in the daemon's environment (see docs/nix.md)"} >&2
           fi
         '';
       };

@@ -1,0 +1,89 @@
+"""nix/ functions on fixture locks, compared with golden JSON (uv2nix's test pattern).
+
+Each case is tests/nix/fixtures/<case>/version.json; each result is
+tests/nix/expected/<module>.<function>.<case>.json. Evaluated with the real
+`nix eval --json`. Set COMFYVER_UPDATE_GOLDEN=1 to rewrite the golden files
+after an intended change (then review the diff).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.nix import harness as h
+
+CASES = sorted(p.parent.name for p in h.FIXTURES.glob("*/version.json"))
+
+# Plain-data functions of nix/, called on the validated lock `v`.
+FUNCTIONS = {
+    "lock.read": "v",
+    "sources.plan": "sources.plan v",
+    "models.plan": "models.plan v",
+    "models.extraModelPaths": "models.extraModelPaths \"/models\" (models.folders v)",
+    "image.config": "image.config { id = v.id; entrypoint = \"/entrypoint\"; withModels = false; }",
+    "python.pythonAttr": "python.pythonAttr v.id v.python.requires",
+}
+
+PRELUDE = f"""
+let
+  lib = import {h.STAND_IN}/nixpkgs/lib.nix;
+  pkgs = {{ cacert = "/nix/store/00000000000000000000000000000000-nss-cacert"; }};
+  lockLib = import {h.ROOT}/nix/lock.nix;
+  sources = import {h.ROOT}/nix/sources.nix {{ inherit pkgs; }};
+  models = import {h.ROOT}/nix/models.nix {{ inherit pkgs lib; }};
+  image = import {h.ROOT}/nix/image.nix {{ inherit pkgs lib; }};
+  python = import {h.ROOT}/nix/python.nix {{ inherit pkgs lib; pyproject-nix = null; uv2nix = null; pyproject-build-systems = null; }};
+"""
+
+
+def evaluate(case: str, body: str):
+    expr = PRELUDE + f'  v = lockLib.read {h.FIXTURES} "{case}";\nin {body}'
+    return json.loads(h.nix("eval", "--json", "--impure", "--expr", expr).stdout)
+
+
+def test_there_are_cases():
+    assert {"full", "minimal"} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("function", sorted(FUNCTIONS))
+def test_golden(function, case):
+    got = evaluate(case, FUNCTIONS[function])
+    path = h.NIX_DIR / "expected" / f"{function}.{case}.json"
+    if os.environ.get("COMFYVER_UPDATE_GOLDEN"):
+        path.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert path.exists(), f"no golden file {path}; run with COMFYVER_UPDATE_GOLDEN=1 and review it"
+    assert got == json.loads(path.read_text())
+
+
+def test_model_plan_keeps_the_lock_sha256_as_is():
+    lock = json.loads((h.FIXTURES / "full" / "version.json").read_text())
+    plan = evaluate("full", FUNCTIONS["models.plan"])
+    assert {p: e["sha256"] for p, e in plan.items()} == {p: m["locked"]["sha256"] for p, m in lock["models"].items()}
+
+
+def test_gated_models_pass_the_token_variable_not_a_token():
+    plan = evaluate("full", FUNCTIONS["models.plan"])
+    gated = {p: e for p, e in plan.items() if "netrcImpureEnvVars" in e}
+    assert {p: e["netrcImpureEnvVars"] for p, e in gated.items()} == {
+        "loras/gated lora (v2).safetensors": ["HF_TOKEN"],
+        "loras/civitai/detail.safetensors": ["CIVITAI_TOKEN"],
+        "vae/private.safetensors": ["GOOGLE_OAUTH_ACCESS_TOKEN"],
+    }
+    assert "$HF_TOKEN" in gated["loras/gated lora (v2).safetensors"]["netrcPhase"]
+    assert "netrcPhase" not in plan["checkpoints/sd_xl_base_1.0.safetensors"]
+    # a store-safe name for a file name with spaces and parentheses
+    assert gated["loras/gated lora (v2).safetensors"]["name"] == "model-gated_lora__v2_.safetensors"
+    assert plan["vae/private.safetensors"]["url"] == "https://storage.googleapis.com/team-models/vae/private.safetensors"
+
+
+@pytest.mark.parametrize("requires,expected", [
+    ("==3.12.*", "python312"), ("~=3.11", "python311"), (">=3.11", "python312"), (">=3.13,<3.14", "python313"),
+])
+def test_python_attr(requires, expected):
+    got = h.nix("eval", "--json", "--impure", "--expr",
+                PRELUDE + f'in python.pythonAttr "x" "{requires}"').stdout
+    assert json.loads(got) == expected
