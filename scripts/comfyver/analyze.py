@@ -264,13 +264,19 @@ def _looks_like_model(v) -> bool:
 
 
 def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> list[ModelUse]:
-    """Every model file a workflow's nodes name, with its folder where known (None otherwise)."""
+    """Every model file a workflow's nodes name, with its folder where known (None otherwise).
+
+    `model_inputs` holds every scanned class (an empty list = scanned, loads no models); for a
+    class that was not scanned, well-known input names and model-looking values are used."""
     by_name = {s.name: s.folder for s in wf.sources if s.folder}
     out = []
     for u in wf.nodes:
         if u.virtual:
             continue
-        known = model_inputs.get(u.class_type) or WELL_KNOWN_CLASS_INPUTS.get(u.class_type) or []
+        scanned = u.class_type in model_inputs
+        known = model_inputs[u.class_type] if scanned else WELL_KNOWN_CLASS_INPUTS.get(u.class_type, [])
+        if scanned and not known:
+            continue  # its source was read: it loads no model files through folder_paths
         known_map = dict(known)
         seen = set()
         for k, v in u.named.items():
@@ -283,15 +289,15 @@ def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> 
         values = [v for v in u.positional if _looks_like_model(v)]
         model_slots = [(i, f) for i, f in known if f not in ("configs",)]
         for i, v in enumerate(values):
-            if v in seen:
-                continue
-            seen.add(v)
             if i < len(model_slots):
                 inp, folder = model_slots[i]
             elif model_slots:
                 inp, folder = model_slots[-1]
             else:
                 inp, folder = None, None
+            if (inp and inp in u.named) or v in seen:
+                continue  # overridden by a promoted widget, or already counted
+            seen.add(v)
             out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, inp, wf.path, u.node_id, u.mode))
     return out
 

@@ -30,7 +30,7 @@ def build(args_workflows, vid=None, comfyui=None, registry=True):
         nm, inputs = nodemap.for_lock(lock, project.version_dir(root, vid), registry=registry, manager_data=mgr)
     elif comfyui:
         core = nodemap.scan_tree(comfyui, core=True)
-        nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), {k: v for k, v in core.items() if v}
+        nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core
     else:
         nm, inputs = nodemap.NodeMap(manager_data=mgr, registry=registry), {}
     return analyze.report(wfs, nm, inputs, mgr)

@@ -36,36 +36,43 @@ from comfyver.fsutil import atomic_write_json
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
 # ---------------------------------------------------------------- source scanning
 
-def _filename_list_folder(node) -> str | None:
-    """The folder of the first `*.get_filename_list("<folder>")` call inside `node`."""
+def _filename_list_folder(node, methods: dict | None = None) -> str | None:
+    """The folder of the first `*.get_filename_list("<folder>")` call inside `node`, also through
+    a helper method of the same class (`s.vae_list(s)`)."""
     for sub in ast.walk(node):
-        if (isinstance(sub, ast.Call) and isinstance(sub.func, (ast.Attribute, ast.Name))
-                and (getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)) in
-                ("get_filename_list", "get_filename_list_")
-                and sub.args and isinstance(sub.args[0], ast.Constant) and isinstance(sub.args[0].value, str)):
+        if not isinstance(sub, ast.Call):
+            continue
+        fname = getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)
+        if (fname == "get_filename_list" and sub.args and isinstance(sub.args[0], ast.Constant)
+                and isinstance(sub.args[0].value, str)):
             return sub.args[0].value
+        if methods and fname in methods:
+            found = _filename_list_folder(methods[fname], None)
+            if found:
+                return found
     return None
 
 
 def _class_model_inputs(cls: ast.ClassDef) -> list[tuple[str, str]]:
+    methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
     found = []
     for sub in ast.walk(cls):
         if isinstance(sub, ast.Dict):
             for k, v in zip(sub.keys, sub.values):
                 if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, (ast.Tuple, ast.List)) and v.elts:
-                    folder = _filename_list_folder(v.elts[0])
+                    folder = _filename_list_folder(v.elts[0], methods)
                     if folder:
                         found.append((k.lineno, k.col_offset, k.value, folder))
         elif (isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Constant)
               and isinstance(sub.args[0].value, str) and getattr(sub.func, "attr", None) == "Input"):
             opts = [kw.value for kw in sub.keywords if kw.arg == "options"] + list(sub.args[1:2])
-            folder = next((f for f in map(_filename_list_folder, opts) if f), None)
+            folder = next((f for f in (_filename_list_folder(o, methods) for o in opts) if f), None)
             if folder:
                 found.append((sub.lineno, sub.col_offset, sub.args[0].value, folder))
     found.sort()
@@ -482,12 +489,12 @@ def for_lock(lock: dict, vdir: Path | None, *, registry: bool = False, scan_node
     """The NodeMap and class -> model inputs of a version: its locked core and nodes, scanned."""
     core_l = lock["comfyui"]["locked"]
     core = scan_locked(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})", core=True)
-    model_inputs = {k: v for k, v in core.items() if v}
+    model_inputs = dict(core)
     if scan_nodes:
         for name, n in lock.get("nodes", {}).items():
             if n["locked"].get("type") == "git":
                 found = scan_locked(n["locked"]["url"], n["locked"]["rev"], f"node {name}")
-                model_inputs.update({k: v for k, v in found.items() if v})
+                model_inputs.update(found)
     overrides = load_overrides(vdir / "overrides.json") if vdir else {}
     nm = NodeMap(core_classes=core, locked_nodes=lock.get("nodes"), choices=lock.get("choices"),
                  overrides=overrides, manager_data=manager_data, registry=registry)
