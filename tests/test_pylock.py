@@ -1,0 +1,76 @@
+"""Python lock: merging rules, torch profiles, and `uv lock` conflicts named by node (real uv, PyPI metadata)."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from comfyver import pylock
+from comfyver.errors import ComfyverError
+
+LOCK = {"id": "t", "python": {"requires": "==3.11.*", "torch": "cu128"}}
+
+
+def reqs(**by_who):
+    r = pylock.Requirements()
+    for who, text in by_who.items():
+        r.add(who, text, "requirements.txt")
+    return r
+
+
+def test_core_wins_and_fixups():
+    r = reqs(comfyui="torch\nnumpy>=1.25\nPillow\n",
+             a="numpy<2  # old\nopencv-python>=4.5\ncomfy\ntorch==2.0.1\n--extra-index-url https://x\ngit+https://h/x.git\n",
+             b="opencv-python-headless\nscikit-image>=0.20\nrequests[socks]\n",
+             c="scikit-image<0.30\nrequests>=2\nopencv-contrib-python\n")
+    deps, overrides, notes = pylock.merge(r)
+    assert "numpy>=1.25" in deps and "torch" in deps and "comfy" not in deps
+    assert "scikit-image<0.30,>=0.20" in deps and "requests[socks]>=2" in deps
+    assert "opencv-contrib-python-headless>=4.5" in deps and not any(d.startswith("opencv-python") for d in deps)
+    assert set(overrides) == {"opencv-python; sys_platform == 'never'", "opencv-python-headless; sys_platform == 'never'",
+                              "opencv-contrib-python; sys_platform == 'never'"}
+    joined = "\n".join(notes)
+    assert "node a: asks for numpy<2; ComfyUI's numpy>=1.25 wins" in joined
+    assert "stray package 'comfy' (required by a)" in joined
+    assert "--extra-index-url" in joined and "git+https://h/x.git" in joined
+
+
+@pytest.mark.parametrize("profile,index", [("cu128", None), ("pypi", None), ("cpu", "https://download.pytorch.org/whl/cpu"),
+                                           ("cu126", "https://download.pytorch.org/whl/cu126")])
+def test_torch_profiles(profile, index):
+    lock = {"id": "t", "python": {"requires": "==3.11.*", "torch": profile}}
+    doc = tomllib.loads(pylock.render(lock, ["torch", "numpy"], []))
+    assert doc["project"]["dependencies"] == ["torch", "numpy"]
+    assert doc["tool"]["uv"]["workspace"] == {"members": []}
+    if index is None:
+        assert "index" not in doc["tool"]["uv"] and "sources" not in doc["tool"]["uv"]
+    else:
+        assert doc["tool"]["uv"]["index"] == [{"name": f"pytorch-{profile}", "url": index, "explicit": True}]
+        assert doc["tool"]["uv"]["sources"]["torchvision"] == {"index": f"pytorch-{profile}"}
+
+
+def test_conflict_names_the_nodes(tmp_path):
+    r = reqs(comfyui="six\n", node_one="packaging==21.0\n", node_two="packaging>=23\n")
+    deps, overrides, _ = pylock.merge(r)
+    text = pylock.render(LOCK, deps, overrides)
+    vdir = tmp_path / "versions" / "t"
+    with pytest.raises(ComfyverError) as ei:
+        pylock.uv_lock(vdir, text, r, "version t")
+    msg = ei.value.message
+    assert "packaging is required by: node_one (packaging==21.0); node_two (packaging>=23)" in msg
+    assert not (vdir / "uv.lock").exists() and not (vdir / "pyproject.toml").exists()  # nothing half-written
+
+
+def test_uv_lock_small_set_hashes_every_wheel(tmp_path):
+    r = reqs(comfyui="six==1.16.0\n", a="packaging>=23\n")
+    deps, overrides, _ = pylock.merge(r)
+    text = pylock.render(LOCK, deps, overrides)
+    vdir = tmp_path / "versions" / "t"
+    pylock.uv_lock(vdir, text, r, "version t")
+    doc = tomllib.loads((vdir / "uv.lock").read_text())
+    pkgs = {p["name"]: p for p in doc["package"]}
+    assert pkgs["six"]["version"] == "1.16.0"
+    assert all(w["hash"].startswith("sha256:") for p in pkgs.values() for w in p.get("wheels", []))
+    name, requires = pylock.project_requires(text)
+    assert pylock.locked_requires((vdir / "uv.lock").read_text(), name) == requires
