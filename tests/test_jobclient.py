@@ -172,8 +172,8 @@ def runpod_api(http_server, monkeypatch):
 
 def test_endpoint_job_with_progress(runpod_api, tmp_path):
     FakeQueue(runpod_api, [{"status": "IN_QUEUE"},
-                           {"status": "IN_PROGRESS", "output": {"value": 3, "max": 20, "node": "KSampler"}},
-                           {"status": "IN_PROGRESS", "output": {"value": 20, "max": 20, "node": "KSampler"}},
+                           {"status": "IN_PROGRESS", "output": {"value": 3, "max": 20, "message": "KSampler"}},
+                           {"status": "IN_PROGRESS", "output": {"value": 20, "max": 20, "message": "KSampler"}},
                            {"status": "COMPLETED", "output": {"outputs": [
                                {"node_id": "9", "kind": "image", "filename": "a.png",
                                 "data": base64.b64encode(PNG).decode()}]}}])
@@ -243,6 +243,9 @@ def test_parse_set():
 
 
 def test_parse_progress_shapes():
+    # the handler's shape (handler/worker.py: runpod.serverless.progress_update)
+    p = jobclient.parse_progress({"status": "running", "node_id": "3", "step": 4, "max": 20, "percent": 20.0})
+    assert (p.completed, p.total, p.text) == (4, 20, "node 3")
     assert jobclient.parse_progress({"step": 2, "total": 8}).completed == 2
     assert jobclient.parse_progress({"percent": 0.5}).completed == 50
     assert jobclient.parse_progress("loading models").text == "loading models"

@@ -176,3 +176,16 @@ def test_not_an_image(tmp_path):
     bogus.write_text("hello")
     with pytest.raises(ComfyverError, match="neither a docker-archive"):
         push.push(bogus, push.parse_destination("127.0.0.1:1/a/b:c", "x"))
+
+
+def test_human_output(tmp_path, registry, creds, monkeypatch, capsys):
+    lock = make_project(tmp_path / "proj")
+    write_docker_archive(tmp_path / "result", layers(8, 1))
+    monkeypatch.setenv("COMFYVER_ROOT", str(tmp_path / "proj"))
+    monkeypatch.chdir(tmp_path)  # ./result is the default archive
+    assert main(["push", "demo", "--to", f"{registry.host}/team/comfyui"]) == 0
+    cap = capsys.readouterr()
+    tag = f"demo-{lockfile.lock_digest(lock)[:12]}"
+    assert f"pushed {registry.host}/team/comfyui:{tag}" in cap.out
+    assert f"image  {registry.host}/team/comfyui@sha256:" in cap.out
+    assert "Copying blob" in cap.err and USERS["alice"] not in cap.out + cap.err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from comfyver import project, push
 
@@ -29,9 +28,19 @@ def register(sub) -> None:
 
 def run(args) -> int:
     root = project.find_root()
-    on_line = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr))
-    result = push.push_version(root, args.version, args.to, args.archive, authfile=args.authfile,
-                               tls_verify=False if args.insecure else None, retries=args.retries, on_line=on_line)
+    kw = dict(authfile=args.authfile, tls_verify=False if args.insecure else None, retries=args.retries)
+    if args.json:
+        result = push.push_version(root, args.version, args.to, args.archive, **kw)
+    else:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status(f"pushing {args.version} to {args.to}") as status:
+            def on_line(line: str) -> None:
+                console.print(f"  {line}", markup=False, highlight=False)
+                status.update(f"pushing {args.version}: {line[:70]}")
+
+            result = push.push_version(root, args.version, args.to, args.archive, on_line=on_line, **kw)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
     else:

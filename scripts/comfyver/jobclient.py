@@ -98,7 +98,8 @@ class Progress:
 
 
 def parse_progress(obj) -> Progress | None:
-    """The handler's progress update in any of its plain shapes: {value,max}, {step,total}, {percent}, or text."""
+    """The handler's progress update ({step, max, percent, node_id}) or another plain shape: {value, max},
+    {step, total}, {percent}, a number (percent) or text."""
     if obj is None:
         return None
     if isinstance(obj, str):
@@ -107,8 +108,9 @@ def parse_progress(obj) -> Progress | None:
         return Progress(float(obj), 100.0)
     if not isinstance(obj, dict):
         return None
-    text = str(obj.get("message") or obj.get("status") or obj.get("node") or obj.get("stage") or "")
-    for done_key, total_key in (("value", "max"), ("step", "total"), ("completed", "total"), ("current", "total")):
+    node = obj.get("node_id") or obj.get("node")
+    text = str(obj.get("message") or (f"node {node}" if node else "") or obj.get("status") or "")
+    for done_key, total_key in (("step", "max"), ("value", "max"), ("step", "total"), ("completed", "total")):
         done, total = obj.get(done_key), obj.get(total_key)
         if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
             return Progress(float(done), float(total), text)
