@@ -96,7 +96,7 @@ def uv_lock(vdir: Path, vid: str) -> None:
 def make_project(tmp_path: Path, git_server, http_server, *, vid: str = "v1", core_files: dict | None = None,
                  models: dict[str, bytes] | None = None, workflows: dict[str, str] | None = None) -> Project:
     work = tmp_path / "upstream"
-    make_repo(work / "core", core_files or FAKE_CORE)
+    make_repo(work / "core", FAKE_CORE if core_files is None else core_files)
     core_url = git_server.publish(work / "core", "core")
     make_repo(work / "text", {"__init__.py": TEXT_NODE, "requirements.txt": "six\n"})
     text_url = git_server.publish(work / "text", "comfyui-text-node")

@@ -284,7 +284,8 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
             core = tmp / CORE_DIR
             rep.step(f"ComfyUI {lock['comfyui']['locked']['rev'][:12]}")
             place_source(lock["comfyui"]["locked"], core, f"version {vid}: comfyui", offline)
-            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {}}
+            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {},
+                       "coreAdded": [] if (core / "custom_nodes").exists() else ["custom_nodes"]}
             for name, node in sorted(lock["nodes"].items()):
                 dest = core / "custom_nodes" / name
                 what = f"version {vid}: node {name}"

@@ -25,6 +25,9 @@ from pathlib import Path
 from comfyver import lockfile, modelstore, nar, project, realize
 from comfyver.realize import CORE_DIR, EXTRA_PATHS, MODELS_DIR, QUIET, Reporter
 
+# folders ComfyUI creates in its own tree at import (folder_paths makes input/); empty, they
+# cannot come from a git checkout, so they are left out of the core's NAR hash
+RUNTIME_DIRS = ("input", "output", "temp", "user")
 # classes that live only in the ComfyUI frontend, never in /object_info
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
@@ -86,10 +89,17 @@ def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporte
         else:
             if deep:
                 rep.step(f"NAR hash of {kind} {name}")
-                skip = ({f"custom_nodes/{n}" for n in lock["nodes"]} | {EXTRA_PATHS}) if kind == "comfyui" else set()
+                skip = set()
+                if kind == "comfyui":  # what realize added to the core tree
+                    skip = {f"custom_nodes/{n}" for n in lock["nodes"]} | {EXTRA_PATHS} | set(marker.get("coreAdded", []))
+                    skip |= {d for d in RUNTIME_DIRS if (folder / d).is_dir() and not any((folder / d).iterdir())}
                 got = nar_hash_without(folder, skip)
                 if got != locked["hash"]:
                     out.append(Mismatch(kind, name, locked["hash"], f"{got} ({changed_hint(folder)})"))
+    if "custom_nodes" in marker.get("coreAdded", []) and (core / "custom_nodes").is_dir():
+        for entry in sorted(os.listdir(core / "custom_nodes")):  # the core has none of its own: all must be locked
+            if entry not in lock["nodes"]:
+                out.append(Mismatch("node", entry, "not in the lock", "present in custom_nodes"))
     extra = core / EXTRA_PATHS
     if core.is_dir() and (not extra.is_file() or extra.read_text() != realize.extra_model_paths(lock)):
         out.append(Mismatch("comfyui", EXTRA_PATHS, "the model folders of the lock", "missing or edited"))
