@@ -99,6 +99,7 @@ def ui_workflow(ns) -> dict:
         {"id": 5, "type": "SharedText", "mode": 0, "widgets_values": ["hi"]},
         {"id": 6, "type": "Note", "mode": 0, "widgets_values": ["just a note"]},
         {"id": 7, "type": "KSampler", "mode": 0, "widgets_values": [1, "fixed", 20]},
+        {"id": 8, "type": "OnlyInC", "mode": 2, "widgets_values": []},  # muted: its pack is not locked
     ], "links": []}
 
 

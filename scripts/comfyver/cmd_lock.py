@@ -172,7 +172,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     attributed = {}
     for name, p in rep.packs.items():
         attributed[name] = p["classes"]
-        if name not in lock["nodes"]:
+        if name not in lock["nodes"] and p["active"]:
             need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
     if need:
         _add_nodes(lock, need, attributed, vid, jobs, progress)
