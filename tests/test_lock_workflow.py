@@ -158,7 +158,8 @@ def test_lock_end_to_end(env, capsys):
     rc, out, _ = run(capsys, "analyze", str(env.workflow), "--version", "demo", "--offline", "--json")
     rep = json.loads(out)
     assert rc == 0 and rep["unresolved"] == {} and rep["ambiguous"] == {}
-    assert sorted(rep["nodes"]) == ["comfyui-b", "comfyui-fancy"]
+    assert sorted(n for n, p in rep["nodes"].items() if p["active"]) == ["comfyui-b", "comfyui-fancy"]
+    assert rep["nodes"]["comfyui-c"]["active"] is False  # only a muted node uses it
     # locking again is a no-op for inputs already locked
     requests_before = len(env.http.requests)
     rc, out, _ = run(capsys, *base_args(env), "--model", f"sams/sam_b.pth={sam_url}")
