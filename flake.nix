@@ -56,18 +56,21 @@
       versions = lib.genAttrs ids version;
 
       # comfyver itself, from the repository's pyproject.toml + uv.lock.
+      # Without a committed uv.lock it still evaluates, and fails when built.
       comfyver =
         let
-          workspace =
-            if builtins.pathExists ./uv.lock then uv2nix.lib.workspace.loadWorkspace { workspaceRoot = ./.; }
-            else throw "comfyver: uv.lock is missing at the repository root; run `uv lock` and commit it";
+          workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = ./.; };
           pythonSet = (pkgs.callPackage pyproject-nix.build.packages { python = pkgs.python312; }).overrideScope (
             lib.composeManyExtensions [
               pyproject-build-systems.overlays.default
               (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
             ]);
         in
-        pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default;
+        if builtins.pathExists ./uv.lock then pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default
+        else pkgs.runCommand "comfyver-env" { } ''
+          echo "comfyver: uv.lock is missing at the repository root; run 'uv lock' and commit it" >&2
+          exit 1
+        '';
 
       perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
     in

@@ -22,13 +22,13 @@ let
   rev = id: field: need id field (matches "[0-9a-f]{40}") "a full git commit (40 lowercase hex digits)";
   bool = id: field: need id field isBool "true or false";
   # scheme checked, no whitespace, no user:password@, no token in the query
-  url = schemes: id: field: v:
-    let v' = need id field (matches "(${schemes})://[^[:space:]]+") "a ${schemes} URL without spaces" v; in
+  url = schemes: shown: id: field: v:
+    let v' = need id field (matches "(${schemes})://[^[:space:]]+") "a URL (${shown}) without spaces" v; in
     if match "[a-z]+://[^/@]*:[^/@]*@.*" v' != null then fail id field "the URL carries a password; remove it (tokens come from HF_TOKEN / CIVITAI_TOKEN at build time)"
     else if match ".*[?&]([Tt]oken|access_token|api_?key)=.*" v' != null then fail id field "the URL carries a token in its query; remove it (tokens come from HF_TOKEN / CIVITAI_TOKEN at build time)"
     else v';
-  gitUrl = url "https?|file|ssh|git";
-  fetchUrl = url "https?|file|gs";
+  gitUrl = url "https?|file|ssh|git" "https, http, file, ssh or git";
+  fetchUrl = url "https?|file|gs" "https, http, file or gs";
 
   # Only the keys the schema allows; an unknown key is most likely a typo.
   onlyKeys = id: field: allowed: v:

@@ -75,7 +75,8 @@ let
           ++ lib.optional (lock.python.torch != "cpu") cudaOverrides)
       );
     in
-    pythonSet.mkVirtualEnv "comfyui-${id}-env" workspace.deps.default;
+    # no version id in the name: versions with the same Python set share the env
+    pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
 in
 {
   inherit env pythonAttr driverLibDirs driverLibs cudaOverrides;

