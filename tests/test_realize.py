@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -238,3 +239,49 @@ def test_four_concurrent_realizers_download_each_model_once(tmp_path, git_server
         assert len(model_gets(http_server, served)) == 1, key
     for out in outs:
         assert verify.verify(proj.root, proj.vid, Path(out), deep=True) == []
+
+
+def test_zip_node_is_unpacked_verified_and_cached_for_offline(tmp_path, git_server, http_server):
+    from tests.test_realize_helpers import ZIP_NODE, add_zip_node
+
+    proj = make_project(tmp_path, git_server, http_server)
+    add_zip_node(proj, http_server, tmp_path)
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert (into / "ComfyUI/custom_nodes" / ZIP_NODE / "__init__.py").is_file()
+    assert verify.verify(proj.root, proj.vid, into, deep=True) == []
+    zips = [r for r in http_server.requests if r["path"] == "/pack.zip"]
+    assert len(zips) == 1
+    realize.realize(proj.root, proj.vid, tmp_path / "again", offline=False)
+    assert len([r for r in http_server.requests if r["path"] == "/pack.zip"]) == 1  # archive cache reused
+
+
+def test_zip_with_other_contents_is_refused_and_not_cached(tmp_path, git_server, http_server):
+    from tests.test_realize_helpers import add_zip_node
+
+    proj = make_project(tmp_path, git_server, http_server)
+    add_zip_node(proj, http_server, tmp_path)
+    served = http_server.files_root / "pack.zip"
+    good = served.read_bytes()
+    served.write_bytes(good.replace(b"NODE_CLASS_MAPPINGS = {}", b"NODE_CLASS_MAPPINGS = []"))  # bad CRC
+    with pytest.raises(ComfyverError, match="node zip-pack: archive .* is damaged"):
+        realize.realize(proj.root, proj.vid, tmp_path / "out")
+    archives = Path(os.environ["COMFYVER_CACHE"]) / "archives"
+    assert not list(archives.glob("*.zip"))
+    with zipfile.ZipFile(served, "w") as zf:  # a valid archive with other contents
+        zf.writestr("zip-pack-1.0/__init__.py", "import os\n")
+    with pytest.raises(ComfyverError, match="node zip-pack: NAR hash of the checkout is"):
+        realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert not list(archives.glob("*.zip")) and not (tmp_path / "out").exists()
+
+
+def test_run_local_refuses_a_folder_that_is_not_realized_or_stale(proj, tmp_path):
+    from comfyver import localrun
+
+    with pytest.raises(ComfyverError, match="is not a realized version") as e:
+        localrun.run_local(proj.root, proj.vid, tmp_path / "none", [])
+    assert "comfyver realize v1 --into" in str(e.value)
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    del proj.lock["nodes"]["comfyui-text-node"]
+    lockfile.write(proj.vdir / "version.json", proj.lock)
+    with pytest.raises(ComfyverError, match="realized from an older lock"):
+        localrun.run_local(proj.root, proj.vid, into, [])

@@ -9,12 +9,14 @@ PyPI packages) locked with `uv lock`.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfyver import gitsource, lockfile
+from comfyver import archive, gitsource, lockfile, nar
 from tests.support.gitserver import make_repo
 
 PYPROJECT = """[project]
@@ -70,6 +72,8 @@ class ModelSha256:
 
 NODE_CLASS_MAPPINGS = {"ModelSha256": ModelSha256}
 '''
+
+ZIP_NODE = "zip-pack"
 
 FAKE_CORE = {"main.py": "print('core')\n", "custom_nodes/example_node.py.example": "# example\n",
              "comfy/__init__.py": "", "requirements.txt": "six\n"}
@@ -136,3 +140,20 @@ def make_project(tmp_path: Path, git_server, http_server, *, vid: str = "v1", co
 
 def model_gets(http_server, served: str) -> list[dict]:
     return [r for r in http_server.requests if r["method"] == "GET" and r["path"] == "/" + served]
+
+
+def add_zip_node(proj, http_server, tmp_path) -> None:
+    """A registry-style node: a zip with one root folder, locked by the NAR hash of its unpacked tree."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("zip-pack-1.0/__init__.py", "NODE_CLASS_MAPPINGS = {}\n")
+        info = zipfile.ZipInfo("zip-pack-1.0/bin/tool.sh")
+        info.external_attr = 0o100755 << 16
+        zf.writestr(info, "#!/bin/sh\necho hi\n")
+    (http_server.files_root / "pack.zip").write_bytes(buf.getvalue())
+    archive.extract_zip(http_server.files_root / "pack.zip", tmp_path / "unzipped", strip_root=True, what="t")
+    proj.lock["nodes"][ZIP_NODE] = {
+        "original": {"type": "registry", "id": ZIP_NODE, "version": "1.0"},
+        "locked": {"type": "zip", "url": f"{http_server.url}/pack.zip",
+                   "hash": nar.to_sri(nar.nar_hash(tmp_path / "unzipped")), "stripRoot": True}}
+    lockfile.write(proj.vdir / "version.json", proj.lock)

@@ -25,11 +25,12 @@ COMMAND_MODULES = [
     "comfyver.cmd_analyze",
     "comfyver.cmd_lock",
     "comfyver.cmd_check",
+    "comfyver.cmd_import",
     "comfyver.cmd_versions",
     "comfyver.cmd_realize",
     "comfyver.cmd_verify",
     "comfyver.cmd_models",
-    "comfyver.cmd_import",
+    "comfyver.cmd_export",
 ]
 
 

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -153,12 +154,15 @@ def place_source(locked: dict, dest: Path, what: str, offline: bool) -> None:
         gitsource.export(repo, locked["rev"], dest, locked["url"], locked["submodules"], what)
     else:
         zpath = fetch_zip(locked, what, offline)
-        archive.extract_zip(zpath, dest, strip_root=locked["stripRoot"], what=what)
         try:
+            archive.extract_zip(zpath, dest, strip_root=locked["stripRoot"], what=what)
             _check_nar(dest, locked["hash"], what)
-        except ComfyverError:
+        except (ComfyverError, zipfile.BadZipFile, OSError) as exc:
             zpath.unlink(missing_ok=True)  # a wrong archive is not kept for next time
-            raise
+            if isinstance(exc, ComfyverError):
+                raise
+            raise ComfyverError(f"{what}: archive {web.redact(locked['url'])} is damaged: {exc}",
+                                hint="run again to download it afresh; if it persists, the source changed") from None
         return
     _check_nar(dest, locked["hash"], what)
 
