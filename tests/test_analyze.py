@@ -196,7 +196,7 @@ def _templates():
 
 
 def test_every_template_workflow(nm, core):
-    """All real templates parse and analyze; 183 of 188 resolve completely against ComfyUI 0.3.75."""
+    """All real templates parse and analyze; 187 of 188 resolve completely against ComfyUI 0.3.75."""
     files = _templates()
     assert len(files) >= 180
     complete, incomplete = 0, {}
@@ -208,8 +208,7 @@ def test_every_template_workflow(nm, core):
             incomplete[f.name] = problems
         else:
             complete += 1
-    # the rest need a newer core than 0.3.75 or a custom pack's own loaders
-    assert complete >= 180, incomplete
-    assert set(incomplete) <= {"api_bfl_flux_1_kontext_multiple_images_input.json", "api_bfl_flux_1_kontext_max_image.json",
-                               "video_hunyuan_video_1.5_720p_t2v.json", "video_wan2_2_14B_animate.json",
-                               "api_bfl_flux_1_kontext_pro_image.json"}, incomplete
+    # the one left uses custom packs (controlnet_aux, segment-anything-2) whose own loaders name files
+    # (yolox_l.onnx, sam2_...): their folders are known only once those packs are locked and scanned
+    assert complete >= 187, incomplete
+    assert set(incomplete) <= {"video_wan2_2_14B_animate.json"}, incomplete

