@@ -205,3 +205,20 @@ def test_lock_writes_python_lock_with_fixups(env, capsys):
     assert wheels and all(w["hash"].startswith("sha256:") for w in wheels)
     notes = json.loads(out)["notes"]
     assert any("stray package 'comfy'" in n and "comfyui-fancy" in n for n in notes)
+
+
+def test_lock_refuses_escaping_model_names_and_secret_urls(env, capsys, tmp_path):
+    wf = tmp_path / "evil.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 1, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["../../../etc/evil.safetensors"]},
+        {"id": 2, "type": "LoraLoader", "mode": 0, "widgets_values": ["ok.safetensors", 1.0],
+         "properties": {"models": [{"name": "ok.safetensors", "directory": "loras",
+                                    "url": f"{env.http.url}/ok.safetensors?token=hf_SECRET123"}]}}]}))
+    rc, out, _ = run(capsys, "lock", "evil", "--workflow", str(wf), "--comfyui-url", env.core,
+                     "--offline-registry", "--no-python", "--json")
+    assert rc == 1
+    probs = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert "'..'" in probs["model checkpoints/../../../etc/evil.safetensors"]
+    assert "secret query parameter 'token'" in probs["model loras/ok.safetensors"]
+    assert "hf_SECRET123" not in out
+    assert not (env.root / "versions" / "evil").exists()

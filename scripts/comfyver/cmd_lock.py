@@ -94,6 +94,15 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
     for key, m in models.items():
         if not m["active"]:
             continue
+        try:
+            if m["folder"] is not None:
+                lockfile.check_model_path(key)
+            if m.get("url"):
+                lockfile.check_url_has_no_secret(m["url"])
+        except ValueError as exc:
+            probs.append({"item": f"model {key}", "problem": str(exc), "used_by": m["used_by"],
+                          "fix": "fix the name or URL in the workflow, or give a clean source with --model"})
+            continue
         if m["folder"] is None:
             probs.append({"item": f"model {m['name']}", "problem": "no folder known (a custom loader or an unknown input)",
                           "fix": f"--model <folder>/{m['name']}=<url>", "used_by": m["used_by"]})
