@@ -150,3 +150,15 @@ def test_missing_key_and_bad_inputs(runpod, monkeypatch, capsys):
     assert runpod.requests == []
     with pytest.raises(UsageError):
         deploy.RunPodREST(base="file:///etc")
+
+
+def test_stale_tag_warning(runpod, tmp_path, capsys):
+    lock = lockfile.read(tmp_path / "proj/versions/demo/version.json")
+    current = f"demo-{lockfile.lock_digest(lock)[:12]}"
+    assert deploy.stale_tag_warning("demo", lock, f"ghcr.io/acme/comfyui:{current}") is None
+    assert deploy.stale_tag_warning("demo", lock, "ghcr.io/acme/comfyui:v1") is None
+    runpod.routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
+    old = "ghcr.io/acme/comfyui:demo-0123456789ab@sha256:" + "cd" * 32
+    assert main(["deploy", "demo", "--image", old, "--template", "tpl9"]) == 0
+    err = capsys.readouterr().err
+    assert "'demo-0123456789ab' was pushed from another lock of 'demo'" in err and current in err

@@ -189,3 +189,10 @@ def test_human_output(tmp_path, registry, creds, monkeypatch, capsys):
     assert f"pushed {registry.host}/team/comfyui:{tag}" in cap.out
     assert f"image  {registry.host}/team/comfyui@sha256:" in cap.out
     assert "Copying blob" in cap.err and USERS["alice"] not in cap.out + cap.err
+
+
+def test_archive_path_with_colon_is_refused(tmp_path):
+    weird = tmp_path / "a:b.tar"
+    write_docker_archive(weird, layers(9, 1))
+    with pytest.raises(UsageError, match="contains ':'"):
+        push.push(weird, push.parse_destination("127.0.0.1:1/a/b:c", "x"))

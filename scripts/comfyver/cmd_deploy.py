@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from comfyver import deploy, lockfile, project
 from comfyver.errors import UsageError
@@ -50,6 +51,9 @@ def _env(pairs: list[str]) -> dict[str, str]:
 def run(args) -> int:
     root = project.find_root()
     lock = lockfile.read(project.lock_path(root, args.version))
+    stale = deploy.stale_tag_warning(args.version, lock, args.image)
+    if stale and not args.json:
+        print(f"warning: {stale}", file=sys.stderr)
     api = deploy.RunPodREST()
     if args.create:
         spec = deploy.EndpointSpec(

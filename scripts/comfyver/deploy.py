@@ -62,6 +62,18 @@ def allowed_cuda_versions(torch: str | None) -> list[str] | None:
     return allowed
 
 
+def stale_tag_warning(vid: str, lock: dict, image: str) -> str | None:
+    """A warning when the image's tag is a `comfyver push` default tag for another state of this version's lock."""
+    from comfyver.push import default_tag
+
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    want = default_tag(vid, lock)
+    if re.fullmatch(rf"{re.escape(vid)}-[0-9a-f]{{12}}", tag) and tag != want:
+        return (f"image tag {tag!r} was pushed from another lock of {vid!r} (the current lock's tag is {want!r}); "
+                f"rebuild and `comfyver push {vid}` to deploy the current lock")
+    return None
+
+
 class RunPodREST:
     def __init__(self, api_key: str | None = None, base: str | None = None, retries: int = 4, backoff: float = 0.5):
         self.api_key = api_key or os.environ.get("RUNPOD_API_KEY")

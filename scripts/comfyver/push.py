@@ -101,6 +101,9 @@ def materialize_archive(source: Path, workdir: Path) -> Path:
     if source.is_dir():
         raise ComfyverError(f"{source}: is a folder, not an image archive", hint="pass the tar or stream script file")
     if _kind(source) == "archive":
+        if ":" in str(source.resolve()):
+            raise UsageError(f"{source}: skopeo cannot read an archive whose path contains ':'",
+                             hint="copy or link it to a path without ':'")
         return source
     if not os.access(source, os.X_OK):
         raise ComfyverError(f"{source}: stream script is not executable", hint="chmod +x it or rebuild with nix build")
