@@ -212,9 +212,9 @@ def _walk_group(group: dict, inst: dict, prefix: str, mode: str, name: str, out:
                            _str(props.get("aux_id")), _str(props.get("ver")),
                            named=dict(wv) if isinstance(wv, dict) else {},
                            positional=list(wv) if isinstance(wv, list) else []))
-    # the instance holds the current widget values of all inner nodes, in order; keep them as
-    # extra positional evidence on a pseudo-use per inner node is not possible without schemas,
-    # so values that look like model files are attached to the inner node that had a model value
+    # the instance holds the current widget values of all inner nodes, in order; without the
+    # classes' schemas they cannot be split per node, so its model-looking values replace the
+    # definition's model-looking values one for one, in order
     if values:
         it = iter(v for v in values if _looks_like_model(v))
         for use in out:

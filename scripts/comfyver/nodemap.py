@@ -227,7 +227,6 @@ class ManagerData:
     exact: dict[str, list[str]] = field(default_factory=dict)        # class -> [repo url]
     patterns: list[tuple[re.Pattern, str]] = field(default_factory=list)
     preempt: dict[str, list[str]] = field(default_factory=dict)      # class -> [repo url]
-    ids: dict[str, str] = field(default_factory=dict)                # norm url -> registry id
     urls: dict[str, str] = field(default_factory=dict)               # registry id -> repo url
     models: dict[str, dict] = field(default_factory=dict)            # file name -> model-list entry
     basenames: dict[str, list[str]] = field(default_factory=dict)    # lower repo name -> [repo url]
@@ -261,9 +260,6 @@ class ManagerData:
                     pass
         for c in (_read_json(d / "custom-node-list.json") or {}).get("custom_nodes", []):
             if isinstance(c, dict) and c.get("id") and isinstance(c.get("reference"), str):
-                refs = [c["reference"]] + [f for f in c.get("files") or [] if isinstance(f, str)]
-                for r in refs:
-                    m.ids.setdefault(norm_url(r), c["id"])
                 m.urls.setdefault(c["id"], c["reference"])
             if isinstance(c, dict) and isinstance(c.get("reference"), str) and "github.com/" in c["reference"]:
                 m.basenames.setdefault(pack_name_for_url(c["reference"]), []).append(c["reference"])
@@ -323,10 +319,6 @@ class Pack:
                 o["ref"] = self.version
             return o
         return {"type": "registry", "id": self.registry_id, "version": self.version or "latest"}
-
-    def spec(self) -> str:
-        base = self.url or self.registry_id
-        return f"{base}@{self.version}" if self.version else base
 
 
 @dataclass
