@@ -324,3 +324,23 @@ def test_workflow_name_cannot_leave_the_version(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--local", "http://127.0.0.1:9", "../../version.json", "--version", "demo"]) == 2
     assert "outside versions/demo/workflows" in capsys.readouterr().err
+
+
+def test_start_form_hands_over_to_localrun(tmp_path, monkeypatch):
+    """`comfyver run <id> [--into DIR] [-- args]` calls comfyver.localrun.run_local(root, vid, into, comfy_args)."""
+    import comfyver.localrun
+    from tests.test_push import make_project
+
+    make_project(tmp_path / "proj")
+    monkeypatch.setenv("COMFYVER_ROOT", str(tmp_path / "proj"))
+    calls = []
+    monkeypatch.setattr(comfyver.localrun, "run_local", lambda *a: calls.append(a) or 7)
+    assert main(["run", "demo", "--into", str(tmp_path / "rz"), "--", "--port", "8190", "--cpu"]) == 7
+    assert main(["run", "--into", "x", "demo"]) == 7
+    assert calls == [(tmp_path / "proj", "demo", tmp_path / "rz", ["--port", "8190", "--cpu"]),
+                     (tmp_path / "proj", "demo", Path("x"), [])]
+
+
+def test_comfyui_args_only_with_the_start_form(tmp_path, capsys):
+    assert main(["run", "--local", "http://127.0.0.1:9", str(workflow(tmp_path)), "--", "--cpu"]) == 2
+    assert "ComfyUI arguments only go with `run <id>`" in capsys.readouterr().err
