@@ -74,3 +74,32 @@ def test_uv_lock_small_set_hashes_every_wheel(tmp_path):
     assert all(w["hash"].startswith("sha256:") for p in pkgs.values() for w in p.get("wheels", []))
     name, requires = pylock.project_requires(text)
     assert pylock.locked_requires((vdir / "uv.lock").read_text(), name) == requires
+
+
+def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path):
+    import io
+    import zipfile
+
+    from comfyver import gitsource, registry
+    from tests.support.gitserver import make_repo
+
+    make_repo(tmp_path / "core", {"requirements.txt": "torch\nnumpy\n"}, "c")
+    make_repo(tmp_path / "pp", {"pyproject.toml": "[project]\nname='x'\ndependencies=['einops>=0.6']\n"}, "p")
+    core_url, pp_url = git_server.publish(tmp_path / "core", "core"), git_server.publish(tmp_path / "pp", "pp")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("pack-1.0/__init__.py", "")
+        z.writestr("pack-1.0/requirements.txt", "rich>=13\n")
+    (http_server.files_root / "pack.zip").write_bytes(buf.getvalue())
+    sri, strip = registry.unpack_and_hash(http_server.files_root / "pack.zip", "t")
+    lock = {"id": "t", "comfyui": {"locked": gitsource.lock({"type": "git", "url": core_url, "ref": "main"}, "core")},
+            "nodes": {"pp": {"locked": gitsource.lock({"type": "git", "url": pp_url, "ref": "main"}, "pp")},
+                      "zipped": {"locked": {"type": "zip", "url": f"{http_server.url}/pack.zip", "hash": sri,
+                                            "stripRoot": strip}}}}
+    r = pylock.collect(lock)
+    assert {k: [w for w, _ in v] for k, v in r.by_package.items()} == {
+        "torch": ["comfyui"], "numpy": ["comfyui"], "einops": ["pp"], "rich": ["zipped"]}
+    # a tampered archive is refused, naming the node
+    lock["nodes"]["zipped"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
+    with pytest.raises(ComfyverError, match="node zipped: archive .* has hash"):
+        pylock.collect(lock)

@@ -18,20 +18,24 @@ complains about.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from comfyver import gitsource
+from comfyver import download, gitsource, project, registry
 from comfyver.errors import ComfyverError
-from comfyver.fsutil import atomic_write_text
+from comfyver.fsutil import atomic_write_json, atomic_write_text
 
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 OPENCV = ["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]
@@ -88,18 +92,37 @@ def collect(lock: dict) -> Requirements:
     reqs.add(CORE, _git_show(repo, core["rev"], "requirements.txt") or "", "requirements.txt")
     for name, n in sorted(lock.get("nodes", {}).items()):
         loc = n["locked"]
-        if loc.get("type") != "git":
-            reqs.notes.append(f"node {name}: registry archive; its requirements are not read (lock it from git to include them)")
-            continue
-        repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
-        txt = _git_show(repo, loc["rev"], "requirements.txt")
-        if txt is not None:
-            reqs.add(name, txt, "requirements.txt")
+        if loc.get("type") == "git":
+            repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
+            texts = {f: _git_show(repo, loc["rev"], f) for f in ("requirements.txt", "pyproject.toml")}
         else:
-            pp = _git_show(repo, loc["rev"], "pyproject.toml")
-            if pp:
-                reqs.add(name, "\n".join(_pyproject_deps(pp)), "pyproject.toml")
+            texts = _zip_texts(loc, f"node {name}")
+        if texts.get("requirements.txt") is not None:
+            reqs.add(name, texts["requirements.txt"], "requirements.txt")
+        elif texts.get("pyproject.toml"):
+            reqs.add(name, "\n".join(_pyproject_deps(texts["pyproject.toml"])), "pyproject.toml")
     return reqs
+
+
+def _zip_texts(loc: dict, what: str) -> dict[str, str]:
+    """requirements.txt / pyproject.toml of a locked registry archive (hash verified), cached per hash."""
+    cache = project.cache_dir() / "node-requirements" / f"{hashlib.sha256(loc['hash'].encode()).hexdigest()[:32]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    with tempfile.TemporaryDirectory(prefix="comfyver-zipreq-") as tmp:
+        z = Path(tmp) / "node.zip"
+        download.download(loc["url"], z, what=what)
+        sri, _ = registry.unpack_and_hash(z, what)
+        if sri != loc["hash"]:
+            raise ComfyverError(f"{what}: archive at {loc['url']} has hash {sri}, the lock says {loc['hash']}",
+                                hint="the registry changed a published archive; re-lock the node")
+        with zipfile.ZipFile(z) as zf:
+            names = set(zf.namelist())
+            prefix = sorted(names)[0].split("/")[0] + "/" if loc.get("stripRoot") else ""
+            out = {f: zf.read(prefix + f).decode("utf-8", errors="replace")
+                   for f in ("requirements.txt", "pyproject.toml") if prefix + f in names}
+    atomic_write_json(cache, out)
+    return out
 
 
 def merge(reqs: Requirements) -> tuple[list[str], list[str], list[str]]:
