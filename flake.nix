@@ -50,8 +50,14 @@
         src = sources.fetch lock;
         venv = python.env { inherit id lock; dir = versionsDir + "/${id}"; };
         modelsTree = models.tree id lock;
-        tree = comfyui.tree { inherit id lock venv handler; sources = src; models = modelsTree; };
+        modelFiles = builtins.attrValues (models.fetch lock);
+        tree = comfyui.tree { inherit id lock venv handler modelFiles; sources = src; models = modelsTree; };
         treeNoModels = comfyui.tree { inherit id lock venv handler; sources = src; models = null; };
+        mkImage = t: withModels: image.image {
+          inherit id venv withModels;
+          tree = t;
+          versionPaths = [ t ] ++ t.ownPaths;
+        };
       };
       versions = lib.genAttrs ids version;
 
@@ -79,8 +85,8 @@
         perVersion (id: v: [
           (lib.nameValuePair "version-${id}" v.tree)
           (lib.nameValuePair "models-${id}" v.modelsTree)
-          (lib.nameValuePair "image-${id}" (image.image { inherit id; tree = v.treeNoModels; inherit (v) venv; withModels = false; }))
-          (lib.nameValuePair "image-${id}-with-models" (image.image { inherit id; inherit (v) tree venv; withModels = true; }))
+          (lib.nameValuePair "image-${id}" (v.mkImage v.treeNoModels false))
+          (lib.nameValuePair "image-${id}-with-models" (v.mkImage v.tree true))
         ])
         // { inherit comfyver; };
 

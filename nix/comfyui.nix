@@ -44,7 +44,8 @@ let
       comfy_args="--base-directory $state --user-directory $state/user --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
     '';
 
-  tree = { id, lock, sources, venv, models, handler ? null }:
+  # models: the models tree or null; modelFiles: its fixed-output paths.
+  tree = { id, lock, sources, venv, models, modelFiles ? [ ], handler ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -73,7 +74,13 @@ let
       '';
     in
     pkgs.runCommand "comfyui-${id}" {
-      passthru = { inherit core nodes venv models modelPathsFile comfyui handlerBin; };
+      passthru = {
+        inherit core nodes venv models modelPathsFile comfyui handlerBin;
+        # the store paths this tree adds to its Python env's closure
+        ownPaths = [ core modelPathsFile comfyui ] ++ builtins.attrValues nodes
+          ++ lib.optionals (handler != null) [ handlerBin handler ]
+          ++ lib.optionals (models != null) ([ models ] ++ modelFiles);
+      };
     } ''
       mkdir -p $out/bin $out/share/comfyui/custom_nodes
       ln -s ${core} $out/share/comfyui/core

@@ -228,6 +228,34 @@ def test_image_config_runs_the_handler_under_the_nvidia_toolkit(env):
         assert (out / "root" / d).is_dir()
 
 
+def closure(path: str) -> set[str]:
+    return set(subprocess.run(["nix-store", "-qR", path], env=h.nix_env(), capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
+def test_image_layers_python_env_in_the_base_version_paths_on_top(env):
+    """Base: the Python env's closure, one path per layer; top: one layer with everything else the tree needs."""
+    top = image_description(env, "image-full-with-models")
+    assert top["includeStorePaths"] is False and top["contents"] == []
+    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.image-full-with-models", env["ov"])
+    base = json.loads(drv_named(drvs, "comfyver-base.tar.gz")["env"]["description"])
+    assert base["maxLayers"] == 98 and base["includeStorePaths"] is True
+    assert any(c.endswith("-comfyui-env") for c in base["contents"])
+
+    image = out_path(build(env, "image-full-with-models"))
+    tree = out_path(build(env, "version-full"))
+    in_base = set().union(*(closure(c) for c in base["contents"]))
+    on_top = {f"/nix/store/{p.name}" for p in (image / "root/nix/store").iterdir()}
+    missing = closure(str(tree)) - in_base - on_top
+    assert not missing, f"store paths the tree needs but the image lacks: {sorted(missing)}"
+    assert not (on_top & in_base), "the top layer repeats paths of the base"
+    assert str(tree) in on_top
+    # the model files themselves are on top (not only the links to them)
+    for model in env["versions"]["full"]["models"]:
+        target = os.readlink(tree / "share/comfyui/models" / model)
+        assert target in on_top
+
+
 def test_versions_differing_only_in_nodes_or_models_share_the_base_image(env):
     full = image_description(env, "image-full")["fromImage"]
     assert image_description(env, "image-nodes-only")["fromImage"] == full

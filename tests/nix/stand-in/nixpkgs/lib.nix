@@ -26,12 +26,14 @@ rec {
   genAttrs = names: f: listToAttrs (map (n: nameValuePair n (f n)) names);
   mapAttrsToList = f: attrs: map (n: f n attrs.${n}) (attrNames attrs);
   inherit listToAttrs mapAttrs attrNames;
+  attrValues = builtins.attrValues;
 
   # strings
   hasPrefix = pref: str: substring 0 (stringLength pref) str == pref;
   removePrefix = pref: str:
     if hasPrefix pref str then substring (stringLength pref) (stringLength str - stringLength pref) str else str;
   optionalString = cond: s: if cond then s else "";
+  inherit concatStringsSep;
   concatMapStrings = f: list: concatStringsSep "" (map f list);
   splitString = sep: s:
     let

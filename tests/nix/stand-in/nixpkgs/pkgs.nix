@@ -256,7 +256,7 @@ let
         contentsList = if isList contents then contents else [ contents ];
         baseLayers = if fromImage == null then 0 else fromImage.maxLayers;
         description = toJSON {
-          inherit name tag config maxLayers architecture created;
+          inherit name tag config maxLayers architecture created includeStorePaths;
           fromImage = if fromImage == null then null else "${fromImage}";
           contents = map toString contentsList;
         };
@@ -276,7 +276,8 @@ let
 
     autoPatchelfHook = run "auto-patchelf-hook" { } ''mkdir -p "$out/nix-support"'';
     coreutils = hostTools "coreutils" [ "mkdir" "ln" "cp" "chmod" "rm" "mv" "cat" "echo" "ls" "env" "readlink" "dirname" "basename" "touch" ];
-    bashInteractive = hostTools "bash" [ "bash" "sh" ];
+    bashInteractive = hostTools "bash-interactive" [ "bash" "sh" ];
+    runtimeShellPackage = hostTools "bash" [ "bash" "sh" ];
     git = hostTools "git" [ "git" ];
     uv = hostTools "uv" [ "uv" ];
     skopeo = hostTools "skopeo" [ "skopeo" ];
