@@ -51,6 +51,7 @@ def test_import_manager_snapshot(env, capsys, monkeypatch, tmp_path):
     assert lock["nodes"]["comfyui-fancy"]["provides"] == ["FancyBlur", "FancySAMLoader"]
     assert lock["nodes"]["rgthree-comfy"]["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
     assert lock["nodes"]["rgthree-comfy"]["locked"]["type"] == "zip"
+    assert lock["nodes"]["rgthree-comfy"]["provides"] == ["Power Lora Loader (rgthree)"]  # scanned from the archive
     assert any("disabled" in n and env.pack_b in n for n in res["notes"])
     assert any("my_node.py" in n for n in res["notes"])
 

@@ -129,9 +129,7 @@ def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str,
     locked = _resolve_or_table(items, vid, jobs, progress)
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
-        provides = set(attributed.get(name, []))
-        if loc["type"] == "git":
-            provides |= set(nodemap.scan_locked(loc["url"], loc["rev"], f"node {name}"))
+        provides = set(attributed.get(name, [])) | set(nodemap.scan_locked_node(name, loc))
         entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
         if provides:
             entry["provides"] = sorted(provides)

@@ -162,10 +162,9 @@ def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: boo
     for name, o in sorted(pl.nodes.items()):
         loc = locked[f"nodes.{name}"]
         entry = {"original": o, "locked": loc}
-        if loc["type"] == "git":
-            provides = nodemap.scan_locked(loc["url"], loc["rev"], f"node {name}")
-            if provides:
-                entry["provides"] = sorted(provides)
+        provides = nodemap.scan_locked_node(name, loc)
+        if provides:
+            entry["provides"] = sorted(provides)
         lock["nodes"][name] = entry
     for key, o in sorted(pl.models.items()):
         if f"models.{key}" in locked:

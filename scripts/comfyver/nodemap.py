@@ -20,6 +20,7 @@ used as an input's options), in declaration order, for analyze.model_uses.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import re
@@ -197,6 +198,44 @@ def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, 
 
     repo = gitsource.fetch(url, rev, what)
     result = scan_files(_git_files(repo, rev, core))
+    atomic_write_json(cache, result)
+    return result
+
+
+def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
+    """Text of the .py files and requirement files of a locked registry archive, its hash verified."""
+    import tempfile
+    import zipfile
+
+    from comfyver import download, registry
+
+    with tempfile.TemporaryDirectory(prefix="comfyver-zipread-") as tmp:
+        z = Path(tmp) / "node.zip"
+        download.download(loc["url"], z, what=what)
+        sri, _ = registry.unpack_and_hash(z, what)
+        if sri != loc["hash"]:
+            raise ComfyverError(f"{what}: archive at {web.redact(loc['url'])} has hash {sri}, the lock says {loc['hash']}",
+                                hint="the registry changed a published archive; re-lock the node")
+        out = {}
+        with zipfile.ZipFile(z) as zf:
+            for name in zf.namelist():
+                rel = name.split("/", 1)[1] if loc.get("stripRoot") and "/" in name else name
+                if rel.endswith((".py", "requirements.txt", "pyproject.toml")) and not name.endswith("/"):
+                    out[rel] = zf.read(name).decode("utf-8", errors="replace")
+        return out
+
+
+def scan_locked_node(name: str, loc: dict) -> dict[str, list[tuple[str, str]]]:
+    """Scan a locked node of either kind (git commit or registry archive); cached."""
+    if loc["type"] == "git":
+        return scan_locked(loc["url"], loc["rev"], f"node {name}")
+    key = hashlib.sha256(loc["hash"].encode()).hexdigest()[:32]
+    cache = project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json"
+    if cache.is_file():
+        return {k: [tuple(x) for x in v] for k, v in json.loads(cache.read_text()).items()}
+    files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
+             if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
+    result = scan_files(files)
     atomic_write_json(cache, result)
     return result
 
@@ -492,9 +531,7 @@ def for_lock(lock: dict, vdir: Path | None, *, registry: bool = False, scan_node
     model_inputs = dict(core)
     if scan_nodes:
         for name, n in lock.get("nodes", {}).items():
-            if n["locked"].get("type") == "git":
-                found = scan_locked(n["locked"]["url"], n["locked"]["rev"], f"node {name}")
-                model_inputs.update(found)
+            model_inputs.update(scan_locked_node(name, n["locked"]))
     overrides = load_overrides(vdir / "overrides.json") if vdir else {}
     nm = NodeMap(core_classes=core, locked_nodes=lock.get("nodes"), choices=lock.get("choices"),
                  overrides=overrides, manager_data=manager_data, registry=registry)

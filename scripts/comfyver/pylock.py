@@ -24,16 +24,14 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import tomllib
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from comfyver import download, gitsource, project, registry
+from comfyver import gitsource, nodemap, project
 from comfyver.errors import ComfyverError
 from comfyver.fsutil import atomic_write_json, atomic_write_text
 
@@ -105,22 +103,12 @@ def collect(lock: dict) -> Requirements:
 
 
 def _zip_texts(loc: dict, what: str) -> dict[str, str]:
-    """requirements.txt / pyproject.toml of a locked registry archive (hash verified), cached per hash."""
+    """Root requirements.txt / pyproject.toml of a locked registry archive, cached per hash."""
     cache = project.cache_dir() / "node-requirements" / f"{hashlib.sha256(loc['hash'].encode()).hexdigest()[:32]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    with tempfile.TemporaryDirectory(prefix="comfyver-zipreq-") as tmp:
-        z = Path(tmp) / "node.zip"
-        download.download(loc["url"], z, what=what)
-        sri, _ = registry.unpack_and_hash(z, what)
-        if sri != loc["hash"]:
-            raise ComfyverError(f"{what}: archive at {loc['url']} has hash {sri}, the lock says {loc['hash']}",
-                                hint="the registry changed a published archive; re-lock the node")
-        with zipfile.ZipFile(z) as zf:
-            names = set(zf.namelist())
-            prefix = sorted(names)[0].split("/")[0] + "/" if loc.get("stripRoot") else ""
-            out = {f: zf.read(prefix + f).decode("utf-8", errors="replace")
-                   for f in ("requirements.txt", "pyproject.toml") if prefix + f in names}
+    files = nodemap.read_locked_zip(loc, what)
+    out = {f: files[f] for f in ("requirements.txt", "pyproject.toml") if f in files}
     atomic_write_json(cache, out)
     return out
 
