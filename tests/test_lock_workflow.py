@@ -161,7 +161,10 @@ def test_lock_end_to_end(env, capsys):
     assert rep["nodes"]["comfyui-c"]["active"] is False  # only a muted node uses it
     # locking again is a no-op for inputs already locked
     requests_before = len(env.http.requests)
-    rc, out, _ = run(capsys, *base_args(env), "--model", f"sams/sam_b.pth={sam_url}")
+    rc, _, err = run(capsys, *base_args(env), "--model", f"sams/sam_b.pth={sam_url}")
+    assert rc == 2 and "only apply to a new version" in err  # an existing version keeps its ComfyUI
+    rc, out, _ = run(capsys, "lock", "demo", "--workflow", str(env.workflow), "--offline-registry", "--no-python",
+                     "--json", "--model", f"sams/sam_b.pth={sam_url}")
     assert rc == 0 and json.loads(out)["added_models"] == [] and json.loads(out)["added_nodes"] == []
     assert len(env.http.requests) == requests_before
 

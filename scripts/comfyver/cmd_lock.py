@@ -48,8 +48,8 @@ def register(sub) -> None:
                    help="source for a model: hf://, civitai://, https://, gs:// or file:// URL (repeatable)")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
-    p.add_argument("--comfyui-ref", default="latest", help="ComfyUI ref for a new version (default: latest)")
-    p.add_argument("--comfyui-url", default=versions.DEFAULT_COMFYUI_URL, help="ComfyUI repository for a new version")
+    p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
+    p.add_argument("--comfyui-url", help=f"ComfyUI repository for a new version (default: {versions.DEFAULT_COMFYUI_URL})")
     p.add_argument("--torch", choices=["cu128", "cu126", "cu124", "cu121", "cpu", "pypi"],
                    help="torch profile (python.torch in the lock; default cu128 = PyPI's CUDA build)")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
@@ -75,7 +75,8 @@ def _problem_fix_table(rep: analyze.Report, vid: str) -> list[dict]:
         if not e["active"]:
             continue
         if "locked core" in e["why"]:
-            fix = f"lock a newer ComfyUI: comfyver lock {vid} --comfyui-ref <tag> (or update the version's comfyui input)"
+            fix = (f"a newer ComfyUI: `comfyver update {vid} comfyui` if its ref is latest or a branch, "
+                   "else lock a new version with --comfyui-ref <tag>")
         else:
             fix = (f"--node <git-url>[@ref] for the pack that provides it, or versions/{vid}/overrides.json "
                    f"{{\"classes\": {{{json.dumps(c)}: \"<git-url or registry-id>\"}}}}")
@@ -138,14 +139,17 @@ def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str,
 
 
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, choices=None,
-                 comfyui_ref="latest", comfyui_url=versions.DEFAULT_COMFYUI_URL, torch=None, python=True,
+                 comfyui_ref=None, comfyui_url=None, torch=None, python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all; return a summary. Raises LockProblems with the fix table."""
     vdir = project.version_dir(root, vid)
     if versions.exists(root, vid):
+        if comfyui_ref or comfyui_url:
+            raise UsageError(f"version {vid!r} exists; --comfyui-ref/--comfyui-url only apply to a new version",
+                             hint=f"change its ComfyUI with `comfyver update {vid} comfyui`, or lock a new version id")
         lock = versions.load(root, vid)
     else:
-        original = {"type": "git", "url": comfyui_url, "ref": comfyui_ref}
+        original = {"type": "git", "url": comfyui_url or versions.DEFAULT_COMFYUI_URL, "ref": comfyui_ref or "latest"}
         loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], vid, jobs, progress)["comfyui"]
         lock = lockfile.empty(vid, original, loc)
     if torch:
