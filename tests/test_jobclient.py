@@ -118,6 +118,14 @@ def test_local_job_outputs_saved(local_api, tmp_path, http_server, capsys):
     assert not list(out.glob("*.part"))
 
 
+def test_local_job_human_summary(local_api, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["run", "--local", local_api, str(workflow(tmp_path)), "--out", str(out), "--poll", "0.1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("job test-") and ": COMPLETED in " in lines[0]
+    assert f"  image  node 9: {out / 'ComfyUI_00001_.png'} ({len(PNG)} bytes)" in lines
+
+
 def test_local_job_failure_exit_1_with_error(local_api, tmp_path, capsys):
     wf = workflow(tmp_path, fail=True)
     rc = main(["run", "--local", local_api, str(wf), "--out", str(tmp_path / "out"), "--poll", "0.1"])
