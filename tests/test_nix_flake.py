@@ -334,6 +334,29 @@ def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
         proc.wait()
 
 
+def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
+    """bin/comfyui-handler (the image's entrypoint) drives the tree's ComfyUI through the real worker."""
+    tree = out_path(build(env, "version-full"))
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "ComfyverProbe", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "handler"}},
+    }
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"input": {"workflow": prompt, "version_id": "full"}}))
+    p = subprocess.run([str(tree / "bin/comfyui-handler"), "cli", "--input", str(job), "--out", str(tmp_path / "out"),
+                        "--json"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COMFYUI_STATE_DIR": str(tmp_path / "state"), "COMFY_ARGS": "--cpu",
+                            "COMFY_PORT": str(comfyui_support.free_port())})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    result = json.loads(p.stdout)
+    assert [o["node_id"] for o in result["outputs"]] == ["3"]
+    out = Path(result["outputs"][0]["path"])
+    assert out.is_file() and out.is_relative_to(tmp_path / "out") and out.name.startswith("handler")
+    # ComfyUI ran from the store with the version's state folder and nodes
+    assert (tmp_path / "state/custom_nodes/probe-node").is_symlink()
+
+
 def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):
     good = env["versions"]["cpu"]
     bad = copy.deepcopy(good)
@@ -377,3 +400,21 @@ def test_repository_flake_evaluates_over_its_own_versions(env, tmp_path):
         p = h.nix("eval", "--json", "--impure", "--expr",
                   f'(import {repo}/nix/lock.nix).read {repo}/versions "{vid}" ? comfyui')
         assert json.loads(p.stdout) is True
+
+
+def test_flake_lock_matches_the_declared_inputs():
+    """flake.lock (hand-pinned from a real lock: no network here) agrees with flake.nix's inputs and follows."""
+    inputs = json.loads(h.nix("eval", "--json", "--impure", "--expr", f"(import {h.ROOT}/flake.nix).inputs").stdout)
+    lock = json.loads((h.ROOT / "flake.lock").read_text())
+    assert lock["version"] == 7 and lock["root"] == "root"
+    nodes = lock["nodes"]
+    assert nodes["root"]["inputs"] == {name: name for name in inputs}
+    for name, spec in inputs.items():
+        node = nodes[name]
+        owner_repo_ref = spec["url"].removeprefix("github:").split("/")
+        original = node["original"]
+        assert [original["owner"], original["repo"]] + ([original["ref"]] if "ref" in original else []) == owner_repo_ref
+        assert node["locked"]["type"] == "github" and len(node["locked"]["rev"]) == 40
+        assert node["locked"]["narHash"].startswith("sha256-")
+        follows = {k: [v["follows"]] for k, v in spec.get("inputs", {}).items()}
+        assert node.get("inputs", {}) == follows, name
