@@ -27,6 +27,8 @@ from packaging.version import InvalidVersion, Version
 from comfyver import nar, project, resolvecache, web
 from comfyver.errors import ComfyverError, UsageError
 
+# the cache repos are ours: no auto gc/maintenance (pins keep what matters), no FETCH_HEAD
+FETCH_OPTS = ("--quiet", "--no-auto-gc", "--no-auto-maintenance", "--no-write-fetch-head", "--no-show-forced-updates")
 GIT_SCHEMES = ("https", "http", "file", "ssh", "git")
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 SHORT_HEX = re.compile(r"^[0-9a-f]{7,39}$")
@@ -157,7 +159,7 @@ def fetch_all(url: str, what: str) -> Path:
     check_url(url, what)
     repo = _open_cache(url)
     with FileLock(str(repo) + ".lock"):
-        git("fetch", "--quiet", "--force", "--no-tags", "--", url,
+        git("fetch", *FETCH_OPTS, "--force", "--no-tags", "--", url,
             "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=repo, what=what)
     return repo
 
@@ -178,9 +180,9 @@ def fetch(url: str, rev: str, what: str, offline: bool = False) -> Path:
             git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
             return repo
         # one rev, shallow: servers allow wanting a reachable commit (protocol v2)
-        p = git("fetch", "--quiet", "--depth", "1", "--no-tags", "--", url, rev, cwd=repo, what=what, check=False)
+        p = git("fetch", *FETCH_OPTS, "--depth", "1", "--no-tags", "--", url, rev, cwd=repo, what=what, check=False)
         if p.returncode or not has_commit(repo, rev):
-            git("fetch", "--quiet", "--force", "--no-tags", "--", url,
+            git("fetch", *FETCH_OPTS, "--force", "--no-tags", "--", url,
                 "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=repo, what=what)
         if has_commit(repo, rev):  # pin it: keeps it from gc and lets local clones ask for it by name
             git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
@@ -196,15 +198,10 @@ def _pinned(repo: Path, rev: str) -> bool:
         "show-ref", "--verify", "--quiet", f"refs/pins/{rev}", cwd=repo, check=False).returncode == 0
 
 
-def needs_checkout(repo: Path, rev: str) -> bool:
+def needs_checkout(repo: Path, rev: str, tree: nar.GitTree | None = None) -> bool:
     """True if .gitattributes ask git to transform content on checkout (eol, filters...)."""
-    out = git("ls-tree", "-r", "-z", "--full-tree", rev, "--", cwd=repo).stdout
-    for rec in out.split(b"\0"):
-        if rec.endswith(b"\t.gitattributes") or rec.endswith(b"/.gitattributes"):
-            oid = rec.split(b"\t")[0].split(b" ")[2].decode()
-            if TRANSFORM_ATTRS.search(git("cat-file", "blob", oid, cwd=repo).stdout):
-                return True
-    return False
+    tree = tree or nar.git_tree(str(repo), rev)
+    return any(TRANSFORM_ATTRS.search(git("cat-file", "blob", oid.decode(), cwd=repo).stdout) for oid in tree.attributes)
 
 
 def export(repo: Path, rev: str, dest: Path, url: str, submodules: bool, what: str) -> None:
@@ -238,8 +235,10 @@ def nar_hash_rev(repo: Path, rev: str, url: str, submodules: bool, what: str) ->
 
     Fast path: straight from git objects. A checkout is written only where git
     would change bytes on checkout (attributes) or submodules are wanted."""
-    if not submodules and not needs_checkout(repo, rev):
-        return nar.to_sri(nar.git_tree_nar_hash(str(repo), rev))
+    if not submodules:
+        tree = nar.git_tree(str(repo), rev)
+        if not needs_checkout(repo, rev, tree):
+            return nar.to_sri(nar.git_tree_nar_hash(str(repo), rev, tree))
     with tempfile.TemporaryDirectory(prefix="comfyver-checkout-") as tmp:
         dest = Path(tmp) / "src"
         export(repo, rev, dest, url, submodules, what)

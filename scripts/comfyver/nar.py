@@ -182,20 +182,22 @@ def encode(digest: bytes, form: str) -> str:
 
 # -- NAR straight from git objects ---------------------------------------------
 
-class _Tree:
-    __slots__ = ("entries",)
+class GitTree:
+    __slots__ = ("entries", "attributes")
 
     def __init__(self) -> None:
-        # name (bytes) -> (kind, oid) for blobs/links, or _Tree for dirs
+        # name (bytes) -> (mode, oid) for blobs/links, or GitTree for dirs
         self.entries: dict[bytes, object] = {}
+        self.attributes: list[bytes] = []  # root only: oids of every .gitattributes blob
 
 
-def _git_tree(repo: str, rev: str) -> _Tree:
+def git_tree(repo: str, rev: str) -> GitTree:
+    """The whole tree of `rev` from one `git ls-tree -r`."""
     out = subprocess.run(
         ["git", "-C", repo, "ls-tree", "-r", "-z", "--full-tree", rev, "--"],
         check=True, capture_output=True,
     ).stdout
-    root = _Tree()
+    root = GitTree()
     for rec in out.split(b"\0"):
         if not rec:
             continue
@@ -203,7 +205,7 @@ def _git_tree(repo: str, rev: str) -> _Tree:
         mode, kind, oid = meta.split(b" ")
         if mode == b"160000":
             # a gitlink (submodule) checks out as an empty directory
-            node: object = _Tree()
+            node: object = GitTree()
         else:
             node = (mode, oid)
         parts = path.split(b"/")
@@ -211,29 +213,31 @@ def _git_tree(repo: str, rev: str) -> _Tree:
         for p in parts[:-1]:
             nxt = cur.entries.get(p)
             if nxt is None:
-                nxt = cur.entries[p] = _Tree()
+                nxt = cur.entries[p] = GitTree()
             cur = nxt  # type: ignore[assignment]
         cur.entries[parts[-1]] = node
+        if parts[-1] == b".gitattributes" and kind == b"blob":
+            root.attributes.append(oid)
     return root
 
 
-def _blob_order(tree: _Tree) -> Iterator[bytes]:
+def _blob_order(tree: GitTree) -> Iterator[bytes]:
     for name in sorted(tree.entries):
         node = tree.entries[name]
-        if isinstance(node, _Tree):
+        if isinstance(node, GitTree):
             yield from _blob_order(node)
         else:
             yield node[1]  # type: ignore[index]
 
 
-def git_tree_nar_hash(repo: str, rev: str) -> bytes:
+def git_tree_nar_hash(repo: str, rev: str, root: GitTree | None = None) -> bytes:
     """NAR sha256 of the tree at `rev` as a checkout without `.git` would hash.
 
     Reads blobs with one `git cat-file --batch` process, streaming them in
     NAR order. The top-level `.git` never exists in a tree object, so nothing
     needs removing.
     """
-    root = _git_tree(repo, rev)
+    root = root or git_tree(repo, rev)
     h = hashlib.sha256()
     emit = h.update
     order = list(_blob_order(root))
@@ -273,12 +277,12 @@ def git_tree_nar_hash(repo: str, rev: str) -> bytes:
             yield chunk
         rd.read(1)  # trailing LF
 
-    def walk(tree: _Tree) -> None:
+    def walk(tree: GitTree) -> None:
         emit(_DIR)
         for name in sorted(tree.entries):
             node = tree.entries[name]
             emit(_ENTRY + _tok(name) + _NODE)
-            if isinstance(node, _Tree):
+            if isinstance(node, GitTree):
                 walk(node)
             else:
                 mode, oid = node  # type: ignore[misc]
