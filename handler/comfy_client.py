@@ -87,6 +87,14 @@ class ComfyClient:
             self.object_info = body
         return self.object_info
 
+    def connected(self) -> bool:
+        """True when the websocket is open on the running event loop."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return self._ws is not None and not self._ws.closed and self._loop is loop
+
     # --- websocket ------------------------------------------------------------------------
     async def ensure_ws(self) -> None:
         await self.session()

@@ -106,6 +106,8 @@ class Worker:
                 raise JobError("comfyui_down", f"ComfyUI could not be restarted: {redact(why)}",
                                hint="the worker asks RunPod for a replacement; resubmit the job",
                                log_tail=self.log_tail(), refresh_worker=True)
+        if self.client.connected() and (self.process is None or self.process.alive()):
+            return  # the open websocket already says ComfyUI is serving: no extra round trip per job
         if not await self.client.healthy():
             await asyncio.sleep(1)
             if not await self.client.healthy():
@@ -302,7 +304,7 @@ class Worker:
                 except PromptRejected as exc:
                     raise self._rejected(exc) from None
                 queued = True
-                return pid, await self._follow(pid, q, job)
+                return pid, await self._follow(pid, q, job, prompt)
         except TimeoutError:
             await self.client.interrupt(pid)
             raise JobError("timeout", f"the workflow did not finish within {timeout} s; it was interrupted",
@@ -314,9 +316,8 @@ class Worker:
         finally:
             self.client.unlisten(pid)
 
-    async def _follow(self, pid: str, q: asyncio.Queue, job: dict) -> dict:
+    async def _follow(self, pid: str, q: asyncio.Queue, job: dict, prompt: dict) -> dict:
         ui: dict = {}
-        node_types = {}
         last_sent = 0.0
         report = bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT")) and job.get("id") is not None
         while True:
@@ -338,7 +339,7 @@ class Worker:
                 now = time.monotonic()
                 if now - last_sent >= PROGRESS_INTERVAL or d.get("value") == d.get("max"):
                     last_sent = now
-                    self._progress(job, d, node_types)
+                    self._progress(job, d, prompt)
             elif kind == "execution_error":
                 raise JobError("comfyui", f"node {d.get('node_id')!r} ({d.get('node_type')}) failed: "
                                f"{d.get('exception_type', 'error')}: {d.get('exception_message', '').strip()}",
@@ -350,11 +351,13 @@ class Worker:
                                node_id=str(d.get("node_id")), node_type=d.get("node_type"),
                                hint="someone called /interrupt on this ComfyUI; resubmit the job")
 
-    def _progress(self, job: dict, d: dict, node_types: dict) -> None:
+    def _progress(self, job: dict, d: dict, prompt: dict) -> None:
         import runpod
         value, maximum = d.get("value") or 0, d.get("max") or 0
+        node = str(d.get("node"))
         runpod.serverless.progress_update(job, {
-            "status": "running", "node_id": str(d.get("node")), "step": value, "max": maximum,
+            "status": "running", "node_id": node, "node_type": (prompt.get(node) or {}).get("class_type"),
+            "step": value, "max": maximum,
             "percent": round(100.0 * value / maximum, 1) if maximum else None})
 
     async def _reconnect(self, pid: str) -> dict | None:

@@ -72,7 +72,7 @@ def test_progress_is_reported_through_the_sdk(api, recorder):
     assert posts, recorder.requests
     assert all(p["status"] == "IN_PROGRESS" for p in posts)
     steps = [p["output"] for p in posts]
-    assert all(s["node_id"] == "2" and s["max"] == 10 for s in steps)
+    assert all(s["node_id"] == "2" and s["node_type"] == "ComfyverSlow" and s["max"] == 10 for s in steps)
     assert max(s["step"] for s in steps) == 10 and {"step": 10, "percent": 100.0}.items() <= \
         [s for s in steps if s["step"] == 10][0].items()
     assert len(steps) < 10  # throttled, not one request per step

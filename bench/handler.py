@@ -1,0 +1,182 @@
+"""Handler overhead, measured side by side in one run against one real ComfyUI on the CPU.
+
+    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 1]
+
+1. start-up: bare ComfyUI (`python main.py --cpu` until /system_stats answers) vs the worker
+   (`python -m handler` until it reports ComfyUI ready), alternating;
+2. per job, interleaved: a 256x256 EmptyImage -> ImageInvert -> SaveImage workflow (a new colour every
+   job, so ComfyUI's cache never short-cuts) straight against ComfyUI's API (queue, websocket wait,
+   /history, /view) and through the handler with base64 output;
+3. RSS of the handler's process across --rss-jobs more jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+import websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import comfyui as comfyui_support  # noqa: E402
+
+
+def workflow(color: int) -> dict:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 256, "batch_size": 1, "color": color}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "bench"}},
+    }
+
+
+class BareClient:
+    """What a plain ComfyUI API client does (ComfyUI's websockets_api_example.py): one websocket,
+    POST /prompt, wait for `executing` node=None, GET /history/<id>, GET /view for each image."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.client_id = uuid.uuid4().hex
+        self.http = requests.Session()
+        self.ws = websocket.create_connection(f"ws://{url.split('://', 1)[1]}/ws?clientId={self.client_id}")
+
+    def run(self, prompt: dict) -> list[bytes]:
+        pid = self.http.post(self.url + "/prompt", json={"prompt": prompt, "client_id": self.client_id}).json()["prompt_id"]
+        while True:
+            msg = self.ws.recv()
+            if isinstance(msg, str):
+                m = json.loads(msg)
+                if m["type"] == "executing" and m["data"].get("node") is None and m["data"].get("prompt_id") == pid:
+                    break
+        hist = self.http.get(f"{self.url}/history/{pid}").json()[pid]
+        out = []
+        for node in hist["outputs"].values():
+            for img in node.get("images", []):
+                out.append(self.http.get(self.url + "/view", params=img).content)
+        return out
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def bare_start(home: Path, port: int) -> float:
+    t0 = time.perf_counter()
+    c = comfyui_support.ComfyUI(home, port=port)
+    try:
+        while True:
+            if c.proc.poll() is not None:
+                raise RuntimeError("bare ComfyUI exited")
+            try:
+                if requests.get(c.url + "/system_stats", timeout=1).ok:
+                    return time.perf_counter() - t0
+            except requests.RequestException:
+                time.sleep(0.05)
+    finally:
+        c.stop()
+
+
+def worker_start(home: Path, port: int) -> float:
+    env = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(port), "OUTPUT_MODE": "base64"}
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                          "--rp_api_port", str(comfyui_support.free_port())], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for line in p.stderr:
+            if b"handler: ComfyUI ready" in line:
+                return time.perf_counter() - t0
+        raise RuntimeError("the worker exited before ComfyUI was ready")
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # the worker and the ComfyUI it started (its own process group)
+        p.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--jobs", type=int, default=100)
+    ap.add_argument("--rss-jobs", type=int, default=500)
+    ap.add_argument("--start-rounds", type=int, default=1)
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-handler-"))
+    home = comfyui_support.copy_tree(tmp / "ComfyUI")
+
+    print(f"start-up ({a.start_rounds} round(s), alternating) ...", flush=True)
+    bare_s, worker_s = [], []
+    for _ in range(a.start_rounds):
+        bare_s.append(bare_start(home, comfyui_support.free_port()))
+        worker_s.append(worker_start(home, comfyui_support.free_port()))
+
+    comfy = comfyui_support.ComfyUI(home).wait_ready()
+    os.environ.update({"COMFY_URL": comfy.url, "COMFY_HOME": str(home), "OUTPUT_MODE": "base64"})
+    from handler.settings import Settings
+    from handler.worker import Worker
+    worker = Worker(Settings())
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    def through_handler(i: int) -> None:
+        r = asyncio.run_coroutine_threadsafe(worker.handle({"id": f"b{i}", "input": {"workflow": workflow(i)}}),
+                                             loop).result()
+        assert "error" not in r and r["outputs"][0]["data"], r
+
+    bare = BareClient(comfy.url)
+    try:
+        for i in range(5):  # warm-up: first executions load node code and fill caches
+            bare.run(workflow(0x100000 + i))
+            through_handler(0x200000 + i)
+        t_bare, t_handler = [], []
+        for i in range(a.jobs):
+            t0 = time.perf_counter()
+            imgs = bare.run(workflow(0x300000 + i))
+            t_bare.append((time.perf_counter() - t0) * 1000)
+            assert imgs and imgs[0][:4] == b"\x89PNG"
+            t0 = time.perf_counter()
+            through_handler(0x400000 + i)
+            t_handler.append((time.perf_counter() - t0) * 1000)
+
+        rss0 = rss_mb()
+        for i in range(a.rss_jobs):
+            through_handler(0x500000 + i)
+        rss1 = rss_mb()
+    finally:
+        comfy.stop()
+        asyncio.run_coroutine_threadsafe(worker.client.close(), loop).result()
+
+    b50, h50 = statistics.median(t_bare), statistics.median(t_handler)
+    print()
+    print(f"start-up to ready (s): bare ComfyUI {statistics.median(bare_s):.2f}  worker {statistics.median(worker_s):.2f}"
+          f"  difference {statistics.median(worker_s) - statistics.median(bare_s):+.2f} s (target <= +1.00)")
+    print(f"per job, {a.jobs} each, interleaved (ms):")
+    print(f"  bare ComfyUI API   p50 {b50:7.2f}  p90 {pct(t_bare, 90):7.2f}  mean {statistics.mean(t_bare):7.2f}")
+    print(f"  through handler    p50 {h50:7.2f}  p90 {pct(t_handler, 90):7.2f}  mean {statistics.mean(t_handler):7.2f}")
+    print(f"  handler / bare p50 ratio {h50 / b50:.3f}   overhead p50 {h50 - b50:+.2f} ms (target <= +2.00; "
+          "at or below 0 with the kept-open websocket and outputs read from disk)")
+    print(f"RSS over {a.rss_jobs} handler jobs: {rss0:.1f} -> {rss1:.1f} MB ({rss1 - rss0:+.1f} MB, target < 20)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
