@@ -45,12 +45,12 @@ def test_script_installs_what_verify_accepts_and_realize_reuses(proj, tmp_path, 
     done = run_script(script, dest, store)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(dest)
-    assert (dest / "ComfyUI/custom_nodes" / ZIP_NODE / "bin/tool.sh").stat().st_mode & 0o100
+    assert (dest / "custom_nodes" / ZIP_NODE / "bin/tool.sh").stat().st_mode & 0o100
     assert (dest / "models" / KEY).resolve().parent == (store / "sha256").resolve()
     assert verify.verify(proj.root, proj.vid, dest, deep=True) == []
-    inode = (dest / "ComfyUI").stat().st_ino
+    inode = (dest / "main.py").stat().st_ino
     realize.realize(proj.root, proj.vid, dest, models_dir=store)  # same layout and marker: nothing to do
-    assert (dest / "ComfyUI").stat().st_ino == inode
+    assert (dest / "main.py").stat().st_ino == inode
     # a second run replaces the folder in one rename and reuses the model store
     again = run_script(script, dest, store)
     assert again.returncode == 0, again.stderr

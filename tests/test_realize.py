@@ -41,7 +41,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 def test_realize_layout_venv_models_and_marker(proj, tmp_path, http_server):
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
-    core = into / "ComfyUI"
+    core = into  # the folder is the ComfyUI tree (COMFY_HOME)
     assert (core / "main.py").read_text() == "print('core')\n"
     assert "ShowTextHash" in (core / "custom_nodes/comfyui-text-node/__init__.py").read_text()
     assert (core / "custom_nodes/comfyui-model-node/__init__.py").is_file()
@@ -51,25 +51,27 @@ def test_realize_layout_venv_models_and_marker(proj, tmp_path, http_server):
     blob = modelstore.default_store() / "sha256" / proj.lock["models"][KEY]["locked"]["sha256"]
     assert link.resolve() == blob.resolve()
     yaml_text = (core / "extra_model_paths.yaml").read_text()
-    assert "base_path: ../models" in yaml_text and '"comfyver_test": "comfyver_test"' in yaml_text
+    assert "base_path: models" in yaml_text and '"comfyver_test": "comfyver_test"' in yaml_text
     py = subprocess.run([str(into / ".venv/bin/python"), "-c", "import six, idna; print(six.__version__, idna.__version__)"],
                         capture_output=True, text=True, check=True)
     assert py.stdout.split() == ["1.16.0", "3.10"]
     marker = json.loads((into / ".comfyver-realized.json").read_text())
     assert marker["lock"] == lockfile.lock_digest(proj.lock)
     assert marker["comfyui"]["rev"] == proj.lock["comfyui"]["locked"]["rev"]
+    assert marker["coreAdded"] == ["models", "models/comfyver_test"]  # the core has custom_nodes/ of its own
+    assert oct((into).stat().st_mode & 0o777) == "0o755"
     assert not list(tmp_path.glob(".out.tmp-*"))
     assert verify.verify(proj.root, proj.vid, into, deep=True) == []
 
 
 def test_second_realize_is_a_fast_noop(proj, tmp_path, git_server, http_server):
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
-    inode = (into / "ComfyUI").stat().st_ino
+    inode = (into / "main.py").stat().st_ino
     git_before, http_before = len(git_server.requests), len(http_server.requests)
     t = time.monotonic()
     realize.realize(proj.root, proj.vid, tmp_path / "out")
     assert time.monotonic() - t < 1.0
-    assert (into / "ComfyUI").stat().st_ino == inode  # not rebuilt
+    assert (into / "main.py").stat().st_ino == inode  # not rebuilt
     assert (len(git_server.requests), len(http_server.requests)) == (git_before, http_before)
 
 
@@ -78,8 +80,8 @@ def test_changed_lock_rebuilds_and_swaps_atomically(proj, tmp_path):
     del proj.lock["nodes"]["comfyui-text-node"]
     lockfile.write(proj.vdir / "version.json", proj.lock)
     realize.realize(proj.root, proj.vid, into)
-    assert not (into / "ComfyUI/custom_nodes/comfyui-text-node").exists()
-    assert (into / "ComfyUI/custom_nodes/comfyui-model-node").is_dir()
+    assert not (into / "custom_nodes/comfyui-text-node").exists()
+    assert (into / "custom_nodes/comfyui-model-node").is_dir()
     assert verify.verify(proj.root, proj.vid, into) == []
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out")) == [".out.lock"]
 
@@ -151,7 +153,7 @@ def test_corrupted_cached_model_is_detected_and_refetched(proj, tmp_path, http_s
 
 def test_tampered_node_file_is_named_by_verify_deep(proj, tmp_path, capsys):
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
-    target = into / "ComfyUI/custom_nodes/comfyui-model-node/__init__.py"
+    target = into / "custom_nodes/comfyui-model-node/__init__.py"
     target.write_text(target.read_text() + "\n# changed\n")
     assert verify.verify(proj.root, proj.vid, into) == []  # quick mode trusts the recorded revs
     rc, out, _ = run_cli(capsys, "--root", str(proj.root), "verify", proj.vid, "--dir", str(into), "--deep", "--json")
@@ -165,7 +167,7 @@ def test_tampered_node_file_is_named_by_verify_deep(proj, tmp_path, capsys):
 
 def test_tampered_core_file_and_python_package_are_found(proj, tmp_path):
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
-    (into / "ComfyUI/main.py").write_text("print('evil')\n")
+    (into / "main.py").write_text("print('evil')\n")
     six_py = next((into / ".venv").glob("lib/python*/site-packages/six.py"))
     six_py.write_text(six_py.read_text() + "\n# changed\n")
     found = verify.verify(proj.root, proj.vid, into, deep=True)
@@ -247,7 +249,7 @@ def test_zip_node_is_unpacked_verified_and_cached_for_offline(tmp_path, git_serv
     proj = make_project(tmp_path, git_server, http_server)
     add_zip_node(proj, http_server, tmp_path)
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
-    assert (into / "ComfyUI/custom_nodes" / ZIP_NODE / "__init__.py").is_file()
+    assert (into / "custom_nodes" / ZIP_NODE / "__init__.py").is_file()
     assert verify.verify(proj.root, proj.vid, into, deep=True) == []
     zips = [r for r in http_server.requests if r["path"] == "/pack.zip"]
     assert len(zips) == 1

@@ -79,8 +79,8 @@ elif cmd == "unzip":
                 os.chmod(out, 0o755)
 elif cmd == "marker":
     marker = json.loads(sys.argv[3])
-    marker.update(modelStore=sys.argv[4], systemSitePackages=sys.argv[5] == "1", coreAdded=json.loads(sys.argv[6]))
-    with open(sys.argv[7], "w") as f:
+    marker.update(modelStore=sys.argv[4], systemSitePackages=sys.argv[5] == "1", coreAdded=sys.argv[7:])
+    with open(sys.argv[6], "w") as f:
         json.dump(marker, f, indent=2)
 '''
 
@@ -120,7 +120,9 @@ mkdir -p "$(dirname "$DEST")" "$MODELS/sha256"
 exec 8>"$(dirname "$DEST")/.$(basename "$DEST").lock"  # the same lock `comfyver realize` takes
 flock 8
 TMP="$(mktemp -d "$(dirname "$DEST")/.$(basename "$DEST").tmp-XXXXXX")"
-WORK="$(mktemp -d)"
+WORK="$(mktemp -d "$(dirname "$DEST")/.$(basename "$DEST").work-XXXXXX")"
+chmod 755 "$TMP"
+ADDED=()  # folders this script adds to the ComfyUI tree (recorded for `comfyver verify`)
 trap 'rm -rf "$TMP" "$WORK"' EXIT
 
 fetch_git() {{  # what url rev dest submodules
@@ -151,6 +153,15 @@ download() {{  # what url out auth
   fi
 }}
 
+add_dirs() {{  # create the parent folders of a path under $TMP, remembering the new ones
+  local rel="" part parts
+  IFS=/ read -ra parts <<< "$(dirname "$1")"
+  for part in "${{parts[@]}}"; do
+    rel="${{rel:+$rel/}}$part"
+    if [ ! -d "$TMP/$rel" ]; then mkdir "$TMP/$rel"; ADDED+=("$rel"); fi
+  done
+}}
+
 model() {{  # key sha256 size url auth
   local key="$1" sha="$2" size="$3" url="$4" auth="$5" blob="$MODELS/sha256/$2"
   (
@@ -163,7 +174,8 @@ model() {{  # key sha256 size url auth
     echo "$sha  $blob.part" | sha256sum -c --status || {{ rm -f "$blob.part"; die "model $key: sha256 differs from the lock ($sha)"; }}
     chmod 444 "$blob.part" && mv -f "$blob.part" "$blob"
   ) 9>"$blob.lock"
-  mkdir -p "$(dirname "$TMP/models/$key")"
+  add_dirs "models/$key"
+  [ ! -e "$TMP/models/$key" ] || [ -L "$TMP/models/$key" ] || die "model $key: ComfyUI's own tree already has models/$key"
   ln -sfn "$blob" "$TMP/models/$key"
 }}
 '''
@@ -205,12 +217,15 @@ def script(root: Path, vid: str) -> str:
                'PY="$TMP/.venv/bin/python"\n')
     core = lock["comfyui"]["locked"]
     out.append(f"\nsay 'ComfyUI {core['rev'][:12]}'\n"
-               f"fetch_git comfyui {q(core['url'])} {core['rev']} \"$TMP/ComfyUI\" {int(core['submodules'])}\n"
-               f"\"$PY\" \"$WORK/helper.py\" nar comfyui \"$TMP/ComfyUI\" {q(core['hash'])}\n"
-               "CORE_ADDED='[]'; [ -d \"$TMP/ComfyUI/custom_nodes\" ] || CORE_ADDED='[\"custom_nodes\"]'\n"
-               "mkdir -p \"$TMP/ComfyUI/custom_nodes\"\n")
+               f"fetch_git comfyui {q(core['url'])} {core['rev']} \"$WORK/core\" {int(core['submodules'])}\n"
+               f"\"$PY\" \"$WORK/helper.py\" nar comfyui \"$WORK/core\" {q(core['hash'])}\n"
+               "for f in .venv .comfyver-realized.json extra_model_paths.yaml; do\n"
+               "  [ ! -e \"$WORK/core/$f\" ] || die \"the ComfyUI tree itself has $f; cannot add our own\"\n"
+               "done\n"
+               "shopt -s dotglob nullglob; for f in \"$WORK/core\"/*; do mv \"$f\" \"$TMP/\"; done; shopt -u dotglob nullglob\n"
+               "[ -d \"$TMP/custom_nodes\" ] || { mkdir \"$TMP/custom_nodes\"; ADDED+=(custom_nodes); }\n")
     for name, node in sorted(lock["nodes"].items()):
-        locked, dest, what = node["locked"], f'"$TMP/ComfyUI/custom_nodes/"{q(name)}', q(f"node {name}")
+        locked, dest, what = node["locked"], f'"$TMP/custom_nodes/"{q(name)}', q(f"node {name}")
         out.append(f"\nsay {q(f'node {name}')}\n")
         out.append(f"[ ! -e {dest} ] || die {q(f'ComfyUI already has custom_nodes/{name}')}\n")
         if locked["type"] == "git":
@@ -220,13 +235,13 @@ def script(root: Path, vid: str) -> str:
                        f"\"$PY\" \"$WORK/helper.py\" unzip {what} \"$WORK/node.zip\" {dest} {int(locked['stripRoot'])}\n"
                        "rm -f \"$WORK/node.zip\"\n")
         out.append(f"\"$PY\" \"$WORK/helper.py\" nar {what} {dest} {q(locked['hash'])}\n")
-    out.append("\nmkdir -p \"$TMP/models\"\n")
+    out.append("\n")
     for key, m in sorted(lock["models"].items()):
         locked = m["locked"]
         out.append(f"model {q(key)} {locked['sha256']} {locked['size']} {q(locked['url'])} {locked.get('auth', 'none')}\n")
-    out.append("\n" + _heredoc(realize.extra_model_paths(lock), '"$TMP/ComfyUI/extra_model_paths.yaml"', "COMFYVER_YAML"))
+    out.append("\n" + _heredoc(realize.extra_model_paths(lock), '"$TMP/extra_model_paths.yaml"', "COMFYVER_YAML"))
     out.append(f"\"$PY\" \"$WORK/helper.py\" marker {q(vid)} {q(json.dumps(marker_base(root, vid, lock)))} "
-               "\"$MODELS\" \"$SSP\" \"$CORE_ADDED\" \"$TMP/.comfyver-realized.json\"\n")
+               "\"$MODELS\" \"$SSP\" \"$TMP/.comfyver-realized.json\" \"${ADDED[@]}\"\n")
     out.append('\nif [ -e "$DEST" ]; then OLD="$(mktemp -d "$(dirname "$DEST")/.$(basename "$DEST").old-XXXXXX")"; '
                'mv "$DEST" "$OLD/x"; mv "$TMP" "$DEST"; rm -rf "$OLD"; else mv "$TMP" "$DEST"; fi\n'
                f"say \"installed version {vid} at $DEST\"\n"
@@ -264,7 +279,7 @@ def dockerfile(root: Path, vid: str, base: str = DEFAULT_BASE) -> str:
         + "COPY <<'COMFYVER_INSTALL_SCRIPT' /opt/comfyver/install.sh\n" + _heredoc_body(body, "COMFYVER_INSTALL_SCRIPT")
         + "ENV COMFYVER_MODELS=/opt/comfyver/models UV_CACHE_DIR=/tmp/uv-cache\n"
         f"RUN {mounts}bash /opt/comfyver/install.sh /opt/comfyui && rm -rf /tmp/uv-cache\n"
-        "WORKDIR /opt/comfyui/ComfyUI\n"
+        "WORKDIR /opt/comfyui\n"
         "ENV PYTHONPYCACHEPREFIX=/data/pycache\n"
         "EXPOSE 8188\n"
         'CMD ["/opt/comfyui/.venv/bin/python", "main.py", "--listen", "0.0.0.0", "--port", "8188", '

@@ -42,14 +42,14 @@ def command(vid: str, into: Path, comfy_args: list[str]) -> tuple[list[str], dic
     state = state_dir(vid)
     for sub in ("input", "output", "temp", "user", "pycache"):
         (state / sub).mkdir(parents=True, exist_ok=True)
-    venv = into / ".venv"
+    venv = into / realize.VENV
     argv = [str(venv / "bin" / "python"), "main.py",
             "--input-directory", str(state / "input"), "--output-directory", str(state / "output"),
             "--temp-directory", str(state), "--user-directory", str(state / "user"), *comfy_args]
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPYCACHEPREFIX": str(state / "pycache")}
     env.pop("PYTHONHOME", None)
-    return argv, env, into / realize.CORE_DIR
+    return argv, env, into
 
 
 def start(root: Path, vid: str, into: Path | None, comfy_args: list[str], **popen_kw) -> subprocess.Popen:

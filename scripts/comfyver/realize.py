@@ -1,13 +1,14 @@
 """Materialize a locked version into a folder without Nix.
 
-Result (`<into>`, default `<cache>/realized/<id>`):
+The result (`<into>`, default `<cache>/realized/<id>`) is a ComfyUI tree, the
+layout ComfyUI and the handler (COMFY_HOME) expect:
 
-    ComfyUI/                      core at its locked rev, NAR-verified
-    ComfyUI/custom_nodes/<name>/  every node (git rev or registry zip), NAR-verified
-    ComfyUI/extra_model_paths.yaml   points ComfyUI at ../models
+    <into>/                       core at its locked rev, NAR-verified (main.py, comfy/, ...)
+    custom_nodes/<name>/          every node (git rev or registry zip), NAR-verified
     models/<folder>/<name>        symlinks into the shared store <models>/sha256/<hex>
+    extra_model_paths.yaml        registers every model folder of the version (ComfyUI loads it)
     .venv/                        `uv sync --frozen` of versions/<id>/uv.lock (relocatable)
-    .comfyver-realized.json       what was realized (lock digest, revs, hashes)
+    .comfyver-realized.json       what was realized (lock digest, revs, hashes, what was added)
 
 Everything is built in a temp folder beside `<into>` and renamed into place, so
 a killed realize leaves either the previous complete folder or nothing. A
@@ -37,8 +38,8 @@ from comfyver.errors import ComfyverError
 from comfyver.fsutil import atomic_write_json, atomic_write_text
 
 MARKER = ".comfyver-realized.json"
-CORE_DIR = "ComfyUI"
 MODELS_DIR = "models"
+VENV = ".venv"
 EXTRA_PATHS = "extra_model_paths.yaml"
 
 
@@ -190,20 +191,28 @@ def ensure_models(lock: dict, store: Path, offline: bool, rep: Reporter,
     return blobs
 
 
-def link_models(blobs: dict[str, Path], models_root: Path) -> None:
+def link_models(blobs: dict[str, Path], tree: Path) -> list[str]:
+    """Link `models/<key>` in `tree` to each blob; return the folders this created (relative to `tree`)."""
+    created = []
     for key, blob in blobs.items():
-        link = models_root / key
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
+        link = tree / MODELS_DIR / key
+        for d in reversed(link.relative_to(tree).parents[:-1]):
+            if not (tree / d).is_dir():
+                (tree / d).mkdir()
+                created.append(d.as_posix())
+        if link.is_symlink():
             link.unlink()
+        elif link.exists():
+            raise ComfyverError(f"model {key}: ComfyUI's own tree already has models/{key}; rename the model in the lock")
         link.symlink_to(blob.resolve())
+    return created
 
 
 def extra_model_paths(lock: dict) -> str:
-    """YAML for ComfyUI: every model folder of the version under ../models (relative to ComfyUI/)."""
+    """YAML for ComfyUI: every model folder of the version under models/ (relative to the yaml)."""
     folders = sorted({key.split("/", 1)[0] for key in lock["models"]})
-    lines = ["# written by comfyver realize: models of this version live in ../models", "comfyver:",
-             f"  base_path: ../{MODELS_DIR}", "  is_default: true"]
+    lines = ["# written by comfyver realize: every model folder of this version, under models/", "comfyver:",
+             f"  base_path: {MODELS_DIR}", "  is_default: true"]
     lines += [f"  {json.dumps(f)}: {json.dumps(f)}" for f in folders]
     return "\n".join(lines) + "\n"
 
@@ -276,7 +285,7 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
         have = read_marker(into)
         if have and all(have.get(k) == v for k, v in want.items()):
             blobs = ensure_models(lock, store, offline, rep, cache)  # stat-cached: cheap when unchanged
-            link_models(blobs, into / MODELS_DIR)
+            link_models(blobs, into)
             rep.step(f"version {vid} is already realized at {into}")
             return into
         if into.exists() and have is None and (not into.is_dir() or any(into.iterdir())):
@@ -284,14 +293,17 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
                                 hint="choose an empty or new folder with --into")
         _clean_leftovers(into)
         tmp = Path(tempfile.mkdtemp(prefix=f".{into.name}.tmp-", dir=into.parent))
+        os.chmod(tmp, 0o755)
         try:
-            core = tmp / CORE_DIR
             rep.step(f"ComfyUI {lock['comfyui']['locked']['rev'][:12]}")
-            place_source(lock["comfyui"]["locked"], core, f"version {vid}: comfyui", offline)
-            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {},
-                       "coreAdded": [] if (core / "custom_nodes").exists() else ["custom_nodes"]}
+            place_source(lock["comfyui"]["locked"], tmp, f"version {vid}: comfyui", offline)
+            for name in (EXTRA_PATHS, VENV, MARKER):
+                if (tmp / name).exists():
+                    raise ComfyverError(f"version {vid}: the ComfyUI tree itself has {name}; realize cannot add its own")
+            added = [] if (tmp / "custom_nodes").is_dir() else ["custom_nodes"]
+            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {}}
             for name, node in sorted(lock["nodes"].items()):
-                dest = core / "custom_nodes" / name
+                dest = tmp / "custom_nodes" / name
                 what = f"version {vid}: node {name}"
                 if dest.exists() or dest.is_symlink():
                     raise ComfyverError(f"{what}: ComfyUI already has custom_nodes/{name}; rename the node in the lock")
@@ -299,13 +311,13 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
                 place_source(node["locked"], dest, what, offline)
                 sources["nodes"][name] = source_record(node["locked"])
             blobs = ensure_models(lock, store, offline, rep, cache)
-            link_models(blobs, tmp / MODELS_DIR)
-            atomic_write_text(core / EXTRA_PATHS, extra_model_paths(lock))
+            added += link_models(blobs, tmp)
+            atomic_write_text(tmp / EXTRA_PATHS, extra_model_paths(lock))
             rep.step("python environment (uv sync --frozen)")
-            build_venv(root, vid, lock, tmp / ".venv", offline=offline,
+            build_venv(root, vid, lock, tmp / VENV, offline=offline,
                        system_site_packages=system_site_packages, uv_args=uv_args or [])
-            atomic_write_json(tmp / MARKER, {**want, **sources, "models": {k: m["locked"]["sha256"]
-                                                                          for k, m in lock["models"].items()}})
+            atomic_write_json(tmp / MARKER, {**want, **sources, "coreAdded": added,
+                                             "models": {k: m["locked"]["sha256"] for k, m in lock["models"].items()}})
             _swap_into_place(tmp, into)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

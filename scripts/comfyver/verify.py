@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from comfyver import lockfile, modelstore, nar, project, realize
-from comfyver.realize import CORE_DIR, EXTRA_PATHS, MODELS_DIR, QUIET, Reporter
+from comfyver.realize import EXTRA_PATHS, MARKER, MODELS_DIR, QUIET, VENV, Reporter
 
 # folders ComfyUI creates in its own tree at import (folder_paths makes input/); empty, they
 # cannot come from a git checkout, so they are left out of the core's NAR hash
@@ -71,7 +71,7 @@ def nar_hash_without(path: Path, skip: set[str]) -> str:
 
 def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
     out = []
-    core = into / CORE_DIR
+    core = into
     inputs = [("comfyui", "ComfyUI", lock["comfyui"]["locked"], marker.get("comfyui") or {}, core)]
     for name, node in sorted(lock["nodes"].items()):
         inputs.append(("node", name, node["locked"], (marker.get("nodes") or {}).get(name) or {},
@@ -89,13 +89,10 @@ def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporte
         else:
             if deep:
                 rep.step(f"NAR hash of {kind} {name}")
-                skip = set()
-                if kind == "comfyui":  # what realize added to the core tree
-                    skip = {f"custom_nodes/{n}" for n in lock["nodes"]} | {EXTRA_PATHS} | set(marker.get("coreAdded", []))
-                    skip |= {d for d in RUNTIME_DIRS if (folder / d).is_dir() and not any((folder / d).iterdir())}
+                skip = added_to_core(lock, marker, folder) if kind == "comfyui" else set()
                 got = nar_hash_without(folder, skip)
                 if got != locked["hash"]:
-                    out.append(Mismatch(kind, name, locked["hash"], f"{got} ({changed_hint(folder)})"))
+                    out.append(Mismatch(kind, name, locked["hash"], f"{got} ({changed_hint(folder, skip)})"))
     if "custom_nodes" in marker.get("coreAdded", []) and (core / "custom_nodes").is_dir():
         for entry in sorted(os.listdir(core / "custom_nodes")):  # the core has none of its own: all must be locked
             if entry not in lock["nodes"]:
@@ -106,12 +103,23 @@ def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporte
     return out
 
 
-def changed_hint(folder: Path) -> str:
+def added_to_core(lock: dict, marker: dict, core: Path) -> set[str]:
+    """Paths in the ComfyUI tree that realize added (left out of the core's NAR hash)."""
+    skip = {f"custom_nodes/{n}" for n in lock["nodes"]} | {f"{MODELS_DIR}/{k}" for k in lock["models"]}
+    skip |= {EXTRA_PATHS, VENV, MARKER} | set(marker.get("coreAdded", []))
+    return skip | {d for d in RUNTIME_DIRS if (core / d).is_dir() and not any((core / d).iterdir())}
+
+
+def changed_hint(folder: Path, skip: set[str] = frozenset()) -> str:
     """Name the most recently modified file: usually the tampered one."""
     newest, when = None, -1.0
-    for d, _, files in os.walk(folder):
+    for d, dirs, files in os.walk(folder):
+        rel = os.path.relpath(d, folder)
+        dirs[:] = [x for x in dirs if os.path.normpath(os.path.join(rel, x)) not in skip]
         for f in files:
             p = os.path.join(d, f)
+            if os.path.normpath(os.path.join(rel, f)) in skip:
+                continue
             m = os.lstat(p).st_mtime
             if m > when:
                 newest, when = p, m
@@ -124,7 +132,7 @@ UV_LINE = re.compile(r"^ ([-+~]) ([A-Za-z0-9._-]+)==(\S+)")
 
 
 def check_python(root: Path, vid: str, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
-    venv = into / ".venv"
+    venv = into / VENV
     if not (venv / "pyvenv.cfg").is_file():
         return [Mismatch("python", ".venv", "a virtual environment", f"missing {venv}")]
     pyproject, _ = realize.python_inputs(root, vid)
