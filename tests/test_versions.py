@@ -142,3 +142,31 @@ def test_token_never_reaches_lock_or_output(project, capsys, http_server, monkey
     assert "hf_TopSecret_42" not in out + err
     assert "hf_TopSecret_42" not in (p.root / "versions" / "demo" / "version.json").read_text()
     assert any(r["headers"].get("Authorization") == "Bearer hf_TopSecret_42" for r in http_server.requests)
+
+
+def test_diff_reports_nodes_moved_models_and_python_packages(project, capsys, tmp_path, git_server):
+    p = project
+    run(capsys, "new", "a", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    run(capsys, "add-node", "a", f"{p.pack}@v1.0.0")
+    run(capsys, "add-model", "a", "vae/m.safetensors", p.model_url)
+    run(capsys, "clone", "a", "b")
+    fork = tmp_path / "fork"
+    make_repo(fork, {"__init__.py": "NODE_CLASS_MAPPINGS = {'X': object, 'Y': object}\n"}, "fork")
+    fork_url = git_server.publish(fork, "ComfyUI-Pack-Fork")
+    run(capsys, "add-node", "b", f"{fork_url}@main", "--name", "comfyui-pack", "--replace")
+    run(capsys, "add-node", "b", f"{p.pack}@v1.0.0", "--name", "second")
+    lock_a = '[[package]]\nname = "numpy"\nversion = "2.1.0"\n\n[[package]]\nname = "einops"\nversion = "0.8.0"\n'
+    lock_b = '[[package]]\nname = "numpy"\nversion = "2.2.0"\n\n[[package]]\nname = "kornia"\nversion = "0.7.1"\n'
+    (p.root / "versions" / "a" / "uv.lock").write_text("version = 1\n" + lock_a)
+    (p.root / "versions" / "b" / "uv.lock").write_text("version = 1\n" + lock_b)
+    rc, out, _ = run(capsys, "diff", "a", "b", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["comfyui"] == {}
+    assert d["nodes"]["added"] == ["second"] and d["nodes"]["removed"] == []
+    assert d["nodes"]["moved"] == {"comfyui-pack": {"from": p.pack, "to": fork_url}}
+    assert list(d["nodes"]["changed"]) == ["comfyui-pack"]
+    assert d["models"] == {"added": [], "removed": [], "changed": {}}
+    assert d["python"]["added"] == ["kornia"] and d["python"]["removed"] == ["einops"]
+    assert d["python"]["changed"] == {"numpy": {"from": "2.1.0", "to": "2.2.0"}}
+    rc, out, _ = run(capsys, "diff", "a", "b")
+    assert "moved" in out and "kornia" in out and "2.1.0 -> 2.2.0" in out
