@@ -225,3 +225,28 @@ def test_lock_refuses_escaping_model_names_and_secret_urls(env, capsys, tmp_path
     assert "secret query parameter 'token'" in probs["model loras/ok.safetensors"]
     assert "hf_SECRET123" not in out
     assert not (env.root / "versions" / "evil").exists()
+
+
+def test_lock_registry_pack_from_cnr_id(env, capsys, tmp_path, monkeypatch):
+    """A node saved with properties.cnr_id + a release ver is locked from the Comfy Registry at that version."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("rgthree-comfy/__init__.py", "NODE_CLASS_MAPPINGS = {'Seed (rgthree)': object, 'Other (rgthree)': object}\n")
+        z.writestr("rgthree-comfy/requirements.txt", "rich\n")
+    (env.http.files_root / "rg.zip").write_bytes(buf.getvalue())
+    env.http.routes["/nodes/rgthree-comfy/versions/1.0.2"] = {
+        "id": "x", "version": "1.0.2", "downloadUrl": f"{env.http.url}/rg.zip", "deprecated": False}
+    monkeypatch.setenv("COMFY_REGISTRY_URL", env.http.url)
+    wf = tmp_path / "rg.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "Seed (rgthree)", "mode": 0, "widgets_values": [1],
+                                         "properties": {"cnr_id": "rgthree-comfy", "ver": "1.0.2"}}]}))
+    rc, out, err = run(capsys, "lock", "rg", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json")
+    assert rc == 0, out + err
+    node = lockfile.read(env.root / "versions" / "rg" / "version.json")["nodes"]["rgthree-comfy"]
+    assert node["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
+    assert node["locked"]["type"] == "zip" and node["locked"]["stripRoot"] is True
+    assert node["provides"] == ["Other (rgthree)", "Seed (rgthree)"]
