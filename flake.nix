@@ -49,9 +49,14 @@
         lock = lockLib.read versionsDir id;
         src = sources.fetch lock;
         venv = python.env { inherit id lock; dir = versionsDir + "/${id}"; };
-        modelsTree = models.tree id lock;
-        modelFiles = builtins.attrValues (models.fetch lock);
-        tree = comfyui.tree { inherit id lock venv handler modelFiles; sources = src; models = modelsTree; };
+        modelFiles = models.fetch lock;
+        modelsTree = models.tree id modelFiles;
+        tree = comfyui.tree {
+          inherit id lock venv handler;
+          sources = src;
+          models = modelsTree;
+          modelFiles = builtins.attrValues modelFiles;
+        };
         treeNoModels = comfyui.tree { inherit id lock venv handler; sources = src; models = null; };
         mkImage = t: withModels: image.image {
           inherit id venv withModels;

@@ -51,8 +51,9 @@ let
 
   fetch = lock: mapAttrs (_: pkgs.fetchurl) (plan lock);
 
-  tree = id: lock:
-    pkgs.linkFarm "models-${id}" (lib.mapAttrsToList (path: drv: { name = path; path = drv; }) (fetch lock));
+  # files: what `fetch` returns (model path -> fixed-output derivation)
+  tree = id: files:
+    pkgs.linkFarm "models-${id}" (lib.mapAttrsToList (path: drv: { name = path; path = drv; }) files);
 
   # Top-level model folders named in the lock, e.g. [ "checkpoints" "loras" ].
   folders = lock: lib.unique (map (p: head (lib.splitString "/" p)) (attrNames lock.models));
