@@ -43,6 +43,8 @@ def test_torch_profiles(profile, index):
     doc = tomllib.loads(pylock.render(lock, ["torch", "numpy"], []))
     assert doc["project"]["dependencies"] == ["torch", "numpy"]
     assert doc["tool"]["uv"]["workspace"] == {"members": []}
+    assert doc["tool"]["uv"]["environments"][0] == "sys_platform == 'linux' and platform_machine == 'x86_64'"
+    assert len(doc["tool"]["uv"]["environments"]) == (2 if index is None else 1)  # + macOS arm64 from PyPI
     if index is None:
         assert "index" not in doc["tool"]["uv"] and "sources" not in doc["tool"]["uv"]
     else:

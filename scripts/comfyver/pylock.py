@@ -39,7 +39,8 @@ TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 OPENCV = ["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]
 STRAY = {"comfy", "comfyui"}
 TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu124", "cu121", "cpu")}
-ENVIRONMENTS = ["sys_platform == 'linux' and platform_machine == 'x86_64'"]
+LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
 CORE = "comfyui"
 
 
@@ -179,7 +180,7 @@ def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
         "",
         "[tool.uv]",
         "package = false",
-        "environments = [" + ", ".join(_q(e) for e in ENVIRONMENTS) + "]",
+        "environments = [" + ", ".join(_q(e) for e in environments(profile)) + "]",
     ]
     if overrides:
         lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
@@ -190,6 +191,11 @@ def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
                   "explicit = true", "", "[tool.uv.sources]"]
         lines += [f'{p} = {{ index = "pytorch-{profile}" }}' for p in sorted(TORCH_FAMILY)]
     return "\n".join(lines) + "\n"
+
+
+def environments(profile: str) -> list[str]:
+    """Linux x86_64 always (RunPod, images); macOS arm64 too when torch comes from PyPI (realize on a laptop)."""
+    return [LINUX] if profile in TORCH_INDEX else [LINUX, MACOS]
 
 
 def _q(s: str) -> str:
