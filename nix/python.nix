@@ -8,7 +8,7 @@
 #   build time and found through the run-paths appended below.
 { pkgs, lib, pyproject-nix, uv2nix, pyproject-build-systems }:
 let
-  inherit (builtins) attrNames filter match pathExists elemAt fromJSON toString;
+  inherit (builtins) attrNames filter match pathExists elemAt fromJSON;
 
   # Where the NVIDIA container toolkit puts the driver's libraries
   # (/usr/lib64 on RPM layouts, /usr/lib/x86_64-linux-gnu on Debian layouts)
