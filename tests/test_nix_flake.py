@@ -334,6 +334,31 @@ def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
         proc.wait()
 
 
+def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
+    """bin/comfyui keeps state outside the store: links, one writable copy per locked source, stale entries dropped."""
+    tree = out_path(build(env, "version-full"))
+    state = tmp_path / "state"
+    (state / "custom_nodes").mkdir(parents=True)
+    (state / "custom_nodes/old-node").symlink_to(tree)             # left by an older lock: removed
+    (state / "custom_nodes/my-node").mkdir()                        # the user's own: kept
+    run = lambda: subprocess.run([str(tree / "bin/comfyui"), "--help"], capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, "COMFYUI_STATE_DIR": str(state)})
+    p = run()
+    assert p.returncode == 0 and "--base-directory" in p.stdout, p.stderr[-2000:]
+    nodes = state / "custom_nodes"
+    assert sorted(e.name for e in nodes.iterdir()) == ["my-node", "probe-node", "writer-pack"]
+    assert os.readlink(nodes / "probe-node").startswith("/nix/store/")
+    writer = nodes / "writer-pack"
+    marker = (writer / ".comfyver-source").read_text().strip()
+    assert marker.startswith("/nix/store/") and marker.endswith("-node-writer-pack-source")
+    assert os.access(writer / "__init__.py", os.W_OK) and os.access(writer / "bin/run.sh", os.X_OK)
+    (writer / "state.txt").write_text("kept")                       # the node's own state survives a restart
+    assert run().returncode == 0
+    assert (writer / "state.txt").read_text() == "kept"
+    for d in ("user", "input", "output", "temp"):
+        assert (state / d).is_dir()
+
+
 def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
     """bin/comfyui-handler (the image's entrypoint) drives the tree's ComfyUI through the real worker."""
     tree = out_path(build(env, "version-full"))
