@@ -250,3 +250,14 @@ def test_lock_registry_pack_from_cnr_id(env, capsys, tmp_path, monkeypatch):
     assert node["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
     assert node["locked"]["type"] == "zip" and node["locked"]["stripRoot"] is True
     assert node["provides"] == ["Other (rgthree)", "Seed (rgthree)"]
+
+
+def test_lock_refuses_two_workflows_with_one_name(env, capsys, tmp_path):
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "flow.json"
+    twin.write_text(env.workflow.read_text())
+    sam_url, _ = env.files["sam_b.pth"]
+    rc, _, err = run(capsys, *base_args(env), "--workflow", str(twin), "--choose", "SharedText=comfyui-b",
+                     "--model", f"sams/sam_b.pth={sam_url}")
+    assert rc == 2 and "would both be saved as" in err
+    assert not (env.root / "versions" / "demo").exists()

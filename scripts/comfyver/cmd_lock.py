@@ -171,6 +171,15 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     for w in new_wf:
         if not w.is_file():
             raise UsageError(f"workflow {w}: no such file")
+    names = []
+    for w in new_wf:
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
+        base = base if base.endswith(".json") else base + ".json"
+        rel = f"workflows/{base}"
+        if any(r == rel for _, r in names):
+            raise UsageError(f"workflows {w} and {next(x for x, r in names if r == rel)} would both be saved as "
+                             f"versions/{vid}/{rel}", hint="rename one of them")
+        names.append((w, rel))
     parsed = [analyze.load(w) for w in new_wf + wf_files]
     mgr = nodemap.manager()
     nm, inputs = nodemap.for_lock(lock, vdir, registry=registry, manager_data=mgr)
@@ -224,16 +233,10 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"]}
     lock["models"] = dict(sorted(lock["models"].items()))
     # 6. write: workflows, lock, python lock
-    names = []
-    for w in new_wf:
-        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
-        base = base if base.endswith(".json") else base + ".json"
-        names.append((w, f"workflows/{base}"))
     for w, rel in names:
         if rel not in lock["workflows"]:
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
-    pyproject = None
     notes = list(rep.notes)
     if python:
         pyproject, reqs, pynotes = pylock.generate(lock)
