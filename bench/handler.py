@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -164,6 +165,7 @@ def main() -> int:
     finally:
         comfy.stop()
         asyncio.run_coroutine_threadsafe(worker.client.close(), loop).result()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     b50, h50 = statistics.median(t_bare), statistics.median(t_handler)
     print()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -64,6 +65,9 @@ class Worker:
             except JobError as exc:
                 raise RuntimeError(f"GCS_VALIDATE: bucket {s.gcs_bucket!r} is not usable: {exc.message}"
                                    + (f" ({exc.hint})" if exc.hint else "")) from None
+            except Exception as exc:  # noqa: BLE001 - e.g. the probe could be written but not deleted
+                raise RuntimeError(f"GCS_VALIDATE: bucket {s.gcs_bucket!r} is not usable: "
+                                   f"{type(exc).__name__}: {redact(exc)}") from None
 
     async def _healthy_once(self) -> bool:
         try:
@@ -224,6 +228,7 @@ class Worker:
                            hint="check the version with `comfyver check` and the volume's free space") from None
         venv_python = Path(home) / ".venv" / "bin" / "python"
         self.process.stop()
+        self.settings = s = dataclasses.replace(s, comfy_home=Path(home))  # its input/ and output/ from now on
         self.process = ComfyProcess(s, home=Path(home), python=str(venv_python) if venv_python.exists() else None)
         self.process.start()
         self.client.object_info = None

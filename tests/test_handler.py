@@ -269,3 +269,51 @@ def test_cannot_start_comfyui_asks_for_fresh_worker(tmp_path):
     r = env.run(w.handle({"id": "x", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}}))
     assert r["refresh_worker"] is True and E(r)["type"] == "comfyui_down"
     assert any("no kernel image" in line for line in E(r)["log_tail"])
+
+
+def test_ui_format_with_primitive_reroute_bypass_and_note_runs(worker):
+    wf = {
+        "nodes": [
+            {"id": 1, "type": "EmptyImage", "mode": 0, "widgets_values": [512, 16, 1, 0x112233],
+             "inputs": [{"name": "width", "type": "INT", "widget": {"name": "width"}, "link": 1}]},
+            {"id": 5, "type": "PrimitiveNode", "mode": 0, "widgets_values": [24, "fixed"],
+             "outputs": [{"type": "INT", "links": [1]}]},
+            {"id": 2, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 2}]},
+            {"id": 3, "type": "ImageInvert", "mode": 4, "inputs": [{"name": "image", "type": "IMAGE", "link": 3}]},
+            {"id": 4, "type": "SaveImage", "mode": 0, "widgets_values": ["ui_test"],
+             "inputs": [{"name": "images", "type": "IMAGE", "link": 4}]},
+            {"id": 6, "type": "Note", "mode": 0, "widgets_values": ["just a note"]},
+            {"id": 7, "type": "ImageInvert", "mode": 2, "inputs": [{"name": "image", "type": "IMAGE", "link": 5}]},
+        ],
+        "links": [[1, 5, 0, 1, 0, "INT"], [2, 1, 0, 2, 0, "IMAGE"], [3, 2, 0, 3, 0, "IMAGE"],
+                  [4, 3, 0, 4, 0, "IMAGE"], [5, 1, 0, 7, 0, "IMAGE"]],
+    }
+    r = ok(run_job(worker, {"workflow": wf, "output_mode": "base64"}))
+    [o] = r["outputs"]
+    size, rgb = pixel(base64.b64decode(o["data"]))
+    # width from the primitive node, the bypassed invert passed through, the muted node dropped
+    assert o["node_id"] == "4" and size == (24, 16) and close_to(rgb, (0x11, 0x22, 0x33))
+
+
+@pytest.mark.parametrize("package,name", [("comfyui_workflow_templates_media_other", "default.json"),
+                                          ("comfyui_workflow_templates_media_image", "sdxl_simple_example.json"),
+                                          ("comfyui_workflow_templates_media_other", "esrgan_example.json")])
+def test_real_ui_templates_convert_cleanly(worker, package, name):
+    """Real UI-format templates (seed widgets with control values, primitives, notes): after conversion
+    the only problems are the model files this test ComfyUI does not have."""
+    from handler.workflow import ui_to_api, validate
+    tpl = importlib.import_module(package)
+    wf = json.loads((Path(tpl.__file__).parent / "templates" / name).read_text())
+    info = env.run(worker.client.get_object_info())
+    problems = validate(ui_to_api(wf, info), info, worker.settings.input_dir)
+    assert problems and {p["problem"] for p in problems} == {"missing_model"}, problems
+
+
+def test_realize_failure_names_the_version(worker, tmp_path):
+    (tmp_path / "versions").mkdir()
+    # a worker that would run its own ComfyUI (never started: realize must fail before touching it)
+    w = env.attached_worker(worker, realize=True, versions_root=tmp_path, comfy_url=None)
+    w.client = worker.client
+    r = run_job(w, {"workflow": env.invert_workflow(), "version_id": "not-there"})
+    e = E(r)
+    assert e["type"] == "version" and "'not-there'" in e["message"] and "realize failed" in e["message"]

@@ -292,3 +292,22 @@ def test_cli_one_job_to_a_folder(worker, tmp_path):
     p = subprocess.run([sys.executable, "-m", "handler", "cli", "--input", str(tmp_path / "missing.json"), "--out",
                         str(tmp_path / "o3")], cwd=env.ROOT, env=cli_env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "missing.json" in p.stderr
+
+
+def test_gcs_validate_at_start(worker, gcs, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    good = env.attached_worker(worker, output_mode="gcs", gcs_bucket="comfy-test", gcs_validate=True)
+    good.start()  # probe object created and deleted
+    bad = env.attached_worker(worker, output_mode="gcs", gcs_bucket="no-such-bucket", gcs_validate=True,
+                              gcs_retries=0)
+    with pytest.raises(RuntimeError, match="GCS_VALIDATE: bucket 'no-such-bucket' is not usable"):
+        bad.start()
+
+
+def test_gcs_signed_url_without_key_is_a_clear_error(worker, gcs, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs.host)
+    w = env.attached_worker(worker, output_mode="gcs", gcs_bucket="comfy-test", gcs_signed_url_ttl=600)
+    r = env.run(w.handle({"id": "signed", "input": {"workflow": env.invert_workflow(0x0F0E0D)}}))
+    e = E(r)
+    assert e["type"] == "storage" and "signed URL" in e["message"] and "GOOGLE_APPLICATION_CREDENTIALS" in e["hint"]
+    env.run(w.client.close())
