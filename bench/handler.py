@@ -1,9 +1,10 @@
 """Handler overhead, measured side by side in one run against one real ComfyUI on the CPU.
 
-    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 1]
+    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 3]
 
 1. start-up: bare ComfyUI (`python main.py --cpu` until /system_stats answers) vs the worker
-   (`python -m handler` until it reports ComfyUI ready), alternating;
+   (`python -m handler` until it reports ComfyUI ready), alternating pairs; on a shared machine single
+   start-ups vary by seconds, so the median of the per-pair differences is the figure;
 2. per job, interleaved: a 256x256 EmptyImage -> ImageInvert -> SaveImage workflow (a new colour every
    job, so ComfyUI's cache never short-cuts) straight against ComfyUI's API (queue, websocket wait,
    /history, /view) and through the handler with base64 output;
@@ -118,7 +119,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--rss-jobs", type=int, default=500)
-    ap.add_argument("--start-rounds", type=int, default=1)
+    ap.add_argument("--start-rounds", type=int, default=3)
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-handler-"))
@@ -169,8 +170,11 @@ def main() -> int:
 
     b50, h50 = statistics.median(t_bare), statistics.median(t_handler)
     print()
-    print(f"start-up to ready (s): bare ComfyUI {statistics.median(bare_s):.2f}  worker {statistics.median(worker_s):.2f}"
-          f"  difference {statistics.median(worker_s) - statistics.median(bare_s):+.2f} s (target <= +1.00)")
+    diffs = [w - b for b, w in zip(bare_s, worker_s)]
+    print(f"start-up to ready (s), {a.start_rounds} alternating pair(s): bare ComfyUI "
+          f"{' '.join(f'{x:.2f}' for x in bare_s)}  worker {' '.join(f'{x:.2f}' for x in worker_s)}")
+    print(f"  worker - bare per pair: {' '.join(f'{d:+.2f}' for d in diffs)}  median {statistics.median(diffs):+.2f} s "
+          "(target <= +1.00)")
     print(f"per job, {a.jobs} each, interleaved (ms):")
     print(f"  bare ComfyUI API   p50 {b50:7.2f}  p90 {pct(t_bare, 90):7.2f}  mean {statistics.mean(t_bare):7.2f}")
     print(f"  through handler    p50 {h50:7.2f}  p90 {pct(t_handler, 90):7.2f}  mean {statistics.mean(t_handler):7.2f}")

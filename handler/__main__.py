@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import threading
 from pathlib import Path
 
 from handler.comfy_process import ComfyProcess
@@ -93,6 +95,18 @@ def _fast_cpu_brand() -> None:
     cpuinfo.get_cpu_info = brand
 
 
+def _import_worker_modules() -> None:
+    """Import the SDK and the worker at a lower CPU priority (this thread only), so ComfyUI's own start-up,
+    running at the same time, gets the CPU first."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (OSError, AttributeError):
+        pass
+    _fast_cpu_brand()
+    import runpod  # noqa: F401
+    import handler.worker  # noqa: F401
+
+
 def main() -> int:
     if sys.argv[1:2] == ["cli"]:
         return cli_main(sys.argv[2:])
@@ -104,8 +118,15 @@ def main() -> int:
         except RuntimeError as exc:
             print(f"handler: {exc}", file=sys.stderr)
             return 1
-    _fast_cpu_brand()
-    import runpod  # imported while ComfyUI boots
+    importer = threading.Thread(target=_import_worker_modules, name="import-worker", daemon=True)
+    importer.start()
+    if process is not None and not process.wait_ready():
+        print(f"handler: ComfyUI did not become ready ({process.exit_note()}); last log lines:\n"
+              + "\n".join(process.tail(settings.log_tail_lines)), file=sys.stderr)
+        process.stop()
+        return 1
+    importer.join()
+    import runpod
     from handler.worker import Worker, configure_logging
     configure_logging()
     worker = Worker(settings, process=process)

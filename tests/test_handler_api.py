@@ -311,3 +311,11 @@ def test_gcs_signed_url_without_key_is_a_clear_error(worker, gcs, monkeypatch):
     e = E(r)
     assert e["type"] == "storage" and "signed URL" in e["message"] and "GOOGLE_APPLICATION_CREDENTIALS" in e["hint"]
     env.run(w.client.close())
+
+
+def test_worker_exits_with_log_tail_when_comfyui_cannot_start(tmp_path):
+    (tmp_path / "main.py").write_text("import sys\nprint('boom: no usable GPU')\nsys.exit(4)\n")
+    p = subprocess.run([sys.executable, "-m", "handler"], cwd=env.ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COMFY_HOME": str(tmp_path), "COMFY_PORT": str(env.free_port())})
+    assert p.returncode == 1
+    assert "did not become ready (ComfyUI exited with code 4)" in p.stderr and "boom: no usable GPU" in p.stderr
