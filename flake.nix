@@ -41,9 +41,6 @@
       versionsDir = ./versions;
       ids = lockLib.ids versionsDir;
 
-      # The worker (python -m handler) as a plain source folder on PYTHONPATH.
-      handler = builtins.path { path = ./handler; name = "comfyver-handler"; };
-
       # One version, evaluated lazily: nothing here is read before it is used.
       version = id: rec {
         lock = lockLib.read versionsDir id;
@@ -51,22 +48,35 @@
         venv = python.env { inherit id lock; dir = versionsDir + "/${id}"; };
         modelFiles = models.fetch lock;
         modelsTree = models.tree id modelFiles;
+        # version-<id>: ComfyUI alone (no worker: builds without the repository's uv.lock)
         tree = comfyui.tree {
-          inherit id lock venv handler;
+          inherit id lock venv;
           sources = src;
           models = modelsTree;
           modelFiles = builtins.attrValues modelFiles;
         };
-        treeNoModels = comfyui.tree { inherit id lock venv handler; sources = src; models = null; };
-        mkImage = t: withModels: image.image {
-          inherit id venv withModels;
-          tree = t;
-          versionPaths = [ t ] ++ t.ownPaths;
-        };
+        # image-<id>[-with-models]: the same plus bin/comfyui-handler
+        mkImage = withModels:
+          let
+            t = comfyui.tree {
+              inherit id lock venv;
+              worker = comfyver;
+              sources = src;
+              models = if withModels then modelsTree else null;
+              modelFiles = if withModels then builtins.attrValues modelFiles else [ ];
+            };
+          in
+          image.image {
+            inherit id venv withModels;
+            worker = comfyver;
+            tree = t;
+            versionPaths = [ t ] ++ t.ownPaths;
+          };
       };
       versions = lib.genAttrs ids version;
 
-      # comfyver itself, from the repository's pyproject.toml + uv.lock.
+      # comfyver itself (the CLI and the RunPod worker package `handler`), from
+      # the repository's pyproject.toml + uv.lock.
       # Without a committed uv.lock it still evaluates, and fails when built.
       comfyver =
         let
@@ -90,8 +100,8 @@
         perVersion (id: v: [
           (lib.nameValuePair "version-${id}" v.tree)
           (lib.nameValuePair "models-${id}" v.modelsTree)
-          (lib.nameValuePair "image-${id}" (v.mkImage v.treeNoModels false))
-          (lib.nameValuePair "image-${id}-with-models" (v.mkImage v.tree true))
+          (lib.nameValuePair "image-${id}" (v.mkImage false))
+          (lib.nameValuePair "image-${id}-with-models" (v.mkImage true))
         ])
         // { inherit comfyver; };
 

@@ -2,7 +2,8 @@
 # env, the models (a store tree, or a folder outside the store for images
 # without models), extra_model_paths.yaml, and two entry points:
 #   bin/comfyui          ComfyUI itself (arguments are passed on to main.py)
-#   bin/comfyui-handler  the RunPod worker (`python -m handler`) driving it
+#   bin/comfyui-handler  the RunPod worker (`python -m handler`, run by the
+#                        worker env: comfyver's own, not the version's) driving it
 # The store stays read-only: user/input/output/temp and custom_nodes live in a
 # state folder ($COMFYUI_STATE_DIR, default $XDG_STATE_HOME/comfyver/<id>).
 # custom_nodes holds links into the store, except for nodes the lock flags
@@ -45,7 +46,8 @@ let
     '';
 
   # models: the models tree or null; modelFiles: its fixed-output paths.
-  tree = { id, lock, sources, venv, models, modelFiles ? [ ], handler ? null }:
+  # worker: a Python env with the `handler` package and its dependencies (or null)
+  tree = { id, lock, sources, venv, models, modelFiles ? [ ], worker ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -69,8 +71,7 @@ let
         export COMFY_ARGS="$comfy_args ''${COMFY_ARGS:-}"
         export MODELS_DIR="''${MODELS_DIR:-${modelsPath}}"
         export COMFYVER_VERSION_ID=${id}
-        export PYTHONPATH=${handler}''${PYTHONPATH:+:$PYTHONPATH}
-        exec ${venv}/bin/python -m handler "$@"
+        exec ${worker}/bin/python -m handler "$@"
       '';
     in
     pkgs.runCommand "comfyui-${id}" {
@@ -78,7 +79,7 @@ let
         inherit core nodes venv models modelPathsFile comfyui handlerBin;
         # the store paths this tree adds to its Python env's closure
         ownPaths = [ core modelPathsFile comfyui ] ++ builtins.attrValues nodes
-          ++ lib.optionals (handler != null) [ handlerBin handler ]
+          ++ lib.optionals (worker != null) [ handlerBin ]
           ++ lib.optionals (models != null) ([ models ] ++ modelFiles);
       };
     } ''
@@ -89,7 +90,7 @@ let
       ${lib.optionalString (models != null) "ln -s ${models} $out/share/comfyui/models"}
       ${concatStringsSep "\n" (map (n: "ln -s ${nodes.${n}} $out/share/comfyui/custom_nodes/${n}") (attrNames nodes))}
       ln -s ${comfyui}/bin/comfyui $out/bin/comfyui
-      ${lib.optionalString (handler != null) "ln -s ${handlerBin}/bin/comfyui-handler $out/bin/comfyui-handler"}
+      ${lib.optionalString (worker != null) "ln -s ${handlerBin}/bin/comfyui-handler $out/bin/comfyui-handler"}
     '';
 in
 {

@@ -1,12 +1,12 @@
 # A layered OCI image per version (dockerTools), entrypoint the RunPod handler.
 #
 # Two images stacked:
-# - the base: the Python env (Python, torch, the CUDA wheels) and the few
-#   tools the entry points use, one store path per layer (popularity order,
-#   at most 98 layers); it depends on the Python env only, so versions that
-#   differ only in nodes or models share it, layer for layer;
+# - the base: the Python env (Python, torch, the CUDA wheels), the worker env
+#   and the few tools the entry points use, one store path per layer
+#   (popularity order, at most 98 layers); it depends on those envs only, so
+#   versions that differ only in nodes or models share it, layer for layer;
 # - on top (`fromImage`), ONE layer holding exactly the version's own store
-#   paths (tree, core, nodes, wrappers, handler, models) and the root file
+#   paths (tree, core, nodes, wrappers, models) and the root file
 #   system bits. `includeStorePaths = false` keeps dockerTools from adding the
 #   Python env's paths a second time. dockerTools counts the base's layers in
 #   `maxLayers`: never more than 100 layers in all.
@@ -57,11 +57,11 @@ let
   # scripts on runtimeShell using coreutils) and the root file system refer to.
   baseTools = [ pkgs.coreutils pkgs.runtimeShellPackage pkgs.cacert pkgs.glibc ];
 
-  base = { venv }:
+  base = { venv, worker }:
     pkgs.dockerTools.buildLayeredImage {
       name = "comfyver-base";
       tag = null; # the output hash: one tag per Python env
-      contents = [ venv ] ++ baseTools;
+      contents = [ venv worker ] ++ baseTools;
       maxLayers = baseMaxLayers;
     };
 
@@ -75,11 +75,11 @@ let
 
   # versionPaths: every store path of the tree's closure that is not in the
   # base (comfyui.nix `ownPaths` + the tree itself).
-  image = { id, tree, venv, versionPaths, withModels }:
+  image = { id, tree, venv, worker, versionPaths, withModels }:
     pkgs.dockerTools.buildLayeredImage {
       name = "comfyver-${id}";
       tag = if withModels then "with-models" else "latest";
-      fromImage = base { inherit venv; };
+      fromImage = base { inherit venv worker; };
       includeStorePaths = false;
       config = config { inherit id withModels; entrypoint = "${tree}/bin/comfyui-handler"; };
       extraCommands = extraCommands + copyPaths versionPaths;

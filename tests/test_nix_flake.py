@@ -243,7 +243,7 @@ def test_image_layers_python_env_in_the_base_version_paths_on_top(env):
     assert any(c.endswith("-comfyui-env") for c in base["contents"])
 
     image = out_path(build(env, "image-full-with-models"))
-    tree = out_path(build(env, "version-full"))
+    tree = Path(top["config"]["Entrypoint"][0]).parent.parent
     in_base = set().union(*(closure(c) for c in base["contents"]))
     on_top = {f"/nix/store/{p.name}" for p in (image / "root/nix/store").iterdir()}
     missing = closure(str(tree)) - in_base - on_top
@@ -361,7 +361,10 @@ def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
 
 def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
     """bin/comfyui-handler (the image's entrypoint) drives the tree's ComfyUI through the real worker."""
-    tree = out_path(build(env, "version-full"))
+    build(env, "image-full")
+    entrypoint = image_description(env, "image-full")["config"]["Entrypoint"][0]
+    tree = Path(entrypoint).parent.parent
+    assert not (out_path(build(env, "version-full")) / "bin/comfyui-handler").exists()  # ComfyUI alone there
     prompt = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
         "2": {"class_type": "ComfyverProbe", "inputs": {"image": ["1", 0]}},
