@@ -125,3 +125,19 @@ def test_connection_cut_mid_download_is_resumed_in_the_same_run(proj, tmp_path, 
 def test_missing_from_folder_is_a_usage_error(proj, tmp_path, capsys):
     rc, _, err = sync(capsys, proj, "--from", str(tmp_path / "nope"))
     assert rc == 2 and "--from" in err and "nope" in err
+
+
+def test_file_urls_are_a_source_too(tmp_path, git_server, http_server, capsys):
+    data = os.urandom(123_456)
+    src = tmp_path / "local models" / "c.bin"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    proj = make_project(tmp_path, git_server, http_server, models={})
+    url = src.as_uri()
+    proj.lock["models"]["checkpoints/c.bin"] = {"original": {"url": url},
+                                                "locked": {"url": url, "sha256": sha(data), "size": len(data)}}
+    lockfile.write(proj.vdir / "version.json", proj.lock)
+    rc, out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
+    assert rc == 0, err
+    assert out["models"] == {"checkpoints/c.bin": "downloaded"}
+    assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data

@@ -287,3 +287,13 @@ def test_run_local_refuses_a_folder_that_is_not_realized_or_stale(proj, tmp_path
     lockfile.write(proj.vdir / "version.json", proj.lock)
     with pytest.raises(ComfyverError, match="realized from an older lock"):
         localrun.run_local(proj.root, proj.vid, into, [])
+
+
+def test_model_changed_upstream_is_refused_naming_it(proj, tmp_path, http_server):
+    served = http_server.files_root / proj.model_url_path[KEY]
+    served.write_bytes(b"y" * len(proj.model_bytes[KEY]))
+    with pytest.raises(ComfyverError, match=f"model {KEY}: sha256 mismatch") as e:
+        realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert "comfyver update" in str(e.value)
+    assert not (tmp_path / "out").exists()
+    assert not list((modelstore.default_store() / "sha256").glob("[0-9a-f]" * 64))
