@@ -58,8 +58,7 @@ def cli_main(argv: list[str]) -> int:
         except JobError as exc:
             result = {"error": exc.to_dict()}
     finally:
-        if worker.process is not None:
-            worker.process.stop()
+        worker.close()
     if a.json:
         print(json.dumps(result, indent=2))
     elif "error" in result:
@@ -134,8 +133,7 @@ def main() -> int:
         worker.start()
     except RuntimeError as exc:
         print(f"handler: {exc}", file=sys.stderr)
-        if process is not None:
-            process.stop()
+        worker.close()
         return 1
     print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
     runpod.serverless.start({"handler": worker.handle})

@@ -36,6 +36,7 @@ class ComfyProcess:
         self.log = collections.deque(maxlen=2000)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.last_exit: int | None = None
         self._reader: threading.Thread | None = None
 
     def command(self) -> list[str]:
@@ -96,6 +97,8 @@ class ComfyProcess:
             self._reader.join(timeout=2)
 
     def restart(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            self.last_exit = self.proc.returncode
         self.stop()
         self.log.append("[handler] restarting ComfyUI")
         self.start()
@@ -105,5 +108,8 @@ class ComfyProcess:
         return list(self.log)[-n:] if n > 0 else []
 
     def exit_note(self) -> str:
+        """How ComfyUI last ended (the previous process's code if it has been restarted since)."""
         rc = self.proc.poll() if self.proc else None
+        if rc is None:
+            rc = self.last_exit
         return f"ComfyUI exited with code {rc}" if rc is not None else "ComfyUI is running"

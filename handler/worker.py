@@ -42,6 +42,13 @@ class Worker:
         self._restart: concurrent.futures.Future | None = None
         self._stores: dict = {}
         self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop the ComfyUI this worker started (and its watcher)."""
+        self._closed = True
+        if self.process is not None:
+            self.process.stop()
 
     # --- start-up and health ------------------------------------------------------------------
     def start(self) -> None:
@@ -59,6 +66,8 @@ class Worker:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"ComfyUI at COMFY_URL={s.comfy_url} did not answer /system_stats")
                 time.sleep(0.1)
+        if self.process is not None:
+            threading.Thread(target=self._watch, name="comfyui-watch", daemon=True).start()
         if s.gcs_validate and s.output_mode == "gcs":
             try:
                 GCSStore(s, s.gcs_bucket).check()
@@ -68,6 +77,20 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - e.g. the probe could be written but not deleted
                 raise RuntimeError(f"GCS_VALIDATE: bucket {s.gcs_bucket!r} is not usable: "
                                    f"{type(exc).__name__}: {redact(exc)}") from None
+
+    def _watch(self) -> None:
+        """Restart ComfyUI as soon as it exits, even between jobs (not again after a failed restart: the next
+        job then reports the failure and asks RunPod for a fresh worker)."""
+        while not self._closed:
+            time.sleep(1)
+            p, r = self.process, self._restart
+            if self._closed:
+                return
+            if p is None or p.proc is None or p.proc.poll() is None:
+                continue
+            if r is None or (r.done() and r.exception() is None and r.result()):
+                p.log.append(f"[handler] {p.exit_note()}")
+                self._begin_restart()
 
     async def _healthy_once(self) -> bool:
         try:
@@ -88,7 +111,10 @@ class Worker:
 
                 def run():
                     try:
-                        fut.set_result(self.process.restart())
+                        ok = self.process.restart()
+                        if self._closed:  # closed while restarting: do not leave ComfyUI behind
+                            self.process.stop()
+                        fut.set_result(ok)
                     except Exception as exc:  # noqa: BLE001 - reported through the future
                         fut.set_exception(exc)
                 threading.Thread(target=run, daemon=True).start()
@@ -227,9 +253,10 @@ class Worker:
             raise JobError("version", f"version_id {vid!r}: realize failed: {redact(exc)}",
                            hint="check the version with `comfyver check` and the volume's free space") from None
         venv_python = Path(home) / ".venv" / "bin" / "python"
-        self.process.stop()
         self.settings = s = dataclasses.replace(s, comfy_home=Path(home))  # its input/ and output/ from now on
-        self.process = ComfyProcess(s, home=Path(home), python=str(venv_python) if venv_python.exists() else None)
+        old, self.process = self.process, ComfyProcess(s, home=Path(home),
+                                                       python=str(venv_python) if venv_python.exists() else None)
+        old.stop()  # swapped first, so the watcher never restarts the old one
         self.process.start()
         self.client.object_info = None
         if not self.process.wait_ready():

@@ -317,3 +317,16 @@ def test_realize_failure_names_the_version(worker, tmp_path):
     r = run_job(w, {"workflow": env.invert_workflow(), "version_id": "not-there"})
     e = E(r)
     assert e["type"] == "version" and "'not-there'" in e["message"] and "realize failed" in e["message"]
+
+
+def test_comfyui_dying_between_jobs_is_restarted_without_a_job(worker):
+    starts = worker.process.starts
+    os.kill(worker.process.proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (worker.process.starts == starts + 1 and worker._restart is not None
+                                               and worker._restart.done()):
+        time.sleep(0.2)
+    assert worker.process.starts == starts + 1 and worker._restart.result() is True
+    assert requests.get(worker.client.url + "/system_stats", timeout=5).ok
+    assert "ComfyUI exited with code -9" in "\n".join(worker.process.log)
+    ok(run_job(worker, {"workflow": env.invert_workflow(0x0C0D0E), "output_mode": "base64"}))

@@ -56,7 +56,7 @@ def shared_worker(tmp_root: Path):
         w = Worker(settings)
         w.start()
         _state["worker"] = w
-        atexit.register(w.process.stop)
+        atexit.register(w.close)
     return _state["worker"]
 
 
