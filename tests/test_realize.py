@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -297,3 +298,17 @@ def test_model_changed_upstream_is_refused_naming_it(proj, tmp_path, http_server
     assert "comfyver update" in str(e.value)
     assert not (tmp_path / "out").exists()
     assert not list((modelstore.default_store() / "sha256").glob("[0-9a-f]" * 64))
+
+
+def test_model_hash_matches_hashlib_and_reports_progress(tmp_path):
+    data = os.urandom((4 << 20) * 2 + 12345)  # crosses read blocks, ends mid-block
+    f = tmp_path / "m.bin"
+    f.write_bytes(data)
+    seen = []
+    assert modelstore.file_sha256(f, progress=seen.append) == hashlib.sha256(data).hexdigest()
+    assert sum(seen) == len(data)
+    with pytest.raises(KeyboardInterrupt):  # an interrupted hash stops its reader thread too
+        modelstore.file_sha256(f, progress=lambda n: (_ for _ in ()).throw(KeyboardInterrupt))
+    time.sleep(0.3)
+    import threading
+    assert not [t for t in threading.enumerate() if t.name == "sha256-reader"]

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -100,18 +102,49 @@ def file_sha256(path: Path, cache: StatCache | None = None, progress: Progress |
     st = real.stat()
     if cache is not None and (hit := cache.lookup(real, st)):
         return hit
-    h = hashlib.sha256()
-    with open(real, "rb", buffering=0) as f:
-        buf = bytearray(download.CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            if progress:
-                progress(n)
-    digest = h.hexdigest()
+    digest = _sha256_overlapped(real, progress)
     if cache is not None and _stat_key(real.stat()) == _stat_key(st):
         cache.remember(real, st, digest)
     return digest
+
+
+def _sha256_overlapped(path: Path, progress: Progress | None = None, block: int = 4 << 20) -> str:
+    """sha256 of a file, reading the next block in a thread while this one is hashed.
+
+    Both `read` and `sha256.update` release the GIL, so on a slow volume the
+    time is about max(read, hash) instead of their sum."""
+    h = hashlib.sha256()
+    blocks: queue.Queue = queue.Queue(maxsize=4)
+
+    stop = threading.Event()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                return blocks.put(item, timeout=0.1)
+            except queue.Full:
+                pass
+
+    def reader() -> None:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while not stop.is_set() and (chunk := f.read(block)):
+                    put(chunk)
+            put(None)
+        except OSError as exc:
+            put(exc)
+
+    threading.Thread(target=reader, daemon=True, name="sha256-reader").start()
+    try:
+        while (chunk := blocks.get()) is not None:
+            if isinstance(chunk, OSError):
+                raise chunk
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    finally:
+        stop.set()  # the reader ends even if hashing was interrupted
+    return h.hexdigest()
 
 
 def check_file(path: Path, sha256: str, size: int, cache: StatCache | None = None,
