@@ -312,3 +312,17 @@ def test_model_hash_matches_hashlib_and_reports_progress(tmp_path):
     time.sleep(0.3)
     import threading
     assert not [t for t in threading.enumerate() if t.name == "sha256-reader"]
+
+
+def test_hf_token_goes_to_its_host_only_and_nowhere_else(proj, tmp_path, http_server, monkeypatch, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", http_server.url)
+    monkeypatch.setenv("HF_TOKEN", "hf_realize_secret")
+    rc, out, err = run_cli(capsys, "--root", str(proj.root), "realize", proj.vid, "--into", str(tmp_path / "out"))
+    assert rc == 0, err
+    got = model_gets(http_server, proj.model_url_path[KEY])
+    assert got[0]["headers"].get("Authorization") == "Bearer hf_realize_secret"
+    assert "hf_realize_secret" not in out + err
+    for f in (tmp_path / "out").rglob("*"):
+        if f.is_file() and not f.is_symlink() and ".venv" not in f.parts:
+            assert b"hf_realize_secret" not in f.read_bytes(), f
+    assert b"hf_realize_secret" not in modelstore.StatCache().path.read_bytes()
