@@ -26,7 +26,7 @@ from typing import Callable, ContextManager
 
 from filelock import FileLock
 
-from comfyver import download, project, web
+from comfyver import download, project
 from comfyver.errors import ComfyverError
 from comfyver.fsutil import atomic_write_json
 
