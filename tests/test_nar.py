@@ -152,3 +152,16 @@ def test_git_objects_hash_equals_checkout_and_fetchTree(tmp_path):
     out = subprocess.run([*NIX, "eval", "--raw", "--impure", "--expr", expr], check=True, capture_output=True, text=True,
                          env={**os.environ, "HOME": str(tmp_path)}).stdout.strip()
     assert out == fast
+
+
+def test_exclude_equals_hash_of_tree_without_those_paths(tricky_tree, tmp_path):
+    import shutil
+
+    full = nar.nar_hash(tricky_tree, exclude=["sub/deeper", "Name", "日本語/ファイル"])
+    copy = tmp_path / "copy"
+    shutil.copytree(tricky_tree, copy, symlinks=True)
+    shutil.rmtree(copy / "sub" / "deeper")
+    (copy / "Name").unlink()
+    (copy / "日本語" / "ファイル").unlink()
+    assert full == nar.nar_hash(copy)
+    assert nar.to_sri(full) == nix_hash_path(copy)

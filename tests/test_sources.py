@@ -240,3 +240,16 @@ def test_gs_model_from_gcs_emulator(tmp_path, monkeypatch):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_corrupt_archive_entry_is_a_clear_error(tmp_path):
+    from comfyver import archive
+
+    zb = bytearray(make_zip([("a.py", b"print('hello world')\n" * 50, 0o100644)]))
+    at = zb.find(b"print")  # stored uncompressed: flip a byte of the payload -> CRC mismatch
+    zb[at] ^= 0xFF
+    z = tmp_path / "bad.zip"
+    z.write_bytes(bytes(zb))
+    with pytest.raises(ComfyverError, match="'a.py' is corrupt"):
+        archive.extract_zip(z, tmp_path / "out", strip_root=False, what="nodes.bad")
+    assert not (tmp_path / "out").exists()

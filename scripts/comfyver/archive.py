@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from comfyver.errors import ComfyverError
@@ -76,8 +77,11 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
                 if is_link:
                     os.symlink(zf.read(info).decode(), out)
                     continue
-                with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                try:
+                    with zf.open(info) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt: {exc}") from None
                 if mode & stat.S_IXUSR:
                     out.chmod(0o755)
         except BaseException:

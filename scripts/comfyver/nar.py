@@ -24,7 +24,7 @@ import hashlib
 import os
 import stat
 import subprocess
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 NAR_MAGIC = b"nix-archive-1"
 BUF = 1 << 20
@@ -85,10 +85,31 @@ def _dump(path: bytes, emit: Callable[[bytes], None]) -> None:
         raise ValueError(f"{os.fsdecode(path)}: cannot archive a {stat.filemode(mode)[0]!r} file (only files, dirs, symlinks)")
 
 
-def dump(path: str | os.PathLike, emit: Callable[[bytes], None]) -> None:
-    """Stream the NAR serialisation of `path` into `emit` (== nix-store --dump)."""
+def _dump_excluding(path: bytes, rel: bytes, skip: set[bytes], emit: Callable[[bytes], None]) -> None:
+    if rel and not any(s.startswith(rel + b"/") for s in skip):
+        _dump(path, emit)  # nothing below is excluded: the plain walker
+        return
+    emit(_DIR)
+    for name in sorted(os.listdir(path)):
+        r = rel + b"/" + name if rel else name
+        if r in skip:
+            continue
+        emit(_ENTRY + _tok(name) + _NODE)
+        _dump_excluding(os.path.join(path, name), r, skip, emit)
+        emit(_CLOSE)
+    emit(_CLOSE)
+
+
+def dump(path: str | os.PathLike, emit: Callable[[bytes], None], exclude: Iterable[str] = ()) -> None:
+    """Stream the NAR serialisation of `path` into `emit` (== nix-store --dump).
+
+    `exclude`: relative paths (posix, under a directory `path`) left out, as if absent."""
     emit(_tok(NAR_MAGIC))
-    _dump(os.fsencode(path), emit)
+    skip = {os.fsencode(s) for s in exclude}
+    if skip:
+        _dump_excluding(os.fsencode(path), b"", skip, emit)
+    else:
+        _dump(os.fsencode(path), emit)
 
 
 def nar_bytes(path: str | os.PathLike) -> bytes:
@@ -97,10 +118,10 @@ def nar_bytes(path: str | os.PathLike) -> bytes:
     return bytes(out)
 
 
-def nar_hash(path: str | os.PathLike) -> bytes:
-    """sha256 digest of the NAR of `path`."""
+def nar_hash(path: str | os.PathLike, exclude: Iterable[str] = ()) -> bytes:
+    """sha256 digest of the NAR of `path` (with the relative paths in `exclude` left out)."""
     h = hashlib.sha256()
-    dump(path, h.update)
+    dump(path, h.update, exclude)
     return h.digest()
 
 

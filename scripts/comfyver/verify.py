@@ -47,26 +47,7 @@ class Mismatch:
 
 def nar_hash_without(path: Path, skip: set[str]) -> str:
     """SRI NAR hash of `path` with the relative paths in `skip` left out (the nodes added to ComfyUI)."""
-    h = hashlib.sha256()
-    h.update(nar._tok(nar.NAR_MAGIC))
-    skip_b = {os.fsencode(s) for s in skip}
-
-    def walk(p: bytes, rel: bytes) -> None:
-        if rel and not any(s.startswith(rel + b"/") for s in skip_b):
-            nar._dump(p, h.update)
-            return
-        h.update(nar._DIR)
-        for name in sorted(os.listdir(p)):
-            r = rel + b"/" + name if rel else name
-            if r in skip_b:
-                continue
-            h.update(nar._ENTRY + nar._tok(name) + nar._NODE)
-            walk(os.path.join(p, name), r)
-            h.update(nar._CLOSE)
-        h.update(nar._CLOSE)
-
-    walk(os.fsencode(path), b"")
-    return nar.to_sri(h.digest())
+    return nar.to_sri(nar.nar_hash(path, exclude=skip))
 
 
 def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
