@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -39,6 +38,18 @@ def http_server(tmp_path):
     srv.files_root = root
     yield srv
     srv.close()
+
+
+@pytest.fixture
+def gcs_emulator(monkeypatch):
+    """A real gcp-storage-emulator with bucket `models`; STORAGE_EMULATOR_HOST and GCS_PROJECT point at it."""
+    from tests.support.gcs import GCSEmulator
+
+    emu = GCSEmulator("models")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emu.host)
+    monkeypatch.setenv("GCS_PROJECT", "test")
+    yield emu
+    emu.stop()
 
 
 @pytest.fixture(scope="session")

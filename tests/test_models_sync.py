@@ -143,37 +143,14 @@ def test_file_urls_are_a_source_too(tmp_path, git_server, http_server, capsys):
     assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data
 
 
-def test_gs_urls_from_a_gcs_emulator(tmp_path, git_server, http_server, monkeypatch, capsys):
-    import subprocess
-    import time
-
-    from tests.support.comfyui import free_port
-
-    port = free_port()
-    emu = subprocess.Popen(["gcp-storage-emulator", "start", "--port", str(port), "--in-memory"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("GCS_PROJECT", "test")
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        for _ in range(100):
-            try:
-                bucket = storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket("models")
-                break
-            except Exception:
-                time.sleep(0.1)
-        data = os.urandom(200_000)
-        bucket.blob("vae/v.safetensors").upload_from_string(data)
-        proj = make_project(tmp_path, git_server, http_server, models={})
-        url = "gs://models/vae/v.safetensors"
-        proj.lock["models"]["vae/v.safetensors"] = {
-            "original": {"url": url}, "locked": {"url": url, "sha256": sha(data), "size": len(data), "auth": "gcs"}}
-        lockfile.write(proj.vdir / "version.json", proj.lock)
-        rc, out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
-        assert rc == 0, err
-        assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data
-    finally:
-        emu.kill()
-        emu.wait()
+def test_gs_urls_from_a_gcs_emulator(tmp_path, git_server, http_server, gcs_emulator, capsys):
+    data = os.urandom(200_000)
+    gcs_emulator.bucket().blob("vae/v.safetensors").upload_from_string(data)
+    proj = make_project(tmp_path, git_server, http_server, models={})
+    url = "gs://models/vae/v.safetensors"
+    proj.lock["models"]["vae/v.safetensors"] = {
+        "original": {"url": url}, "locked": {"url": url, "sha256": sha(data), "size": len(data), "auth": "gcs"}}
+    lockfile.write(proj.vdir / "version.json", proj.lock)
+    rc, out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
+    assert rc == 0, err
+    assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data

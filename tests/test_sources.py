@@ -18,13 +18,12 @@ import hashlib
 import io
 import json
 import os
-import stat
 import subprocess
 import zipfile
 
 import pytest
 
-from comfyver import cli, modelsource, registry
+from comfyver import modelsource, registry
 from comfyver.errors import ComfyverError
 
 NIX = ["nix", "--extra-experimental-features", "nix-command"]
@@ -211,35 +210,13 @@ def test_model_404_names_input(http_server):
     assert "models.vae/missing.bin" in str(e.value) and "404" in str(e.value)
 
 
-def test_gs_model_from_gcs_emulator(tmp_path, monkeypatch):
+def test_gs_model_from_gcs_emulator(gcs_emulator):
     """gs:// through google-cloud-storage against a real GCS emulator."""
-    from tests.support.comfyui import free_port
-    import time
-
-    port = free_port()
-    proc = subprocess.Popen(["gcp-storage-emulator", "start", "--port", str(port), "--in-memory"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("GCS_PROJECT", "test")
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-
-        for _ in range(100):
-            try:
-                client = storage.Client(project="test", credentials=AnonymousCredentials())
-                bucket = client.create_bucket("models")
-                break
-            except Exception:
-                time.sleep(0.1)
-        data = b"gcs-model" * 1000
-        bucket.blob("sdxl/model.safetensors").upload_from_string(data)
-        locked = modelsource.lock({"url": "gs://models/sdxl/model.safetensors"}, "t")
-        assert locked == {"url": "gs://models/sdxl/model.safetensors", "sha256": hashlib.sha256(data).hexdigest(),
-                          "size": len(data), "auth": "gcs"}
-    finally:
-        proc.kill()
-        proc.wait()
+    data = b"gcs-model" * 1000
+    gcs_emulator.bucket().blob("sdxl/model.safetensors").upload_from_string(data)
+    locked = modelsource.lock({"url": "gs://models/sdxl/model.safetensors"}, "t")
+    assert locked == {"url": "gs://models/sdxl/model.safetensors", "sha256": hashlib.sha256(data).hexdigest(),
+                      "size": len(data), "auth": "gcs"}
 
 
 def test_corrupt_archive_entry_is_a_clear_error(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from tests.support import comfyui as comfyui_support
+from tests.support.gcs import GCSEmulator  # noqa: F401  (re-exported for the handler tests)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -95,29 +96,6 @@ def wait_port(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class GCSEmulator:
-    def __init__(self, bucket: str):
-        self.port = free_port()
-        self.host = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([shutil.which("gcp-storage-emulator") or "gcp-storage-emulator", "start",
-                                      "--host", "127.0.0.1", "--port", str(self.port), "--in-memory",
-                                      "--default-bucket", bucket, "-q"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def read(self, bucket: str, key: str) -> bytes:
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import storage
-        import os
-        os.environ["STORAGE_EMULATOR_HOST"] = self.host
-        c = storage.Client(project="test", credentials=AnonymousCredentials())
-        return c.bucket(bucket).blob(key).download_as_bytes()
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 class TCPProxy:
