@@ -13,7 +13,7 @@ for _ in $(seq 100); do grep -q serving /tmp/comfyver-example-upstream.log 2>/de
 
 comfyver show example
 comfyver recheck example                 # every pin fetched again and re-hashed
-comfyver realize example --into ./example-env --system-site-packages
+comfyver realize example --into ./example-env
 comfyver verify example --dir ./example-env
-COMFY_HOME=./example-env python3 -m handler cli --input examples/job.json --out "$out"
+COMFY_HOME=./example-env COMFY_PYTHON=./example-env/.venv/bin/python python3 -m handler cli --input examples/job.json --out "$out"
 echo "outputs in $out"
