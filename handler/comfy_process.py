@@ -60,8 +60,13 @@ class ComfyProcess:
         if not (self.home / "main.py").is_file():
             raise RuntimeError(f"COMFY_HOME={self.home} has no main.py; point COMFY_HOME at a ComfyUI tree")
         self.log.append(f"[handler] starting ComfyUI: {' '.join(self.command())}")
-        self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except OSError as exc:
+            raise RuntimeError(f"cannot start ComfyUI with COMFY_PYTHON={self.python}: {exc.strerror}; "
+                               "point COMFY_PYTHON at a Python interpreter") from None
         self.starts += 1
         self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
         self._reader.start()

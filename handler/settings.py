@@ -25,9 +25,14 @@ def _num(name: str, default: float, kind=float):
         raise SystemExit(f"handler: environment variable {name}={v!r} is not a number; unset it or give a number")
 
 
+def _interpreter(v: str | None) -> str | None:
+    """COMFY_PYTHON as given; a relative path (./env/bin/python) made absolute, since ComfyUI runs in COMFY_HOME."""
+    return os.path.abspath(v) if v and os.sep in v else (v or None)
+
+
 def _opt_path(name: str) -> Path | None:
     v = os.environ.get(name)
-    return Path(v) if v else None
+    return Path(v).absolute() if v else None  # ComfyUI runs with cwd=COMFY_HOME: relative paths would break
 
 
 @dataclass
@@ -36,7 +41,7 @@ class Settings:
     comfy_url: str | None = field(default_factory=lambda: os.environ.get("COMFY_URL") or None)
     comfy_port: int = field(default_factory=lambda: _num("COMFY_PORT", 8188, int))
     comfy_args: list[str] = field(default_factory=lambda: shlex.split(os.environ.get("COMFY_ARGS", "")))
-    comfy_python: str | None = field(default_factory=lambda: os.environ.get("COMFY_PYTHON") or None)
+    comfy_python: str | None = field(default_factory=lambda: _interpreter(os.environ.get("COMFY_PYTHON")))
     comfy_start_timeout: float = field(default_factory=lambda: _num("COMFY_START_TIMEOUT", 300.0))
     models_dir: Path | None = field(default_factory=lambda: _opt_path("MODELS_DIR"))
     log_tail_lines: int = field(default_factory=lambda: _num("LOG_TAIL_LINES", 40, int))

@@ -167,6 +167,11 @@ def test_lock_end_to_end(env, capsys):
                      "--json", "--model", f"sams/sam_b.pth={sam_url}")
     assert rc == 0 and json.loads(out)["added_models"] == [] and json.loads(out)["added_nodes"] == []
     assert len(env.http.requests) == requests_before
+    # ... and the model source given once is taken from the lock, no --model needed again
+    rc, out, err = run(capsys, "lock", "demo", "--workflow", str(env.workflow), "--offline-registry", "--no-python",
+                       "--json")
+    assert rc == 0, out + err
+    assert json.loads(out)["added_models"] == [] and len(env.http.requests) == requests_before
 
 
 def test_lock_names_failed_downloads(env, capsys):

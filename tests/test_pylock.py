@@ -85,7 +85,8 @@ def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path)
     from comfyver import gitsource, registry
     from tests.support.gitserver import make_repo
 
-    make_repo(tmp_path / "core", {"requirements.txt": "torch\nnumpy\n"}, "c")
+    make_repo(tmp_path / "core", {"requirements.txt": "torch\nnumpy\n",
+                                  "app/frontend_management.py": "import json\nimport requests\n"}, "c")
     make_repo(tmp_path / "pp", {"pyproject.toml": "[project]\nname='x'\ndependencies=['einops>=0.6']\n"}, "p")
     core_url, pp_url = git_server.publish(tmp_path / "core", "core"), git_server.publish(tmp_path / "pp", "pp")
     buf = io.BytesIO()
@@ -100,7 +101,8 @@ def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path)
                                             "stripRoot": strip}}}}
     r = pylock.collect(lock)
     assert {k: [w for w, _ in v] for k, v in r.by_package.items()} == {
-        "torch": ["comfyui"], "numpy": ["comfyui"], "einops": ["pp"], "rich": ["zipped"]}
+        "torch": ["comfyui"], "numpy": ["comfyui"], "requests": ["comfyui"], "einops": ["pp"], "rich": ["zipped"]}
+    assert any("imports 'requests' without listing it" in n for n in r.notes)
     # a tampered archive is refused, naming the node
     lock["nodes"]["zipped"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
     with pytest.raises(ComfyverError, match="node zipped: archive .* has hash"):

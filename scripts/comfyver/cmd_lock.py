@@ -216,6 +216,11 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             m.pop("sha256", None)
         m.update(folder=folder, url=src, source="--model", active=True)
         rep.models[key] = m
+    for key, m in rep.models.items():  # a model the version already locks needs no other source
+        if "url" not in m and key in lock["models"]:
+            m.update(url=lock["models"][key]["original"]["url"], source="lock")
+            if lock["models"][key]["original"].get("sha256"):
+                m["sha256"] = lock["models"][key]["original"]["sha256"]
     probs = _model_problems(rep.models, vid)
     if probs:
         raise LockProblems(vid, probs)

@@ -10,6 +10,7 @@ from the git cache at the locked commit. Rules:
 - one OpenCV: every variant requested is replaced by a single headless one
   (contrib if any node asked for contrib) and the others are overridden away;
 - no stray `comfy`/`comfyui` PyPI package (nodes sometimes list the host by name);
+- packages the core imports without listing them (`requests` in app/frontend_management.py) are added;
 - lines pip understands but a lock cannot (`-r`, `--extra-index-url`, `-e`, bare URLs) are
   dropped with a note.
 A failing `uv lock` is reported with the nodes whose requirements name the packages uv
@@ -38,6 +39,8 @@ from comfyver.fsutil import atomic_write_json, atomic_write_text
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
 OPENCV = ["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]
 STRAY = {"comfy", "comfyui"}
+# packages the core imports but its requirements.txt does not list (ComfyUI 0.3.x: requests)
+CORE_UNLISTED = {"requests": "app/frontend_management.py"}
 TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu124", "cu121", "cpu")}
 LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
 MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
@@ -89,6 +92,10 @@ def collect(lock: dict) -> Requirements:
     core = lock["comfyui"]["locked"]
     repo = gitsource.fetch(core["url"], core["rev"], f"comfyui ({lock['id']})")
     reqs.add(CORE, _git_show(repo, core["rev"], "requirements.txt") or "", "requirements.txt")
+    for pkg, path in CORE_UNLISTED.items():
+        if pkg not in reqs.by_package and re.search(rf"^\s*import {pkg}\b", _git_show(repo, core["rev"], path) or "", re.M):
+            reqs.add(CORE, pkg, path)
+            reqs.notes.append(f"comfyui: {path} imports {pkg!r} without listing it in requirements.txt: added")
     for name, n in sorted(lock.get("nodes", {}).items()):
         loc = n["locked"]
         if loc.get("type") == "git":
