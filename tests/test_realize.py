@@ -266,7 +266,7 @@ def test_zip_with_other_contents_is_refused_and_not_cached(tmp_path, git_server,
     served = http_server.files_root / "pack.zip"
     good = served.read_bytes()
     served.write_bytes(good.replace(b"NODE_CLASS_MAPPINGS = {}", b"NODE_CLASS_MAPPINGS = []"))  # bad CRC
-    with pytest.raises(ComfyverError, match="node zip-pack: archive .* is damaged"):
+    with pytest.raises(ComfyverError, match="node zip-pack: archive entry .* is corrupt"):
         realize.realize(proj.root, proj.vid, tmp_path / "out")
     archives = Path(os.environ["COMFYVER_CACHE"]) / "archives"
     assert not list(archives.glob("*.zip"))

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def place_source(locked: dict, dest: Path, what: str, offline: bool) -> None:
         try:
             archive.extract_zip(zpath, dest, strip_root=locked["stripRoot"], what=what)
             _check_nar(dest, locked["hash"], what)
-        except (ComfyverError, zipfile.BadZipFile, OSError) as exc:
+        except (ComfyverError, OSError) as exc:  # extract_zip names corrupt entries itself
             zpath.unlink(missing_ok=True)  # a wrong archive is not kept for next time
             if isinstance(exc, ComfyverError):
                 raise

@@ -13,9 +13,12 @@ import json
 import sqlite3
 import threading
 
+from filelock import FileLock
+
 from comfyver import project
 
 _local = threading.local()
+_init = threading.Lock()
 
 
 def _db() -> sqlite3.Connection:
@@ -23,9 +26,11 @@ def _db() -> sqlite3.Connection:
     conn = getattr(_local, "conn", None)
     if conn is None or getattr(_local, "path", None) != path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("CREATE TABLE IF NOT EXISTS resolved (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        # switching to WAL and creating the table race between threads and processes: do it under locks
+        with _init, FileLock(str(path) + ".lock"):
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS resolved (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         _local.conn, _local.path = conn, path
     return conn
 
@@ -35,10 +40,17 @@ def _key(parts: tuple) -> str:
 
 
 def get(*parts) -> dict | None:
-    row = _db().execute("SELECT value FROM resolved WHERE key = ?", (_key(parts),)).fetchone()
+    """The cached result, or None (a cache that cannot be read is a miss, never an error)."""
+    try:
+        row = _db().execute("SELECT value FROM resolved WHERE key = ?", (_key(parts),)).fetchone()
+    except sqlite3.Error:
+        return None
     return json.loads(row[0]) if row else None
 
 
 def put(value: dict, *parts) -> dict:
-    _db().execute("INSERT OR REPLACE INTO resolved (key, value) VALUES (?, ?)", (_key(parts), json.dumps(value)))
+    try:
+        _db().execute("INSERT OR REPLACE INTO resolved (key, value) VALUES (?, ?)", (_key(parts), json.dumps(value)))
+    except sqlite3.Error:
+        pass  # the result stands; only the next run is slower
     return value
