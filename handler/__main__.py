@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -106,12 +107,22 @@ def _import_worker_modules() -> None:
     import handler.worker  # noqa: F401
 
 
+def _stop_comfyui_on_sigterm(process: ComfyProcess) -> None:
+    """SIGTERM while starting up takes ComfyUI along (once serving, the SDK handles SIGTERM and main's finally stops it)."""
+    def stop(signum, frame):
+        process.stop()
+        os._exit(128 + signum)  # at once: no watcher gets to restart it
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> int:
     if sys.argv[1:2] == ["cli"]:
         return cli_main(sys.argv[2:])
     settings = Settings()
     process = None if settings.comfy_url else ComfyProcess(settings)
     if process is not None:
+        _stop_comfyui_on_sigterm(process)
         try:
             process.start()
         except RuntimeError as exc:
@@ -136,7 +147,10 @@ def main() -> int:
         worker.close()
         return 1
     print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
-    runpod.serverless.start({"handler": worker.handle})
+    try:
+        runpod.serverless.start({"handler": worker.handle})  # returns after the SDK's own SIGTERM/SIGINT shutdown
+    finally:
+        worker.close()
     return 0
 
 

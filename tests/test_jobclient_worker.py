@@ -148,6 +148,11 @@ def platform(tmp_path_factory):
         proc.wait()
     log.close()
     q.close()
+    # a terminated worker takes its ComfyUI along (no orphan keeps the port)
+    import socket
+
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(worker_env["COMFY_PORT"]))) != 0, "ComfyUI outlived its worker"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 from comfyver import __version__
@@ -53,10 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    saved_root = os.environ.get("COMFYVER_ROOT")
     if args.root:
-        import os
-
-        os.environ["COMFYVER_ROOT"] = args.root
+        os.environ["COMFYVER_ROOT"] = args.root  # for this call only (main() also runs in-process)
     try:
         return int(args.func(args) or 0)
     except ComfyverError as exc:
@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if saved_root is None:
+            os.environ.pop("COMFYVER_ROOT", None)
+        else:
+            os.environ["COMFYVER_ROOT"] = saved_root
 
 
 if __name__ == "__main__":

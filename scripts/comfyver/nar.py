@@ -263,7 +263,7 @@ def git_tree_nar_hash(repo: str, rev: str, root: GitTree | None = None) -> bytes
     emit = h.update
     order = list(_blob_order(root))
     proc = subprocess.Popen(
-        ["git", "-C", repo, "cat-file", "--batch"],
+        ["git", "-C", repo, "cat-file", "--batch", "--buffer"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )
     assert proc.stdin and proc.stdout

@@ -180,6 +180,10 @@ class LocalAPI:
         return requests.post(self.url + "/runsync", json={"input": job_input}, timeout=timeout).json()
 
     def stop(self):
-        self.proc.kill()
-        self.proc.wait()
+        self.proc.terminate()  # the worker stops its ComfyUI on SIGTERM
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         self._log.close()
