@@ -22,15 +22,13 @@ import pytest
 import requests
 
 from comfyver import jobclient
-from comfyver import cli
+from comfyver.cli import main
 from comfyver.errors import ComfyverError, UsageError
 from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
 
-CLI_ONLY_RUN = ("import sys; from comfyver import cli; cli.COMMAND_MODULES = ['comfyver.cmd_run']; "
-                "sys.exit(cli.main(sys.argv[1:]))")
 
 TINY_HANDLER = r'''
 import base64, json, time, runpod
@@ -51,15 +49,6 @@ def handler(job):
 
 runpod.serverless.start({"handler": handler})
 '''
-
-def main(argv: list[str]) -> int:
-    """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
-    saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ["comfyver.cmd_run"]
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMAND_MODULES = saved
 
 
 
@@ -216,7 +205,7 @@ def test_endpoint_timeout_cancels(runpod_api, tmp_path):
 def test_ctrl_c_cancels_the_job(runpod_api, tmp_path):
     q = FakeQueue(runpod_api, [{"status": "IN_PROGRESS", "output": {"value": 1, "max": 10}}])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
-    proc = subprocess.Popen([sys.executable, "-c", CLI_ONLY_RUN, "run", "--endpoint", "ep1", str(workflow(tmp_path)),
+    proc = subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep1", str(workflow(tmp_path)),
                              "--poll", "0.05", "--out", str(tmp_path / "out")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 30

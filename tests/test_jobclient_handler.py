@@ -19,22 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from comfyver import cli
+from comfyver.cli import main
 from tests.handler import env
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI_ONLY_RUN = ("import sys; from comfyver import cli; cli.COMMAND_MODULES = ['comfyver.cmd_run']; "
-                "sys.exit(cli.main(sys.argv[1:]))")
 
-
-def main(argv: list[str]) -> int:
-    """The real CLI entry point, with only `run` registered (other verbs may be mid-change)."""
-    saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ["comfyver.cmd_run"]
-    try:
-        return cli.main(argv)
-    finally:
-        cli.COMMAND_MODULES = saved
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +99,7 @@ def test_ctrl_c_stops_waiting_on_a_long_job(handler_api, tmp_path):
     wf = write(tmp_path, env.slow_workflow(seconds=6, steps=12))
     envv = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-c", CLI_ONLY_RUN, "run", "--local", handler_api.url, str(wf),
+    proc = subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--local", handler_api.url, str(wf),
                              "--out", str(tmp_path / "out"), "--poll", "0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envv)
     time.sleep(2.5)

@@ -30,8 +30,6 @@ import pytest
 from tests.handler import env
 
 ROOT = Path(__file__).resolve().parents[1]
-CLI_ONLY_RUN = ("import sys; from comfyver import cli; cli.COMMAND_MODULES = ['comfyver.cmd_run']; "
-                "sys.exit(cli.main(sys.argv[1:]))")
 
 
 class JobQueue:
@@ -163,7 +161,7 @@ def client_env(platform, monkeypatch):
 
 
 def run_cli(args: list[str], envv: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI_ONLY_RUN, "run", "--endpoint", "ep-loop", *args],
+    return subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep-loop", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envv, **kw)
 
 
