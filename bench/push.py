@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,48 +23,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfyver import push  # noqa: E402
 from tests.support.registry import Registry, write_docker_archive  # noqa: E402
-
-
-class CountingProxy:
-    """127.0.0.1:<port> -> target; counts bytes sent from clients to the target."""
-
-    def __init__(self, target_port: int):
-        self.target_port, self.sent = target_port, 0
-        self.lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, src, dst, count):
-        try:
-            while data := src.recv(1 << 16):
-                dst.sendall(data)
-                if count:
-                    with self.lock:
-                        self.sent += len(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def take(self) -> int:
-        with self.lock:
-            n, self.sent = self.sent, 0
-        return n
+from tests.support.tcpproxy import TCPProxy  # noqa: E402
 
 
 def main() -> int:
@@ -84,7 +41,7 @@ def main() -> int:
         write_docker_archive(first, layers)
         write_docker_archive(second, changed)
         reg = Registry(tmp / "registry")
-        proxy = CountingProxy(reg.port)
+        proxy = TCPProxy(reg.port)
         try:
             rows = []
             for name, archive in (("first push", first), ("second push", second)):

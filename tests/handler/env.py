@@ -17,6 +17,7 @@ import requests
 
 from tests.support import comfyui as comfyui_support
 from tests.support.gcs import GCSEmulator  # noqa: F401  (re-exported for the handler tests)
+from tests.support.tcpproxy import TCPProxy  # noqa: F401  (re-exported for the handler tests)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -96,61 +97,6 @@ def wait_port(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
-class TCPProxy:
-    """A real TCP forwarder in front of ComfyUI whose connections can be cut mid-job."""
-
-    def __init__(self, target_port: int):
-        self.target = target_port
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.conns: list[socket.socket] = []
-        self.cuts = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            u = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut_all(self):
-        self.cuts += 1
-        conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-
-    def close(self):
-        self.sock.close()
-        self.cut_all()
 
 
 class LocalAPI:
