@@ -106,17 +106,20 @@ def main() -> int:
             print(f"  round {r + 1}: cold {cold:.2f} s, warm {warm:.2f} s, prefetch steps {steps_all[-1]:.2f} s", flush=True)
         cold, warm, steps = min(colds), min(warms), min(steps_all)
 
-        ours_hash, _ = timed(lambda: nar.nar_hash(base))
-        nix_hash, _ = timed(lambda: subprocess.run(["nix-hash", "--type", "sha256", str(base)], check=True,
-                                                   capture_output=True))
+        ours, theirs = [], []
+        for _ in range(5):  # alternating, best of 5: a single run of 0.1 s is at the mercy of the scheduler
+            ours.append(timed(lambda: nar.nar_hash(base))[0])
+            theirs.append(timed(lambda: subprocess.run(["nix-hash", "--type", "sha256", str(base)], check=True,
+                                                       capture_output=True))[0])
+        ours_hash, nix_hash = min(ours), min(theirs)
         srv.close()
 
         print(f"\nbest of {args.rounds} rounds:")
         print(f"{'cold lock (comfyver, %d jobs)' % args.jobs:<40} {cold:8.2f} s  ({cold / args.repos:.2f} s/repo)")
         print(f"{'nix-prefetch-git steps, sequential':<40} {steps:8.2f} s  ({steps / args.repos:.2f} s/repo)")
         print(f"{'warm re-lock':<40} {warm:8.2f} s")
-        print(f"{'comfyver hash (one tree)':<40} {ours_hash:8.3f} s")
-        print(f"{'nix-hash --type sha256 (one tree)':<40} {nix_hash:8.3f} s")
+        print(f"{'comfyver hash (one tree, best of 5)':<40} {ours_hash:8.3f} s")
+        print(f"{'nix-hash --type sha256 (one tree, best of 5)':<40} {nix_hash:8.3f} s")
         print()
         print(f"cold / prefetch steps = {cold / steps:.3f}   (target <= 0.25)")
         print(f"warm re-lock          = {warm:.3f} s (target < 1 s)")

@@ -165,31 +165,31 @@ def fetch_all(url: str, what: str) -> Path:
 
 
 def fetch(url: str, rev: str, what: str, offline: bool = False) -> Path:
-    """Make sure the cache repo for `url` has commit `rev`; return the repo path."""
+    """Make sure the cache repo for `url` has commit `rev`; return the repo path.
+
+    A fetched rev is pinned under refs/pins/ (kept from gc, and nameable for local
+    clones), so a pinned rev needs no git call at all."""
     check_url(url, what)
     if not HEX40.match(rev):
         raise UsageError(f"{what}: locked rev {rev!r} is not a 40-hex commit")
     repo = _open_cache(url)
-    if has_commit(repo, rev) and _pinned(repo, rev):
+    if _pinned(repo, rev):
         return repo
-    if offline and not has_commit(repo, rev):
-        raise ComfyverError(f"{what}: commit {rev} is not in the local cache and --offline was given",
-                            hint="run `comfyver fetch <id>` while online first")
     with FileLock(str(repo) + ".lock"):
-        if has_commit(repo, rev):
-            git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
-            return repo
-        # one rev, shallow: servers allow wanting a reachable commit (protocol v2)
-        p = git("fetch", *FETCH_OPTS, "--depth", "1", "--no-tags", "--", url, rev, cwd=repo, what=what, check=False)
-        if p.returncode or not has_commit(repo, rev):
-            git("fetch", *FETCH_OPTS, "--force", "--no-tags", "--", url,
-                "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=repo, what=what)
-        if has_commit(repo, rev):  # pin it: keeps it from gc and lets local clones ask for it by name
-            git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
-    if not has_commit(repo, rev):
-        raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
-                            "(deleted, or a branch was force-pushed past it)",
-                            hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
+        if not has_commit(repo, rev):
+            if offline:
+                raise ComfyverError(f"{what}: commit {rev} is not in the local cache and --offline was given",
+                                    hint="run `comfyver fetch <id>` while online first")
+            # one rev, shallow: servers allow wanting a reachable commit (protocol v2)
+            p = git("fetch", *FETCH_OPTS, "--depth", "1", "--no-tags", "--", url, rev, cwd=repo, what=what, check=False)
+            if p.returncode or not has_commit(repo, rev):
+                git("fetch", *FETCH_OPTS, "--force", "--no-tags", "--", url,
+                    "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*", cwd=repo, what=what)
+                if not has_commit(repo, rev):
+                    raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
+                                        "(deleted, or a branch was force-pushed past it)",
+                                        hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
+        git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
     return repo
 
 
