@@ -72,6 +72,8 @@ class Settings:
     versions_root: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_ROOT"))
     realize: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE"))
     realize_dir: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_REALIZE_DIR"))
+    # realized .venvs may see the image's own packages (a preinstalled torch shared by every version)
+    realize_system_site_packages: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE_SYSTEM_SITE_PACKAGES"))
 
     def comfy_dir_arg(self, flag: str, default: str) -> Path | None:
         """A ComfyUI directory (input/output/temp) as ComfyUI will use it, if known on this machine."""

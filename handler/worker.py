@@ -248,7 +248,8 @@ class Worker:
             raise JobError("version", f"version_id {vid!r}: cannot switch versions of an external ComfyUI "
                            "(COMFY_URL)", hint="unset COMFY_URL so the worker runs ComfyUI itself")
         try:
-            home = realize(s.versions_root, vid, s.realize_dir / vid if s.realize_dir else None, s.models_dir, False)
+            home = realize(s.versions_root, vid, s.realize_dir / vid if s.realize_dir else None, s.models_dir, False,
+                           system_site_packages=s.realize_system_site_packages)
         except Exception as exc:  # noqa: BLE001 - comfyver errors name their input
             raise JobError("version", f"version_id {vid!r}: realize failed: {redact(exc)}",
                            hint="check the version with `comfyver check` and the volume's free space") from None

@@ -121,3 +121,28 @@ def test_verify_runtime_checks_object_info(realized):
     found = verify.verify(proj.root, proj.vid, into, runtime=True, comfy_args=["--cpu"])
     # ModelSha256 and ShowTextHash are served; the UI-only Note is not asked for; NoSuchNode is missing
     assert [(m.kind, m.name, m.expected) for m in found] == [("runtime", "NoSuchNode", "class used by workflows/missing.json")]
+
+
+def test_worker_switches_to_another_version_by_realizing_it(realized, tmp_path):
+    """A job naming another version: the worker realizes it from the mounted versions/ and runs it there."""
+    from handler.settings import Settings
+    from handler.worker import Worker
+    from tests.handler import env
+
+    proj, _, _ = realized
+    baked = env.comfy_tree(tmp_path)  # the image's own version
+    s = Settings(comfy_home=baked, comfy_port=free_port(), output_mode="base64", comfy_url=None,
+                 allowed_fetch_hosts=[], version_id="baked", log_tail_lines=40, versions_root=proj.root,
+                 realize=True, realize_dir=tmp_path / "volume", realize_system_site_packages=True)
+    w = Worker(s)
+    w.start()
+    try:
+        r = env.run(w.handle({"id": "switch", "input": {"workflow": WORKFLOW, "version_id": proj.vid}}))
+        assert "error" not in r, r
+        assert {"node_id": "2", "kind": "text", "text": proj.lock["models"][KEY]["locked"]["sha256"]} in r["outputs"]
+        assert r["version_id"] == proj.vid and w.active_version == proj.vid
+        assert (tmp_path / "volume" / proj.vid / "custom_nodes" / "comfyui-model-node").is_dir()
+        assert verify.verify(proj.root, proj.vid, tmp_path / "volume" / proj.vid) == []
+    finally:
+        env.run(w.client.close())
+        w.close()
