@@ -55,10 +55,8 @@ def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, r
                         if progress:
                             progress(len(chunk))
             return h
-        except ComfyverError as exc:
-            # HTTP errors other than 429/5xx are final; so is the last attempt
-            if attempt >= retries or "cannot reach" not in exc.message and "HTTP 5" not in exc.message \
-                    and "HTTP 429" not in exc.message:
+        except web.TransientError:  # no connection, 429, 5xx; other HTTP errors are final
+            if attempt >= retries:
                 raise
         except (requests.RequestException, OSError) as exc:
             if attempt >= retries:

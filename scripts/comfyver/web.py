@@ -22,6 +22,10 @@ TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
+class TransientError(ComfyverError):
+    """A failure worth retrying later: no connection, 429, 5xx."""
+
+
 def hf_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
@@ -100,7 +104,7 @@ def get(url: str, *, what: str, retries: int = 3, timeout: float = 30, stream: b
                 time.sleep(delay)
                 delay *= 2
                 continue
-            raise ComfyverError(f"{what}: cannot reach {redact(url)}: {redact(type(exc).__name__ + ': ' + str(exc))}",
+            raise TransientError(f"{what}: cannot reach {redact(url)}: {redact(type(exc).__name__ + ': ' + str(exc))}",
                                 hint="check the URL and your network; offline runs need `comfyver fetch` first") from None
         if r.status_code in RETRY_STATUS and attempt < retries:
             r.close()
@@ -116,7 +120,8 @@ def get(url: str, *, what: str, retries: int = 3, timeout: float = 30, stream: b
             elif r.status_code == 404:
                 hint = "check the name, revision or version"
             r.close()
-            raise ComfyverError(f"{what}: HTTP {r.status_code} from {redact(url)}", hint=hint)
+            error = TransientError if r.status_code in RETRY_STATUS else ComfyverError
+            raise error(f"{what}: HTTP {r.status_code} from {redact(url)}", hint=hint)
         return r
     raise AssertionError("unreachable")
 

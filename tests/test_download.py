@@ -1,0 +1,55 @@
+"""Downloads against a real local HTTP server: resume after a dropped connection, retries, verification."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from comfyver import download
+from comfyver.errors import ComfyverError
+
+
+def test_dropped_connection_resumes_with_range(tmp_path, http_server):
+    data = os.urandom(3_000_000)
+    (http_server.files_root / "big.bin").write_bytes(data)
+    http_server.httpd.cut_after = 2_500_000  # the first answer stops after 2 of its 1 MiB chunks have landed
+    dest = tmp_path / "big.bin"
+    got = download.download(f"{http_server.url}/big.bin", dest, sha256=hashlib.sha256(data).hexdigest(),
+                            size=len(data), what="models.x")
+    assert got == hashlib.sha256(data).hexdigest() and dest.read_bytes() == data
+    ranges = [r["headers"].get("Range") for r in http_server.requests]
+    assert ranges[0] is None and ranges[-1] and ranges[-1].startswith("bytes=") and ranges[-1] != "bytes=0-"
+    assert not (tmp_path / "big.bin.part").exists()
+
+
+def test_5xx_is_retried_404_is_not(tmp_path, http_server, monkeypatch):
+    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+    calls = {"n": 0}
+
+    def flaky(handler, body):
+        calls["n"] += 1
+        return (503, {}, b"busy") if calls["n"] < 3 else (200, {}, b"payload")
+
+    http_server.routes["/flaky.bin"] = flaky
+    assert download.download(f"{http_server.url}/flaky.bin", tmp_path / "f") == hashlib.sha256(b"payload").hexdigest()
+    assert calls["n"] == 3
+    before = len(http_server.requests)
+    with pytest.raises(ComfyverError, match="HTTP 404"):
+        download.download(f"{http_server.url}/missing.bin", tmp_path / "m", what="models.m")
+    assert len(http_server.requests) == before + 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_wrong_bytes_leave_nothing_behind(tmp_path, http_server):
+    (http_server.files_root / "m.bin").write_bytes(b"not what was locked")
+    dest = tmp_path / "store" / "m.bin"
+    with pytest.raises(ComfyverError, match="sha256 mismatch"):
+        download.download(f"{http_server.url}/m.bin", dest, sha256="0" * 64, what="models.m")
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_unexpected_scheme_refused(tmp_path):
+    with pytest.raises(ComfyverError, match="not allowed"):
+        download.download("ftp://example.com/x.bin", tmp_path / "x")
