@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from comfyver import download, project, resolvecache, web
+from comfyver import download, modelstore, resolvecache, web
 from comfyver.errors import ComfyverError, UsageError
 
 HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)$")
@@ -39,25 +39,17 @@ def check_source(url: str, what: str) -> str:
     return url
 
 
-def _models_cache() -> Path:
-    return project.cache_dir() / "models"
-
-
 def _hash_by_download(url: str, what: str, expect: str | None) -> tuple[str, int]:
-    """Download into the model cache (content-addressed by sha256) and return (sha256, size)."""
-    cache = _models_cache()
-    (cache / "sha256").mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="resolve-", dir=cache)
+    """Download into the model store (so a later realize finds it) and return (sha256, size)."""
+    store = modelstore.default_store()
+    store.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".resolve-", dir=store)
     os.close(fd)
     os.unlink(tmp)
     try:
         digest = download.download(url, tmp, sha256=expect, what=what)
         size = os.path.getsize(tmp)
-        final = cache / "sha256" / digest
-        if final.exists():
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, final)
+        modelstore.adopt(store, Path(tmp), digest)
         return digest, size
     finally:
         for p in (tmp, tmp + ".part"):

@@ -193,6 +193,19 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
     return blob
 
 
+def adopt(store: Path, src: Path, sha256: str) -> Path:
+    """Move `src`, whose sha256 the caller just computed while writing it, into the store as its blob."""
+    blob = blob_path(store, sha256)
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(blob) + ".lock"):
+        if blob.exists():
+            os.unlink(src)  # already stored (the bytes are the same by name)
+        else:
+            os.replace(src, blob)
+            os.chmod(blob, 0o444)
+    return blob
+
+
 def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
     part = blob.with_name(blob.name + ".part")
     shutil.copyfile(src, part)
