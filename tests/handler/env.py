@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -88,17 +87,6 @@ def slow_workflow(seconds: float = 3.0, steps: int = 10, color: int = 1) -> dict
 
 
 # --- servers -----------------------------------------------------------------------------------------
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
 class LocalAPI:
     """`python -m handler --rp_serve_api`: the runpod SDK's own local API server in front of the handler."""
 

@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+from tests.support.comfyui import free_port, wait_port
 
 
 class GCSEmulator:
@@ -30,13 +13,13 @@ class GCSEmulator:
 
     def __init__(self, bucket: str):
         self.bucket_name = bucket
-        self.port = _free_port()
+        self.port = free_port()
         self.host = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([shutil.which("gcp-storage-emulator") or "gcp-storage-emulator", "start",
                                       "--host", "127.0.0.1", "--port", str(self.port), "--in-memory",
                                       "--default-bucket", bucket, "-q"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port)
+        wait_port(self.port, timeout=20)
 
     def client(self):
         import os
