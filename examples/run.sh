@@ -6,14 +6,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-./example-out}
-python3 examples/upstream.py > /tmp/comfyver-example-upstream.log 2>&1 &
+log=$(mktemp -t comfyver-example-upstream.XXXXXX)
+python3 examples/upstream.py >"$log" 2>&1 &
 upstream=$!
-trap 'kill $upstream 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q serving /tmp/comfyver-example-upstream.log 2>/dev/null && break; sleep 0.2; done
+
+upstream_died() {
+  echo "error: the example's upstream (python3 examples/upstream.py) exited; its output:" >&2
+  sed 's/^/  | /' "$log" >&2
+}
+finish() {
+  rc=$?
+  if [ "$rc" != 0 ] && ! kill -0 "$upstream" 2>/dev/null; then upstream_died; fi
+  kill "$upstream" 2>/dev/null || true
+  rm -f "$log"
+  exit "$rc"
+}
+trap finish EXIT
+
+# wait until it serves; stop at once if it dies (a first run downloads the pinned ComfyUI source, 8 MB)
+for _ in $(seq 600); do
+  grep -q '^serving' "$log" && break
+  kill -0 "$upstream" 2>/dev/null || exit 1
+  sleep 0.2
+done
+grep -q '^serving' "$log" || { echo "error: the example's upstream did not start within 120 s" >&2; exit 1; }
 
 comfyver show example
 comfyver recheck example                 # every pin fetched again and re-hashed
 comfyver realize example --into ./example-env
 comfyver verify example --dir ./example-env
-COMFY_HOME=./example-env COMFY_PYTHON=./example-env/.venv/bin/python python3 -m handler cli --input examples/job.json --out "$out"
+COMFY_HOME=./example-env COMFY_PYTHON=./example-env/.venv/bin/python COMFY_STATE_DIR=./example-state \
+  python3 -m handler cli --input examples/job.json --out "$out"
+comfyver verify example --dir ./example-env --deep   # running it wrote nothing into the realized tree
 echo "outputs in $out"

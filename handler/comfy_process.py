@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from comfyver import comfystate
 from handler.settings import Settings
 
 # Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml.
@@ -45,7 +46,7 @@ class ComfyProcess:
             args.append("--cpu")
         if self.settings.models_dir:
             args += ["--extra-model-paths-config", str(self._models_yaml(self.settings.models_dir))]
-        return args + self.settings.comfy_args
+        return args + comfystate.state_args(self.settings.state_dir, self.settings.comfy_args) + self.settings.comfy_args
 
     @staticmethod
     def _models_yaml(models_dir: Path) -> Path:
@@ -59,11 +60,14 @@ class ComfyProcess:
     def start(self) -> None:
         if not (self.home / "main.py").is_file():
             raise RuntimeError(f"COMFY_HOME={self.home} has no main.py; point COMFY_HOME at a ComfyUI tree")
-        self.log.append(f"[handler] starting ComfyUI: {' '.join(self.command())}")
+        state = comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
+        cmd = self.command()
+        self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.setdefault("PYTHONPYCACHEPREFIX", str(state / "pycache"))  # bytecode out of the tree too
         try:
-            self.proc = subprocess.Popen(self.command(), cwd=self.home, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         except OSError as exc:
             raise RuntimeError(f"cannot start ComfyUI with COMFY_PYTHON={self.python}: {exc.strerror}; "
                                "point COMFY_PYTHON at a Python interpreter") from None

@@ -42,6 +42,8 @@ class Settings:
     comfy_port: int = field(default_factory=lambda: _num("COMFY_PORT", 8188, int))
     comfy_args: list[str] = field(default_factory=lambda: shlex.split(os.environ.get("COMFY_ARGS", "")))
     comfy_python: str | None = field(default_factory=lambda: _interpreter(os.environ.get("COMFY_PYTHON")))
+    # where ComfyUI writes (input, output, temp, user, its database): never COMFY_HOME itself
+    comfy_state_dir: Path | None = field(default_factory=lambda: _opt_path("COMFY_STATE_DIR"))
     comfy_start_timeout: float = field(default_factory=lambda: _num("COMFY_START_TIMEOUT", 300.0))
     models_dir: Path | None = field(default_factory=lambda: _opt_path("MODELS_DIR"))
     log_tail_lines: int = field(default_factory=lambda: _num("LOG_TAIL_LINES", 40, int))
@@ -75,15 +77,26 @@ class Settings:
     # realized .venvs may see the image's own packages (a preinstalled torch shared by every version)
     realize_system_site_packages: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE_SYSTEM_SITE_PACKAGES"))
 
+    def __post_init__(self):
+        if self.comfy_state_dir is None:  # fixed once: COMFY_STATE_DIR, else the XDG state folder per port
+            base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+            self.comfy_state_dir = Path(base).absolute() / "comfyver" / f"handler-{self.comfy_port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.comfy_state_dir
+
     def comfy_dir_arg(self, flag: str, default: str) -> Path | None:
-        """A ComfyUI directory (input/output/temp) as ComfyUI will use it, if known on this machine."""
-        args = self.comfy_args
-        for i, a in enumerate(args):
-            if a == flag and i + 1 < len(args):
-                return Path(args[i + 1])
-            if a.startswith(flag + "="):
-                return Path(a.split("=", 1)[1])
-        return self.comfy_home / default if self.comfy_home else None
+        """A ComfyUI directory (input/output) as ComfyUI will use it, if known on this machine:
+        the flag in COMFY_ARGS, else the state folder's (a ComfyUI the worker starts), else COMFY_HOME's own
+        folder (an external ComfyUI at COMFY_URL), else unknown."""
+        from comfyver.comfystate import given
+        v = given(self.comfy_args, flag)
+        if v is not None:
+            return Path(v)
+        if self.comfy_url:
+            return self.comfy_home / default if self.comfy_home else None
+        return self.state_dir / default if self.comfy_home else None
 
     @property
     def input_dir(self) -> Path | None:

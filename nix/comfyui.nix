@@ -42,7 +42,7 @@ let
       ${concatStringsSep "\n" (map link (filter (n: !(lib.elem n writable)) names))}
       ${concatStringsSep "\n" (map copy writable)}
       export PYTHONPYCACHEPREFIX="''${PYTHONPYCACHEPREFIX:-$state/pycache}"
-      comfy_args="--base-directory $state --user-directory $state/user --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
+      comfy_args="--base-directory $state --user-directory $state/user --database-url sqlite:///$state/user/comfyui.db --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
     '';
 
   # models: the models tree or null; modelFiles: its fixed-output paths.

@@ -19,6 +19,7 @@ from tests.support.httpserver import HTTPServer  # noqa: E402
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own comfyver cache and no tokens from the developer's shell."""
     monkeypatch.setenv("COMFYVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # handlers' ComfyUI state, per test
     for var in ("HF_TOKEN", "CIVITAI_TOKEN", "COMFYVER_ROOT", "HF_ENDPOINT", "CIVITAI_ENDPOINT", "COMFY_REGISTRY_URL"):
         monkeypatch.delenv(var, raising=False)
 

@@ -24,6 +24,7 @@ import requests
 from comfyver import jobclient
 from comfyver.cli import main
 from comfyver.errors import ComfyverError, UsageError
+from tests.support.procs import Watched
 from tests.support.registry import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,19 +206,12 @@ def test_endpoint_timeout_cancels(runpod_api, tmp_path):
 def test_ctrl_c_cancels_the_job(runpod_api, tmp_path):
     q = FakeQueue(runpod_api, [{"status": "IN_PROGRESS", "output": {"value": 1, "max": 10}}])
     env = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
-    proc = subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep1", str(workflow(tmp_path)),
-                             "--poll", "0.05", "--out", str(tmp_path / "out")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 30
-    while not any("/status/" in r["path"] for r in runpod_api.requests):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
+    proc = Watched([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep1", str(workflow(tmp_path)),
+                    "--poll", "0.05", "--out", str(tmp_path / "out")], env=env)
+    proc.wait_line("submitted job job-1", timeout=60)  # Ctrl-C lands while following, not during start-up
+    proc.until(lambda: any("/status/" in r["path"] for r in runpod_api.requests), 30, "a status poll")
     proc.send_signal(signal.SIGINT)
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"no exit after Ctrl-C: {proc.communicate()} {runpod_api.requests[-3:]}") from None
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, (out, err)
     assert q.cancelled and any(r["method"] == "POST" and r["path"] == "/v2/ep1/cancel/job-1" for r in runpod_api.requests)
     assert "CANCELLED" in out and "job cancelled" in err

@@ -21,6 +21,7 @@ import pytest
 
 from comfyver.cli import main
 from tests.handler import env
+from tests.support.procs import Watched
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,10 +100,9 @@ def test_ctrl_c_stops_waiting_on_a_long_job(handler_api, tmp_path):
     wf = write(tmp_path, env.slow_workflow(seconds=6, steps=12))
     envv = {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--local", handler_api.url, str(wf),
-                             "--out", str(tmp_path / "out"), "--poll", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envv)
-    time.sleep(2.5)
+    proc = Watched([sys.executable, "-m", "comfyver", "run", "--local", handler_api.url, str(wf),
+                    "--out", str(tmp_path / "out"), "--poll", "0.2"], env=envv)
+    proc.wait_line("submitted job", timeout=5)  # Ctrl-C lands while following, not during start-up
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.handler import env
+from tests.support.procs import Watched
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,9 +161,8 @@ def client_env(platform, monkeypatch):
     return {**os.environ, "PYTHONPATH": str(ROOT / "scripts")}
 
 
-def run_cli(args: list[str], envv: dict, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep-loop", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envv, **kw)
+def run_cli(args: list[str], envv: dict, **kw) -> Watched:
+    return Watched([sys.executable, "-m", "comfyver", "run", "--endpoint", "ep-loop", *args], env=envv, **kw)
 
 
 def test_progress_and_outputs(platform, client_env, tmp_path):
@@ -185,10 +185,9 @@ def test_progress_and_outputs(platform, client_env, tmp_path):
 def test_ctrl_c_cancels_a_long_job_on_the_worker(platform, client_env, tmp_path):
     (tmp_path / "slow.json").write_text(json.dumps(env.slow_workflow(seconds=60, steps=60)))
     proc = run_cli([str(tmp_path / "slow.json"), "--poll", "0.2", "--out", str(tmp_path / "out")], client_env)
-    deadline = time.monotonic() + 120
-    while not any(j["status"] == "IN_PROGRESS" and j.get("output") for j in platform.jobs.values()):
-        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    proc.wait_line("submitted job", timeout=60)  # Ctrl-C lands while following, not during start-up
+    proc.until(lambda: any(j["status"] == "IN_PROGRESS" and j.get("output") for j in platform.jobs.values()),
+               120, f"the job running on the worker (worker log: {platform.log_path})")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)

@@ -105,6 +105,7 @@ def test_comfyver_run_serves_a_workflow_through_both_nodes(realized):
         # writable dirs live outside the install
         state = Path(os.environ["COMFYVER_STATE_DIR"])
         assert (state / "user").is_dir() and (state / "temp").is_dir()
+        assert (state / "user" / "comfyui.db").is_file()  # the database follows --user-directory
     finally:
         os.kill(proc.pid, signal.SIGINT)  # run_local forwards Ctrl-C to ComfyUI
         try:
@@ -113,6 +114,7 @@ def test_comfyver_run_serves_a_workflow_through_both_nodes(realized):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert not [p for p in into.rglob("__pycache__") if ".venv" not in p.parts]  # bytecode went to the state folder
+    assert "Failed to initialize database" not in log.read_text()
     assert verify.verify(proj.root, proj.vid, into, deep=True) == []
 
 
@@ -142,7 +144,11 @@ def test_worker_switches_to_another_version_by_realizing_it(realized, tmp_path):
         assert {"node_id": "2", "kind": "text", "text": proj.lock["models"][KEY]["locked"]["sha256"]} in r["outputs"]
         assert r["version_id"] == proj.vid and w.active_version == proj.vid
         assert (tmp_path / "volume" / proj.vid / "custom_nodes" / "comfyui-model-node").is_dir()
-        assert verify.verify(proj.root, proj.vid, tmp_path / "volume" / proj.vid) == []
     finally:
         env.run(w.client.close())
         w.close()
+    # running jobs wrote nothing into the realized tree: ComfyUI's database, input, output, temp and
+    # user folders live in the worker's state folder
+    assert verify.verify(proj.root, proj.vid, tmp_path / "volume" / proj.vid, deep=True) == []
+    assert (s.state_dir / "user" / "comfyui.db").is_file()
+    assert not any("Failed to initialize database" in line for line in w.process.log)

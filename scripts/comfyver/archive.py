@@ -1,9 +1,13 @@
 """Safe unpacking of node archives (Comfy Registry zips), fetchzip-style.
 
-Every entry is checked before anything is written: absolute paths, `..`
-components, drive letters, and symlinks whose target leaves the tree are
-refused with the archive and entry named. `strip_root` drops a single
-top-level folder the way `pkgs.fetchzip { stripRoot = true; }` does.
+Every entry is checked before anything is written, against the whole tree the
+archive describes (not entry by entry): absolute paths, `..` components, drive
+letters, duplicate entries, entries below a link or a file of the archive, and
+links whose target, fully resolved through the archive's other links, leaves the
+tree are refused with the archive and entry named. Folders and files are written
+first, links last, files with O_EXCL|O_NOFOLLOW: nothing is ever written through
+a link. `strip_root` drops a single top-level folder the way
+`pkgs.fetchzip { stripRoot = true; }` does.
 """
 
 from __future__ import annotations
@@ -25,14 +29,35 @@ def _check_name(name: str, what: str) -> PurePosixPath:
     return p
 
 
-def _link_target_ok(entry: PurePosixPath, target: str) -> bool:
-    if target.startswith("/"):
+MAX_LINK_HOPS = 40  # as Linux's ELOOP limit
+
+
+def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> bool:
+    """Does the link `entry` resolve, following the archive's own links (`links`: path -> target), to a
+    path inside the tree? A dangling target inside the tree is fine; any step above the root, an absolute
+    target or a loop is not."""
+    hops = 0
+    todo = list(reversed(PurePosixPath(links[entry]).parts))
+    if links[entry].startswith("/"):
         return False
-    depth = len(entry.parts) - 1
-    for part in PurePosixPath(target).parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            return False
+    cur: list[str] = list(entry.parts[:-1])
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not cur:
+                return False
+            cur.pop()
+            continue
+        cur.append(part)
+        target = links.get(PurePosixPath(*cur))
+        if target is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS or target.startswith("/"):
+                return False
+            cur.pop()
+            todo.extend(reversed(PurePosixPath(target).parts))
     return True
 
 
@@ -49,26 +74,10 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
     except zipfile.BadZipFile as exc:
         raise ComfyverError(f"{what}: {zip_path} is not a valid zip archive: {exc}") from None
     with zf:
-        infos = zf.infolist()
-        plan = []
-        for info in infos:
-            p = _check_name(info.filename, what)
-            mode = info.external_attr >> 16
-            is_link = stat.S_ISLNK(mode)
-            if strip_root:
-                if len(p.parts) <= 1:
-                    if info.is_dir():
-                        continue
-                    raise ComfyverError(f"{what}: stripRoot is set but {info.filename!r} is at the archive's top level")
-                p = PurePosixPath(*p.parts[1:])
-            if is_link:
-                target = zf.read(info).decode()
-                if not _link_target_ok(p, target):
-                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link out of the tree ({target!r}), refused")
-            plan.append((info, p, is_link, mode))
+        plan = _plan(zf, strip_root, what)
         dest.mkdir(parents=True)
         try:
-            for info, p, is_link, mode in plan:
+            for info, p, is_link, mode in sorted(plan, key=lambda e: e[2]):  # folders and files, then links
                 out = dest.joinpath(*p.parts) if p.parts else dest
                 if info.is_dir():
                     out.mkdir(parents=True, exist_ok=True)
@@ -77,8 +86,9 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
                 if is_link:
                     os.symlink(zf.read(info).decode(), out)
                     continue
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if mode & stat.S_IXUSR else 0o644)
                 try:
-                    with zf.open(info) as src, open(out, "wb") as dst:
+                    with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
                 except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
                     raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt: {exc}") from None
@@ -87,3 +97,41 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
+
+
+def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
+    """(info, path, is_link, mode) per entry, after checking the tree as a whole; raises on any escape."""
+    plan, kinds, links = [], {}, {}
+    for info in zf.infolist():
+        p = _check_name(info.filename, what)
+        mode = info.external_attr >> 16
+        is_link = stat.S_ISLNK(mode)
+        if strip_root:
+            if len(p.parts) <= 1:
+                if info.is_dir():
+                    continue
+                raise ComfyverError(f"{what}: stripRoot is set but {info.filename!r} is at the archive's top level")
+            p = PurePosixPath(*p.parts[1:])
+        kind = "link" if is_link else ("dir" if info.is_dir() else "file")
+        if not p.parts and kind != "dir":
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} names the target folder itself (refused)")
+        if p in kinds and not (kind == "dir" and kinds[p] == "dir"):
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} appears twice (refused)")
+        kinds[p] = kind
+        if is_link:
+            try:
+                links[p] = zf.read(info).decode()
+            except UnicodeDecodeError:
+                raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an unreadable target") from None
+        plan.append((info, p, is_link, mode))
+    for info, p, _, _ in plan:
+        for i in range(1, len(p.parts)):
+            above = PurePosixPath(*p.parts[:i])
+            if kinds.get(above) in ("link", "file"):
+                raise ComfyverError(f"{what}: archive entry {info.filename!r} lies below the "
+                                    f"{kinds[above]} {str(above)!r} of the same archive (refused)")
+    for info, p, is_link, _ in plan:
+        if is_link and (not p.parts or not _resolves_inside(p, links)):
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link out of the tree "
+                                f"({links.get(p)!r}, resolved through the archive's links), refused")
+    return plan

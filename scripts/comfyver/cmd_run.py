@@ -103,6 +103,7 @@ def _run_human(backend, job_input: dict, args) -> int:
         task = bar.add_task(f"submitting to {backend.where}", total=None, note="")
 
         def on_submit(job_id):
+            console.print(f"submitted job {job_id} to {backend.where}", highlight=False)  # the id, to cancel later
             bar.update(task, description=f"job {job_id}")
 
         def on_progress(p: jobclient.Progress):

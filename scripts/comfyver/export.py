@@ -18,7 +18,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
-from comfyver import lockfile, project, realize, web
+from comfyver import lockfile, project, realize, uvtool, web
 
 FORMATS = ("script", "dockerfile", "report")
 DEFAULT_BASE = "docker.io/library/python:3.11-slim-bookworm"
@@ -250,9 +250,7 @@ def script(root: Path, vid: str) -> str:
 
 
 def uv_version() -> str:
-    uv = shutil.which("uv")
-    if not uv:
-        return "latest"
+    uv = uvtool.uv_bin()
     return subprocess.run([uv, "--version"], capture_output=True, text=True).stdout.split()[1]
 
 

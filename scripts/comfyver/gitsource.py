@@ -50,8 +50,9 @@ def check_url(url: str, what: str) -> str:
     if parts.scheme not in GIT_SCHEMES:
         raise UsageError(f"{what}: git URL scheme {parts.scheme or '(none)'!r} not allowed in {web.redact(url)!r}",
                          hint="use https://, http://, ssh://, git:// or file://")
-    if parts.password:
-        raise UsageError(f"{what}: {web.redact(url)!r} carries a password; use a git credential helper instead")
+    if parts.password or (parts.username and parts.scheme != "ssh"):  # ssh://git@host names a user, not a secret
+        raise UsageError(f"{what}: {web.redact(url)!r} carries credentials in the URL (refused before any use)",
+                         hint="drop the user/token from the URL; use a git credential helper or an ssh key")
     return url
 
 

@@ -1,6 +1,6 @@
 """Start a realized ComfyUI (`comfyver run <id>` without Nix).
 
-The install folder stays as realized: input/, output/, temp/ and user/ live in
+The install folder stays as realized: input/, output/, temp/, user/ and the database live in
 a state folder outside it (`$COMFYVER_STATE_DIR`, else `<cache>/state/<id>`),
 and Python's bytecode goes to `<state>/pycache` (PYTHONPYCACHEPREFIX), so a
 later `comfyver verify --deep` still matches the lock.
@@ -13,7 +13,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from comfyver import lockfile, project, realize
+from comfyver import comfystate, lockfile, project, realize
 from comfyver.errors import ComfyverError
 
 UP_TO_DATE_KEYS = ("id", "lock", "uvLock", "pyproject")
@@ -39,13 +39,10 @@ def check_realized(root: Path, vid: str, into: Path) -> None:
 
 def command(vid: str, into: Path, comfy_args: list[str]) -> tuple[list[str], dict, Path]:
     """argv, environment and working folder for ComfyUI in `into`."""
-    state = state_dir(vid)
-    for sub in ("input", "output", "temp", "user", "pycache"):
-        (state / sub).mkdir(parents=True, exist_ok=True)
+    state = comfystate.prepare(state_dir(vid), into)
+    (state / "pycache").mkdir(exist_ok=True)
     venv = into / realize.VENV
-    argv = [str(venv / "bin" / "python"), "main.py",
-            "--input-directory", str(state / "input"), "--output-directory", str(state / "output"),
-            "--temp-directory", str(state), "--user-directory", str(state / "user"), *comfy_args]
+    argv = [str(venv / "bin" / "python"), "main.py", *comfystate.state_args(state, comfy_args), *comfy_args]
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPYCACHEPREFIX": str(state / "pycache")}
     env.pop("PYTHONHOME", None)

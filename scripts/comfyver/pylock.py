@@ -32,7 +32,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from comfyver import gitsource, nodemap, project
+from comfyver import gitsource, nodemap, project, uvtool
 from comfyver.errors import ComfyverError
 from comfyver.fsutil import atomic_write_json, atomic_write_text
 
@@ -218,9 +218,7 @@ def generate(lock: dict) -> tuple[str, Requirements, list[str]]:
 
 def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: float = 600) -> None:
     """Write pyproject.toml and run `uv lock` in a scratch copy; move both in only on success."""
-    uv = shutil.which("uv")
-    if not uv:
-        raise ComfyverError(f"{what}: `uv` is not installed", hint="pip install uv")
+    uv = uvtool.uv_bin()
     scratch = vdir.parent / f".{vdir.name}.pylock"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)

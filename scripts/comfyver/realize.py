@@ -32,7 +32,7 @@ from pathlib import Path
 from filelock import FileLock
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from comfyver import archive, download, gitsource, lockfile, modelstore, nar, project, web
+from comfyver import archive, download, gitsource, lockfile, modelstore, nar, project, uvtool, web
 from comfyver.errors import ComfyverError
 from comfyver.fsutil import atomic_write_json, atomic_write_text
 
@@ -226,9 +226,7 @@ def uv_env(venv: Path | None = None) -> dict:
 
 
 def run_uv(args: list[str], what: str, env: dict) -> None:
-    uv = shutil.which("uv")
-    if not uv:
-        raise ComfyverError(f"{what}: `uv` is not on PATH", hint="install uv: https://docs.astral.sh/uv/")
+    uv = uvtool.uv_bin()
     p = subprocess.run([uv, *args], env=env, capture_output=True, text=True)
     if p.returncode:
         tail = "\n".join(web.redact(p.stderr).strip().splitlines()[-8:])
@@ -240,14 +238,26 @@ def build_venv(root: Path, vid: str, lock: dict, venv: Path, *, offline: bool, s
                uv_args: list[str]) -> None:
     pyproject, _ = python_inputs(root, vid)
     what = f"version {vid}: python environment"
-    venv_args = ["venv", "--quiet", "--relocatable", "--python", choose_python(lock)]
+    python = choose_python(lock)
+    venv_args = ["venv", "--quiet", "--relocatable", "--python", python]
     if system_site_packages:
         venv_args.append("--system-site-packages")
     run_uv([*venv_args, str(venv)], what, uv_env())
+    if system_site_packages and python == sys.executable and sys.prefix != sys.base_prefix:
+        _see_running_venv(venv)
     sync = ["sync", "--quiet", "--frozen", "--no-install-project", "--project", str(pyproject.parent)]
     if offline:
         sync.append("--offline")
     run_uv(sync + list(uv_args), what, uv_env(venv))
+
+
+def _see_running_venv(venv: Path) -> None:
+    """comfyver runs in a virtual environment: "system" packages are that environment's, not the bare
+    interpreter's (uv's --system-site-packages would skip them). A .pth adds them after the .venv's own."""
+    import site
+
+    own = next((venv / "lib").glob("python3*/site-packages"))
+    atomic_write_text(own / "_comfyver_system_site.pth", "".join(p + "\n" for p in site.getsitepackages()))
 
 
 # -- the whole thing ---------------------------------------------------------

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from comfyver import lockfile, modelstore, nar, project, realize
+from comfyver import lockfile, modelstore, nar, project, realize, uvtool
 from comfyver.realize import EXTRA_PATHS, MARKER, MODELS_DIR, QUIET, VENV, Reporter
 
 # folders ComfyUI creates in its own tree at import (folder_paths makes input/); empty, they
@@ -117,7 +117,7 @@ def check_python(root: Path, vid: str, into: Path, deep: bool, rep: Reporter) ->
     if not (venv / "pyvenv.cfg").is_file():
         return [Mismatch("python", ".venv", "a virtual environment", f"missing {venv}")]
     pyproject, _ = realize.python_inputs(root, vid)
-    p = subprocess.run(["uv", "sync", "--frozen", "--no-install-project", "--check", "--offline",
+    p = subprocess.run([uvtool.uv_bin(), "sync", "--frozen", "--no-install-project", "--check", "--offline",
                         "--project", str(pyproject.parent)], env=realize.uv_env(venv), capture_output=True, text=True)
     out = []
     if p.returncode:

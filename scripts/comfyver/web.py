@@ -48,7 +48,7 @@ def redact(text: str) -> str:
     """Mask every token from the environment, and URL userinfo, in `text`."""
     for s in _secrets():
         text = text.replace(s, "***")
-    return re.sub(r"(://)[^/\s:@]+:[^/\s@]+@", r"\1***@", text)
+    return re.sub(r"(://)[^/\s@]+@", r"\1***@", text)
 
 
 def auth_kind_for(url: str) -> str | None:
@@ -68,9 +68,14 @@ def auth_headers(url: str) -> dict[str, str]:
 
 
 def check_scheme(url: str, allowed: tuple[str, ...], what: str) -> str:
-    scheme = urlsplit(url).scheme
+    """`url` if its scheme is allowed and it carries no userinfo (a token as `https://TOKEN@host` included)."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(f"{what}: {redact(url)!r} carries credentials in the URL (refused before any use)",
+                         hint="tokens come from the environment (HF_TOKEN, CIVITAI_TOKEN, ...), never from a URL")
+    scheme = parts.scheme
     if scheme not in allowed:
-        raise UsageError(f"{what}: URL scheme {scheme + '://' if scheme else '(none)'} is not allowed in {url!r}",
+        raise UsageError(f"{what}: URL scheme {scheme + '://' if scheme else '(none)'} is not allowed in {redact(url)!r}",
                          hint=f"use one of: {', '.join(s + '://' for s in allowed)}")
     return url
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -142,6 +143,12 @@ def make_flake(dest: Path, versions: dict[str, dict], python_fixture: str = "pyt
 def stand_ins(dest: Path, python: str = sys.executable) -> list[str]:
     """Copy the stand-ins next to the flake; returns the --override-input arguments."""
     shutil.copytree(STAND_IN, dest, ignore=shutil.ignore_patterns("README.md"))
+    if python == sys.executable and sys.prefix != sys.base_prefix:
+        # a venv's python found through a link elsewhere is the bare base interpreter: exec it by its path
+        wrapper = dest / "host-python"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        wrapper.chmod(0o755)
+        python = str(wrapper)
     (dest / "nixpkgs" / "host.json").write_text(json.dumps({"python": python}))
     args: list[str] = []
     for inp, folder in (("nixpkgs", "nixpkgs"), ("pyproject-nix", "pyproject-nix"), ("uv2nix", "uv2nix"),

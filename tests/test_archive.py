@@ -1,0 +1,102 @@
+"""Archive extraction cannot write or point outside its folder, by any route (link chains, `..`, absolute
+names, duplicates, entries below links): the review's exploit, then properties over generated archives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from comfyver import archive
+from comfyver.errors import ComfyverError
+from tests.test_sources import make_zip
+
+LINK, FILE, DIR = 0o120777, 0o100644, 0o40755
+
+
+def extract(tmp_path: Path, entries, strip_root=False) -> Path:
+    z = tmp_path / "a.zip"
+    z.write_bytes(make_zip(entries))
+    dest = tmp_path / "box" / "out"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    archive.extract_zip(z, dest, strip_root=strip_root, what="nodes.evil")
+    return dest
+
+
+def test_the_reviewed_symlink_chain_is_refused_and_writes_nothing(tmp_path):
+    """u -> 8 levels up (lexically the root), esc -> a/b/.../u/../../.. (lexically depth 1, really 8 above)."""
+    entries = [("a/b/c/d/e/f/g/h/u", b"../../../../../../../..", LINK),
+               ("esc", b"a/b/c/d/e/f/g/h/u/../../../../../../../..", LINK),
+               ("esc/tmp/PWNED.txt", b"pwned", FILE)]
+    with pytest.raises(ComfyverError, match="nodes.evil"):
+        extract(tmp_path, entries)
+    assert not list(tmp_path.rglob("PWNED.txt")) and not (tmp_path / "box" / "out").exists()
+    # even without the file, the link chain itself (which leaves the tree once resolved) is refused
+    with pytest.raises(ComfyverError, match="link out of the tree"):
+        extract(tmp_path, entries[:2])
+
+
+@pytest.mark.parametrize("entries, needle", [
+    ([("l", b".", LINK), ("l/x", b"1", FILE)], "below the link"),
+    ([("f", b"1", FILE), ("f/x", b"1", FILE)], "below the file"),
+    ([("x", b"1", FILE), ("x", b"2", FILE)], "appears twice"),
+    ([("x", b"y", LINK), ("y", b"x", LINK)], "link out of the tree"),  # a loop
+    ([("d/l", b"../../etc", LINK)], "link out of the tree"),
+    ([("d/l", b"/etc", LINK)], "link out of the tree"),
+])
+def test_tree_level_escapes_are_refused(tmp_path, entries, needle):
+    with pytest.raises(ComfyverError, match=needle):
+        extract(tmp_path, entries)
+
+
+def test_links_inside_the_tree_still_work(tmp_path):
+    out = extract(tmp_path, [("d/x.py", b"1", FILE), ("d/l", b"x.py", LINK), ("top", b"d/../d/l", LINK),
+                             ("dangling", b"d/none", LINK)])
+    assert (out / "top").read_bytes() == b"1" and os.readlink(out / "d" / "l") == "x.py"
+
+
+# -- properties --------------------------------------------------------------------------------------
+NAMES = st.sampled_from(["a", "b", "c", "..", ".", "esc"])
+PATHS = st.lists(NAMES, min_size=1, max_size=5).map("/".join)
+TARGETS = st.one_of(PATHS, PATHS.map(lambda p: "/" + p), st.sampled_from(["/", "/tmp", "../" * 6]))
+ENTRY = st.one_of(
+    st.tuples(PATHS, st.just(b"data"), st.just(FILE)),
+    st.tuples(PATHS.map(lambda p: p + "/"), st.just(b""), st.just(DIR)),
+    st.tuples(PATHS, TARGETS.map(str.encode), st.just(LINK)),
+)
+
+
+def inside(root: Path, p: Path) -> bool:
+    r = Path(os.path.realpath(p))
+    return r == root or root in r.parents
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(ENTRY, min_size=1, max_size=8), strip=st.booleans())
+def test_no_generated_archive_escapes(tmp_path_factory, entries, strip):
+    tmp = tmp_path_factory.mktemp("prop")
+    sentinel = tmp / "box" / "sentinel"
+    sentinel.parent.mkdir(parents=True)
+    sentinel.write_text("untouched")
+    before = sorted(str(p) for p in tmp.rglob("*"))
+    try:
+        out = extract(tmp, [(n, d, m) for n, d, m in entries], strip_root=strip)
+    except ComfyverError:
+        # refused: nothing was created anywhere
+        assert sorted(str(p) for p in tmp.rglob("*") if p.name != "a.zip") == before
+        return
+    root = Path(os.path.realpath(out))
+    for dirpath, dirnames, filenames in os.walk(out):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            assert inside(root, p), f"{p} -> {os.path.realpath(p)}"
+    outside = sorted(str(p) for p in tmp.rglob("*") if p.name != "a.zip" and root not in p.parents and p != out)
+    assert outside == before and sentinel.read_text() == "untouched"
+
+
+def test_backslash_names_are_refused(tmp_path):
+    with pytest.raises(ComfyverError, match="escapes the target"):
+        extract(tmp_path, [("..\\..\\evil.py", b"x", FILE)])
