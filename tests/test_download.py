@@ -53,3 +53,31 @@ def test_wrong_bytes_leave_nothing_behind(tmp_path, http_server):
 def test_unexpected_scheme_refused(tmp_path):
     with pytest.raises(ComfyverError, match="not allowed"):
         download.download("ftp://example.com/x.bin", tmp_path / "x")
+
+
+def test_download_stops_at_the_locked_size(tmp_path, http_server):
+    """A server sending more than the lock's size is cut off at that size, not read to the end (disk-filling)."""
+    (http_server.files_root / "huge.bin").write_bytes(os.urandom(5_000_000))
+    dest = tmp_path / "store" / "m.bin"
+    with pytest.raises(ComfyverError, match="more than the locked 1000 bytes"):
+        download.download(f"{http_server.url}/huge.bin", dest, sha256="0" * 64, size=1000, what="models.m")
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_wrong_size_in_a_lock_never_deletes_the_right_blob(tmp_path, http_server):
+    """The blob is named by its sha256: when its bytes hash to that name, the lock's size is what is wrong."""
+    from comfyver import modelstore
+
+    data = b"the real model bytes" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    store = tmp_path / "store"
+    (http_server.files_root / "m.bin").write_bytes(data)
+    good = {"url": f"{http_server.url}/m.bin", "sha256": sha, "size": len(data)}
+    blob = modelstore.ensure(store, "loras/m.bin", good)
+    with pytest.raises(ComfyverError, match="the lock's size is wrong"):
+        modelstore.ensure(store, "loras/m.bin", {**good, "size": len(data) + 1})
+    assert blob.read_bytes() == data  # another version's tree still has its model
+    # a blob whose bytes really are wrong is still replaced
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"x" * len(data))
+    assert modelstore.ensure(store, "loras/m.bin", good).read_bytes() == data

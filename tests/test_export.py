@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -91,11 +92,21 @@ def test_tokens_are_sent_only_at_install_time_and_never_written(proj, tmp_path, 
     assert "--mount=type=secret,id=HF_TOKEN,env=HF_TOKEN" in docker
     script = tmp_path / "install.sh"
     script.write_text(text)
-    done = run_script(script, tmp_path / "pod", tmp_path / "store")
+    # every curl/wget the script starts records its command line (what `ps` would show)
+    spy = tmp_path / "spy"
+    spy.mkdir()
+    for tool in ("curl", "wget"):
+        real = shutil.which(tool)
+        if real:
+            (spy / tool).write_text(f'#!/bin/sh\necho "$0 $*" >> {tmp_path}/argv.log\nexec {real} "$@"\n')
+            (spy / tool).chmod(0o755)
+    done = run_script(script, tmp_path / "pod", tmp_path / "store", PATH=f"{spy}:{os.environ['PATH']}")
     assert done.returncode == 0, done.stderr
     assert "hf_secret_export_token" not in done.stdout + done.stderr
     got = model_gets(http_server, proj.model_url_path[KEY])
     assert got[-1]["headers"].get("Authorization") == "Bearer hf_secret_export_token"
+    argv = (tmp_path / "argv.log").read_text()
+    assert "curl" in argv and "hf_secret_export_token" not in argv
 
 
 def test_dockerfile_is_pinned_and_embeds_the_script(proj, capsys):

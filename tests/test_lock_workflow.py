@@ -51,6 +51,7 @@ PACK_C = {"__init__.py": "class T: pass\nNODE_CLASS_MAPPINGS = {'SharedText': T,
 @pytest.fixture
 def env(tmp_path, git_server, http_server, monkeypatch):
     """A project, a small ComfyUI core, three node packs, model files and a ComfyUI-Manager data folder."""
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "127.0.0.1")  # the local file server plays a public host
     root = tmp_path / "proj"
     (root / "versions").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname='p'\n")
@@ -230,6 +231,34 @@ def test_lock_refuses_escaping_model_names_and_secret_urls(env, capsys, tmp_path
     assert "secret query parameter 'token'" in probs["model loras/ok.safetensors"]
     assert "hf_SECRET123" not in out
     assert not (env.root / "versions" / "evil").exists()
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("file:///etc/shadow", "may not name a file:// source"),
+    ("gs://bucket/m.safetensors", "may not name a gs:// source"),
+    ("http://127.0.0.1:9/m.safetensors", "local or private host"),
+    ("http://localhost:9/m.safetensors", "local or private host"),
+    ("http://10.1.2.3/m.safetensors", "local or private host"),
+    ("http://[::1]:9/m.safetensors", "local or private host"),
+])
+def test_workflow_content_cannot_name_local_sources(env, capsys, tmp_path, monkeypatch, url, needle):
+    """A downloaded workflow's properties.models must not make lock read a local file or this network."""
+    monkeypatch.delenv("COMFYVER_TRUSTED_HOSTS")
+    secret = tmp_path / "secret.safetensors"
+    secret.write_bytes(b"private")
+    secret.chmod(0o600)
+    url = url.replace("/etc/shadow", str(secret))
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 2, "type": "LoraLoader", "mode": 0, "widgets_values": ["m.safetensors", 1.0],
+         "properties": {"models": [{"name": "m.safetensors", "directory": "loras", "url": url}]}}]}))
+    rc, out, _ = run(capsys, "lock", "local", "--workflow", str(wf), "--comfyui-url", env.core,
+                     "--offline-registry", "--no-python", "--json")
+    assert rc == 1
+    probs = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert needle in probs["model loras/m.safetensors"]
+    assert not (env.root / "versions" / "local").exists()
+    assert not list((tmp_path / "cache").rglob("sha256/*")) if (tmp_path / "cache").exists() else True
 
 
 def test_lock_registry_pack_from_cnr_id(env, capsys, tmp_path, monkeypatch):

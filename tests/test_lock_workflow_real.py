@@ -62,6 +62,7 @@ def test_core_scan_matches_a_running_comfyui(comfyui_tree, tmp_path):
 
 def test_real_template_locks_end_to_end(real_core, http_server, tmp_path, monkeypatch, capsys):
     url, _, rev = real_core
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "127.0.0.1")  # the local file server plays Hugging Face
     src = next(p for p in _templates() if p.name == "01_qwen_t2i_subgraphed.json")
     text = src.read_text().replace("https://huggingface.co/", f"{http_server.url}/hf/")
     paths = {

@@ -120,3 +120,26 @@ def test_lock_digest_is_canonical():
     b = json.loads(json.dumps(GOOD, sort_keys=True))
     assert lockfile.lock_digest(a) == lockfile.lock_digest(b)
     assert lockfile.lock_digest(mutate(lambda d: d["python"].update(torch="cpu"))) != lockfile.lock_digest(a)
+
+
+def test_a_node_named_like_the_core_input_is_refused(tmp_path):
+    d = mutate(lambda d: d["nodes"].update({"comfyui": d["nodes"].pop("rgthree-comfy")}))
+    with pytest.raises(lockfile.LockError, match=r'\$\.nodes\["comfyui"\]: .*reserved'):
+        lockfile.read(write(tmp_path, d))
+
+
+def test_reserved_version_id_is_refused_everywhere(tmp_path):
+    from comfyver.errors import UsageError
+
+    with pytest.raises(UsageError, match="reserved"):
+        lockfile.check_version_id("default")
+    with pytest.raises(lockfile.LockError, match=r"\$\.id: 'default' is reserved"):
+        lockfile.read(write(tmp_path, mutate(lambda d: d.update(id="default"))))
+
+
+def test_lock_id_must_equal_its_folder_whatever_reads_it(tmp_path):
+    vdir = tmp_path / "versions" / "other"
+    vdir.mkdir(parents=True)
+    (vdir / "version.json").write_text(json.dumps(GOOD))  # id "demo"
+    with pytest.raises(lockfile.LockError, match="is 'demo' but the folder is 'other'"):
+        lockfile.read(vdir / "version.json")

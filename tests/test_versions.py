@@ -170,3 +170,38 @@ def test_diff_reports_nodes_moved_models_and_python_packages(project, capsys, tm
     assert d["python"]["changed"] == {"numpy": {"from": "2.1.0", "to": "2.2.0"}}
     rc, out, _ = run(capsys, "diff", "a", "b")
     assert "moved" in out and "kornia" in out and "2.1.0 -> 2.2.0" in out
+
+
+def test_concurrent_writers_lose_no_update(project, capsys, http_server):
+    """Two `add-model` processes on one version at once: both changes land (one writer at a time)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    from comfyver import versions
+
+    p = project
+    assert run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)[0] == 0
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "scripts")}
+    cmd = [sys.executable, "-m", "comfyver", "--root", str(p.root), "add-model", "demo"]
+    # hold the lock so both start while it is taken; both must wait, then both apply
+    held = FileLock(str(versions.writer_lock_path(p.root, "demo")))
+    held.acquire()
+    procs = [subprocess.Popen(cmd + [f"loras/m{i}.safetensors", p.model_url], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        nowait = subprocess.run([sys.executable, "-m", "comfyver", "--root", str(p.root), "--no-wait", "add-model",
+                                 "demo", "loras/late.safetensors", p.model_url], env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert nowait.returncode == 1 and "another comfyver is changing it" in nowait.stderr
+    finally:
+        held.release()
+    results = [pr.communicate(timeout=120) for pr in procs]
+    assert [pr.returncode for pr in procs] == [0, 0], results
+    assert any("waiting for another comfyver" in err for _, err in results)
+    lock = lockfile.read(p.root / "versions" / "demo" / "version.json")
+    assert {"loras/m0.safetensors", "loras/m1.safetensors"} <= set(lock["models"])
+    assert "loras/late.safetensors" not in lock["models"]

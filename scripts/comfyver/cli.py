@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"comfyver {__version__}")
     p.add_argument("--root", help="project root (default: nearest folder with versions/, or $COMFYVER_ROOT)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="fail at once when another comfyver is changing the same version (default: wait)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -54,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    saved_root = os.environ.get("COMFYVER_ROOT")
+    saved_root, saved_wait = os.environ.get("COMFYVER_ROOT"), os.environ.get("COMFYVER_NO_WAIT")
     if args.root:
         os.environ["COMFYVER_ROOT"] = args.root  # for this call only (main() also runs in-process)
+    if args.no_wait:
+        os.environ["COMFYVER_NO_WAIT"] = "1"
     try:
         return int(args.func(args) or 0)
     except ComfyverError as exc:
@@ -70,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        if saved_root is None:
-            os.environ.pop("COMFYVER_ROOT", None)
-        else:
-            os.environ["COMFYVER_ROOT"] = saved_root
+        for name, saved in (("COMFYVER_ROOT", saved_root), ("COMFYVER_NO_WAIT", saved_wait)):
+            if saved is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = saved
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     root = project.find_root()
+    with versions.writing(root, args.vid):
+        return _run(root, args)
+
+
+def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
     pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url)

@@ -20,9 +20,11 @@ import re
 import sys
 from pathlib import Path
 
-from comfyver import analyze, lockfile, nodemap, project, pylock, resolve, versions
+from comfyver import analyze, lockfile, nodemap, project, pylock, resolve, versions, web
 from comfyver.errors import ComfyverError, UsageError
 from comfyver.fsutil import atomic_write_bytes
+
+UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
 
 
 class LockProblems(ComfyverError):
@@ -100,6 +102,8 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
                 lockfile.check_model_path(key)
             if m.get("url"):
                 lockfile.check_url_has_no_secret(m["url"])
+                if m.get("source") in UNTRUSTED_ORIGINS:
+                    web.check_untrusted_source(m["url"])
         except ValueError as exc:
             probs.append({"item": f"model {key}", "problem": str(exc), "used_by": m["used_by"],
                           "fix": "fix the name or URL in the workflow, or give a clean source with --model"})
@@ -138,6 +142,7 @@ def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str,
     lock["nodes"] = dict(sorted(lock["nodes"].items()))
 
 
+@versions.one_writer()
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, choices=None,
                  comfyui_ref=None, comfyui_url=None, torch=None, python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:

@@ -35,7 +35,9 @@ def hash_file(path: str | os.PathLike, h=None):
     return h
 
 
-def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, retries: int):
+def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, retries: int,
+                limit: int | None = None):
+    """Append `url`'s bytes to `part` (resuming with Range); never more than `limit` bytes in all."""
     delay = 0.5
     for attempt in range(retries + 1):
         have = part.stat().st_size if part.exists() else 0
@@ -49,7 +51,15 @@ def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, r
                 if have and r.status_code != 206:  # Range ignored: start over
                     mode, h = "wb", hashlib.sha256()
                 with open(part, mode) as f:
+                    written = f.tell()
                     for chunk in r.iter_content(CHUNK):
+                        written += len(chunk)
+                        if limit is not None and written > limit:
+                            f.close()
+                            part.unlink()
+                            raise ComfyverError(f"{what}: {web.redact(url)} sends more than the locked {limit} "
+                                                "bytes; download stopped", hint="the source changed since it was "
+                                                "locked; re-lock with `comfyver update`")
                         f.write(chunk)
                         h.update(chunk)
                         if progress:
@@ -125,7 +135,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
             h = hash_file(part)
     scheme = urlsplit(url).scheme
     if scheme in ("http", "https"):
-        h = _fetch_http(url, part, h, what, progress, retries)
+        h = _fetch_http(url, part, h, what, progress, retries, limit=size)
     elif scheme == "file":
         h = _fetch_file(url, part, h, progress)
     else:

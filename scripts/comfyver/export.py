@@ -138,18 +138,24 @@ fetch_git() {{  # what url rev dest submodules
 }}
 
 download() {{  # what url out auth
-  local what="$1" url="$2" out="$3" auth="$4" header=()
-  if [ "$auth" = hf ] && [ -n "${{HF_TOKEN:-}}" ] && [[ "$url" == "$HF_HOST"/* ]]; then header=(-H "Authorization: Bearer $HF_TOKEN"); fi
-  if [ "$auth" = civitai ] && [ -n "${{CIVITAI_TOKEN:-}}" ] && [[ "$url" == "$CIVITAI_HOST"/* ]]; then header=(-H "Authorization: Bearer $CIVITAI_TOKEN"); fi
+  local what="$1" url="$2" out="$3" auth="$4" token="" cfg rc
+  if [ "$auth" = hf ] && [ -n "${{HF_TOKEN:-}}" ] && [[ "$url" == "$HF_HOST"/* ]]; then token=$HF_TOKEN; fi
+  if [ "$auth" = civitai ] && [ -n "${{CIVITAI_TOKEN:-}}" ] && [[ "$url" == "$CIVITAI_HOST"/* ]]; then token=$CIVITAI_TOKEN; fi
   case "$url" in
     http://*|https://*) ;;
     *) die "$what: only http(s) downloads are supported by this script (use comfyver realize for $url)";;
   esac
+  # a token goes to curl as a config line on stdin, to wget in a 0600 file: never on a command line (ps)
   if command -v curl >/dev/null; then
-    curl -fsSL --retry 5 --retry-delay 2 --retry-all-errors -C - "${{header[@]}}" -o "$out" -- "$url" || die "$what: download failed"
+    {{ [ -z "$token" ] || printf 'header = "Authorization: Bearer %s"\n' "$token"; }} |
+      curl --config - -fsSL --retry 5 --retry-delay 2 --retry-all-errors -C - -o "$out" -- "$url" \
+      || die "$what: download failed"
   else
-    local wh=(); [ ${{#header[@]}} -gt 0 ] && wh=(--header "${{header[1]}}")
-    wget -q -c --tries=5 "${{wh[@]}}" -O "$out" -- "$url" || die "$what: download failed"
+    cfg=$(mktemp) || die "$what: cannot create a temporary file"
+    [ -z "$token" ] || printf 'header = Authorization: Bearer %s\n' "$token" > "$cfg"
+    rc=0; wget --config="$cfg" -q -c --tries=5 -O "$out" -- "$url" || rc=$?
+    rm -f "$cfg"
+    [ "$rc" = 0 ] || die "$what: download failed"
   fi
 }}
 

@@ -47,12 +47,20 @@ def _json_path(parts) -> str:
     return out
 
 
+# `default` is the flake's devShells.default (the comfyver shell); `comfyui` is the core's input key
+RESERVED_IDS = frozenset({"default"})
+RESERVED_NODE_NAMES = frozenset({"comfyui"})
+
+
 def check_version_id(vid: str) -> str:
     if not VERSION_ID_RE.match(vid or ""):
         raise UsageError(
             f"invalid version id {vid!r}",
             hint="use 1-64 characters: lowercase letters, digits, '-' and '_', starting with a letter or digit",
         )
+    if vid in RESERVED_IDS:
+        raise UsageError(f"version id {vid!r} is reserved (the flake's devShells.{vid} is the comfyver shell)",
+                         hint="choose another id")
     return vid
 
 
@@ -112,6 +120,11 @@ def validate(data: Any, source: str) -> dict:
             lines.append(f"{source}: {_json_path(e.absolute_path)}: {msg}")
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise LockError("invalid version lock:\n  " + "\n  ".join(lines) + more)
+    for name in sorted(RESERVED_NODE_NAMES & set(data["nodes"])):
+        raise LockError(f"{source}: $.nodes[{json.dumps(name)}]: {name!r} is reserved for the ComfyUI core input; "
+                        "rename the node")
+    if data["id"] in RESERVED_IDS:
+        raise LockError(f"{source}: $.id: {data['id']!r} is reserved; choose another id")
     for key, m in data["models"].items():
         try:
             check_model_path(key)
@@ -140,7 +153,11 @@ def read(path: str | os.PathLike) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LockError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    return validate(data, str(path))
+    data = validate(data, str(path))
+    if path.name == "version.json" and path.parent.parent.name == "versions" and data["id"] != path.parent.name:
+        raise LockError(f"{path}: $.id: is {data['id']!r} but the folder is {path.parent.name!r}",
+                        hint="the id must equal the folder name under versions/")
+    return data
 
 
 def write(path: str | os.PathLike, data: dict) -> None:

@@ -176,10 +176,15 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
         if problem is None:
             return blob
         if problem != "missing":
-            os.chmod(blob, 0o644)
-            blob.unlink()  # wrong bytes under this name: drop, fetch again
             if cache:
                 cache.forget(blob)
+            if _sha256_overlapped(blob) == sha:  # the blob is right by its name: the lock is what is wrong
+                raise ComfyverError(f"{what}: the lock says {size} bytes, but the stored blob whose bytes hash to "
+                                    f"the locked sha256 {sha} has {blob.stat().st_size}; the lock's size is wrong",
+                                    hint="fix models[...].locked.size in version.json, or re-lock the model with "
+                                         "`comfyver update`; the shared blob was left as it is")
+            os.chmod(blob, 0o644)
+            blob.unlink()  # wrong bytes under this name: drop, fetch again
         if seed is not None and check_file(seed, sha, size, cache) is None:
             _copy_verified(seed, blob, sha, what)
         elif offline:

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,9 +220,8 @@ def generate(lock: dict) -> tuple[str, Requirements, list[str]]:
 def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: float = 600) -> None:
     """Write pyproject.toml and run `uv lock` in a scratch copy; move both in only on success."""
     uv = uvtool.uv_bin()
-    scratch = vdir.parent / f".{vdir.name}.pylock"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    vdir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{vdir.name}.pylock-", dir=vdir.parent))  # private to this run
     try:
         (scratch / "pyproject.toml").write_text(pyproject)
         if (vdir / "uv.lock").exists():

@@ -2,20 +2,63 @@
 
 Every write goes through `save()`: validated against the schema, then written
 atomically (temp file + rename). Folder-level operations (clone, delete) build
-or move whole folders under temp names first.
+or move whole folders under temp names first. Every verb that writes a version
+holds its writer lock (`writing()`) from load to save: one writer per version.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import shutil
+import sys
 import tempfile
 import tomllib
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from comfyver import lockfile, project, resolve
 from comfyver.errors import ComfyverError, UsageError
 
 DEFAULT_COMFYUI_URL = "https://github.com/comfyanonymous/ComfyUI"
+
+
+def writer_lock_path(root: Path, vid: str) -> Path:
+    return project.version_dir(root, vid).parent / f".{vid}.lock"
+
+
+@contextlib.contextmanager
+def writing(root: Path, vid: str):
+    """Hold version `vid`'s writer lock: wait for another writer (saying so), or fail at once with
+    $COMFYVER_NO_WAIT (`comfyver --no-wait`)."""
+    path = writer_lock_path(root, vid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if os.environ.get("COMFYVER_NO_WAIT"):
+            raise ComfyverError(f"version {vid}: another comfyver is changing it right now (lock {path})",
+                                hint="run again when it is done, or without --no-wait to wait for it") from None
+        print(f"version {vid}: waiting for another comfyver that is changing it ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def one_writer(arg: int = 1):
+    """Decorator: run the function under the writer lock of the version id in positional argument `arg`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kw):
+            with writing(args[0], args[arg]):
+                return fn(*args, **kw)
+        return inner
+    return wrap
 
 
 def load(root: Path, vid: str) -> dict:
@@ -34,6 +77,7 @@ def exists(root: Path, vid: str) -> bool:
     return project.lock_path(root, vid).exists()
 
 
+@one_writer()
 def create(root: Path, vid: str, comfyui_ref: str = "latest", comfyui_url: str = DEFAULT_COMFYUI_URL,
            jobs: int = resolve.DEFAULT_JOBS) -> dict:
     if exists(root, vid):
@@ -46,6 +90,7 @@ def create(root: Path, vid: str, comfyui_ref: str = "latest", comfyui_url: str =
     return data
 
 
+@one_writer()
 def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodules: bool = False,
              replace: bool = False) -> tuple[str, dict]:
     data = load(root, vid)
@@ -65,6 +110,7 @@ def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodule
     return name, entry
 
 
+@one_writer()
 def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None = None, replace: bool = False) -> dict:
     data = load(root, vid)
     try:
@@ -81,6 +127,7 @@ def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None =
     return data["models"][path]
 
 
+@one_writer(2)
 def clone(root: Path, src: str, dst: str) -> dict:
     data = load(root, src)
     if exists(root, dst) or project.version_dir(root, dst).exists():
@@ -98,6 +145,7 @@ def clone(root: Path, src: str, dst: str) -> dict:
     return data
 
 
+@one_writer()
 def delete(root: Path, vid: str) -> None:
     vdir = project.version_dir(root, vid)
     if not vdir.is_dir():
@@ -159,6 +207,7 @@ def inputs_of(data: dict) -> dict[str, tuple[str, dict]]:
     return out
 
 
+@one_writer()
 def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict:
     """Re-resolve the `original` of the named inputs (all if none); return {key: {from, to}} of what moved."""
     data = load(root, vid)

@@ -7,8 +7,10 @@ any text that might reach a log, an exception or a lock.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -78,6 +80,41 @@ def check_scheme(url: str, allowed: tuple[str, ...], what: str) -> str:
         raise UsageError(f"{what}: URL scheme {scheme + '://' if scheme else '(none)'} is not allowed in {redact(url)!r}",
                          hint=f"use one of: {', '.join(s + '://' for s in allowed)}")
     return url
+
+
+# Sources named by workflow content (untrusted: a downloaded workflow) may only be these
+UNTRUSTED_SCHEMES = ("https", "http", "hf", "civitai")
+
+
+def trusted_hosts() -> set[str]:
+    """COMFYVER_TRUSTED_HOSTS: hosts a workflow may name although they are local or private (a mirror)."""
+    return {h.strip().lower() for h in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(",") if h.strip()}
+
+
+def _local_address(host: str) -> bool:
+    try:
+        addrs = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            addrs = [ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(host, None)]
+        except (socket.gaierror, UnicodeError, ValueError):
+            return host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost")
+    return any(a.is_loopback or a.is_private or a.is_link_local or a.is_reserved or a.is_multicast
+               or a.is_unspecified for a in addrs)
+
+
+def check_untrusted_source(url: str) -> None:
+    """Raise ValueError unless `url`, taken from workflow content, is hf://, civitai:// or http(s) on a public
+    host: a workflow cannot make comfyver read local files (file://) or reach this machine's network."""
+    parts = urlsplit(url)
+    if parts.scheme not in UNTRUSTED_SCHEMES:
+        raise ValueError(f"a workflow may not name a {parts.scheme or 'scheme-less'}:// source ({redact(url)!r}); "
+                         f"allowed there: {', '.join(s + '://' for s in UNTRUSTED_SCHEMES)}")
+    if parts.scheme in ("http", "https"):
+        host = (parts.hostname or "").lower()
+        if not host or (host not in trusted_hosts() and _local_address(host)):
+            raise ValueError(f"a workflow may not name a source on a local or private host ({redact(url)!r}); "
+                             "give it yourself with --model, or list the host in COMFYVER_TRUSTED_HOSTS")
 
 
 _session: requests.Session | None = None
