@@ -152,6 +152,27 @@ def test_corrupted_cached_model_is_detected_and_refetched(proj, tmp_path, http_s
     assert verify.verify(proj.root, proj.vid, into) == []
 
 
+def test_model_corrupted_in_place_with_the_same_stat_is_found_by_deep_and_rehash(proj, tmp_path, http_server):
+    """Same size, mtime and inode: the quick check trusts the stat cache; --deep and --rehash read every byte."""
+    into = realize.realize(proj.root, proj.vid, tmp_path / "out")
+    assert verify.verify(proj.root, proj.vid, into) == []  # the stat cache now knows the blob
+    blob = (into / "models" / KEY).resolve()
+    st = blob.stat()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        f.seek(10)
+        f.write(b"\x00" * 8)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert blob.stat().st_ino == st.st_ino and blob.stat().st_mtime_ns == st.st_mtime_ns
+    assert [(m.kind, m.name) for m in verify.verify(proj.root, proj.vid, into, deep=True)] == [("model", KEY)]
+    served = proj.model_url_path[KEY]
+    before = len(model_gets(http_server, served))
+    realize.realize(proj.root, proj.vid, into, rehash=True)  # unchanged lock, but every blob hashed again
+    assert len(model_gets(http_server, served)) == before + 1
+    assert blob.read_bytes() == proj.model_bytes[KEY]
+    assert verify.verify(proj.root, proj.vid, into, deep=True) == []
+
+
 def test_tampered_node_file_is_named_by_verify_deep(proj, tmp_path, capsys):
     into = realize.realize(proj.root, proj.vid, tmp_path / "out")
     target = into / "custom_nodes/comfyui-model-node/__init__.py"

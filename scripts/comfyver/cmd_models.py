@@ -26,6 +26,8 @@ def register(sub) -> None:
     s.add_argument("--from", dest="source", type=Path, metavar="DIR",
                    help="seed from DIR/<folder>/<name> or DIR/sha256/<hex> where the bytes match the lock")
     s.add_argument("--offline", action="store_true", help="never download; fail naming the models still missing")
+    s.add_argument("--rehash", action="store_true",
+                   help="hash every blob again instead of trusting the stat cache (size, mtime, inode)")
     s.add_argument("--json", action="store_true", help="machine output")
     s.set_defaults(func=run_sync)
 
@@ -42,7 +44,8 @@ def run_sync(args) -> int:
         rep.step(f"model {key} ({size} bytes)")
         return rep.bytes(key, size)
 
-    done = modelstore.sync(lock, store, source=args.source, offline=args.offline, progress_for=progress_for)
+    done = modelstore.sync(lock, store, source=args.source, offline=args.offline, rehash=args.rehash,
+                          progress_for=progress_for)
     if args.json:
         print(json.dumps({"id": args.id, "store": str(store), "models": done}, indent=2))
     else:

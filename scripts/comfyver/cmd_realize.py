@@ -24,6 +24,8 @@ def register(sub) -> None:
                    help="let the .venv see the interpreter's own packages (e.g. a preinstalled torch)")
     p.add_argument("--find-links", metavar="DIR", action="append", default=[],
                    help="extra wheel folder for uv (repeatable); UV_* environment settings pass through too")
+    p.add_argument("--rehash", action="store_true",
+                   help="hash every model again instead of trusting the stat cache (size, mtime, inode)")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=run_realize)
 
@@ -46,7 +48,7 @@ def run_realize(args) -> int:
     root = project.find_root()
     into = realize.realize(root, args.id, args.into, args.models_dir, args.offline,
                            system_site_packages=args.system_site_packages, uv_args=_uv_args(args),
-                           reporter=realize.Reporter(quiet=args.json))
+                           rehash=args.rehash, reporter=realize.Reporter(quiet=args.json))
     if args.json:
         print(json.dumps({"id": args.id, "path": str(into)}))
     else:

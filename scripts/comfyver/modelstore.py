@@ -50,10 +50,14 @@ def _stat_key(st: os.stat_result) -> list[int]:
 
 
 class StatCache:
-    """path -> (size, mtime_ns, inode, device, sha256) in `<cache>/statcache.json` (file-locked)."""
+    """path -> (size, mtime_ns, inode, device, sha256) in `<cache>/statcache.json` (file-locked).
 
-    def __init__(self, path: Path | None = None):
+    `rehash=True`: answer only from hashes computed by this run (every byte is read again once; a file
+    corrupted in place with size, mtime and inode unchanged is found); what it hashes is still recorded."""
+
+    def __init__(self, path: Path | None = None, *, rehash: bool = False):
         self.path = Path(path) if path else project.cache_dir() / "statcache.json"
+        self.rehash = rehash
         self._data: dict[str, list] | None = None
         self._dirty: dict[str, list | None] = {}
 
@@ -66,7 +70,7 @@ class StatCache:
         return self._data
 
     def lookup(self, path: Path, st: os.stat_result) -> str | None:
-        entry = self._load().get(str(path))
+        entry = self._dirty.get(str(path)) if self.rehash else self._load().get(str(path))
         return entry[4] if entry and entry[:4] == _stat_key(st) else None
 
     def remember(self, path: Path, st: os.stat_result, sha256: str) -> None:
@@ -231,12 +235,13 @@ def seed_candidate(source: Path, key: str, sha256: str) -> Path | None:
     return None
 
 
-def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool = False,
+def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool = False, rehash: bool = False,
          progress_for: Callable[[str, int], ContextManager] | None = None) -> dict[str, str]:
     """Put every model of `lock` into `store`; return key -> present | copied | downloaded.
 
-    `progress_for(key, size)` gives a context manager yielding a byte-count callback (or None)."""
-    cache = StatCache()
+    `progress_for(key, size)` gives a context manager yielding a byte-count callback (or None);
+    `rehash`: hash every blob again instead of trusting the stat cache."""
+    cache = StatCache(rehash=rehash)
     done = {}
     try:
         for key, m in sorted(lock["models"].items()):

@@ -281,14 +281,14 @@ def _swap_into_place(tmp: Path, into: Path) -> None:
 
 def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | None = None,
             offline: bool = False, *, system_site_packages: bool = False, uv_args: list[str] | None = None,
-            reporter: Reporter = QUIET) -> Path:
+            rehash: bool = False, reporter: Reporter = QUIET) -> Path:
     """Make `into` hold exactly version `vid` of the project at `root`; return the folder."""
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
     into = Path(into or default_into(vid)).absolute()
     store = Path(models_dir or modelstore.default_store()).absolute()
     want = {**stamp(root, vid, lock, store), "systemSitePackages": system_site_packages}
-    cache = modelstore.StatCache()
+    cache = modelstore.StatCache(rehash=rehash)
     into.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(into.parent / f".{into.name}.lock")):
         have = read_marker(into)

@@ -3,7 +3,7 @@
 Quick: the revs and hashes recorded at realize time against the lock, every
 folder present, installed Python packages against uv.lock (`uv sync --check`),
 every model's size and sha256 (a stat cache skips files unchanged since their
-last check). `deep`: the NAR hash of ComfyUI and of every node folder, and the
+last check). `deep`: every model byte hashed again, the NAR hash of ComfyUI and of every node folder, and the
 RECORD hash of every file of every installed Python package. `runtime`: start
 ComfyUI and check that /object_info lists every class the version's
 workflows use.
@@ -247,7 +247,7 @@ def verify(root: Path, vid: str, into: Path | None = None, *, deep: bool = False
         out.append(Mismatch("folder", str(into), f"version {vid}", f"version {marker.get('id')}"))
     out += check_sources(lock, marker, into, deep, rep)
     out += check_python(root, vid, into, deep, rep)
-    out += check_models(lock, into, rep, modelstore.StatCache())
+    out += check_models(lock, into, rep, modelstore.StatCache(rehash=deep))  # deep: every model byte again
     if runtime and not out:
         out += check_runtime(root, vid, lock, into, comfy_args or [], rep)
     return out
