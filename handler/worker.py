@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -25,6 +28,7 @@ from handler.storage import MODES, GCSStore, S3Store, base64_entries, clean_pref
 from handler.workflow import apply_overrides, is_ui_format, parse_workflow, ui_to_api, validate, validation_error
 
 log = logging.getLogger("handler")
+JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "output_mode", "gcs_bucket",
                 "gcs_prefix", "timeout", "verbose"}
 VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -43,6 +47,9 @@ class Worker:
         self._stores: dict = {}
         self._lock = threading.Lock()
         self._closed = False
+        # output files of the last delivered job: ComfyUI's cache may answer the same prompt with these names
+        # again, so they are deleted only once a later job has been delivered (W1)
+        self._kept: list[Path] = []
 
     def close(self) -> None:
         """Stop the ComfyUI this worker started (and its watcher)."""
@@ -194,9 +201,11 @@ class Worker:
             wf = parse_workflow(inp["workflow"])
         await self.ensure_healthy()
         object_info = await self.client.get_object_info()
-        prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else wf
+        prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else copy.deepcopy(wf)  # the job's own copy
         apply_overrides(prompt, inp.get("overrides"))
-        written = await self._write_images(inp.get("images"))
+        job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
+        written = await self._write_images(inp.get("images"), job_dir)
+        _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})
         try:
             problems = validate(prompt, object_info, s.input_dir)
             if problems:  # models or nodes may have appeared since /object_info was read
@@ -207,10 +216,16 @@ class Worker:
             t_run = time.perf_counter()
             pid, ui = await self._execute(prompt, job, timeout or None)
             t_up = time.perf_counter()
-            result = await self._deliver(ui, mode, store, prefix, job, out_dir)
+            try:
+                result = await self._deliver(ui, mode, store, prefix, job, out_dir)
+            except _StaleOutput:
+                # ComfyUI answered from its cache with a file that is gone: drop its cache, run once more
+                await self.client.request("POST", "/free", json={"free_memory": True})
+                pid, ui = await self._execute(prompt, job, timeout or None)
+                t_up = time.perf_counter()
+                result = await self._deliver(ui, mode, store, prefix, job, out_dir)
         finally:
-            for p in written:
-                p.unlink(missing_ok=True)
+            self._drop_job_inputs(job_dir, written)
         t_end = time.perf_counter()
         result.update({"status": "success", "prompt_id": pid,
                        "timings_ms": {"prepare": round((t_run - t0) * 1000, 2), "run": round((t_up - t_run) * 1000, 2),
@@ -285,9 +300,10 @@ class Worker:
             self._stores["s3"] = store
         return mode, store, prefix
 
-    async def _write_images(self, images) -> list[Path]:
+    async def _write_images(self, images, job_dir: str) -> dict[str, Path | None]:
+        """Write the job's images into input/<job_dir>/ (or upload them there); name -> path."""
         if images is None:
-            return []
+            return {}
         s = self.settings
         if not isinstance(images, list):
             raise bad_input("images: expected a list of {name, image}", '[{"name": "in.png", "image": "<base64>"}]')
@@ -302,25 +318,42 @@ class Worker:
             decoded.append((name, data))
         if len({n for n, _ in decoded}) != len(decoded):
             raise bad_input("images: two images have the same name", "give every image its own name")
-        written = []
+        written: dict[str, Path | None] = {}
         if s.input_dir is not None:
-            s.input_dir.mkdir(parents=True, exist_ok=True)
+            folder = s.input_dir / job_dir
             for name, data in decoded:
-                dest = s.input_dir / name
+                dest = folder / name
                 tmp = dest.with_name(f".{name}.{uuid.uuid4().hex}.part")
-                tmp.write_bytes(data)
-                os.replace(tmp, dest)
-                written.append(dest)
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    tmp.write_bytes(data)
+                    os.replace(tmp, dest)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    self._drop_job_inputs(job_dir, written)
+                    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    raise JobError("disk_full" if full else "storage",
+                                   f"images: cannot write {name!r} ({len(data)} bytes) to ComfyUI's input folder: "
+                                   f"{exc.strerror}", hint="the worker's disk is full; RunPod is asked for a fresh "
+                                   "worker" if full else "check the worker's input folder", refresh_worker=full) from None
+                written[name] = dest
         else:
             import aiohttp
             for name, data in decoded:
                 form = aiohttp.FormData()
                 form.add_field("image", data, filename=name)
+                form.add_field("subfolder", job_dir)
                 form.add_field("overwrite", "true")
                 status, _ = await self.client.request("POST", "/upload/image", data=form)
                 if status != 200:
                     raise JobError("comfyui", f"images: ComfyUI refused the upload of {name!r} (HTTP {status})")
+                written[name] = None
         return written
+
+    def _drop_job_inputs(self, job_dir: str, written: dict) -> None:
+        """Remove this job's input folder (its images only; shipped inputs are never touched)."""
+        if self.settings.input_dir is not None:
+            shutil.rmtree(self.settings.input_dir / job_dir, ignore_errors=True)
 
     # --- running a prompt -----------------------------------------------------------------------
     async def _execute(self, prompt: dict, job: dict, timeout: float | None) -> tuple[str, dict]:
@@ -337,7 +370,12 @@ class Worker:
                 except PromptRejected as exc:
                     raise self._rejected(exc) from None
                 queued = True
-                return pid, await self._follow(pid, q, job, prompt)
+                ui = await self._follow(pid, q, job, prompt)
+                # the outputs ComfyUI recorded, not only those the websocket happened to carry (DL1)
+                hist = await self.client.history(pid)
+                if hist is not None and (hist.get("status") or {}).get("status_str") == "success":
+                    ui = self._from_history(pid, hist) or ui
+                return pid, ui
         except TimeoutError:
             await self.client.interrupt(pid)
             raise JobError("timeout", f"the workflow did not finish within {timeout} s; it was interrupted",
@@ -467,6 +505,8 @@ class Worker:
             p = base / rel
             if p.is_file():
                 return await asyncio.to_thread(p.read_bytes), p
+        if base is not None and self.process is not None:
+            raise _StaleOutput(rel)  # our own ComfyUI's file is gone: it answered from its cache (W1)
         try:
             return await self.client.view(f.filename, f.subfolder, f.type), None
         except ComfyUnreachable as exc:
@@ -498,12 +538,36 @@ class Worker:
             for entry, data in blobs:
                 key = object_key(prefix, job_id, entry["filename"])
                 entry.update(await asyncio.to_thread(store.put, key, data, entry["content_type"]))
-        for p in sources:  # delivered: do not let a long-lived worker fill its disk
-            p.unlink(missing_ok=True)
+        # delivered: the previous job's files go now (keeping a long-lived worker's disk small); this job's
+        # stay until the next one is delivered, since ComfyUI's cache may name them again (W1)
+        keep = {p.resolve() for p in sources}
+        for p in self._kept:
+            if p.resolve() not in keep:
+                p.unlink(missing_ok=True)
+        self._kept = sources
         result = {"outputs": entries + texts}
         if mode == "gcs" and entries:
             result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
         return result
+
+
+class _StaleOutput(Exception):
+    """An output ComfyUI reported (from its cache) whose file no longer exists."""
+
+
+def _point_at_job_inputs(prompt: dict, moved: dict[str, str]) -> None:
+    """Input values naming a job image (`in.png`, `in.png [input]`) now name its per-job path."""
+    if not moved:
+        return
+    for node in prompt.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for k, v in inputs.items():
+            if isinstance(v, str):
+                name, sep, tag = v.partition(" [")
+                if name in moved and (not sep or tag == "input]"):
+                    inputs[k] = moved[name] + (" [input]" if sep else "")
 
 
 def configure_logging() -> None:

@@ -68,8 +68,11 @@ def test_invert_image_base64(worker):
     size, rgb = pixel(data)
     assert size == (64, 64) and close_to(rgb, (0xFF - 0x33, 0xFF - 0x66, 0xFF - 0x99))
     assert r["version_id"] == "test-version"
-    # delivered files are removed from ComfyUI's output folder
-    assert not (worker.settings.output_dir / o["filename"]).exists()
+    # delivered files are removed from ComfyUI's output folder once the next job is delivered (ComfyUI's
+    # cache may name them again until then)
+    first = worker.settings.output_dir / o["filename"]
+    ok(run_job(worker, {"workflow": env.invert_workflow(0x112233), "output_mode": "base64"}))
+    assert not first.exists()
 
 
 def test_every_output_kind(worker):
@@ -330,3 +333,64 @@ def test_comfyui_dying_between_jobs_is_restarted_without_a_job(worker):
     assert requests.get(worker.client.url + "/system_stats", timeout=5).ok
     assert "ComfyUI exited with code -9" in "\n".join(worker.process.log)
     ok(run_job(worker, {"workflow": env.invert_workflow(0x0C0D0E), "output_mode": "base64"}))
+
+
+# --- the same job again, inputs per job, full disk (W1, DL2, DL3, DL4) ----------------------------------
+def test_the_same_job_three_times_succeeds_every_time(worker):
+    """ComfyUI answers an unchanged prompt from its cache with the old file name: the worker still delivers."""
+    job = {"workflow": env.invert_workflow(0x445566, prefix="same"), "output_mode": "base64"}
+    images = []
+    for i in range(3):
+        r = ok(run_job(worker, job, job_id=f"same-{i}"))
+        [o] = r["outputs"]
+        images.append(pixel(base64.b64decode(o["data"]))[1])
+    assert all(close_to(px, (0xFF - 0x44, 0xFF - 0x55, 0xFF - 0x66)) for px in images)
+
+
+def test_an_input_named_like_a_shipped_file_leaves_it_alone(worker):
+    shipped = worker.settings.input_dir / "example.png"
+    before = shipped.read_bytes()
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ship"}}}
+    r = ok(run_job(worker, {"workflow": wf, "output_mode": "base64",
+                            "images": [{"name": "example.png", "image": png_b64((9, 8, 7))}]}))
+    assert close_to(pixel(base64.b64decode(r["outputs"][0]["data"]))[1], (9, 8, 7))
+    assert shipped.read_bytes() == before  # not overwritten, not deleted
+    # and a later job reading the shipped file still finds it
+    ok(run_job(worker, {"workflow": wf, "output_mode": "base64"}))
+
+
+def test_overlapping_jobs_with_the_same_input_name_get_their_own_image(worker):
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "overlap"}}}
+
+    async def both():
+        jobs = [worker.handle({"id": f"ov-{i}", "input": {"workflow": wf, "output_mode": "base64", "images": [
+            {"name": "in.png", "image": png_b64(rgb)}]}}) for i, rgb in enumerate([(10, 10, 10), (200, 200, 200)])]
+        return await asyncio.gather(*jobs)
+
+    a, b = env.run(both())
+    assert close_to(pixel(base64.b64decode(ok(a)["outputs"][0]["data"]))[1], (245, 245, 245))
+    assert close_to(pixel(base64.b64decode(ok(b)["outputs"][0]["data"]))[1], (55, 55, 55))
+
+
+def test_a_full_disk_while_writing_inputs_is_a_clear_error_and_leaves_nothing(worker, monkeypatch):
+    import errno as errno_mod
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name.endswith(".part"):
+            real(self, data[: len(data) // 2])  # half written, then the disk is full
+            raise OSError(errno_mod.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "big.png"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "full"}}}
+    r = run_job(worker, {"workflow": wf, "output_mode": "base64", "images": [{"name": "big.png", "image": png_b64()}]})
+    e = E(r)
+    assert e["type"] == "disk_full" and "No space left" in e["message"] and r.get("refresh_worker") is True
+    assert not list(worker.settings.input_dir.rglob("*.part")) and not list(worker.settings.input_dir.rglob("big.png"))
+    monkeypatch.undo()
+    ok(run_job(worker, {"workflow": wf, "output_mode": "base64", "images": [{"name": "big.png", "image": png_b64()}]}))

@@ -65,7 +65,10 @@ def attached_worker(base, **overrides):
     """A second Worker on the shared ComfyUI (COMFY_URL), with its own settings."""
     from dataclasses import replace
     from handler.worker import Worker
-    s = replace(base.settings, comfy_url=overrides.pop("comfy_url", base.client.url), **overrides)
+    # that ComfyUI's folders, as a user attaching to one names them (COMFY_ARGS)
+    dirs = ["--input-directory", str(base.settings.input_dir), "--output-directory", str(base.settings.output_dir)]
+    s = replace(base.settings, comfy_url=overrides.pop("comfy_url", base.client.url),
+                comfy_args=overrides.pop("comfy_args", dirs), **overrides)
     return Worker(s)
 
 
