@@ -344,9 +344,14 @@ def follow(backend, job_id: str, *, timeout: float | None = None, poll: float = 
                 return {"id": job_id, "status": "TIMED_OUT", "error": f"no result within {timeout:g} s (job cancelled)"}
             time.sleep(poll)
     except KeyboardInterrupt:
-        cancelled = backend.cancel(job_id)
-        note = "job cancelled" if cancelled else "stopped waiting; this backend cannot cancel, the worker finishes the job"
-        return {"id": job_id, "status": "CANCELLED", "error": f"interrupted: {note}"}
+        return _interrupted(backend, job_id)
+
+
+def _interrupted(backend, job_id: str) -> dict:
+    """Ctrl-C once the job exists: cancel it where the backend can."""
+    cancelled = backend.cancel(job_id)
+    note = "job cancelled" if cancelled else "stopped waiting; this backend cannot cancel, the worker finishes the job"
+    return {"id": job_id, "status": "CANCELLED", "error": f"interrupted: {note}"}
 
 
 def run_job(backend, job_input: dict, out_dir: Path, *, timeout: float | None = None, poll: float = 1.0,
@@ -354,9 +359,12 @@ def run_job(backend, job_input: dict, out_dir: Path, *, timeout: float | None = 
             on_progress: Callable[[Progress], None] | None = None) -> JobResult:
     start = time.monotonic()
     job_id = backend.submit(job_input)
-    if on_submit:
-        on_submit(job_id)
-    state = follow(backend, job_id, timeout=timeout, poll=poll, on_progress=on_progress)
+    try:
+        if on_submit:
+            on_submit(job_id)
+        state = follow(backend, job_id, timeout=timeout, poll=poll, on_progress=on_progress)
+    except KeyboardInterrupt:  # between submitting and following: the job exists, so cancel it too
+        state = _interrupted(backend, job_id)
     status, output = state.get("status"), state.get("output")
     error = _structured(state.get("error") or (output.get("error") if isinstance(output, dict) else None))
     result = JobResult(job_id, status, error=error, output=output)

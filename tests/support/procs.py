@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -12,6 +13,9 @@ class Watched:
     """A Popen whose stdout and stderr are read in threads, so a test can wait for a line and still collect all."""
 
     def __init__(self, argv: list[str], **kw):
+        # SIGINT as a terminal would deliver it: a test run in the background (`cmd &` in a script) starts
+        # with SIGINT ignored, which children inherit and Python then keeps ignoring
+        kw.setdefault("preexec_fn", lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
         self.out: list[str] = []
         self.err: list[str] = []
