@@ -119,6 +119,8 @@ def _stop_comfyui_on_sigterm(process: ComfyProcess) -> None:
 def main() -> int:
     if sys.argv[1:2] == ["cli"]:
         return cli_main(sys.argv[2:])
+    # the SDK logs every job result (base64 payloads, presigned URLs) at DEBUG, its default: INFO unless asked
+    os.environ.setdefault("RUNPOD_DEBUG_LEVEL", "INFO")
     settings = Settings()
     process = None if settings.comfy_url else ComfyProcess(settings)
     if process is not None:

@@ -178,6 +178,8 @@ def test_progress_and_outputs(platform, client_env, tmp_path):
     assert steps and steps == sorted(steps) and max(steps) >= 3
     assert any(p.text == "node 2" for p in seen)
     [saved] = res.files
+    # the SDK does not log job results (base64 PNG payloads start with iVBORw0KGgo) at the worker's level
+    assert "iVBORw0KGgo" not in platform.log_path.read_text()
     from PIL import Image
     assert Image.open(io.BytesIO(Path(saved["path"]).read_bytes())).convert("RGB").getpixel((0, 0)) == (0x10, 0x20, 0x30)
 
