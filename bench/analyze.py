@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comfyver import analyze, nodemap  # noqa: E402
+from comfyver.lock import analyze, nodemap  # noqa: E402
+
 from tests.support import comfyui as comfyui_support  # noqa: E402
 from tests.support.gitserver import GitServer, make_repo  # noqa: E402
 from tests.support.httpserver import HTTPServer  # noqa: E402
@@ -68,7 +69,7 @@ def bench_templates() -> None:
 
 
 def bench_lock() -> None:
-    from comfyver.cmd_lock import lock_version
+    from comfyver.lock.pipeline import lock_version
 
     with tempfile.TemporaryDirectory(prefix="comfyver-bench-") as tmp:
         tmp = Path(tmp)

@@ -64,8 +64,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-lock-"))
     os.environ["COMFYVER_CACHE"] = str(tmp / "cache")
-    from comfyver import nar, resolve
-
+    from comfyver.base import nar
+    from comfyver.sources import resolve
     args.jobs = args.jobs or resolve.DEFAULT_JOBS
 
     try:

@@ -1,7 +1,7 @@
 """Benchmark: a second push of an image that shares all but one layer with the first.
 
 Runs Debian's docker-registry on 127.0.0.1 behind a byte-counting TCP proxy and
-pushes two docker-archives with `comfyver.push` (skopeo). Prints bytes sent to the
+pushes two docker-archives with `comfyver.ship.push` (skopeo). Prints bytes sent to the
 registry and wall time for each push, and their ratios (target: second/first
 bytes < 5%).
 
@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from comfyver import push  # noqa: E402
+from comfyver.ship import push  # noqa: E402
+
 from tests.support.registry import Registry, write_docker_archive  # noqa: E402
 from tests.support.tcpproxy import TCPProxy  # noqa: E402
 

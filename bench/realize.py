@@ -4,7 +4,7 @@
 
 Prints
   1. cold vs warm `realize` of a small version served on 127.0.0.1 (target: warm < 1 s);
-  2. sha256 throughput of the model check (comfyver.modelstore.file_sha256) on one big
+  2. sha256 throughput of the model check (comfyver.sources.modelstore.file_sha256) on one big
      file vs a bare `hashlib.sha256` loop with 1 MiB buffers (target >= 0.9x), with
      coreutils `sha256sum` for reference;
   3. verifying that model again through the stat cache vs hashing it (target >= 50x).
@@ -26,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from comfyver import modelstore, realize  # noqa: E402
+from comfyver.realize import realize  # noqa: E402
+from comfyver.sources import modelstore
+
 from tests.support.gitserver import GitServer  # noqa: E402
 from tests.support.httpserver import HTTPServer  # noqa: E402
 from tests.test_realize_helpers import make_project  # noqa: E402

@@ -12,7 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from comfyver import comfystate
+from comfyver.realize import comfystate
+
 from handler.settings import Settings
 
 # Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml.

@@ -90,7 +90,7 @@ class Settings:
         """A ComfyUI directory (input/output) as ComfyUI will use it, if known on this machine:
         the flag in COMFY_ARGS, else the state folder's (a ComfyUI the worker starts), else COMFY_HOME's own
         folder (an external ComfyUI at COMFY_URL), else unknown."""
-        from comfyver.comfystate import given
+        from comfyver.realize.comfystate import given
         v = given(self.comfy_args, flag)
         if v is not None:
             return Path(v)

@@ -19,13 +19,32 @@ import uuid
 from pathlib import Path
 
 from handler import outputs as out_mod
-from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
+from handler.comfy_client import (
+    WS_CLOSED,
+    ComfyClient,
+    ComfyUnreachable,
+    PromptRejected,
+)
 from handler.comfy_process import ComfyProcess
 from handler.errors import JobError, bad_input, redact
 from handler.fetch import decode_image, fetch_url, safe_name
 from handler.settings import Settings
-from handler.storage import MODES, GCSStore, S3Store, base64_entries, clean_prefix, object_key
-from handler.workflow import apply_overrides, is_ui_format, parse_workflow, ui_to_api, validate, validation_error
+from handler.storage import (
+    MODES,
+    GCSStore,
+    S3Store,
+    base64_entries,
+    clean_prefix,
+    object_key,
+)
+from handler.workflow import (
+    apply_overrides,
+    is_ui_format,
+    parse_workflow,
+    ui_to_api,
+    validate,
+    validation_error,
+)
 
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
@@ -254,9 +273,9 @@ class Worker:
     def _realize(self, vid: str) -> None:
         s = self.settings
         try:
-            from comfyver.realize import realize
+            from comfyver.realize.realize import realize
         except ImportError:
-            raise JobError("version", f"version_id {vid!r}: this image has no comfyver.realize",
+            raise JobError("version", f"version_id {vid!r}: this image has no comfyver.realize.realize",
                            hint="install comfyver in the image, or send the job to the endpoint built for "
                            f"{vid!r}") from None
         if self.process is None:

@@ -1,6 +1,6 @@
 # Read and validate versions/<id>/version.json (schema 1) in plain Nix.
 #
-# The JSON Schema scripts/comfyver/schema/version-1.schema.json is the source of
+# The JSON Schema scripts/comfyver/base/schema/version-1.schema.json is the source of
 # truth; this file checks what Nix relies on, so that a bad lock fails at
 # evaluation with a message naming the version, the field and what to do next.
 # Only builtins are used: the checks run the same with nixpkgs and its stand-in.

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from comfyver import cli
+from comfyver.lock import analyze, nodemap
 
-from comfyver import analyze, cli, nodemap
 from tests.support import comfyui as comfyui_support
 
 FIX = Path(__file__).parent / "fixtures" / "workflows"

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from comfyver.base.errors import ComfyverError
+from comfyver.sources import archive
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfyver import archive
-from comfyver.errors import ComfyverError
 from tests.test_sources import make_zip
 
 LINK, FILE, DIR = 0o120777, 0o100644, 0o40755

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import yaml
+from comfyver.base import lockfile
 
-from comfyver import lockfile
 from tests.test_lock_workflow import base_args, env, run  # noqa: F401  (fixture)
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]

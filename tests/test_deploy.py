@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from comfyver import deploy, lockfile
 from comfyver import cli
-from comfyver.errors import ComfyverError, UsageError
+from comfyver.base import lockfile
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.ship import deploy
+
 from tests.test_push import make_project
 
 KEY = "rpa_TESTKEY_0123456789"
@@ -25,7 +26,7 @@ IMAGE = "ghcr.io/acme/comfyui@sha256:" + "ab" * 32
 def main(argv: list[str]) -> int:
     """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
     saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ["comfyver.cmd_deploy"]
+    cli.COMMAND_MODULES = ["comfyver.cli.deploy"]
     try:
         return cli.main(argv)
     finally:

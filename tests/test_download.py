@@ -6,9 +6,8 @@ import hashlib
 import os
 
 import pytest
-
-from comfyver import download
-from comfyver.errors import ComfyverError
+from comfyver.base.errors import ComfyverError
+from comfyver.sources import download
 
 
 def test_dropped_connection_resumes_with_range(tmp_path, http_server):
@@ -66,7 +65,7 @@ def test_download_stops_at_the_locked_size(tmp_path, http_server):
 
 def test_a_wrong_size_in_a_lock_never_deletes_the_right_blob(tmp_path, http_server):
     """The blob is named by its sha256: when its bytes hash to that name, the lock's size is what is wrong."""
-    from comfyver import modelstore
+    from comfyver.sources import modelstore
 
     data = b"the real model bytes" * 100
     sha = hashlib.sha256(data).hexdigest()

@@ -8,9 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-
-from comfyver import export, lockfile, realize, verify
+from comfyver.base import lockfile
 from comfyver.cli import main
+from comfyver.realize import export, realize, verify
+
 from tests.test_realize_helpers import ZIP_NODE, add_zip_node, make_project, model_gets
 
 KEY = "comfyver_test/tiny.bin"

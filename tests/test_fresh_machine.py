@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from comfyver import uvtool
+from comfyver.base import uvtool
+
 from tests.support import comfyui
 
 ROOT = Path(__file__).resolve().parents[1]

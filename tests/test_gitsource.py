@@ -7,9 +7,10 @@ import shutil
 import subprocess
 
 import pytest
+from comfyver.base import nar
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.sources import gitsource, resolve
 
-from comfyver import gitsource, nar, resolve
-from comfyver.errors import ComfyverError, UsageError
 from tests.support.gitserver import git, make_repo
 
 NIX = ["nix", "--extra-experimental-features", "nix-command"]

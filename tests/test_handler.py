@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from handler.errors import JobError
 from handler.settings import Settings
 from handler.worker import Worker
 from tests.handler import env

@@ -14,8 +14,8 @@ import boto3
 import pytest
 import requests
 
-from handler.storage import GCSStore
 from handler.errors import JobError
+from handler.storage import GCSStore
 from tests.handler import env
 from tests.support.httpserver import HTTPServer
 

@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 import yaml
+from comfyver.base import lockfile
+from comfyver.lock import importers
 
-from comfyver import importers, lockfile
 from tests.support.gitserver import git, make_repo
 from tests.test_lock_workflow import env, run  # noqa: F401  (fixture)
 

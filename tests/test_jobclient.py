@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from comfyver import jobclient
+from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.cli import main
-from comfyver.errors import ComfyverError, UsageError
+from comfyver.ship import jobclient
+
 from tests.support.procs import Watched
 from tests.support.registry import free_port
 
@@ -318,14 +318,15 @@ def test_workflow_name_cannot_leave_the_version(tmp_path, monkeypatch, capsys):
 
 
 def test_start_form_hands_over_to_localrun(tmp_path, monkeypatch):
-    """`comfyver run <id> [--into DIR] [-- args]` calls comfyver.localrun.run_local(root, vid, into, comfy_args)."""
-    import comfyver.localrun
+    """`comfyver run <id> [--into DIR] [-- args]` calls comfyver.realize.localrun.run_local(root, vid, into, comfy_args)."""
+    import comfyver.realize.localrun
+
     from tests.test_push import make_project
 
     make_project(tmp_path / "proj")
     monkeypatch.setenv("COMFYVER_ROOT", str(tmp_path / "proj"))
     calls = []
-    monkeypatch.setattr(comfyver.localrun, "run_local", lambda *a: calls.append(a) or 7)
+    monkeypatch.setattr(comfyver.realize.localrun, "run_local", lambda *a: calls.append(a) or 7)
     assert main(["run", "demo", "--into", str(tmp_path / "rz"), "--", "--port", "8190", "--cpu"]) == 7
     assert main(["run", "--into", "x", "demo"]) == 7
     assert calls == [(tmp_path / "proj", "demo", tmp_path / "rz", ["--port", "8190", "--cpu"]),

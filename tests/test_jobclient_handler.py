@@ -1,7 +1,7 @@
 """The full loop on this machine: `comfyver run --local` -> the runpod SDK's local API
 (`python -m handler --rp_serve_api`) -> the real handler -> a real ComfyUI on the CPU -> outputs in --out.
 
-The SDK's local API has no progress stream and no cancel route (see comfyver.jobclient), so here
+The SDK's local API has no progress stream and no cancel route (see comfyver.ship.jobclient), so here
 Ctrl-C stops waiting and exits 130 while the worker finishes the job; progress and cancel against
 RunPod's job API are covered in tests/test_jobclient.py.
 """
@@ -12,14 +12,13 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
 from comfyver.cli import main
+
 from tests.handler import env
 from tests.support.procs import Watched
 

@@ -166,7 +166,7 @@ def run_cli(args: list[str], envv: dict, **kw) -> Watched:
 
 
 def test_progress_and_outputs(platform, client_env, tmp_path):
-    from comfyver import jobclient
+    from comfyver.ship import jobclient
 
     (tmp_path / "wf.json").write_text(json.dumps(env.slow_workflow(seconds=3, steps=6, color=0x102030)))
     seen = []

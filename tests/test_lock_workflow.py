@@ -8,8 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from comfyver import cli
+from comfyver.base import lockfile
+from comfyver.lock import nodemap
 
-from comfyver import cli, lockfile, nodemap
 from tests.support.gitserver import make_repo
 
 FIX = Path(__file__).parent / "fixtures" / "workflows"

@@ -9,8 +9,10 @@ import tomllib
 
 import pytest
 import requests
+from comfyver import cli
+from comfyver.base import lockfile
+from comfyver.lock import nodemap
 
-from comfyver import cli, lockfile, nodemap
 from tests.support import comfyui as comfyui_support
 from tests.support.gitserver import GitServer, git, make_repo
 from tests.test_analyze import _templates

@@ -6,8 +6,7 @@ import copy
 import json
 
 import pytest
-
-from comfyver import lockfile
+from comfyver.base import lockfile
 
 GOOD = {
     "schema": 1,
@@ -129,7 +128,7 @@ def test_a_node_named_like_the_core_input_is_refused(tmp_path):
 
 
 def test_reserved_version_id_is_refused_everywhere(tmp_path):
-    from comfyver.errors import UsageError
+    from comfyver.base.errors import UsageError
 
     with pytest.raises(UsageError, match="reserved"):
         lockfile.check_version_id("default")

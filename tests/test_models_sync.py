@@ -8,9 +8,11 @@ import json
 import os
 
 import pytest
-
-from comfyver import lockfile, modelstore, project, realize, verify
+from comfyver.base import lockfile, project
 from comfyver.cli import main
+from comfyver.realize import realize, verify
+from comfyver.sources import modelstore
+
 from tests.test_realize_helpers import make_project, model_gets
 
 A, B = "checkpoints/a.safetensors", "loras/sub/b.safetensors"

@@ -7,8 +7,9 @@ import os
 import subprocess
 
 import pytest
+from comfyver import cli
+from comfyver.base import nar
 
-from comfyver import cli, nar
 from tests.support.gitserver import git, make_repo
 
 NIX = ["nix", "--extra-experimental-features", "nix-command flakes"]

@@ -10,10 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from comfyver import lockfile, push
 from comfyver import cli
-from comfyver.errors import ComfyverError, UsageError
+from comfyver.base import lockfile
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.ship import push
+
 from tests.support.registry import Registry, free_port, write_docker_archive
 
 USERS = {"alice": "correct-horse-battery"}
@@ -21,7 +22,7 @@ USERS = {"alice": "correct-horse-battery"}
 def main(argv: list[str]) -> int:
     """The real CLI entry point, with only this module's verb registered (other verbs may be mid-change)."""
     saved = cli.COMMAND_MODULES
-    cli.COMMAND_MODULES = ["comfyver.cmd_push"]
+    cli.COMMAND_MODULES = ["comfyver.cli.push"]
     try:
         return cli.main(argv)
     finally:

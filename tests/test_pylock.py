@@ -5,9 +5,8 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
-from comfyver import pylock
-from comfyver.errors import ComfyverError
+from comfyver.base.errors import ComfyverError
+from comfyver.lock import pylock
 
 LOCK = {"id": "t", "python": {"requires": "==3.11.*", "torch": "cu128"}}
 
@@ -82,7 +81,8 @@ def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path)
     import io
     import zipfile
 
-    from comfyver import gitsource, registry
+    from comfyver.sources import gitsource, registry
+
     from tests.support.gitserver import make_repo
 
     make_repo(tmp_path / "core", {"requirements.txt": "torch\nnumpy\n",

@@ -15,10 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from comfyver import lockfile, modelstore, realize, verify
+from comfyver.base import lockfile
+from comfyver.base.errors import ComfyverError
 from comfyver.cli import main
-from comfyver.errors import ComfyverError
+from comfyver.realize import realize, verify
+from comfyver.sources import modelstore
+
 from tests.test_realize_helpers import make_project, model_gets
 
 KEY = "comfyver_test/tiny.bin"
@@ -226,7 +228,7 @@ def test_kill_9_at_random_points_then_rerun_completes(tmp_path, git_server, http
                         models={KEY: os.urandom(3_000_000), "comfyver_test/second.bin": os.urandom(2_000_000)})
     into = tmp_path / "out"
     rng = random.Random(1234)
-    code = ("import sys; from pathlib import Path; from comfyver import realize; "
+    code = ("import sys; from pathlib import Path; from comfyver.realize import realize; "
             "realize.realize(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))")
     cmd = [sys.executable, "-c", code, str(proj.root), proj.vid, str(into)]
     for _ in range(6):
@@ -299,7 +301,7 @@ def test_zip_with_other_contents_is_refused_and_not_cached(tmp_path, git_server,
 
 
 def test_run_local_refuses_a_folder_that_is_not_realized_or_stale(proj, tmp_path):
-    from comfyver import localrun
+    from comfyver.realize import localrun
 
     with pytest.raises(ComfyverError, match="is not a realized version") as e:
         localrun.run_local(proj.root, proj.vid, tmp_path / "none", [])

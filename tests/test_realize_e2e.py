@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from comfyver.realize import realize, verify
 
-from comfyver import realize, verify
 from tests.support.comfyui import free_port
 from tests.support.gitserver import git
 from tests.test_realize_helpers import make_project

@@ -16,7 +16,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfyver import archive, gitsource, lockfile, nar
+from comfyver.base import lockfile, nar
+from comfyver.sources import archive, gitsource
+
 from tests.support.gitserver import make_repo
 
 PYPROJECT = """[project]

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from comfyver import resolvecache
+from comfyver.sources import resolvecache
 
 
 def test_threads_on_a_fresh_cache():
@@ -20,7 +20,7 @@ def test_threads_on_a_fresh_cache():
 
 
 def test_processes_on_a_fresh_cache(tmp_path):
-    code = ("import sys; from comfyver import resolvecache as c; i = sys.argv[1]\n"
+    code = ("import sys; from comfyver.sources import resolvecache as c; i = sys.argv[1]\n"
             "for k in range(50): c.put({'v': k}, 'p', i, k)\n"
             "assert all(c.get('p', i, k) == {'v': k} for k in range(50))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i)]) for i in range(6)]
@@ -29,7 +29,7 @@ def test_processes_on_a_fresh_cache(tmp_path):
 
 
 def test_unreadable_cache_is_a_miss_not_an_error(tmp_path, monkeypatch):
-    from comfyver import project
+    from comfyver.base import project
 
     (project.cache_dir()).mkdir(parents=True, exist_ok=True)
     (project.cache_dir() / "resolve.sqlite").write_bytes(b"this is not a database" * 100)

@@ -22,9 +22,8 @@ import subprocess
 import zipfile
 
 import pytest
-
-from comfyver import modelsource, registry
-from comfyver.errors import ComfyverError
+from comfyver.base.errors import ComfyverError
+from comfyver.sources import modelsource, registry
 
 NIX = ["nix", "--extra-experimental-features", "nix-command"]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -190,7 +189,7 @@ def test_http_and_file_models_are_downloaded_and_hashed(tmp_path, http_server):
     f.write_bytes(data)
     assert modelsource.lock({"url": f"file://{f}"}, "t")["sha256"] == sha
     # the downloaded bytes land in the content-addressed model cache
-    from comfyver import project
+    from comfyver.base import project
 
     assert (project.cache_dir() / "models" / "sha256" / sha).read_bytes() == data
     with pytest.raises(ComfyverError, match="sha256 mismatch"):
@@ -220,7 +219,7 @@ def test_gs_model_from_gcs_emulator(gcs_emulator):
 
 
 def test_corrupt_archive_entry_is_a_clear_error(tmp_path):
-    from comfyver import archive
+    from comfyver.sources import archive
 
     zb = bytearray(make_zip([("a.py", b"print('hello world')\n" * 50, 0o100644)]))
     at = zb.find(b"print")  # stored uncompressed: flip a byte of the payload -> CRC mismatch

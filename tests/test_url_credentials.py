@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from comfyver import gitsource, modelsource, project, web
-from comfyver.errors import UsageError
+from comfyver.base import project, web
+from comfyver.base.errors import UsageError
+from comfyver.sources import gitsource, modelsource
 
 
 @pytest.mark.parametrize("url", ["https://hf_SECRETTOKEN@127.0.0.1:9/x.git", "https://u:p@127.0.0.1:9/x.git",

@@ -6,8 +6,9 @@ import hashlib
 import json
 
 import pytest
+from comfyver import cli
+from comfyver.base import lockfile
 
-from comfyver import cli, lockfile
 from tests.support.gitserver import git, make_repo
 
 
@@ -179,9 +180,8 @@ def test_concurrent_writers_lose_no_update(project, capsys, http_server):
     import sys
     from pathlib import Path
 
+    from comfyver.lock import versions
     from filelock import FileLock
-
-    from comfyver import versions
 
     p = project
     assert run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)[0] == 0

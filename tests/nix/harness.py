@@ -17,7 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from comfyver import archive, gitsource, nar
+from comfyver.base import nar
+from comfyver.sources import archive, gitsource
 
 ROOT = Path(__file__).resolve().parents[2]
 NIX_DIR = Path(__file__).resolve().parent

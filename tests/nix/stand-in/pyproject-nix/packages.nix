@@ -12,7 +12,7 @@ let
       pkgOf = n: final.${n} or (throw "mkVirtualEnv ${name}: '${n}' is not in the Python package set");
       closure = genericClosure {
         startSet = map (n: { key = n; }) (attrNames spec);
-        operator = item: map (d: { key = d; }) ((pkgOf item.key).dependencies or [ ]);
+        operator = item: map (d: { key = d; }) (attrNames ((pkgOf item.key).passthru.dependencies or { }));
       };
       members = map (i: pkgOf i.key) closure;
     in

@@ -42,7 +42,10 @@ in
           inherit (p) version;
           wheelUrl = if isLocal p then "" else if wheel == null then throw "uv2nix: ${p.name} ${p.version} has no wheel for x86_64 Linux in uv.lock; sourcePreference = \"wheel\" needs one" else wheel.url;
           wheelHash = if isLocal p || wheel == null then "" else wheel.hash;
-          passthru.dependencies = map (d: d.name) (p.dependencies or [ ]);
+          # as uv2nix's mkSpec: name -> extras
+          passthru.dependencies = listToAttrs (map (d: { name = d.name; value = d.extra or [ ]; }) (p.dependencies or [ ]));
+          passthru.optional-dependencies = builtins.mapAttrs (_: ds: listToAttrs (map (d: { name = d.name; value = d.extra or [ ]; }) ds))
+            (p.optional-dependencies or { });
         };
 
       deps = {

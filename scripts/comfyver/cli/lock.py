@@ -1,0 +1,73 @@
+"""`comfyver lock <id> --workflow W...`: parse, call `lock.pipeline.lock_version`, print the result or the fix table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from comfyver.base import project
+from comfyver.base.errors import UsageError
+from comfyver.lock import versions
+from comfyver.lock.pipeline import LockProblems, lock_version, pairs
+from comfyver.sources import resolve
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lock", help="lock a version from workflows: nodes, models, Python packages",
+                       description="Analyze workflows, resolve every node pack and model they need, copy the "
+                                   "workflows into versions/<id>/workflows/ and write the lock plus the Python "
+                                   "lock (pyproject.toml, uv.lock). Example: comfyver lock sdxl --workflow sdxl.json "
+                                   "--choose 'LoadImagePath=comfyui-hallo' --model loras/x.safetensors=hf://o/r/x.safetensors")
+    p.add_argument("vid", metavar="ID", help="version id (created if it does not exist)")
+    p.add_argument("--workflow", "-w", action="append", default=[], metavar="FILE", help="workflow JSON (repeatable)")
+    p.add_argument("--node", action="append", default=[], metavar="SPEC",
+                   help="add a node pack: <git-url>[@ref] or <registry-id>[@version] (repeatable)")
+    p.add_argument("--model", action="append", default=[], metavar="FOLDER/NAME=SOURCE",
+                   help="source for a model: hf://, civitai://, https://, gs:// or file:// URL (repeatable)")
+    p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
+                   help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
+    p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
+    p.add_argument("--comfyui-url", help=f"ComfyUI repository for a new version (default: {versions.DEFAULT_COMFYUI_URL})")
+    p.add_argument("--torch", choices=["cu128", "cu126", "cu124", "cu121", "cpu", "pypi"],
+                   help="torch profile (python.torch in the lock; default cu128 = PyPI's CUDA build)")
+    p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
+    p.add_argument("--offline-registry", action="store_true", help="do not ask the Comfy Registry about unknown classes")
+    p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions")
+    p.add_argument("--json", action="store_true", help="machine output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if not args.workflow and not args.node and not args.model:
+        raise UsageError("nothing to lock", hint="give --workflow FILE (and --node / --model / --choose as needed)")
+    root = project.find_root()
+    try:
+        out = lock_version(root, args.vid, args.workflow, nodes=args.node, models=pairs(args.model, "--model"),
+                           choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
+                           comfyui_url=args.comfyui_url, torch=args.torch, python=not args.no_python,
+                           registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)
+    except LockProblems as exc:
+        if args.json:
+            print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems}, indent=2))
+        else:
+            _print_problems(args.vid, exc.problems)
+        return 1
+    if args.json:
+        print(json.dumps({"ok": True, **out}, indent=2))
+    else:
+        print(f"locked version {out['version']}: {len(out['nodes'])} node(s), {len(out['models'])} model(s), "
+              f"{len(out['workflows'])} workflow(s)" + (", uv.lock written" if out["uv_lock"] else ""))
+        for n in out["notes"]:
+            print(f"note: {n}")
+    return 0
+
+
+def _print_problems(vid: str, problems: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("item", "problem", "fix", title=f"[red]version {vid}: cannot lock[/]", show_lines=True)
+    for p in problems:
+        t.add_row(p["item"], p["problem"], p["fix"])
+    Console(stderr=True).print(t)
+    print(f"error: version {vid}: {len(problems)} item(s) cannot be locked (see the table)", file=sys.stderr)

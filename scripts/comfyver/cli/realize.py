@@ -1,0 +1,67 @@
+"""`comfyver realize <id>` and `comfyver fetch <id>`: a version as a folder with its own .venv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from comfyver.base import project
+from comfyver.cli.args import verb
+from comfyver.realize import realize
+
+
+def register(sub) -> None:
+    p = verb(sub, "realize", run_realize, help="materialize a version into a folder (no Nix)",
+                       description="Write ComfyUI, every custom node (NAR-verified), a .venv from uv.lock "
+                                   "(`uv sync --frozen`) and links to the models (content-addressed store) into "
+                                   "a folder. Atomic and idempotent: a second run of an unchanged version is a "
+                                   "no-op. Example: comfyver realize sdxl-base --into /workspace/sdxl "
+                                   "--models-dir /runpod-volume/models")
+    p.add_argument("id", help="version id (versions/<id>/version.json)")
+    p.add_argument("--into", type=Path, metavar="DIR", help="target folder (default: <cache>/realized/<id>)")
+    p.add_argument("--models-dir", type=Path, metavar="DIR",
+                   help="model store, <DIR>/sha256/<hex> (default: $COMFYVER_MODELS or <cache>/models)")
+    p.add_argument("--offline", action="store_true", help="use only the caches (fill them with `comfyver fetch`)")
+    p.add_argument("--system-site-packages", action="store_true",
+                   help="let the .venv see the interpreter's own packages (e.g. a preinstalled torch)")
+    p.add_argument("--find-links", metavar="DIR", action="append", default=[],
+                   help="extra wheel folder for uv (repeatable); UV_* environment settings pass through too")
+    p.add_argument("--rehash", action="store_true",
+                   help="hash every model again instead of trusting the stat cache (size, mtime, inode)")
+
+    f = sub.add_parser("fetch", help="fill the caches for a later `realize --offline`",
+                       description="Fetch git objects, node archives, wheels (into uv's cache) and models "
+                                   "(into the model store) of a version, so that `comfyver realize <id> "
+                                   "--offline` needs no network. Example: comfyver fetch sdxl-base")
+    f.add_argument("id", help="version id")
+    f.add_argument("--models-dir", type=Path, metavar="DIR", help="model store (default: $COMFYVER_MODELS or <cache>/models)")
+    f.add_argument("--find-links", metavar="DIR", action="append", default=[], help="extra wheel folder for uv")
+    f.add_argument("--json", action="store_true", help="machine output")
+    f.set_defaults(func=run_fetch)
+
+
+def _uv_args(args) -> list[str]:
+    return [a for d in args.find_links for a in ("--find-links", d)]
+
+
+def run_realize(args) -> int:
+    root = project.find_root()
+    into = realize.realize(root, args.id, args.into, args.models_dir, args.offline,
+                           system_site_packages=args.system_site_packages, uv_args=_uv_args(args),
+                           rehash=args.rehash, reporter=realize.Reporter(quiet=args.json))
+    if args.json:
+        print(json.dumps({"id": args.id, "path": str(into)}))
+    else:
+        print(into)
+    return 0
+
+
+def run_fetch(args) -> int:
+    root = project.find_root()
+    out = realize.fetch(root, args.id, args.models_dir, uv_args=_uv_args(args),
+                        reporter=realize.Reporter(quiet=args.json))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"fetched version {args.id}: core, {out['nodes']} nodes, {out['models']} models, wheels")
+    return 0

@@ -1,0 +1,398 @@
+"""Workflow parsing: which node classes and which model files a workflow uses.
+
+Reads both formats ComfyUI writes:
+- API format: `{"<id>": {"class_type": ..., "inputs": {...}}}`
+- UI format: `{"nodes": [...], "links": [...], "extra": {...}, "definitions": {...}}`,
+  entering group nodes (`extra.groupNodes`, type `workflow>NAME` or `workflow/NAME`)
+  and subgraphs (`definitions.subgraphs`, nested, instances typed by the subgraph's id).
+
+Muted (mode 2) and bypassed (mode 4) nodes are listed but marked. Frontend-only
+nodes (Note, MarkdownNote, Reroute, PrimitiveNode) are not dependencies.
+
+Which inputs name model files comes from the caller (`model_inputs`: class ->
+ordered [(input, folder)], scanned from the locked sources by nodemap) plus a
+table of well-known input names. In the UI format widget values are positional,
+so the k-th model-looking value of a node is matched to the k-th model input of
+its class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from comfyver.base.errors import ComfyverError
+
+VIRTUAL_CLASSES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Comfy.GroupNode"}
+MODES = {0: "active", 1: "on-event", 2: "muted", 3: "always", 4: "bypassed"}
+MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl", ".pt2", ".engine")
+# input name -> models/ folder, for classes whose source was not scanned (API format)
+WELL_KNOWN_INPUTS = {
+    "ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae", "unet_name": "diffusion_models",
+    "clip_name": "text_encoders", "clip_name1": "text_encoders", "clip_name2": "text_encoders",
+    "clip_name3": "text_encoders", "clip_name4": "text_encoders", "control_net_name": "controlnet",
+    "style_model_name": "style_models", "gligen_name": "gligen", "hypernetwork_name": "hypernetworks",
+    "upscale_model_name": "upscale_models", "photomaker_model_name": "photomaker",
+    "audio_encoder_name": "audio_encoders", "lora": "loras",
+}
+# class-specific meanings of generic input names (used when no scan is available)
+WELL_KNOWN_CLASS_INPUTS = {
+    "CLIPVisionLoader": [("clip_name", "clip_vision")],
+    "UpscaleModelLoader": [("model_name", "upscale_models")],
+    "CheckpointLoader": [("config_name", "configs"), ("ckpt_name", "checkpoints")],
+    "ModelPatchLoader": [("name", "model_patches")],
+}
+
+
+@dataclass
+class NodeUse:
+    """One node instance in a workflow."""
+    class_type: str
+    node_id: str               # "12", or "5:3" inside a subgraph/group node instance 5
+    workflow: str
+    mode: str = "active"
+    cnr_id: str | None = None
+    aux_id: str | None = None
+    ver: str | None = None
+    named: dict = field(default_factory=dict)    # input name -> value (API format, dict widgets, promoted widgets)
+    positional: list = field(default_factory=list)  # UI widgets_values (list form)
+
+    @property
+    def virtual(self) -> bool:
+        return self.class_type in VIRTUAL_CLASSES
+
+
+@dataclass
+class ModelSource:
+    """A model the workflow itself says where to get (`models` entries)."""
+    name: str
+    folder: str | None
+    url: str | None
+    sha256: str | None
+
+
+@dataclass
+class ModelUse:
+    folder: str | None
+    name: str
+    class_type: str
+    input: str | None
+    workflow: str
+    node_id: str
+    mode: str = "active"
+
+
+@dataclass
+class Workflow:
+    path: str
+    format: str                # "api" | "ui"
+    nodes: list[NodeUse]
+    sources: list[ModelSource]
+
+
+class WorkflowError(ComfyverError):
+    pass
+
+
+def load(path: str | os.PathLike) -> Workflow:
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkflowError(f"workflow {p}: no such file", exit_code=2) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"workflow {p}: not a JSON workflow ({exc})",
+                            hint="export it from ComfyUI with Workflow > Export (or Export (API))") from None
+    return parse(data, str(path))
+
+
+def parse(data, name: str) -> Workflow:
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        return _parse_ui(data, name)
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "nodes" not in data:
+        return parse(data["prompt"], name)  # an /prompt request body
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        return _parse_api(data, name)
+    raise WorkflowError(f"workflow {name}: neither the UI format (a 'nodes' list) nor the API format "
+                        "({id: {class_type, inputs}})",
+                        hint="export it from ComfyUI with Workflow > Export (or Export (API))")
+
+
+def _parse_api(data: dict, name: str) -> Workflow:
+    nodes = []
+    for nid, n in data.items():
+        ct = n.get("class_type")
+        if not isinstance(ct, str) or not ct:
+            raise WorkflowError(f"workflow {name}: node {nid} has no class_type")
+        inputs = n.get("inputs") if isinstance(n.get("inputs"), dict) else {}
+        named = {k: v for k, v in inputs.items() if not _is_link(v)}
+        nodes.append(NodeUse(ct, str(nid), name, named=named))
+    return Workflow(name, "api", nodes, [])
+
+
+def _is_link(v) -> bool:
+    return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)
+
+
+def _mode(n: dict) -> str:
+    m = n.get("mode", 0)
+    return MODES.get(m, f"mode-{m}") if isinstance(m, int) else "active"
+
+
+def _sources(entries, folder_default=None) -> list[ModelSource]:
+    out = []
+    for m in entries if isinstance(entries, list) else []:
+        if isinstance(m, dict) and isinstance(m.get("name"), str):
+            h = m.get("hash") if str(m.get("hash_type", "sha256")).lower() == "sha256" else None
+            h = h.lower() if isinstance(h, str) and re.fullmatch(r"[0-9a-fA-F]{64}", h) else None
+            out.append(ModelSource(m["name"], m.get("directory") or folder_default,
+                                   m.get("url") if isinstance(m.get("url"), str) else None, h))
+    return out
+
+
+def _parse_ui(data: dict, name: str) -> Workflow:
+    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+    groups = extra.get("groupNodes") if isinstance(extra.get("groupNodes"), dict) else {}
+    defs = data.get("definitions") if isinstance(data.get("definitions"), dict) else {}
+    subgraphs = {sg["id"]: sg for sg in defs.get("subgraphs", []) or [] if isinstance(sg, dict) and "id" in sg}
+    out: list[NodeUse] = []
+    sources = _sources(data.get("models"))
+
+    def walk(nodes, prefix: str, outer_mode: str | None, stack: tuple):
+        for n in nodes if isinstance(nodes, list) else []:
+            if not isinstance(n, dict):
+                continue
+            t = n.get("type")
+            if not isinstance(t, str) or not t:
+                continue
+            nid = f"{prefix}{n.get('id')}"
+            mode = _mode(n)
+            if outer_mode and outer_mode != "active":
+                mode = outer_mode
+            props = n.get("properties") if isinstance(n.get("properties"), dict) else {}
+            sources.extend(_sources(props.get("models")))
+            if t in subgraphs:
+                if t in stack:
+                    raise WorkflowError(f"workflow {name}: subgraph {t} contains itself (node {nid})")
+                sg = subgraphs[t]
+                walk(sg.get("nodes"), nid + ":", mode, stack + (t,))
+                _apply_promoted(sg, n, out, nid + ":")
+                continue
+            gname = t.split(">", 1)[1] if t.startswith("workflow>") else (t.split("/", 1)[1] if t.startswith("workflow/") else None)
+            if gname is not None and gname in groups:
+                _walk_group(groups[gname], n, nid + ":", mode, name, out)
+                continue
+            wv = n.get("widgets_values")
+            out.append(NodeUse(t, nid, name, mode, _str(props.get("cnr_id")), _str(props.get("aux_id")),
+                               _str(props.get("ver")), named=dict(wv) if isinstance(wv, dict) else {},
+                               positional=list(wv) if isinstance(wv, list) else []))
+
+    walk(data["nodes"], "", None, ())
+    return Workflow(name, "ui", out, sources)
+
+
+def _str(v) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _walk_group(group: dict, inst: dict, prefix: str, mode: str, name: str, out: list) -> None:
+    """A legacy group node: its inner nodes, with the instance's widget values spread over them."""
+    inner = group.get("nodes") if isinstance(group.get("nodes"), list) else []
+    values = list(inst.get("widgets_values") or []) if isinstance(inst.get("widgets_values"), list) else []
+    for i, n in enumerate(inner):
+        if not isinstance(n, dict) or not isinstance(n.get("type"), str):
+            continue
+        wv = n.get("widgets_values")
+        props = n.get("properties") if isinstance(n.get("properties"), dict) else {}
+        out.append(NodeUse(n["type"], f"{prefix}{n.get('index', i)}", name,
+                           mode if mode != "active" else _mode(n), _str(props.get("cnr_id")),
+                           _str(props.get("aux_id")), _str(props.get("ver")),
+                           named=dict(wv) if isinstance(wv, dict) else {},
+                           positional=list(wv) if isinstance(wv, list) else []))
+    # the instance holds the current widget values of all inner nodes, in order; without the
+    # classes' schemas they cannot be split per node, so its model-looking values replace the
+    # definition's model-looking values one for one, in order
+    if values:
+        it = iter(v for v in values if _looks_like_model(v))
+        for use in out:
+            if use.node_id.startswith(prefix):
+                use.positional = [next(it, v) if _looks_like_model(v) else v for v in use.positional]
+
+
+def _apply_promoted(sg: dict, inst: dict, out: list, prefix: str) -> None:
+    """Widgets promoted to a subgraph instance (`properties.proxyWidgets`) override inner values."""
+    props = inst.get("properties") if isinstance(inst.get("properties"), dict) else {}
+    proxies = props.get("proxyWidgets")
+    values = inst.get("widgets_values")
+    if not isinstance(proxies, list) or not isinstance(values, list):
+        return
+    uses = {u.node_id: u for u in out if u.node_id.startswith(prefix) and ":" not in u.node_id[len(prefix):]}
+    links = {}
+    for lk in sg.get("links") or []:
+        if isinstance(lk, dict):
+            links[lk.get("id")] = (lk.get("target_id"), lk.get("target_slot"))
+        elif isinstance(lk, list) and len(lk) >= 5:
+            links[lk[0]] = (lk[3], lk[4])
+    inner = {str(n.get("id")): n for n in sg.get("nodes") or [] if isinstance(n, dict)}
+    sg_inputs = {i.get("name"): i for i in sg.get("inputs") or [] if isinstance(i, dict)}
+    for proxy, value in zip(proxies, values):
+        if not (isinstance(proxy, list) and len(proxy) == 2):
+            continue
+        node_ref, widget = str(proxy[0]), proxy[1]
+        targets = []
+        if node_ref == "-1" and widget in sg_inputs:
+            for lid in sg_inputs[widget].get("linkIds") or []:
+                tid, slot = links.get(lid, (None, None))
+                n = inner.get(str(tid))
+                if n and isinstance(slot, int) and slot < len(n.get("inputs") or []):
+                    w = (n["inputs"][slot].get("widget") or {}).get("name")
+                    if w:
+                        targets.append((str(tid), w))
+        elif node_ref in inner:
+            targets.append((node_ref, widget))
+        for tid, w in targets:
+            use = uses.get(prefix + tid)
+            if use is not None:
+                use.named[w] = value
+
+
+def _looks_like_model(v) -> bool:
+    return isinstance(v, str) and v.lower().endswith(MODEL_EXTS) and "\n" not in v and len(v) < 400
+
+
+def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> list[ModelUse]:
+    """Every model file a workflow's nodes name, with its folder where known (None otherwise).
+
+    `model_inputs` holds every scanned class (an empty list = scanned, loads no models); for a
+    class that was not scanned, well-known input names and model-looking values are used."""
+    by_name = {s.name: s.folder for s in wf.sources if s.folder}
+    out = []
+    for u in wf.nodes:
+        if u.virtual:
+            continue
+        scanned = u.class_type in model_inputs
+        known = model_inputs[u.class_type] if scanned else WELL_KNOWN_CLASS_INPUTS.get(u.class_type, [])
+        if scanned and not known:
+            continue  # its source was read: it loads no model files through folder_paths
+        known_map = dict(known)
+        seen = set()
+        for k, v in u.named.items():
+            if not isinstance(v, str) or not v:
+                continue
+            folder = known_map.get(k) or (WELL_KNOWN_INPUTS.get(k) if not known else None)
+            if folder or (_looks_like_model(v) and not known):
+                out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, k, wf.path, u.node_id, u.mode))
+                seen.add(v)
+        values = [v for v in u.positional if _looks_like_model(v)]
+        model_slots = [(i, f) for i, f in known if f not in ("configs",)]
+        for i, v in enumerate(values):
+            if i < len(model_slots):
+                inp, folder = model_slots[i]
+            elif model_slots:
+                inp, folder = model_slots[-1]
+            else:
+                inp, folder = None, None
+            if (inp and inp in u.named) or v in seen:
+                continue  # overridden by a promoted widget, or already counted
+            seen.add(v)
+            out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, inp, wf.path, u.node_id, u.mode))
+    return out
+
+
+def _base(name: str) -> str:
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def model_key(folder: str, name: str) -> str:
+    """The lock key `<folder>/<name>`; Windows separators in names become '/'."""
+    return f"{folder}/{name.replace(chr(92), '/')}"
+
+
+# ---------------------------------------------------------------- the whole picture
+
+@dataclass
+class Report:
+    workflows: list[str]
+    core: list[str]                      # built-in classes used
+    packs: dict[str, dict]               # node name -> {url?, registry_id?, version?, classes, via, active}
+    models: dict[str, dict]              # "<folder>/<name>" (or "?/<name>") -> {folder, name, url?, sha256?, ...}
+    unresolved: dict[str, dict]          # class -> {why, workflows, active}
+    ambiguous: dict[str, dict]           # class -> {candidates, workflows, active}
+    notes: list[str]
+
+    def to_json(self) -> dict:
+        return {
+            "workflows": self.workflows,
+            "packs": sorted({p["url"] for p in self.packs.values() if p.get("url")}),
+            "nodes": self.packs,
+            "core": self.core,
+            "models": list(self.models.values()),
+            "unresolved": self.unresolved,
+            "ambiguous": {c: v["candidates"] for c, v in self.ambiguous.items()},
+            "notes": self.notes,
+        }
+
+
+def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
+    """Decide every class with `nodemap`, collect every model with its best-known source."""
+    core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
+    for wf in workflows:
+        for u in wf.nodes:
+            r = nodemap.decide(u.class_type, u.cnr_id, u.aux_id, u.ver)
+            active = u.mode not in ("muted", "bypassed")
+            if r.status == "core":
+                core.add(u.class_type)
+            elif r.status == "pack":
+                p = r.pack
+                cur = packs.setdefault(p.name, {"name": p.name, "url": p.url, "registry_id": p.registry_id,
+                                                "version": p.version, "via": r.via, "classes": [], "active": False})
+                cur["url"] = cur["url"] or p.url
+                if p.version and cur["version"] and p.version != cur["version"] and cur["via"] not in ("override", "choice"):
+                    notes.append(f"node {p.name}: workflows were saved with different versions "
+                                 f"({cur['version']}, {p.version}); asking for the newest (latest)")
+                    cur["version"] = None
+                    cur["conflict"] = True
+                elif p.version and not cur["version"] and not cur.get("conflict"):
+                    cur["version"] = p.version
+                if u.class_type not in cur["classes"]:
+                    cur["classes"].append(u.class_type)
+                cur["active"] = cur["active"] or active
+            elif r.status in ("unresolved", "ambiguous"):
+                target = unresolved if r.status == "unresolved" else ambiguous
+                e = target.setdefault(u.class_type, {"why": r.why, "candidates": r.candidates, "workflows": [],
+                                                     "active": False})
+                if wf.path not in e["workflows"]:
+                    e["workflows"].append(wf.path)
+                e["active"] = e["active"] or active
+    models: dict[str, dict] = {}
+    for wf in workflows:
+        srcs = {}
+        for s in wf.sources:
+            srcs.setdefault(s.name, s)
+            srcs.setdefault(_base(s.name), s)
+        for m in model_uses(wf, model_inputs):
+            src = srcs.get(m.name) or srcs.get(_base(m.name))
+            folder = m.folder or (src.folder if src else None)
+            key = model_key(folder, m.name) if folder else f"?/{m.name}"
+            e = models.setdefault(key, {"folder": folder, "name": m.name.replace("\\", "/"), "used_by": [],
+                                        "active": False})
+            e["used_by"].append(f"{m.workflow}#{m.node_id} {m.class_type}.{m.input or '?'}")
+            e["active"] = e["active"] or m.mode not in ("muted", "bypassed")
+            if src and src.url and "url" not in e:
+                e["url"] = src.url
+                e["source"] = "workflow"
+            if src and src.sha256 and "sha256" not in e:
+                e["sha256"] = src.sha256
+    if manager is not None:
+        for e in models.values():
+            if "url" not in e:
+                hit = manager.models.get(_base(e["name"]))
+                if hit:
+                    e["url"] = hit["url"]
+                    e["source"] = "comfyui-manager model-list"
+    return Report([w.path for w in workflows], sorted(core), dict(sorted(packs.items())),
+                  dict(sorted(models.items())), dict(sorted(unresolved.items())), dict(sorted(ambiguous.items())),
+                  sorted(set(notes)))

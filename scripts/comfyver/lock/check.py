@@ -1,0 +1,106 @@
+"""Consistency of a version, for CI: the lock, its workflows, its Python lock.
+
+A version is consistent when
+- version.json is valid (schema + rules) and its id matches its folder;
+- every workflow it lists exists, and every file in workflows/ is listed;
+- every class its workflows use is built into the locked core or provided by a locked
+  node (`provides`, `choices`, overrides.json), and every model they load is locked;
+- pyproject.toml is exactly what `comfyver lock` generates from the locked core and
+  nodes today, and uv.lock was made from that pyproject (same root requirements).
+Each problem names the version, the item and the command that fixes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfyver.base import lockfile, project
+from comfyver.base.errors import ComfyverError
+from comfyver.lock import analyze, nodemap, pylock, versions
+
+
+def _p(item: str, problem: str, fix: str) -> dict:
+    return {"item": item, "problem": problem, "fix": fix}
+
+
+def check_version(root: Path, vid: str, *, python: bool = True) -> list[dict]:
+    vdir = project.version_dir(root, vid)
+    try:
+        lock = versions.load(root, vid)
+    except ComfyverError as exc:
+        return [_p("version.json", exc.message, exc.hint or "fix the lock file or re-create the version")]
+    problems = []
+    relock = f"comfyver lock {vid} --workflow <file>"
+    listed = set(lock["workflows"])
+    present = {f"workflows/{p.name}" for p in (vdir / "workflows").glob("*.json")} if (vdir / "workflows").is_dir() else set()
+    for w in sorted(listed - present):
+        problems.append(_p(w, "listed in the lock but missing", "restore the file, or remove it from $.workflows"))
+    for w in sorted(present - listed):
+        problems.append(_p(w, "in workflows/ but not in the lock", f"comfyver lock {vid} --workflow {vdir / w}"))
+    wfs = []
+    for w in sorted(listed & present):
+        try:
+            wfs.append(analyze.load(vdir / w))
+        except ComfyverError as exc:
+            problems.append(_p(w, exc.message, "re-export the workflow from ComfyUI"))
+    try:
+        problems += _coverage(lock, vdir, wfs, relock)
+    except ComfyverError as exc:
+        problems.append(_p("sources", exc.message, exc.hint or "check the locked URLs and your network"))
+    if python:
+        problems += _python(lock, vdir, vid)
+    return problems
+
+
+def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
+    if not wfs:
+        return []
+    mgr = nodemap.manager()
+    nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
+    rep = analyze.report(wfs, nm, inputs, mgr)
+    out = []
+    for c, e in rep.unresolved.items():
+        if e["active"]:
+            out.append(_p(f"class {c}", f"{e['why']} (used in {', '.join(e['workflows'])})",
+                          f"{relock} --node <url>, or add it to overrides.json"))
+    for c, e in rep.ambiguous.items():
+        if e["active"]:
+            out.append(_p(f"class {c}", f"{e['why']}: {', '.join(e['candidates'])}", f"{relock} --choose '{c}=<node>'"))
+    for name, p in rep.packs.items():
+        if p["active"] and name not in lock["nodes"]:
+            out.append(_p(f"node {name}", f"needed for {', '.join(p['classes'])} but not in the lock", relock))
+    for key, m in rep.models.items():
+        if not m["active"]:
+            continue
+        if m["folder"] is None:
+            out.append(_p(f"model {m['name']}", "folder unknown", f"{relock} --model <folder>/{m['name']}=<url>"))
+        elif key not in lock["models"]:
+            out.append(_p(f"model {key}", f"used by {m['used_by'][0]} but not in the lock",
+                          f"{relock} --model '{key}=<url>'" if "url" not in m else relock))
+    return out
+
+
+def _python(lock: dict, vdir: Path, vid: str) -> list[dict]:
+    pp, ul = vdir / "pyproject.toml", vdir / "uv.lock"
+    fix = f"comfyver lock {vid} (regenerates pyproject.toml and uv.lock)"
+    if not pp.is_file() or not ul.is_file():
+        return [_p("python", "pyproject.toml / uv.lock missing", fix)]
+    want, _, _ = pylock.generate(lock)
+    have = pp.read_text()
+    if have != want:
+        return [_p("pyproject.toml", "out of date with the locked ComfyUI and nodes' requirements", fix)]
+    name, requires = pylock.project_requires(have)
+    locked = pylock.locked_requires(ul.read_text(), name)
+    if locked is None:
+        return [_p("uv.lock", f"has no entry for the project {name!r}", fix)]
+    if locked != requires:
+        return [_p("uv.lock", "was not made from this pyproject.toml (requirements differ: "
+                              f"{sorted(set(requires) ^ set(locked))[:5]})", fix)]
+    return []
+
+
+def check_all(root: Path, vids: list[str] | None = None, *, python: bool = True) -> dict[str, list[dict]]:
+    ids = vids or project.version_ids(root)
+    for v in ids:
+        lockfile.check_version_id(v)
+    return {v: check_version(root, v, python=python) for v in ids}

@@ -1,0 +1,186 @@
+"""From what users have today to a version.
+
+Two inputs are understood (JSON or YAML, detected by content):
+- a ComfyUI-Manager snapshot: `comfyui` (commit), `git_custom_nodes` ({url: {hash, disabled}}),
+  `cnr_custom_nodes` ({registry id: version}), `file_custom_nodes`, `pips` ({"pkg==ver": ""}).
+  Disabled and single-file nodes are skipped with a note; `pips` is evidence only: after the
+  Python lock, every pin that differs from uv.lock is reported.
+- a `config.yml` style list: `comfyui: {url?, version?}` (optional), `nodes: [{url, version}]` with
+  version `latest|nightly|<tag>|<commit>|<branch>`, `models: [{url, destination, optional?, sha256?}]`;
+  `destination` is `<folder>/<name>` (a leading `models/` is dropped; a folder alone takes the
+  URL's file name). Optional models that fail to resolve are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from comfyver.base import lockfile
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.lock import nodemap, versions
+from comfyver.sources import resolve
+
+
+@dataclass
+class Plan:
+    """What an import asks for, before resolution."""
+    kind: str                                           # snapshot | config
+    comfyui: dict
+    nodes: dict[str, dict] = field(default_factory=dict)     # name -> original
+    models: dict[str, dict] = field(default_factory=dict)    # path -> original
+    optional: set[str] = field(default_factory=set)          # model paths that may fail
+    pips: dict[str, str] = field(default_factory=dict)       # package -> pinned version (snapshot evidence)
+    notes: list[str] = field(default_factory=list)
+
+
+def read(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file") from None
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ComfyverError(f"{p}: neither JSON nor YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ComfyverError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def plan(data: dict, source: str, comfyui_url: str = versions.DEFAULT_COMFYUI_URL) -> Plan:
+    if "git_custom_nodes" in data or "cnr_custom_nodes" in data or isinstance(data.get("comfyui"), str):
+        return _snapshot(data, source, comfyui_url)
+    if "nodes" in data or "models" in data:
+        return _config(data, source, comfyui_url)
+    raise ComfyverError(f"{source}: neither a ComfyUI-Manager snapshot (comfyui, git_custom_nodes, cnr_custom_nodes) "
+                        "nor a config.yml (nodes, models)")
+
+
+def _add_node(pl: Plan, name: str, original: dict, source: str) -> None:
+    if name in pl.nodes and pl.nodes[name] != original:
+        raise ComfyverError(f"{source}: two different entries for node {name!r}",
+                            hint="keep one of them in the file")
+    pl.nodes[name] = original
+
+
+def _snapshot(data: dict, source: str, comfyui_url: str) -> Plan:
+    core = data.get("comfyui")
+    if not isinstance(core, str) or not core:
+        raise ComfyverError(f"{source}: $.comfyui: expected the ComfyUI commit")
+    pl = Plan("snapshot", {"type": "git", "url": comfyui_url, "ref": core})
+    for url, info in (data.get("git_custom_nodes") or {}).items():
+        info = info if isinstance(info, dict) else {}
+        if info.get("disabled"):
+            pl.notes.append(f"{source}: node {url} is disabled in the snapshot; skipped")
+            continue
+        spec = f"{url}@{info['hash']}" if info.get("hash") else url
+        name, original = resolve.parse_node_spec(spec)
+        _add_node(pl, name, original, source)
+    for nid, ver in (data.get("cnr_custom_nodes") or {}).items():
+        name, original = resolve.parse_node_spec(f"{nid}@{ver}" if ver else nid)
+        _add_node(pl, name, original, source)
+    for f in data.get("file_custom_nodes") or []:
+        fname = f.get("filename") if isinstance(f, dict) else f
+        pl.notes.append(f"{source}: single-file node {fname!r} skipped (no source to pin; publish it in a git repo "
+                        "and add it with --node)")
+    for line in data.get("pips") or {}:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        pins = [s.version for s in req.specifier if s.operator == "=="]
+        if pins:
+            pl.pips[canonicalize_name(req.name)] = pins[0]
+    return pl
+
+
+def model_path(destination: str, url: str, what: str) -> str:
+    d = destination.replace("\\", "/").strip()
+    d = d[len("models/"):] if d.startswith("models/") else d
+    parts = [x for x in d.split("/") if x]
+    if len(parts) == 1 or d.endswith("/") or not PurePosixPath(parts[-1]).suffix:
+        name = unquote(PurePosixPath(urlsplit(url).path).name)
+        if not name:
+            raise UsageError(f"{what}: destination {destination!r} is a folder and the URL has no file name",
+                             hint="write the destination as <folder>/<file name>")
+        parts.append(name)
+    key = "/".join(parts)
+    try:
+        lockfile.check_model_path(key)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+    return key
+
+
+def _config(data: dict, source: str, comfyui_url: str) -> Plan:
+    core = data.get("comfyui") or {}
+    if isinstance(core, str):
+        core = {"version": core}
+    pl = Plan("config", {"type": "git", "url": core.get("url", comfyui_url), "ref": str(core.get("version", "latest"))})
+    for i, n in enumerate(data.get("nodes") or []):
+        what = f"{source}: nodes[{i}]"
+        if not isinstance(n, dict) or not isinstance(n.get("url"), str):
+            raise UsageError(f"{what}: expected {{url, version}}")
+        ver = str(n.get("version") or "latest")
+        name, original = resolve.parse_node_spec(f"{n['url']}@{ver}")
+        if n.get("name"):
+            name = str(n["name"])
+        _add_node(pl, name, original, source)
+    for i, m in enumerate(data.get("models") or []):
+        what = f"{source}: models[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("url"), str) or not m.get("destination"):
+            raise UsageError(f"{what}: expected {{url, destination, optional?}}")
+        key = model_path(str(m["destination"]), m["url"], what)
+        pl.models[key] = resolve.parse_model_source(m["url"], m.get("sha256"))
+        if m.get("optional"):
+            pl.optional.add(key)
+    return pl
+
+
+def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: bool = True) -> dict:
+    """Resolve a plan into a lock (in memory); optional models that fail become notes."""
+    items = [resolve.Item("comfyui", "git", pl.comfyui)]
+    items += [resolve.Item(f"nodes.{n}", resolve.kind_of(o), o) for n, o in pl.nodes.items()]
+    items += [resolve.Item(f"models.{k}", "model", o) for k, o in pl.models.items() if k not in pl.optional]
+    locked = resolve.lock_items(items, jobs=jobs, progress=progress)
+    optional = [resolve.Item(f"models.{k}", "model", pl.models[k]) for k in sorted(pl.optional)]
+    try:
+        locked.update(resolve.lock_items(optional, jobs=jobs, progress=progress))
+    except resolve.ResolveFailed as exc:
+        for k, msg in sorted(exc.failures.items()):
+            pl.notes.append(f"optional {k} skipped: {msg}")
+        ok = [it for it in optional if it.key not in exc.failures]
+        locked.update(resolve.lock_items(ok, jobs=jobs, progress=False) if ok else {})
+    lock = lockfile.empty(vid, pl.comfyui, locked["comfyui"])
+    for name, o in sorted(pl.nodes.items()):
+        loc = locked[f"nodes.{name}"]
+        entry = {"original": o, "locked": loc}
+        provides = nodemap.scan_locked_node(name, loc)
+        if provides:
+            entry["provides"] = sorted(provides)
+        lock["nodes"][name] = entry
+    for key, o in sorted(pl.models.items()):
+        if f"models.{key}" in locked:
+            lock["models"][key] = {"original": o, "locked": locked[f"models.{key}"]}
+    return lock
+
+
+def pip_differences(pl: Plan, python_packages: dict[str, str]) -> list[str]:
+    """Snapshot pins that the Python lock does not reproduce."""
+    out = []
+    for pkg, ver in sorted(pl.pips.items()):
+        got = python_packages.get(pkg)
+        if got is None:
+            continue
+        if got != ver and not re.sub(r"\+.*$", "", ver) == got:
+            out.append(f"{pkg}: snapshot had {ver}, the lock has {got}")
+    return out

@@ -1,0 +1,538 @@
+"""Class name -> node pack: the evidence and the decision.
+
+Evidence, strongest first:
+1. the user: `choices` in the lock (class -> node name) and versions/<id>/overrides.json
+   (`{"classes": {class: node spec}}`); a class provided by a node already in the lock;
+2. the workflow itself: `properties.cnr_id` (registry id, `comfy-core` = built in) and
+   `properties.aux_id` (`owner/repo` on GitHub), with `ver`;
+3. the locked ComfyUI core: classes scanned from its source (`NODE_CLASS_MAPPINGS` and the
+   newer `io.Schema(node_id=...)` entrypoint style), cached per commit;
+4. ComfyUI-Manager's extension-node-map.json: exact names, then `preemptions`
+   (a pack that claims a class wins over others that also list it), then `nodename_pattern`;
+5. the Comfy Registry: `GET /comfy-nodes/{name}/node`.
+A class that several packs provide, with nothing to decide between them, is reported as
+ambiguous with its candidates; it is never picked silently.
+
+Source scanning also yields each class's model inputs (`folder_paths.get_filename_list("<folder>")`
+used as an input's options), in declaration order, for analyze.model_uses.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from comfyver.base import project, web
+from comfyver.base.errors import ComfyverError
+from comfyver.base.fsutil import atomic_write_json
+
+CORE_PACK = "comfy-core"
+CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
+CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
+SCAN_VERSION = 4
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+# ---------------------------------------------------------------- source scanning
+
+def _filename_list_folder(node, methods: dict | None = None) -> str | None:
+    """The folder of the first `*.get_filename_list("<folder>")` call inside `node`, also through
+    a helper method of the same class (`s.vae_list(s)`)."""
+    for sub in ast.walk(node):
+        if not isinstance(sub, ast.Call):
+            continue
+        fname = getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)
+        if (fname == "get_filename_list" and sub.args and isinstance(sub.args[0], ast.Constant)
+                and isinstance(sub.args[0].value, str)):
+            return sub.args[0].value
+        if methods and fname in methods:
+            found = _filename_list_folder(methods[fname], None)
+            if found:
+                return found
+    return None
+
+
+def _class_model_inputs(cls: ast.ClassDef) -> list[tuple[str, str]]:
+    methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found = []
+    for sub in ast.walk(cls):
+        if isinstance(sub, ast.Dict):
+            for k, v in zip(sub.keys, sub.values):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, (ast.Tuple, ast.List)) and v.elts:
+                    folder = _filename_list_folder(v.elts[0], methods)
+                    if folder:
+                        found.append((k.lineno, k.col_offset, k.value, folder))
+        elif (isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Constant)
+              and isinstance(sub.args[0].value, str) and getattr(sub.func, "attr", None) == "Input"):
+            opts = [kw.value for kw in sub.keywords if kw.arg == "options"] + list(sub.args[1:2])
+            folder = next((f for f in (_filename_list_folder(o, methods) for o in opts) if f), None)
+            if folder:
+                found.append((sub.lineno, sub.col_offset, sub.args[0].value, folder))
+    found.sort()
+    out, seen = [], set()
+    for _, _, name, folder in found:
+        if name not in seen:
+            seen.add(name)
+            out.append((name, folder))
+    return out
+
+
+def scan_python(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Node classes one Python file registers -> their model inputs [(input, folder)]."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return {}
+    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+    out: dict[str, list] = {}
+
+    def add(cid: str, cls_name: str | None):
+        cls = classes.get(cls_name) if cls_name else None
+        out[cid] = _class_model_inputs(cls) if cls is not None else out.get(cid, [])
+
+    for node in ast.walk(tree):
+        # NODE_CLASS_MAPPINGS = {...} / NODE_CLASS_MAPPINGS: dict = {...} / .update({...})
+        value = None
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "NODE_CLASS_MAPPINGS":
+            value = node.value
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "update"
+              and getattr(node.func.value, "id", None) == "NODE_CLASS_MAPPINGS" and node.args):
+            value = node.args[0]
+        if isinstance(value, ast.Dict):
+            for k, v in zip(value.keys, value.values):
+                if isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    add(k.value, getattr(v, "id", None) or getattr(v, "attr", None))
+        # NODE_CLASS_MAPPINGS["X"] = Cls
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if (isinstance(t, ast.Subscript) and getattr(t.value, "id", None) == "NODE_CLASS_MAPPINGS"
+                        and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)):
+                    add(t.slice.value, getattr(node.value, "id", None))
+    # entrypoint style: class X(io.ComfyNode): define_schema -> io.Schema(node_id="..."); and ids kept
+    # as a class constant (`node_id = "..."` read by a shared define_schema, `NodeId = "..."` looped
+    # into NODE_CLASS_MAPPINGS, `NODE_ID = "..."`, or `schema.node_id = "..."` in a subclass)
+    for cls in classes.values():
+        for stmt in ast.walk(cls):
+            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+                    and (getattr(stmt.targets[0], "id", None) in ("node_id", "NodeId", "NODE_ID")
+                         or getattr(stmt.targets[0], "attr", None) == "node_id")):  # schema.node_id = "..."
+                out[stmt.value.value] = _class_model_inputs(cls)
+        for sub in ast.walk(cls):
+            if isinstance(sub, ast.Call) and (getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)) == "Schema":
+                for kw in sub.keywords:
+                    if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                        out[kw.value.value] = _class_model_inputs(cls)
+    return out
+
+
+def scan_files(files: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list] = {}
+    for path in sorted(files):
+        for cid, inputs in scan_python(files[path]).items():
+            if inputs or cid not in out:
+                out[cid] = inputs
+    return out
+
+
+def scan_tree(path: str | os.PathLike, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    root = Path(path)
+    files = {}
+    for f in root.rglob("*.py"):
+        rel = f.relative_to(root).as_posix()
+        if core and not rel.startswith(CORE_SCAN_PREFIXES):
+            continue
+        if any(part in ("tests", "test", "__pycache__", ".git") for part in rel.split("/")[:-1]):
+            continue
+        files[rel] = f.read_text(encoding="utf-8", errors="replace")
+    return scan_files(files)
+
+
+def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
+    ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", rev], cwd=repo, capture_output=True, check=True).stdout
+    wanted = []
+    for rec in ls.split(b"\0"):
+        if not rec:
+            continue
+        meta, path = rec.split(b"\t", 1)
+        p = path.decode(errors="replace")
+        if meta.split()[1] != b"blob" or not p.endswith(".py"):
+            continue
+        if core and not p.startswith(CORE_SCAN_PREFIXES):
+            continue
+        if any(part in ("tests", "test") for part in p.split("/")[:-1]):
+            continue
+        wanted.append((p, meta.split()[2].decode()))
+    if not wanted:
+        return {}
+    batch = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True, check=True,
+                           input="".join(oid + "\n" for _, oid in wanted).encode()).stdout
+    files, pos = {}, 0
+    for p, _ in wanted:
+        header_end = batch.index(b"\n", pos)
+        size = int(batch[pos:header_end].split()[2])
+        files[p] = batch[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace")
+        pos = header_end + 1 + size + 1
+    return files
+
+
+def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    """Scan a locked git input (core or node pack) at `rev`; cached per rev."""
+    cache = project.cache_dir() / "nodescan" / f"{'core' if core else 'pack'}-{rev}-v{SCAN_VERSION}.json"
+    if cache.is_file():
+        try:
+            return {k: [tuple(x) for x in v] for k, v in json.loads(cache.read_text()).items()}
+        except (ValueError, OSError):
+            pass
+    from comfyver.sources import gitsource
+
+    repo = gitsource.fetch(url, rev, what)
+    result = scan_files(_git_files(repo, rev, core))
+    atomic_write_json(cache, result)
+    return result
+
+
+def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
+    """Text of the .py files and requirement files of a locked registry archive, its hash verified."""
+    import tempfile
+    import zipfile
+
+    from comfyver.sources import download, registry
+
+    with tempfile.TemporaryDirectory(prefix="comfyver-zipread-") as tmp:
+        z = Path(tmp) / "node.zip"
+        download.download(loc["url"], z, what=what)
+        sri, _ = registry.unpack_and_hash(z, what)
+        if sri != loc["hash"]:
+            raise ComfyverError(f"{what}: archive at {web.redact(loc['url'])} has hash {sri}, the lock says {loc['hash']}",
+                                hint="the registry changed a published archive; re-lock the node")
+        out = {}
+        with zipfile.ZipFile(z) as zf:
+            for name in zf.namelist():
+                rel = name.split("/", 1)[1] if loc.get("stripRoot") and "/" in name else name
+                if rel.endswith((".py", "requirements.txt", "pyproject.toml")) and not name.endswith("/"):
+                    out[rel] = zf.read(name).decode("utf-8", errors="replace")
+        return out
+
+
+def scan_locked_node(name: str, loc: dict) -> dict[str, list[tuple[str, str]]]:
+    """Scan a locked node of either kind (git commit or registry archive); cached."""
+    if loc["type"] == "git":
+        return scan_locked(loc["url"], loc["rev"], f"node {name}")
+    key = hashlib.sha256(loc["hash"].encode()).hexdigest()[:32]
+    cache = project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json"
+    if cache.is_file():
+        return {k: [tuple(x) for x in v] for k, v in json.loads(cache.read_text()).items()}
+    files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
+             if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
+    result = scan_files(files)
+    atomic_write_json(cache, result)
+    return result
+
+
+# ---------------------------------------------------------------- ComfyUI-Manager data
+
+def manager_dir() -> Path:
+    env = os.environ.get("COMFYVER_MANAGER_DATA")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for d in here.parents:
+        cand = d.parent / "shared" / "data" / "comfyui-manager"
+        if (d / "scripts" / "comfyver").is_dir() and cand.is_dir():
+            return cand
+    return project.cache_dir() / "comfyui-manager"
+
+
+def norm_url(url: str) -> str:
+    u = url.strip().rstrip("/")
+    if u.endswith(".git"):
+        u = u[:-4]
+    return u.lower()
+
+
+@dataclass
+class ManagerData:
+    exact: dict[str, list[str]] = field(default_factory=dict)        # class -> [repo url]
+    patterns: list[tuple[re.Pattern, str]] = field(default_factory=list)
+    preempt: dict[str, list[str]] = field(default_factory=dict)      # class -> [repo url]
+    urls: dict[str, str] = field(default_factory=dict)               # registry id -> repo url
+    models: dict[str, dict] = field(default_factory=dict)            # file name -> model-list entry
+    basenames: dict[str, list[str]] = field(default_factory=dict)    # lower repo name -> [repo url]
+
+    def url_for_id(self, registry_id: str) -> str | None:
+        """The repository of a registry id: the node list's id, else a unique repo of that name."""
+        if registry_id in self.urls:
+            return self.urls[registry_id]
+        hits = self.basenames.get(registry_id.lower(), [])
+        return hits[0] if len(hits) == 1 else None
+
+    @classmethod
+    def load(cls, where: Path | None = None) -> "ManagerData":
+        d = Path(where) if where else manager_dir()
+        m = cls()
+        ext = _read_json(d / "extension-node-map.json")
+        for url, entry in (ext or {}).items():
+            if not (isinstance(entry, list) and len(entry) == 2):
+                continue
+            names, meta = entry
+            for n in names or []:
+                m.exact.setdefault(n, []).append(url)
+            meta = meta if isinstance(meta, dict) else {}
+            for n in meta.get("preemptions") or []:
+                m.preempt.setdefault(n, []).append(url)
+            pat = meta.get("nodename_pattern")
+            if pat:
+                try:
+                    m.patterns.append((re.compile(pat), url))
+                except re.error:
+                    pass
+        for c in (_read_json(d / "custom-node-list.json") or {}).get("custom_nodes", []):
+            if isinstance(c, dict) and c.get("id") and isinstance(c.get("reference"), str):
+                m.urls.setdefault(c["id"], c["reference"])
+            if isinstance(c, dict) and isinstance(c.get("reference"), str) and "github.com/" in c["reference"]:
+                m.basenames.setdefault(pack_name_for_url(c["reference"]), []).append(c["reference"])
+        for e in (_read_json(d / "model-list.json") or {}).get("models", []):
+            if isinstance(e, dict) and e.get("filename") and e.get("url"):
+                m.models.setdefault(e["filename"], e)
+        return m
+
+
+def _read_json(p: Path):
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ComfyverError(f"{p}: not valid JSON ({exc})", hint="set COMFYVER_MANAGER_DATA to a folder with "
+                            "ComfyUI-Manager's extension-node-map.json, custom-node-list.json, model-list.json")
+
+
+@lru_cache(maxsize=4)
+def manager(where: str | None = None) -> ManagerData:
+    return ManagerData.load(Path(where) if where else None)
+
+
+# ---------------------------------------------------------------- Comfy Registry
+
+_registry_cache: dict[str, dict | None] = {}
+
+
+def registry_lookup(class_name: str) -> dict | None:
+    """`GET /comfy-nodes/{name}/node` -> {"id", "repository"} of the pack, None if unknown (404)."""
+    if class_name in _registry_cache:
+        return _registry_cache[class_name]
+    url = f"{web.registry_endpoint()}/comfy-nodes/{quote(class_name, safe='')}/node"
+    status, data = web.get_json(url, what=f"node class {class_name!r}", allow=(404,))
+    found = None
+    if status == 200 and isinstance(data, dict) and data.get("id"):
+        found = {"id": str(data["id"]), "repository": data.get("repository") or None}
+    _registry_cache[class_name] = found
+    return found
+
+
+# ---------------------------------------------------------------- the decision
+
+@dataclass(frozen=True)
+class Pack:
+    """A node pack as a dependency: its lock name and where it comes from."""
+    name: str
+    url: str | None = None          # git repository
+    registry_id: str | None = None
+    version: str | None = None      # ref / registry version asked for (None = latest)
+
+    def original(self) -> dict:
+        if self.url:
+            o = {"type": "git", "url": self.url}
+            if self.version:
+                o["ref"] = self.version
+            return o
+        return {"type": "registry", "id": self.registry_id, "version": self.version or "latest"}
+
+
+@dataclass
+class ClassResult:
+    class_type: str
+    status: str                     # core | pack | ambiguous | unresolved | virtual
+    via: str = ""                   # which evidence decided
+    pack: Pack | None = None
+    candidates: list[str] = field(default_factory=list)
+    why: str = ""
+
+
+def pack_name_for_url(url: str) -> str:
+    """A node's lock name from its repository: the repository name, lowercased (the registry's convention)."""
+    base = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    base = base[:-4] if base.endswith(".git") else base
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-._")[:100] or "node"
+    return name.lower()
+
+
+class NodeMap:
+    """Decides class -> pack for one version (core scan, lock, user input, manager data, registry)."""
+
+    def __init__(self, *, core_classes: dict | None = None, locked_nodes: dict | None = None,
+                 choices: dict | None = None, overrides: dict | None = None,
+                 manager_data: ManagerData | None = None, registry: bool = False):
+        self.core = core_classes            # None: no core scan (fall back to manager's ComfyUI entry)
+        self.locked = {}                    # class -> [node name]
+        self.locked_urls = {}               # node name -> url
+        for name, n in (locked_nodes or {}).items():
+            for c in n.get("provides") or []:
+                self.locked.setdefault(c, []).append(name)
+            url = n.get("original", {}).get("url") or n.get("locked", {}).get("url")
+            if url:
+                self.locked_urls[name] = url
+        self.choices = choices or {}
+        self.overrides = overrides or {}    # class -> Pack
+        self.mgr = manager_data if manager_data is not None else manager()
+        self.registry = registry
+
+    def _url_pack(self, url: str, version: str | None = None) -> Pack:
+        for name, u in self.locked_urls.items():
+            if norm_url(u) == norm_url(url):
+                return Pack(name, u, None, version)
+        return Pack(pack_name_for_url(url), url, None, version)
+
+    def decide(self, class_type: str, cnr_id: str | None = None, aux_id: str | None = None,
+               ver: str | None = None) -> ClassResult:
+        from comfyver.lock.analyze import VIRTUAL_CLASSES
+
+        if class_type in VIRTUAL_CLASSES:
+            return ClassResult(class_type, "virtual", "frontend")
+        if class_type in self.overrides:
+            return ClassResult(class_type, "pack", "override", self.overrides[class_type])
+        if class_type in self.choices:
+            name = self.choices[class_type]
+            url = self.locked_urls.get(name) or next(
+                (u for u in self.mgr.exact.get(class_type, []) if pack_name_for_url(u) == name), None)
+            if url is None and name not in self.locked_urls:
+                return ClassResult(class_type, "unresolved", "choice",
+                                   why=f"the choice {name!r} is neither a locked node nor a known provider of it")
+            return ClassResult(class_type, "pack", "choice", Pack(name, url))
+        if len(self.locked.get(class_type, [])) == 1:
+            name = self.locked[class_type][0]
+            return ClassResult(class_type, "pack", "lock", Pack(name, self.locked_urls.get(name)))
+        if len(self.locked.get(class_type, [])) > 1:
+            return ClassResult(class_type, "ambiguous", "lock", candidates=sorted(self.locked[class_type]),
+                               why="several locked nodes provide it")
+        if self.core is not None and class_type in self.core:
+            return ClassResult(class_type, "core", "core-scan")
+        if cnr_id == CORE_PACK:
+            if self.core is None:
+                return ClassResult(class_type, "core", "cnr_id")
+            return ClassResult(class_type, "unresolved", "cnr_id",
+                               why=f"built into ComfyUI {ver or '(newer)'} but not in the locked core",
+                               candidates=[])
+        if aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id):
+            url = f"https://github.com/{aux_id}"
+            return ClassResult(class_type, "pack", "aux_id", self._url_pack(url, ver))
+        if cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cnr_id):
+            url = self.mgr.url_for_id(cnr_id)
+            if ver and not HEX40.match(ver):
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, ver))
+            if url:
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), url, cnr_id, ver))
+            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, None))
+        urls = self.mgr.exact.get(class_type, [])
+        core_urls = [u for u in urls if norm_url(u) in CORE_URLS]
+        if core_urls and self.core is None:
+            return ClassResult(class_type, "core", "manager")
+        urls = [u for u in urls if norm_url(u) not in CORE_URLS]
+        if len(urls) > 1:
+            pre = [u for u in self.mgr.preempt.get(class_type, []) if u in urls] or self.mgr.preempt.get(class_type, [])
+            if len(pre) == 1:
+                return ClassResult(class_type, "pack", "manager-preemption", self._url_pack(pre[0]))
+            return ClassResult(class_type, "ambiguous", "manager",
+                               candidates=[self._url_pack(u).name + " " + u for u in urls],
+                               why=f"{len(urls)} packs in ComfyUI-Manager's node map provide it")
+        if len(urls) == 1:
+            return ClassResult(class_type, "pack", "manager", self._url_pack(urls[0]))
+        pats = [u for rx, u in self.mgr.patterns if rx.search(class_type)]
+        if len(set(pats)) == 1:
+            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(pats[0]))
+        if len(set(pats)) > 1:
+            return ClassResult(class_type, "ambiguous", "manager-pattern",
+                               candidates=sorted({self._url_pack(u).name + " " + u for u in pats}),
+                               why="several packs' name patterns match it")
+        if self.registry:
+            try:
+                hit = registry_lookup(class_type)
+            except ComfyverError as exc:
+                return ClassResult(class_type, "unresolved", why=f"Comfy Registry lookup failed: {exc.message}")
+            if hit:
+                if hit.get("repository"):
+                    p = self._url_pack(hit["repository"])
+                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), p.url, hit["id"]))
+                return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]))
+        where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
+        return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
+
+
+def load_overrides(path: Path) -> dict[str, Pack]:
+    """versions/<id>/overrides.json: {"classes": {"<class>": "<node spec>"}} -> class -> Pack."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ComfyverError(f"{path}: not valid JSON ({exc})") from None
+    classes = data.get("classes", {}) if isinstance(data, dict) else None
+    if not isinstance(classes, dict):
+        raise ComfyverError(f"{path}: expected {{\"classes\": {{\"<class>\": \"<node spec>\"}}}}")
+    return {c: pack_from_spec(s, f"{path}: classes[{c!r}]") for c, s in classes.items()}
+
+
+def pack_from_spec(spec: str, what: str) -> Pack:
+    """`https://host/o/repo[@ref]` or `registry-id[@version]` -> Pack (resolve.parse_node_spec when present)."""
+    try:
+        from comfyver.sources import resolve
+
+        name, original = resolve.parse_node_spec(spec)
+    except ImportError:
+        name, original = _parse_spec_fallback(spec, what)
+    if original.get("type") == "git":
+        return Pack(name, original["url"], None, original.get("ref"))
+    v = original.get("version")
+    return Pack(name, None, original.get("id", name), None if v in (None, "latest") else v)
+
+
+def _parse_spec_fallback(spec: str, what: str) -> tuple[str, dict]:
+    from comfyver.sources import gitsource
+
+    if "://" in spec:
+        url, _, ref = spec.rpartition("@") if re.search(r"@[^/]+$", spec) else (spec, "", "")
+        gitsource.check_url(url, what)
+        o = {"type": "git", "url": url}
+        if ref:
+            o["ref"] = gitsource.check_ref(ref, what)
+        return pack_name_for_url(url), o
+    rid, _, ver = spec.partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", rid):
+        raise ComfyverError(f"{what}: {spec!r} is neither a git URL nor a registry id", exit_code=2)
+    return rid, {"type": "registry", "id": rid, "version": ver or "latest"}
+
+
+def for_lock(lock: dict, vdir: Path | None, *, registry: bool = False, scan_nodes: bool = True,
+             manager_data: ManagerData | None = None) -> tuple[NodeMap, dict]:
+    """The NodeMap and class -> model inputs of a version: its locked core and nodes, scanned."""
+    core_l = lock["comfyui"]["locked"]
+    core = scan_locked(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})", core=True)
+    model_inputs = dict(core)
+    if scan_nodes:
+        for name, n in lock.get("nodes", {}).items():
+            model_inputs.update(scan_locked_node(name, n["locked"]))
+    overrides = load_overrides(vdir / "overrides.json") if vdir else {}
+    nm = NodeMap(core_classes=core, locked_nodes=lock.get("nodes"), choices=lock.get("choices"),
+                 overrides=overrides, manager_data=manager_data, registry=registry)
+    return nm, model_inputs

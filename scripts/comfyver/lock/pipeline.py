@@ -1,0 +1,252 @@
+"""`comfyver lock <id> --workflow W...`: from workflows to a complete, verified lock.
+
+Steps (nothing is written unless every step succeeds):
+1. the version's lock in memory (a new one resolves ComfyUI first);
+2. `--node` specs resolved and scanned, so their classes count as evidence;
+3. every workflow (new and already in the version) analyzed against the locked core,
+   the nodes, `choices`, overrides.json, ComfyUI-Manager's map and the Comfy Registry;
+   unresolved or ambiguous classes stop here with a table of fixes;
+4. the packs found are resolved and scanned (`provides`, custom model loaders);
+5. every model gets a source (`--model`, the workflow's `models` entries, ComfyUI-Manager's
+   model list) and is resolved and hashed;
+6. workflows copied to versions/<id>/workflows/, version.json written, then
+   pyproject.toml + uv.lock (pylock).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from comfyver.base import lockfile, project, web
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.fsutil import atomic_write_bytes
+from comfyver.lock import analyze, nodemap, pylock, versions
+from comfyver.sources import resolve
+
+UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
+
+
+class LockProblems(ComfyverError):
+    """What is missing, each with the flag or lock field that fixes it."""
+
+    def __init__(self, vid: str, problems: list[dict]):
+        self.problems = problems
+        lines = "\n".join(f"  {p['item']}: {p['problem']}\n    fix: {p['fix']}" for p in problems)
+        super().__init__(f"version {vid}: {len(problems)} item(s) cannot be locked:\n{lines}")
+
+
+def pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k or not val:
+            raise UsageError(f"{flag} {v!r}: expected KEY=VALUE")
+        out[k] = val
+    return out
+
+
+def _problem_fix_table(rep: analyze.Report, vid: str) -> list[dict]:
+    probs = []
+    for c, e in rep.unresolved.items():
+        if not e["active"]:
+            continue
+        if "locked core" in e["why"]:
+            fix = (f"a newer ComfyUI: `comfyver update {vid} comfyui` if its ref is latest or a branch, "
+                   "else lock a new version with --comfyui-ref <tag>")
+        else:
+            fix = (f"--node <git-url>[@ref] for the pack that provides it, or versions/{vid}/overrides.json "
+                   f"{{\"classes\": {{{json.dumps(c)}: \"<git-url or registry-id>\"}}}}")
+        probs.append({"item": f"class {c}", "problem": e["why"], "fix": fix, "workflows": e["workflows"]})
+    for c, e in rep.ambiguous.items():
+        if e["active"]:
+            names = [x.split(" ")[0] for x in e["candidates"]]
+            probs.append({"item": f"class {c}", "problem": f"{e['why']}: {', '.join(e['candidates'])}",
+                          "fix": f"--choose '{c}={names[0]}' (one of: {', '.join(names)}); recorded in the lock's choices",
+                          "workflows": e["workflows"]})
+    return probs
+
+
+def _model_problems(models: dict, vid: str) -> list[dict]:
+    probs = []
+    for key, m in models.items():
+        if not m["active"]:
+            continue
+        try:
+            if m["folder"] is not None:
+                lockfile.check_model_path(key)
+            if m.get("url"):
+                lockfile.check_url_has_no_secret(m["url"])
+                if m.get("source") in UNTRUSTED_ORIGINS:
+                    web.check_untrusted_source(m["url"])
+        except ValueError as exc:
+            probs.append({"item": f"model {key}", "problem": str(exc), "used_by": m["used_by"],
+                          "fix": "fix the name or URL in the workflow, or give a clean source with --model"})
+            continue
+        if m["folder"] is None:
+            probs.append({"item": f"model {m['name']}", "problem": "no folder known (a custom loader or an unknown input)",
+                          "fix": f"--model <folder>/{m['name']}=<url>", "used_by": m["used_by"]})
+        elif "url" not in m:
+            probs.append({"item": f"model {key}", "problem": "no download source in the workflow or ComfyUI-Manager's model list",
+                          "fix": f"--model '{key}=<hf://|civitai://|https://...>' (lock field models[{json.dumps(key)}].original.url)",
+                          "used_by": m["used_by"]})
+    return probs
+
+
+def _resolve_or_table(items: list, vid: str, jobs: int, progress: bool) -> dict:
+    try:
+        return resolve.lock_items(items, jobs=jobs, progress=progress)
+    except resolve.ResolveFailed as exc:
+        fixes = {"node": "pin another ref: --node <url>@<ref>, or choose another pack",
+                 "model": "give another source: --model <folder>/<name>=<url> (and a token if it is gated)"}
+        raise LockProblems(vid, [{"item": k, "problem": v, "fix": fixes["model" if k.startswith("models.") else "node"]}
+                                 for k, v in sorted(exc.failures.items())]) from None
+
+
+def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]], vid: str,
+               jobs: int, progress: bool) -> None:
+    items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
+    locked = _resolve_or_table(items, vid, jobs, progress)
+    for name, p in packs.items():
+        loc = locked[f"nodes.{name}"]
+        provides = set(attributed.get(name, [])) | set(nodemap.scan_locked_node(name, loc))
+        entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
+        if provides:
+            entry["provides"] = sorted(provides)
+        lock["nodes"][name] = entry
+    lock["nodes"] = dict(sorted(lock["nodes"].items()))
+
+
+@versions.one_writer()
+def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, choices=None,
+                 comfyui_ref=None, comfyui_url=None, torch=None, python=True,
+                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
+    """Do it all; return a summary. Raises LockProblems with the fix table."""
+    vdir = project.version_dir(root, vid)
+    if versions.exists(root, vid):
+        if comfyui_ref or comfyui_url:
+            raise UsageError(f"version {vid!r} exists; --comfyui-ref/--comfyui-url only apply to a new version",
+                             hint=f"change its ComfyUI with `comfyver update {vid} comfyui`, or lock a new version id")
+        lock = versions.load(root, vid)
+    else:
+        original = {"type": "git", "url": comfyui_url or versions.DEFAULT_COMFYUI_URL, "ref": comfyui_ref or "latest"}
+        loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], vid, jobs, progress)["comfyui"]
+        lock = lockfile.empty(vid, original, loc)
+    if torch:
+        lock["python"]["torch"] = torch
+    for c, n in (choices or {}).items():
+        if not lockfile.NODE_NAME_RE.match(n):
+            raise UsageError(f"--choose {c}={n}: {n!r} is not a node name")
+        lock.setdefault("choices", {})[c] = n
+    # 2. explicit nodes first: their classes become evidence
+    explicit = {}
+    for spec in nodes:
+        p = nodemap.pack_from_spec(spec, f"--node {spec}")
+        explicit[p.name] = p
+    if explicit:
+        _add_nodes(lock, explicit, {}, vid, jobs, progress)
+    # 3. analysis
+    wf_files = [vdir / w for w in lock["workflows"] if (vdir / w).is_file()]
+    new_wf = [Path(w) for w in workflows]
+    for w in new_wf:
+        if not w.is_file():
+            raise UsageError(f"workflow {w}: no such file")
+    names = []
+    for w in new_wf:
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
+        base = base if base.endswith(".json") else base + ".json"
+        rel = f"workflows/{base}"
+        if any(r == rel for _, r in names):
+            raise UsageError(f"workflows {w} and {next(x for x, r in names if r == rel)} would both be saved as "
+                             f"versions/{vid}/{rel}", hint="rename one of them")
+        names.append((w, rel))
+    parsed = [analyze.load(w) for w in new_wf + wf_files]
+    mgr = nodemap.manager()
+    nm, inputs = nodemap.for_lock(lock, vdir, registry=registry, manager_data=mgr)
+    rep = analyze.report(parsed, nm, inputs, mgr)
+    probs = _problem_fix_table(rep, vid)
+    if probs:
+        raise LockProblems(vid, probs)
+    # 4. packs
+    need = {}
+    attributed = {}
+    for name, p in rep.packs.items():
+        attributed[name] = p["classes"]
+        if name not in lock["nodes"] and p["active"]:
+            need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
+    if need:
+        _add_nodes(lock, need, attributed, vid, jobs, progress)
+    for name, classes in attributed.items():  # classes a locked node was found to provide
+        n = lock["nodes"].get(name)
+        if n is not None and not set(classes) <= set(n.get("provides", [])):
+            n["provides"] = sorted(set(n.get("provides", [])) | set(classes))
+    # 5. models (again, now that custom loaders are scanned)
+    nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
+    rep = analyze.report(parsed, nm, inputs, mgr)
+    given = dict(models or {})
+    for key, src in given.items():
+        try:
+            lockfile.check_model_path(key)
+        except ValueError as exc:
+            raise UsageError(f"--model {key}: {exc}") from None
+        folder, name = key.split("/", 1)
+        m = rep.models.get(key) or rep.models.pop(f"?/{name}", None)
+        m = m or {"folder": folder, "name": name, "used_by": ["--model"], "active": True}
+        if m.get("url") != src:
+            m.pop("sha256", None)
+        m.update(folder=folder, url=src, source="--model", active=True)
+        rep.models[key] = m
+    for key, m in rep.models.items():  # a model the version already locks needs no other source
+        if "url" not in m and key in lock["models"]:
+            m.update(url=lock["models"][key]["original"]["url"], source="lock")
+            if lock["models"][key]["original"].get("sha256"):
+                m["sha256"] = lock["models"][key]["original"]["sha256"]
+    probs = _model_problems(rep.models, vid)
+    if probs:
+        raise LockProblems(vid, probs)
+    items, originals = [], {}
+    for key, m in rep.models.items():
+        if not m["active"] and key not in given:
+            continue
+        original = resolve.parse_model_source(m["url"], m.get("sha256"))
+        if key in lock["models"] and lock["models"][key]["original"] == original:
+            continue
+        originals[key] = original
+        items.append(resolve.Item(f"models.{key}", "model", original))
+    locked = _resolve_or_table(items, vid, jobs, progress)
+    for key, original in originals.items():
+        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"]}
+    lock["models"] = dict(sorted(lock["models"].items()))
+    # 6. write: workflows, lock, python lock
+    for w, rel in names:
+        if rel not in lock["workflows"]:
+            lock["workflows"].append(rel)
+    lockfile.validate(lock, str(project.lock_path(root, vid)))
+    notes = list(rep.notes)
+    if python:
+        pyproject, reqs, pynotes = pylock.generate(lock)
+        notes += pynotes
+        pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
+    for w, rel in names:
+        atomic_write_bytes(vdir / rel, w.read_bytes())
+    versions.save(root, vid, lock)
+    return {"version": vid, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
+            "workflows": lock["workflows"], "added_nodes": sorted(set(need) | set(explicit)),
+            "added_models": sorted(originals), "python": lock["python"], "uv_lock": bool(python), "notes": notes}
+
+
+def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.Report:
+    """`comfyver analyze`: the report for workflow files, against a locked version, a local ComfyUI or nothing."""
+    wfs = [analyze.load(w) for w in paths]
+    mgr = nodemap.manager()
+    if vid:
+        root = project.find_root()
+        lock = lockfile.read(project.lock_path(root, vid))
+        nm, inputs = nodemap.for_lock(lock, project.version_dir(root, vid), registry=registry, manager_data=mgr)
+    elif comfyui:
+        core = nodemap.scan_tree(comfyui, core=True)
+        nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core
+    else:
+        nm, inputs = nodemap.NodeMap(manager_data=mgr, registry=registry), {}
+    return analyze.report(wfs, nm, inputs, mgr)

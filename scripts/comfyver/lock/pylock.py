@@ -1,0 +1,287 @@
+"""The Python lock of a version: versions/<id>/pyproject.toml + `uv lock` -> uv.lock.
+
+Requirements come from the locked ComfyUI's requirements.txt and every locked git
+node's requirements.txt / pyproject.toml `[project].dependencies`, read straight
+from the git cache at the locked commit. Rules:
+- ComfyUI's own requirement for a package wins over any node's;
+- the torch family (torch, torchvision, torchaudio) is ComfyUI's alone; the torch
+  profile (`python.torch` in the lock) picks the build: `cu128`/`pypi` = what PyPI
+  serves (CUDA on Linux x86_64), `cu126`/`cu124`/`cu121`/`cpu` = the PyTorch index;
+- one OpenCV: every variant requested is replaced by a single headless one
+  (contrib if any node asked for contrib) and the others are overridden away;
+- no stray `comfy`/`comfyui` PyPI package (nodes sometimes list the host by name);
+- packages the core imports without listing them (`requests` in app/frontend_management.py) are added;
+- lines pip understands but a lock cannot (`-r`, `--extra-index-url`, `-e`, bare URLs) are
+  dropped with a note.
+A failing `uv lock` is reported with the nodes whose requirements name the packages uv
+complains about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from comfyver.base import project, uvtool
+from comfyver.base.errors import ComfyverError
+from comfyver.base.fsutil import atomic_write_json, atomic_write_text
+from comfyver.lock import nodemap
+from comfyver.sources import gitsource
+
+TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
+OPENCV = ["opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"]
+STRAY = {"comfy", "comfyui"}
+# packages the core imports but its requirements.txt does not list (ComfyUI 0.3.x: requests)
+CORE_UNLISTED = {"requests": "app/frontend_management.py"}
+TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu124", "cu121", "cpu")}
+LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
+CORE = "comfyui"
+
+
+@dataclass
+class Requirements:
+    """Merged requirements: package -> [(who, Requirement)], in first-seen order, plus notes."""
+    by_package: dict[str, list[tuple[str, Requirement]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, who: str, text: str, source: str) -> None:
+        for raw in text.splitlines():
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith(("-", "git+", "http://", "https://", "file:")):
+                self.notes.append(f"{who}: {source}: skipped {line!r} (not a package requirement a lock can use)")
+                continue
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                self.notes.append(f"{who}: {source}: skipped unparseable {line!r}")
+                continue
+            self.by_package.setdefault(canonicalize_name(req.name), []).append((who, req))
+
+    def who_requires(self, package: str) -> list[str]:
+        return [f"{who} ({req})" for who, req in self.by_package.get(canonicalize_name(package), [])]
+
+
+def _git_show(repo: Path, rev: str, path: str) -> str | None:
+    p = gitsource.git("show", f"{rev}:{path}", cwd=repo, check=False)
+    return p.stdout.decode("utf-8", errors="replace") if p.returncode == 0 else None
+
+
+def _pyproject_deps(text: str) -> list[str]:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+    deps = doc.get("project", {}).get("dependencies", [])
+    return [d for d in deps if isinstance(d, str)]
+
+
+def collect(lock: dict) -> Requirements:
+    """Every requirement of the locked core and git nodes (read from the git cache)."""
+    reqs = Requirements()
+    core = lock["comfyui"]["locked"]
+    repo = gitsource.fetch(core["url"], core["rev"], f"comfyui ({lock['id']})")
+    reqs.add(CORE, _git_show(repo, core["rev"], "requirements.txt") or "", "requirements.txt")
+    for pkg, path in CORE_UNLISTED.items():
+        if pkg not in reqs.by_package and re.search(rf"^\s*import {pkg}\b", _git_show(repo, core["rev"], path) or "", re.M):
+            reqs.add(CORE, pkg, path)
+            reqs.notes.append(f"comfyui: {path} imports {pkg!r} without listing it in requirements.txt: added")
+    for name, n in sorted(lock.get("nodes", {}).items()):
+        loc = n["locked"]
+        if loc.get("type") == "git":
+            repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
+            texts = {f: _git_show(repo, loc["rev"], f) for f in ("requirements.txt", "pyproject.toml")}
+        else:
+            texts = _zip_texts(loc, f"node {name}")
+        if texts.get("requirements.txt") is not None:
+            reqs.add(name, texts["requirements.txt"], "requirements.txt")
+        elif texts.get("pyproject.toml"):
+            reqs.add(name, "\n".join(_pyproject_deps(texts["pyproject.toml"])), "pyproject.toml")
+    return reqs
+
+
+def _zip_texts(loc: dict, what: str) -> dict[str, str]:
+    """Root requirements.txt / pyproject.toml of a locked registry archive, cached per hash."""
+    cache = project.cache_dir() / "node-requirements" / f"{hashlib.sha256(loc['hash'].encode()).hexdigest()[:32]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    files = nodemap.read_locked_zip(loc, what)
+    out = {f: files[f] for f in ("requirements.txt", "pyproject.toml") if f in files}
+    atomic_write_json(cache, out)
+    return out
+
+
+def merge(reqs: Requirements) -> tuple[list[str], list[str], list[str]]:
+    """-> (dependencies, override-dependencies, notes) after the ecosystem's fix-ups."""
+    deps, overrides, notes = [], [], list(reqs.notes)
+    opencv_asked = [p for p in OPENCV if p in reqs.by_package]
+    for pkg, entries in reqs.by_package.items():
+        if pkg in STRAY:
+            notes.append(f"dropped stray package {pkg!r} (required by {', '.join(w for w, _ in entries)}): "
+                         "ComfyUI itself is not a PyPI dependency")
+            continue
+        if pkg in OPENCV:
+            continue
+        core = [r for w, r in entries if w == CORE]
+        if core:
+            others = [(w, r) for w, r in entries if w != CORE and str(r.specifier) and r.specifier != core[0].specifier]
+            for w, r in others:
+                notes.append(f"node {w}: asks for {r}; ComfyUI's {core[0]} wins")
+            deps.append(str(core[0]))
+            continue
+        if pkg in TORCH_FAMILY:
+            notes.append(f"{pkg}: node requirement(s) {', '.join(str(r) for _, r in entries)} ignored; "
+                         "the torch build comes from the version's torch profile")
+            deps.append(pkg)
+            continue
+        deps.append(_combine(pkg, [r for _, r in entries]))
+    if opencv_asked:
+        chosen = "opencv-contrib-python-headless" if any("contrib" in p for p in opencv_asked) else "opencv-python-headless"
+        specs = [r for p in opencv_asked for _, r in reqs.by_package[p]]
+        spec = ",".join(sorted({str(s) for r in specs for s in r.specifier}))
+        deps.append(chosen + spec)
+        overrides += [f"{p}; sys_platform == 'never'" for p in OPENCV if p != chosen]
+        if len(opencv_asked) > 1 or opencv_asked[0] != chosen:
+            notes.append(f"OpenCV: {', '.join(opencv_asked)} requested; using {chosen} only")
+    return sorted(deps, key=str.lower), overrides, notes
+
+
+def _combine(pkg: str, reqs: list[Requirement]) -> str:
+    first = reqs[0]
+    extras = sorted({e for r in reqs for e in r.extras})
+    spec = ",".join(sorted({str(s) for r in reqs for s in r.specifier}))
+    url = next((r.url for r in reqs if r.url), None)
+    out = first.name + (f"[{','.join(extras)}]" if extras else "")
+    if url:
+        out += f" @ {url}"
+    else:
+        out += spec
+    markers = {str(r.marker) for r in reqs if r.marker}
+    if len(markers) == 1 and all(r.marker for r in reqs):
+        out += f"; {markers.pop()}"
+    return out
+
+
+def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
+    py = lock["python"]
+    profile = py["torch"]
+    lines = [
+        "# Generated by `comfyver lock` from the locked ComfyUI and nodes; do not edit by hand.",
+        "[project]",
+        f'name = "comfyver-version-{lock["id"]}"',
+        'version = "0"',
+        f'requires-python = "{py["requires"]}"',
+        "dependencies = [",
+        *[f"  {_q(d)}," for d in deps],
+        "]",
+        "",
+        "[tool.uv]",
+        "package = false",
+        "environments = [" + ", ".join(_q(e) for e in environments(profile)) + "]",
+    ]
+    if overrides:
+        lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
+    # its own workspace root: uv must not wander up into the project's pyproject.toml
+    lines += ["", "[tool.uv.workspace]", "members = []"]
+    if profile in TORCH_INDEX:
+        lines += ["", "[[tool.uv.index]]", f'name = "pytorch-{profile}"', f'url = "{TORCH_INDEX[profile]}"',
+                  "explicit = true", "", "[tool.uv.sources]"]
+        lines += [f'{p} = {{ index = "pytorch-{profile}" }}' for p in sorted(TORCH_FAMILY)]
+    return "\n".join(lines) + "\n"
+
+
+def environments(profile: str) -> list[str]:
+    """Linux x86_64 always (RunPod, images); macOS arm64 too when torch comes from PyPI (realize on a laptop)."""
+    return [LINUX] if profile in TORCH_INDEX else [LINUX, MACOS]
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def generate(lock: dict) -> tuple[str, Requirements, list[str]]:
+    """The pyproject.toml text for a lock, the collected requirements and the notes."""
+    reqs = collect(lock)
+    deps, overrides, notes = merge(reqs)
+    return render(lock, deps, overrides), reqs, notes
+
+
+def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: float = 600) -> None:
+    """Write pyproject.toml and run `uv lock` in a scratch copy; move both in only on success."""
+    uv = uvtool.uv_bin()
+    vdir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{vdir.name}.pylock-", dir=vdir.parent))  # private to this run
+    try:
+        (scratch / "pyproject.toml").write_text(pyproject)
+        if (vdir / "uv.lock").exists():
+            shutil.copy2(vdir / "uv.lock", scratch / "uv.lock")  # keep unchanged pins stable
+        env = {**os.environ, "UV_NO_PROGRESS": "1"}
+        try:
+            p = subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)], capture_output=True,
+                               text=True, env=env, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ComfyverError(f"{what}: `uv lock` took longer than {timeout:.0f}s") from None
+        if p.returncode:
+            raise ComfyverError(f"{what}: the Python requirements cannot be locked:\n{_attribute(p.stderr, reqs)}",
+                                hint="pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), "
+                                     "or change ComfyUI's version")
+        vdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(vdir / "uv.lock", (scratch / "uv.lock").read_text())
+        atomic_write_text(vdir / "pyproject.toml", pyproject)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _attribute(stderr: str, reqs: Requirements) -> str:
+    """uv's message, then who asked for each package it names."""
+    text = stderr.strip()
+    named = []
+    for pkg in reqs.by_package:
+        if re.search(rf"(?<![\w-]){re.escape(pkg)}(?![\w-])", text, re.I) and pkg not in named:
+            named.append(pkg)
+    lines = [text]
+    for pkg in named:
+        lines.append(f"  {pkg} is required by: {'; '.join(reqs.who_requires(pkg))}")
+    return "\n".join(lines)
+
+
+def locked_requires(uv_lock_text: str, project_name: str) -> list[str] | None:
+    """The root project's requirement list as recorded in uv.lock (None if absent)."""
+    try:
+        doc = tomllib.loads(uv_lock_text)
+    except tomllib.TOMLDecodeError:
+        return None
+    for pkg in doc.get("package", []):
+        if pkg.get("name") == canonicalize_name(project_name):
+            return sorted(_req_str(r) for r in pkg.get("metadata", {}).get("requires-dist", []))
+    return None
+
+
+def _norm(text: str) -> str:
+    req = Requirement(text)
+    req.name = canonicalize_name(req.name)
+    return str(req)
+
+
+def _req_str(r: dict) -> str:
+    return _norm(r["name"] + (f"[{','.join(r['extras'])}]" if r.get("extras") else "")
+                 + (f" @ {r['url']}" if r.get("url") else r.get("specifier", ""))
+                 + (f"; {r['marker']}" if r.get("marker") else ""))
+
+
+def project_requires(pyproject_text: str) -> tuple[str, list[str]]:
+    doc = tomllib.loads(pyproject_text)
+    return doc["project"]["name"], sorted(_norm(d) for d in doc["project"].get("dependencies", []))

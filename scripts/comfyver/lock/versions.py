@@ -1,0 +1,283 @@
+"""Version operations on versions/<id>/: create, add inputs, clone, delete, diff, update.
+
+Every write goes through `save()`: validated against the schema, then written
+atomically (temp file + rename). Folder-level operations (clone, delete) build
+or move whole folders under temp names first. Every verb that writes a version
+holds its writer lock (`writing()`) from load to save: one writer per version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from comfyver.base import lockfile, project
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.sources import resolve
+
+DEFAULT_COMFYUI_URL = "https://github.com/comfyanonymous/ComfyUI"
+
+
+def writer_lock_path(root: Path, vid: str) -> Path:
+    return project.version_dir(root, vid).parent / f".{vid}.lock"
+
+
+@contextlib.contextmanager
+def writing(root: Path, vid: str):
+    """Hold version `vid`'s writer lock: wait for another writer (saying so), or fail at once with
+    $COMFYVER_NO_WAIT (`comfyver --no-wait`)."""
+    path = writer_lock_path(root, vid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if os.environ.get("COMFYVER_NO_WAIT"):
+            raise ComfyverError(f"version {vid}: another comfyver is changing it right now (lock {path})",
+                                hint="run again when it is done, or without --no-wait to wait for it") from None
+        print(f"version {vid}: waiting for another comfyver that is changing it ...", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def one_writer(arg: int = 1):
+    """Decorator: run the function under the writer lock of the version id in positional argument `arg`."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kw):
+            with writing(args[0], args[arg]):
+                return fn(*args, **kw)
+        return inner
+    return wrap
+
+
+def load(root: Path, vid: str) -> dict:
+    data = lockfile.read(project.lock_path(root, vid))
+    if data["id"] != vid:
+        raise lockfile.LockError(f"{project.lock_path(root, vid)}: $.id: is {data['id']!r} but the folder is {vid!r}",
+                                 hint="the id must equal the folder name under versions/")
+    return data
+
+
+def save(root: Path, vid: str, data: dict) -> None:
+    lockfile.write(project.lock_path(root, vid), data)
+
+
+def exists(root: Path, vid: str) -> bool:
+    return project.lock_path(root, vid).exists()
+
+
+@one_writer()
+def create(root: Path, vid: str, comfyui_ref: str = "latest", comfyui_url: str = DEFAULT_COMFYUI_URL,
+           jobs: int = resolve.DEFAULT_JOBS) -> dict:
+    if exists(root, vid):
+        raise UsageError(f"version {vid!r} already exists at {project.version_dir(root, vid)}",
+                         hint="pick another id, or `comfyver delete` it first")
+    original = {"type": "git", "url": comfyui_url, "ref": comfyui_ref}
+    locked = resolve.lock_items([resolve.Item("comfyui", "git", original)], jobs=jobs)["comfyui"]
+    data = lockfile.empty(vid, original, locked)
+    save(root, vid, data)
+    return data
+
+
+@one_writer()
+def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodules: bool = False,
+             replace: bool = False) -> tuple[str, dict]:
+    data = load(root, vid)
+    derived, original = resolve.parse_node_spec(spec, submodules)
+    name = name or derived
+    if name == "comfyui" or not lockfile.NODE_NAME_RE.match(name):
+        raise UsageError(f"{name!r} cannot be a node name", hint="pass --name with letters, digits, '.', '_' or '-' (not 'comfyui')")
+    if name in data["nodes"] and not replace:
+        raise UsageError(f"version {vid!r} already has a node named {name!r}", hint="use --replace, or --name to pick another name")
+    locked = resolve.lock_items([resolve.Item(f"nodes.{name}", resolve.kind_of(original), original)])[f"nodes.{name}"]
+    entry = {"original": original, "locked": locked}
+    if name in data["nodes"]:
+        entry = {**data["nodes"][name], **entry}
+    data["nodes"][name] = entry
+    data["nodes"] = dict(sorted(data["nodes"].items()))
+    save(root, vid, data)
+    return name, entry
+
+
+@one_writer()
+def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None = None, replace: bool = False) -> dict:
+    data = load(root, vid)
+    try:
+        lockfile.check_model_path(path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if path in data["models"] and not replace:
+        raise UsageError(f"version {vid!r} already has a model at {path!r}", hint="use --replace to change its source")
+    original = resolve.parse_model_source(source, sha256)
+    locked = resolve.lock_items([resolve.Item(f"models.{path}", "model", original)])[f"models.{path}"]
+    data["models"][path] = {"original": original, "locked": locked}
+    data["models"] = dict(sorted(data["models"].items()))
+    save(root, vid, data)
+    return data["models"][path]
+
+
+@one_writer(2)
+def clone(root: Path, src: str, dst: str) -> dict:
+    data = load(root, src)
+    if exists(root, dst) or project.version_dir(root, dst).exists():
+        raise UsageError(f"version {dst!r} already exists", hint="pick another id")
+    vroot = root / "versions"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst}.", dir=vroot))
+    try:
+        shutil.copytree(project.version_dir(root, src), tmp, dirs_exist_ok=True)
+        data["id"] = dst
+        lockfile.write(tmp / "version.json", data)
+        tmp.rename(project.version_dir(root, dst))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return data
+
+
+@one_writer()
+def delete(root: Path, vid: str) -> None:
+    vdir = project.version_dir(root, vid)
+    if not vdir.is_dir():
+        raise ComfyverError(f"no version {vid!r} in {root / 'versions'}", hint="`comfyver list` shows the versions")
+    trash = vdir.with_name(f".{vid}.deleting")
+    shutil.rmtree(trash, ignore_errors=True)
+    vdir.rename(trash)  # atomic: the version disappears at once
+    shutil.rmtree(trash)
+
+
+def python_packages(root: Path, vid: str) -> dict[str, str]:
+    """name -> version from versions/<id>/uv.lock (empty if there is none yet)."""
+    p = project.version_dir(root, vid) / "uv.lock"
+    if not p.exists():
+        return {}
+    try:
+        doc = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ComfyverError(f"{p}: not valid TOML: {exc}") from None
+    return {pkg["name"]: str(pkg.get("version", "")) for pkg in doc.get("package", []) if "name" in pkg}
+
+
+def _input_id(locked: dict) -> str:
+    return locked.get("rev") or locked.get("hash") or locked.get("sha256") or ""
+
+
+def _diff_map(a: dict, b: dict, ident) -> dict:
+    out = {"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b)), "changed": {}}
+    for k in sorted(set(a) & set(b)):
+        if ident(a[k]) != ident(b[k]):
+            out["changed"][k] = {"from": ident(a[k]), "to": ident(b[k])}
+    return out
+
+
+def diff(root: Path, va: str, vb: str) -> dict:
+    a, b = load(root, va), load(root, vb)
+    core = {}
+    if a["comfyui"]["locked"]["rev"] != b["comfyui"]["locked"]["rev"] or a["comfyui"]["locked"]["url"] != b["comfyui"]["locked"]["url"]:
+        core = {"from": a["comfyui"]["locked"]["rev"], "to": b["comfyui"]["locked"]["rev"]}
+    nodes = _diff_map(a["nodes"], b["nodes"], lambda n: _input_id(n["locked"]))
+    # a node whose source moved (another URL or registry id) is reported as moved
+    nodes["moved"] = {k: {"from": a["nodes"][k]["locked"].get("url"), "to": b["nodes"][k]["locked"].get("url")}
+                      for k in set(a["nodes"]) & set(b["nodes"])
+                      if a["nodes"][k]["locked"].get("url") != b["nodes"][k]["locked"].get("url")}
+    models = _diff_map(a["models"], b["models"], lambda m: m["locked"]["sha256"])
+    python = _diff_map(python_packages(root, va), python_packages(root, vb), lambda v: v)
+    if a["python"] != b["python"]:
+        python["profile"] = {"from": a["python"], "to": b["python"]}
+    return {"a": va, "b": vb, "comfyui": core, "nodes": nodes, "models": models, "python": python}
+
+
+def inputs_of(data: dict) -> dict[str, tuple[str, dict]]:
+    """Every input of a lock: key -> (kind, original). Keys: comfyui, <node name>, <model path>."""
+    out = {"comfyui": ("git", data["comfyui"]["original"])}
+    for name, n in data["nodes"].items():
+        out[name] = (resolve.kind_of(n["original"]), n["original"])
+    for path, m in data["models"].items():
+        out[path] = ("model", m["original"])
+    return out
+
+
+@one_writer()
+def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict:
+    """Re-resolve the `original` of the named inputs (all if none); return {key: {from, to}} of what moved."""
+    data = load(root, vid)
+    inputs = inputs_of(data)
+    unknown = [n for n in names or [] if n not in inputs]
+    if unknown:
+        raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}",
+                         hint="inputs are: " + ", ".join(inputs))
+    chosen = names or list(inputs)
+    locked = resolve.lock_items([resolve.Item(k, *inputs[k]) for k in chosen], jobs=jobs)
+    changes = {}
+    for key, new in locked.items():
+        if key == "comfyui":
+            slot = data["comfyui"]
+        elif key in data["nodes"]:
+            slot = data["nodes"][key]
+        else:
+            slot = data["models"][key]
+        if slot["locked"] != new:
+            changes[key] = {"from": _input_id(slot["locked"]), "to": _input_id(new)}
+            slot["locked"] = new
+    if changes:
+        save(root, vid, data)
+    return changes
+
+
+def _recheck_one(kind: str, locked: dict, what: str) -> None:
+    """Fetch a locked input by its pin alone and recompute its hash; raise on any difference."""
+    import tempfile
+
+    from comfyver.sources import download, gitsource, registry
+
+    if kind == "git":
+        repo = gitsource.fetch(locked["url"], locked["rev"], what)
+        got = gitsource.nar_hash_rev(repo, locked["rev"], locked["url"], locked["submodules"], what)
+        if got != locked["hash"]:
+            raise ComfyverError(f"{what}: hash mismatch for {locked['url']} at {locked['rev']}: lock has {locked['hash']}, "
+                                f"the source gives {got}", hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`")
+        return
+    with tempfile.TemporaryDirectory(prefix="comfyver-recheck-") as tmp:
+        if kind == "zip":
+            z = Path(tmp) / "node.zip"
+            download.download(locked["url"], z, what=what)
+            got, strip = registry.unpack_and_hash(z, what)
+            if got != locked["hash"] or strip != locked["stripRoot"]:
+                raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, the archive gives {got}")
+        else:
+            download.download(locked["url"], Path(tmp) / "model", sha256=locked["sha256"], size=locked["size"], what=what)
+
+
+def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict[str, str]:
+    """Re-fetch every (or each named) locked input by its pin and re-hash it. Returns key -> problem."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = load(root, vid)
+    entries = {"comfyui": ("git", data["comfyui"]["locked"])}
+    entries.update({k: (n["locked"]["type"], n["locked"]) for k, n in data["nodes"].items()})
+    entries.update({k: ("model", m["locked"]) for k, m in data["models"].items()})
+    unknown = [n for n in names or [] if n not in entries]
+    if unknown:
+        raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}")
+    problems: dict[str, str] = {}
+
+    def one(key):
+        try:
+            _recheck_one(entries[key][0], entries[key][1], key)
+        except ComfyverError as exc:
+            problems[key] = exc.message.removeprefix(f"{key}: ") + (f" (hint: {exc.hint})" if exc.hint else "")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(one, names or list(entries)))
+    return problems

@@ -1,0 +1,360 @@
+"""Materialize a locked version into a folder without Nix.
+
+The result (`<into>`, default `<cache>/realized/<id>`) is a ComfyUI tree, the
+layout ComfyUI and the handler (COMFY_HOME) expect:
+
+    <into>/                       core at its locked rev, NAR-verified (main.py, comfy/, ...)
+    custom_nodes/<name>/          every node (git rev or registry zip), NAR-verified
+    models/<folder>/<name>        symlinks into the shared store <models>/sha256/<hex>
+    extra_model_paths.yaml        registers every model folder of the version (ComfyUI loads it)
+    .venv/                        `uv sync --frozen` of versions/<id>/uv.lock (relocatable)
+    .comfyver-realized.json       what was realized (lock digest, revs, hashes, what was added)
+
+Everything is built in a temp folder beside `<into>` and renamed into place, so
+a killed realize leaves either the previous complete folder or nothing. A
+realize whose marker matches the lock (and uv.lock and model store) only
+re-checks the models through the stat cache: a no-op in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from comfyver.base import lockfile, nar, project, uvtool, web
+from comfyver.base.errors import ComfyverError
+from comfyver.base.fsutil import atomic_write_json, atomic_write_text
+from comfyver.sources import archive, download, gitsource, modelstore
+
+MARKER = ".comfyver-realized.json"
+MODELS_DIR = "models"
+VENV = ".venv"
+EXTRA_PATHS = "extra_model_paths.yaml"
+
+
+def default_into(vid: str) -> Path:
+    return project.cache_dir() / "realized" / lockfile.check_version_id(vid)
+
+
+class Reporter:
+    """Human progress on stderr (rich), or nothing when quiet."""
+
+    def __init__(self, quiet: bool = True):
+        self.console = None
+        if not quiet:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+
+    def step(self, msg: str) -> None:
+        if self.console:
+            self.console.print(f"[bold]•[/] {web.redact(msg)}")
+
+    @contextmanager
+    def bytes(self, label: str, total: int):
+        if not self.console:
+            yield None
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+
+        with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=self.console, transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n: bar.advance(task, n)
+
+
+QUIET = Reporter()
+
+
+def _sha256_file(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def python_inputs(root: Path, vid: str) -> tuple[Path, Path]:
+    """versions/<id>/pyproject.toml and uv.lock, or an error saying how to make them."""
+    vdir = project.version_dir(root, vid)
+    pyproject, uvlock = vdir / "pyproject.toml", vdir / "uv.lock"
+    for f in (pyproject, uvlock):
+        if not f.is_file():
+            raise ComfyverError(f"version {vid}: {f} is missing; the Python environment is not locked",
+                                hint=f"lock it with `comfyver lock {vid}` (it writes pyproject.toml and uv.lock)")
+    return pyproject, uvlock
+
+
+def stamp(root: Path, vid: str, lock: dict, store: Path) -> dict:
+    """What a realized folder must have been built from to count as up to date."""
+    pyproject, uvlock = python_inputs(root, vid)
+    return {"id": vid, "lock": lockfile.lock_digest(lock), "uvLock": _sha256_file(uvlock),
+            "pyproject": _sha256_file(pyproject), "modelStore": str(store)}
+
+
+def read_marker(into: Path) -> dict | None:
+    try:
+        return json.loads((into / MARKER).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+
+
+def choose_python(lock: dict) -> str:
+    """This interpreter if it satisfies the lock's python.requires, else the requirement for uv to find."""
+    requires = lock["python"]["requires"]
+    try:
+        if platform.python_version() in SpecifierSet(requires):
+            return sys.executable
+    except InvalidSpecifier:
+        raise ComfyverError(f"version {lock['id']}: python.requires {requires!r} is not a version specifier") from None
+    return requires
+
+
+# -- sources -----------------------------------------------------------------
+
+def _check_nar(path: Path, expected: str, what: str) -> None:
+    got = nar.to_sri(nar.nar_hash(path))
+    if got != expected:
+        raise ComfyverError(f"{what}: NAR hash of the checkout is {got}, the lock says {expected}",
+                            hint="the source changed after locking (force-push or tampered cache); "
+                                 "re-lock with `comfyver update`, or clear the cache entry")
+
+
+def fetch_git(locked: dict, what: str, offline: bool) -> Path:
+    return gitsource.fetch(locked["url"], locked["rev"], what, offline=offline)
+
+
+def zip_cache_path(locked: dict) -> Path:
+    return project.cache_dir() / "archives" / (nar.parse_hash(locked["hash"]).hex() + ".zip")
+
+
+def fetch_zip(locked: dict, what: str, offline: bool) -> Path:
+    path = zip_cache_path(locked)
+    if path.is_file():
+        return path
+    if offline:
+        raise ComfyverError(f"{what}: archive {web.redact(locked['url'])} is not cached and --offline was given",
+                            hint="run `comfyver fetch <id>` while online first")
+    with FileLock(str(path) + ".lock"):
+        if not path.is_file():
+            download.download(locked["url"], path, what=what)
+    return path
+
+
+def place_source(locked: dict, dest: Path, what: str, offline: bool) -> None:
+    """Write one locked input (git or zip) at `dest` and check its NAR hash."""
+    if locked["type"] == "git":
+        repo = fetch_git(locked, what, offline)
+        gitsource.export(repo, locked["rev"], dest, locked["url"], locked["submodules"], what)
+    else:
+        zpath = fetch_zip(locked, what, offline)
+        try:
+            archive.extract_zip(zpath, dest, strip_root=locked["stripRoot"], what=what)
+            _check_nar(dest, locked["hash"], what)
+        except (ComfyverError, OSError) as exc:  # extract_zip names corrupt entries itself
+            zpath.unlink(missing_ok=True)  # a wrong archive is not kept for next time
+            if isinstance(exc, ComfyverError):
+                raise
+            raise ComfyverError(f"{what}: archive {web.redact(locked['url'])} is damaged: {exc}",
+                                hint="run again to download it afresh; if it persists, the source changed") from None
+        return
+    _check_nar(dest, locked["hash"], what)
+
+
+def source_record(locked: dict) -> dict:
+    rec = {"type": locked["type"], "hash": locked["hash"]}
+    if "rev" in locked:
+        rec["rev"] = locked["rev"]
+    return rec
+
+
+# -- models ------------------------------------------------------------------
+
+def ensure_models(lock: dict, store: Path, offline: bool, rep: Reporter,
+                  cache: modelstore.StatCache) -> dict[str, Path]:
+    blobs = {}
+    for key, m in sorted(lock["models"].items()):
+        locked = m["locked"]
+        blob = modelstore.blob_path(store, locked["sha256"])
+        if modelstore.check_file(blob, locked["sha256"], locked["size"], cache) is not None:
+            rep.step(f"model {key} ({locked['size']} bytes) from {web.redact(locked['url'])}")
+        with rep.bytes(key, locked["size"]) as progress:
+            blobs[key] = modelstore.ensure(store, key, locked, offline=offline, cache=cache, progress=progress)
+    cache.save()
+    return blobs
+
+
+def link_models(blobs: dict[str, Path], tree: Path) -> list[str]:
+    """Link `models/<key>` in `tree` to each blob; return the folders this created (relative to `tree`)."""
+    created = []
+    for key, blob in blobs.items():
+        link = tree / MODELS_DIR / key
+        for d in reversed(link.relative_to(tree).parents[:-1]):
+            if not (tree / d).is_dir():
+                (tree / d).mkdir()
+                created.append(d.as_posix())
+        if link.is_symlink():
+            link.unlink()
+        elif link.exists():
+            raise ComfyverError(f"model {key}: ComfyUI's own tree already has models/{key}; rename the model in the lock")
+        link.symlink_to(blob.resolve())
+    return created
+
+
+def extra_model_paths(lock: dict) -> str:
+    """YAML for ComfyUI: every model folder of the version under models/ (relative to the yaml)."""
+    folders = sorted({key.split("/", 1)[0] for key in lock["models"]})
+    lines = ["# written by comfyver realize: every model folder of this version, under models/", "comfyver:",
+             f"  base_path: {MODELS_DIR}", "  is_default: true"]
+    lines += [f"  {json.dumps(f)}: {json.dumps(f)}" for f in folders]
+    return "\n".join(lines) + "\n"
+
+
+# -- python ------------------------------------------------------------------
+
+def uv_env(venv: Path | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    if venv is not None:
+        env["UV_PROJECT_ENVIRONMENT"] = str(venv)
+    return env
+
+
+def run_uv(args: list[str], what: str, env: dict) -> None:
+    uv = uvtool.uv_bin()
+    p = subprocess.run([uv, *args], env=env, capture_output=True, text=True)
+    if p.returncode:
+        tail = "\n".join(web.redact(p.stderr).strip().splitlines()[-8:])
+        raise ComfyverError(f"{what}: uv {args[0]} failed:\n{tail}",
+                            hint="offline installs need `comfyver fetch <id>` first" if "--offline" in args else None)
+
+
+def build_venv(root: Path, vid: str, lock: dict, venv: Path, *, offline: bool, system_site_packages: bool,
+               uv_args: list[str]) -> None:
+    pyproject, _ = python_inputs(root, vid)
+    what = f"version {vid}: python environment"
+    python = choose_python(lock)
+    venv_args = ["venv", "--quiet", "--relocatable", "--python", python]
+    if system_site_packages:
+        venv_args.append("--system-site-packages")
+    run_uv([*venv_args, str(venv)], what, uv_env())
+    if system_site_packages and python == sys.executable and sys.prefix != sys.base_prefix:
+        _see_running_venv(venv)
+    sync = ["sync", "--quiet", "--frozen", "--no-install-project", "--project", str(pyproject.parent)]
+    if offline:
+        sync.append("--offline")
+    run_uv(sync + list(uv_args), what, uv_env(venv))
+
+
+def _see_running_venv(venv: Path) -> None:
+    """comfyver runs in a virtual environment: "system" packages are that environment's, not the bare
+    interpreter's (uv's --system-site-packages would skip them). A .pth adds them after the .venv's own."""
+    import site
+
+    own = next((venv / "lib").glob("python3*/site-packages"))
+    atomic_write_text(own / "_comfyver_system_site.pth", "".join(p + "\n" for p in site.getsitepackages()))
+
+
+# -- the whole thing ---------------------------------------------------------
+
+def _clean_leftovers(into: Path) -> None:
+    for p in into.parent.glob(f".{into.name}.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in into.parent.glob(f".{into.name}.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, into: Path) -> None:
+    if into.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{into.name}.old-", dir=into.parent))
+        os.rename(into, old / "x")
+        os.rename(tmp, into)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, into)
+
+
+def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | None = None,
+            offline: bool = False, *, system_site_packages: bool = False, uv_args: list[str] | None = None,
+            rehash: bool = False, reporter: Reporter = QUIET) -> Path:
+    """Make `into` hold exactly version `vid` of the project at `root`; return the folder."""
+    rep = reporter
+    lock = lockfile.read(project.lock_path(root, vid))
+    into = Path(into or default_into(vid)).absolute()
+    store = Path(models_dir or modelstore.default_store()).absolute()
+    want = {**stamp(root, vid, lock, store), "systemSitePackages": system_site_packages}
+    cache = modelstore.StatCache(rehash=rehash)
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(into.parent / f".{into.name}.lock")):
+        have = read_marker(into)
+        if have and all(have.get(k) == v for k, v in want.items()):
+            blobs = ensure_models(lock, store, offline, rep, cache)  # stat-cached: cheap when unchanged
+            link_models(blobs, into)
+            rep.step(f"version {vid} is already realized at {into}")
+            return into
+        if into.exists() and have is None and (not into.is_dir() or any(into.iterdir())):
+            raise ComfyverError(f"version {vid}: refusing to replace {into}: it was not made by `comfyver realize`",
+                                hint="choose an empty or new folder with --into")
+        _clean_leftovers(into)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{into.name}.tmp-", dir=into.parent))
+        os.chmod(tmp, 0o755)
+        try:
+            rep.step(f"ComfyUI {lock['comfyui']['locked']['rev'][:12]}")
+            place_source(lock["comfyui"]["locked"], tmp, f"version {vid}: comfyui", offline)
+            for name in (EXTRA_PATHS, VENV, MARKER):
+                if (tmp / name).exists():
+                    raise ComfyverError(f"version {vid}: the ComfyUI tree itself has {name}; realize cannot add its own")
+            added = [] if (tmp / "custom_nodes").is_dir() else ["custom_nodes"]
+            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {}}
+            for name, node in sorted(lock["nodes"].items()):
+                dest = tmp / "custom_nodes" / name
+                what = f"version {vid}: node {name}"
+                if dest.exists() or dest.is_symlink():
+                    raise ComfyverError(f"{what}: ComfyUI already has custom_nodes/{name}; rename the node in the lock")
+                rep.step(f"node {name}")
+                place_source(node["locked"], dest, what, offline)
+                sources["nodes"][name] = source_record(node["locked"])
+            blobs = ensure_models(lock, store, offline, rep, cache)
+            added += link_models(blobs, tmp)
+            atomic_write_text(tmp / EXTRA_PATHS, extra_model_paths(lock))
+            rep.step("python environment (uv sync --frozen)")
+            build_venv(root, vid, lock, tmp / VENV, offline=offline,
+                       system_site_packages=system_site_packages, uv_args=uv_args or [])
+            atomic_write_json(tmp / MARKER, {**want, **sources, "coreAdded": added,
+                                             "models": {k: m["locked"]["sha256"] for k, m in lock["models"].items()}})
+            _swap_into_place(tmp, into)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    rep.step(f"realized version {vid} at {into}")
+    return into
+
+
+def fetch(root: Path, vid: str, models_dir: Path | None = None, *, uv_args: list[str] | None = None,
+          reporter: Reporter = QUIET) -> dict:
+    """Fill the caches (git objects, node archives, wheels, models) so `realize --offline` works."""
+    rep = reporter
+    lock = lockfile.read(project.lock_path(root, vid))
+    store = Path(models_dir or modelstore.default_store()).absolute()
+    rep.step("git sources")
+    fetch_git(lock["comfyui"]["locked"], f"version {vid}: comfyui", False)
+    for name, node in sorted(lock["nodes"].items()):
+        what = f"version {vid}: node {name}"
+        (fetch_git if node["locked"]["type"] == "git" else fetch_zip)(node["locked"], what, False)
+    ensure_models(lock, store, False, rep, modelstore.StatCache())
+    rep.step("wheels (uv sync --frozen into a scratch environment)")
+    with tempfile.TemporaryDirectory(prefix="comfyver-fetch-") as tmp:
+        build_venv(root, vid, lock, Path(tmp) / ".venv", offline=False, system_site_packages=False,
+                   uv_args=uv_args or [])
+    return {"id": vid, "nodes": len(lock["nodes"]), "models": len(lock["models"]), "modelStore": str(store)}

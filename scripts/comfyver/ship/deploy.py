@@ -1,0 +1,208 @@
+"""Point RunPod at an image: RunPod's REST API (https://rest.runpod.io/v1, Bearer $RUNPOD_API_KEY).
+
+- update a serverless template's image (RunPod then rolls the endpoints that use it),
+  found directly (`--template`) or through an endpoint (`--endpoint` -> its templateId);
+- or create a serverless template + endpoint (GPU types, workers, idle timeout,
+  FlashBoot, network volume, `allowedCudaVersions` from the lock's torch build),
+  with a container registry auth for private images.
+
+The base URL is overridable with $RUNPOD_REST_URL (tests point it at a local
+server). 429 and 5xx answers and connection errors are retried with backoff.
+The API key and registry password are never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from comfyver.base import web
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.ship.push import _COMPONENT, _HOST
+
+DEFAULT_REST_URL = "https://rest.runpod.io/v1"
+IMAGE_RE = re.compile(rf"^{_HOST}/{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$")
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# CUDA versions RunPod's API accepts in allowedCudaVersions (its CudaVersion enum)
+RUNPOD_CUDA_VERSIONS = ["11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def rest_url() -> str:
+    return os.environ.get("RUNPOD_REST_URL", DEFAULT_REST_URL).rstrip("/")
+
+
+def check_image(ref: str) -> str:
+    if not IMAGE_RE.match(ref or ""):
+        raise UsageError(f"--image {ref!r} is not REGISTRY/IMAGE[:TAG][@sha256:DIGEST]",
+                         hint="use the reference `comfyver push` printed, e.g. ghcr.io/acme/comfyui@sha256:...")
+    return ref
+
+
+def check_id(value: str, what: str) -> str:
+    if not ID_RE.match(value or ""):
+        raise UsageError(f"{what} {value!r} is not a RunPod id", hint="copy the id from the RunPod console or API")
+    return value
+
+
+def allowed_cuda_versions(torch: str | None) -> list[str] | None:
+    """CUDA versions whose driver can run a torch build: `cu128` -> 12.8 and newer; `cpu` -> no filter."""
+    m = re.fullmatch(r"cu(\d+)(\d)", torch or "")
+    if not m:
+        return None
+    floor = (int(m[1]), int(m[2]))
+    allowed = [v for v in RUNPOD_CUDA_VERSIONS if tuple(map(int, v.split("."))) >= floor]
+    if not allowed:
+        raise ComfyverError(f"torch build {torch!r} needs CUDA {floor[0]}.{floor[1]}, newer than any RunPod offers "
+                            f"({RUNPOD_CUDA_VERSIONS[-1]})", hint="lock a torch build for an older CUDA")
+    return allowed
+
+
+def stale_tag_warning(vid: str, lock: dict, image: str) -> str | None:
+    """A warning when the image's tag is a `comfyver push` default tag for another state of this version's lock."""
+    from comfyver.ship.push import default_tag
+
+    tag = image.split("@", 1)[0].rsplit("/", 1)[-1].partition(":")[2]
+    want = default_tag(vid, lock)
+    if re.fullmatch(rf"{re.escape(vid)}-[0-9a-f]{{12}}", tag) and tag != want:
+        return (f"image tag {tag!r} was pushed from another lock of {vid!r} (the current lock's tag is {want!r}); "
+                f"rebuild and `comfyver push {vid}` to deploy the current lock")
+    return None
+
+
+class RunPodREST:
+    def __init__(self, api_key: str | None = None, base: str | None = None, retries: int = 4, backoff: float = 0.5):
+        self.api_key = api_key or os.environ.get("RUNPOD_API_KEY")
+        if not self.api_key:
+            raise UsageError("RUNPOD_API_KEY is not set", hint="create a key at RunPod (Settings > API Keys) and export it")
+        self.base = (base or rest_url()).rstrip("/")
+        web.check_scheme(self.base, ("https", "http"), "RunPod REST URL")
+        self.retries, self.backoff = retries, backoff
+        self.session = requests.Session()
+        self.session.headers.update({"Authorization": f"Bearer {self.api_key}", "User-Agent": web.USER_AGENT})
+
+    def call(self, method: str, path: str, what: str, body: dict | None = None):
+        url = f"{self.base}{path}"
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.session.request(method, url, json=body, timeout=60)
+            except requests.RequestException as exc:
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                raise ComfyverError(f"{what}: cannot reach RunPod at {web.redact(url)}: {type(exc).__name__}",
+                                    hint="check your network (or $RUNPOD_REST_URL)") from None
+            if r.status_code in RETRY_STATUS and attempt < self.retries:
+                retry_after = r.headers.get("Retry-After", "")
+                time.sleep(min(float(retry_after), 30) if retry_after.isdigit() else delay)
+                delay *= 2
+                continue
+            if r.status_code >= 400:
+                raise self._error(r, what)
+            try:
+                return r.json() if r.content else {}
+            except ValueError:
+                raise ComfyverError(f"{what}: RunPod answered HTTP {r.status_code} without JSON") from None
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _error(r: requests.Response, what: str) -> ComfyverError:
+        try:
+            detail = r.json()
+            detail = detail.get("error") or detail.get("message") or detail if isinstance(detail, dict) else detail
+        except ValueError:
+            detail = r.text[:300]
+        detail = web.redact(str(detail))
+        hints = {401: "RunPod refused the API key: set RUNPOD_API_KEY to a valid key",
+                 403: "the API key may not do this: give it read/write access to serverless",
+                 404: "no such id on this account: check the id in the RunPod console",
+                 429: "RunPod is rate-limiting this key: wait a minute and run the command again"}
+        hint = hints.get(r.status_code) or ("RunPod had a server error: try again later" if r.status_code >= 500
+                                            else "RunPod rejected the request; see its message")
+        return ComfyverError(f"{what}: RunPod answered HTTP {r.status_code}: {detail}", hint=hint)
+
+    # --- the calls (https://docs.runpod.io/api-reference) ---
+    def get_endpoint(self, endpoint_id: str) -> dict:
+        return self.call("GET", f"/endpoints/{check_id(endpoint_id, 'endpoint')}", f"endpoint {endpoint_id}")
+
+    def update_template(self, template_id: str, changes: dict) -> dict:
+        return self.call("PATCH", f"/templates/{check_id(template_id, 'template')}", f"template {template_id}", changes)
+
+    def create_template(self, body: dict) -> dict:
+        return self.call("POST", "/templates", f"template {body.get('name')!r}", body)
+
+    def create_endpoint(self, body: dict) -> dict:
+        return self.call("POST", "/endpoints", f"endpoint {body.get('name')!r}", body)
+
+    def create_registry_auth(self, name: str, username: str, password: str) -> dict:
+        return self.call("POST", "/containerregistryauth", f"registry auth {name!r}",
+                         {"name": name, "username": username, "password": password})
+
+
+@dataclass
+class EndpointSpec:
+    name: str
+    gpu_type_ids: list[str]
+    workers_min: int = 0
+    workers_max: int = 3
+    idle_timeout: int = 5
+    flashboot: bool = True
+    gpu_count: int = 1
+    network_volume_id: str | None = None
+    allowed_cuda_versions: list[str] | None = None
+    container_disk_gb: int = 20
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def registry_auth_from_env(api: RunPodREST, name: str) -> str | None:
+    """Create a RunPod registry auth from $REGISTRY_USERNAME/$REGISTRY_PASSWORD, if both are set."""
+    user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
+    if not (user and password):
+        return None
+    return api.create_registry_auth(f"{name}-registry", user, password)["id"]
+
+
+def update_image(api: RunPodREST, image: str, *, template_id: str | None = None, endpoint_id: str | None = None,
+                 registry_auth_id: str | None = None) -> dict:
+    """Set a template's imageName (directly or via an endpoint's templateId); RunPod rolls its workers."""
+    check_image(image)
+    if endpoint_id:
+        template_id = api.get_endpoint(endpoint_id).get("templateId")
+        if not template_id:
+            raise ComfyverError(f"endpoint {endpoint_id}: RunPod returned no templateId",
+                                hint="use --template ID with the endpoint's template id instead")
+    changes = {"imageName": image}
+    if registry_auth_id:
+        changes["containerRegistryAuthId"] = check_id(registry_auth_id, "registry auth")
+    tpl = api.update_template(template_id, changes)
+    return {"templateId": template_id, "endpointId": endpoint_id, "image": tpl.get("imageName", image)}
+
+
+def create(api: RunPodREST, image: str, spec: EndpointSpec, *, registry_auth_id: str | None = None) -> dict:
+    """Create a serverless template for `image`, then an endpoint on it."""
+    check_image(image)
+    if spec.workers_min < 0 or spec.workers_max < max(1, spec.workers_min):
+        raise UsageError(f"workers {spec.workers_min}..{spec.workers_max}: need 0 <= min <= max and max >= 1")
+    if not spec.gpu_type_ids:
+        raise UsageError("--gpu is required with --create", hint='e.g. --gpu "NVIDIA GeForce RTX 4090"')
+    auth_id = registry_auth_id or registry_auth_from_env(api, spec.name)
+    template = {"name": spec.name, "imageName": image, "isServerless": True,
+                "containerDiskInGb": spec.container_disk_gb, "env": dict(spec.env)}
+    if auth_id:
+        template["containerRegistryAuthId"] = auth_id
+    tpl = api.create_template(template)
+    endpoint = {"name": spec.name, "templateId": tpl["id"], "computeType": "GPU", "gpuTypeIds": spec.gpu_type_ids,
+                "gpuCount": spec.gpu_count, "workersMin": spec.workers_min, "workersMax": spec.workers_max,
+                "idleTimeout": spec.idle_timeout, "flashboot": spec.flashboot}
+    if spec.network_volume_id:
+        endpoint["networkVolumeId"] = check_id(spec.network_volume_id, "network volume")
+    if spec.allowed_cuda_versions:
+        endpoint["allowedCudaVersions"] = spec.allowed_cuda_versions
+    ep = api.create_endpoint(endpoint)
+    return {"templateId": tpl["id"], "endpointId": ep["id"], "image": image, "registryAuthId": auth_id}

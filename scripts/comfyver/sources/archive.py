@@ -1,0 +1,137 @@
+"""Safe unpacking of node archives (Comfy Registry zips), fetchzip-style.
+
+Every entry is checked before anything is written, against the whole tree the
+archive describes (not entry by entry): absolute paths, `..` components, drive
+letters, duplicate entries, entries below a link or a file of the archive, and
+links whose target, fully resolved through the archive's other links, leaves the
+tree are refused with the archive and entry named. Folders and files are written
+first, links last, files with O_EXCL|O_NOFOLLOW: nothing is ever written through
+a link. `strip_root` drops a single top-level folder the way
+`pkgs.fetchzip { stripRoot = true; }` does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from comfyver.base.errors import ComfyverError
+
+
+def _check_name(name: str, what: str) -> PurePosixPath:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in p.parts or "\0" in name):
+        raise ComfyverError(f"{what}: archive entry {name!r} escapes the target folder (refused)")
+    return p
+
+
+MAX_LINK_HOPS = 40  # as Linux's ELOOP limit
+
+
+def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> bool:
+    """Does the link `entry` resolve, following the archive's own links (`links`: path -> target), to a
+    path inside the tree? A dangling target inside the tree is fine; any step above the root, an absolute
+    target or a loop is not."""
+    hops = 0
+    todo = list(reversed(PurePosixPath(links[entry]).parts))
+    if links[entry].startswith("/"):
+        return False
+    cur: list[str] = list(entry.parts[:-1])
+    while todo:
+        part = todo.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not cur:
+                return False
+            cur.pop()
+            continue
+        cur.append(part)
+        target = links.get(PurePosixPath(*cur))
+        if target is not None:
+            hops += 1
+            if hops > MAX_LINK_HOPS or target.startswith("/"):
+                return False
+            cur.pop()
+            todo.extend(reversed(PurePosixPath(target).parts))
+    return True
+
+
+def has_single_root(names: list[str]) -> bool:
+    tops = {n.replace("\\", "/").split("/", 1)[0] for n in names if n.strip("/")}
+    return len(tops) == 1 and any("/" in n.strip("/") for n in names)
+
+
+def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_root: bool, what: str) -> None:
+    """Unpack `zip_path` into the new folder `dest` (must not exist)."""
+    dest = Path(dest)
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as exc:
+        raise ComfyverError(f"{what}: {zip_path} is not a valid zip archive: {exc}") from None
+    with zf:
+        plan = _plan(zf, strip_root, what)
+        dest.mkdir(parents=True)
+        try:
+            for info, p, is_link, mode in sorted(plan, key=lambda e: e[2]):  # folders and files, then links
+                out = dest.joinpath(*p.parts) if p.parts else dest
+                if info.is_dir():
+                    out.mkdir(parents=True, exist_ok=True)
+                    continue
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if is_link:
+                    os.symlink(zf.read(info).decode(), out)
+                    continue
+                fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if mode & stat.S_IXUSR else 0o644)
+                try:
+                    with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt: {exc}") from None
+                if mode & stat.S_IXUSR:
+                    out.chmod(0o755)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+
+
+def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
+    """(info, path, is_link, mode) per entry, after checking the tree as a whole; raises on any escape."""
+    plan, kinds, links = [], {}, {}
+    for info in zf.infolist():
+        p = _check_name(info.filename, what)
+        mode = info.external_attr >> 16
+        is_link = stat.S_ISLNK(mode)
+        if strip_root:
+            if len(p.parts) <= 1:
+                if info.is_dir():
+                    continue
+                raise ComfyverError(f"{what}: stripRoot is set but {info.filename!r} is at the archive's top level")
+            p = PurePosixPath(*p.parts[1:])
+        kind = "link" if is_link else ("dir" if info.is_dir() else "file")
+        if not p.parts and kind != "dir":
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} names the target folder itself (refused)")
+        if p in kinds and not (kind == "dir" and kinds[p] == "dir"):
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} appears twice (refused)")
+        kinds[p] = kind
+        if is_link:
+            try:
+                links[p] = zf.read(info).decode()
+            except UnicodeDecodeError:
+                raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an unreadable target") from None
+        plan.append((info, p, is_link, mode))
+    for info, p, _, _ in plan:
+        for i in range(1, len(p.parts)):
+            above = PurePosixPath(*p.parts[:i])
+            if kinds.get(above) in ("link", "file"):
+                raise ComfyverError(f"{what}: archive entry {info.filename!r} lies below the "
+                                    f"{kinds[above]} {str(above)!r} of the same archive (refused)")
+    for info, p, is_link, _ in plan:
+        if is_link and (not p.parts or not _resolves_inside(p, links)):
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link out of the tree "
+                                f"({links.get(p)!r}, resolved through the archive's links), refused")
+    return plan

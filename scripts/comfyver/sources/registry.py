@@ -1,0 +1,70 @@
+"""Comfy Registry nodes: `id@version` -> locked zip {url, hash (NAR of unpacked tree), stripRoot}.
+
+API (https://api.comfy.org, docs: https://docs.comfy.org/registry/api-reference):
+  GET /nodes/{id}/versions/{version} -> NodeVersion {version, downloadUrl, deprecated, status, ...}
+  GET /nodes/{id}                    -> Node {latest_version: NodeVersion, ...}   (for `latest`)
+We never call `/install`: that endpoint counts installs and may redirect.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from urllib.parse import quote
+
+from comfyver.base import nar, web
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.sources import archive, download, resolvecache
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _version_info(node_id: str, version: str, what: str) -> dict:
+    base = web.registry_endpoint()
+    if version == "latest":
+        _, node = web.get_json(f"{base}/nodes/{quote(node_id)}", what=what)
+        info = (node or {}).get("latest_version")
+        if not info:
+            raise ComfyverError(f"{what}: the Comfy Registry lists no published version of {node_id!r}")
+        return info
+    _, info = web.get_json(f"{base}/nodes/{quote(node_id)}/versions/{quote(version, safe='')}", what=what)
+    return info or {}
+
+
+def unpack_and_hash(zip_path: Path, what: str) -> tuple[str, bool]:
+    """NAR hash of the unpacked archive and whether a single root folder was stripped."""
+    with zipfile.ZipFile(zip_path) as zf:
+        strip = archive.has_single_root(zf.namelist())
+    tmp = Path(tempfile.mkdtemp(prefix="comfyver-zip-"))
+    try:
+        archive.extract_zip(zip_path, tmp / "out", strip_root=strip, what=what)
+        return nar.to_sri(nar.nar_hash(tmp / "out")), strip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def lock(original: dict, what: str) -> dict:
+    node_id, version = original["id"], original["version"]
+    if not ID_RE.match(node_id):
+        raise UsageError(f"{what}: {node_id!r} is not a Comfy Registry node id")
+    info = _version_info(node_id, version, what)
+    url = info.get("downloadUrl")
+    resolved_version = info.get("version") or version
+    if not url:
+        raise ComfyverError(f"{what}: the Comfy Registry gave no downloadUrl for {node_id}@{version}")
+    web.check_scheme(url, ("https", "http", "file"), what)
+    if info.get("deprecated"):
+        raise ComfyverError(f"{what}: {node_id}@{resolved_version} is deprecated in the Comfy Registry",
+                            hint="pick another version")
+    hit = resolvecache.get("registry", node_id, resolved_version, url)
+    if hit:
+        return hit
+    with tempfile.TemporaryDirectory(prefix="comfyver-reg-") as tmp:
+        z = Path(tmp) / "node.zip"
+        download.download(url, z, what=what)
+        sri, strip = unpack_and_hash(z, what)
+    locked = {"type": "zip", "url": url, "hash": sri, "stripRoot": strip, "version": resolved_version}
+    return resolvecache.put(locked, "registry", node_id, resolved_version, url)

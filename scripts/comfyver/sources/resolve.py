@@ -1,0 +1,132 @@
+"""Resolution: originals -> locked entries, in a bounded parallel pool with a progress bar.
+
+Every item is attempted; failures are collected and raised together
+(`ResolveFailed.failures`: key -> message), so one bad input never hides another.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.web import redact
+from comfyver.sources import gitsource, modelsource, registry
+
+DEFAULT_JOBS = min(8, (os.cpu_count() or 2) * 2)
+LOCKERS = {"git": gitsource.lock, "registry": registry.lock, "model": modelsource.lock}
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # "comfyui", "nodes.<name>", "models.<folder>/<name>" or any caller key
+    kind: str  # git | registry | model
+    original: dict
+
+
+class ResolveFailed(ComfyverError):
+    def __init__(self, failures: dict[str, str]):
+        self.failures = failures
+        lines = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
+        super().__init__(f"{len(failures)} input(s) could not be resolved:\n{lines}",
+                         hint="fix the inputs above (`comfyver show <id>` lists them) and run the command again")
+
+
+def lock_one(kind: str, original: dict, what: str) -> dict:
+    try:
+        locker = LOCKERS[kind]
+    except KeyError:
+        raise UsageError(f"{what}: unknown input kind {kind!r}") from None
+    return locker(original, what)
+
+
+def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = True) -> dict[str, dict]:
+    """Resolve all `items` (at most `jobs` at once); return key -> locked or raise ResolveFailed."""
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    if not items:
+        return results
+    show = progress and sys.stderr.isatty()
+    bar = None
+    if show:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        bar = Progress(TextColumn("resolving"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TextColumn("{task.description}"), transient=True)
+        bar.start()
+        task = bar.add_task("", total=len(items))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = {pool.submit(lock_one, it.kind, it.original, it.key): it for it in items}
+            for fut in as_completed(futures):
+                it = futures[fut]
+                try:
+                    results[it.key] = fut.result()
+                except ComfyverError as exc:
+                    msg = exc.message.removeprefix(f"{it.key}: ")
+                    failures[it.key] = redact(msg + (f" (hint: {exc.hint})" if exc.hint else ""))
+                except Exception as exc:  # a bug or an OS error: still report per input
+                    failures[it.key] = redact(f"{type(exc).__name__}: {exc}")
+                if bar:
+                    bar.update(task, advance=1, description=it.key)
+    finally:
+        if bar:
+            bar.stop()
+    if failures:
+        raise ResolveFailed(failures)
+    return results
+
+
+# -- parsing what users type ----------------------------------------------------
+
+def _name_from_url(url: str) -> str:
+    last = url.rstrip("/").rsplit("/", 1)[-1]
+    last = last[:-4] if last.endswith(".git") else last
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", last).strip("-.").lower()
+    if not name:
+        raise UsageError(f"cannot derive a node name from {url!r}; pass --name")
+    return name
+
+
+def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
+    """`<git-url>[@ref]` or `<registry-id>[@version]` -> (node name, original)."""
+    if "://" in spec:
+        scheme_end = spec.index("://") + 3
+        url, ref = spec, None
+        at = spec.rfind("@")
+        if at > scheme_end and "/" not in spec[at:] and ":" not in spec[at:]:
+            url, ref = spec[:at], spec[at + 1:]
+        gitsource.check_url(url, spec)
+        original = {"type": "git", "url": url, "ref": ref or "latest"}
+        if ref:
+            gitsource.check_ref(ref, spec)
+        if submodules:
+            original["submodules"] = True
+        return _name_from_url(url), original
+    node_id, _, version = spec.partition("@")
+    if not registry.ID_RE.match(node_id):
+        raise UsageError(f"{spec!r} is neither a git URL (https://...) nor a Comfy Registry id[@version]")
+    return node_id.lower(), {"type": "registry", "id": node_id, "version": version or "latest"}
+
+
+def parse_model_source(src: str, sha256: str | None = None) -> dict:
+    modelsource.check_source(src, src)
+    original = {"url": src}
+    if sha256:
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise UsageError(f"--sha256 {sha256!r} is not 64 lowercase hex digits")
+        original["sha256"] = sha256
+    return original
+
+
+def kind_of(original: dict) -> str:
+    return {"git": "git", "registry": "registry"}.get(original.get("type"), "model")
