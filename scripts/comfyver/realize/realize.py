@@ -33,7 +33,7 @@ from filelock import FileLock
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from comfyver.base import lockfile, nar, project, uvtool, web
-from comfyver.base.errors import ComfyverError
+from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
 from comfyver.sources import archive, download, gitsource, modelstore
 
@@ -285,6 +285,14 @@ def _swap_into_place(tmp: Path, into: Path) -> None:
         os.rename(tmp, into)
 
 
+def _store_folder(models_dir: Path | None) -> Path:
+    """The model store folder (--models-dir, $COMFYVER_MODELS, <cache>/models); a file there is an error."""
+    store = Path(models_dir or modelstore.default_store()).absolute()
+    if store.exists() and not store.is_dir():
+        raise UsageError(f"--models-dir {store}: is a file, not a folder", hint="give a folder for the model store")
+    return store
+
+
 def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | None = None,
             offline: bool = False, *, system_site_packages: bool = False, uv_args: list[str] | None = None,
             rehash: bool = False, reporter: Reporter = QUIET) -> Path:
@@ -292,7 +300,7 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
     into = Path(into or default_into(vid)).absolute()
-    store = Path(models_dir or modelstore.default_store()).absolute()
+    store = _store_folder(models_dir)
     want = {**stamp(root, vid, lock, store), "systemSitePackages": system_site_packages}
     cache = modelstore.StatCache(rehash=rehash)
     into.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +354,7 @@ def fetch(root: Path, vid: str, models_dir: Path | None = None, *, uv_args: list
     """Fill the caches (git objects, node archives, wheels, models) so `realize --offline` works."""
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
-    store = Path(models_dir or modelstore.default_store()).absolute()
+    store = _store_folder(models_dir)
     rep.step("git sources")
     fetch_git(lock["comfyui"]["locked"], f"version {vid}: comfyui", False)
     for name, node in sorted(lock["nodes"].items()):
