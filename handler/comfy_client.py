@@ -152,13 +152,15 @@ class ComfyClient:
             return body.get(prompt_id)
         return None
 
-    async def interrupt(self, prompt_id: str) -> None:
-        """Stop `prompt_id`: drop it from the queue if pending, interrupt it if running."""
+    async def interrupt(self, prompt_id: str) -> bool:
+        """Stop `prompt_id`: drop it from the queue if pending, interrupt it if running. False when ComfyUI
+        did not answer (hung or gone)."""
         try:
             await self.request("POST", "/queue", json={"delete": [prompt_id]}, timeout=5)
-            await self.request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=5)
+            status, _ = await self.request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=5)
+            return status == 200
         except ComfyUnreachable:
-            pass
+            return False
 
     async def view(self, filename: str, subfolder: str, kind: str) -> bytes:
         status, body = await self.request("GET", "/view", params={"filename": filename, "subfolder": subfolder,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import os
 import re
 import socket
+import time
 from urllib.parse import urljoin, urlsplit
 
-import requests
+import urllib3
 
-from handler.errors import bad_input, redact
+from handler.errors import JobError, bad_input, redact
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.com"}
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$")
@@ -29,8 +31,9 @@ def _host_allowed(host: str, allow: list[str]) -> bool:
     return False
 
 
-def check_url(url: str, what: str, allow: list[str]) -> None:
-    """Refuse non-http(s) schemes and hosts that resolve to loopback, private, link-local or metadata addresses."""
+def check_url(url: str, what: str, allow: list[str]) -> list[str] | None:
+    """Refuse non-http(s) schemes and hosts that resolve to loopback, private, link-local or metadata addresses;
+    return the checked addresses to connect to (None for a host in ALLOWED_FETCH_HOSTS: resolved as usual)."""
     if not isinstance(url, str) or not url:
         raise bad_input(f"{what}: expected a URL string")
     parts = urlsplit(url)
@@ -41,7 +44,7 @@ def check_url(url: str, what: str, allow: list[str]) -> None:
     if not host:
         raise bad_input(f"{what}: URL {redact(url)!r} has no host")
     if _host_allowed(host, allow):
-        return
+        return None
     if host.lower() in METADATA_HOSTS:
         raise bad_input(f"{what}: {host} is a cloud metadata address; refused", "use a public URL")
     try:
@@ -57,30 +60,74 @@ def check_url(url: str, what: str, allow: list[str]) -> None:
                 or ip in ipaddress.ip_network("100.64.0.0/10")):
             raise bad_input(f"{what}: host {host!r} resolves to a non-public address ({ip}); refused",
                             "use a public URL, or list the host in ALLOWED_FETCH_HOSTS")
+    return sorted(addrs)
 
 
-def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: float = 60) -> bytes:
-    """GET `url`, re-checking every redirect hop, reading at most `max_bytes`."""
+def _open(url: str, address: str | None, timeout: float):
+    """GET `url` without following redirects. With `address`, connect to exactly that address (the one
+    check_url approved; a second DNS answer cannot rebind it), sending the URL's host as Host and TLS name."""
+    parts = urlsplit(url)
+    if address is None:
+        return urllib3.PoolManager(retries=False).urlopen("GET", url, redirect=False, preload_content=False,
+                                                           timeout=urllib3.Timeout(connect=timeout, read=timeout))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    kw = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "retries": False}
+    if parts.scheme == "https":
+        import certifi
+        pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=parts.hostname,
+                                           assert_hostname=parts.hostname, cert_reqs="CERT_REQUIRED",
+                                           ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where(), **kw)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, **kw)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return pool.urlopen("GET", target, headers={"Host": parts.netloc.rsplit("@", 1)[-1]}, redirect=False,
+                        preload_content=False)
+
+
+def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: float = 60,
+              deadline: float | None = None) -> bytes:
+    """GET `url`, re-checking every redirect hop, reading at most `max_bytes`, done by `deadline`
+    (time.monotonic(); the job's own timeout) or raise a `timeout` JobError."""
+    def left() -> float:
+        if deadline is None:
+            return timeout
+        rest = deadline - time.monotonic()
+        if rest <= 0:
+            raise JobError("timeout", f"{what}: downloading {redact(url)} did not finish within the job's timeout",
+                           hint="raise `timeout`, or send a smaller or faster input")
+        return min(timeout, rest)
+
     for _ in range(6):
-        check_url(url, what, allow)
+        address = (check_url(url, what, allow) or [None])[0]
         try:
-            r = requests.get(url, stream=True, timeout=timeout, allow_redirects=False)
-        except requests.RequestException as exc:
+            r = _open(url, address, left())
+        except urllib3.exceptions.HTTPError as exc:
+            if deadline is not None:
+                left()
             raise bad_input(f"{what}: cannot fetch {redact(url)}: {type(exc).__name__}",
                             "check that the URL is reachable from the worker") from None
-        with r:
-            if r.status_code in (301, 302, 303, 307, 308) and r.headers.get("Location"):
+        try:
+            if r.status in (301, 302, 303, 307, 308) and r.headers.get("Location"):
                 url = urljoin(url, r.headers["Location"])
                 continue
-            if r.status_code != 200:
-                raise bad_input(f"{what}: HTTP {r.status_code} from {redact(url)}", "check the URL")
+            if r.status != 200:
+                raise bad_input(f"{what}: HTTP {r.status} from {redact(url)}", "check the URL")
             buf = bytearray()
-            for chunk in r.iter_content(1 << 16):
-                buf += chunk
-                if len(buf) > max_bytes:
-                    raise bad_input(f"{what}: {redact(url)} is larger than {max_bytes} bytes",
-                                    "send a smaller file or raise MAX_INPUT_BYTES")
+            try:
+                # read1: whatever has arrived (a dripping server cannot hold one read past the deadline)
+                while chunk := r.read1(1 << 16):
+                    buf += chunk
+                    left()
+                    if len(buf) > max_bytes:
+                        raise bad_input(f"{what}: {redact(url)} is larger than {max_bytes} bytes",
+                                        "send a smaller file or raise MAX_INPUT_BYTES")
+            except urllib3.exceptions.HTTPError as exc:  # cut, truncated, too slow
+                left()
+                raise bad_input(f"{what}: the download of {redact(url)} broke off after {len(buf)} bytes "
+                                f"({type(exc).__name__})", "check the URL and resubmit") from None
             return bytes(buf)
+        finally:
+            r.release_conn()
     raise bad_input(f"{what}: too many redirects from {redact(url)}")
 
 
@@ -92,12 +139,12 @@ def safe_name(name, what: str) -> str:
     return name
 
 
-def decode_image(value, what: str, allow: list[str], max_bytes: int) -> bytes:
+def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: float | None = None) -> bytes:
     """Bytes of an input image given as base64, a data: URI, or an http(s) URL."""
     if not isinstance(value, str) or not value:
         raise bad_input(f"{what}: expected base64 text, a data: URI or an http(s) URL")
     if value.startswith(("http://", "https://")):
-        return fetch_url(value, what, allow, max_bytes)
+        return fetch_url(value, what, allow, max_bytes, deadline=deadline)
     if value.startswith("data:"):
         head, sep, value = value.partition(",")
         if not sep or not head.endswith(";base64"):

@@ -48,6 +48,8 @@ class Settings:
     models_dir: Path | None = field(default_factory=lambda: _opt_path("MODELS_DIR"))
     log_tail_lines: int = field(default_factory=lambda: _num("LOG_TAIL_LINES", 40, int))
     job_timeout: float = field(default_factory=lambda: _num("JOB_TIMEOUT", 0.0))
+    # seconds without a word from ComfyUI during a job before /system_stats is asked whether it is hung
+    hang_check: float = field(default_factory=lambda: _num("COMFY_HANG_CHECK", 30.0))
 
     output_mode: str = field(default_factory=lambda: (os.environ.get("OUTPUT_MODE") or "gcs").lower())
     gcs_bucket: str | None = field(default_factory=lambda: os.environ.get("GCS_BUCKET") or None)

@@ -208,13 +208,17 @@ class Worker:
         timeout = inp.get("timeout", s.job_timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise bad_input(f"timeout: expected a number of seconds >= 0, got {timeout!r}", "0 means no limit")
+        if timeout != timeout or timeout == float("inf"):  # NaN, infinity
+            raise bad_input(f"timeout: expected a finite number of seconds, got {timeout!r}", "0 means no limit")
+        # one deadline for the whole job: input downloads, the run (and its delivery starts before it passes)
+        deadline = time.monotonic() + timeout if timeout else None
 
         if ("workflow" in inp) == ("workflow_url" in inp):
             raise bad_input("input: give exactly one of workflow or workflow_url",
                             "send the API-format workflow as `workflow`, or an http(s) URL as `workflow_url`")
         if "workflow_url" in inp:
             raw = await asyncio.to_thread(fetch_url, inp["workflow_url"], "workflow_url", s.allowed_fetch_hosts,
-                                          s.max_input_bytes)
+                                          s.max_input_bytes, deadline=deadline)
             wf = parse_workflow(raw.decode("utf-8", "replace"))
         else:
             wf = parse_workflow(inp["workflow"])
@@ -223,7 +227,7 @@ class Worker:
         prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else copy.deepcopy(wf)  # the job's own copy
         apply_overrides(prompt, inp.get("overrides"))
         job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
-        written = await self._write_images(inp.get("images"), job_dir)
+        written = await self._write_images(inp.get("images"), job_dir, deadline)
         _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})
         try:
             problems = validate(prompt, object_info, s.input_dir)
@@ -233,14 +237,14 @@ class Worker:
             if problems:
                 raise validation_error(problems)
             t_run = time.perf_counter()
-            pid, ui = await self._execute(prompt, job, timeout or None)
+            pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout))
             t_up = time.perf_counter()
             try:
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
             except _StaleOutput:
                 # ComfyUI answered from its cache with a file that is gone: drop its cache, run once more
                 await self.client.request("POST", "/free", json={"free_memory": True})
-                pid, ui = await self._execute(prompt, job, timeout or None)
+                pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout))
                 t_up = time.perf_counter()
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
         finally:
@@ -319,7 +323,7 @@ class Worker:
             self._stores["s3"] = store
         return mode, store, prefix
 
-    async def _write_images(self, images, job_dir: str) -> dict[str, Path | None]:
+    async def _write_images(self, images, job_dir: str, deadline: float | None = None) -> dict[str, Path | None]:
         """Write the job's images into input/<job_dir>/ (or upload them there); name -> path."""
         if images is None:
             return {}
@@ -333,7 +337,7 @@ class Worker:
                                 '[{"name": "in.png", "image": "<base64, data: URI or https URL>"}]')
             name = safe_name(item["name"], f"images[{i}].name")
             data = await asyncio.to_thread(decode_image, item["image"], f"images[{i}] ({name})",
-                                           s.allowed_fetch_hosts, s.max_input_bytes)
+                                           s.allowed_fetch_hosts, s.max_input_bytes, deadline)
             decoded.append((name, data))
         if len({n for n, _ in decoded}) != len(decoded):
             raise bad_input("images: two images have the same name", "give every image its own name")
@@ -396,9 +400,12 @@ class Worker:
                     ui = self._from_history(pid, hist) or ui
                 return pid, ui
         except TimeoutError:
-            await self.client.interrupt(pid)
-            raise JobError("timeout", f"the workflow did not finish within {timeout} s; it was interrupted",
-                           hint="raise `timeout`, or make the workflow faster", log_tail=self.log_tail()) from None
+            if await self.client.interrupt(pid):
+                raise JobError("timeout", f"the workflow did not finish within the job's timeout ({timeout:.1f} s "
+                               "left for it); it was interrupted", hint="raise `timeout`, or make the workflow faster",
+                               log_tail=self.log_tail()) from None
+            raise self._hung("the workflow did not finish within the job's timeout and ComfyUI did not answer "
+                             "/interrupt") from None
         except asyncio.CancelledError:
             if queued:
                 await asyncio.shield(self.client.interrupt(pid))
@@ -411,7 +418,13 @@ class Worker:
         last_sent = 0.0
         report = bool(os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT")) and job.get("id") is not None
         while True:
-            m = await q.get()
+            try:
+                m = await asyncio.wait_for(q.get(), self.settings.hang_check)
+            except TimeoutError:  # nothing for a while: a long node is fine, a ComfyUI that answers nothing is not
+                if not await self.client.healthy() and not await self.client.healthy():
+                    raise self._hung(f"ComfyUI sent nothing for {self.settings.hang_check:g} s and does not "
+                                     "answer /system_stats") from None
+                continue
             if m is WS_CLOSED:
                 hist = await self._reconnect(pid)
                 if hist is not None:
@@ -498,6 +511,18 @@ class Worker:
         return JobError("comfyui_down", f"{redact(what)}", hint="resubmit the job", log_tail=self.log_tail(),
                         refresh_worker=not await self.client.healthy())
 
+    def _hung(self, what: str) -> JobError:
+        """ComfyUI is hung (e.g. stopped): kill it so the watcher restarts it; ask RunPod for a fresh worker
+        when this worker cannot restart it (attached with COMFY_URL)."""
+        tail = self.log_tail()
+        if self.process is not None and self.process.proc is not None and self.process.alive():
+            self.process.proc.kill()
+            self._begin_restart()
+            return JobError("comfyui_hung", f"{what}; it was killed and is being restarted",
+                            hint="resubmit the job", log_tail=tail)
+        return JobError("comfyui_hung", what, hint="the worker asks RunPod for a replacement; resubmit the job",
+                        log_tail=tail, refresh_worker=True)
+
     def _rejected(self, exc: PromptRejected) -> JobError:
         body = exc.body if isinstance(exc.body, dict) else {}
         problems = []
@@ -568,6 +593,17 @@ class Worker:
         if mode == "gcs" and entries:
             result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
         return result
+
+
+def _remaining(deadline: float | None, timeout: float) -> float | None:
+    """Seconds left of the job's deadline for running the prompt (None: no limit)."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise JobError("timeout", f"the job's timeout ({timeout} s) passed before the workflow could start",
+                       hint="raise `timeout`; input downloads count towards it")
+    return left
 
 
 class _StaleOutput(Exception):

@@ -393,3 +393,75 @@ def test_a_full_disk_while_writing_inputs_is_a_clear_error_and_leaves_nothing(wo
     assert not list(worker.settings.input_dir.rglob("*.part")) and not list(worker.settings.input_dir.rglob("big.png"))
     monkeypatch.undo()
     ok(run_job(worker, {"workflow": wf, "output_mode": "base64", "images": [{"name": "big.png", "image": png_b64()}]}))
+
+
+# --- a hung ComfyUI, one deadline for the whole job (W2, W3) --------------------------------------------
+@pytest.fixture
+def own_worker(tmp_path):
+    """A worker with a ComfyUI of its own (these tests stop it) and a short hang check."""
+    w = Worker(Settings(comfy_home=env.comfy_tree(tmp_path), comfy_port=env.free_port(), comfy_url=None,
+                        output_mode="base64", hang_check=2.0, comfy_state_dir=tmp_path / "state"))
+    w.start()
+    yield w
+    if w.process.proc is not None and w.process.alive():
+        os.kill(w.process.proc.pid, signal.SIGCONT)
+    env.run(w.client.close())
+    w.close()
+
+
+def _stop_comfyui_when_running(w, delay=1.5):
+    async def later():
+        await asyncio.sleep(delay)
+        os.kill(w.process.proc.pid, signal.SIGSTOP)
+    return later()
+
+
+@pytest.mark.parametrize("timeout", [None, 4])
+def test_a_stopped_comfyui_is_detected_killed_and_restarted(own_worker, timeout):
+    w = own_worker
+    job = {"workflow": env.slow_workflow(seconds=30, steps=30), "output_mode": "base64"}
+    if timeout:
+        job["timeout"] = timeout
+
+    async def both():
+        return (await asyncio.gather(w.handle({"id": "hung", "input": job}), _stop_comfyui_when_running(w)))[0]
+
+    t0 = time.monotonic()
+    r = env.run(both(), timeout=120)
+    e = E(r)
+    assert e["type"] == "comfyui_hung" and "being restarted" in e["message"], e
+    assert "interrupted" not in e["message"]
+    assert time.monotonic() - t0 < 25
+    ok(env.run(w.handle({"id": "after", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}})))
+
+
+def test_timeout_covers_input_downloads(worker, http_server):
+    """A server dripping bytes holds the job no longer than its timeout."""
+    def drip(handler, body):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        try:
+            for _ in range(100):
+                handler.wfile.write(b"x" * 10)
+                handler.wfile.flush()
+                time.sleep(0.5)
+        except OSError:  # the worker gave up and closed the connection
+            pass
+        return None
+
+    http_server.routes["/drip.png"] = drip
+    w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "d.png"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "drip"}}}
+    t0 = time.monotonic()
+    r = run_job(w, {"workflow": wf, "output_mode": "base64", "timeout": 3,
+                    "images": [{"name": "d.png", "image": f"{http_server.url}/drip.png"}]})
+    assert E(r)["type"] == "timeout" and "did not finish within the job's timeout" in E(r)["message"]
+    assert time.monotonic() - t0 < 8
+    env.run(w.client.close())
+
+
+def test_nan_timeout_is_bad_input(worker):
+    r = run_job(worker, {"workflow": env.invert_workflow(), "timeout": float("nan")})
+    assert E(r)["type"] == "input" and "finite" in E(r)["message"]

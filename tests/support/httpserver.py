@@ -39,7 +39,10 @@ class _Handler(BaseHTTPRequestHandler):
         route = srv.routes.get(self.path) or srv.routes.get(path)
         if route is not None:
             if callable(route):
-                status, headers, out = route(self, body)
+                res = route(self, body)
+                if res is None:  # the route wrote its own answer (e.g. a slow or cut stream)
+                    return
+                status, headers, out = res
             elif isinstance(route, (bytes, str)):
                 status, headers, out = 200, {}, route if isinstance(route, bytes) else route.encode()
             else:
