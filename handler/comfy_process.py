@@ -26,6 +26,26 @@ def has_gpu() -> bool:
     return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
 
 
+class LogRing:
+    """The last `maxlen` lines of ComfyUI's output, numbered: `total` counts every line ever appended, so a job
+    can ask for the lines written since it started (`since`)."""
+
+    def __init__(self, maxlen: int):
+        self._lines: collections.deque[str] = collections.deque(maxlen=maxlen)
+        self.total = 0
+
+    def append(self, line: str) -> None:
+        self._lines.append(line)
+        self.total += 1
+
+    def __iter__(self):
+        return iter(list(self._lines))
+
+    def since(self, mark: int) -> list[str]:
+        new = self.total - mark
+        return list(self._lines)[-new:] if new > 0 else []
+
+
 class ComfyProcess:
     """`python main.py` in COMFY_HOME on 127.0.0.1:COMFY_PORT, stdout+stderr kept in a ring buffer."""
 
@@ -35,7 +55,7 @@ class ComfyProcess:
         self.python = python or settings.comfy_python or sys.executable
         self.port = settings.comfy_port
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = collections.deque(maxlen=2000)
+        self.log = LogRing(2000)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.last_exit: int | None = None
@@ -114,8 +134,10 @@ class ComfyProcess:
         self.start()
         return self.wait_ready()
 
-    def tail(self, n: int) -> list[str]:
-        return list(self.log)[-n:] if n > 0 else []
+    def tail(self, n: int, since: int | None = None) -> list[str]:
+        """The last `n` lines (only those written after line number `since`, if given)."""
+        lines = self.log.since(since) if since is not None else list(self.log)
+        return lines[-n:] if n > 0 else []
 
     def exit_note(self) -> str:
         """How ComfyUI last ended (the previous process's code if it has been restarted since)."""

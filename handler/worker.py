@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import copy
 import dataclasses
 import errno
@@ -125,9 +126,19 @@ class Worker:
             await self.client.close()
 
     def log_tail(self) -> list[str] | None:
+        """ComfyUI's last lines: inside a job only those written since it started (no other job's prompt
+        text), with the worker's folders shown as <COMFY_HOME> and <STATE>."""
         if self.process is None:
             return None
-        return [redact(line) for line in self.process.tail(self.settings.log_tail_lines)]
+        lines = self.process.tail(self.settings.log_tail_lines, since=_job_log_mark.get())
+        folders = [(str(self.process.home), "<COMFY_HOME>"), (str(self.settings.state_dir), "<STATE>")]
+        out = []
+        for line in lines:
+            for path, name in folders:
+                if path and path != ".":
+                    line = line.replace(path, name)
+            out.append(redact(line))
+        return out
 
     def _begin_restart(self) -> None:
         with self._lock:
@@ -192,6 +203,8 @@ class Worker:
 
     async def run_job(self, job: dict, out_dir: Path | None = None) -> dict:
         t0 = time.perf_counter()
+        if self.process is not None:  # this job's log lines start here (per asyncio task: overlapping jobs too)
+            _job_log_mark.set(self.process.log.total)
         s = self.settings
         inp = job.get("input") if isinstance(job, dict) else None
         if not isinstance(inp, dict):
@@ -386,10 +399,7 @@ class Worker:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await self.client.ensure_ws()
-                    await self.client.queue_prompt(prompt, pid)
-                except ComfyUnreachable as exc:
-                    raise await self._comfy_lost(str(exc)) from None
+                    await self._queue(prompt, pid)
                 except PromptRejected as exc:
                     raise self._rejected(exc) from None
                 queued = True
@@ -412,6 +422,30 @@ class Worker:
             raise
         finally:
             self.client.unlisten(pid)
+
+    async def _queue(self, prompt: dict, pid: str) -> None:
+        """Queue the prompt. ComfyUI gone before it was queued (a crash just before the job, W6): wait for the
+        restart and queue once more, instead of failing a job that never ran."""
+        try:
+            await self.client.ensure_ws()
+            await self.client.queue_prompt(prompt, pid)
+            return
+        except ComfyUnreachable as exc:
+            first = exc
+        if self.process is not None:
+            for _ in range(40):  # a dying process: let it be reaped
+                if not self.process.alive():
+                    break
+                await asyncio.sleep(0.05)
+            if not self.process.alive():
+                await self.ensure_healthy()
+                try:
+                    await self.client.ensure_ws()
+                    await self.client.queue_prompt(prompt, pid)
+                    return
+                except ComfyUnreachable as exc:
+                    first = exc
+        raise await self._comfy_lost(str(first))
 
     async def _follow(self, pid: str, q: asyncio.Queue, job: dict, prompt: dict) -> dict:
         ui: dict = {}
@@ -593,6 +627,9 @@ class Worker:
         if mode == "gcs" and entries:
             result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
         return result
+
+
+_job_log_mark: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_log_mark", default=None)
 
 
 def _remaining(deadline: float | None, timeout: float) -> float | None:

@@ -465,3 +465,29 @@ def test_timeout_covers_input_downloads(worker, http_server):
 def test_nan_timeout_is_bad_input(worker):
     r = run_job(worker, {"workflow": env.invert_workflow(), "timeout": float("nan")})
     assert E(r)["type"] == "input" and "finite" in E(r)["message"]
+
+
+def test_a_jobs_log_tail_holds_only_its_own_lines(worker):
+    """SEC2: job B's error must not carry job A's prompt text (the log tail is per job)."""
+    def failing(msg):
+        return {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                "2": {"class_type": "ComfyverFail", "inputs": {"image": ["1", 0], "message": msg}},
+                "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "f"}}}
+    a = E(run_job(worker, {"workflow": failing("PRIVATE-PROMPT-OF-A"), "output_mode": "base64"}, job_id="a"))
+    assert any("PRIVATE-PROMPT-OF-A" in line for line in a["log_tail"])  # its own lines are there
+    b = E(run_job(worker, {"workflow": failing("error of b"), "output_mode": "base64"}, job_id="b"))
+    assert not any("PRIVATE-PROMPT-OF-A" in line for line in b["log_tail"])
+    assert any("error of b" in line for line in b["log_tail"])
+    # W5: the worker's folders are not spelled out
+    home = str(worker.process.home)
+    assert not any(home in line for line in a["log_tail"] + b["log_tail"])
+
+
+def test_a_job_right_after_a_crash_waits_for_the_restart(own_worker):
+    """W6: ComfyUI killed a moment before the job: the job runs on the restarted ComfyUI."""
+    w = own_worker
+    ok(env.run(w.handle({"id": "warm", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}})))
+    os.kill(w.process.proc.pid, signal.SIGKILL)
+    r = env.run(w.handle({"id": "right-after", "input": {"workflow": env.invert_workflow(0x010203),
+                                                            "output_mode": "base64"}}), timeout=120)
+    ok(r)
