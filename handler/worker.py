@@ -238,7 +238,7 @@ class Worker:
         await self.ensure_healthy()
         object_info = await self.client.get_object_info()
         prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else copy.deepcopy(wf)  # the job's own copy
-        apply_overrides(prompt, inp.get("overrides"))
+        apply_overrides(prompt, inp.get("overrides"), object_info)
         job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
         written = await self._write_images(inp.get("images"), job_dir, deadline)
         _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from pathlib import Path
@@ -132,8 +133,17 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
     return api
 
 
-def apply_overrides(prompt: dict, overrides) -> None:
-    """Set inputs in place: `[{"node_id", "field": "inputs.text", "value"}]` or `{"<node>": {"<input>": value}}`."""
+def _input_names(object_info: dict | None, class_type) -> list[str] | None:
+    spec = (object_info or {}).get(class_type) if isinstance(class_type, str) else None
+    if not isinstance(spec, dict):
+        return None
+    inputs = spec.get("input") or {}
+    return [n for part in ("required", "optional") for n in (inputs.get(part) or {})]
+
+
+def apply_overrides(prompt: dict, overrides, object_info: dict | None = None) -> None:
+    """Set inputs in place: `[{"node_id", "field": "inputs.text", "value"}]` or `{"<node>": {"<input>": value}}`.
+    With `object_info`, an input the node's class does not have is refused, naming the closest valid ones."""
     if overrides is None:
         return
     items = []
@@ -163,6 +173,12 @@ def apply_overrides(prompt: dict, overrides) -> None:
             raise bad_input(f"overrides: field {'.'.join(path)!r} for node {nid!r} names no input",
                             'use "inputs.<name>"', node_id=nid)
         target = node.setdefault("inputs", {})
+        known = _input_names(object_info, node.get("class_type"))
+        if known is not None and path[1] not in known and path[1] not in target:
+            close = difflib.get_close_matches(path[1], known, n=3, cutoff=0.5)
+            raise bad_input(f"overrides: node {nid!r} ({node.get('class_type')}) has no input {path[1]!r}",
+                            f"did you mean {' or '.join(map(repr, close))}?" if close else
+                            f"its inputs are: {', '.join(known)}", node_id=nid, node_type=node.get("class_type"))
         for p in path[1:-1]:
             target = target.get(p)
             if not isinstance(target, dict):

@@ -491,3 +491,11 @@ def test_a_job_right_after_a_crash_waits_for_the_restart(own_worker):
     r = env.run(w.handle({"id": "right-after", "input": {"workflow": env.invert_workflow(0x010203),
                                                             "output_mode": "base64"}}), timeout=120)
     ok(r)
+
+
+def test_an_override_naming_an_input_that_does_not_exist_is_refused(worker):
+    r = run_job(worker, {"workflow": env.invert_workflow(), "output_mode": "base64",
+                         "overrides": {"1": {"widht": 32}}})
+    e = E(r)
+    assert e["type"] == "input" and "has no input 'widht'" in e["message"] and "'width'" in e["hint"]
+    assert e["node_id"] == "1" and e["node_type"] == "EmptyImage"
