@@ -140,9 +140,11 @@ class ComfyClient:
     def unlisten(self, prompt_id: str) -> None:
         self._listeners.pop(prompt_id, None)
 
-    async def queue_prompt(self, prompt: dict, prompt_id: str) -> None:
-        status, body = await self.request("POST", "/prompt", json={
-            "prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id})
+    async def queue_prompt(self, prompt: dict, prompt_id: str, extra_data: dict | None = None) -> None:
+        payload = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id}
+        if extra_data:
+            payload["extra_data"] = extra_data  # e.g. api_key_comfy_org for ComfyUI's API nodes
+        status, body = await self.request("POST", "/prompt", json=payload)
         if status != 200:
             raise PromptRejected(status, body)
 

@@ -16,7 +16,8 @@ import urllib3
 from handler.errors import JobError, bad_input, redact
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.com"}
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]{0,200}$")
+# a plain file name: letters and digits of any script, spaces and . _ - ( ) [ ] + , ; no folders, not hidden
+SAFE_NAME = re.compile(r"^[^\W_][\w.() \[\]+,-]{0,200}$")
 
 
 def _host_allowed(host: str, allow: list[str]) -> bool:
@@ -133,9 +134,10 @@ def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: fl
 
 def safe_name(name, what: str) -> str:
     """An input file name: no folders, no traversal, no hidden files."""
-    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
         raise bad_input(f"{what}: file name {name!r} is not allowed",
-                        "use a plain file name like 'input.png' (letters, digits, . _ - and spaces; no folders)")
+                        "use a plain file name like 'input (1).png' (letters, digits, spaces, . _ - ( ) [ ] + ,; "
+                        "no folders)")
     return name
 
 
@@ -151,10 +153,11 @@ def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: f
             raise bad_input(f"{what}: data: URI must be base64 (data:image/png;base64,...)")
     elif re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
         raise bad_input(f"{what}: URL scheme {value.split(':', 1)[0]!r} is not allowed", "use http(s) or base64")
+    value = re.sub(r"\s+", "", value)  # base64 wrapped in lines (as `base64` writes it)
     if len(value) * 3 // 4 > max_bytes:
         raise bad_input(f"{what}: image is larger than {max_bytes} bytes", "send a smaller file or raise MAX_INPUT_BYTES")
     try:
-        data = base64.b64decode(value.strip(), validate=True)
+        data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise bad_input(f"{what}: not valid base64", "encode the file bytes with base64 (no line breaks)") from None
     if not data:

@@ -35,6 +35,16 @@ def _opt_path(name: str) -> Path | None:
     return Path(v).absolute() if v else None  # ComfyUI runs with cwd=COMFY_HOME: relative paths would break
 
 
+def _default_output_mode() -> str:
+    """OUTPUT_MODE, else what the configured storage implies: s3 with BUCKET_ENDPOINT_URL (worker-comfyui's
+    variables), gcs with GCS_BUCKET, else base64 (so an environment without storage still works)."""
+    if os.environ.get("OUTPUT_MODE"):
+        return os.environ["OUTPUT_MODE"].lower()
+    if os.environ.get("BUCKET_ENDPOINT_URL"):
+        return "s3"
+    return "gcs" if os.environ.get("GCS_BUCKET") else "base64"
+
+
 @dataclass
 class Settings:
     comfy_home: Path | None = field(default_factory=lambda: _opt_path("COMFY_HOME"))
@@ -51,7 +61,9 @@ class Settings:
     # seconds without a word from ComfyUI during a job before /system_stats is asked whether it is hung
     hang_check: float = field(default_factory=lambda: _num("COMFY_HANG_CHECK", 30.0))
 
-    output_mode: str = field(default_factory=lambda: (os.environ.get("OUTPUT_MODE") or "gcs").lower())
+    output_mode: str = field(default_factory=lambda: _default_output_mode())
+    # "comfyver" (outputs[...]) or "worker-comfyui" (its images[{filename, type, data}] as well; docs/handler.md)
+    output_format: str = field(default_factory=lambda: (os.environ.get("OUTPUT_FORMAT") or "comfyver").lower())
     gcs_bucket: str | None = field(default_factory=lambda: os.environ.get("GCS_BUCKET") or None)
     gcs_project: str | None = field(default_factory=lambda: os.environ.get("GCS_PROJECT") or None)
     gcs_prefix: str = field(default_factory=lambda: os.environ.get("GCS_PREFIX", "comfy/outputs"))
@@ -80,6 +92,8 @@ class Settings:
     realize_system_site_packages: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE_SYSTEM_SITE_PACKAGES"))
 
     def __post_init__(self):
+        if self.output_format not in ("comfyver", "worker-comfyui"):
+            raise SystemExit(f"handler: OUTPUT_FORMAT={self.output_format!r}: use comfyver or worker-comfyui")
         if self.comfy_state_dir is None:  # fixed once: COMFY_STATE_DIR, else the XDG state folder per port
             base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
             self.comfy_state_dir = Path(base).absolute() / "comfyver" / f"handler-{self.comfy_port}"

@@ -121,6 +121,22 @@ class GCSStore:
         self.bucket().blob(key).delete(retry=None, timeout=30)
 
 
+def s3_endpoint_and_bucket(url: str) -> tuple[str, str | None]:
+    """worker-comfyui's BUCKET_ENDPOINT_URL names the bucket in it: virtual-hosted
+    (`https://<bucket>.s3.<region>.amazonaws.com`) or path-style (`http://host:9000/<bucket>`).
+    -> (the service endpoint without the bucket, the bucket or None). An IP address is never a bucket."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    segment = parts.path.strip("/").split("/")[0]
+    if segment:
+        return f"{parts.scheme}://{parts.netloc}", segment
+    labels = host.split(".")
+    if len(labels) > 2 and ".s3" in f".{'.'.join(labels[1:])}" and not host.replace(".", "").isdigit():
+        rest = ".".join(labels[1:]) + (f":{parts.port}" if parts.port else "")
+        return f"{parts.scheme}://{rest}", labels[0]
+    return url.rstrip("/"), None
+
+
 class S3Store:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -128,9 +144,12 @@ class S3Store:
             raise JobError("input", "output_mode s3 needs BUCKET_ENDPOINT_URL",
                            hint="set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and "
                            "BUCKET_NAME on the endpoint")
-        self.bucket_name = settings.s3_bucket or (urlsplit(settings.s3_endpoint_url).hostname or "").split(".")[0]
+        self.endpoint_url, derived = s3_endpoint_and_bucket(settings.s3_endpoint_url)
+        self.bucket_name = settings.s3_bucket or derived
         if not BUCKET_NAME.match(self.bucket_name or ""):
-            raise JobError("input", "output_mode s3: no bucket name", hint="set BUCKET_NAME")
+            raise JobError("input", f"output_mode s3: no bucket name in BUCKET_ENDPOINT_URL "
+                           f"{redact(settings.s3_endpoint_url)!r}", hint="set BUCKET_NAME, or give the endpoint as "
+                           "https://<bucket>.s3.<region>.amazonaws.com or http(s)://host/<bucket>")
         self._client = None
 
     def client(self):
@@ -139,7 +158,7 @@ class S3Store:
             from botocore.config import Config
             s = self.settings
             self._client = boto3.client(
-                "s3", endpoint_url=s.s3_endpoint_url, aws_access_key_id=s.s3_access_key_id,
+                "s3", endpoint_url=self.endpoint_url, aws_access_key_id=s.s3_access_key_id,
                 aws_secret_access_key=s.s3_secret_access_key,
                 config=Config(retries={"max_attempts": max(1, s.gcs_retries + 1), "mode": "standard"},
                               connect_timeout=5, read_timeout=120, signature_version="s3v4"))

@@ -50,7 +50,7 @@ from handler.workflow import (
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "output_mode", "gcs_bucket",
-                "gcs_prefix", "timeout", "verbose"}
+                "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
 VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 PROGRESS_INTERVAL = 0.5
 
@@ -250,14 +250,15 @@ class Worker:
             if problems:
                 raise validation_error(problems)
             t_run = time.perf_counter()
-            pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout))
+            extra = _extra_data(inp)
+            pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout), extra)
             t_up = time.perf_counter()
             try:
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
             except _StaleOutput:
                 # ComfyUI answered from its cache with a file that is gone: drop its cache, run once more
                 await self.client.request("POST", "/free", json={"free_memory": True})
-                pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout))
+                pid, ui = await self._execute(prompt, job, _remaining(deadline, timeout), extra)
                 t_up = time.perf_counter()
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
         finally:
@@ -268,6 +269,8 @@ class Worker:
                                       "deliver": round((t_end - t_up) * 1000, 2), "total": round((t_end - t0) * 1000, 2)}})
         if self.active_version:
             result["version_id"] = self.active_version
+        if s.output_format == "worker-comfyui":
+            _as_worker_comfyui(result)
         if verbose:
             result["log_tail"] = self.log_tail()
         return result
@@ -392,14 +395,15 @@ class Worker:
             shutil.rmtree(self.settings.input_dir / job_dir, ignore_errors=True)
 
     # --- running a prompt -----------------------------------------------------------------------
-    async def _execute(self, prompt: dict, job: dict, timeout: float | None) -> tuple[str, dict]:
+    async def _execute(self, prompt: dict, job: dict, timeout: float | None,
+                       extra: dict | None = None) -> tuple[str, dict]:
         pid = str(uuid.uuid4())
         q = self.client.listen(pid)
         queued = False
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await self._queue(prompt, pid)
+                    await self._queue(prompt, pid, extra)
                 except PromptRejected as exc:
                     raise self._rejected(exc) from None
                 queued = True
@@ -423,12 +427,12 @@ class Worker:
         finally:
             self.client.unlisten(pid)
 
-    async def _queue(self, prompt: dict, pid: str) -> None:
+    async def _queue(self, prompt: dict, pid: str, extra: dict | None = None) -> None:
         """Queue the prompt. ComfyUI gone before it was queued (a crash just before the job, W6): wait for the
         restart and queue once more, instead of failing a job that never ran."""
         try:
             await self.client.ensure_ws()
-            await self.client.queue_prompt(prompt, pid)
+            await self.client.queue_prompt(prompt, pid, extra)
             return
         except ComfyUnreachable as exc:
             first = exc
@@ -441,7 +445,7 @@ class Worker:
                 await self.ensure_healthy()
                 try:
                     await self.client.ensure_ws()
-                    await self.client.queue_prompt(prompt, pid)
+                    await self.client.queue_prompt(prompt, pid, extra)
                     return
                 except ComfyUnreachable as exc:
                     first = exc
@@ -630,6 +634,34 @@ class Worker:
 
 
 _job_log_mark: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_log_mark", default=None)
+
+
+def _extra_data(inp: dict) -> dict | None:
+    """ComfyUI's extra_data for the prompt: the Comfy.org API key (worker-comfyui's `comfy_org_api_key`)."""
+    key = inp.get("comfy_org_api_key")
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.strip():
+        raise bad_input("comfy_org_api_key: expected the key as a string")
+    return {"api_key_comfy_org": key.strip()}
+
+
+def _as_worker_comfyui(result: dict) -> None:
+    """Add worker-comfyui's result shape: images[{filename, type: base64|s3_url, data}] (image outputs only,
+    as it returns), status success_no_images when there are none. Base64 data moves there (not sent twice)."""
+    images = []
+    for o in result.get("outputs", []):
+        if o.get("kind") != "image":
+            continue
+        if "data" in o:
+            images.append({"filename": o["filename"], "type": "base64", "data": o.pop("data")})
+        elif o.get("signed_url"):
+            images.append({"filename": o["filename"], "type": "s3_url", "data": o["signed_url"]})
+        elif o.get("gcs_url") or o.get("path"):
+            images.append({"filename": o["filename"], "type": "url", "data": o.get("gcs_url") or o["path"]})
+    result["images"] = images
+    if not images:
+        result["status"] = "success_no_images"
 
 
 def _remaining(deadline: float | None, timeout: float) -> float | None:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import boto3
@@ -319,3 +320,78 @@ def test_worker_exits_with_log_tail_when_comfyui_cannot_start(tmp_path):
                        env={**os.environ, "COMFY_HOME": str(tmp_path), "COMFY_PORT": str(env.free_port())})
     assert p.returncode == 1
     assert "did not become ready (ComfyUI exited with code 4)" in p.stderr and "boom: no usable GPU" in p.stderr
+
+
+# --- drop-in for worker-comfyui: its documented job JSON, environment and result shape ------------------
+def _worker_comfyui_env(monkeypatch, endpoint: str):
+    """worker-comfyui's S3 environment (docs/configuration.md there): BUCKET_* only, no OUTPUT_MODE/BUCKET_NAME."""
+    for var in ("OUTPUT_MODE", "GCS_BUCKET", "BUCKET_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("BUCKET_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", "AKIATEST")
+    monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("OUTPUT_FORMAT", "worker-comfyui")
+
+
+def _readme_job(png_b64: str) -> dict:
+    """The input of worker-comfyui's README: workflow + images[{name, image: data URI}]."""
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "input_image_1.png"}, "_meta": {"title": "Load"}},
+          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "ComfyUI"}}}
+    return {"input": {"workflow": wf, "images": [{"name": "input_image_1.png",
+                                                  "image": "data:image/png;base64," + png_b64}]}}
+
+
+def test_worker_comfyui_job_and_s3_environment_work_unchanged(worker, s3, monkeypatch):
+    from handler.settings import Settings
+    from tests.test_handler import png_b64
+
+    _worker_comfyui_env(monkeypatch, f"{s3}/comfy-out")  # path-style: the bucket is in the endpoint's path
+    settings = Settings()
+    assert settings.output_mode == "s3" and settings.output_format == "worker-comfyui"
+    w = env.attached_worker(worker, output_mode=settings.output_mode, output_format=settings.output_format,
+                            s3_endpoint_url=settings.s3_endpoint_url, s3_bucket=settings.s3_bucket,
+                            s3_access_key_id=settings.s3_access_key_id,
+                            s3_secret_access_key=settings.s3_secret_access_key)
+    r = env.run(w.handle({"id": "wc-job", **_readme_job(png_b64((1, 2, 3)))}))
+    assert "error" not in r, r
+    [img] = r["images"]  # field by field as its README documents output.images
+    assert set(img) == {"filename", "type", "data"} and img["type"] == "s3_url"
+    assert img["filename"].startswith("ComfyUI_") and img["filename"].endswith(".png")
+    got = requests.get(img["data"], timeout=10)
+    assert got.ok and got.content[:4] == b"\x89PNG"
+    assert SECRET not in json.dumps(r)
+    env.run(w.client.close())
+
+
+def test_worker_comfyui_base64_result_and_no_images(worker, monkeypatch):
+    from tests.test_handler import png_b64
+
+    w = env.attached_worker(worker, output_mode="base64", output_format="worker-comfyui")
+    # base64 wrapped in lines and a name with parentheses and non-ASCII, as clients send them
+    wrapped = "\n".join(textwrap.wrap(png_b64((9, 9, 9)), 76))
+    job = _readme_job(wrapped)
+    job["input"]["images"][0]["name"] = "bild (1) é.png"
+    job["input"]["workflow"]["1"]["inputs"]["image"] = "bild (1) é.png"
+    r = env.run(w.handle({"id": "wc-b64", **job}))
+    assert "error" not in r, r
+    [img] = r["images"]
+    assert img["type"] == "base64" and base64.b64decode(img["data"])[:4] == b"\x89PNG"
+    assert "data" not in r["outputs"][0]  # not sent twice
+    text_only = {"1": {"class_type": "ComfyverSaveText", "inputs": {"text": "no image", "filename_prefix": "t"}}}
+    r = env.run(w.handle({"id": "wc-none", "input": {"workflow": text_only, "comfy_org_api_key": "comfyui-key-123"}}))
+    assert r["status"] == "success_no_images" and r["images"] == []
+    assert "comfyui-key-123" not in json.dumps(r)
+    env.run(w.client.close())
+
+
+@pytest.mark.parametrize("endpoint, base, bucket", [
+    ("https://my-bucket.s3.eu-west-1.amazonaws.com", "https://s3.eu-west-1.amazonaws.com", "my-bucket"),
+    ("http://127.0.0.1:9000/comfy-out", "http://127.0.0.1:9000", "comfy-out"),
+    ("http://127.0.0.1:9000", "http://127.0.0.1:9000", None),  # an IP is never a bucket (was "127")
+])
+def test_bucket_from_the_endpoint_url(endpoint, base, bucket):
+    from handler.storage import s3_endpoint_and_bucket
+
+    assert s3_endpoint_and_bucket(endpoint) == (base, bucket)
