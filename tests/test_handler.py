@@ -219,6 +219,34 @@ def test_websocket_drop_mid_job_still_completes(worker):
         proxy.close()
 
 
+def test_a_websocket_gap_loses_no_output(worker):
+    """DL1: messages lost in a connection gap (here: ComfyUI's first output announced while nothing gets
+    through, then the connection drops) -- the result still has both outputs: they come from /history."""
+    proxy = env.TCPProxy(worker.process.port)
+    w = env.attached_worker(worker, comfy_url=proxy.url)
+    wf = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x202020}},
+          "2": {"class_type": "ComfyverSlow", "inputs": {"image": ["1", 0], "seconds": 0.5, "steps": 2}},
+          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "gap_a"}},
+          "4": {"class_type": "ComfyverSlow", "inputs": {"image": ["2", 0], "seconds": 4, "steps": 4}},
+          "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "gap_b"}}}
+    try:
+        async def job_with_gap():
+            await w.client.ensure_ws()
+            task = asyncio.ensure_future(w.handle({"id": "gap", "input": {"workflow": wf, "output_mode": "base64"}}))
+            await asyncio.sleep(0.2)
+            proxy.blackhole = True
+            await asyncio.sleep(2.5)
+            proxy.cut_all()
+            proxy.blackhole = False
+            return await task
+        r = ok(env.run(job_with_gap()))
+        assert proxy.dropped > 0
+        assert sorted(o["node_id"] for o in r["outputs"]) == ["3", "5"]
+    finally:
+        env.run(w.client.close())
+        proxy.close()
+
+
 def test_kill_9_mid_job_fails_with_log_tail_then_recovers(worker):
     async def job_with_kill():
         task = asyncio.ensure_future(worker.handle({"id": "killed", "input": {

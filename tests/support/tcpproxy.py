@@ -15,6 +15,8 @@ class TCPProxy:
         self.conns: list[socket.socket] = []
         self.cuts = 0
         self.sent = 0  # bytes from clients to the target
+        self.blackhole = False  # drop what the target sends (a gap: the client hears nothing, nothing errors)
+        self.dropped = 0
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -32,6 +34,9 @@ class TCPProxy:
     def _pipe(self, src, dst, count):
         try:
             while data := src.recv(1 << 16):
+                if not count and self.blackhole:
+                    self.dropped += len(data)
+                    continue
                 dst.sendall(data)
                 if count:
                     with self.lock:
