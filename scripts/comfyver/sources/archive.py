@@ -94,6 +94,9 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
                     raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt: {exc}") from None
                 if mode & stat.S_IXUSR:
                     out.chmod(0o755)
+        except OSError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise ComfyverError(f"{what}: cannot unpack archive entry {info.filename!r}: {exc.strerror}") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
@@ -131,6 +134,8 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
                 raise ComfyverError(f"{what}: archive entry {info.filename!r} lies below the "
                                     f"{kinds[above]} {str(above)!r} of the same archive (refused)")
     for info, p, is_link, _ in plan:
+        if is_link and (not links[p] or "\0" in links[p]):
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an empty or invalid target")
         if is_link and (not p.parts or not _resolves_inside(p, links)):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link out of the tree "
                                 f"({links.get(p)!r}, resolved through the archive's links), refused")
