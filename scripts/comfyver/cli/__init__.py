@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "comfyver.cli.verify",
     "comfyver.cli.models",
     "comfyver.cli.export",
+    "comfyver.cli.gc",
 ]
 
 

@@ -1,0 +1,48 @@
+"""`comfyver gc`: leftovers of interrupted runs and unused blobs are listed (dry run) and removed with --yes;
+what a version uses, and fresh entries a run may still own, are never touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from comfyver import cli
+from comfyver.base import project
+from comfyver.sources import modelstore
+from tests.test_realize_helpers import make_project
+
+
+def age(p, seconds=7200):
+    t = time.time() - seconds
+    os.utime(p, (t, t), follow_symlinks=False)
+
+
+def test_gc_lists_then_removes_leftovers_and_unused_blobs(tmp_path, git_server, http_server, capsys):
+    proj = make_project(tmp_path, git_server, http_server)
+    from comfyver.realize import realize
+    realize.realize(proj.root, proj.vid, None)
+    store = modelstore.default_store()
+    used = {m["locked"]["sha256"] for m in proj.lock["models"].values()}
+    realized = project.cache_dir() / "realized"
+    old_tree = realized / f".{proj.vid}.old-abc"
+    (old_tree / "big").mkdir(parents=True)
+    (old_tree / "big" / "f").write_bytes(b"x" * 1000)
+    part = store / "sha256" / ("e" * 64 + ".part")
+    part.write_bytes(b"half")
+    unused = store / "sha256" / ("f" * 64)
+    unused.write_bytes(b"nobody locks me")
+    fresh = realized / f".{proj.vid}.tmp-now"  # a run may own it right now
+    fresh.mkdir()
+    for p in (old_tree, part):
+        age(p)
+    args = ["--root", str(proj.root), "gc", "--blobs", "--json"]
+    assert cli.main(args) == 0
+    listed = {i["kind"]: i for i in json.loads(capsys.readouterr().out)["items"]}
+    assert set(listed) == {"realize-old", "partial-download", "unused-blob"}
+    assert listed["realize-old"]["bytes"] == 1000
+    assert old_tree.exists() and part.exists() and unused.exists()  # a dry run
+    assert cli.main(args + ["--yes"]) == 0
+    assert not old_tree.exists() and not part.exists() and not unused.exists()
+    assert fresh.exists()
+    assert all((store / "sha256" / sha).is_file() for sha in used)  # what a version locks stays
