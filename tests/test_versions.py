@@ -126,6 +126,10 @@ def test_errors_name_their_input(project, capsys):
     assert rc == 2 and "ftp://" in err
     rc, _, err = run(capsys, "update", "demo", "no-such-input")
     assert rc == 2 and "no-such-input" in err
+    # a URL the lock cannot hold is the argument's fault, named as the argument, not blamed on version.json
+    rc, _, err = run(capsys, "add-model", "demo", "loras/t.bin", p.model_url + "?token=hf_SECRET999")
+    assert rc == 2 and "add-model loras/t.bin: source" in err and "version.json" not in err
+    assert "hf_SECRET999" not in err
     rc, out, err = run(capsys, "add-node", "demo", "http://127.0.0.1:9/gone.git@main", "--json")
     assert rc == 1 and "nodes.gone" in err and json.loads(out)["error"]
     # nothing half-written: the lock still validates and has no node

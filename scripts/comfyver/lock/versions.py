@@ -26,6 +26,17 @@ from comfyver.sources import resolve
 DEFAULT_COMFYUI_URL = "https://github.com/comfyanonymous/ComfyUI"
 
 
+def _check_argument_url(url: str | None, what: str) -> None:
+    """A URL given on the command line that the lock could not hold is the argument's fault, named as such
+    (not a later complaint about version.json)."""
+    if url:
+        try:
+            lockfile.check_url_has_no_secret(url)
+        except ValueError as exc:
+            raise UsageError(f"{what}: {exc}", hint="tokens come from the environment (HF_TOKEN, CIVITAI_TOKEN), "
+                             "never from a URL") from None
+
+
 def writer_lock_path(root: Path, vid: str) -> Path:
     return project.version_dir(root, vid).parent / f".{vid}.lock"
 
@@ -96,6 +107,7 @@ def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodule
              replace: bool = False) -> tuple[str, dict]:
     data = load(root, vid)
     derived, original = resolve.parse_node_spec(spec, submodules)
+    _check_argument_url(original.get("url"), f"add-node {spec.split('@')[0] if '://' not in spec else 'URL'}")
     name = name or derived
     if name == "comfyui" or not lockfile.NODE_NAME_RE.match(name):
         raise UsageError(f"{name!r} cannot be a node name", hint="pass --name with letters, digits, '.', '_' or '-' (not 'comfyui')")
@@ -121,6 +133,7 @@ def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None =
     if path in data["models"] and not replace:
         raise UsageError(f"version {vid!r} already has a model at {path!r}", hint="use --replace to change its source")
     original = resolve.parse_model_source(source, sha256)
+    _check_argument_url(original.get("url"), f"add-model {path}: source")
     locked = resolve.lock_items([resolve.Item(f"models.{path}", "model", original)])[f"models.{path}"]
     data["models"][path] = {"original": original, "locked": locked}
     data["models"] = dict(sorted(data["models"].items()))
