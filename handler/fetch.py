@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 import time
 from urllib.parse import urljoin, urlsplit
 
@@ -86,10 +87,13 @@ def _open(url: str, address: str | None, timeout: float):
 
 
 def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: float = 60,
-              deadline: float | None = None) -> bytes:
+              deadline: float | None = None, stop: threading.Event | None = None) -> bytes:
     """GET `url`, re-checking every redirect hop, reading at most `max_bytes`, done by `deadline`
-    (time.monotonic(); the job's own timeout) or raise a `timeout` JobError."""
+    (time.monotonic(); the job's own timeout) or raise a `timeout` JobError; `stop` set: give up at the
+    next read (the job was cancelled or the worker is stopping)."""
     def left() -> float:
+        if stop is not None and stop.is_set():
+            raise JobError("cancelled", f"{what}: the download of {redact(url)} was stopped")
         if deadline is None:
             return timeout
         rest = deadline - time.monotonic()
@@ -141,12 +145,13 @@ def safe_name(name, what: str) -> str:
     return name
 
 
-def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: float | None = None) -> bytes:
+def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: float | None = None,
+                 stop: threading.Event | None = None) -> bytes:
     """Bytes of an input image given as base64, a data: URI, or an http(s) URL."""
     if not isinstance(value, str) or not value:
         raise bad_input(f"{what}: expected base64 text, a data: URI or an http(s) URL")
     if value.startswith(("http://", "https://")):
-        return fetch_url(value, what, allow, max_bytes, deadline=deadline)
+        return fetch_url(value, what, allow, max_bytes, deadline=deadline, stop=stop)
     if value.startswith("data:"):
         head, sep, value = value.partition(",")
         if not sep or not head.endswith(";base64"):

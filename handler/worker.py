@@ -230,8 +230,8 @@ class Worker:
             raise bad_input("input: give exactly one of workflow or workflow_url",
                             "send the API-format workflow as `workflow`, or an http(s) URL as `workflow_url`")
         if "workflow_url" in inp:
-            raw = await asyncio.to_thread(fetch_url, inp["workflow_url"], "workflow_url", s.allowed_fetch_hosts,
-                                          s.max_input_bytes, deadline=deadline)
+            raw = await _stoppable(fetch_url, inp["workflow_url"], "workflow_url", s.allowed_fetch_hosts,
+                                   s.max_input_bytes, deadline=deadline)
             wf = parse_workflow(raw.decode("utf-8", "replace"))
         else:
             wf = parse_workflow(inp["workflow"])
@@ -352,8 +352,8 @@ class Worker:
                 raise bad_input(f"images[{i}]: expected {{\"name\", \"image\"}}",
                                 '[{"name": "in.png", "image": "<base64, data: URI or https URL>"}]')
             name = safe_name(item["name"], f"images[{i}].name")
-            data = await asyncio.to_thread(decode_image, item["image"], f"images[{i}] ({name})",
-                                           s.allowed_fetch_hosts, s.max_input_bytes, deadline)
+            data = await _stoppable(decode_image, item["image"], f"images[{i}] ({name})",
+                                    s.allowed_fetch_hosts, s.max_input_bytes, deadline)
             decoded.append((name, data))
         if len({n for n, _ in decoded}) != len(decoded):
             raise bad_input("images: two images have the same name", "give every image its own name")
@@ -634,6 +634,34 @@ class Worker:
 
 
 _job_log_mark: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_log_mark", default=None)
+
+
+def _settle(fut: asyncio.Future, result, exc: BaseException | None) -> None:
+    if not fut.done():
+        fut.set_exception(exc) if exc is not None else fut.set_result(result)
+
+
+async def _stoppable(fn, *args, **kw):
+    """`fn(*args, stop=event, **kw)` in a daemon thread: cancelling the job sets `stop`, so a download does
+    not outlive its job, and a stopping worker (SIGTERM) never waits for one."""
+    stop = threading.Event()
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def run():
+        try:
+            res = fn(*args, stop=stop, **kw)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting job
+            loop.call_soon_threadsafe(_settle, fut, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, fut, res, None)
+
+    threading.Thread(target=run, name="input-download", daemon=True).start()
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 def _extra_data(inp: dict) -> dict | None:

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -527,3 +528,42 @@ def test_an_override_naming_an_input_that_does_not_exist_is_refused(worker):
     e = E(r)
     assert e["type"] == "input" and "has no input 'widht'" in e["message"] and "'width'" in e["hint"]
     assert e["node_id"] == "1" and e["node_type"] == "EmptyImage"
+
+
+def test_a_cancelled_job_stops_its_download(worker, http_server):
+    """W4: the job is cancelled during an input download; the download ends with it (the server sees the
+    connection close), it does not run on in a thread."""
+    closed = threading.Event()
+
+    def drip(handler, body):
+        handler.send_response(200)
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        try:
+            for _ in range(200):
+                handler.wfile.write(b"x" * 10)
+                handler.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            closed.set()
+        return None
+
+    http_server.routes["/slow.png"] = drip
+    w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "s.png"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "slow"}}}
+
+    async def cancel_it():
+        task = asyncio.ensure_future(w.handle({"id": "dl-cancel", "input": {
+            "workflow": wf, "images": [{"name": "s.png", "image": f"{http_server.url}/slow.png"}]}}))
+        await asyncio.sleep(1.0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    env.run(cancel_it())
+    assert closed.wait(5), "the download went on after the job was cancelled"
+    assert not [t for t in threading.enumerate() if t.name == "input-download" and t.is_alive()]
+    env.run(w.client.close())
