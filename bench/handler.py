@@ -1,13 +1,19 @@
 """Handler overhead, measured side by side in one run against one real ComfyUI on the CPU.
 
-    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 3]
+    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 9]
 
 1. start-up: bare ComfyUI (`python main.py --cpu` until /system_stats answers) vs the worker
    (`python -m handler` until it reports ComfyUI ready), alternating pairs; on a shared machine single
-   start-ups vary by seconds, so the median of the per-pair differences is the figure;
+   start-ups vary by seconds, so the median of the per-pair differences is the figure, with its spread
+   (min, max, standard deviation of the differences);
 2. per job, interleaved: a 256x256 EmptyImage -> ImageInvert -> SaveImage workflow (a new colour every
-   job, so ComfyUI's cache never short-cuts) straight against ComfyUI's API (queue, websocket wait,
-   /history, /view) and through the handler with base64 output;
+   job, so ComfyUI's cache never short-cuts), three ways side by side:
+   - a bare ComfyUI API client (queue, websocket wait, /history, /view);
+   - the same client taking the handler's shortcuts (websocket kept open, outputs read from disk instead
+     of /view): the honest peer for the handler's own cost;
+   - through the handler in-process with base64 output; and through the runpod SDK's HTTP API
+     (`python -m handler --rp_serve_api`, POST /runsync), which adds the SDK's HTTP and JSON;
+   (worker-comfyui's handler is not run here: its code is AGPL and not on this machine);
 3. RSS of the handler's process across --rss-jobs more jobs.
 """
 
@@ -47,10 +53,12 @@ def workflow(color: int) -> dict:
 
 class BareClient:
     """What a plain ComfyUI API client does (ComfyUI's websockets_api_example.py): one websocket,
-    POST /prompt, wait for `executing` node=None, GET /history/<id>, GET /view for each image."""
+    POST /prompt, wait for `executing` node=None, GET /history/<id>, GET /view for each image.
+    `output_dir`: read each image from ComfyUI's output folder instead of /view (the handler's shortcut)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, output_dir: Path | None = None):
         self.url = url
+        self.output_dir = output_dir
         self.client_id = uuid.uuid4().hex
         self.http = requests.Session()
         self.ws = websocket.create_connection(f"ws://{url.split('://', 1)[1]}/ws?clientId={self.client_id}")
@@ -67,7 +75,10 @@ class BareClient:
         out = []
         for node in hist["outputs"].values():
             for img in node.get("images", []):
-                out.append(self.http.get(self.url + "/view", params=img).content)
+                if self.output_dir is not None:
+                    out.append((self.output_dir / img.get("subfolder", "") / img["filename"]).read_bytes())
+                else:
+                    out.append(self.http.get(self.url + "/view", params=img).content)
         return out
 
 
@@ -84,8 +95,11 @@ def pct(xs, p):
 
 
 def bare_start(home: Path, port: int) -> float:
+    """Bare ComfyUI with the folders the worker gives it (state folder, its database there): the same work."""
+    from comfyver.realize import comfystate
+    state = comfystate.prepare(home.parent / f"bare-state-{port}", home)
     t0 = time.perf_counter()
-    c = comfyui_support.ComfyUI(home, port=port)
+    c = comfyui_support.ComfyUI(home, port=port, args=comfystate.state_args(state))
     try:
         while True:
             if c.proc.poll() is not None:
@@ -100,7 +114,8 @@ def bare_start(home: Path, port: int) -> float:
 
 
 def worker_start(home: Path, port: int) -> float:
-    env = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(port), "OUTPUT_MODE": "base64"}
+    env = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(port), "OUTPUT_MODE": "base64",
+           "COMFY_STATE_DIR": str(home.parent / f"worker-state-{port}")}
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
                           "--rp_api_port", str(comfyui_support.free_port())], cwd=ROOT, env=env,
@@ -119,7 +134,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--rss-jobs", type=int, default=500)
-    ap.add_argument("--start-rounds", type=int, default=3)
+    ap.add_argument("--start-rounds", type=int, default=9)
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-handler-"))
@@ -144,42 +159,60 @@ def main() -> int:
                                              loop).result()
         assert "error" not in r and r["outputs"][0]["data"], r
 
+    from tests.handler.env import LocalAPI
+    api = LocalAPI({"COMFY_URL": comfy.url, "COMFY_HOME": str(home), "OUTPUT_MODE": "base64",
+                    "RUNPOD_DEBUG_LEVEL": "ERROR"}, tmp / "api.log")
+
+    def through_api(i: int) -> None:
+        r = api.runsync({"workflow": workflow(i)})
+        assert r.get("status") == "COMPLETED" and r["output"]["outputs"][0]["data"], r
+
     bare = BareClient(comfy.url)
+    short = BareClient(comfy.url, output_dir=home / "output")
     try:
         for i in range(5):  # warm-up: first executions load node code and fill caches
             bare.run(workflow(0x100000 + i))
+            short.run(workflow(0x110000 + i))
             through_handler(0x200000 + i)
-        t_bare, t_handler = [], []
+            through_api(0x210000 + i)
+        t_bare, t_short, t_handler, t_api = [], [], [], []
         for i in range(a.jobs):
-            t0 = time.perf_counter()
-            imgs = bare.run(workflow(0x300000 + i))
-            t_bare.append((time.perf_counter() - t0) * 1000)
-            assert imgs and imgs[0][:4] == b"\x89PNG"
-            t0 = time.perf_counter()
-            through_handler(0x400000 + i)
-            t_handler.append((time.perf_counter() - t0) * 1000)
+            for times, run, base in ((t_bare, bare.run, 0x300000), (t_short, short.run, 0x600000)):
+                t0 = time.perf_counter()
+                imgs = run(workflow(base + i))
+                times.append((time.perf_counter() - t0) * 1000)
+                assert imgs and imgs[0][:4] == b"\x89PNG"
+            for times, run, base in ((t_handler, through_handler, 0x400000), (t_api, through_api, 0x700000)):
+                t0 = time.perf_counter()
+                run(base + i)
+                times.append((time.perf_counter() - t0) * 1000)
 
         rss0 = rss_mb()
         for i in range(a.rss_jobs):
             through_handler(0x500000 + i)
         rss1 = rss_mb()
     finally:
+        api.stop()
         comfy.stop()
         asyncio.run_coroutine_threadsafe(worker.client.close(), loop).result()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    b50, h50 = statistics.median(t_bare), statistics.median(t_handler)
+    b50, s50, h50, a50 = (statistics.median(t) for t in (t_bare, t_short, t_handler, t_api))
     print()
     diffs = [w - b for b, w in zip(bare_s, worker_s)]
     print(f"start-up to ready (s), {a.start_rounds} alternating pair(s): bare ComfyUI "
           f"{' '.join(f'{x:.2f}' for x in bare_s)}  worker {' '.join(f'{x:.2f}' for x in worker_s)}")
-    print(f"  worker - bare per pair: {' '.join(f'{d:+.2f}' for d in diffs)}  median {statistics.median(diffs):+.2f} s "
-          "(target <= +1.00)")
+    spread = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
+    print(f"  worker - bare per pair: {' '.join(f'{d:+.2f}' for d in diffs)}")
+    print(f"  median {statistics.median(diffs):+.2f} s, min {min(diffs):+.2f}, max {max(diffs):+.2f}, "
+          f"stdev {spread:.2f} over {len(diffs)} pairs (target: median <= +1.00)")
     print(f"per job, {a.jobs} each, interleaved (ms):")
-    print(f"  bare ComfyUI API   p50 {b50:7.2f}  p90 {pct(t_bare, 90):7.2f}  mean {statistics.mean(t_bare):7.2f}")
-    print(f"  through handler    p50 {h50:7.2f}  p90 {pct(t_handler, 90):7.2f}  mean {statistics.mean(t_handler):7.2f}")
-    print(f"  handler / bare p50 ratio {h50 / b50:.3f}   overhead p50 {h50 - b50:+.2f} ms (target <= +2.00; "
-          "at or below 0 with the kept-open websocket and outputs read from disk)")
+    for label, t, m in (("bare ComfyUI API (/view)", t_bare, b50), ("bare, same shortcuts", t_short, s50),
+                        ("handler in-process", t_handler, h50), ("handler via SDK /runsync", t_api, a50)):
+        print(f"  {label:<26} p50 {m:7.2f}  p90 {pct(t, 90):7.2f}  mean {statistics.mean(t):7.2f}")
+    print(f"  overhead p50: handler vs same-shortcut client {h50 - s50:+.2f} ms (ratio {h50 / s50:.3f}); "
+          f"vs plain client {h50 - b50:+.2f} ms; SDK HTTP API vs same-shortcut client {a50 - s50:+.2f} ms "
+          "(target: handler vs same-shortcut client <= +2.00)")
     print(f"RSS over {a.rss_jobs} handler jobs: {rss0:.1f} -> {rss1:.1f} MB ({rss1 - rss0:+.1f} MB, target < 20)")
     return 0
 

@@ -22,6 +22,12 @@ MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", 
                  "unet", "upscale_models", "vae", "vae_approx", "model_patches", "audio_encoders", "latent_upscale_models")
 
 
+def pycache_dir() -> Path:
+    """$XDG_CACHE_HOME (~/.cache)/comfyver/pycache: Python mirrors source paths below it, so one is enough."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "comfyver" / "pycache"
+
+
 def has_gpu() -> bool:
     return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl")
 
@@ -85,7 +91,8 @@ class ComfyProcess:
         cmd = self.command()
         self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.setdefault("PYTHONPYCACHEPREFIX", str(state / "pycache"))  # bytecode out of the tree too
+        # bytecode out of the tree too, in a cache shared by restarts and workers
+        env.update(comfystate.bytecode_env(pycache_dir()))
         try:
             self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

@@ -6,6 +6,7 @@ Nix-built tree is never written by running it and `comfyver verify --deep` still
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -56,3 +57,12 @@ def prepare(state: Path, home: Path | None = None, input_dir: Path | None = None
             if f.is_file() and not dest.exists():
                 shutil.copyfile(f, dest)
     return state
+
+
+def bytecode_env(prefix: Path) -> dict[str, str]:
+    """Where Python may write ComfyUI's bytecode: `prefix` (outside the tree), unless the environment
+    already says (PYTHONPYCACHEPREFIX) or writes none (PYTHONDONTWRITEBYTECODE): then a prefix would only
+    hide the installed packages' own bytecode and make every start recompile them (seconds)."""
+    if os.environ.get("PYTHONPYCACHEPREFIX") or os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return {}
+    return {"PYTHONPYCACHEPREFIX": str(prefix)}

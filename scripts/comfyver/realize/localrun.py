@@ -45,7 +45,7 @@ def command(vid: str, into: Path, comfy_args: list[str]) -> tuple[list[str], dic
     venv = into / realize.VENV
     argv = [str(venv / "bin" / "python"), "main.py", *comfystate.state_args(state, comfy_args), *comfy_args]
     env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPYCACHEPREFIX": str(state / "pycache")}
+           **comfystate.bytecode_env(state / "pycache")}
     env.pop("PYTHONHOME", None)
     return argv, env, into
 
