@@ -87,7 +87,7 @@ class ComfyProcess:
     def start(self) -> None:
         if not (self.home / "main.py").is_file():
             raise RuntimeError(f"COMFY_HOME={self.home} has no main.py; point COMFY_HOME at a ComfyUI tree")
-        state = comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
+        comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
         cmd = self.command()
         self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
