@@ -94,16 +94,31 @@ def test_create_template_endpoint_and_registry_auth(runpod, monkeypatch, capsys)
         ("POST", "/v1/endpoints", {"name": "sdxl-prod", "templateId": "tpl123", "computeType": "GPU",
                                    "gpuTypeIds": ["NVIDIA GeForce RTX 4090", "NVIDIA RTX A6000"], "gpuCount": 1,
                                    "workersMin": 1, "workersMax": 4, "idleTimeout": 30, "flashboot": True,
-                                   "networkVolumeId": "vol5", "allowedCudaVersions": ["12.8", "12.9"]}),
+                                   "networkVolumeId": "vol5", "allowedCudaVersions": ["12.8", "12.9", "13.0"]}),
     ]
 
 
 def test_allowed_cuda_versions():
-    assert deploy.allowed_cuda_versions("cu121") == ["12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]
+    assert deploy.allowed_cuda_versions("cu121") == ["12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8",
+                                                     "12.9", "13.0"]
     assert deploy.allowed_cuda_versions("cu118")[0] == "11.8"
     assert deploy.allowed_cuda_versions("cpu") is None
-    with pytest.raises(ComfyverError, match="cu131"):
-        deploy.allowed_cuda_versions("cu131")
+    with pytest.raises(ComfyverError, match="cu141"):
+        deploy.allowed_cuda_versions("cu141")
+
+
+def test_the_cuda_floor_comes_from_what_the_uv_lock_holds():
+    """The example locks PyPI's cu13 wheels (nvidia-cuda-runtime 13.2): RunPod must not schedule it on a
+    CUDA 12.8 host, whatever the profile's name says (the label used to say cu128)."""
+    from pathlib import Path
+
+    from comfyver.lock import pylock
+
+    text = (Path(__file__).resolve().parents[1] / "versions" / "example" / "uv.lock").read_text()
+    assert pylock.locked_cuda(text) == (13, 2)
+    assert deploy.allowed_cuda_versions("pypi", pylock.locked_cuda(text)) == ["13.0"]  # minor compatibility
+    assert "uv.lock pins CUDA 13.2" in pylock.profile_problem({"python": {"torch": "cu128"}}, text)
+    assert pylock.profile_problem({"python": {"torch": "pypi"}}, text) is None
 
 
 @pytest.mark.parametrize("status,needle", [(401, "refused the API key"), (404, "no such id"),

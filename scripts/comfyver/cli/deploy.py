@@ -8,6 +8,7 @@ import sys
 from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
+from comfyver.lock import pylock
 from comfyver.ship import deploy
 
 
@@ -47,6 +48,11 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
+def _locked_cuda(root, vid: str):
+    uvlock = project.version_dir(root, vid) / "uv.lock"
+    return pylock.locked_cuda(uvlock.read_text()) if uvlock.is_file() else None
+
+
 def run(args) -> int:
     root = project.find_root()
     lock = lockfile.read(project.lock_path(root, args.version))
@@ -59,7 +65,8 @@ def run(args) -> int:
             name=args.create, gpu_type_ids=args.gpu, gpu_count=args.gpu_count, workers_min=args.workers_min,
             workers_max=args.workers_max, idle_timeout=args.idle_timeout, flashboot=args.flashboot,
             network_volume_id=args.network_volume, container_disk_gb=args.disk, env=_env(args.env),
-            allowed_cuda_versions=deploy.allowed_cuda_versions(lock.get("python", {}).get("torch")))
+            allowed_cuda_versions=deploy.allowed_cuda_versions(lock.get("python", {}).get("torch"),
+                                                               _locked_cuda(root, args.version)))
         result = deploy.create(api, args.image, spec, registry_auth_id=args.registry_auth)
     else:
         result = deploy.update_image(api, args.image, template_id=args.template, endpoint_id=args.endpoint,

@@ -49,6 +49,11 @@ def check_version(root: Path, vid: str, *, python: bool = True) -> list[dict]:
         problems.append(_p("sources", exc.message, exc.hint or "check the locked URLs and your network"))
     if python:
         problems += _python(lock, vdir, vid)
+        if (vdir / "uv.lock").is_file():
+            why = pylock.profile_problem(lock, (vdir / "uv.lock").read_text())
+            if why:
+                problems.append(_p("python.torch", why, 'name what is locked: "pypi" for PyPI\'s CUDA wheels, '
+                                   "or the cuXYZ of the PyTorch index the lock came from"))
     return problems
 
 

@@ -285,3 +285,35 @@ def _req_str(r: dict) -> str:
 def project_requires(pyproject_text: str) -> tuple[str, list[str]]:
     doc = tomllib.loads(pyproject_text)
     return doc["project"]["name"], sorted(_norm(d) for d in doc["project"].get("dependencies", []))
+
+
+# -- what CUDA the lock really holds ---------------------------------------------------------------
+
+CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$")
+
+
+def locked_cuda(uv_lock_text: str) -> tuple[int, int] | None:
+    """(major, minor) of the CUDA runtime wheel the uv.lock pins (nvidia-cuda-runtime[-cuXX]), None for CPU."""
+    for pkg in tomllib.loads(uv_lock_text).get("package", []):
+        if CUDA_RUNTIME.match(pkg.get("name", "")):
+            major, minor = (pkg["version"].split(".") + ["0"])[:2]
+            return int(major), int(minor)
+    return None
+
+
+def profile_cuda(profile: str) -> tuple[int, int] | None:
+    """The CUDA a profile name claims: cu128 -> (12, 8); pypi and cpu claim none."""
+    m = re.fullmatch(r"cu(\d+)(\d)", profile or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
+    """Why python.torch misnames what uv.lock holds (None when it is honest)."""
+    profile, held = lock["python"]["torch"], locked_cuda(uv_lock_text)
+    claimed = profile_cuda(profile)
+    if profile == "cpu" and held:
+        return f"python.torch is 'cpu' but uv.lock pins CUDA {held[0]}.{held[1]} wheels"
+    if claimed and held and claimed[0] != held[0]:
+        return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
+                f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
+    return None

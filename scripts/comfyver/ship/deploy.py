@@ -28,7 +28,8 @@ DEFAULT_REST_URL = "https://rest.runpod.io/v1"
 IMAGE_RE = re.compile(rf"^{_HOST}/{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # CUDA versions RunPod's API accepts in allowedCudaVersions (its CudaVersion enum)
-RUNPOD_CUDA_VERSIONS = ["11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9"]
+RUNPOD_CUDA_VERSIONS = ["11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9",
+                        "13.0"]
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -49,12 +50,18 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
-def allowed_cuda_versions(torch: str | None) -> list[str] | None:
-    """CUDA versions whose driver can run a torch build: `cu128` -> 12.8 and newer; `cpu` -> no filter."""
-    m = re.fullmatch(r"cu(\d+)(\d)", torch or "")
-    if not m:
+def allowed_cuda_versions(torch: str | None, locked: tuple[int, int] | None = None) -> list[str] | None:
+    """CUDA versions whose driver can run the locked build: the CUDA runtime the uv.lock pins (`locked`), else
+    the profile's (`cu128` -> 12.8); None (no filter) for CPU. A runtime newer than every RunPod version of
+    its major runs on that major's drivers (CUDA minor version compatibility): 13.2 -> 13.0 and newer."""
+    from comfyver.lock.pylock import profile_cuda
+
+    floor = locked or profile_cuda(torch or "")
+    if floor is None:
         return None
-    floor = (int(m[1]), int(m[2]))
+    versions = [tuple(map(int, v.split("."))) for v in RUNPOD_CUDA_VERSIONS]
+    if not any(v >= floor for v in versions) and any(v[0] == floor[0] for v in versions):
+        floor = (floor[0], 0)
     allowed = [v for v in RUNPOD_CUDA_VERSIONS if tuple(map(int, v.split("."))) >= floor]
     if not allowed:
         raise ComfyverError(f"torch build {torch!r} needs CUDA {floor[0]}.{floor[1]}, newer than any RunPod offers "
