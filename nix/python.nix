@@ -22,8 +22,10 @@ let
     let
       exact = match "[[:space:]]*(==|~=)[[:space:]]*3\\.([0-9]+).*" requires;
       lower = match "[[:space:]]*>=?[[:space:]]*3\\.([0-9]+).*" requires;
+      patch = match "[[:space:]]*==[[:space:]]*3\\.[0-9]+\\.[0-9]+[[:space:]]*" requires;
       minor =
-        if exact != null then elemAt exact 1
+        if patch != null then throw "comfyver: version '${id}': python.requires: ${requires} pins a patch release, which nixpkgs' Python need not be; use a series such as \"==3.12.*\""
+        else if exact != null then elemAt exact 1
         else if lower != null then (if fromJSON (elemAt lower 0) > 12 then elemAt lower 0 else "12")
         else throw "comfyver: version '${id}': python.requires: cannot pick a Python from ${requires}; use a specifier such as \"==3.12.*\"";
     in "python3${minor}";

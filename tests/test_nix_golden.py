@@ -87,3 +87,14 @@ def test_python_attr(requires, expected):
     got = h.nix("eval", "--json", "--impure", "--expr",
                 PRELUDE + f'in python.pythonAttr "x" "{requires}"').stdout
     assert json.loads(got) == expected
+
+
+def test_patch_level_python_requires_is_a_named_error():
+    """Not a bare uv2nix assert later on: the version and the field are named at evaluation."""
+    import subprocess
+
+    expr = PRELUDE + 'in python.pythonAttr "demo" "==3.11.7"'
+    p = subprocess.run(["nix", "eval", "--impure", "--expr", expr], capture_output=True, text=True,
+                       env={**os.environ, "NIX_CONFIG": "experimental-features = nix-command flakes"})
+    assert p.returncode != 0
+    assert "version 'demo': python.requires: ==3.11.7 pins a patch release" in p.stderr
