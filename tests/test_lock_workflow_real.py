@@ -99,6 +99,9 @@ def test_real_template_locks_end_to_end(real_core, http_server, tmp_path, monkey
     assert pkgs["comfyui-frontend-package"]["version"] == "1.32.9"
     assert "torch" in pkgs and any(n.startswith("nvidia-") for n in pkgs)  # PyPI's CUDA build for Linux x86_64
     assert all(w["hash"].startswith("sha256:") for p in pkgs.values() for w in p.get("wheels", []))
+    # the profile names what uv.lock holds: PyPI's torch is not a CUDA 12.8 build any more
+    runtime = next(p["version"] for n, p in pkgs.items() if n.startswith("nvidia-cuda-runtime"))
+    assert lock["python"]["torch"] == ("cu128" if runtime.startswith("12.") else "pypi")
     rc = cli.main(["check", "qwen", "--json"])
     res = json.loads(capsys.readouterr().out)
     assert rc == 0, res

@@ -38,6 +38,8 @@ def _run(root, args) -> int:
         text, reqs, pynotes = pylock.generate(lock)
         pl.notes.extend(pynotes)
         pylock.uv_lock(vdir, text, reqs, f"version {args.vid}")
+        if note := pylock.settle_profile(lock, vdir):
+            pl.notes.append(note)
     versions.save(root, args.vid, lock)
     if not args.no_python and pl.pips:
         pl.notes.extend(importers.pip_differences(pl, versions.python_packages(root, args.vid)))

@@ -228,6 +228,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         pyproject, reqs, pynotes = pylock.generate(lock)
         notes += pynotes
         pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
+        if note := pylock.settle_profile(lock, vdir):
+            notes.append(note)
     for w, rel in names:
         atomic_write_bytes(vdir / rel, w.read_bytes())
     versions.save(root, vid, lock)

@@ -317,3 +317,18 @@ def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
         return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
                 f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
     return None
+
+
+def settle_profile(lock: dict, vdir: Path) -> str | None:
+    """After `uv lock`: a PyPI profile named for one CUDA (`cu128`, the default) that resolved to another
+    (PyPI's torch moved to cu13 wheels) is renamed `pypi`, which builds the same; returns a note saying so.
+    The PyTorch-index profiles are left alone (`comfyver check` reports a mismatch there)."""
+    uvlock = vdir / "uv.lock"
+    if lock["python"]["torch"] != "cu128" or not uvlock.is_file():
+        return None
+    if profile_problem(lock, uvlock.read_text()) is None:
+        return None
+    held = locked_cuda(uvlock.read_text())
+    lock["python"]["torch"] = "pypi"
+    return (f"python.torch: PyPI's torch is a CUDA {held[0]}.{held[1]} build now, not 12.8; the lock names it "
+            "\"pypi\" (use --torch cu126/cu124/cu121 for an older CUDA from the PyTorch index)")
