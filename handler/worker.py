@@ -430,26 +430,27 @@ class Worker:
     async def _queue(self, prompt: dict, pid: str, extra: dict | None = None) -> None:
         """Queue the prompt. ComfyUI gone before it was queued (a crash just before the job, W6): wait for the
         restart and queue once more, instead of failing a job that never ran."""
-        try:
-            await self.client.ensure_ws()
-            await self.client.queue_prompt(prompt, pid, extra)
-            return
-        except ComfyUnreachable as exc:
-            first = exc
-        if self.process is not None:
-            for _ in range(40):  # a dying process: let it be reaped
-                if not self.process.alive():
-                    break
-                await asyncio.sleep(0.05)
+        for attempt in (1, 2):
+            try:
+                await self.client.ensure_ws()
+                await self.client.queue_prompt(prompt, pid, extra)
+                return
+            except ComfyUnreachable as exc:
+                failure = exc
+            if attempt == 2 or not await self._has_died():
+                break
+            await self.ensure_healthy()
+        raise await self._comfy_lost(str(failure))
+
+    async def _has_died(self) -> bool:
+        """Our ComfyUI exited (or does within 2 s: a dying process is not reaped at once)."""
+        if self.process is None:
+            return False
+        for _ in range(40):
             if not self.process.alive():
-                await self.ensure_healthy()
-                try:
-                    await self.client.ensure_ws()
-                    await self.client.queue_prompt(prompt, pid, extra)
-                    return
-                except ComfyUnreachable as exc:
-                    first = exc
-        raise await self._comfy_lost(str(first))
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     async def _follow(self, pid: str, q: asyncio.Queue, job: dict, prompt: dict) -> dict:
         ui: dict = {}

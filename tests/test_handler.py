@@ -464,22 +464,26 @@ def test_a_stopped_comfyui_is_detected_killed_and_restarted(own_worker, timeout)
     ok(env.run(w.handle({"id": "after", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}})))
 
 
-def test_timeout_covers_input_downloads(worker, http_server):
-    """A server dripping bytes holds the job no longer than its timeout."""
-    def drip(handler, body):
+def dripping(closed: threading.Event, every: float):
+    """An HTTP route sending 10 bytes every `every` s of a 100 kB body; sets `closed` when the client leaves."""
+    def route(handler, body):
         handler.send_response(200)
         handler.send_header("Content-Length", "100000")
         handler.end_headers()
         try:
-            for _ in range(100):
+            for _ in range(int(40 / every)):
                 handler.wfile.write(b"x" * 10)
                 handler.wfile.flush()
-                time.sleep(0.5)
+                time.sleep(every)
         except OSError:  # the worker gave up and closed the connection
-            pass
+            closed.set()
         return None
+    return route
 
-    http_server.routes["/drip.png"] = drip
+
+def test_timeout_covers_input_downloads(worker, http_server):
+    """A server dripping bytes holds the job no longer than its timeout."""
+    http_server.routes["/drip.png"] = dripping(threading.Event(), every=0.5)
     w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
     wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "d.png"}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "drip"}}}
@@ -534,21 +538,7 @@ def test_a_cancelled_job_stops_its_download(worker, http_server):
     """W4: the job is cancelled during an input download; the download ends with it (the server sees the
     connection close), it does not run on in a thread."""
     closed = threading.Event()
-
-    def drip(handler, body):
-        handler.send_response(200)
-        handler.send_header("Content-Length", "100000")
-        handler.end_headers()
-        try:
-            for _ in range(200):
-                handler.wfile.write(b"x" * 10)
-                handler.wfile.flush()
-                time.sleep(0.2)
-        except OSError:
-            closed.set()
-        return None
-
-    http_server.routes["/slow.png"] = drip
+    http_server.routes["/slow.png"] = dripping(closed, every=0.2)
     w = env.attached_worker(worker, allowed_fetch_hosts=["127.0.0.1"])
     wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "s.png"}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "slow"}}}
