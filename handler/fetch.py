@@ -13,6 +13,7 @@ import time
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from comfyver.base.web import non_public_address
 
 from handler.errors import JobError, bad_input, redact
 
@@ -54,13 +55,8 @@ def check_url(url: str, what: str, allow: list[str]) -> list[str] | None:
     except (socket.gaierror, UnicodeError) as exc:
         raise bad_input(f"{what}: cannot resolve host {host!r} ({exc})", "check the URL") from None
     for a in addrs:
-        ip = ipaddress.ip_address(a.split("%")[0])
-        if getattr(ip, "ipv4_mapped", None):
-            ip = ip.ipv4_mapped
-        if (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified or str(ip) in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-                or ip in ipaddress.ip_network("100.64.0.0/10")):
-            raise bad_input(f"{what}: host {host!r} resolves to a non-public address ({ip}); refused",
+        if non_public_address(a):
+            raise bad_input(f"{what}: host {host!r} resolves to a non-public address ({a}); refused",
                             "use a public URL, or list the host in ALLOWED_FETCH_HOSTS")
     return sorted(addrs)
 

@@ -91,16 +91,29 @@ def trusted_hosts() -> set[str]:
     return {h.strip().lower() for h in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(",") if h.strip()}
 
 
+CGNAT = ipaddress.ip_network("100.64.0.0/10")
+METADATA_ADDRESSES = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200"}
+
+
+def non_public_address(address: str) -> bool:
+    """Loopback, private, link-local, reserved, multicast, unspecified, carrier-grade NAT or a cloud metadata
+    address (an IPv4-mapped IPv6 address counts as its IPv4 address). The handler's fetches use it too."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if getattr(ip, "ipv4_mapped", None):
+        ip = ip.ipv4_mapped
+    return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast
+            or ip.is_unspecified or str(ip) in METADATA_ADDRESSES or ip in CGNAT)
+
+
 def _local_address(host: str) -> bool:
     try:
-        addrs = [ipaddress.ip_address(host.strip("[]"))]
+        addrs = [str(ipaddress.ip_address(host.strip("[]")))]
     except ValueError:
         try:
-            addrs = [ipaddress.ip_address(a[4][0].split("%")[0]) for a in socket.getaddrinfo(host, None)]
+            addrs = [a[4][0] for a in socket.getaddrinfo(host, None)]
         except (socket.gaierror, UnicodeError, ValueError):
             return host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost")
-    return any(a.is_loopback or a.is_private or a.is_link_local or a.is_reserved or a.is_multicast
-               or a.is_unspecified for a in addrs)
+    return any(non_public_address(a) for a in addrs)
 
 
 def check_untrusted_source(url: str) -> None:
