@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from comfyver.base import project
 from comfyver.realize import comfystate
 
 from handler.settings import Settings
@@ -20,12 +21,6 @@ from handler.settings import Settings
 MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffusers", "diffusion_models",
                  "embeddings", "gligen", "hypernetworks", "loras", "photomaker", "style_models", "text_encoders",
                  "unet", "upscale_models", "vae", "vae_approx", "model_patches", "audio_encoders", "latent_upscale_models")
-
-
-def pycache_dir() -> Path:
-    """$XDG_CACHE_HOME (~/.cache)/comfyver/pycache: Python mirrors source paths below it, so one is enough."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "comfyver" / "pycache"
 
 
 def has_gpu() -> bool:
@@ -92,7 +87,7 @@ class ComfyProcess:
         self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # bytecode out of the tree too, in a cache shared by restarts and workers
-        env.update(comfystate.bytecode_env(pycache_dir()))
+        env.update(comfystate.bytecode_env(project.cache_dir() / "pycache"))  # Python mirrors source paths there
         try:
             self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

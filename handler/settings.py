@@ -7,6 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyver.realize.comfystate import given
+
 
 def _bool(name: str, default: bool = False) -> bool:
     v = os.environ.get(name)
@@ -106,7 +108,6 @@ class Settings:
         """A ComfyUI directory (input/output) as ComfyUI will use it, if known on this machine:
         the flag in COMFY_ARGS, else the state folder's (a ComfyUI the worker starts), else COMFY_HOME's own
         folder (an external ComfyUI at COMFY_URL), else unknown."""
-        from comfyver.realize.comfystate import given
         v = given(self.comfy_args, flag)
         if v is not None:
             return Path(v)

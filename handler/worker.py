@@ -20,32 +20,13 @@ import uuid
 from pathlib import Path
 
 from handler import outputs as out_mod
-from handler.comfy_client import (
-    WS_CLOSED,
-    ComfyClient,
-    ComfyUnreachable,
-    PromptRejected,
-)
+from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
 from handler.comfy_process import ComfyProcess
 from handler.errors import JobError, bad_input, redact
 from handler.fetch import decode_image, fetch_url, safe_name
 from handler.settings import Settings
-from handler.storage import (
-    MODES,
-    GCSStore,
-    S3Store,
-    base64_entries,
-    clean_prefix,
-    object_key,
-)
-from handler.workflow import (
-    apply_overrides,
-    is_ui_format,
-    parse_workflow,
-    ui_to_api,
-    validate,
-    validation_error,
-)
+from handler.storage import MODES, GCSStore, S3Store, base64_entries, clean_prefix, object_key
+from handler.workflow import apply_overrides, is_ui_format, parse_workflow, ui_to_api, validate, validation_error
 
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
@@ -240,9 +221,9 @@ class Worker:
         prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else copy.deepcopy(wf)  # the job's own copy
         apply_overrides(prompt, inp.get("overrides"), object_info)
         job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
-        written = await self._write_images(inp.get("images"), job_dir, deadline)
-        _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})
         try:
+            written = await self._write_images(inp.get("images"), job_dir, deadline)
+            _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})
             problems = validate(prompt, object_info, s.input_dir)
             if problems:  # models or nodes may have appeared since /object_info was read
                 object_info = await self.client.get_object_info(refresh=True)
@@ -262,7 +243,7 @@ class Worker:
                 t_up = time.perf_counter()
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
         finally:
-            self._drop_job_inputs(job_dir, written)
+            self._drop_job_inputs(job_dir)
         t_end = time.perf_counter()
         result.update({"status": "success", "prompt_id": pid,
                        "timings_ms": {"prepare": round((t_run - t0) * 1000, 2), "run": round((t_up - t_run) * 1000, 2),
@@ -367,9 +348,7 @@ class Worker:
                     folder.mkdir(parents=True, exist_ok=True)
                     tmp.write_bytes(data)
                     os.replace(tmp, dest)
-                except OSError as exc:
-                    tmp.unlink(missing_ok=True)
-                    self._drop_job_inputs(job_dir, written)
+                except OSError as exc:  # run_job removes the job's folder, the partial file with it
                     full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                     raise JobError("disk_full" if full else "storage",
                                    f"images: cannot write {name!r} ({len(data)} bytes) to ComfyUI's input folder: "
@@ -389,7 +368,7 @@ class Worker:
                 written[name] = None
         return written
 
-    def _drop_job_inputs(self, job_dir: str, written: dict) -> None:
+    def _drop_job_inputs(self, job_dir: str) -> None:
         """Remove this job's input folder (its images only; shipped inputs are never touched)."""
         if self.settings.input_dir is not None:
             shutil.rmtree(self.settings.input_dir / job_dir, ignore_errors=True)

@@ -307,16 +307,22 @@ def profile_cuda(profile: str) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
+def _misnames(profile: str, held: tuple[int, int] | None) -> bool:
+    """Does the profile name claim another CUDA major than the locked runtime (or CUDA for a CPU lock)?"""
+    claimed = profile_cuda(profile)
+    return bool(held) and (profile == "cpu" or (claimed is not None and claimed[0] != held[0]))
+
+
 def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
     """Why python.torch misnames what uv.lock holds (None when it is honest)."""
     profile, held = lock["python"]["torch"], locked_cuda(uv_lock_text)
-    claimed = profile_cuda(profile)
-    if profile == "cpu" and held:
+    if not _misnames(profile, held):
+        return None
+    if profile == "cpu":
         return f"python.torch is 'cpu' but uv.lock pins CUDA {held[0]}.{held[1]} wheels"
-    if claimed and held and claimed[0] != held[0]:
-        return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
-                f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
-    return None
+    claimed = profile_cuda(profile)
+    return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
+            f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
 
 
 def settle_profile(lock: dict, vdir: Path) -> str | None:
@@ -326,9 +332,9 @@ def settle_profile(lock: dict, vdir: Path) -> str | None:
     uvlock = vdir / "uv.lock"
     if lock["python"]["torch"] != "cu128" or not uvlock.is_file():
         return None
-    if profile_problem(lock, uvlock.read_text()) is None:
-        return None
     held = locked_cuda(uvlock.read_text())
+    if not _misnames("cu128", held):
+        return None
     lock["python"]["torch"] = "pypi"
     return (f"python.torch: PyPI's torch is a CUDA {held[0]}.{held[1]} build now, not 12.8; the lock names it "
             "\"pypi\" (use --torch cu126/cu124/cu121 for an older CUDA from the PyTorch index)")
