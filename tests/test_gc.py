@@ -10,6 +10,7 @@ import time
 from comfyver import cli
 from comfyver.base import project
 from comfyver.sources import modelstore
+
 from tests.test_realize_helpers import make_project
 
 

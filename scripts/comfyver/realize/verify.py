@@ -24,14 +24,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, nar, project, uvtool
 from comfyver.realize import realize
-from comfyver.realize.realize import (
-    EXTRA_PATHS,
-    MARKER,
-    MODELS_DIR,
-    QUIET,
-    VENV,
-    Reporter,
-)
+from comfyver.realize.realize import EXTRA_PATHS, MARKER, MODELS_DIR, QUIET, VENV, Reporter
 from comfyver.sources import modelstore
 
 # folders ComfyUI creates in its own tree at import (folder_paths makes input/); empty, they
