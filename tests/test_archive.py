@@ -4,6 +4,7 @@ names, duplicates, entries below links): the review's exploit, then properties o
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,50 @@ def test_the_fuzz_target_runs_clean_for_a_bounded_time(tmp_path):
     runs = int(r.stderr.rsplit("Done ", 1)[1].split()[0])
     assert runs > 1000
     print(f"fuzz: {runs} executions in 20 s")
+
+
+def _raw_zip(tmp_path, build) -> Path:
+    z = tmp_path / "raw.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        build(zf)
+    return z
+
+
+def test_every_unreadable_archive_is_a_clear_error(tmp_path):
+    """Found by an outside review: these escaped as IndexError, BadZipFile, RuntimeError, FileExistsError."""
+    def unnamed(zf):
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+
+    def link_bad_crc(zf):
+        info = zipfile.ZipInfo("l")
+        info.external_attr = LINK << 16
+        zf.writestr(info, b"target")
+    z = _raw_zip(tmp_path, link_bad_crc)
+    data = bytearray(z.read_bytes())
+    data[data.find(b"target")] ^= 0xFF  # stored: the link's bytes no longer match their CRC
+    z.write_bytes(bytes(data))
+    with pytest.raises(ComfyverError, match="'l' is corrupt or unreadable"):
+        archive.extract_zip(z, tmp_path / "o1", strip_root=False, what="nodes.bad")
+    with pytest.raises(ComfyverError, match="has no name"):
+        archive.extract_zip(_raw_zip(tmp_path, unnamed), tmp_path / "o2", strip_root=False, what="nodes.bad")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(ComfyverError, match="already exists"):
+        extract_to = tmp_path / "exists"
+        archive.extract_zip(_raw_zip(tmp_path, lambda zf: zf.writestr("a.py", b"1")), extract_to,
+                            strip_root=False, what="nodes.bad")
+
+
+def test_a_link_target_is_read_with_a_bound(tmp_path):
+    """A deflated 'target' of 50 MB is refused after 4 KiB, not read into memory whole (twice)."""
+    def bomb(zf):
+        info = zipfile.ZipInfo("l")
+        info.external_attr = LINK << 16
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, b"a" * 50_000_000)
+    with pytest.raises(ComfyverError, match="target over 4096 bytes"):
+        archive.extract_zip(_raw_zip(tmp_path, bomb), tmp_path / "o", strip_root=False, what="nodes.bad")
+
+
+def test_single_root_is_judged_on_normalised_names():
+    assert not archive.has_single_root(["./a", "./b"])  # was True, then extraction refused it
+    assert archive.has_single_root(["pack/", "pack/a.py", "pack/b/c.py"])

@@ -24,12 +24,17 @@ from comfyver.base.errors import ComfyverError
 
 def _check_name(name: str, what: str) -> PurePosixPath:
     p = PurePosixPath(name.replace("\\", "/"))
+    if not name.strip("/"):
+        raise ComfyverError(f"{what}: archive entry {name!r} has no name (refused)")
     if (name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in p.parts or "\0" in name):
         raise ComfyverError(f"{what}: archive entry {name!r} escapes the target folder (refused)")
     return p
 
 
 MAX_LINK_HOPS = 40  # as Linux's ELOOP limit
+MAX_LINK_TARGET = 4096  # PATH_MAX
+# what zipfile raises for an entry it cannot read: corrupt, encrypted, an unsupported compression method
+UNREADABLE = (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError)
 
 
 def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> bool:
@@ -62,8 +67,10 @@ def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> b
 
 
 def has_single_root(names: list[str]) -> bool:
-    tops = {n.replace("\\", "/").split("/", 1)[0] for n in names if n.strip("/")}
-    return len(tops) == 1 and any("/" in n.strip("/") for n in names)
+    """One top-level folder holding everything (names normalised as extraction does: `./a` is `a`)."""
+    parts = [PurePosixPath(n.replace("\\", "/")).parts for n in names]
+    parts = [p[1:] if p and p[0] == "/" else p for p in parts if p]
+    return len({p[0] for p in parts}) == 1 and any(len(p) > 1 for p in parts)
 
 
 def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_root: bool, what: str) -> None:
@@ -74,8 +81,11 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
     except zipfile.BadZipFile as exc:
         raise ComfyverError(f"{what}: {zip_path} is not a valid zip archive: {exc}") from None
     with zf:
-        plan = _plan(zf, strip_root, what)
-        dest.mkdir(parents=True)
+        plan, targets = _plan(zf, strip_root, what)
+        try:
+            dest.mkdir(parents=True)
+        except FileExistsError:
+            raise ComfyverError(f"{what}: {dest} already exists; archives unpack into a new folder only") from None
         try:
             for info, p, is_link, mode in sorted(plan, key=lambda e: e[2]):  # folders and files, then links
                 out = dest.joinpath(*p.parts) if p.parts else dest
@@ -84,14 +94,14 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 if is_link:
-                    os.symlink(zf.read(info).decode(), out)
+                    os.symlink(targets[p], out)
                     continue
                 fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755 if mode & stat.S_IXUSR else 0o644)
                 try:
                     with zf.open(info) as src, os.fdopen(fd, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
-                except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt: {exc}") from None
+                except UNREADABLE as exc:
+                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt or unreadable: {exc}") from None
                 if mode & stat.S_IXUSR:
                     out.chmod(0o755)
         except OSError as exc:
@@ -103,7 +113,8 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
 
 
 def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
-    """(info, path, is_link, mode) per entry, after checking the tree as a whole; raises on any escape."""
+    """(info, path, is_link, mode) per entry and the links' targets, after checking the tree as a whole;
+    raises on any escape."""
     plan, kinds, links = [], {}, {}
     for info in zf.infolist():
         p = _check_name(info.filename, what)
@@ -123,9 +134,16 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
         kinds[p] = kind
         if is_link:
             try:
-                links[p] = zf.read(info).decode()
+                with zf.open(info) as f:
+                    raw = f.read(MAX_LINK_TARGET + 1)  # a "target" is a path, not a bomb
+                if len(raw) > MAX_LINK_TARGET:
+                    raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with a target over "
+                                        f"{MAX_LINK_TARGET} bytes (refused)")
+                links[p] = raw.decode()
             except UnicodeDecodeError:
                 raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an unreadable target") from None
+            except UNREADABLE as exc:
+                raise ComfyverError(f"{what}: archive entry {info.filename!r} is corrupt or unreadable: {exc}") from None
         plan.append((info, p, is_link, mode))
     for info, p, _, _ in plan:
         for i in range(1, len(p.parts)):
@@ -139,4 +157,4 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
         if is_link and (not p.parts or not _resolves_inside(p, links)):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link out of the tree "
                                 f"({links.get(p)!r}, resolved through the archive's links), refused")
-    return plan
+    return plan, links
