@@ -39,8 +39,8 @@ def cli_main(argv: list[str]) -> int:
         job = {"input": job}
     job.setdefault("id", "cli")
     settings = Settings()
-    from handler.worker import Worker, configure_logging
     from handler.errors import JobError
+    from handler.worker import Worker, configure_logging
     configure_logging()
     worker = Worker(settings)
     try:
@@ -104,6 +104,7 @@ def _import_worker_modules() -> None:
         pass
     _fast_cpu_brand()
     import runpod  # noqa: F401
+
     import handler.worker  # noqa: F401
 
 
@@ -139,6 +140,7 @@ def main() -> int:
         return 1
     importer.join()
     import runpod
+
     from handler.worker import Worker, configure_logging
     configure_logging()
     worker = Worker(settings, process=process)

@@ -39,7 +39,11 @@ def check_url(url: str, what: str, allow: list[str]) -> list[str] | None:
     return the checked addresses to connect to (None for a host in ALLOWED_FETCH_HOSTS: resolved as usual)."""
     if not isinstance(url, str) or not url:
         raise bad_input(f"{what}: expected a URL string")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError as exc:  # from the job or from a server's redirect: bad input either way
+        raise bad_input(f"{what}: {redact(url)!r} is not a valid URL ({exc})", "check the URL") from None
     if parts.scheme not in ("http", "https"):
         raise bad_input(f"{what}: URL scheme {parts.scheme or '(none)'!r} is not allowed in {redact(url)!r}",
                         "use an http:// or https:// URL")
@@ -132,9 +136,15 @@ def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: fl
     raise bad_input(f"{what}: too many redirects from {redact(url)}")
 
 
+# ComfyUI reads `name [output]` / `name[temp]` as another folder's file (folder_paths.annotated_filepath)
+ANNOTATED = re.compile(r"\[(input|output|temp)\]$")
+
+
 def safe_name(name, what: str) -> str:
-    """An input file name: no folders, no traversal, no hidden files."""
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+    """An input file name: no folders, no traversal, no hidden files, no folder annotation, at most 200 bytes
+    (the file system's limit leaves room for the temporary name beside it)."""
+    if (not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name or ANNOTATED.search(name)
+            or len(name.encode()) > 200):
         raise bad_input(f"{what}: file name {name!r} is not allowed",
                         "use a plain file name like 'input (1).png' (letters, digits, spaces, . _ - ( ) [ ] + ,; "
                         "no folders)")
@@ -146,7 +156,7 @@ def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: f
     """Bytes of an input image given as base64, a data: URI, or an http(s) URL."""
     if not isinstance(value, str) or not value:
         raise bad_input(f"{what}: expected base64 text, a data: URI or an http(s) URL")
-    if value.startswith(("http://", "https://")):
+    if value[:8].lower().startswith(("http://", "https://")):
         return fetch_url(value, what, allow, max_bytes, deadline=deadline, stop=stop)
     if value.startswith("data:"):
         head, sep, value = value.partition(",")

@@ -121,20 +121,25 @@ class GCSStore:
         self.bucket().blob(key).delete(retry=None, timeout=30)
 
 
+AWS_VIRTUAL_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*)\.(?P<service>s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com)$")
+
+
 def s3_endpoint_and_bucket(url: str) -> tuple[str, str | None]:
-    """worker-comfyui's BUCKET_ENDPOINT_URL names the bucket in it: virtual-hosted
-    (`https://<bucket>.s3.<region>.amazonaws.com`) or path-style (`http://host:9000/<bucket>`).
-    -> (the service endpoint without the bucket, the bucket or None). An IP address is never a bucket."""
+    """worker-comfyui's BUCKET_ENDPOINT_URL names the bucket in it: AWS virtual-hosted
+    (`https://<bucket>.s3.<region>.amazonaws.com`, dotted bucket names too) or path-style
+    (`http://host:9000/<bucket>`). -> (the service endpoint without the bucket, the bucket or None).
+    Any other host (MinIO, R2, an IP address) is taken as it is: never a bucket."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    segment = parts.path.strip("/").split("/")[0]
-    if segment:
-        return f"{parts.scheme}://{parts.netloc}", segment
-    labels = host.split(".")
-    if len(labels) > 2 and ".s3" in f".{'.'.join(labels[1:])}" and not host.replace(".", "").isdigit():
-        rest = ".".join(labels[1:]) + (f":{parts.port}" if parts.port else "")
-        return f"{parts.scheme}://{rest}", labels[0]
-    return url.rstrip("/"), None
+    port = f":{parts.port}" if parts.port else ""
+    m = AWS_VIRTUAL_HOST.match(host)
+    if m:
+        return f"{parts.scheme}://{m['service']}{port}", m["bucket"]
+    netloc = (f"[{host}]" if ":" in host else host) + port  # no userinfo: the keys come from the environment
+    segments = [seg for seg in parts.path.split("/") if seg]
+    if len(segments) == 1:
+        return f"{parts.scheme}://{netloc}", segments[0]
+    return f"{parts.scheme}://{netloc}" + parts.path.rstrip("/"), None
 
 
 class S3Store:
@@ -144,7 +149,9 @@ class S3Store:
             raise JobError("input", "output_mode s3 needs BUCKET_ENDPOINT_URL",
                            hint="set BUCKET_ENDPOINT_URL, BUCKET_ACCESS_KEY_ID, BUCKET_SECRET_ACCESS_KEY and "
                            "BUCKET_NAME on the endpoint")
-        self.endpoint_url, derived = s3_endpoint_and_bucket(settings.s3_endpoint_url)
+        # with BUCKET_NAME the endpoint is used as given; without it, the bucket is read from the endpoint
+        self.endpoint_url, derived = ((settings.s3_endpoint_url, None) if settings.s3_bucket
+                                      else s3_endpoint_and_bucket(settings.s3_endpoint_url))
         self.bucket_name = settings.s3_bucket or derived
         if not BUCKET_NAME.match(self.bucket_name or ""):
             raise JobError("input", f"output_mode s3: no bucket name in BUCKET_ENDPOINT_URL "

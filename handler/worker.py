@@ -26,7 +26,15 @@ from handler.errors import JobError, bad_input, redact
 from handler.fetch import decode_image, fetch_url, safe_name
 from handler.settings import Settings
 from handler.storage import MODES, GCSStore, S3Store, base64_entries, clean_prefix, object_key
-from handler.workflow import apply_overrides, is_ui_format, parse_workflow, ui_to_api, validate, validation_error
+from handler.workflow import (
+    apply_overrides,
+    is_ui_format,
+    parse_workflow,
+    ui_to_api,
+    upload_inputs,
+    validate,
+    validation_error,
+)
 
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
@@ -223,7 +231,7 @@ class Worker:
         job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
         try:
             written = await self._write_images(inp.get("images"), job_dir, deadline)
-            _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written})
+            _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written}, object_info)
             problems = validate(prompt, object_info, s.input_dir)
             if problems:  # models or nodes may have appeared since /object_info was read
                 object_info = await self.client.get_object_info(refresh=True)
@@ -687,15 +695,17 @@ class _StaleOutput(Exception):
     """An output ComfyUI reported (from its cache) whose file no longer exists."""
 
 
-def _point_at_job_inputs(prompt: dict, moved: dict[str, str]) -> None:
-    """Input values naming a job image (`in.png`, `in.png [input]`) now name its per-job path."""
+def _point_at_job_inputs(prompt: dict, moved: dict[str, str], object_info: dict) -> None:
+    """File inputs (LoadImage's `image`, upload widgets) naming a job image (`in.png`, `in.png [input]`) now name
+    its per-job path; other inputs (a prompt text, a sampler, a filename prefix) are never touched."""
     if not moved:
         return
     for node in prompt.values():
         inputs = node.get("inputs") if isinstance(node, dict) else None
         if not isinstance(inputs, dict):
             continue
-        for k, v in inputs.items():
+        for k in upload_inputs(object_info, node.get("class_type")) & set(inputs):
+            v = inputs[k]
             if isinstance(v, str):
                 name, sep, tag = v.partition(" [")
                 if name in moved and (not sep or tag == "input]"):

@@ -61,6 +61,19 @@ def _spec_opts(spec) -> dict:
     return spec[1] if isinstance(spec, (list, tuple)) and len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
+def is_upload_input(name: str, spec) -> bool:
+    """Does this input name a file in ComfyUI's input folder (LoadImage's `image`, upload widgets)?"""
+    opts = _spec_opts(spec)
+    return bool(opts.get("image_upload") or opts.get("video_upload") or opts.get("audio_upload")) or \
+        name in ("image", "video", "audio")
+
+
+def upload_inputs(object_info: dict, class_type) -> set[str]:
+    """The inputs of `class_type` that name input files."""
+    info = object_info.get(class_type) if isinstance(class_type, str) else None
+    return {n for n, spec in _spec_inputs(info) if is_upload_input(n, spec)} if isinstance(info, dict) else set()
+
+
 def ui_to_api(wf: dict, object_info: dict) -> dict:
     """Convert a UI-format workflow (nodes + links) to the API format, the way ComfyUI's frontend does."""
     if wf.get("definitions", {}).get("subgraphs"):
@@ -247,9 +260,7 @@ def validate(prompt: dict, object_info: dict, input_dir: Path | None = None) -> 
                 _spec_opts(spec).get("options") if spec[0] == "COMBO" else None)
             if options is None or value in options:
                 continue
-            opts = _spec_opts(spec)
-            if opts.get("image_upload") or opts.get("video_upload") or opts.get("audio_upload") or \
-                    name in ("image", "video", "audio"):
+            if is_upload_input(name, spec):
                 if input_dir is not None and isinstance(value, str) and _inside(input_dir, value) and \
                         (input_dir / value.split(" [")[0]).is_file():
                     continue

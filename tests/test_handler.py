@@ -557,3 +557,39 @@ def test_a_cancelled_job_stops_its_download(worker, http_server):
     assert closed.wait(5), "the download went on after the job was cancelled"
     assert not [t for t in threading.enumerate() if t.name == "input-download" and t.is_alive()]
     env.run(w.client.close())
+
+
+# --- found by an outside review -------------------------------------------------------------------------
+def test_only_file_inputs_are_pointed_at_a_jobs_images(worker):
+    """An image named like another input's value (the SaveImage prefix `ComfyUI`) leaves that value alone."""
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "ComfyUI"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "ComfyUI"}}}
+    r = ok(run_job(worker, {"workflow": wf, "output_mode": "base64",
+                            "images": [{"name": "ComfyUI", "image": png_b64((4, 5, 6))}]}))
+    [o] = r["outputs"]
+    assert o["filename"].startswith("ComfyUI_") and "comfyver-jobs" not in o["filename"]
+    assert close_to(pixel(base64.b64decode(o["data"]))[1], (4, 5, 6))
+
+
+@pytest.mark.parametrize("name", ["in.png [output]", "x[temp]", "a [input]", "ｘ" * 80 + ".png"])
+def test_names_comfyui_reads_as_another_folder_or_too_long_are_refused(worker, name):
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "n"}}}
+    e = E(run_job(worker, {"workflow": wf, "images": [{"name": name, "image": png_b64()}]}))
+    assert e["type"] == "input" and "is not allowed" in e["message"]
+
+
+@pytest.mark.parametrize("url", ["http://example.com:99999/a.png", "http://example.com:abc/a.png", "http://[::1/a.png"])
+def test_a_malformed_image_url_is_bad_input_not_internal(worker, url):
+    wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "u.png"}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "u"}}}
+    e = E(run_job(worker, {"workflow": wf, "images": [{"name": "u.png", "image": url}]}))
+    assert e["type"] == "input" and "not a valid URL" in e["message"]
+
+
+def test_an_upper_case_url_scheme_is_fetched_as_a_url(http_server):
+    from handler.fetch import decode_image
+
+    (http_server.files_root / "u.png").write_bytes(b"png-bytes")
+    url = http_server.url.replace("http://", "HTTP://") + "/u.png"
+    assert decode_image(url, "images[0]", ["127.0.0.1"], 1000) == b"png-bytes"

@@ -390,6 +390,14 @@ def test_worker_comfyui_base64_result_and_no_images(worker, monkeypatch):
     ("https://my-bucket.s3.eu-west-1.amazonaws.com", "https://s3.eu-west-1.amazonaws.com", "my-bucket"),
     ("http://127.0.0.1:9000/comfy-out", "http://127.0.0.1:9000", "comfy-out"),
     ("http://127.0.0.1:9000", "http://127.0.0.1:9000", None),  # an IP is never a bucket (was "127")
+    # found by an outside review
+    ("https://files.s3corp.com", "https://files.s3corp.com", None),  # not AWS: a host, not a bucket
+    ("https://minio.s3.local", "https://minio.s3.local", None),
+    ("https://my.bucket.s3.amazonaws.com", "https://s3.amazonaws.com", "my.bucket"),  # dotted bucket names
+    ("https://b1.s3.us-east-1.amazonaws.com/prefix", "https://s3.us-east-1.amazonaws.com", "b1"),
+    ("http://host:9000/bucket/sub", "http://host:9000/bucket/sub", None),  # ambiguous: BUCKET_NAME needed
+    ("https://u:p@host/bucket", "https://host", "bucket"),
+    ("http://[::1]:9000/b", "http://[::1]:9000", "b"),
 ])
 def test_bucket_from_the_endpoint_url(endpoint, base, bucket):
     from handler.storage import s3_endpoint_and_bucket
