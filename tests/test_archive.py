@@ -47,10 +47,21 @@ def test_the_reviewed_symlink_chain_is_refused_and_writes_nothing(tmp_path):
     ([("x", b"y", LINK), ("y", b"x", LINK)], "link out of the tree"),  # a loop
     ([("d/l", b"../../etc", LINK)], "link out of the tree"),
     ([("d/l", b"/etc", LINK)], "link out of the tree"),
+    # the same path on a case-insensitive or normalising file system (macOS, Windows)
+    ([("L", b"/etc", LINK), ("l/x", b"1", FILE)], "below the link|link out of the tree"),
+    ([("Lib", b"..", LINK), ("lib/x", b"1", FILE)], "below the link|another kind|link out"),
+    ([("d/Up", b"..", LINK), ("up", b"..", LINK), ("d/up/up/x", b"1", FILE)], "below the link|another kind"),
+    ([("caf\u0065\u0301", b"1", FILE), ("caf\u00e9/x", b"1", FILE)], "below the file|another kind"),
+    ([("a", b"1", FILE), ("A/x", b"1", FILE)], "below the file|another kind"),
 ])
 def test_tree_level_escapes_are_refused(tmp_path, entries, needle):
     with pytest.raises(ComfyverError, match=needle):
         extract(tmp_path, entries)
+
+
+def test_names_that_differ_only_by_case_are_fine_when_nothing_can_escape(tmp_path):
+    out = extract(tmp_path, [("README", b"1", FILE), ("readme", b"2", FILE), ("D/x", b"3", FILE), ("d/y", b"4", FILE)])
+    assert (out / "readme").read_bytes() == b"2"
 
 
 def test_links_inside_the_tree_still_work(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import tomllib
 from pathlib import Path
 
@@ -297,3 +298,53 @@ def test_lock_refuses_two_workflows_with_one_name(env, capsys, tmp_path):
                      "--model", f"sams/sam_b.pth={sam_url}")
     assert rc == 2 and "would both be saved as" in err
     assert not (env.root / "versions" / "demo").exists()
+
+
+def _workflow_naming(tmp_path, url):
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 2, "type": "LoraLoader", "mode": 0, "widgets_values": ["m.safetensors", 1.0],
+         "properties": {"models": [{"name": "m.safetensors", "directory": "loras", "url": url}]}}]}))
+    return wf
+
+
+def test_workflow_source_cannot_redirect_to_this_machine(env, capsys, tmp_path, monkeypatch):
+    """A public-looking source that answers with a redirect to 127.0.0.1 is refused at that hop."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real(
+        "127.0.0.1" if host == "mirror.test" else host, *a, **k))
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "mirror.test")  # the first hop is allowed, the second is not
+    port = env.http.url.rsplit(":", 1)[1]
+    env.http.routes["/m.safetensors"] = lambda h, b: (302, {"Location": f"http://127.0.0.1:{port}/base.safetensors"}, b"")
+    wf = _workflow_naming(tmp_path, f"http://mirror.test:{port}/m.safetensors")
+    rc, out, _ = run(capsys, "lock", "redir", "--workflow", str(wf), "--comfyui-url", env.core,
+                     "--offline-registry", "--no-python", "--json")
+    assert rc == 1
+    probs = json.dumps(json.loads(out)["problems"])
+    assert "local or private" in probs
+    assert not any(r["path"] == "/base.safetensors" for r in env.http.requests)
+    assert not (env.root / "versions" / "redir").exists()
+
+
+def test_workflow_source_cannot_rebind_dns_to_this_machine(env, capsys, tmp_path, monkeypatch):
+    """The name is public when checked and private when connected (DNS rebinding): the connection is refused."""
+    real = socket.getaddrinfo
+    answers = {"n": 0}
+
+    def rebinding(host, *a, **k):
+        if host == "rebind.test":
+            answers["n"] += 1
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34" if answers["n"] == 1 else "127.0.0.1", 0))]
+        return real(host, *a, **k)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    monkeypatch.delenv("COMFYVER_TRUSTED_HOSTS")
+    port = env.http.url.rsplit(":", 1)[1]
+    wf = _workflow_naming(tmp_path, f"http://rebind.test:{port}/base.safetensors")
+    before = len(env.http.requests)
+    rc, out, _ = run(capsys, "lock", "rebind", "--workflow", str(wf), "--comfyui-url", env.core,
+                     "--offline-registry", "--no-python", "--json")
+    assert rc == 1
+    assert answers["n"] >= 2  # checked once by name, refused again at connect time
+    assert "local or private" in json.dumps(json.loads(out)["problems"])
+    assert not any(r["path"] == "/base.safetensors" for r in env.http.requests[before:])

@@ -11,10 +11,17 @@ import ipaddress
 import os
 import re
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import NameResolutionError
+from urllib3.util import connection as _u3conn
 
 from comfyver import __version__
 from comfyver.base.errors import ComfyverError, UsageError
@@ -87,8 +94,10 @@ UNTRUSTED_SCHEMES = ("https", "http", "hf", "civitai")
 
 
 def trusted_hosts() -> set[str]:
-    """COMFYVER_TRUSTED_HOSTS: hosts a workflow may name although they are local or private (a mirror)."""
-    return {h.strip().lower() for h in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(",") if h.strip()}
+    """Hosts a workflow may lead to although they are local or private: COMFYVER_TRUSTED_HOSTS (a mirror) and
+    the hosts of the endpoints the user configured (HF_ENDPOINT, CIVITAI_ENDPOINT)."""
+    hosts = {h.strip().lower() for h in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(",") if h.strip()}
+    return hosts | {(urlsplit(e).hostname or "").lower() for e in (hf_endpoint(), civitai_endpoint())} - {""}
 
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -130,11 +139,92 @@ def check_untrusted_source(url: str) -> None:
                              "give it yourself with --model, or list the host in COMFYVER_TRUSTED_HOSTS")
 
 
+class NonPublicAddress(ComfyverError):
+    """A fetch for an untrusted source tried to connect to a local or private address."""
+
+
+def _public_new_conn(self) -> socket.socket:
+    """urllib3's _new_conn, but the host's addresses are checked first and the socket goes to a checked address:
+    a redirect to a private host, or a second DNS answer (rebinding), cannot reach this machine's network."""
+    host = self._dns_host.rstrip(".")
+    if host.lower() in trusted_hosts():
+        return HTTPConnection._new_conn(self)
+    try:
+        addrs = [ai[4][0] for ai in socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)]
+    except socket.gaierror as e:
+        raise NameResolutionError(self.host, self, e) from e
+    bad = [a for a in addrs if non_public_address(a)]
+    if bad or not addrs:
+        raise NonPublicAddress(f"a source named by a workflow led to {host!r}, a local or private address "
+                               f"({bad[0] if bad else 'none'}); refused",
+                               hint="give the source yourself with --model, or list the host in COMFYVER_TRUSTED_HOSTS")
+    return _u3conn.create_connection((addrs[0], self.port), self.timeout, source_address=self.source_address,
+                                     socket_options=self.socket_options)
+
+
+class _PublicHTTPConnection(HTTPConnection):
+    _new_conn = _public_new_conn
+
+
+class _PublicHTTPSConnection(HTTPSConnection):
+    _new_conn = _public_new_conn
+
+
+class _PublicHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class PublicOnlyAdapter(HTTPAdapter):
+    """Every connection (each redirect hop included) goes to a checked public address. Behind a proxy, the proxy
+    resolves names: each hop's host name is then checked by `check_untrusted_source` (see _check_redirect)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+
+def _check_redirect(r: requests.Response, *args, **kwargs):
+    if r.is_redirect and r.headers.get("Location"):
+        target = requests.compat.urljoin(r.url, r.headers["Location"])
+        try:
+            check_untrusted_source(target)
+        except ValueError as exc:
+            r.close()
+            raise NonPublicAddress(f"a redirect from {redact(r.url)}: {exc}") from None
+
+
 _session: requests.Session | None = None
+_public_session: requests.Session | None = None
+_untrusted = threading.local()
+
+
+@contextmanager
+def untrusted_fetches():
+    """Within this block, on this thread, `session()` (so `get` and downloads) only reaches public addresses:
+    for sources named by untrusted content (a workflow), checked at every hop and at connect time."""
+    before = getattr(_untrusted, "on", False)
+    _untrusted.on = True
+    try:
+        yield
+    finally:
+        _untrusted.on = before
 
 
 def session() -> requests.Session:
-    global _session
+    global _session, _public_session
+    if getattr(_untrusted, "on", False):
+        if _public_session is None:
+            s = requests.Session()
+            s.headers["User-Agent"] = USER_AGENT
+            s.mount("http://", PublicOnlyAdapter())
+            s.mount("https://", PublicOnlyAdapter())
+            s.hooks["response"].append(_check_redirect)
+            _public_session = s
+        return _public_session
     if _session is None:
         s = requests.Session()
         s.headers["User-Agent"] = USER_AGENT

@@ -213,7 +213,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if key in lock["models"] and lock["models"][key]["original"] == original:
             continue
         originals[key] = original
-        items.append(resolve.Item(f"models.{key}", "model", original))
+        items.append(resolve.Item(f"models.{key}", "model", original, untrusted=m.get("source") in UNTRUSTED_ORIGINS))
     locked = _resolve_or_table(items, vid, jobs, progress)
     for key, original in originals.items():
         lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"]}

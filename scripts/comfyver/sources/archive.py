@@ -4,7 +4,9 @@ Every entry is checked before anything is written, against the whole tree the
 archive describes (not entry by entry): absolute paths, `..` components, drive
 letters, duplicate entries, entries below a link or a file of the archive, and
 links whose target, fully resolved through the archive's other links, leaves the
-tree are refused with the archive and entry named. Folders and files are written
+tree are refused with the archive and entry named. Names are compared as a case-insensitive,
+Unicode-normalising file system (macOS, Windows) would see them: `Lib` and `lib/x`, or a
+decomposed and a composed `é`, are the same path there. Folders and files are written
 first, links last, files with O_EXCL|O_NOFOLLOW: nothing is ever written through
 a link. `strip_root` drops a single top-level folder the way
 `pkgs.fetchzip { stripRoot = true; }` does.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import unicodedata
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -31,6 +34,11 @@ def _check_name(name: str, what: str) -> PurePosixPath:
     return p
 
 
+def _fold(p: PurePosixPath) -> PurePosixPath:
+    """The path as a case-insensitive, normalising file system compares it."""
+    return PurePosixPath(unicodedata.normalize("NFC", str(p)).casefold())
+
+
 MAX_LINK_HOPS = 40  # as Linux's ELOOP limit
 MAX_LINK_TARGET = 4096  # PATH_MAX
 # what zipfile raises for an entry it cannot read: corrupt, encrypted, an unsupported compression method
@@ -42,8 +50,9 @@ def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> b
     path inside the tree? A dangling target inside the tree is fine; any step above the root, an absolute
     target or a loop is not."""
     hops = 0
-    todo = list(reversed(PurePosixPath(links[entry]).parts))
-    if links[entry].startswith("/"):
+    links = {_fold(k): v for k, v in links.items()}
+    todo = list(reversed(PurePosixPath(links[_fold(entry)]).parts))
+    if links[_fold(entry)].startswith("/"):
         return False
     cur: list[str] = list(entry.parts[:-1])
     while todo:
@@ -56,7 +65,7 @@ def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> b
             cur.pop()
             continue
         cur.append(part)
-        target = links.get(PurePosixPath(*cur))
+        target = links.get(_fold(PurePosixPath(*cur)))
         if target is not None:
             hops += 1
             if hops > MAX_LINK_HOPS or target.startswith("/"):
@@ -115,7 +124,7 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
 def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
     """(info, path, is_link, mode) per entry and the links' targets, after checking the tree as a whole;
     raises on any escape."""
-    plan, kinds, links = [], {}, {}
+    plan, kinds, links, folded_kinds = [], {}, {}, {}
     for info in zf.infolist():
         p = _check_name(info.filename, what)
         mode = info.external_attr >> 16
@@ -131,7 +140,12 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
             raise ComfyverError(f"{what}: archive entry {info.filename!r} names the target folder itself (refused)")
         if p in kinds and not (kind == "dir" and kinds[p] == "dir"):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} appears twice (refused)")
+        folded = folded_kinds.get(_fold(p))
+        if folded is not None and folded != kind:
+            raise ComfyverError(f"{what}: archive entry {info.filename!r} is the same path as another entry on a "
+                                "case-insensitive or normalising file system, as another kind (refused)")
         kinds[p] = kind
+        folded_kinds[_fold(p)] = kind
         if is_link:
             try:
                 with zf.open(info) as f:
@@ -148,9 +162,9 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
     for info, p, _, _ in plan:
         for i in range(1, len(p.parts)):
             above = PurePosixPath(*p.parts[:i])
-            if kinds.get(above) in ("link", "file"):
+            if folded_kinds.get(_fold(above)) in ("link", "file"):
                 raise ComfyverError(f"{what}: archive entry {info.filename!r} lies below the "
-                                    f"{kinds[above]} {str(above)!r} of the same archive (refused)")
+                                    f"{folded_kinds[_fold(above)]} {str(above)!r} of the same archive (refused)")
     for info, p, is_link, _ in plan:
         if is_link and (not links[p] or "\0" in links[p]):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an empty or invalid target")

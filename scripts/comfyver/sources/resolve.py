@@ -12,6 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
+from comfyver.base import web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.web import redact
 from comfyver.sources import gitsource, modelsource, registry
@@ -25,6 +26,7 @@ class Item:
     key: str  # "comfyui", "nodes.<name>", "models.<folder>/<name>" or any caller key
     kind: str  # git | registry | model
     original: dict
+    untrusted: bool = False  # named by workflow content: fetched through web.untrusted_fetches()
 
 
 class ResolveFailed(ComfyverError):
@@ -35,11 +37,14 @@ class ResolveFailed(ComfyverError):
                          hint="fix the inputs above (`comfyver show <id>` lists them) and run the command again")
 
 
-def lock_one(kind: str, original: dict, what: str) -> dict:
+def lock_one(kind: str, original: dict, what: str, untrusted: bool = False) -> dict:
     try:
         locker = LOCKERS[kind]
     except KeyError:
         raise UsageError(f"{what}: unknown input kind {kind!r}") from None
+    if untrusted:
+        with web.untrusted_fetches():
+            return locker(original, what)
     return locker(original, what)
 
 
@@ -66,7 +71,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
         task = bar.add_task("", total=len(items))
     try:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(lock_one, it.kind, it.original, it.key): it for it in items}
+            futures = {pool.submit(lock_one, it.kind, it.original, it.key, it.untrusted): it for it in items}
             for fut in as_completed(futures):
                 it = futures[fut]
                 try:
