@@ -19,7 +19,6 @@ used as an input's options), in declaration order, for analyze.model_uses.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import os
@@ -33,119 +32,31 @@ from urllib.parse import quote, urlsplit
 from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
+from comfyver.lock import nodescan, probe
 
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 4
+SCAN_VERSION = 5
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
 # ---------------------------------------------------------------- source scanning
 
-def _filename_list_folder(node, methods: dict | None = None) -> str | None:
-    """The folder of the first `*.get_filename_list("<folder>")` call inside `node`, also through
-    a helper method of the same class (`s.vae_list(s)`)."""
-    for sub in ast.walk(node):
-        if not isinstance(sub, ast.Call):
-            continue
-        fname = getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)
-        if (fname == "get_filename_list" and sub.args and isinstance(sub.args[0], ast.Constant)
-                and isinstance(sub.args[0].value, str)):
-            return sub.args[0].value
-        if methods and fname in methods:
-            found = _filename_list_folder(methods[fname], None)
-            if found:
-                return found
-    return None
-
-
-def _class_model_inputs(cls: ast.ClassDef) -> list[tuple[str, str]]:
-    methods = {f.name: f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    found = []
-    for sub in ast.walk(cls):
-        if isinstance(sub, ast.Dict):
-            for k, v in zip(sub.keys, sub.values):
-                if isinstance(k, ast.Constant) and isinstance(k.value, str) and isinstance(v, (ast.Tuple, ast.List)) and v.elts:
-                    folder = _filename_list_folder(v.elts[0], methods)
-                    if folder:
-                        found.append((k.lineno, k.col_offset, k.value, folder))
-        elif (isinstance(sub, ast.Call) and sub.args and isinstance(sub.args[0], ast.Constant)
-              and isinstance(sub.args[0].value, str) and getattr(sub.func, "attr", None) == "Input"):
-            opts = [kw.value for kw in sub.keywords if kw.arg == "options"] + list(sub.args[1:2])
-            folder = next((f for f in (_filename_list_folder(o, methods) for o in opts) if f), None)
-            if folder:
-                found.append((sub.lineno, sub.col_offset, sub.args[0].value, folder))
-    found.sort()
-    out, seen = [], set()
-    for _, _, name, folder in found:
-        if name not in seen:
-            seen.add(name)
-            out.append((name, folder))
-    return out
-
-
 def scan_python(text: str) -> dict[str, list[tuple[str, str]]]:
     """Node classes one Python file registers -> their model inputs [(input, folder)]."""
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError):
-        return {}
-    classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
-    out: dict[str, list] = {}
-
-    def add(cid: str, cls_name: str | None):
-        cls = classes.get(cls_name) if cls_name else None
-        out[cid] = _class_model_inputs(cls) if cls is not None else out.get(cid, [])
-
-    for node in ast.walk(tree):
-        # NODE_CLASS_MAPPINGS = {...} / NODE_CLASS_MAPPINGS: dict = {...} / .update({...})
-        value = None
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS" for t in node.targets):
-            value = node.value
-        elif isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "NODE_CLASS_MAPPINGS":
-            value = node.value
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "update"
-              and getattr(node.func.value, "id", None) == "NODE_CLASS_MAPPINGS" and node.args):
-            value = node.args[0]
-        if isinstance(value, ast.Dict):
-            for k, v in zip(value.keys, value.values):
-                if isinstance(k, ast.Constant) and isinstance(k.value, str):
-                    add(k.value, getattr(v, "id", None) or getattr(v, "attr", None))
-        # NODE_CLASS_MAPPINGS["X"] = Cls
-        if isinstance(node, ast.Assign):
-            for t in node.targets:
-                if (isinstance(t, ast.Subscript) and getattr(t.value, "id", None) == "NODE_CLASS_MAPPINGS"
-                        and isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)):
-                    add(t.slice.value, getattr(node.value, "id", None))
-    # entrypoint style: class X(io.ComfyNode): define_schema -> io.Schema(node_id="..."); and ids kept
-    # as a class constant (`node_id = "..."` read by a shared define_schema, `NodeId = "..."` looped
-    # into NODE_CLASS_MAPPINGS, `NODE_ID = "..."`, or `schema.node_id = "..."` in a subclass)
-    for cls in classes.values():
-        for stmt in ast.walk(cls):
-            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
-                    and (getattr(stmt.targets[0], "id", None) in ("node_id", "NodeId", "NODE_ID")
-                         or getattr(stmt.targets[0], "attr", None) == "node_id")):  # schema.node_id = "..."
-                out[stmt.value.value] = _class_model_inputs(cls)
-        for sub in ast.walk(cls):
-            if isinstance(sub, ast.Call) and (getattr(sub.func, "attr", None) or getattr(sub.func, "id", None)) == "Schema":
-                for kw in sub.keywords:
-                    if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                        out[kw.value.value] = _class_model_inputs(cls)
-    return out
+    return nodescan.scan({"file.py": text}).classes
 
 
 def scan_files(files: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
-    out: dict[str, list] = {}
-    for path in sorted(files):
-        for cid, inputs in scan_python(files[path]).items():
-            if inputs or cid not in out:
-                out[cid] = inputs
-    return out
+    return nodescan.scan(files).classes
 
 
 def scan_tree(path: str | os.PathLike, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    return scan_tree_full(path, core).classes
+
+
+def scan_tree_full(path: str | os.PathLike, core: bool = False) -> nodescan.Scan:
     root = Path(path)
     files = {}
     for f in root.rglob("*.py"):
@@ -155,7 +66,7 @@ def scan_tree(path: str | os.PathLike, core: bool = False) -> dict[str, list[tup
         if any(part in ("tests", "test", "__pycache__", ".git") for part in rel.split("/")[:-1]):
             continue
         files[rel] = f.read_text(encoding="utf-8", errors="replace")
-    return scan_files(files)
+    return nodescan.scan(files)
 
 
 def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
@@ -187,19 +98,25 @@ def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
 
 
 def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    return scan_locked_full(url, rev, what, core).classes
+
+
+def _cached_scan(cache: Path, make) -> nodescan.Scan:
+    try:
+        return nodescan.Scan.from_json(json.loads(cache.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    result = make()
+    atomic_write_json(cache, result.to_json())
+    return result
+
+
+def scan_locked_full(url: str, rev: str, what: str, core: bool = False) -> nodescan.Scan:
     """Scan a locked git input (core or node pack) at `rev`; cached per rev."""
-    cache = project.cache_dir() / "nodescan" / f"{'core' if core else 'pack'}-{rev}-v{SCAN_VERSION}.json"
-    if cache.is_file():
-        try:
-            return {k: [tuple(x) for x in v] for k, v in json.loads(cache.read_text()).items()}
-        except (ValueError, OSError):
-            pass
     from comfyver.sources import gitsource
 
-    repo = gitsource.fetch(url, rev, what)
-    result = scan_files(_git_files(repo, rev, core))
-    atomic_write_json(cache, result)
-    return result
+    cache = project.cache_dir() / "nodescan" / f"{'core' if core else 'pack'}-{rev}-v{SCAN_VERSION}.json"
+    return _cached_scan(cache, lambda: nodescan.scan(_git_files(gitsource.fetch(url, rev, what), rev, core)))
 
 
 def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
@@ -226,18 +143,20 @@ def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
 
 
 def scan_locked_node(name: str, loc: dict) -> dict[str, list[tuple[str, str]]]:
+    return scan_locked_node_full(name, loc).classes
+
+
+def scan_locked_node_full(name: str, loc: dict) -> nodescan.Scan:
     """Scan a locked node of either kind (git commit or registry archive); cached."""
     if loc["type"] == "git":
-        return scan_locked(loc["url"], loc["rev"], f"node {name}")
+        return scan_locked_full(loc["url"], loc["rev"], f"node {name}")
     key = hashlib.sha256(loc["hash"].encode()).hexdigest()[:32]
-    cache = project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json"
-    if cache.is_file():
-        return {k: [tuple(x) for x in v] for k, v in json.loads(cache.read_text()).items()}
-    files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
-             if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
-    result = scan_files(files)
-    atomic_write_json(cache, result)
-    return result
+
+    def make():
+        files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
+                 if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
+        return nodescan.scan(files)
+    return _cached_scan(project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json", make)
 
 
 # ---------------------------------------------------------------- ComfyUI-Manager data
@@ -525,13 +444,19 @@ def _parse_spec_fallback(spec: str, what: str) -> tuple[str, dict]:
 
 def for_lock(lock: dict, vdir: Path | None, *, registry: bool = False, scan_nodes: bool = True,
              manager_data: ManagerData | None = None) -> tuple[NodeMap, dict]:
-    """The NodeMap and class -> model inputs of a version: its locked core and nodes, scanned."""
+    """The NodeMap and class -> model inputs of a version: its locked core and nodes, scanned (a cached runtime
+    probe of the same lock and uv.lock, when there is one, wins)."""
     core_l = lock["comfyui"]["locked"]
     core = scan_locked(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})", core=True)
     model_inputs = dict(core)
     if scan_nodes:
         for name, n in lock.get("nodes", {}).items():
-            model_inputs.update(scan_locked_node(name, n["locked"]))
+            found = scan_locked_node_full(name, n["locked"])
+            nodescan.resolve_inherited(found.classes, found.inherits, core)
+            model_inputs.update(found.classes)
+    probed = probe.cached(lock, (vdir / "uv.lock").read_bytes()) if vdir and (vdir / "uv.lock").is_file() else None
+    if probed:  # the runtime probe of exactly this lock is the ground truth
+        model_inputs.update(probe.model_inputs(probed))
     overrides = load_overrides(vdir / "overrides.json") if vdir else {}
     nm = NodeMap(core_classes=core, locked_nodes=lock.get("nodes"), choices=lock.get("choices"),
                  overrides=overrides, manager_data=manager_data, registry=registry)

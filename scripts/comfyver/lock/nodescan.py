@@ -1,0 +1,359 @@
+"""Static scan of a node pack's (or ComfyUI core's) Python source: the classes it registers, each class's model
+inputs, and what the scan could not follow. The fast path and the fallback when no environment is at hand;
+the runtime probe (lock/probe.py) is the ground truth.
+
+Registration forms followed, across all of the pack's files:
+- `NODE_CLASS_MAPPINGS = {...}` (also annotated, `{**A, **B}` of other mapping dicts, `dict(...)`),
+  `.update({...})`, `NODE_CLASS_MAPPINGS["id"] = Cls`;
+- V3 / entrypoint style: `io.Schema(node_id="...")` and class constants (`node_id`, `NodeId`, `NODE_ID`);
+- a value names a class defined in any file of the pack (a sub-module registered from `__init__.py`).
+A registration with a key or value it cannot read (a helper-computed name, a comprehension) is reported in
+`unfollowed` (file:line and the source), never silently dropped.
+
+Model inputs: an input whose options evaluate to `folder_paths.get_filename_list("<folder>")`, followed
+through `["None"] + X`, comprehensions over X, `sorted(X)`/`list(X)`, local and module variables holding X,
+helper methods and module functions returning X, and `for i in range(a, b)` loops that add f-string named
+inputs. ComfyUI's legacy names are mapped as its folder_paths.map_legacy does (`clip` -> `text_encoders`,
+`unet` -> `diffusion_models`). A class with no model inputs of its own inherits its base classes' (by name;
+`inherits` lists the bases so a caller can resolve core loaders too).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
+ID_CONSTANTS = ("node_id", "NodeId", "NODE_ID")
+MAX_LOOP = 64
+
+
+@dataclass
+class Scan:
+    classes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)   # id -> [(input, folder)]
+    inherits: dict[str, list[str]] = field(default_factory=dict)              # id -> base class names
+    unfollowed: list[str] = field(default_factory=list)                       # "file:line: source"
+
+    def to_json(self) -> dict:
+        return {"classes": self.classes, "inherits": self.inherits, "unfollowed": self.unfollowed}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Scan":
+        return cls({k: [tuple(x) for x in v] for k, v in d["classes"].items()}, d.get("inherits", {}),
+                   d.get("unfollowed", []))
+
+
+def _folder(name: str) -> str:
+    return LEGACY_FOLDERS.get(name, name)
+
+
+class _Module:
+    def __init__(self, path: str, tree: ast.Module):
+        self.path, self.tree = path, tree
+        self.classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        self.functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+        self.imported = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        self.env: dict[str, str] = {}
+        for stmt in tree.body:
+            if isinstance(stmt, ast.Assign):
+                f = _Eval(self, None, {}).folder(stmt.value)
+                for t in stmt.targets:
+                    if isinstance(t, ast.Name) and f:
+                        self.env[t.id] = f
+
+
+class _Eval:
+    """Folder of an expression that evaluates to a get_filename_list(...) result (None if it does not)."""
+
+    def __init__(self, mod: _Module, cls: ast.ClassDef | None, local: dict[str, str], depth: int = 0):
+        self.mod, self.cls, self.local, self.depth = mod, cls, local, depth
+
+    def _callee(self, func) -> ast.FunctionDef | None:
+        name = getattr(func, "attr", None) or getattr(func, "id", None)
+        if self.cls is not None:
+            for f in self.cls.body:
+                if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == name:
+                    return f
+        return self.mod.functions.get(name) if isinstance(func, ast.Name) else None
+
+    def returns(self, fn) -> str | None:
+        if self.depth > 4:
+            return None
+        sub = _Eval(self.mod, self.cls, {}, self.depth + 1)
+        sub.local = sub.bind(fn.body)
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Return) and node.value is not None and (f := sub.folder(node.value)):
+                return f
+        return None
+
+    def bind(self, body: list) -> dict[str, str]:
+        """name -> folder for `name = <folder expr>` anywhere in `body` (loops and branches included)."""
+        local = dict(self.local)
+        for stmt in body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                    self.local = local
+                    if f := self.folder(node.value):
+                        local[node.targets[0].id] = f
+        self.local = local
+        return local
+
+    def folder(self, node) -> str | None:
+        if isinstance(node, ast.Call):
+            fname = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if fname == "get_filename_list":
+                arg = node.args[0] if node.args else None
+                return _folder(arg.value) if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
+            if fname in ("sorted", "list", "tuple", "filter", "set") and node.args:
+                return next((f for f in map(self.folder, node.args) if f), None)
+            fn = self._callee(node.func)
+            return self.returns(fn) if fn is not None else None
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.folder(node.left) or self.folder(node.right)
+        if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
+            return next((f for f in (self.folder(g.iter) for g in node.generators) if f), None)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return next((f for f in (self.folder(e.value if isinstance(e, ast.Starred) else e) for e in node.elts)
+                         if f), None)
+        if isinstance(node, ast.Name):
+            return self.local.get(node.id) or self.mod.env.get(node.id)
+        if isinstance(node, ast.Attribute) and self.cls is not None and isinstance(node.value, ast.Name):
+            for stmt in self.cls.body:  # a class attribute (cls.ckpts, s.models)
+                if (isinstance(stmt, ast.Assign) and any(getattr(t, "id", None) == node.attr for t in stmt.targets)):
+                    return _Eval(self.mod, self.cls, {}, self.depth + 1).folder(stmt.value)
+        if isinstance(node, ast.IfExp):
+            return self.folder(node.body) or self.folder(node.orelse)
+        return None
+
+
+def _const_int(node, local_ints: dict) -> int | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.Name):
+        return local_ints.get(node.id)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        a, b = _const_int(node.left, local_ints), _const_int(node.right, local_ints)
+        if a is not None and b is not None:
+            return a + b if isinstance(node.op, ast.Add) else a - b
+    return None
+
+
+def _key_names(key, loops: list[tuple[str, list[int]]]) -> list[str]:
+    """An input's name(s): a constant, or an f-string over enclosing range() loop variables."""
+    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+        return [key.value]
+    if isinstance(key, ast.JoinedStr) and loops:
+        var, values = loops[-1]
+        out = []
+        for v in values:
+            parts = []
+            for p in key.values:
+                if isinstance(p, ast.Constant):
+                    parts.append(str(p.value))
+                elif isinstance(p, ast.FormattedValue) and getattr(p.value, "id", None) == var:
+                    parts.append(str(v))
+                else:
+                    return []
+            out.append("".join(parts))
+        return out
+    return []
+
+
+def _class_inputs(mod: _Module, cls: ast.ClassDef) -> list[tuple[str, str]]:
+    found: list[tuple[int, int, int, str, str]] = []
+    for fn in [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        ev = _Eval(mod, cls, {})
+        ev.bind(fn.body)
+        ints = {}
+        for node in ast.walk(fn):
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and (v := _const_int(node.value, ints)) is not None):
+                ints[node.targets[0].id] = v
+
+        def visit(node, loops):
+            if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Call) \
+                    and getattr(node.iter.func, "id", None) == "range":
+                bounds = [_const_int(a, ints) for a in node.iter.args]
+                if bounds and all(b is not None for b in bounds) and len(bounds) <= 2:
+                    lo, hi = (0, bounds[0]) if len(bounds) == 1 else bounds
+                    loops = [*loops, (node.target.id, list(range(lo, min(hi, lo + MAX_LOOP))))]
+            if isinstance(node, ast.Dict):
+                for k, v in zip(node.keys, node.values):
+                    if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)):
+                        for i, name in enumerate(_key_names(k, loops)):
+                            found.append((k.lineno, k.col_offset, i, name, f))
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript):
+                t, v = node.targets[0], node.value
+                if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)):
+                    for i, name in enumerate(_key_names(t.slice, loops)):
+                        found.append((t.lineno, t.col_offset, i, name, f))
+            elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+                  and isinstance(node.args[0].value, str) and getattr(node.func, "attr", None) == "Input"):
+                opts = [kw.value for kw in node.keywords if kw.arg == "options"] + list(node.args[1:2])
+                if f := next((x for x in map(ev.folder, opts) if x), None):
+                    found.append((node.lineno, node.col_offset, 0, node.args[0].value, f))
+            for child in ast.iter_child_nodes(node):
+                visit(child, loops)
+
+        visit(fn, [])
+    ev = _Eval(mod, cls, {})
+    for stmt in cls.body:  # inputs kept in class attributes
+        if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Dict):
+                    for k, v in zip(node.keys, node.values):
+                        if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)):
+                            for i, name in enumerate(_key_names(k, [])):
+                                found.append((k.lineno, k.col_offset, i, name, f))
+    found.sort()
+    out, seen = [], set()
+    for *_, name, folder in found:
+        if name not in seen:
+            seen.add(name)
+            out.append((name, folder))
+    return out
+
+
+def _spec_folder(ev: _Eval, spec) -> str | None:
+    """The folder of an input spec tuple: its options (first element) or a V3-style `{"options": X}`."""
+    f = ev.folder(spec.elts[0])
+    if f is None and len(spec.elts) > 1 and isinstance(spec.elts[1], ast.Dict):
+        for k, v in zip(spec.elts[1].keys, spec.elts[1].values):
+            if isinstance(k, ast.Constant) and k.value == "options":
+                f = ev.folder(v)
+    return f
+
+
+def _is_mapping(node) -> bool:
+    return getattr(node, "id", None) == "NODE_CLASS_MAPPINGS" or getattr(node, "attr", None) == "NODE_CLASS_MAPPINGS"
+
+
+def scan(files: dict[str, str]) -> Scan:
+    """Scan {relative path: source}."""
+    mods = []
+    for path in sorted(files):
+        try:
+            mods.append(_Module(path, ast.parse(files[path])))
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+    index: dict[str, list[tuple[_Module, ast.ClassDef]]] = {}
+    dicts: dict[str, list[ast.Dict]] = {}  # module-level mapping dicts by name, for {**A, **B}
+    for m in mods:
+        for name, c in m.classes.items():
+            index.setdefault(name, []).append((m, c))
+        for stmt in m.tree.body:
+            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict):
+                for t in stmt.targets:
+                    if isinstance(t, ast.Name):
+                        dicts.setdefault(t.id, []).append(stmt.value)
+    out = Scan()
+    cache: dict[int, list] = {}
+
+    def inputs_of(m: _Module, cls_name: str | None):
+        hits = index.get(cls_name or "", [])
+        hit = next(((mm, c) for mm, c in hits if mm is m), hits[0] if hits else None)
+        if hit is None:
+            return None, []
+        mm, c = hit
+        if id(c) not in cache:
+            cache[id(c)] = _class_inputs(mm, c)
+        return c, cache[id(c)]
+
+    def add(m: _Module, cid: str, cls_name: str | None):
+        c, inputs = inputs_of(m, cls_name)
+        if inputs or cid not in out.classes:
+            out.classes[cid] = inputs
+        if c is not None and not inputs:
+            bases = [getattr(b, "attr", None) or getattr(b, "id", None) for b in c.bases]
+            bases = [b for b in bases if b and b not in ("object", "ComfyNode")]
+            if bases:
+                out.inherits[cid] = bases
+
+    def value_class(v) -> str | None:
+        if isinstance(v, ast.Call) and not v.args and not v.keywords:  # rare: an instance
+            v = v.func
+        return getattr(v, "id", None) or getattr(v, "attr", None)
+
+    def take_dict(m: _Module, d: ast.Dict, seen: tuple = ()):
+        for k, v in zip(d.keys, d.values):
+            if k is None:  # {**OTHER}
+                name = getattr(v, "id", None) or getattr(v, "attr", None)
+                for other in dicts.get(name or "", []):
+                    if id(other) not in seen:
+                        take_dict(m, other, (*seen, id(other)))
+                if name not in dicts and name not in m.imported and not isinstance(v, ast.Dict):
+                    unfollowed(m, v)
+            elif isinstance(k, ast.Constant) and isinstance(k.value, str):
+                add(m, k.value, value_class(v))
+            else:
+                unfollowed(m, k)
+
+    def unfollowed(m: _Module, node):
+        out.unfollowed.append(f"{m.path}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)[:120]}")
+
+    for m in mods:
+        for node in ast.walk(m.tree):
+            value = None
+            if isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets):
+                value = node.value
+            elif isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None:
+                value = node.value
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "update"
+                  and _is_mapping(node.func.value) and node.args):
+                value = node.args[0]
+            if value is not None:
+                if isinstance(value, ast.Dict):
+                    take_dict(m, value)
+                elif isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":
+                    for kw in value.keywords:
+                        if kw.arg:
+                            add(m, kw.arg, value_class(kw.value))
+                    for a in value.args:
+                        take_dict(m, a) if isinstance(a, ast.Dict) else None
+                elif isinstance(value, ast.Name) and value.id in dicts:
+                    for d in dicts[value.id]:
+                        take_dict(m, d)
+                elif not (isinstance(value, ast.Attribute) and value.attr == "NODE_CLASS_MAPPINGS"
+                          or isinstance(value, ast.Name) and value.id in m.imported):
+                    unfollowed(m, value)  # another module's mapping (imported) is scanned in that module
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    if isinstance(t, ast.Subscript) and _is_mapping(t.value):
+                        if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                            add(m, t.slice.value, value_class(node.value))
+                        else:
+                            unfollowed(m, t)
+        for cls in m.classes.values():
+            for stmt in ast.walk(cls):
+                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                        and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+                        and (getattr(stmt.targets[0], "id", None) in ID_CONSTANTS
+                             or getattr(stmt.targets[0], "attr", None) == "node_id")):
+                    add(m, stmt.value.value, cls.name)
+                if isinstance(stmt, ast.Call) and (getattr(stmt.func, "attr", None)
+                                                   or getattr(stmt.func, "id", None)) == "Schema":
+                    for kw in stmt.keywords:
+                        if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                            add(m, kw.value.value, cls.name)
+    for cid in list(out.inherits):  # bases inside the pack; the rest is left for the caller (core loaders)
+        for base in out.inherits[cid]:
+            if out.classes.get(cid):
+                break
+            hits = index.get(base)
+            if hits:
+                _, inputs = inputs_of(hits[0][0], base)
+                if inputs:
+                    out.classes[cid] = inputs
+        if out.classes.get(cid):
+            del out.inherits[cid]
+    return out
+
+
+def resolve_inherited(classes: dict, inherits: dict, known: dict) -> None:
+    """Give a class with no model inputs of its own those of a base class found in `known` (e.g. core loaders)."""
+    for cid, bases in inherits.items():
+        if not classes.get(cid):
+            for b in bases:
+                if known.get(b):
+                    classes[cid] = list(known[b])
+                    break

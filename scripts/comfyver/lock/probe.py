@@ -1,0 +1,111 @@
+"""The runtime probe: what ComfyUI's own node loading registers, the ground truth for `provides` and model folders.
+
+`run(comfyui, packs, python)` copies ComfyUI and the packs into a scratch folder (packs write config files
+into themselves when imported; a realized tree must stay as locked), runs `probe_main.py` there with the
+given interpreter on the CPU, and returns:
+
+    {"core_seconds", "seconds", "python",
+     "packs":   {pack: {"ok", "error", "seconds", "classes": [...]}},
+     "classes": {class: {"pack", "model_inputs": [[input, folder], ...], "folders_called": [...], "error"?}}}
+
+`for_version` runs it on a realized version (its `.venv`), cached by (core rev, node hashes, uv.lock digest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from comfyver.base import project
+from comfyver.base.errors import ComfyverError
+from comfyver.base.fsutil import atomic_write_json
+
+PROBE_VERSION = 1
+TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
+
+
+def _skip(top: Path):
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        out = {n for n in names if n in (".git", "__pycache__")}
+        return out | (set(names) & TOP_SKIP if Path(folder) == top else set())
+    return ignore
+
+
+def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: float = 900) -> dict:
+    """Probe ComfyUI at `comfyui` with the node packs `packs` (folders), in `python` (default: this one)."""
+    with tempfile.TemporaryDirectory(prefix="comfyver-probe-") as tmp:
+        core = Path(tmp) / "ComfyUI"
+        shutil.copytree(comfyui, core, symlinks=True, ignore=_skip(Path(comfyui)))
+        (core / "custom_nodes").mkdir()
+        for p in packs:
+            shutil.copytree(p, core / "custom_nodes" / Path(p).name, symlinks=True,
+                            ignore=shutil.ignore_patterns(".git", "__pycache__"))
+        # ComfyUI's own order (os.listdir): a pack that shadows a module name affects the packs after it
+        copies = [str(core / "custom_nodes" / n) for n in os.listdir(core / "custom_nodes")]
+        (core / "extra_model_paths.yaml").unlink(missing_ok=True)
+        out = Path(tmp) / "probe.json"
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp}
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run([python or sys.executable, str(Path(__file__).with_name("probe_main.py")), str(core),
+                                str(out), *copies], cwd=core, env=env, capture_output=True, text=True,
+                               timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ComfyverError(f"probe of {comfyui}: ComfyUI's node loading did not finish in {timeout:.0f} s") from None
+        if p.returncode != 0 or not out.is_file():
+            tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-40:])
+            raise ComfyverError(f"probe of {comfyui}: ComfyUI's node loading failed (exit {p.returncode}):\n{tail}",
+                                hint="the version's environment must import ComfyUI; `comfyver verify <id> --deep`")
+        result = json.loads(out.read_text())
+        result["seconds"] = round(time.perf_counter() - t0, 3)
+        result["python"] = python or sys.executable
+        return result
+
+
+def cache_key(lock: dict, uv_lock: bytes) -> str:
+    parts = [f"v{PROBE_VERSION}", lock["comfyui"]["locked"]["rev"], hashlib.sha256(uv_lock).hexdigest()]
+    for name, n in sorted(lock.get("nodes", {}).items()):
+        parts.append(f"{name}={n['locked'].get('hash') or n['locked'].get('rev')}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+def cached(lock: dict, uv_lock: bytes) -> dict | None:
+    f = project.cache_dir() / "probe" / f"{cache_key(lock, uv_lock)}.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def for_version(lock: dict, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> dict:
+    """Probe a realized version (`tree`: its ComfyUI folder with custom_nodes/ and .venv/), cached."""
+    if not refresh and (hit := cached(lock, uv_lock)) is not None:
+        hit["cached"] = True
+        return hit
+    python = tree / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise ComfyverError(f"probe of version {lock['id']}: {tree} has no .venv",
+                            hint=f"realize it first: comfyver realize {lock['id']} --no-models")
+    packs = [tree / "custom_nodes" / name for name in sorted(lock.get("nodes", {}))]
+    result = run(tree, packs, str(python))
+    result["key"] = cache_key(lock, uv_lock)
+    atomic_write_json(project.cache_dir() / "probe" / f"{result['key']}.json", result)
+    result["cached"] = False
+    return result
+
+
+def pack_classes(result: dict) -> dict[str, list[str]]:
+    """pack -> classes it registered (only packs whose import succeeded)."""
+    return {name: p["classes"] for name, p in result["packs"].items() if p["ok"]}
+
+
+def model_inputs(result: dict) -> dict[str, list[tuple[str, str]]]:
+    """class -> [(input, folder)] as analyze.model_uses takes it."""
+    return {c: [tuple(x) for x in info["model_inputs"]] for c, info in result["classes"].items()}

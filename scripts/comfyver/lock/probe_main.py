@@ -1,0 +1,145 @@
+"""Run ComfyUI's own node loading and report what every class really registers (the probe's ground truth).
+
+Run by comfyver.lock.probe with the version's own Python, in a scratch copy of nothing: ComfyUI's folder is
+only read. It imports no comfyver module (the version's environment need not have one):
+
+    python probe_main.py <comfyui-dir> <out.json> [<pack-dir> ...]
+
+For each pack: loaded or not, its error, its seconds, the classes it added. For each class: every input
+that lists a model folder, in declaration order, found by watching `folder_paths.get_filename_list`:
+while the probe runs it returns marker names (`<MARK>/<folder>/x<ext>`), so a list built in a local
+variable, filtered, prefixed with "None" or cached at import time still shows which folder it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+
+MARK = "__comfyver_probe__"
+EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl", ".yaml", ".json",
+        ".engine", ".pt2", ".model", ".txt", "")
+CALLS: list[str] = []  # folders asked for since the last reset
+
+
+def _patch_folder_paths(folder_paths) -> None:
+    real = folder_paths.get_filename_list
+
+    def get_filename_list(folder_name):
+        folder = folder_paths.map_legacy(folder_name) if hasattr(folder_paths, "map_legacy") else folder_name
+        CALLS.append(folder)
+        try:
+            names = list(real(folder_name))
+        except Exception:  # a folder ComfyUI does not know: the pack's input would fail at runtime
+            names = []
+        return names + [f"{MARK}/{folder}/x{ext}" for ext in EXTS]
+
+    folder_paths.get_filename_list = get_filename_list
+
+
+def _folder_of(options) -> str | None:
+    for o in options if isinstance(options, (list, tuple)) else ():
+        if isinstance(o, str) and o.startswith(MARK + "/"):
+            return o[len(MARK) + 1:].rsplit("/", 1)[0]
+    return None
+
+
+def _model_inputs(spec: dict) -> list[list[str]]:
+    out = []
+    for section in ("required", "optional"):
+        for name, s in (spec.get(section) or {}).items():
+            if not isinstance(s, (list, tuple)) or not s:
+                continue
+            folder = _folder_of(s[0])
+            if folder is None and len(s) > 1 and isinstance(s[1], dict):
+                folder = _folder_of(s[1].get("options"))
+            if folder is not None:
+                out.append([name, folder])
+    return out
+
+
+def _class_info(cls) -> dict:
+    CALLS.clear()
+    try:
+        if hasattr(cls, "GET_NODE_INFO_V1"):
+            spec = cls.GET_NODE_INFO_V1().get("input") or {}
+        else:
+            spec = cls.INPUT_TYPES()
+        info = {"model_inputs": _model_inputs(spec if isinstance(spec, dict) else {})}
+    except Exception as exc:
+        info = {"model_inputs": [], "error": f"{type(exc).__name__}: {exc}"}
+    info["folders_called"] = sorted(set(CALLS))
+    return info
+
+
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+async def _load(comfy: str, packs: list[str]) -> dict:
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_all_custom_nodes = False
+    import folder_paths
+    import utils.extra_config  # noqa: F401 - as main.py does, before nodes.py puts comfy/ (with utils.py) on sys.path
+
+    _patch_folder_paths(folder_paths)
+    import server  # first, as main.py: packs register routes on PromptServer.instance and import app/, utils/
+
+    import nodes
+
+    server.PromptServer(asyncio.get_running_loop())
+    t0 = time.perf_counter()
+    await nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)
+    core = set(nodes.NODE_CLASS_MAPPINGS)
+    result = {"core_seconds": round(time.perf_counter() - t0, 3), "packs": {}, "classes": {}}
+    for name in sorted(core):
+        result["classes"][name] = {"pack": "comfy-core", **_class_info(nodes.NODE_CLASS_MAPPINGS[name])}
+    for path in packs:
+        before = set(nodes.NODE_CLASS_MAPPINGS)
+        cap = _Capture()
+        logging.getLogger().addHandler(cap)
+        t = time.perf_counter()
+        try:
+            ok = await nodes.load_custom_node(path, core, module_parent="custom_nodes")
+        except Exception:
+            ok, cap.lines = False, cap.lines + [traceback.format_exc()]
+        finally:
+            logging.getLogger().removeHandler(cap)
+        added = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
+        pack = os.path.basename(path.rstrip("/"))
+        error = next((ln for ln in reversed(cap.lines) if "Cannot import" in ln or "Error" in ln), None)
+        result["packs"][pack] = {"ok": bool(ok), "seconds": round(time.perf_counter() - t, 3), "classes": added,
+                                 "error": None if ok else (error or "\n".join(cap.lines[-3:]) or "not loaded")[-2000:]}
+        for name in added:
+            result["classes"][name] = {"pack": pack, **_class_info(nodes.NODE_CLASS_MAPPINGS[name])}
+    return result
+
+
+def main(argv: list[str]) -> int:
+    comfy, out, packs = argv[1], argv[2], argv[3:]
+    os.chdir(comfy)
+    sys.path.insert(0, comfy)
+    sys.argv = [os.path.join(comfy, "main.py")]
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    result = asyncio.run(_load(comfy, packs))
+    tmp = out + ".part"
+    with open(tmp, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
