@@ -348,3 +348,19 @@ def test_workflow_source_cannot_rebind_dns_to_this_machine(env, capsys, tmp_path
     assert answers["n"] >= 2  # checked once by name, refused again at connect time
     assert "local or private" in json.dumps(json.loads(out)["problems"])
     assert not any(r["path"] == "/base.safetensors" for r in env.http.requests[before:])
+
+
+def test_a_class_the_pinned_pack_does_not_register_is_a_problem(env, capsys, tmp_path):
+    """Evidence (here overrides.json) sends a class to a pack whose pinned tree lacks it: lock names the pack,
+    its rev and the class instead of recording it in `provides` unchecked."""
+    vdir = env.root / "versions" / "ov"
+    vdir.mkdir()
+    (vdir / "overrides.json").write_text(json.dumps({"classes": {"NotInB": env.pack_b}}))
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "NotInB", "mode": 0, "widgets_values": []}]}))
+    rc, out, _ = run(capsys, "lock", "ov", "--workflow", str(wf), "--comfyui-url", env.core,
+                     "--offline-registry", "--no-python", "--json")
+    assert rc == 1
+    probs = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert "does not register 'NotInB'" in probs["class NotInB"] and "comfyui-b at " in probs["class NotInB"]
+    assert not (vdir / "version.json").exists()

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "comfyver.cli.models",
     "comfyver.cli.export",
     "comfyver.cli.gc",
+    "comfyver.cli.probe",
 ]
 
 

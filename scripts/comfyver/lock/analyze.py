@@ -263,11 +263,17 @@ def _looks_like_model(v) -> bool:
     return isinstance(v, str) and v.lower().endswith(MODEL_EXTS) and "\n" not in v and len(v) < 400
 
 
-def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> list[ModelUse]:
-    """Every model file a workflow's nodes name, with its folder where known (None otherwise).
+NOT_A_FILE = {"", "none", "null", "disabled", "undefined"}
 
-    `model_inputs` holds every scanned class (an empty list = scanned, loads no models); for a
-    class that was not scanned, well-known input names and model-looking values are used."""
+
+def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> list[ModelUse]:
+    """Every model file a workflow's nodes name, with its folder where known (None otherwise): nothing that
+    looks like a model file is dropped, whatever the class's scan says.
+
+    `model_inputs` holds every scanned class (an empty list = scanned, no folder_paths input found); a value
+    of a known model input counts (unless it is "None"), and so does every value that looks like a model file
+    (a known extension), in any input: its folder comes from the scan, the well-known input names, the
+    workflow's `models` entries, or stays unknown (a problem for lock to report)."""
     by_name = {s.name: s.folder for s in wf.sources if s.folder}
     out = []
     for u in wf.nodes:
@@ -275,15 +281,13 @@ def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> 
             continue
         scanned = u.class_type in model_inputs
         known = model_inputs[u.class_type] if scanned else WELL_KNOWN_CLASS_INPUTS.get(u.class_type, [])
-        if scanned and not known:
-            continue  # its source was read: it loads no model files through folder_paths
         known_map = dict(known)
         seen = set()
         for k, v in u.named.items():
-            if not isinstance(v, str) or not v:
+            if not isinstance(v, str) or v.strip().lower() in NOT_A_FILE:
                 continue
-            folder = known_map.get(k) or (WELL_KNOWN_INPUTS.get(k) if not known else None)
-            if folder or (_looks_like_model(v) and not known):
+            folder = known_map.get(k) or (WELL_KNOWN_INPUTS.get(k) if not known or _looks_like_model(v) else None)
+            if folder or _looks_like_model(v):
                 out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, k, wf.path, u.node_id, u.mode))
                 seen.add(v)
         values = [v for v in u.positional if _looks_like_model(v)]
@@ -386,13 +390,19 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                 e["source"] = "workflow"
             if src and src.sha256 and "sha256" not in e:
                 e["sha256"] = src.sha256
+    if manager is not None and not getattr(manager, "found", True):
+        notes.append("no ComfyUI-Manager data was found (its extension-node-map.json, custom-node-list.json, "
+                     "model-list.json): classes and models are only looked up in the workflow, the locked sources "
+                     "and the Comfy Registry; set COMFYVER_MANAGER_DATA to a folder holding them")
     if manager is not None:
         for e in models.values():
             if "url" not in e:
-                hit = manager.models.get(_base(e["name"]))
-                if hit:
-                    e["url"] = hit["url"]
+                hits = manager.model_sources(e["name"], e["folder"])
+                if len(hits) == 1:
+                    e["url"] = hits[0]["url"]
                     e["source"] = "comfyui-manager model-list"
+                elif hits:
+                    e["candidates"] = [f"{h['url']} ({h.get('name') or h.get('type')})" for h in hits]
     return Report([w.path for w in workflows], sorted(core), dict(sorted(packs.items())),
                   dict(sorted(models.items())), dict(sorted(unresolved.items())), dict(sorted(ambiguous.items())),
                   sorted(set(notes)))

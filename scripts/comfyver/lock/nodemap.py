@@ -119,6 +119,18 @@ def scan_locked_full(url: str, rev: str, what: str, core: bool = False) -> nodes
     return _cached_scan(cache, lambda: nodescan.scan(_git_files(gitsource.fetch(url, rev, what), rev, core)))
 
 
+def newest_cached_core() -> tuple[str | None, dict | None]:
+    """(rev, classes) of the most recently written core scan in the cache, or (None, None)."""
+    scans = sorted((project.cache_dir() / "nodescan").glob(f"core-*-v{SCAN_VERSION}.json"),
+                   key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in scans:
+        try:
+            return f.name.split("-")[1], nodescan.Scan.from_json(json.loads(f.read_text())).classes
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None, None
+
+
 def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
     """Text of the .py files and requirement files of a locked registry archive, its hash verified."""
     import tempfile
@@ -186,8 +198,9 @@ class ManagerData:
     patterns: list[tuple[re.Pattern, str]] = field(default_factory=list)
     preempt: dict[str, list[str]] = field(default_factory=dict)      # class -> [repo url]
     urls: dict[str, str] = field(default_factory=dict)               # registry id -> repo url
-    models: dict[str, dict] = field(default_factory=dict)            # file name -> model-list entry
+    models: dict[str, list[dict]] = field(default_factory=dict)      # file name -> model-list entries
     basenames: dict[str, list[str]] = field(default_factory=dict)    # lower repo name -> [repo url]
+    found: bool = False                                              # any data was read
 
     def url_for_id(self, registry_id: str) -> str | None:
         """The repository of a registry id: the node list's id, else a unique repo of that name."""
@@ -223,8 +236,33 @@ class ManagerData:
                 m.basenames.setdefault(pack_name_for_url(c["reference"]), []).append(c["reference"])
         for e in (_read_json(d / "model-list.json") or {}).get("models", []):
             if isinstance(e, dict) and e.get("filename") and e.get("url"):
-                m.models.setdefault(e["filename"], e)
+                m.models.setdefault(e["filename"], []).append(e)
+        m.found = any(x for x in (ext, m.urls, m.models))
         return m
+
+    def model_sources(self, name: str, folder: str | None) -> list[dict]:
+        """Model-list entries for a file name, narrowed to the folder where it is known; one per URL."""
+        hits = self.models.get(name.replace("\\", "/").rsplit("/", 1)[-1], [])
+        if folder is not None:
+            hits = [e for e in hits if manager_folder(e) == folder]
+        return list({e["url"]: e for e in hits}.values())
+
+
+# ComfyUI-Manager's model-list `type` -> models/ folder, for entries whose save_path is "default"
+MANAGER_TYPE_FOLDERS = {"checkpoint": "checkpoints", "checkpoints": "checkpoints", "lora": "loras", "vae": "vae",
+                        "upscale": "upscale_models", "controlnet": "controlnet", "t2i-adapter": "controlnet",
+                        "clip": "text_encoders", "clip_vision": "clip_vision", "embedding": "embeddings",
+                        "embeddings": "embeddings", "unet": "diffusion_models", "diffusion_model": "diffusion_models",
+                        "gligen": "gligen", "taesd": "vae_approx", "unclip": "checkpoints"}
+
+
+def manager_folder(entry: dict) -> str | None:
+    """The models/ folder a model-list entry installs into (first part of save_path, legacy names mapped)."""
+    save = str(entry.get("save_path") or "default").strip("/")
+    if save == "default":
+        return MANAGER_TYPE_FOLDERS.get(str(entry.get("type", "")).lower())
+    first = save.split("/", 1)[0]
+    return nodescan.LEGACY_FOLDERS.get(first, first)
 
 
 def _read_json(p: Path):

@@ -87,6 +87,10 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
         if m["folder"] is None:
             probs.append({"item": f"model {m['name']}", "problem": "no folder known (a custom loader or an unknown input)",
                           "fix": f"--model <folder>/{m['name']}=<url>", "used_by": m["used_by"]})
+        elif "url" not in m and m.get("candidates"):
+            probs.append({"item": f"model {key}", "problem": "ComfyUI-Manager's model list has several files of this "
+                          f"name for {m['folder']}: " + "; ".join(m["candidates"]),
+                          "fix": f"--model '{key}=<one of those URLs>'", "used_by": m["used_by"]})
         elif "url" not in m:
             probs.append({"item": f"model {key}", "problem": "no download source in the workflow or ComfyUI-Manager's model list",
                           "fix": f"--model '{key}=<hf://|civitai://|https://...>' (lock field models[{json.dumps(key)}].original.url)",
@@ -104,17 +108,41 @@ def _resolve_or_table(items: list, vid: str, jobs: int, progress: bool) -> dict:
                                  for k, v in sorted(exc.failures.items())]) from None
 
 
+def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str]) -> tuple[list[str], list[dict]]:
+    """A node's `provides`: the classes its pinned tree registers (scanned). A class the evidence asked for
+    that the tree does not register is a problem; where the scan met a registration it cannot follow, it is
+    kept with a note (the runtime probe settles it)."""
+    found = nodemap.scan_locked_node_full(name, loc)
+    provides, probs = set(found.classes), []
+    at = loc.get("rev") or loc.get("hash")
+    for c in sorted(set(wanted) - provides):
+        if found.unfollowed:
+            provides.add(c)
+            notes.append(f"node {name}: class {c!r} could not be verified statically (the pack registers classes "
+                         f"at {found.unfollowed[0].split(': ')[0]} in a way the scan cannot follow); "
+                         f"`comfyver probe {{id}}` checks it in the version's environment")
+        else:
+            probs.append({"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r}",
+                          "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
+                                 f"(--choose '{c}=<node>' / overrides.json)"})
+    return sorted(provides), probs
+
+
 def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]], vid: str,
-               jobs: int, progress: bool) -> None:
+               jobs: int, progress: bool, notes: list[str]) -> None:
     items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
     locked = _resolve_or_table(items, vid, jobs, progress)
+    probs = []
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
-        provides = set(attributed.get(name, [])) | set(nodemap.scan_locked_node(name, loc))
+        provides, bad = verified_provides(name, loc, attributed.get(name, []), notes)
+        probs += bad
         entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
         if provides:
-            entry["provides"] = sorted(provides)
+            entry["provides"] = provides
         lock["nodes"][name] = entry
+    if probs:
+        raise LockProblems(vid, probs)
     lock["nodes"] = dict(sorted(lock["nodes"].items()))
 
 
@@ -144,8 +172,9 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     for spec in nodes:
         p = nodemap.pack_from_spec(spec, f"--node {spec}")
         explicit[p.name] = p
+    early_notes: list[str] = []
     if explicit:
-        _add_nodes(lock, explicit, {}, vid, jobs, progress)
+        _add_nodes(lock, explicit, {}, vid, jobs, progress, early_notes)
     # 3. analysis
     wf_files = [vdir / w for w in lock["workflows"] if (vdir / w).is_file()]
     new_wf = [Path(w) for w in workflows]
@@ -176,11 +205,16 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if name not in lock["nodes"] and p["active"]:
             need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
     if need:
-        _add_nodes(lock, need, attributed, vid, jobs, progress)
-    for name, classes in attributed.items():  # classes a locked node was found to provide
+        _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes)
+    probs = []
+    for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
         n = lock["nodes"].get(name)
-        if n is not None and not set(classes) <= set(n.get("provides", [])):
-            n["provides"] = sorted(set(n.get("provides", [])) | set(classes))
+        if n is not None and name not in need and not set(classes) <= set(n.get("provides", [])):
+            provides, bad = verified_provides(name, n["locked"], classes, early_notes)
+            probs += bad
+            n["provides"] = sorted(set(n.get("provides", [])) | set(provides))
+    if probs:
+        raise LockProblems(vid, probs)
     # 5. models (again, now that custom loaders are scanned)
     nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
     rep = analyze.report(parsed, nm, inputs, mgr)
@@ -223,7 +257,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if rel not in lock["workflows"]:
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
-    notes = list(rep.notes)
+    notes = list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]
     if python:
         pyproject, reqs, pynotes = pylock.generate(lock)
         notes += pynotes
@@ -250,5 +284,11 @@ def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.R
         core = nodemap.scan_tree(comfyui, core=True)
         nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core
     else:
-        nm, inputs = nodemap.NodeMap(manager_data=mgr, registry=registry), {}
+        rev, core = nodemap.newest_cached_core()
+        nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core or {}
+        rep = analyze.report(wfs, nm, inputs, mgr)
+        rep.notes.append(f"core classes from the newest cached ComfyUI scan ({rev[:12]}); --version ID or --comfyui DIR "
+                         "checks against a specific core" if rev else "no ComfyUI core scan is cached: core classes "
+                         "come from the workflow's cnr_id and ComfyUI-Manager; --version ID or --comfyui DIR scans one")
+        return rep
     return analyze.report(wfs, nm, inputs, mgr)

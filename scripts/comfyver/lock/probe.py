@@ -26,6 +26,7 @@ from pathlib import Path
 from comfyver.base import project
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
+from comfyver.lock import versions
 
 PROBE_VERSION = 1
 TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
@@ -92,7 +93,7 @@ def for_version(lock: dict, uv_lock: bytes, tree: Path, *, refresh: bool = False
     python = tree / ".venv" / "bin" / "python"
     if not python.exists():
         raise ComfyverError(f"probe of version {lock['id']}: {tree} has no .venv",
-                            hint=f"realize it first: comfyver realize {lock['id']} --no-models")
+                            hint=f"realize it first: comfyver realize {lock['id']}")
     packs = [tree / "custom_nodes" / name for name in sorted(lock.get("nodes", {}))]
     result = run(tree, packs, str(python))
     result["key"] = cache_key(lock, uv_lock)
@@ -109,3 +110,41 @@ def pack_classes(result: dict) -> dict[str, list[str]]:
 def model_inputs(result: dict) -> dict[str, list[tuple[str, str]]]:
     """class -> [(input, folder)] as analyze.model_uses takes it."""
     return {c: [tuple(x) for x in info["model_inputs"]] for c, info in result["classes"].items()}
+
+
+def compare(lock: dict, result: dict) -> list[dict]:
+    """What the lock records against what ComfyUI registered: a pack that failed to import, a class in
+    `provides` that is not registered at runtime, a class registered but missing from `provides`."""
+    out = []
+    for name, n in sorted(lock.get("nodes", {}).items()):
+        p = result["packs"].get(name)
+        at = n["locked"].get("rev") or n["locked"].get("hash")
+        if p is None:
+            out.append({"node": name, "kind": "not-loaded", "detail": "ComfyUI did not try to load it"})
+            continue
+        if not p["ok"]:
+            out.append({"node": name, "kind": "import-failed", "detail": f"at {at}: {p['error']}"})
+            continue
+        missing = sorted(set(n.get("provides", [])) - set(p["classes"]))
+        extra = sorted(set(p["classes"]) - set(n.get("provides", [])))
+        if missing:
+            out.append({"node": name, "kind": "not-registered", "detail": ", ".join(missing)})
+        if extra:
+            out.append({"node": name, "kind": "unrecorded", "detail": f"{len(extra)} class(es): {', '.join(extra[:8])}"
+                        + (" ..." if len(extra) > 8 else "")})
+    return out
+
+
+@versions.one_writer()
+def record(root: Path, vid: str, result: dict) -> list[str]:
+    """Set each node's `provides` to the classes the probe saw it register (packs that imported); return them."""
+    lock = versions.load(root, vid)
+    changed = []
+    for name, n in lock.get("nodes", {}).items():
+        p = result["packs"].get(name)
+        if p and p["ok"] and sorted(p["classes"]) != n.get("provides"):
+            n["provides"] = sorted(p["classes"])
+            changed.append(name)
+    if changed:
+        versions.save(root, vid, lock)
+    return changed

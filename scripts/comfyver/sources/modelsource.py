@@ -31,6 +31,18 @@ CIVITAI_RE = re.compile(r"^civitai://(?:(?P<vid>\d+)|sha256/(?P<hash>[0-9A-Fa-f]
 SCHEMES = ("hf", "civitai", "https", "http", "file", "gs")
 
 
+def hf_path_for_url(url: str) -> str | None:
+    """`https://huggingface.co/<owner>/<repo>/resolve|blob/<ref>/<path>` (the HF endpoint's host) as
+    `hf://<owner>/<repo>@<ref>/<path>`: locked to a commit with the LFS oid as sha256, no download."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or parts.netloc != urlsplit(web.hf_endpoint()).netloc or parts.username:
+        return None
+    m = re.fullmatch(r"/([A-Za-z0-9][\w.-]*)/([\w.-]+)/(?:resolve|blob)/([^/]+)/(.+)", unquote(parts.path))
+    if not m or m.group(1) in ("datasets", "spaces", "api"):
+        return None
+    return f"hf://{m.group(1)}/{m.group(2)}@{m.group(3)}/{m.group(4)}"
+
+
 def check_source(url: str, what: str) -> str:
     web.check_scheme(url, SCHEMES, what)
     if url.startswith("hf://") and not HF_RE.match(url):

@@ -124,7 +124,9 @@ def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
 
 
 def parse_model_source(src: str, sha256: str | None = None) -> dict:
+    """A model source as the lock's `original`; a Hugging Face file URL becomes its hf:// path."""
     modelsource.check_source(src, src)
+    src = modelsource.hf_path_for_url(src) or src
     original = {"url": src}
     if sha256:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):

@@ -1,0 +1,179 @@
+"""What comfyver knows about node packs, measured on the real corpus (../shared/data/node-packs): the runtime
+probe (ComfyUI 0.3.75's own node loading on the CPU) against the static scanner, and no model dropped silently
+from the packs' own example workflows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from comfyver.lock import analyze, nodemap, nodescan, probe
+from comfyver.sources import resolve
+
+from tests.support import comfyui, nodepacks
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return {p["name"]: (p, nodepacks.checkout(p)) for p in nodepacks.packs()}
+
+
+@pytest.fixture(scope="module")
+def probed(corpus):
+    return probe.run(comfyui.source(), [d for _, d in corpus.values()])
+
+
+def test_probe_loads_the_real_packs_and_sees_their_folders(probed, corpus):
+    ok = {n for n, p in probed["packs"].items() if p["ok"]}
+    # the packs whose Python needs the test environment has (pyproject [test]) all import
+    assert {"masquerade-nodes-comfyui-432cb4d146a3", "ComfyUI-Easy-Use-b5e31ef12ad9", "comfy_mtb-7fb27804e17f",
+            "was-node-suite-comfyui-6c3fed70655b", "comfyui-inpaint-nodes-b32f293d3f3e"} <= ok
+    # a pack built for a newer core fails, and says why
+    ltx = probed["packs"]["ComfyUI-LTXVideo-cd5d371518af"]
+    assert not ltx["ok"] and "comfy.ldm.lightricks" in ltx["error"]
+    assert len(probed["packs"]["comfy_mtb-7fb27804e17f"]["classes"]) > 50  # names computed by a helper
+    folders = {f for c in probed["classes"].values() for _, f in c["model_inputs"]}
+    assert {"checkpoints", "loras", "inpaint", "text_encoders"} <= folders
+    assert probed["classes"]["CheckpointLoaderSimple"]["model_inputs"] == [["ckpt_name", "checkpoints"]]
+
+
+def test_static_scan_matches_the_probe_or_says_what_it_missed(probed, corpus):
+    """Recall of classes and model-input folders, static vs probe, on every pack that imports."""
+    core = probe.model_inputs({"classes": {c: v for c, v in probed["classes"].items() if v["pack"] == "comfy-core"}})
+    found = total = inputs_found = inputs_total = 0
+    for name, (pack, tree) in corpus.items():
+        p = probed["packs"][tree.name]
+        if not p["ok"]:
+            continue
+        scan = nodemap.scan_tree_full(tree)
+        nodescan.resolve_inherited(scan.classes, scan.inherits, core)
+        missing = set(p["classes"]) - set(scan.classes)
+        if missing:  # never silent: the scan names the registration it could not follow
+            assert scan.unfollowed, (name, sorted(missing)[:5])
+        found += len(set(p["classes"]) & set(scan.classes))
+        total += len(p["classes"])
+        for c in p["classes"]:
+            want = [tuple(x) for x in probed["classes"][c]["model_inputs"]]
+            got = set(scan.classes.get(c, []))
+            inputs_total += len(want)
+            inputs_found += sum(1 for w in want if w in got)
+    assert total > 600 and found / total >= 0.85
+    assert inputs_total > 150 and inputs_found / inputs_total >= 0.95
+
+
+def test_no_model_of_an_example_workflow_is_dropped(corpus, probed):
+    """Every widget value that looks like a model file, in every example workflow of the corpus, is in the
+    report's models (with a folder, or as '?/<name>' that lock turns into a problem with its fix)."""
+    inputs = probe.model_inputs(probed)
+    checked = 0
+    for name, (pack, tree) in corpus.items():
+        for w in pack["example_workflows"]:
+            wf = analyze.load(tree / (w["path"] if isinstance(w, dict) else w))
+            rep = analyze.report([wf], nodemap.NodeMap(core_classes={}, manager_data=nodemap.ManagerData()), inputs)
+            names = {m["name"] for m in rep.models.values()}
+            for u in wf.nodes:
+                for v in list(u.named.values()) + u.positional:
+                    if analyze._looks_like_model(v) and not u.virtual:
+                        checked += 1
+                        assert v.replace("\\", "/") in names, (w, u.class_type, v)
+    assert checked > 50
+
+
+def test_a_scanned_class_with_no_known_input_still_reports_its_model_file():
+    wf = analyze.parse({"nodes": [{"id": 1, "type": "OddLoader", "mode": 0,
+                                   "widgets_values": ["weird_model.safetensors", "None", 3]}]}, "wf.json")
+    uses = analyze.model_uses(wf, {"OddLoader": []})
+    assert [(u.folder, u.name) for u in uses] == [(None, "weird_model.safetensors")]
+    # a known model input's "None" is not a file
+    wf = analyze.parse({"x": {"class_type": "LoraStack", "inputs": {"lora_1_name": "a.safetensors",
+                                                                    "lora_2_name": "None"}}}, "api.json")
+    uses = analyze.model_uses(wf, {"LoraStack": [("lora_1_name", "loras"), ("lora_2_name", "loras")]})
+    assert [(u.folder, u.name) for u in uses] == [("loras", "a.safetensors")]
+
+
+def test_scanner_follows_variables_loops_helpers_and_bases():
+    files = {
+        "__init__.py": "from .sub import NODE_CLASS_MAPPINGS as SUB\nfrom .sub import Loader\n"
+                       "NODE_CLASS_MAPPINGS = {**SUB, 'Wrapped': Loader}\n",
+        "sub.py": (
+            "import folder_paths\n"
+            "CACHED = folder_paths.get_filename_list('unet_gguf')\n"
+            "def loras():\n    return ['None'] + folder_paths.get_filename_list('loras')\n"
+            "class Loader:\n"
+            "    @classmethod\n"
+            "    def INPUT_TYPES(s):\n"
+            "        names = [x for x in folder_paths.get_filename_list('clip') if x.endswith('.gguf')]\n"
+            "        inputs = {'required': {'clip_name': (names,), 'unet_name': (CACHED,)}, 'optional': {}}\n"
+            "        for i in range(1, 3):\n"
+            "            inputs['optional'][f'lora_{i}'] = (loras(), {'default': 'None'})\n"
+            "        return inputs\n"
+            "class MyCkpt(CheckpointLoaderSimple):\n    pass\n"
+            "NODE_CLASS_MAPPINGS = {'GGUFLoader': Loader, 'MyCkpt': MyCkpt}\n"),
+        "late.py": "NODE_CLASS_MAPPINGS[label(x)] = x\n",
+    }
+    scan = nodescan.scan(files)
+    assert scan.classes["GGUFLoader"] == [("clip_name", "text_encoders"), ("unet_name", "unet_gguf"),
+                                          ("lora_1", "loras"), ("lora_2", "loras")]
+    assert scan.classes["Wrapped"] == scan.classes["GGUFLoader"]
+    assert scan.inherits["MyCkpt"] == ["CheckpointLoaderSimple"]
+    nodescan.resolve_inherited(scan.classes, scan.inherits, {"CheckpointLoaderSimple": [("ckpt_name", "checkpoints")]})
+    assert scan.classes["MyCkpt"] == [("ckpt_name", "checkpoints")]
+    assert scan.unfollowed == ["late.py:1: NODE_CLASS_MAPPINGS[label(x)]"]
+
+
+def test_manager_models_are_matched_by_name_and_folder(tmp_path):
+    (tmp_path / "model-list.json").write_text(json.dumps({"models": [
+        {"filename": "diffusion_pytorch_model.safetensors", "save_path": "controlnet/SDXL", "type": "controlnet",
+         "url": "https://example.org/cn.safetensors"},
+        {"filename": "diffusion_pytorch_model.safetensors", "save_path": "diffusion_models/Kolors",
+         "type": "diffusion_model", "url": "https://example.org/kolors.safetensors"},
+        {"filename": "same.safetensors", "save_path": "default", "type": "lora", "url": "https://example.org/a"},
+        {"filename": "same.safetensors", "save_path": "loras", "type": "lora", "url": "https://example.org/b"},
+    ]}))
+    mgr = nodemap.ManagerData.load(tmp_path)
+    assert [e["url"] for e in mgr.model_sources("diffusion_pytorch_model.safetensors", "diffusion_models")] == \
+        ["https://example.org/kolors.safetensors"]
+    assert mgr.model_sources("diffusion_pytorch_model.safetensors", "loras") == []
+    assert len(mgr.model_sources("same.safetensors", "loras")) == 2  # ambiguous: lock lists both
+    wf = analyze.parse({"a": {"class_type": "UNETLoader", "inputs": {"unet_name": "diffusion_pytorch_model.safetensors"}},
+                        "b": {"class_type": "LoraLoader", "inputs": {"lora_name": "same.safetensors"}}}, "w.json")
+    rep = analyze.report([wf], nodemap.NodeMap(core_classes={}, manager_data=mgr), {}, mgr)
+    assert rep.models["diffusion_models/diffusion_pytorch_model.safetensors"]["url"] == "https://example.org/kolors.safetensors"
+    assert "url" not in rep.models["loras/same.safetensors"] and len(rep.models["loras/same.safetensors"]["candidates"]) == 2
+
+
+def test_missing_manager_data_is_said_once(tmp_path):
+    mgr = nodemap.ManagerData.load(tmp_path / "nothing-here")
+    wf = analyze.parse({"a": {"class_type": "KSampler", "inputs": {}}}, "w.json")
+    rep = analyze.report([wf], nodemap.NodeMap(core_classes={"KSampler": []}, manager_data=mgr), {}, mgr)
+    assert sum("no ComfyUI-Manager data" in n for n in rep.notes) == 1
+
+
+@pytest.mark.parametrize("url, want", [
+    ("https://huggingface.co/Kwai-Kolors/Kolors/resolve/main/unet/diffusion_pytorch_model.fp16.safetensors",
+     "hf://Kwai-Kolors/Kolors@main/unet/diffusion_pytorch_model.fp16.safetensors"),
+    ("https://huggingface.co/o/r/blob/0123abc/a%20b.safetensors?download=true", "hf://o/r@0123abc/a b.safetensors"),
+    ("https://huggingface.co/datasets/o/r/resolve/main/x.bin", None),
+    ("https://example.org/o/r/resolve/main/x.bin", None),
+])
+def test_hugging_face_file_urls_become_hf_paths(url, want):
+    assert resolve.parse_model_source(url)["url"] == (want or url)
+
+
+def test_plain_analyze_uses_the_newest_cached_core(tmp_path, monkeypatch):
+    """`comfyver analyze wf.json` (no --version) knows core classes and their folders from a cached core scan."""
+    from comfyver.base import project
+    from comfyver.base.fsutil import atomic_write_json
+    from comfyver.lock import pipeline
+
+    monkeypatch.setenv("COMFYVER_CACHE", str(tmp_path / "cache"))
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "CheckpointLoaderSimple", "mode": 0,
+                                         "widgets_values": ["sd15.safetensors"]}]}))
+    rep = pipeline.analyze_workflows([wf], registry=False)
+    assert any("no ComfyUI core scan is cached" in n for n in rep.notes)
+    scan = nodescan.scan({"nodes.py": (comfyui.source() / "nodes.py").read_text()})
+    atomic_write_json(project.cache_dir() / "nodescan" / f"core-{'a' * 40}-v{nodemap.SCAN_VERSION}.json", scan.to_json())
+    rep = pipeline.analyze_workflows([wf], registry=False)
+    assert rep.core == ["CheckpointLoaderSimple"] and "checkpoints/sd15.safetensors" in rep.models
+    assert any("newest cached ComfyUI scan (aaaaaaaaaaaa)" in n for n in rep.notes)
