@@ -143,6 +143,10 @@ def test_lock_end_to_end(env, capsys):
     rc, out, err = run(capsys, *base_args(env), "--choose", "SharedText=comfyui-b",
                        "--model", f"sams/sam_b.pth={sam_url}")
     assert rc == 0, out + err
+    # it says what it placed where, and why
+    placed = {m["model"]: m for m in json.loads(out)["placed"]}
+    assert placed["sams/sam_b.pth"]["source"] == "--model" and placed["sams/sam_b.pth"]["url"] == sam_url
+    assert any("LoraLoader.lora_name" in u for u in placed["loras/detail.safetensors"]["used_by"])
     vdir = env.root / "versions" / "demo"
     lock = lockfile.read(vdir / "version.json")
     assert lock["choices"] == {"SharedText": "comfyui-b"}

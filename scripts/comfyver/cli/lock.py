@@ -57,6 +57,9 @@ def run(args) -> int:
     else:
         print(f"locked version {out['version']}: {len(out['nodes'])} node(s), {len(out['models'])} model(s), "
               f"{len(out['workflows'])} workflow(s)" + (", uv.lock written" if out["uv_lock"] else ""))
+        for m in out["placed"]:  # what went where, and why
+            print(f"model {m['model']}: from {m['url']} ({m['source']}); used by {', '.join(m['used_by'][:3])}"
+                  + (" ..." if len(m["used_by"]) > 3 else ""))
         for n in out["notes"]:
             print(f"note: {n}")
     return 0

@@ -269,7 +269,9 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     versions.save(root, vid, lock)
     return {"version": vid, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
             "workflows": lock["workflows"], "added_nodes": sorted(set(need) | set(explicit)),
-            "added_models": sorted(originals), "python": lock["python"], "uv_lock": bool(python), "notes": notes}
+            "added_models": sorted(originals), "python": lock["python"], "uv_lock": bool(python), "notes": notes,
+            "placed": [{"model": k, "folder": m["folder"], "source": m.get("source"), "url": web.redact(m["url"]),
+                        "used_by": m["used_by"]} for k, m in sorted(rep.models.items()) if k in originals]}
 
 
 def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.Report:
