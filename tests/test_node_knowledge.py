@@ -177,3 +177,37 @@ def test_plain_analyze_uses_the_newest_cached_core(tmp_path, monkeypatch):
     rep = pipeline.analyze_workflows([wf], registry=False)
     assert rep.core == ["CheckpointLoaderSimple"] and "checkpoints/sd15.safetensors" in rep.models
     assert any("newest cached ComfyUI scan (aaaaaaaaaaaa)" in n for n in rep.notes)
+
+
+def _real_report(corpus, pack_name, workflow):
+    pack, tree = corpus[pack_name]
+    wf = analyze.load(tree / workflow)
+    core = nodemap.scan_tree(comfyui.source(), core=True)
+    mgr = nodemap.manager()
+    return analyze.report([wf], nodemap.NodeMap(core_classes=core, manager_data=mgr), core, mgr)
+
+
+@pytest.mark.parametrize("pack_name, workflow, cls, pick", [
+    ("masquerade-nodes-comfyui", "tests/general_tests.json", "Blur", "masquerade-nodes-comfyui"),  # coverage
+    ("ComfyUI_InstantID", "examples/InstantID_basic.json", "ApplyInstantID", "comfyui_instantid"),  # owner's name
+    ("x-flux-comfyui", "workflows/lora_workflow.json", "FluxLoraLoader", "x-flux-comfyui"),  # coverage
+])
+def test_ambiguous_classes_of_real_workflows_are_settled_by_their_evidence(corpus, pack_name, workflow, cls, pick):
+    """With ComfyUI-Manager's real node map these classes have 2-3 providers; the workflow's other classes or
+    the class's own name decide, and the evidence is shown."""
+    rep = _real_report(corpus, pack_name, workflow)
+    assert cls not in rep.ambiguous
+    assert cls in rep.packs[pick]["classes"] and rep.packs[pick]["evidence"][cls]
+    assert any(n.startswith(f"class {cls}: picked {pick} among") for n in rep.notes)
+
+
+def test_a_bundle_listing_does_not_beat_the_owners_name_pattern():
+    mgr = nodemap.ManagerData()
+    mgr.exact = {"Seed (rgthree)": ["https://github.com/someone/bundle-pack"]}
+    mgr.patterns = [(__import__("re").compile(r" \(rgthree\)$"), "https://github.com/rgthree/rgthree-comfy")]
+    r = nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("Seed (rgthree)")
+    assert r.status == "pack" and r.pack.name == "rgthree-comfy" and "owner" in r.why
+    # and --choose accepts either candidate shown, the pattern owner included
+    for name in ("rgthree-comfy", "bundle-pack"):
+        r = nodemap.NodeMap(core_classes={}, manager_data=mgr, choices={"Seed (rgthree)": name}).decide("Seed (rgthree)")
+        assert r.status == "pack" and r.pack.name == name and r.pack.url

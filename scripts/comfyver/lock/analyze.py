@@ -340,6 +340,31 @@ class Report:
         }
 
 
+def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dict, notes: list) -> None:
+    """Classes several packs provide, decided by the workflows' own evidence where it is decisive
+    (nodemap.pick_by_evidence); the evidence goes into the pack's `evidence` and the notes."""
+    from comfyver.lock import nodemap as nodemap_mod
+
+    mgr = getattr(nm, "mgr", None)
+    if mgr is None:
+        return
+    used = {u.class_type for wf in workflows for u in wf.nodes if u.mode not in ("muted", "bypassed")}
+    for c in list(ambiguous):
+        decided = {nodemap_mod.norm_url(p["url"]) for p in packs.values() if p.get("url") and p["active"]}
+        url, why = nodemap_mod.pick_by_evidence(c, ambiguous[c]["candidates"], used, decided, mgr)
+        if url is None:
+            ambiguous[c]["why"] += f" ({why})"
+            continue
+        e = ambiguous.pop(c)
+        p = nm._url_pack(url)
+        cur = packs.setdefault(p.name, {"name": p.name, "url": p.url, "registry_id": None, "version": None,
+                                        "via": "evidence", "classes": [], "active": False})
+        cur["classes"].append(c)
+        cur["active"] = cur["active"] or e["active"]
+        cur.setdefault("evidence", {})[c] = why
+        notes.append(f"class {c}: picked {p.name} among {len(e['candidates'])} candidates: {why}")
+
+
 def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
     core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
@@ -371,6 +396,7 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                 if wf.path not in e["workflows"]:
                     e["workflows"].append(wf.path)
                 e["active"] = e["active"] or active
+    _settle_ambiguous(workflows, nodemap, packs, ambiguous, notes)
     models: dict[str, dict] = {}
     for wf in workflows:
         srcs = {}

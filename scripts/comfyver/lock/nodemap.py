@@ -37,7 +37,7 @@ from comfyver.lock import nodescan, probe
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 5
+SCAN_VERSION = 6
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -201,6 +201,10 @@ class ManagerData:
     models: dict[str, list[dict]] = field(default_factory=dict)      # file name -> model-list entries
     basenames: dict[str, list[str]] = field(default_factory=dict)    # lower repo name -> [repo url]
     found: bool = False                                              # any data was read
+    by_url: dict[str, set] = field(default_factory=dict)             # repo url -> classes it lists
+
+    def pattern_owners(self, class_type: str) -> list[str]:
+        return sorted({u for rx, u in self.patterns if rx.search(class_type)})
 
     def url_for_id(self, registry_id: str) -> str | None:
         """The repository of a registry id: the node list's id, else a unique repo of that name."""
@@ -220,6 +224,7 @@ class ManagerData:
             names, meta = entry
             for n in names or []:
                 m.exact.setdefault(n, []).append(url)
+                m.by_url.setdefault(url, set()).add(n)
             meta = meta if isinstance(meta, dict) else {}
             for n in meta.get("preemptions") or []:
                 m.preempt.setdefault(n, []).append(url)
@@ -372,7 +377,8 @@ class NodeMap:
         if class_type in self.choices:
             name = self.choices[class_type]
             url = self.locked_urls.get(name) or next(
-                (u for u in self.mgr.exact.get(class_type, []) if pack_name_for_url(u) == name), None)
+                (u for u in self.mgr.exact.get(class_type, []) + self.mgr.pattern_owners(class_type)
+                 if pack_name_for_url(u) == name), None)
             if url is None and name not in self.locked_urls:
                 return ClassResult(class_type, "unresolved", "choice",
                                    why=f"the choice {name!r} is neither a locked node nor a known provider of it")
@@ -413,6 +419,12 @@ class NodeMap:
             return ClassResult(class_type, "ambiguous", "manager",
                                candidates=[self._url_pack(u).name + " " + u for u in urls],
                                why=f"{len(urls)} packs in ComfyUI-Manager's node map provide it")
+        owners = [u for u in self.mgr.pattern_owners(class_type) if norm_url(u) not in CORE_URLS]
+        if len(urls) == 1 and len(owners) == 1 and norm_url(owners[0]) != norm_url(urls[0]):
+            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(owners[0]),
+                               candidates=[self._url_pack(u).name + " " + u for u in urls + owners],
+                               why=f"its name matches the pattern of {owners[0]} (the owner), although "
+                                   f"{urls[0]} also lists it (a bundle)")
         if len(urls) == 1:
             return ClassResult(class_type, "pack", "manager", self._url_pack(urls[0]))
         pats = [u for rx, u in self.mgr.patterns if rx.search(class_type)]
@@ -434,6 +446,39 @@ class NodeMap:
                 return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]))
         where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
         return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
+
+
+def _core_name(url: str) -> str:
+    """A repository name without the words every pack carries: `ComfyUI_InstantID` -> `instantid`."""
+    n = pack_name_for_url(url)
+    for w in ("comfyui", "comfy", "custom", "nodes", "node", "suite", "pack"):
+        n = n.replace(w, "")
+    return re.sub(r"[^a-z0-9]", "", n)
+
+
+def pick_by_evidence(class_type: str, candidates: list[str], used: set[str], decided: set[str],
+                     mgr: ManagerData) -> tuple[str | None, str]:
+    """Break a tie between packs (`candidates`: "name url" strings) with what the workflows show: a pack
+    already decided for another class of them; the pack whose name is in the class's name (the owner, not a
+    bundle that copies it); the pack that provides most of the workflows' classes. Returns (url, evidence)
+    when one candidate wins outright, else (None, what was weighed)."""
+    urls = [c.split(" ", 1)[1] for c in candidates if " " in c]
+    if len(urls) < 2:
+        return None, "no candidates with repositories to weigh"
+    already = [u for u in urls if norm_url(u) in decided]
+    if len(already) == 1:
+        return already[0], f"{pack_name_for_url(already[0])} is already used for other classes of these workflows"
+    owners = [u for u in urls if len(_core_name(u)) >= 4 and _core_name(u) in re.sub(r"[^a-z0-9]", "", class_type.lower())]
+    if len(owners) == 1:
+        return owners[0], f"its name carries the pack's name ({pack_name_for_url(owners[0])}: the owner)"
+    cover = {u: len(mgr.by_url.get(u, set()) & used) for u in urls}
+    best = max(cover.values())
+    top = [u for u, n in cover.items() if n == best]
+    if len(top) == 1 and best > 1:
+        others = ", ".join(f"{pack_name_for_url(u)} {n}" for u, n in sorted(cover.items(), key=lambda x: -x[1])[1:])
+        return top[0], (f"{pack_name_for_url(top[0])} provides {best} of the workflows' classes "
+                        f"(others: {others})")
+    return None, "coverage " + ", ".join(f"{pack_name_for_url(u)} {n}" for u, n in cover.items())
 
 
 def load_overrides(path: Path) -> dict[str, Pack]:

@@ -11,7 +11,7 @@ A registration with a key or value it cannot read (a helper-computed name, a com
 `unfollowed` (file:line and the source), never silently dropped.
 
 Model inputs: an input whose options evaluate to `folder_paths.get_filename_list("<folder>")`, followed
-through `["None"] + X`, comprehensions over X, `sorted(X)`/`list(X)`, local and module variables holding X,
+through `["None"] + X`, comprehensions over X, `sorted(X)`/`list(X)`/`wrapper(X)`, local and module variables holding X,
 helper methods and module functions returning X, and `for i in range(a, b)` loops that add f-string named
 inputs. ComfyUI's legacy names are mapped as its folder_paths.map_legacy does (`clip` -> `text_encoders`,
 `unet` -> `diffusion_models`). A class with no model inputs of its own inherits its base classes' (by name;
@@ -104,10 +104,10 @@ class _Eval:
             if fname == "get_filename_list":
                 arg = node.args[0] if node.args else None
                 return _folder(arg.value) if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
-            if fname in ("sorted", "list", "tuple", "filter", "set") and node.args:
-                return next((f for f in map(self.folder, node.args) if f), None)
             fn = self._callee(node.func)
-            return self.returns(fn) if fn is not None else None
+            found = self.returns(fn) if fn is not None else None
+            # sorted(X), list(X), a pack's own wrapper (cleanprint(X)): the list passed through
+            return found or next((f for f in map(self.folder, node.args) if f), None)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             return self.folder(node.left) or self.folder(node.right)
         if isinstance(node, (ast.ListComp, ast.GeneratorExp, ast.SetComp)):
