@@ -213,3 +213,21 @@ def test_every_template_workflow(nm, core):
     # (yolox_l.onnx, sam2_...): their folders are known only once those packs are locked and scanned
     assert complete >= 187, incomplete
     assert set(incomplete) <= {"video_wan2_2_14B_animate.json"}, incomplete
+
+
+def test_an_unreachable_registry_is_asked_once_per_run(monkeypatch):
+    """Registry down: the first class waits for the retries, the others fail at once with the same clear error."""
+    import time
+
+    from comfyver.base.errors import ComfyverError
+
+    monkeypatch.setenv("COMFY_REGISTRY_URL", "http://127.0.0.1:9")
+    t = time.monotonic()
+    with pytest.raises(ComfyverError, match="cannot be reached"):
+        nodemap.registry_lookup("ClassOne")
+    first = time.monotonic() - t
+    t = time.monotonic()
+    for c in ("ClassTwo", "ClassThree", "ClassFour"):
+        with pytest.raises(ComfyverError, match=r"Comfy Registry at http://127.0.0.1:9 cannot be reached \(no connection"):
+            nodemap.registry_lookup(c)
+    assert time.monotonic() - t < first / 4

@@ -368,3 +368,46 @@ def test_a_class_the_pinned_pack_does_not_register_is_a_problem(env, capsys, tmp
     probs = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
     assert "does not register 'NotInB'" in probs["class NotInB"] and "comfyui-b at " in probs["class NotInB"]
     assert not (vdir / "version.json").exists()
+
+
+def _github_alias(env, monkeypatch, owner_repo: str, work: Path) -> None:
+    """Serve the work repo as https://github.com/<owner_repo> through git's insteadOf, as a user's GitHub would be."""
+    env.git_server.publish(work, owner_repo)
+    (env.git_server.root / owner_repo).symlink_to(Path(owner_repo).name + ".git")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.http://127.0.0.1:{env.git_server.port}/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
+
+
+def test_a_saved_commit_the_repository_lost_falls_back_to_its_newest(env, capsys, tmp_path, monkeypatch):
+    """The workflow saved the pack at a commit the repository no longer has (force-pushed): one lock still
+    works, on the newest commit, and says so; a ref the user gave never falls back."""
+    _github_alias(env, monkeypatch, "someone/ComfyUI-B", tmp_path / "ComfyUI-B")
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "SharedText", "mode": 0, "widgets_values": ["x"],
+                                         "properties": {"aux_id": "someone/ComfyUI-B", "ver": "0" * 40}}]}))
+    rc, out, err = run(capsys, "lock", "saved", "--workflow", str(wf), "--comfyui-url", env.core,
+                       "--offline-registry", "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert any("saved it at " + "0" * 40 in n and "locked its newest instead" in n for n in res["notes"])
+    node = lockfile.read(env.root / "versions" / "saved" / "version.json")["nodes"]["comfyui-b"]
+    assert node["original"] == {"type": "git", "url": "https://github.com/someone/ComfyUI-B"}
+    rc, out, _ = run(capsys, "lock", "given", "--workflow", str(wf), "--comfyui-url", env.core, "--node",
+                     "https://github.com/someone/ComfyUI-B@" + "0" * 40, "--offline-registry", "--no-python", "--json")
+    assert rc == 1 and "nodes.comfyui-b" in out
+
+
+def test_registry_down_falls_back_to_the_packs_git_repository(env, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMFY_REGISTRY_URL", "http://127.0.0.1:9")
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "custom-node-list.json").write_text(json.dumps({"custom_nodes": [{"id": "pack-b", "reference": env.pack_b}]}))
+    nodemap.manager.cache_clear()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "SharedText", "mode": 0, "widgets_values": ["x"],
+                                         "properties": {"cnr_id": "pack-b", "ver": "1.2.0"}}]}))
+    rc, out, err = run(capsys, "lock", "reg", "--workflow", str(wf), "--comfyui-url", env.core, "--no-python", "--json")
+    assert rc == 0, out + err
+    assert any("Comfy Registry could not give pack-b@1.2.0" in n and env.pack_b in n for n in json.loads(out)["notes"])
+    node = lockfile.read(env.root / "versions" / "reg" / "version.json")["nodes"]["pack-b"]
+    assert node["original"]["type"] == "git" and node["locked"]["url"] == env.pack_b

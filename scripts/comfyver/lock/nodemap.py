@@ -288,14 +288,23 @@ def manager(where: str | None = None) -> ManagerData:
 # ---------------------------------------------------------------- Comfy Registry
 
 _registry_cache: dict[str, dict | None] = {}
+_registry_down: list[ComfyverError] = []  # set by the first lookup that could not reach the registry
 
 
 def registry_lookup(class_name: str) -> dict | None:
     """`GET /comfy-nodes/{name}/node` -> {"id", "repository"} of the pack, None if unknown (404)."""
     if class_name in _registry_cache:
         return _registry_cache[class_name]
+    if _registry_down:  # asked once already and it could not be reached: do not wait again per class
+        raise _registry_down[0]
     url = f"{web.registry_endpoint()}/comfy-nodes/{quote(class_name, safe='')}/node"
-    status, data = web.get_json(url, what=f"node class {class_name!r}", allow=(404,))
+    try:
+        status, data = web.get_json(url, what=f"node class {class_name!r}", allow=(404,))
+    except web.TransientError as exc:
+        reason = "no connection" if "cannot reach" in exc.message else exc.message.rsplit(": ", 1)[-1][:80]
+        _registry_down.append(ComfyverError(f"the Comfy Registry at {web.registry_endpoint()} cannot be reached "
+                                            f"({reason}; asked once for this run)"))
+        raise _registry_down[0] from None
     found = None
     if status == 200 and isinstance(data, dict) and data.get("id"):
         found = {"id": str(data["id"]), "repository": data.get("repository") or None}

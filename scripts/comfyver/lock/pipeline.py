@@ -128,10 +128,41 @@ def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str])
     return sorted(provides), probs
 
 
+def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: set[str],
+               mgr: nodemap.ManagerData | None) -> dict[str, tuple[nodemap.Pack, str]]:
+    """Second choices for packs that failed to resolve: a version the workflow saved that the repository no
+    longer has -> its newest; the Comfy Registry unreachable (or without that version) -> the pack's git
+    repository from ComfyUI-Manager's list. Never for versions the user gave."""
+    out = {}
+    for key, why in failures.items():
+        name = key.removeprefix("nodes.")
+        p = packs.get(name)
+        if p is None:
+            continue
+        if p.url and p.version and name in saved:
+            out[name] = (nodemap.Pack(p.name, p.url), f"node {name}: the workflow saved it at {p.version}, which "
+                         f"{p.url} does not have ({why[:160]}); locked its newest instead (pin with --node {p.url}@<ref>)")
+        elif not p.url and p.registry_id and mgr is not None and (url := mgr.url_for_id(p.registry_id)):
+            out[name] = (nodemap.Pack(p.name, url), f"node {name}: the Comfy Registry could not give "
+                         f"{p.registry_id}@{p.version or 'latest'} ({why[:160]}); locked its git repository {url} "
+                         "(newest) instead, from ComfyUI-Manager's list")
+    return out
+
+
 def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]], vid: str,
-               jobs: int, progress: bool, notes: list[str]) -> None:
+               jobs: int, progress: bool, notes: list[str], saved: set[str] = frozenset(),
+               mgr: nodemap.ManagerData | None = None) -> None:
     items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
-    locked = _resolve_or_table(items, vid, jobs, progress)
+    try:
+        locked = resolve.lock_items(items, jobs=jobs, progress=progress)
+    except resolve.ResolveFailed as exc:
+        second = _fallbacks(packs, exc.failures, saved, mgr)
+        if set(second) != {k.removeprefix("nodes.") for k in exc.failures}:
+            locked = _resolve_or_table(items, vid, jobs, progress)  # the table of what cannot be had
+        packs = {**packs, **{n: p for n, (p, _) in second.items()}}
+        notes += [why for _, why in second.values()]
+        items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
+        locked = _resolve_or_table(items, vid, jobs, progress)
     probs = []
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
@@ -205,7 +236,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if name not in lock["nodes"] and p["active"]:
             need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
     if need:
-        _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes)
+        saved = {n for n, p in rep.packs.items() if p["version"] and p["via"] in ("aux_id", "cnr_id")}
+        _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
     probs = []
     for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
         n = lock["nodes"].get(name)
