@@ -411,3 +411,61 @@ def test_registry_down_falls_back_to_the_packs_git_repository(env, capsys, tmp_p
     assert any("Comfy Registry could not give pack-b@1.2.0" in n and env.pack_b in n for n in json.loads(out)["notes"])
     node = lockfile.read(env.root / "versions" / "reg" / "version.json")["nodes"]["pack-b"]
     assert node["original"]["type"] == "git" and node["locked"]["url"] == env.pack_b
+
+
+def test_a_model_is_pinned_without_a_download_when_sha256_and_size_are_given(env, capsys, tmp_path):
+    """Hugging Face unreachable (offline): `--model K=hf://... --sha256 H --size N` records what is known,
+    marked unverified; realize/fetch check the bytes later."""
+    sha = "ab" * 32
+    rc, out, err = run(capsys, *base_args(env, "pinned"), "--choose", "SharedText=comfyui-b",
+                       "--model", "sams/sam_b.pth=hf://someone/sam@main/sam_b.pth", "--sha256", sha, "--size", "1234")
+    assert rc == 0, out + err
+    m = lockfile.read(env.root / "versions" / "pinned" / "version.json")["models"]["sams/sam_b.pth"]
+    assert m["original"] == {"url": "hf://someone/sam@main/sam_b.pth", "sha256": sha, "size": 1234}
+    assert m["locked"] == {"url": "https://huggingface.co/someone/sam/resolve/main/sam_b.pth", "sha256": sha,
+                           "size": 1234, "unverified": True, "auth": "hf"}
+    assert not any("sam" in r["path"] for r in env.http.requests)
+    rc, _, err = run(capsys, *base_args(env, "pinned2"), "--model", "sams/x.pth=hf://a/b/x.pth", "--sha256", sha)
+    assert rc == 2 and "both --sha256 and --size" in err
+    with pytest.raises(SystemExit) as exc:  # argparse's own usage error
+        run(capsys, *base_args(env, "pinned3"), "--sha256", sha, "--model", "sams/x.pth=hf://a/b/x.pth")
+    assert exc.value.code == 2 and "after the --model it belongs to" in capsys.readouterr().err
+
+
+def test_an_unverified_pin_is_checked_when_the_bytes_arrive(env, capsys, tmp_path):
+    """models sync (as fetch/realize) downloads a pinned-without-download model and checks sha256 and size:
+    the right pin lands in the store, a wrong one is refused naming the model."""
+    url, sha = env.files["sam_b.pth"]
+    size = (env.http.files_root / "sam_b.pth").stat().st_size
+    for vid, pin_sha in (("good", sha), ("bad", "cd" * 32)):
+        rc, out, err = run(capsys, *base_args(env, vid), "--choose", "SharedText=comfyui-b",
+                           "--model", f"sams/sam_b.pth={url}", "--sha256", pin_sha, "--size", str(size))
+        assert rc == 0, out + err
+    before = len(env.http.requests)
+    assert len([r for r in env.http.requests if r["path"] == "/sam_b.pth"]) == 0  # nothing fetched at lock time
+    rc, out, err = run(capsys, "models", "sync", "good", "--to", str(tmp_path / "store"))
+    assert rc == 0, out + err
+    assert (tmp_path / "store" / "sha256" / sha).stat().st_size == size
+    rc, out, err = run(capsys, "models", "sync", "bad", "--to", str(tmp_path / "store2"))
+    assert rc == 1 and "sam_b.pth" in err + out and "sha256" in (err + out).lower()
+    assert len(env.http.requests) > before
+
+
+def test_check_and_relock_agree_with_a_folder_given_by_model(env, capsys, tmp_path):
+    """A model of a class whose scan shows no model input gets its folder from --model; `check` and a second
+    `lock` (without --model) take that decision instead of asking for the command already run."""
+    url, _ = env.files["sam_b.pth"]
+    wf = tmp_path / "odd.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "SharedText", "mode": 0, "widgets_values": ["sam_b.pth"]},
+                                        {"id": 2, "type": "KSampler", "mode": 0, "widgets_values": [1]}]}))
+    args = ["lock", "odd", "--workflow", str(wf), "--offline-registry", "--no-python", "--json",
+            "--choose", "SharedText=comfyui-b"]
+    rc, out, _ = run(capsys, *args, "--comfyui-url", env.core)
+    probs = {p["item"]: p for p in json.loads(out)["problems"]}
+    assert rc == 1 and "no folder known" in probs["model sam_b.pth"]["problem"]
+    rc, out, err = run(capsys, *args, "--comfyui-url", env.core, "--model", f"sams/sam_b.pth={url}")
+    assert rc == 0, out + err
+    rc, out, err = run(capsys, "check", "odd", "--no-python", "--json")
+    assert rc == 0, out + err
+    rc, out, err = run(capsys, *args)  # again, without --model
+    assert rc == 0 and json.loads(out)["added_models"] == [], out + err

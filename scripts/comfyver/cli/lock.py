@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -24,6 +25,10 @@ def register(sub) -> None:
                    help="add a node pack: <git-url>[@ref] or <registry-id>[@version] (repeatable)")
     p.add_argument("--model", action="append", default=[], metavar="FOLDER/NAME=SOURCE",
                    help="source for a model: hf://, civitai://, https://, gs:// or file:// URL (repeatable)")
+    p.add_argument("--sha256", action=_AfterModel, metavar="HEX",
+                   help="with --size: the sha256 of the --model just before it; pinned without a download "
+                        "(marked unverified in the lock; fetch/realize check the bytes)")
+    p.add_argument("--size", action=_AfterModel, type=int, metavar="BYTES", help="the size of the --model just before it")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
     p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
@@ -37,12 +42,25 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+class _AfterModel(argparse.Action):
+    """--sha256 / --size: recorded for the --model given just before them."""
+
+    def __call__(self, parser, ns, value, option_string=None):
+        if not ns.model:
+            parser.error(f"{option_string} {value}: give it after the --model it belongs to")
+        key = ns.model[-1].partition("=")[0]
+        pins = getattr(ns, "model_pins", None) or {}
+        pins.setdefault(key, {})[self.dest] = value
+        ns.model_pins = pins
+
+
 def run(args) -> int:
     if not args.workflow and not args.node and not args.model:
         raise UsageError("nothing to lock", hint="give --workflow FILE (and --node / --model / --choose as needed)")
     root = project.find_root()
     try:
         out = lock_version(root, args.vid, args.workflow, nodes=args.node, models=pairs(args.model, "--model"),
+                           model_pins=getattr(args, "model_pins", None) or {},
                            choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
                            comfyui_url=args.comfyui_url, torch=args.torch, python=not args.no_python,
                            registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)

@@ -365,6 +365,20 @@ def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dic
         notes.append(f"class {c}: picked {p.name} among {len(e['candidates'])} candidates: {why}")
 
 
+def settle_folders_from_lock(models: dict, locked: dict) -> None:
+    """A model whose folder the analysis cannot tell (`?/<name>`) that the lock holds under exactly one folder
+    (given once with --model) takes that folder: lock again and check agree with what lock decided."""
+    for key in [k for k in models if k.startswith("?/")]:
+        m = models[key]
+        hits = [k for k in locked if k.split("/", 1)[1] == m["name"]]
+        if len(hits) == 1:
+            folder = hits[0].split("/", 1)[0]
+            target = models.setdefault(hits[0], {**m, "folder": folder, "used_by": []})
+            target["used_by"] += [u for u in m["used_by"] if u not in target["used_by"]]
+            target["active"] = target.get("active", False) or m["active"]
+            del models[key]
+
+
 def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
     core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []

@@ -63,6 +63,7 @@ def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
     mgr = nodemap.manager()
     nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
     rep = analyze.report(wfs, nm, inputs, mgr)
+    analyze.settle_folders_from_lock(rep.models, lock["models"])
     out = []
     for c, e in rep.unresolved.items():
         if e["active"]:

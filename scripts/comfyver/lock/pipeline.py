@@ -178,11 +178,14 @@ def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str,
 
 
 @versions.one_writer()
-def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, choices=None,
+def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
                  comfyui_ref=None, comfyui_url=None, torch=None, python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all; return a summary. Raises LockProblems with the fix table."""
     vdir = project.version_dir(root, vid)
+    for key, pin in (model_pins or {}).items():
+        if "sha256" not in pin or "size" not in pin:
+            raise UsageError(f"--model {key}: give both --sha256 and --size to pin it without a download")
     if versions.exists(root, vid):
         if comfyui_ref or comfyui_url:
             raise UsageError(f"version {vid!r} exists; --comfyui-ref/--comfyui-url only apply to a new version",
@@ -262,7 +265,10 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if m.get("url") != src:
             m.pop("sha256", None)
         m.update(folder=folder, url=src, source="--model", active=True)
+        if pin := (model_pins or {}).get(key):
+            m.update(sha256=pin["sha256"].lower(), size=pin["size"])
         rep.models[key] = m
+    analyze.settle_folders_from_lock(rep.models, lock["models"])
     for key, m in rep.models.items():  # a model the version already locks needs no other source
         if "url" not in m and key in lock["models"]:
             m.update(url=lock["models"][key]["original"]["url"], source="lock")
@@ -275,7 +281,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     for key, m in rep.models.items():
         if not m["active"] and key not in given:
             continue
-        original = resolve.parse_model_source(m["url"], m.get("sha256"))
+        original = resolve.parse_model_source(m["url"], m.get("sha256"), m.get("size"))
         if key in lock["models"] and lock["models"][key]["original"] == original:
             continue
         originals[key] = original

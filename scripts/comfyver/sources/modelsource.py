@@ -171,9 +171,27 @@ def _lock_file(url: str, what: str, expect: str | None) -> dict:
     return resolvecache.put({"url": url, "sha256": sha, "size": size}, *key)
 
 
+def pinned_without_download(original: dict) -> dict:
+    """original {url, sha256, size}: what is known, recorded as is (`unverified` until fetch/realize check it)."""
+    url = original["url"]
+    if m := HF_RE.match(url):
+        url = f"{web.hf_endpoint()}/{m['repo']}/resolve/{quote(m['rev'] or 'main', safe='')}/{quote(m['path'])}"
+    elif m := CIVITAI_RE.match(url.split("?")[0]):
+        if not m["vid"]:
+            raise UsageError(f"{url}: civitai://sha256/... needs the API; pin a civitai://<modelVersionId> offline")
+        url = f"{web.civitai_endpoint()}/api/download/models/{m['vid']}"
+    locked = {"url": url, "sha256": original["sha256"], "size": original["size"], "unverified": True}
+    if auth := web.auth_kind_for(url) or ("gcs" if url.startswith("gs://") else None):
+        locked["auth"] = auth
+    return locked
+
+
 def lock(original: dict, what: str) -> dict:
-    """original {url, sha256?} -> locked {url, sha256, size, auth?}; an expected sha256 is checked."""
+    """original {url, sha256?, size?} -> locked {url, sha256, size, auth?}; an expected sha256 is checked.
+    With both sha256 and size nothing is downloaded (pinned_without_download)."""
     url = check_source(original["url"], what)
+    if original.get("sha256") and original.get("size") is not None:
+        return pinned_without_download(original)
     expect = original.get("sha256")
     scheme = urlsplit(url).scheme
     if scheme == "hf":

@@ -123,8 +123,9 @@ def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
     return node_id.lower(), {"type": "registry", "id": node_id, "version": version or "latest"}
 
 
-def parse_model_source(src: str, sha256: str | None = None) -> dict:
-    """A model source as the lock's `original`; a Hugging Face file URL becomes its hf:// path."""
+def parse_model_source(src: str, sha256: str | None = None, size: int | None = None) -> dict:
+    """A model source as the lock's `original`; a Hugging Face file URL becomes its hf:// path. With sha256
+    and size it is pinned without a download."""
     modelsource.check_source(src, src)
     src = modelsource.hf_path_for_url(src) or src
     original = {"url": src}
@@ -132,6 +133,10 @@ def parse_model_source(src: str, sha256: str | None = None) -> dict:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise UsageError(f"--sha256 {sha256!r} is not 64 lowercase hex digits")
         original["sha256"] = sha256
+    if size is not None:
+        if not sha256 or not isinstance(size, int) or size < 0:
+            raise UsageError(f"--size {size!r}: needs --sha256 too, and a byte count >= 0")
+        original["size"] = size
     return original
 
 
