@@ -269,11 +269,12 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             m.update(sha256=pin["sha256"].lower(), size=pin["size"])
         rep.models[key] = m
     analyze.settle_folders_from_lock(rep.models, lock["models"])
-    for key, m in rep.models.items():  # a model the version already locks needs no other source
-        if "url" not in m and key in lock["models"]:
-            m.update(url=lock["models"][key]["original"]["url"], source="lock")
-            if lock["models"][key]["original"].get("sha256"):
-                m["sha256"] = lock["models"][key]["original"]["sha256"]
+    for key, m in rep.models.items():  # a model the version already locks keeps the source it was locked from
+        if key in lock["models"] and key not in given:
+            o = lock["models"][key]["original"]
+            m.update(url=o["url"], source="lock")
+            m.pop("sha256", None), m.pop("size", None)
+            m.update({k: o[k] for k in ("sha256", "size") if k in o})
     probs = _model_problems(rep.models, vid)
     if probs:
         raise LockProblems(vid, probs)
