@@ -211,3 +211,25 @@ def test_a_bundle_listing_does_not_beat_the_owners_name_pattern():
     for name in ("rgthree-comfy", "bundle-pack"):
         r = nodemap.NodeMap(core_classes={}, manager_data=mgr, choices={"Seed (rgthree)": name}).decide("Seed (rgthree)")
         assert r.status == "pack" and r.pack.name == name and r.pack.url
+
+
+def test_verify_runtime_asks_for_the_classes_comfyui_will_run(tmp_path):
+    """Subgraph instances (typed by the subgraph's id) and group nodes are entered; frontend-only, muted and
+    bypassed nodes are not asked of /object_info."""
+    from comfyver.realize import verify
+
+    sg = "6f1c2a3b-0000-4000-8000-000000000001"
+    wf = {"nodes": [
+        {"id": 1, "type": sg, "mode": 0},
+        {"id": 2, "type": "workflow>MyGroup", "mode": 0},
+        {"id": 3, "type": "Reroute", "mode": 0},
+        {"id": 4, "type": "BypassedThing", "mode": 4},
+        {"id": 5, "type": "MutedThing", "mode": 2},
+        {"id": 6, "type": "KSampler", "mode": 0}],
+        "extra": {"groupNodes": {"MyGroup": {"nodes": [{"type": "VAEDecode", "index": 0}]}}},
+        "definitions": {"subgraphs": [{"id": sg, "nodes": [{"id": 1, "type": "CLIPTextEncode", "mode": 0}]}]}}
+    vdir = tmp_path / "versions" / "v"
+    (vdir / "workflows").mkdir(parents=True)
+    (vdir / "workflows" / "w.json").write_text(json.dumps(wf))
+    got = verify.workflow_classes(tmp_path, "v", {"workflows": ["workflows/w.json"]})
+    assert sorted(got) == ["CLIPTextEncode", "KSampler", "VAEDecode"]

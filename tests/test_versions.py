@@ -209,3 +209,18 @@ def test_concurrent_writers_lose_no_update(project, capsys, http_server):
     lock = lockfile.read(p.root / "versions" / "demo" / "version.json")
     assert {"loras/m0.safetensors", "loras/m1.safetensors"} <= set(lock["models"])
     assert "loras/late.safetensors" not in lock["models"]
+
+
+def test_recheck_asks_the_remote_not_the_cache(project, capsys):
+    """The cache still holds every pin, but the upstream repository is gone: recheck says so."""
+    import shutil
+
+    p = project
+    run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    run(capsys, "add-node", "demo", f"{p.pack}@main")
+    assert run(capsys, "recheck", "demo")[0] == 0
+    shutil.rmtree(p.git_server.bare("ComfyUI-Pack"))
+    rc, out, _ = run(capsys, "recheck", "demo", "--json")
+    problems = json.loads(out)["problems"]
+    assert rc == 1 and set(problems) == {"comfyui-pack"}
+    assert "cannot be reached any more" in problems["comfyui-pack"]

@@ -255,6 +255,7 @@ def _recheck_one(kind: str, locked: dict, what: str) -> None:
     from comfyver.sources import download, gitsource, registry
 
     if kind == "git":
+        gitsource.check_remote_has(locked["url"], locked["rev"], what)  # the remote, not the cache
         repo = gitsource.fetch(locked["url"], locked["rev"], what)
         got = gitsource.nar_hash_rev(repo, locked["rev"], locked["url"], locked["submodules"], what)
         if got != locked["hash"]:

@@ -179,18 +179,16 @@ def check_models(lock: dict, into: Path, rep: Reporter, cache: modelstore.StatCa
 # -- runtime -----------------------------------------------------------------
 
 def workflow_classes(root: Path, vid: str, lock: dict) -> dict[str, str]:
-    """class_type -> the workflow file that uses it (API or UI format)."""
+    """class_type -> the workflow file that uses it, as ComfyUI will run it: subgraphs and group nodes
+    entered (their instances are not classes), frontend-only, muted and bypassed nodes left out."""
+    from comfyver.lock import analyze
+
     vdir = project.version_dir(root, vid)
     classes = {}
     for rel in lock["workflows"]:
-        data = json.loads((vdir / rel).read_text())
-        if isinstance(data, dict) and isinstance(data.get("nodes"), list):
-            types = [n.get("type") for n in data["nodes"] if isinstance(n, dict)]
-        else:
-            types = [n.get("class_type") for n in data.values() if isinstance(n, dict)] if isinstance(data, dict) else []
-        for t in types:
-            if isinstance(t, str) and t not in FRONTEND_ONLY:
-                classes.setdefault(t, rel)
+        for u in analyze.load(vdir / rel).nodes:
+            if not u.virtual and u.class_type not in FRONTEND_ONLY and u.mode not in ("muted", "bypassed"):
+                classes.setdefault(u.class_type, rel)
     return classes
 
 

@@ -195,6 +195,25 @@ def fetch(url: str, rev: str, what: str, offline: bool = False) -> Path:
     return repo
 
 
+def check_remote_has(url: str, rev: str, what: str) -> None:
+    """Ask the remote itself (never the cache) that it still serves commit `rev`: a fetch of that one commit
+    into a scratch repository. Raises naming a vanished repository or a vanished commit."""
+    import tempfile
+
+    check_url(url, what)
+    with tempfile.TemporaryDirectory(prefix="comfyver-remote-") as tmp:
+        git("init", "-q", "--bare", tmp, what=what)
+        p = git("fetch", *FETCH_OPTS, "--depth", "1", "--no-tags", "--", url, rev, cwd=tmp, what=what, check=False)
+        if p.returncode == 0 and has_commit(Path(tmp), rev):
+            return
+        if git("ls-remote", "--", url, "HEAD", cwd=tmp, what=what, check=False).returncode != 0:
+            raise ComfyverError(f"{what}: the repository {web.redact(url)} cannot be reached any more (gone, "
+                                "renamed or private?)", hint="find where it moved and re-lock the input there")
+        raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
+                            "(deleted, or a branch was force-pushed past it)",
+                            hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
+
+
 def _pinned(repo: Path, rev: str) -> bool:
     return (repo / "refs" / "pins" / rev).exists() or git(
         "show-ref", "--verify", "--quiet", f"refs/pins/{rev}", cwd=repo, check=False).returncode == 0
