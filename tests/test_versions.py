@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from comfyver import cli
@@ -224,3 +225,23 @@ def test_recheck_asks_the_remote_not_the_cache(project, capsys):
     problems = json.loads(out)["problems"]
     assert rc == 1 and set(problems) == {"comfyui-pack"}
     assert "cannot be reached any more" in problems["comfyui-pack"]
+
+
+def test_clone_rewrites_what_carries_the_id(tmp_path, monkeypatch):
+    """The bundled example's real pyproject.toml and uv.lock name the project after the id: a clone's must name
+    the clone, and its uv.lock must still hold that project (what `check` reads)."""
+    import shutil as sh
+
+    from comfyver.lock import pylock, versions
+
+    src = Path(__file__).resolve().parents[1] / "versions" / "example"
+    root = tmp_path / "proj"
+    sh.copytree(src, root / "versions" / "example")
+    (root / "pyproject.toml").write_text("[project]\nname='p'\n")
+    versions.clone(root, "example", "example-2")
+    vdir = root / "versions" / "example-2"
+    name, requires = pylock.project_requires((vdir / "pyproject.toml").read_text())
+    assert name == "comfyver-version-example-2"
+    assert pylock.locked_requires((vdir / "uv.lock").read_text(), name) == requires
+    assert "comfyver-version-example\"" not in (vdir / "uv.lock").read_text()
+    assert lockfile.read(vdir / "version.json")["id"] == "example-2"

@@ -152,11 +152,28 @@ def clone(root: Path, src: str, dst: str) -> dict:
         shutil.copytree(project.version_dir(root, src), tmp, dirs_exist_ok=True)
         data["id"] = dst
         lockfile.write(tmp / "version.json", data)
+        _rename_python_project(tmp, src, dst)
         tmp.rename(project.version_dir(root, dst))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return data
+
+
+def _rename_python_project(vdir: Path, src: str, dst: str) -> None:
+    """pyproject.toml and uv.lock carry the id in the project's name (`comfyver-version-<id>`): rewrite it, as
+    `comfyver lock` would have written it for the new id (nothing else in them depends on the id)."""
+    from packaging.utils import canonicalize_name
+
+    pairs = [(f'"comfyver-version-{src}"', f'"comfyver-version-{dst}"'),
+             (f'"{canonicalize_name("comfyver-version-" + src)}"', f'"{canonicalize_name("comfyver-version-" + dst)}"')]
+    for name in ("pyproject.toml", "uv.lock"):
+        f = vdir / name
+        if f.is_file():
+            text = f.read_text()
+            for a, b in pairs:
+                text = text.replace(a, b)
+            f.write_text(text)
 
 
 @one_writer()
