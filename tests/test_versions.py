@@ -245,3 +245,15 @@ def test_clone_rewrites_what_carries_the_id(tmp_path, monkeypatch):
     assert pylock.locked_requires((vdir / "uv.lock").read_text(), name) == requires
     assert "comfyver-version-example\"" not in (vdir / "uv.lock").read_text()
     assert lockfile.read(vdir / "version.json")["id"] == "example-2"
+
+
+def test_lock_with_nothing_new_relocks_the_versions_own_inputs(project, capsys):
+    """`new` + `add-node` gives a version whose hint says `comfyver lock <id>`: that command works."""
+    p = project
+    run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", p.core)
+    run(capsys, "add-node", "demo", f"{p.pack}@main")
+    rc, out, err = run(capsys, "lock", "demo", "--no-python", "--json")
+    assert rc == 0, out + err
+    assert json.loads(out)["nodes"] == ["comfyui-pack"]
+    rc, _, err = run(capsys, "lock", "never-made")
+    assert rc == 2 and "does not exist yet" in err

@@ -55,9 +55,11 @@ class _AfterModel(argparse.Action):
 
 
 def run(args) -> int:
-    if not args.workflow and not args.node and not args.model:
-        raise UsageError("nothing to lock", hint="give --workflow FILE (and --node / --model / --choose as needed)")
     root = project.find_root()
+    if not args.workflow and not args.node and not args.model and not versions.exists(root, args.vid):
+        raise UsageError(f"nothing to lock: version {args.vid!r} does not exist yet",
+                         hint="give --workflow FILE (and --node / --model / --choose as needed)")
+    # an existing version with nothing new: re-lock its own workflows, nodes and Python
     try:
         out = lock_version(root, args.vid, args.workflow, nodes=args.node, models=pairs(args.model, "--model"),
                            model_pins=getattr(args, "model_pins", None) or {},
