@@ -469,3 +469,20 @@ def test_check_and_relock_agree_with_a_folder_given_by_model(env, capsys, tmp_pa
     assert rc == 0, out + err
     rc, out, err = run(capsys, *args)  # again, without --model
     assert rc == 0 and json.loads(out)["added_models"] == [], out + err
+
+
+def test_extra_python_requirements_are_kept_in_the_lock_and_pyproject(env, capsys):
+    """A pack imports soundfile without listing it: `--pip` adds it to the lock and to the generated pyproject."""
+    from comfyver.lock import pylock
+
+    rc, out, err = run(capsys, *base_args(env, "pip"), "--choose", "SharedText=comfyui-b",
+                       "--model", f"sams/sam_b.pth={env.files['sam_b.pth'][0]}", "--pip", "soundfile>=0.12",
+                       "--pip", "SoundFile>=0.12.1", "--pip", "einops")
+    assert rc == 0, out + err
+    lock = lockfile.read(env.root / "versions" / "pip" / "version.json")
+    assert lock["python"]["extra"] == ["SoundFile>=0.12.1", "einops"]  # one per package, the last one wins
+    text, reqs, _ = pylock.generate(lock)
+    assert '"soundfile>=0.12.1"' in text.lower() and '"einops"' in text
+    assert any("python.extra" in w for w in reqs.who_requires("soundfile"))
+    rc, _, err = run(capsys, *base_args(env, "pip2"), "--pip", "not a requirement!!")
+    assert rc == 2 and "--pip 'not a requirement!!'" in err

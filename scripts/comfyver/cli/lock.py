@@ -29,6 +29,9 @@ def register(sub) -> None:
                    help="with --size: the sha256 of the --model just before it; pinned without a download "
                         "(marked unverified in the lock; fetch/realize check the bytes)")
     p.add_argument("--size", action=_AfterModel, type=int, metavar="BYTES", help="the size of the --model just before it")
+    p.add_argument("--pip", action="append", default=[], metavar="REQ",
+                   help="an extra Python requirement a pack imports without listing it, e.g. 'soundfile>=0.12' "
+                        "(kept in the lock's python.extra, pyproject.toml and uv.lock; repeatable)")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
     p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
@@ -56,13 +59,13 @@ class _AfterModel(argparse.Action):
 
 def run(args) -> int:
     root = project.find_root()
-    if not args.workflow and not args.node and not args.model and not versions.exists(root, args.vid):
+    if not (args.workflow or args.node or args.model or args.pip) and not versions.exists(root, args.vid):
         raise UsageError(f"nothing to lock: version {args.vid!r} does not exist yet",
                          hint="give --workflow FILE (and --node / --model / --choose as needed)")
     # an existing version with nothing new: re-lock its own workflows, nodes and Python
     try:
         out = lock_version(root, args.vid, args.workflow, nodes=args.node, models=pairs(args.model, "--model"),
-                           model_pins=getattr(args, "model_pins", None) or {},
+                           model_pins=getattr(args, "model_pins", None) or {}, pip=args.pip,
                            choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
                            comfyui_url=args.comfyui_url, torch=args.torch, python=not args.no_python,
                            registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)

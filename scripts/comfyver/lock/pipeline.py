@@ -177,8 +177,28 @@ def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str,
     lock["nodes"] = dict(sorted(lock["nodes"].items()))
 
 
+def add_extra_requirements(lock: dict, specs: list[str]) -> None:
+    """`--pip REQ`: requirements a pack imports without listing them, kept in the lock's python.extra (one per
+    package; a later one replaces an earlier one)."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    extra = {canonicalize_name(Requirement(r).name): r for r in lock["python"].get("extra", [])}
+    for spec in specs:
+        try:
+            req = Requirement(spec)
+        except InvalidRequirement as exc:
+            raise UsageError(f"--pip {spec!r}: not a requirement ({exc})", hint="e.g. --pip 'soundfile>=0.12'") from None
+        if req.url:
+            raise UsageError(f"--pip {spec!r}: a URL requirement cannot be pinned by uv.lock here; name a package")
+        extra[canonicalize_name(req.name)] = str(req)
+    if extra:
+        lock["python"]["extra"] = sorted(extra.values())
+
+
 @versions.one_writer()
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
+                 pip=(),
                  comfyui_ref=None, comfyui_url=None, torch=None, python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all; return a summary. Raises LockProblems with the fix table."""
@@ -197,6 +217,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         lock = lockfile.empty(vid, original, loc)
     if torch:
         lock["python"]["torch"] = torch
+    add_extra_requirements(lock, list(pip))
     for c, n in (choices or {}).items():
         if not lockfile.NODE_NAME_RE.match(n):
             raise UsageError(f"--choose {c}={n}: {n!r} is not a node name")

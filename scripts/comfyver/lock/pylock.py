@@ -110,6 +110,8 @@ def collect(lock: dict) -> Requirements:
             reqs.add(name, texts["requirements.txt"], "requirements.txt")
         elif texts.get("pyproject.toml"):
             reqs.add(name, "\n".join(_pyproject_deps(texts["pyproject.toml"])), "pyproject.toml")
+    if lock.get("python", {}).get("extra"):
+        reqs.add("python.extra (lock --pip)", "\n".join(lock["python"]["extra"]), "version.json")
     return reqs
 
 
