@@ -486,3 +486,26 @@ def test_extra_python_requirements_are_kept_in_the_lock_and_pyproject(env, capsy
     assert any("python.extra" in w for w in reqs.who_requires("soundfile"))
     rc, _, err = run(capsys, *base_args(env, "pip2"), "--pip", "not a requirement!!")
     assert rc == 2 and "--pip 'not a requirement!!'" in err
+
+
+def test_extra_node_versions_pin_the_pack_as_it_was_saved(env, capsys, tmp_path):
+    """A workflow without per-node cnr_id/ver but with `extra.node_versions` gets its pack at that commit
+    (here a commit newer than the newest release, which is what `latest` would give)."""
+    saved = make_repo(tmp_path / "ComfyUI-B", {"README.md": "newer\n"}, "newer commit")
+    env.git_server.publish(tmp_path / "ComfyUI-B", "ComfyUI-B")
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "SharedText", "mode": 0, "widgets_values": ["x"]}],
+                              "extra": {"node_versions": {"ComfyUI-B": saved, "comfy-core": "0.3.75"}}}))
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "extension-node-map.json").write_text(json.dumps({env.pack_b: [["SharedText"], {}]}))
+    nodemap.manager.cache_clear()
+    rc, out, err = run(capsys, "lock", "nv", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json")
+    assert rc == 0, out + err
+    node = lockfile.read(env.root / "versions" / "nv" / "version.json")["nodes"]["comfyui-b"]
+    assert node["locked"]["rev"] == saved and node["original"]["ref"] == saved
+    # a pick the user made (--choose) is not overridden by a saved version: the newest release
+    rc, out, err = run(capsys, "lock", "nv2", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json", "--choose", "SharedText=comfyui-b")
+    assert rc == 0, out + err
+    assert lockfile.read(env.root / "versions" / "nv2" / "version.json")["nodes"]["comfyui-b"]["locked"]["rev"] != saved

@@ -91,6 +91,7 @@ class Workflow:
     format: str                # "api" | "ui"
     nodes: list[NodeUse]
     sources: list[ModelSource]
+    node_versions: dict = field(default_factory=dict)  # extra.node_versions: pack -> version or commit
 
 
 class WorkflowError(ComfyverError):
@@ -191,7 +192,10 @@ def _parse_ui(data: dict, name: str) -> Workflow:
                                positional=list(wv) if isinstance(wv, list) else []))
 
     walk(data["nodes"], "", None, ())
-    return Workflow(name, "ui", out, sources)
+    versions = extra.get("node_versions") if isinstance(extra.get("node_versions"), dict) else {}
+    versions = {k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str) and v
+                and re.fullmatch(r"[\w.+-]{1,100}", v)}
+    return Workflow(name, "ui", out, sources, versions)
 
 
 def _str(v) -> str | None:
@@ -379,6 +383,21 @@ def settle_folders_from_lock(models: dict, locked: dict) -> None:
             del models[key]
 
 
+def _saved_versions(workflows: list[Workflow], packs: dict) -> None:
+    """A pack decided without a version takes the one the workflow recorded in `extra.node_versions` (keyed by
+    registry id or repository name), so it is locked as it was saved with."""
+    saved = {k.lower(): v for wf in workflows for k, v in wf.node_versions.items()}
+    for p in packs.values():
+        if p["version"] or p["via"] in ("override", "choice"):
+            continue
+        keys = {p["name"].lower(), (p.get("registry_id") or "").lower()}
+        if p.get("url"):
+            keys.add(p["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git").lower())
+        hit = next((saved[k] for k in keys if k in saved), None)
+        if hit:
+            p["version"], p["version_from"] = hit, "extra.node_versions"
+
+
 def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
     core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
@@ -411,6 +430,7 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                     e["workflows"].append(wf.path)
                 e["active"] = e["active"] or active
     _settle_ambiguous(workflows, nodemap, packs, ambiguous, notes)
+    _saved_versions(workflows, packs)
     models: dict[str, dict] = {}
     for wf in workflows:
         srcs = {}

@@ -260,7 +260,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if name not in lock["nodes"] and p["active"]:
             need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
     if need:
-        saved = {n for n, p in rep.packs.items() if p["version"] and p["via"] in ("aux_id", "cnr_id")}
+        saved = {n for n, p in rep.packs.items()
+                 if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
         _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
     probs = []
     for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
