@@ -144,6 +144,8 @@ def test_lock_end_to_end(env, capsys):
                        "--model", f"sams/sam_b.pth={sam_url}")
     assert rc == 0, out + err
     # it says what it placed where, and why
+    assert json.loads(out)["knowledge"] == "scan"  # says which node knowledge it used
+    assert any("comfyver probe demo" in n for n in json.loads(out)["notes"])
     placed = {m["model"]: m for m in json.loads(out)["placed"]}
     assert placed["sams/sam_b.pth"]["source"] == "--model" and placed["sams/sam_b.pth"]["url"] == sam_url
     assert any("LoraLoader.lora_name" in u for u in placed["loras/detail.safetensors"]["used_by"])

@@ -79,7 +79,8 @@ def run(args) -> int:
         print(json.dumps({"ok": True, **out}, indent=2))
     else:
         print(f"locked version {out['version']}: {len(out['nodes'])} node(s), {len(out['models'])} model(s), "
-              f"{len(out['workflows'])} workflow(s)" + (", uv.lock written" if out["uv_lock"] else ""))
+              f"{len(out['workflows'])} workflow(s)" + (", uv.lock written" if out["uv_lock"] else "")
+              + f"; node knowledge from the {'runtime probe' if out['knowledge'] == 'probe' else 'static scan'}")
         for m in out["placed"]:  # what went where, and why
             print(f"model {m['model']}: from {m['url']} ({m['source']}); used by {', '.join(m['used_by'][:3])}"
                   + (" ..." if len(m["used_by"]) > 3 else ""))

@@ -22,7 +22,7 @@ from pathlib import Path
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
-from comfyver.lock import analyze, nodemap, pylock, versions
+from comfyver.lock import analyze, nodemap, probe, pylock, versions
 from comfyver.sources import resolve
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
@@ -319,6 +319,11 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
     notes = list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]
+    probed = (vdir / "uv.lock").is_file() and probe.cached(lock, (vdir / "uv.lock").read_bytes()) is not None
+    knowledge = "probe" if probed else "scan"
+    if lock["nodes"] and not probed:
+        notes.append(f"node classes and model folders come from the static scan of the pinned sources; "
+                     f"`comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
     if python:
         pyproject, reqs, pynotes = pylock.generate(lock)
         notes += pynotes
@@ -331,6 +336,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     return {"version": vid, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
             "workflows": lock["workflows"], "added_nodes": sorted(set(need) | set(explicit)),
             "added_models": sorted(originals), "python": lock["python"], "uv_lock": bool(python), "notes": notes,
+            "knowledge": knowledge,
             "placed": [{"model": k, "folder": m["folder"], "source": m.get("source"), "url": web.redact(m["url"]),
                         "used_by": m["used_by"]} for k, m in sorted(rep.models.items()) if k in originals]}
 
