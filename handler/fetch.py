@@ -144,7 +144,7 @@ def safe_name(name, what: str) -> str:
     """An input file name: no folders, no traversal, no hidden files, no folder annotation, at most 200 bytes
     (the file system's limit leaves room for the temporary name beside it)."""
     if (not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name or ANNOTATED.search(name)
-            or len(name.encode()) > 200):
+            or len(name.encode()) > 200 or name.endswith((".", " "))):  # Windows and SMB strip a trailing dot/space
         raise bad_input(f"{what}: file name {name!r} is not allowed",
                         "use a plain file name like 'input (1).png' (letters, digits, spaces, . _ - ( ) [ ] + ,; "
                         "no folders)")
@@ -158,14 +158,14 @@ def decode_image(value, what: str, allow: list[str], max_bytes: int, deadline: f
         raise bad_input(f"{what}: expected base64 text, a data: URI or an http(s) URL")
     if value[:8].lower().startswith(("http://", "https://")):
         return fetch_url(value, what, allow, max_bytes, deadline=deadline, stop=stop)
-    if value.startswith("data:"):
+    if value[:5].lower() == "data:":  # RFC 2397: the scheme and ";base64" are case-insensitive
         head, sep, value = value.partition(",")
-        if not sep or not head.endswith(";base64"):
+        if not sep or not head.lower().endswith(";base64"):
             raise bad_input(f"{what}: data: URI must be base64 (data:image/png;base64,...)")
     elif re.match(r"^[a-z][a-z0-9+.-]*://", value, re.I):
         raise bad_input(f"{what}: URL scheme {value.split(':', 1)[0]!r} is not allowed", "use http(s) or base64")
     value = re.sub(r"\s+", "", value)  # base64 wrapped in lines (as `base64` writes it)
-    if len(value) * 3 // 4 > max_bytes:
+    if len(value) * 3 // 4 - value[-2:].count("=") > max_bytes:  # the decoded size, padding excluded
         raise bad_input(f"{what}: image is larger than {max_bytes} bytes", "send a smaller file or raise MAX_INPUT_BYTES")
     try:
         data = base64.b64decode(value, validate=True)

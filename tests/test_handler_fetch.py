@@ -38,3 +38,47 @@ def test_checked_address_is_used_with_the_host_header(http_server, monkeypatch):
     monkeypatch.setattr(fetch, "check_url", lambda url, what, allow: ["127.0.0.1"])
     assert fetch.fetch_url(f"http://files.example:{port}/a.bin", "images[0]", [], 1000) == b"payload"
     assert http_server.requests[-1]["headers"]["Host"] == f"files.example:{port}"
+
+
+@pytest.mark.parametrize("address, private", [
+    ("2002:7f00:1::", True),         # 6to4 carrying 127.0.0.1
+    ("2002:0808:0808::", True),      # 6to4 at all: a tunnel, not a public origin
+    ("2001:0:4136:e378::1", True),   # Teredo
+    ("64:ff9b::a9fe:a9fe", True),    # NAT64 of 169.254.169.254
+    ("64:ff9b::808:808", False),     # NAT64 of 8.8.8.8
+    ("168.63.129.16", True),         # Azure WireServer
+    ("::ffff:10.0.0.1", True),
+    ("93.184.216.34", False),
+])
+def test_addresses_that_carry_a_private_one_are_not_public(address, private):
+    from comfyver.base.web import non_public_address
+
+    assert non_public_address(address) is private
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("DATA:image/png;BASE64,aGVsbG8=", True),     # RFC 2397 is case-insensitive
+    ("data:image/png;Base64,aGVsbG8=", True),
+])
+def test_data_uris_are_read_case_insensitively(value, ok):
+    from handler import fetch
+
+    assert fetch.decode_image(value, "images[0]", [], 100) == b"hello"
+
+
+def test_the_size_limit_counts_decoded_bytes_not_padding():
+    from handler import fetch
+    from handler.errors import JobError
+
+    assert fetch.decode_image("aGVsbG8=", "images[0]", [], 5) == b"hello"  # 5 bytes: 8 chars, 1 padding
+    with pytest.raises(JobError, match="larger than 4 bytes"):
+        fetch.decode_image("aGVsbG8=", "images[0]", [], 4)
+
+
+@pytest.mark.parametrize("name", ["image.png.", "image.png ", "x."])
+def test_names_a_file_system_would_strip_are_refused(name):
+    from handler import fetch
+    from handler.errors import JobError
+
+    with pytest.raises(JobError, match="not allowed"):
+        fetch.safe_name(name, "images[0].name")

@@ -101,15 +101,22 @@ def trusted_hosts() -> set[str]:
 
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
-METADATA_ADDRESSES = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200"}
+# AWS/GCP/Azure IMDS, AWS IMDS over IPv6, Alibaba, Azure WireServer, Oracle's legacy
+METADATA_ADDRESSES = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16", "192.0.0.192"}
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def non_public_address(address: str) -> bool:
     """Loopback, private, link-local, reserved, multicast, unspecified, carrier-grade NAT or a cloud metadata
     address (an IPv4-mapped IPv6 address counts as its IPv4 address). The handler's fetches use it too."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if getattr(ip, "ipv4_mapped", None):
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address carried in IPv6: judge the IPv4 address
+        if ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour or ip.teredo:  # tunnels (2002::/16, 2001::/32) that can carry a private IPv4 address
+            return True
+        elif ip in NAT64:
+            return non_public_address(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
     return (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_reserved or ip.is_multicast
             or ip.is_unspecified or str(ip) in METADATA_ADDRESSES or ip in CGNAT)
 
