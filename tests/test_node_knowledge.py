@@ -233,3 +233,36 @@ def test_verify_runtime_asks_for_the_classes_comfyui_will_run(tmp_path):
     (vdir / "workflows" / "w.json").write_text(json.dumps(wf))
     got = verify.workflow_classes(tmp_path, "v", {"workflows": ["workflows/w.json"]})
     assert sorted(got) == ["CLIPTextEncode", "KSampler", "VAEDecode"]
+
+
+def test_lock_with_the_probe_records_what_comfyui_registers(tmp_path):
+    """comfy_mtb names its classes with a helper the scan cannot follow: `lock --probe PYTHON` records the
+    classes ComfyUI really registers as provides (the probe equals provides), and says it used the probe."""
+    import sys
+
+    from tests.support import corpuslock
+
+    srv, proj, env = corpuslock.setup(tmp_path)
+    try:
+        pack, tree = next((p, nodepacks.checkout(p)) for p in nodepacks.packs() if p["name"] == "comfy_mtb")
+        rc, out, _ = corpuslock._cli(proj, env, "lock", "mtb", "--workflow", str(tree / "examples/08-note-plus.json"),
+                                     "--comfyui-ref", "v0.3.75", "--no-python", "--json", "--probe", sys.executable)
+    finally:
+        srv.close()
+    res = json.loads(out)
+    assert rc == 0 and res["knowledge"] == "probe", out
+    lock = json.loads((proj / "versions" / "mtb" / "version.json").read_text())
+    provides = lock["nodes"]["comfy_mtb"]["provides"]
+    assert len(provides) > 50 and "Animation Builder (mtb)" in provides
+    # the workflow's "Note Plus (mtb)" is one of the pack's JS-only nodes: not registered, wired to nothing
+    assert "Note Plus (mtb)" not in provides
+    assert any("Note Plus (mtb)" in n and "frontend-only" in n for n in res["notes"])
+
+
+def test_verify_runtime_does_not_ask_for_a_locked_packs_frontend_only_node():
+    from comfyver.realize import verify
+
+    uses = {"Note Plus (mtb)": ("w.json", False), "NoSuchNode": ("w.json", False), "Wired": ("w.json", True),
+            "KSampler": ("w.json", True)}
+    found = verify.runtime_mismatches(uses, {"KSampler": {}}, {"Note Plus (mtb)", "Wired"})
+    assert [m.name for m in found] == ["NoSuchNode", "Wired"]

@@ -32,6 +32,10 @@ def register(sub) -> None:
     p.add_argument("--pip", action="append", default=[], metavar="REQ",
                    help="an extra Python requirement a pack imports without listing it, e.g. 'soundfile>=0.12' "
                         "(kept in the lock's python.extra, pyproject.toml and uv.lock; repeatable)")
+    p.add_argument("--probe", metavar="PYTHON", dest="probe_python",
+                   help="run ComfyUI's own node loading with this interpreter (one that has the version's "
+                        "requirements, e.g. <realized>/.venv/bin/python): provides and model folders come from it, "
+                        "and packs that fail to import against the locked core are named")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
     p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
@@ -66,6 +70,7 @@ def run(args) -> int:
     try:
         out = lock_version(root, args.vid, args.workflow, nodes=args.node, models=pairs(args.model, "--model"),
                            model_pins=getattr(args, "model_pins", None) or {}, pip=args.pip,
+                           probe_python=args.probe_python,
                            choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
                            comfyui_url=args.comfyui_url, torch=args.torch, python=not args.no_python,
                            registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)

@@ -59,6 +59,7 @@ class NodeUse:
     ver: str | None = None
     named: dict = field(default_factory=dict)    # input name -> value (API format, dict widgets, promoted widgets)
     positional: list = field(default_factory=list)  # UI widgets_values (list form)
+    linked: bool = True        # UI format: False when no link enters or leaves it (a frontend-only node looks so)
 
     @property
     def virtual(self) -> bool:
@@ -189,13 +190,20 @@ def _parse_ui(data: dict, name: str) -> Workflow:
             wv = n.get("widgets_values")
             out.append(NodeUse(t, nid, name, mode, _str(props.get("cnr_id")), _str(props.get("aux_id")),
                                _str(props.get("ver")), named=dict(wv) if isinstance(wv, dict) else {},
-                               positional=list(wv) if isinstance(wv, list) else []))
+                               positional=list(wv) if isinstance(wv, list) else [], linked=_has_links(n)))
 
     walk(data["nodes"], "", None, ())
     versions = extra.get("node_versions") if isinstance(extra.get("node_versions"), dict) else {}
     versions = {k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str) and v
                 and re.fullmatch(r"[\w.+-]{1,100}", v)}
     return Workflow(name, "ui", out, sources, versions)
+
+
+def _has_links(n: dict) -> bool:
+    ins = n.get("inputs") if isinstance(n.get("inputs"), list) else []
+    outs = n.get("outputs") if isinstance(n.get("outputs"), list) else []
+    return (any(isinstance(i, dict) and i.get("link") is not None for i in ins)
+            or any(isinstance(o, dict) and o.get("links") for o in outs))
 
 
 def _str(v) -> str | None:

@@ -198,7 +198,7 @@ def add_extra_requirements(lock: dict, specs: list[str]) -> None:
 
 @versions.one_writer()
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
-                 pip=(),
+                 pip=(), probe_python: str | None = None,
                  comfyui_ref=None, comfyui_url=None, torch=None, python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all; return a summary. Raises LockProblems with the fix table."""
@@ -272,8 +272,33 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             n["provides"] = sorted(set(n.get("provides", [])) | set(provides))
     if probs:
         raise LockProblems(vid, probs)
+    # 4b. the runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders
+    probed = probe.for_sources(lock, probe_python) if probe_python and lock["nodes"] else None
+    linked = {u.class_type for wf in parsed for u in wf.nodes if u.linked}
+    if probed:
+        probs = []
+        for name, n in lock["nodes"].items():
+            p = probed["packs"].get(name)
+            if p and p["ok"]:
+                n["provides"] = sorted(p["classes"])
+                at = n["locked"].get("rev") or n["locked"].get("hash")
+                for c in sorted(set(attributed.get(name, [])) - set(p["classes"])):
+                    if c not in linked:  # never wired to anything: a frontend-only node of the pack (its JS)
+                        early_notes.append(f"class {c}: {name} does not register it in Python and no link uses it: "
+                                           "a frontend-only node, not needed to run the workflow")
+                        continue
+                    probs.append({"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r} "
+                                  "when ComfyUI loads it (probe)",
+                                  "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack"})
+            elif p:
+                early_notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
+                                   f"{p['error'][-300:]}")
+        if probs:
+            raise LockProblems(vid, probs)
     # 5. models (again, now that custom loaders are scanned)
     nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
+    if probed:
+        inputs.update(probe.model_inputs(probed))
     rep = analyze.report(parsed, nm, inputs, mgr)
     given = dict(models or {})
     for key, src in given.items():
@@ -319,11 +344,12 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
     notes = list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]
-    probed = (vdir / "uv.lock").is_file() and probe.cached(lock, (vdir / "uv.lock").read_bytes()) is not None
+    probed = bool(probed) or ((vdir / "uv.lock").is_file() and probe.cached(lock, (vdir / "uv.lock").read_bytes())
+                              is not None)
     knowledge = "probe" if probed else "scan"
     if lock["nodes"] and not probed:
         notes.append(f"node classes and model folders come from the static scan of the pinned sources; "
-                     f"`comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
+                     f"`lock --probe PYTHON` or `comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
     if python:
         pyproject, reqs, pynotes = pylock.generate(lock)
         notes += pynotes

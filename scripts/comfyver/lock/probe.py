@@ -148,3 +148,38 @@ def record(root: Path, vid: str, result: dict) -> list[str]:
     if changed:
         versions.save(root, vid, lock)
     return changed
+
+
+def for_sources(lock: dict, python: str, *, refresh: bool = False) -> dict:
+    """Probe a lock before anything is realized: its core and nodes exported from the caches (git at their
+    revs with submodules, registry archives unpacked) and loaded by `python`, an interpreter that has the
+    version's requirements. Cached by the lock's inputs and the interpreter."""
+    from comfyver.sources import archive, download, gitsource
+
+    key = cache_key(lock, f"python={Path(python).resolve()}".encode())
+    f = project.cache_dir() / "probe" / f"{key}.json"
+    if not refresh and f.is_file():
+        try:
+            return {**json.loads(f.read_text()), "cached": True}
+        except ValueError:
+            pass
+    with tempfile.TemporaryDirectory(prefix="comfyver-probe-src-") as tmp:
+        core_l = lock["comfyui"]["locked"]
+        core = Path(tmp) / "ComfyUI"
+        repo = gitsource.fetch(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})")
+        gitsource.export(repo, core_l["rev"], core, core_l["url"], core_l.get("submodules", False), "comfyui")
+        packs = []
+        for name, n in sorted(lock.get("nodes", {}).items()):
+            loc, dest = n["locked"], Path(tmp) / "nodes" / name
+            if loc["type"] == "git":
+                repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
+                gitsource.export(repo, loc["rev"], dest, loc["url"], loc.get("submodules", False), f"node {name}")
+            else:
+                z = Path(tmp) / f"{name}.zip"
+                download.download(loc["url"], z, what=f"node {name}")
+                archive.extract_zip(z, dest, strip_root=loc.get("stripRoot", False), what=f"node {name}")
+            packs.append(dest)
+        result = run(core, packs, python)
+    result["key"] = key
+    atomic_write_json(f, result)
+    return {**result, "cached": False}

@@ -183,13 +183,21 @@ def workflow_classes(root: Path, vid: str, lock: dict) -> dict[str, str]:
     entered (their instances are not classes), frontend-only, muted and bypassed nodes left out."""
     from comfyver.lock import analyze
 
+    return {c: rel for c, (rel, _) in _workflow_uses(root, vid, lock).items()}
+
+
+def _workflow_uses(root: Path, vid: str, lock: dict) -> dict[str, tuple[str, bool]]:
+    """class -> (first workflow using it, whether any use of it is wired to another node)."""
+    from comfyver.lock import analyze
+
     vdir = project.version_dir(root, vid)
-    classes = {}
+    uses: dict[str, tuple[str, bool]] = {}
     for rel in lock["workflows"]:
         for u in analyze.load(vdir / rel).nodes:
             if not u.virtual and u.class_type not in FRONTEND_ONLY and u.mode not in ("muted", "bypassed"):
-                classes.setdefault(u.class_type, rel)
-    return classes
+                first, linked = uses.get(u.class_type, (rel, False))
+                uses[u.class_type] = (first, linked or u.linked)
+    return uses
 
 
 def check_runtime(root: Path, vid: str, lock: dict, into: Path, comfy_args: list[str], rep: Reporter,
@@ -227,8 +235,23 @@ def check_runtime(root: Path, vid: str, lock: dict, into: Path, comfy_args: list
     if info is None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return [Mismatch("runtime", "ComfyUI", "starts and serves /object_info", f"did not start (log {log}: {tail[0]})")]
+    return runtime_mismatches(_workflow_uses(root, vid, lock), info, _locked_pack_listings(lock))
+
+
+def runtime_mismatches(uses: dict[str, tuple[str, bool]], info: dict, listings: set[str]) -> list[Mismatch]:
+    """Classes the workflows run that /object_info lacks. A class listed for a locked pack whose every use is
+    wired to nothing is that pack's frontend-only (JS) node: the workflow runs without it."""
     return [Mismatch("runtime", cls, f"class used by {wf}", "not in /object_info")
-            for cls, wf in sorted(workflow_classes(root, vid, lock).items()) if cls not in info]
+            for cls, (wf, linked) in sorted(uses.items()) if cls not in info and (linked or cls not in listings)]
+
+
+def _locked_pack_listings(lock: dict) -> set[str]:
+    """Every class ComfyUI-Manager's node map lists for the version's locked packs."""
+    from comfyver.lock import nodemap
+
+    mgr = nodemap.manager()
+    urls = {nodemap.norm_url(n.get("original", {}).get("url") or n["locked"].get("url") or "") for n in lock["nodes"].values()}
+    return {c for u, classes in mgr.by_url.items() if nodemap.norm_url(u) in urls for c in classes}
 
 
 # -- all ---------------------------------------------------------------------
