@@ -1,6 +1,8 @@
 """One `comfyver lock` per example workflow of the real node-pack corpus, offline (see tests/support/corpuslock.py).
 
-    python bench/corpus_lock.py [--json]
+    python bench/corpus_lock.py [--json] [--no-probe]
+
+By default each lock runs `--probe` with this interpreter (so provides is what ComfyUI registers).
 
 Prints per workflow: locked or why not, the models pinned by hand (--model --sha256 --size, only for models
 with no source reachable offline), lock wall time cold and warm (a second lock of the same version), and
@@ -26,7 +28,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
         srv, proj, env = corpuslock.setup(Path(tmp))
         try:
-            outcomes = [corpuslock.lock_one(proj, env, vid, wf) for vid, wf in corpuslock.workflows()]
+            py = None if "--no-probe" in sys.argv else sys.executable
+            outcomes = [corpuslock.lock_one(proj, env, vid, wf, py) for vid, wf in corpuslock.workflows()]
         finally:
             srv.close()
     if "--json" in sys.argv:

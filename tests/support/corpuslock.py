@@ -55,6 +55,7 @@ class Outcome:
     relock_added: list = field(default_factory=list)
     nodes: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    knowledge: str = ""
 
 
 def _cli(proj: Path, env: dict, *args: str) -> tuple[int, str, float]:
@@ -107,8 +108,11 @@ def workflows() -> list[tuple[str, Path]]:
     return out
 
 
-def lock_one(proj: Path, env: dict, vid: str, wf: Path) -> Outcome:
+def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None = None) -> Outcome:
+    """One user's lock of `wf` (with `--probe probe_python` when given), then check and a warm re-lock."""
     base = ["lock", vid, "--workflow", str(wf), "--comfyui-ref", "v0.3.75", "--no-python", "--json"]
+    if probe_python:
+        base += ["--probe", probe_python]
     rc, out, cold = _cli(proj, env, *base)
     res = json.loads(out)
     pins: list[str] = []
@@ -127,8 +131,10 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path) -> Outcome:
         o.problems = res.get("problems", [])
         return o
     o.nodes = res["nodes"]
+    o.knowledge = res["knowledge"]
     o.check_rc, _, _ = _cli(proj, env, "check", vid, "--no-python")
-    o.relock_rc, out, o.warm_s = _cli(proj, env, "lock", vid, "--workflow", str(wf), "--no-python", "--json")
+    again = [a for a in base if a not in ("--comfyui-ref", "v0.3.75")]  # the same command, the version now exists
+    o.relock_rc, out, o.warm_s = _cli(proj, env, *again)
     o.warm_s = round(o.warm_s, 2)
     if o.relock_rc == 0:
         o.relock_added = json.loads(out)["added_models"] + json.loads(out)["added_nodes"]
