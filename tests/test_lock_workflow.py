@@ -511,3 +511,30 @@ def test_extra_node_versions_pin_the_pack_as_it_was_saved(env, capsys, tmp_path)
                        "--no-python", "--json", "--choose", "SharedText=comfyui-b")
     assert rc == 0, out + err
     assert lockfile.read(env.root / "versions" / "nv2" / "version.json")["nodes"]["comfyui-b"]["locked"]["rev"] != saved
+
+
+def test_an_unwired_class_named_only_in_a_packs_web_files_is_frontend_only(env, capsys, tmp_path):
+    """A pack's JS-only node (registered by its web extension, never by Python) is wired to nothing and no map
+    names it: lock notes it as that pack's frontend-only node instead of stopping; an unknown class that no
+    locked pack's web files name still stops the lock."""
+    make_repo(tmp_path / "ComfyUI-Fancy", {"web/ext.js": "app.registerNodeDef('FancyNoteWidget', {});\n"},
+              "web widget", tag="v1.0.1")
+    env.git_server.publish(tmp_path / "ComfyUI-Fancy", "ComfyUI-Fancy")
+    nodes = [{"id": 1, "type": "FancyBlur", "mode": 0, "widgets_values": [],
+              "outputs": [{"name": "IMAGE", "links": [1]}]},
+             {"id": 2, "type": "SaveImage", "mode": 0, "widgets_values": ["x"], "inputs": [{"name": "images", "link": 1}]},
+             {"id": 3, "type": "FancyNoteWidget", "mode": 0, "widgets_values": ["hello"]}]
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": nodes, "links": [[1, 1, 0, 2, 0, "IMAGE"]]}))
+    rc, out, err = run(capsys, "lock", "js", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json")
+    assert rc == 0, out + err
+    assert any("FancyNoteWidget" in n and "frontend-only node of comfyui-fancy" in n for n in json.loads(out)["notes"])
+    rc, out, err = run(capsys, "check", "js", "--no-python", "--json")
+    assert rc == 0, out + err  # check agrees with what lock decided
+    wf.write_text(json.dumps({"nodes": nodes[:2] + [{"id": 3, "type": "NobodyKnowsMe", "mode": 0}],
+                              "links": [[1, 1, 0, 2, 0, "IMAGE"]]}))
+    rc, out, _ = run(capsys, "lock", "js2", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                     "--no-python", "--json")
+    assert rc == 1 and "class NobodyKnowsMe" in {p["item"] for p in json.loads(out)["problems"]}
+    assert not (env.root / "versions" / "js2" / "version.json").exists()

@@ -119,6 +119,24 @@ def scan_locked_full(url: str, rev: str, what: str, core: bool = False) -> nodes
     return _cached_scan(cache, lambda: nodescan.scan(_git_files(gitsource.fetch(url, rev, what), rev, core)))
 
 
+def frontend_mentions(loc: dict, names: set[str], what: str) -> set[str]:
+    """Which of `names` a locked git pack's JavaScript files name as a string literal (its frontend-only nodes)."""
+    if loc.get("type") != "git" or not names:
+        return set()
+    from comfyver.sources import gitsource
+
+    repo = gitsource.fetch(loc["url"], loc["rev"], f"node {what}")
+    ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", loc["rev"]], cwd=repo, capture_output=True,
+                        check=True).stdout
+    oids = [rec.split(b"\t", 1)[0].split()[2].decode() for rec in ls.split(b"\0")
+            if rec and rec.split(b"\t", 1)[1].endswith((b".js", b".mjs")) and rec.split()[1] == b"blob"]
+    if not oids:
+        return set()
+    text = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True, check=True,
+                          input="".join(o + "\n" for o in oids).encode()).stdout.decode("utf-8", errors="replace")
+    return {n for n in names if any(q + n + q in text for q in ('"', "'", "`"))}
+
+
 def newest_cached_core() -> tuple[str | None, dict | None]:
     """(rev, classes) of the most recently written core scan in the cache, or (None, None)."""
     scans = sorted((project.cache_dir() / "nodescan").glob(f"core-*-v{SCAN_VERSION}.json"),

@@ -250,7 +250,12 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     nm, inputs = nodemap.for_lock(lock, vdir, registry=registry, manager_data=mgr)
     rep = analyze.report(parsed, nm, inputs, mgr)
     probs = _problem_fix_table(rep, vid)
-    if probs:
+    linked = {u.class_type for wf in parsed for u in wf.nodes if u.linked}
+    # an unknown class wired to nothing may be a frontend-only (JS) node of a pack the workflows use: decided
+    # after those packs are locked (their web files are read); anything else stops here
+    js_only = {p["item"][len("class "):] for p in probs if p["item"].startswith("class ")
+               and p["item"][len("class "):] in rep.unresolved and p["item"][len("class "):] not in linked}
+    if [p for p in probs if p["item"][len("class "):] not in js_only] or (js_only and not rep.packs):
         raise LockProblems(vid, probs)
     # 4. packs
     need = {}
@@ -263,6 +268,16 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         saved = {n for n, p in rep.packs.items()
                  if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
         _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
+    if js_only:
+        found = {}
+        for name in rep.packs:
+            if name in lock["nodes"]:
+                for c in nodemap.frontend_mentions(lock["nodes"][name]["locked"], js_only - set(found), name):
+                    found[c] = name
+        if set(found) != js_only:
+            raise LockProblems(vid, [p for p in probs if p["item"][len("class "):] not in found])
+        early_notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
+                        f"{n}, not needed to run the workflow" for c, n in sorted(found.items())]
     probs = []
     for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
         n = lock["nodes"].get(name)
@@ -274,7 +289,6 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         raise LockProblems(vid, probs)
     # 4b. the runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders
     probed = probe.for_sources(lock, probe_python) if probe_python and lock["nodes"] else None
-    linked = {u.class_type for wf in parsed for u in wf.nodes if u.linked}
     if probed:
         probs = []
         for name, n in lock["nodes"].items():
