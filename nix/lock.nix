@@ -87,7 +87,7 @@ let
     let
       field = "models.\"${path}\"";
       m' = onlyKeys id field [ "original" "locked" ] m;
-      l = onlyKeys id "${field}.locked" [ "url" "sha256" "size" "auth" ] (has id field m' "locked");
+      l = onlyKeys id "${field}.locked" [ "url" "sha256" "size" "auth" "unverified" ] (has id field m' "locked");
     in
     if !modelPath path then fail id field "a model path is <folder>/<file> inside the models tree (no '..', no leading '/')"
     else {
@@ -97,7 +97,10 @@ let
         sha256 = hex id "${field}.locked.sha256" (has id "${field}.locked" l "sha256");
         size = need id "${field}.locked.size" (v: isInt v && v >= 0) "a size in bytes" (has id "${field}.locked" l "size");
         auth = if l ? auth then need id "${field}.locked.auth" (v: elem v [ "hf" "civitai" "gcs" ]) "\"hf\", \"civitai\" or \"gcs\"" l.auth else null;
-      };
+      } // (if l ? unverified then {
+        # sha256 and size given, not measured (lock --sha256 --size): the fixed-output fetch verifies the bytes
+        unverified = need id "${field}.locked.unverified" (v: v == true) "true" l.unverified;
+      } else { });
     };
 
   torchFlavours = [ "cu128" "cu126" "cu124" "cu121" "cpu" "pypi" ];
@@ -105,7 +108,7 @@ let
   validate = id: lock:
     let
       l = onlyKeys id "version.json" [ "schema" "id" "description" "comfyui" "nodes" "models" "python" "workflows" "choices" ] lock;
-      py = onlyKeys id "python" [ "requires" "torch" ] (has id "version.json" l "python");
+      py = onlyKeys id "python" [ "requires" "torch" "extra" ] (has id "version.json" l "python");
       core = onlyKeys id "comfyui" [ "original" "locked" ] (has id "version.json" l "comfyui");
       nodes = has id "version.json" l "nodes";
       models = has id "version.json" l "models";
@@ -130,7 +133,9 @@ let
       python = {
         requires = need id "python.requires" (v: isString v && v != "") "a Python version specifier such as \"==3.12.*\"" (has id "python" py "requires");
         torch = need id "python.torch" (v: elem v torchFlavours) "one of ${builtins.concatStringsSep ", " torchFlavours}" (has id "python" py "torch");
-      };
+      } // (if py ? extra then {
+        extra = need id "python.extra" (v: isList v && builtins.all isString v) "a list of requirement strings" py.extra;
+      } else { });
       workflows = need id "workflows" isList "a list" (l.workflows or [ ]);
     };
 

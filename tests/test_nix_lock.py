@@ -119,3 +119,22 @@ def test_ids_lists_only_folders_with_a_lock(tmp_path):
     shutil.rmtree(tmp_path / "versions")
     p = h.nix("eval", "--json", "--impure", "--expr", f"(import {h.ROOT}/nix/lock.nix).ids {tmp_path}/versions")
     assert json.loads(p.stdout) == []
+
+
+def test_what_lock_writes_for_pins_and_extra_requirements_reads(tmp_path):
+    """`lock --sha256 --size` writes locked.unverified and original.size, `lock --pip` writes python.extra:
+    the Nix reader accepts both (and still refuses a wrong value)."""
+    def pinned(lock):
+        key = next(iter(lock["models"]))
+        lock["models"][key]["original"]["size"] = lock["models"][key]["locked"]["size"]
+        lock["models"][key]["original"]["sha256"] = lock["models"][key]["locked"]["sha256"]
+        lock["models"][key]["locked"]["unverified"] = True
+        lock["python"]["extra"] = ["soundfile>=0.12"]
+    p = read(tmp_path, bad(pinned))
+    assert p.returncode == 0, p.stderr
+
+    def wrong(lock):
+        pinned(lock)
+        lock["python"]["extra"] = "soundfile"
+    p = read(tmp_path / "w", bad(wrong))
+    assert p.returncode != 0 and "python.extra" in p.stderr
