@@ -49,10 +49,13 @@ def test_the_reviewed_symlink_chain_is_refused_and_writes_nothing(tmp_path):
     ([("d/l", b"/etc", LINK)], "link out of the tree"),
     # the same path on a case-insensitive or normalising file system (macOS, Windows)
     ([("L", b"/etc", LINK), ("l/x", b"1", FILE)], "below the link|link out of the tree"),
-    ([("Lib", b"..", LINK), ("lib/x", b"1", FILE)], "below the link|another kind|link out"),
-    ([("d/Up", b"..", LINK), ("up", b"..", LINK), ("d/up/up/x", b"1", FILE)], "below the link|another kind"),
-    ([("caf\u0065\u0301", b"1", FILE), ("caf\u00e9/x", b"1", FILE)], "below the file|another kind"),
-    ([("a", b"1", FILE), ("A/x", b"1", FILE)], "below the file|another kind"),
+    ([("Lib", b"..", LINK), ("lib/x", b"1", FILE)], "below the link|same path|link out"),
+    ([("d/Up", b"..", LINK), ("up", b"..", LINK), ("d/up/up/x", b"1", FILE)], "below the link|same path"),
+    ([("caf\u0065\u0301", b"1", FILE), ("caf\u00e9/x", b"1", FILE)], "below the file|same path"),
+    ([("a", b"1", FILE), ("A/x", b"1", FILE)], "below the file|same path"),
+    # two links that fold together: the checked target must be the one written (found by an outside review)
+    ([("Evil", b"../../../../etc", LINK), ("evil", b"sub", LINK)], "same path as another entry|link out"),
+    ([("evil", b"sub", LINK), ("Evil", b"../../../../etc", LINK)], "same path as another entry|link out"),
 ])
 def test_tree_level_escapes_are_refused(tmp_path, entries, needle):
     with pytest.raises(ComfyverError, match=needle):

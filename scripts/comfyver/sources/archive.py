@@ -141,9 +141,9 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
         if p in kinds and not (kind == "dir" and kinds[p] == "dir"):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} appears twice (refused)")
         folded = folded_kinds.get(_fold(p))
-        if folded is not None and folded != kind:
+        if folded is not None and (folded != kind or kind == "link"):  # two links folding together: which wins?
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is the same path as another entry on a "
-                                "case-insensitive or normalising file system, as another kind (refused)")
+                                f"case-insensitive or normalising file system ({folded} and {kind}; refused)")
         kinds[p] = kind
         folded_kinds[_fold(p)] = kind
         if is_link:
