@@ -19,7 +19,7 @@ from handler.errors import JobError, bad_input, redact
 
 METADATA_HOSTS = {"metadata.google.internal", "metadata", "instance-data", "metadata.azure.com"}
 # a plain file name: letters and digits of any script, spaces and . _ - ( ) [ ] + , ; no folders, not hidden
-SAFE_NAME = re.compile(r"^[^\W_][\w.() \[\]+,-]{0,200}$")
+SAFE_NAME = re.compile(r"^[^\W_][\w.() \[\]+,-]{0,200}\Z")
 
 
 def _host_allowed(host: str, allow: list[str]) -> bool:

@@ -14,7 +14,7 @@ from handler.errors import JobError, redact
 from handler.settings import Settings
 
 MODES = ("gcs", "s3", "base64")
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]\Z")
 
 
 def clean_prefix(prefix, what: str = "gcs_prefix") -> str:
@@ -121,7 +121,7 @@ class GCSStore:
         self.bucket().blob(key).delete(retry=None, timeout=30)
 
 
-AWS_VIRTUAL_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*)\.(?P<service>s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com)$")
+AWS_VIRTUAL_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*)\.(?P<service>s3(?:[.-][a-z0-9-]+)?\.amazonaws\.com)\Z")
 
 
 def s3_endpoint_and_bucket(url: str) -> tuple[str, str | None]:

@@ -40,7 +40,7 @@ log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "output_mode", "gcs_bucket",
                 "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
-VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 PROGRESS_INTERVAL = 0.5
 
 

@@ -142,3 +142,18 @@ def test_lock_id_must_equal_its_folder_whatever_reads_it(tmp_path):
     (vdir / "version.json").write_text(json.dumps(GOOD))  # id "demo"
     with pytest.raises(lockfile.LockError, match="is 'demo' but the folder is 'other'"):
         lockfile.read(vdir / "version.json")
+
+
+@pytest.mark.parametrize("bad", ["nl\n", "demo\n", "x" * 64 + "\n"])
+def test_a_trailing_newline_is_not_part_of_a_valid_id(bad):
+    """`$` also matches before a final newline: ids and node names are matched to their very end."""
+    from comfyver.base.errors import UsageError
+
+    with pytest.raises(UsageError):
+        lockfile.check_version_id(bad)
+    assert not lockfile.NODE_NAME_RE.match(bad)
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((lockfile.Path(lockfile.__file__).parent / "schema" / "version-1.schema.json").read_text())
+    assert not Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/versionId"}).is_valid(bad)
+    assert Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/versionId"}).is_valid("nl")

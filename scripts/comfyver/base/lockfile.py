@@ -24,8 +24,8 @@ from comfyver.base.fsutil import atomic_write_json, dumps_json
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("schema") / "version-1.schema.json"
-VERSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+VERSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 SECRET_QUERY_KEYS = {"token", "access_token", "api_key", "apikey", "key", "sig", "signature",
                      "x-goog-signature", "x-amz-signature", "x-amz-credential", "password"}
 DEFAULT_PYTHON = {"requires": "==3.11.*", "torch": "cu128"}

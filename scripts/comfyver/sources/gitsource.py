@@ -31,8 +31,8 @@ from comfyver.sources import resolvecache
 # the cache repos are ours: no auto gc/maintenance (pins keep what matters), no FETCH_HEAD
 FETCH_OPTS = ("--quiet", "--no-auto-gc", "--no-auto-maintenance", "--no-write-fetch-head", "--no-show-forced-updates")
 GIT_SCHEMES = ("https", "http", "file", "ssh", "git")
-HEX40 = re.compile(r"^[0-9a-f]{40}$")
-SHORT_HEX = re.compile(r"^[0-9a-f]{7,39}$")
+HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+SHORT_HEX = re.compile(r"^[0-9a-f]{7,39}\Z")
 TRANSFORM_ATTRS = re.compile(rb"(^|\s)(filter|eol|text|crlf|ident|working-tree-encoding)(=|\s|$)", re.M)
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1",
            "LC_ALL": "C"}

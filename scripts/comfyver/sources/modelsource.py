@@ -26,8 +26,8 @@ from comfyver.base import web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.sources import download, modelstore, resolvecache
 
-HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)$")
-CIVITAI_RE = re.compile(r"^civitai://(?:(?P<vid>\d+)|sha256/(?P<hash>[0-9A-Fa-f]{64}))/?$")
+HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+))?/(?P<path>.+)\Z")
+CIVITAI_RE = re.compile(r"^civitai://(?:(?P<vid>\d+)|sha256/(?P<hash>[0-9A-Fa-f]{64}))/?\Z")
 SCHEMES = ("hf", "civitai", "https", "http", "file", "gs")
 
 

@@ -19,7 +19,7 @@ from comfyver.base import nar, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.sources import archive, download, resolvecache
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 def _version_info(node_id: str, version: str, what: str) -> dict:
