@@ -266,3 +266,34 @@ def test_verify_runtime_does_not_ask_for_a_locked_packs_frontend_only_node():
             "KSampler": ("w.json", True)}
     found = verify.runtime_mismatches(uses, {"KSampler": {}}, {"Note Plus (mtb)", "Wired"})
     assert [m.name for m in found] == ["NoSuchNode", "Wired"]
+
+
+@pytest.mark.parametrize("source", [
+    # a class attribute that refers to itself, and two that refer to each other
+    "class N:\n    models = s.models\n    @classmethod\n    def INPUT_TYPES(s):\n        m = s.models\n"
+    "        return {'required': {'x': (m,)}}\nNODE_CLASS_MAPPINGS = {'N': N}\n",
+    "class N:\n    a = s.b\n    b = s.a\n    @classmethod\n    def INPUT_TYPES(s):\n        return {'required': {'x': (s.a,)}}\n"
+    "NODE_CLASS_MAPPINGS = {'N': N}\n",
+    # an expression too deep for the evaluator, and an int too long to print
+    "class N:\n    @classmethod\n    def INPUT_TYPES(s):\n        x = " + "+".join(["a"] * 1500) + "\n"
+    "        return {'required': {'x': (x,)}}\nNODE_CLASS_MAPPINGS = {'N': N}\n",
+    "import folder_paths\nclass N:\n    @classmethod\n    def INPUT_TYPES(s):\n        a = " + "9" * 4300 + "\n        d = {}\n"
+    "        for i in range(a + a, a + a + 2):\n            d[f'in{i}'] = (folder_paths.get_filename_list('loras'),)\n        return d\n"
+    "NODE_CLASS_MAPPINGS = {'N': N}\n",
+    # a helper that calls itself many times (exponential without a memo)
+    "def f():\n    return " + "+".join(["f()"] * 40) + "\nX = f()\nclass N:\n    pass\nNODE_CLASS_MAPPINGS = {'N': N}\n",
+])
+def test_a_hostile_pack_cannot_crash_or_hang_the_scanner(source):
+    """Found by an outside review: each of these raised RecursionError/ValueError or ran for minutes."""
+    import time
+
+    t = time.monotonic()
+    scan = nodescan.scan({"__init__.py": source})
+    assert time.monotonic() - t < 10
+    assert "N" in scan.classes
+
+
+def test_a_file_too_deep_to_parse_is_reported_not_dropped():
+    scan = nodescan.scan({"deep.py": "x = " + "(" * 400 + "1" + ")" * 400 + "\nNODE_CLASS_MAPPINGS = {'A': A}\n",
+                          "ok.py": "NODE_CLASS_MAPPINGS = {'B': B}\n"})
+    assert "B" in scan.classes and any(u.startswith("deep.py:0: not analysed") for u in scan.unfollowed)

@@ -37,7 +37,7 @@ from comfyver.lock import nodescan, probe
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 6
+SCAN_VERSION = 7
 HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
 
 

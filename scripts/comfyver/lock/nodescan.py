@@ -53,6 +53,7 @@ class _Module:
         self.classes = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
         self.functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
         self.imported = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        self.returns: dict[int, str | None] = {}  # id(function) -> folder it returns (memo; None while in progress)
         self.env: dict[str, str] = {}
         for stmt in tree.body:
             if isinstance(stmt, ast.Assign):
@@ -79,12 +80,16 @@ class _Eval:
     def returns(self, fn) -> str | None:
         if self.depth > 4:
             return None
+        key = id(fn)
+        if key in self.mod.returns:  # computed, or in progress (recursion): each function is evaluated once
+            return self.mod.returns[key]
+        self.mod.returns[key] = None
         sub = _Eval(self.mod, self.cls, {}, self.depth + 1)
         sub.local = sub.bind(fn.body)
-        for node in ast.walk(fn):
-            if isinstance(node, ast.Return) and node.value is not None and (f := sub.folder(node.value)):
-                return f
-        return None
+        found = next((f for node in ast.walk(fn) if isinstance(node, ast.Return) and node.value is not None
+                      and (f := sub.folder(node.value))), None)
+        self.mod.returns[key] = found
+        return found
 
     def bind(self, body: list) -> dict[str, str]:
         """name -> folder for `name = <folder expr>` anywhere in `body` (loops and branches included)."""
@@ -99,6 +104,8 @@ class _Eval:
         return local
 
     def folder(self, node) -> str | None:
+        if self.depth > 8:  # class attributes referring to each other, helpers calling helpers
+            return None
         if isinstance(node, ast.Call):
             fname = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
             if fname == "get_filename_list":
@@ -230,12 +237,12 @@ def _is_mapping(node) -> bool:
 
 def scan(files: dict[str, str]) -> Scan:
     """Scan {relative path: source}."""
-    mods = []
+    mods, out = [], Scan()
     for path in sorted(files):
         try:
             mods.append(_Module(path, ast.parse(files[path])))
-        except (SyntaxError, ValueError, RecursionError):
-            continue
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # never silently: say which file
+            out.unfollowed.append(f"{path}:0: not analysed ({type(exc).__name__})")
     index: dict[str, list[tuple[_Module, ast.ClassDef]]] = {}
     dicts: dict[str, list[ast.Dict]] = {}  # module-level mapping dicts by name, for {**A, **B}
     for m in mods:
@@ -246,7 +253,6 @@ def scan(files: dict[str, str]) -> Scan:
                 for t in stmt.targets:
                     if isinstance(t, ast.Name):
                         dicts.setdefault(t.id, []).append(stmt.value)
-    out = Scan()
     cache: dict[int, list] = {}
 
     def inputs_of(m: _Module, cls_name: str | None):
@@ -256,7 +262,11 @@ def scan(files: dict[str, str]) -> Scan:
             return None, []
         mm, c = hit
         if id(c) not in cache:
-            cache[id(c)] = _class_inputs(mm, c)
+            try:
+                cache[id(c)] = _class_inputs(mm, c)
+            except (RecursionError, ValueError, MemoryError) as exc:  # a pathological class: its inputs unknown
+                cache[id(c)] = []
+                out.unfollowed.append(f"{mm.path}:{c.lineno}: inputs of {c.name} not analysed ({type(exc).__name__})")
         return c, cache[id(c)]
 
     def add(m: _Module, cid: str, cls_name: str | None):
