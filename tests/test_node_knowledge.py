@@ -297,3 +297,26 @@ def test_a_file_too_deep_to_parse_is_reported_not_dropped():
     scan = nodescan.scan({"deep.py": "x = " + "(" * 400 + "1" + ")" * 400 + "\nNODE_CLASS_MAPPINGS = {'A': A}\n",
                           "ok.py": "NODE_CLASS_MAPPINGS = {'B': B}\n"})
     assert "B" in scan.classes and any(u.startswith("deep.py:0: not analysed") for u in scan.unfollowed)
+
+
+def test_probe_interpreter_is_checked_first_and_errors_are_redacted(tmp_path, monkeypatch):
+    """Found by an outside review: a missing or relative --probe interpreter raised a traceback after every
+    node was resolved; a pack's import error quoting a token reached notes and the cache."""
+    from comfyver.base.errors import UsageError
+
+    for bad in ("/nonexistent/python", str(tmp_path)):
+        with pytest.raises(UsageError, match="no executable interpreter"):
+            probe.check_interpreter(bad)
+    link = tmp_path / "py"
+    link.symlink_to(__import__("sys").executable)
+    monkeypatch.chdir(tmp_path)
+    assert probe.check_interpreter("py") == str(link)  # absolute, the venv link kept
+    # two interpreters that resolve to the same binary are told apart by their prefix
+    assert b"prefix=" in probe.interpreter_identity(str(link))
+    monkeypatch.setenv("HF_TOKEN", "secret123456")
+    pack = tmp_path / "leaky"
+    pack.mkdir()
+    (pack / "__init__.py").write_text("import os\nraise ImportError('token=' + os.environ['HF_TOKEN'])\n")
+    result = probe.run(comfyui.source(), [pack])
+    assert not result["packs"]["leaky"]["ok"] and "secret123456" not in json.dumps(result)
+    assert "KeyError" in result["packs"]["leaky"]["error"] or "HF_TOKEN" in result["packs"]["leaky"]["error"]

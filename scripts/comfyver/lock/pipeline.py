@@ -203,6 +203,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all; return a summary. Raises LockProblems with the fix table."""
     vdir = project.version_dir(root, vid)
+    if probe_python:
+        probe_python = probe.check_interpreter(probe_python)
     for key, pin in (model_pins or {}).items():
         if "sha256" not in pin or "size" not in pin:
             raise UsageError(f"--model {key}: give both --sha256 and --size to pin it without a download")
@@ -289,6 +291,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         raise LockProblems(vid, probs)
     # 4b. the runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders
     probed = probe.for_sources(lock, probe_python) if probe_python and lock["nodes"] else None
+    if probe_python and not lock["nodes"]:
+        early_notes.append("--probe: the version has no node packs; the core's classes need no probe")
     if probed:
         probs = []
         for name, n in lock["nodes"].items():
@@ -357,7 +361,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         if rel not in lock["workflows"]:
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
-    notes = list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]
+    notes = [web.redact(n) for n in list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]]
     probed = bool(probed) or ((vdir / "uv.lock").is_file() and probe.cached(lock, (vdir / "uv.lock").read_bytes())
                               is not None)
     knowledge = "probe" if probed else "scan"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from comfyver.base import project
-from comfyver.base.errors import ComfyverError
+from comfyver.base import project, web
+from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json
 from comfyver.lock import versions
 
@@ -52,7 +53,9 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
         copies = [str(core / "custom_nodes" / n) for n in os.listdir(core / "custom_nodes")]
         (core / "extra_model_paths.yaml").unlink(missing_ok=True)
         out = Path(tmp) / "probe.json"
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp}
+        # pack code is untrusted: it runs without the user's credentials
+        env = {k: v for k, v in os.environ.items() if not re.search(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY", k)}
+        env.update({"CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp})
         t0 = time.perf_counter()
         try:
             p = subprocess.run([python or sys.executable, str(Path(__file__).with_name("probe_main.py")), str(core),
@@ -65,6 +68,8 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
             raise ComfyverError(f"probe of {comfyui}: ComfyUI's node loading failed (exit {p.returncode}):\n{tail}",
                                 hint="the version's environment must import ComfyUI; `comfyver verify <id> --deep`")
         result = json.loads(out.read_text())
+        for pack in result["packs"].values():  # import errors may quote tokens from the environment
+            pack["error"] = web.redact(pack["error"]) if pack.get("error") else pack.get("error")
         result["seconds"] = round(time.perf_counter() - t0, 3)
         result["python"] = python or sys.executable
         return result
@@ -150,13 +155,37 @@ def record(root: Path, vid: str, result: dict) -> list[str]:
     return changed
 
 
+def check_interpreter(python: str, what: str = "--probe") -> str:
+    """The absolute path of an executable interpreter (symlinks kept: a venv's python is a link to its base)."""
+    path = os.path.abspath(os.path.expanduser(python))
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise UsageError(f"{what} {python!r}: no executable interpreter there",
+                         hint="give the python of an environment with the version's requirements, "
+                              "e.g. <realized>/.venv/bin/python")
+    return path
+
+
+def interpreter_identity(python: str) -> bytes:
+    """What makes two probes with `python` comparable: its path, its prefix and when its packages last changed."""
+    p = subprocess.run([python, "-c", "import sys, sysconfig; print(sys.prefix); print(sysconfig.get_paths()['purelib'])"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    lines = p.stdout.split("\n")
+    if p.returncode != 0 or len(lines) < 2:
+        raise ComfyverError(f"--probe {python}: the interpreter does not run ({(p.stderr or '').strip()[-200:]})")
+    try:
+        mtime = os.stat(lines[1]).st_mtime_ns
+    except OSError:
+        mtime = 0
+    return f"python={python}\nprefix={lines[0]}\npurelib-mtime={mtime}".encode()
+
+
 def for_sources(lock: dict, python: str, *, refresh: bool = False) -> dict:
     """Probe a lock before anything is realized: its core and nodes exported from the caches (git at their
     revs with submodules, registry archives unpacked) and loaded by `python`, an interpreter that has the
     version's requirements. Cached by the lock's inputs and the interpreter."""
     from comfyver.sources import archive, download, gitsource
 
-    key = cache_key(lock, f"python={Path(python).resolve()}".encode())
+    key = cache_key(lock, interpreter_identity(python))
     f = project.cache_dir() / "probe" / f"{key}.json"
     if not refresh and f.is_file():
         try:
