@@ -538,3 +538,14 @@ def test_an_unwired_class_named_only_in_a_packs_web_files_is_frontend_only(env, 
                      "--no-python", "--json")
     assert rc == 1 and "class NobodyKnowsMe" in {p["item"] for p in json.loads(out)["problems"]}
     assert not (env.root / "versions" / "js2" / "version.json").exists()
+
+
+def test_a_model_key_no_workflow_uses_is_named(env, capsys):
+    """A mistyped --model folder (lora/ for loras/) is locked but said (found by an outside review)."""
+    rc, out, err = run(capsys, *base_args(env, "typo"), "--choose", "SharedText=comfyui-b",
+                       "--model", f"sams/sam_b.pth={env.files['sam_b.pth'][0]}",
+                       "--model", "lora/detail.safetensors=https://example.org/d.safetensors", "--sha256", "ab" * 32,
+                       "--size", "3")
+    assert rc == 0, out + err
+    assert any(n.startswith("--model lora/detail.safetensors: no workflow of this version uses it")
+               for n in json.loads(out)["notes"])

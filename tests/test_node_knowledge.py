@@ -320,3 +320,19 @@ def test_probe_interpreter_is_checked_first_and_errors_are_redacted(tmp_path, mo
     result = probe.run(comfyui.source(), [pack])
     assert not result["packs"]["leaky"]["ok"] and "secret123456" not in json.dumps(result)
     assert "KeyError" in result["packs"]["leaky"]["error"] or "HF_TOKEN" in result["packs"]["leaky"]["error"]
+
+
+def test_review_findings_on_evidence_and_pins():
+    """Found by an outside review: a generic pack name claimed any class containing the word; `aux_id` could be
+    `../..`; a size Nix cannot hold was locked."""
+    from comfyver.base.errors import UsageError
+
+    mgr = nodemap.ManagerData()
+    url, why = nodemap.pick_by_evidence("ImageResize+", ["comfyui_essentials https://github.com/cubiq/ComfyUI_essentials",
+                                                         "comfyui-image https://github.com/x/ComfyUI-Image"],
+                                        {"ImageResize+"}, set(), mgr)
+    assert url is None
+    r = nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("X", aux_id="../..")
+    assert r.status == "unresolved"
+    with pytest.raises(UsageError, match="2\\^63-1"):
+        resolve.parse_model_source("https://example.org/x.bin", "ab" * 32, 2 ** 63)

@@ -424,7 +424,8 @@ class NodeMap:
             return ClassResult(class_type, "unresolved", "cnr_id",
                                why=f"built into ComfyUI {ver or '(newer)'} but not in the locked core",
                                candidates=[])
-        if aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id):
+        if (aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id)
+                and not set(aux_id.split("/")) & {".", ".."}):
             url = f"https://github.com/{aux_id}"
             return ClassResult(class_type, "pack", "aux_id", self._url_pack(url, ver))
         if cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cnr_id):
@@ -475,6 +476,12 @@ class NodeMap:
         return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
 
 
+# words too common to say a class belongs to a pack whose name is only that word (ComfyUI-Image, comfy-utils)
+GENERIC_NAMES = {"image", "images", "text", "util", "utils", "tool", "tools", "video", "audio", "mask", "masks",
+                 "latent", "model", "models", "extra", "extras", "essentials", "math", "logic", "easy", "plus", "api",
+                 "basic", "core", "custom", "loader", "loaders", "prompt", "sampler", "samplers", "node"}
+
+
 def _core_name(url: str) -> str:
     """A repository name without the words every pack carries: `ComfyUI_InstantID` -> `instantid`."""
     n = pack_name_for_url(url)
@@ -495,7 +502,8 @@ def pick_by_evidence(class_type: str, candidates: list[str], used: set[str], dec
     already = [u for u in urls if norm_url(u) in decided]
     if len(already) == 1:
         return already[0], f"{pack_name_for_url(already[0])} is already used for other classes of these workflows"
-    owners = [u for u in urls if len(_core_name(u)) >= 4 and _core_name(u) in re.sub(r"[^a-z0-9]", "", class_type.lower())]
+    owners = [u for u in urls if len(_core_name(u)) >= 4 and _core_name(u) not in GENERIC_NAMES
+              and _core_name(u) in re.sub(r"[^a-z0-9]", "", class_type.lower())]
     if len(owners) == 1:
         return owners[0], f"its name carries the pack's name ({pack_name_for_url(owners[0])}: the owner)"
     cover = {u: len(mgr.by_url.get(u, set()) & used) for u in urls}

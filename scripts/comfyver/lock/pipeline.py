@@ -326,6 +326,9 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             raise UsageError(f"--model {key}: {exc}") from None
         folder, name = key.split("/", 1)
         m = rep.models.get(key) or rep.models.pop(f"?/{name}", None)
+        if m is None:
+            early_notes.append(f"--model {key}: no workflow of this version uses it (a typo in its folder or name?); "
+                               "locked anyway")
         m = m or {"folder": folder, "name": name, "used_by": ["--model"], "active": True}
         if m.get("url") != src:
             m.pop("sha256", None)

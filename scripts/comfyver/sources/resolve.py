@@ -134,8 +134,8 @@ def parse_model_source(src: str, sha256: str | None = None, size: int | None = N
             raise UsageError(f"--sha256 {sha256!r} is not 64 lowercase hex digits")
         original["sha256"] = sha256
     if size is not None:
-        if not sha256 or not isinstance(size, int) or size < 0:
-            raise UsageError(f"--size {size!r}: needs --sha256 too, and a byte count >= 0")
+        if not sha256 or not isinstance(size, int) or not 0 <= size < 2 ** 63:
+            raise UsageError(f"--size {size!r}: needs --sha256 too, and a byte count from 0 to 2^63-1")
         original["size"] = size
     return original
 
