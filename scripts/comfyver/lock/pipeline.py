@@ -139,12 +139,14 @@ def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: 
         p = packs.get(name)
         if p is None:
             continue
-        if p.url and p.version and name in saved:
+        gone = re.search(r"no longer reachable|not found|couldn't find remote ref|unknown revision|no such ref", why, re.I)
+        if p.url and p.version and name in saved and gone:
             out[name] = (nodemap.Pack(p.name, p.url), f"node {name}: the workflow saved it at {p.version}, which "
-                         f"{p.url} does not have ({why[:160]}); locked its newest instead (pin with --node {p.url}@<ref>)")
+                         f"{p.url} does not have; locked its newest instead (pin with --node {p.url}@<ref>)")
         elif not p.url and p.registry_id and mgr is not None and (url := mgr.url_for_id(p.registry_id)):
+            reason = why if len(why) <= 160 else why[:157].rsplit(" ", 1)[0] + "..."
             out[name] = (nodemap.Pack(p.name, url), f"node {name}: the Comfy Registry could not give "
-                         f"{p.registry_id}@{p.version or 'latest'} ({why[:160]}); locked its git repository {url} "
+                         f"{p.registry_id}@{p.version or 'latest'} ({reason}); locked its git repository {url} "
                          "(newest) instead, from ComfyUI-Manager's list")
     return out
 
