@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import json
 import os
 import re
 import subprocess
@@ -181,8 +180,6 @@ def check_models(lock: dict, into: Path, rep: Reporter, cache: modelstore.StatCa
 def workflow_classes(root: Path, vid: str, lock: dict) -> dict[str, str]:
     """class_type -> the workflow file that uses it, as ComfyUI will run it: subgraphs and group nodes
     entered (their instances are not classes), frontend-only, muted and bypassed nodes left out."""
-    from comfyver.lock import analyze
-
     return {c: rel for c, (rel, _) in _workflow_uses(root, vid, lock).items()}
 
 
