@@ -93,11 +93,28 @@ def check_scheme(url: str, allowed: tuple[str, ...], what: str) -> str:
 UNTRUSTED_SCHEMES = ("https", "http", "hf", "civitai")
 
 
-def trusted_hosts() -> set[str]:
-    """Hosts a workflow may lead to although they are local or private: COMFYVER_TRUSTED_HOSTS (a mirror) and
-    the hosts of the endpoints the user configured (HF_ENDPOINT, CIVITAI_ENDPOINT)."""
-    hosts = {h.strip().lower() for h in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(",") if h.strip()}
-    return hosts | {(urlsplit(e).hostname or "").lower() for e in (hf_endpoint(), civitai_endpoint())} - {""}
+def trusted_hosts() -> set[tuple[str, int | None]]:
+    """(host, port or None = any) a workflow may lead to although they are local or private:
+    COMFYVER_TRUSTED_HOSTS (`host` or `host:port`, a mirror) and the endpoints the user configured
+    (HF_ENDPOINT, CIVITAI_ENDPOINT), at their own port only."""
+    out = set()
+    for entry in os.environ.get("COMFYVER_TRUSTED_HOSTS", "").split(","):
+        if entry.strip():
+            parts = urlsplit("//" + entry.strip())
+            try:
+                out.add(((parts.hostname or "").lower(), parts.port))
+            except ValueError:
+                continue
+    for e in (hf_endpoint(), civitai_endpoint()):
+        parts = urlsplit(e)
+        if parts.hostname:
+            out.add((parts.hostname.lower(), parts.port or (443 if parts.scheme == "https" else 80)))
+    return out
+
+
+def is_trusted(host: str, port: int | None) -> bool:
+    host = host.lower().rstrip(".")
+    return any(h == host and (p is None or p == port) for h, p in trusted_hosts())
 
 
 CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -141,7 +158,11 @@ def check_untrusted_source(url: str) -> None:
                          f"allowed there: {', '.join(s + '://' for s in UNTRUSTED_SCHEMES)}")
     if parts.scheme in ("http", "https"):
         host = (parts.hostname or "").lower()
-        if not host or (host not in trusted_hosts() and _local_address(host)):
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise ValueError(f"a workflow names a source with a bad port ({redact(url)!r})") from None
+        if not host or (not is_trusted(host, port) and _local_address(host)):
             raise ValueError(f"a workflow may not name a source on a local or private host ({redact(url)!r}); "
                              "give it yourself with --model, or list the host in COMFYVER_TRUSTED_HOSTS")
 
@@ -154,7 +175,7 @@ def _public_new_conn(self) -> socket.socket:
     """urllib3's _new_conn, but the host's addresses are checked first and the socket goes to a checked address:
     a redirect to a private host, or a second DNS answer (rebinding), cannot reach this machine's network."""
     host = self._dns_host.rstrip(".")
-    if host.lower() in trusted_hosts():
+    if is_trusted(host, self.port):
         return HTTPConnection._new_conn(self)
     try:
         addrs = [ai[4][0] for ai in socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)]
