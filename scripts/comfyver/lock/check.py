@@ -66,10 +66,8 @@ def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
     analyze.settle_folders_from_lock(rep.models, lock["models"])
     out = []
     linked = {u.class_type for wf in wfs for u in wf.nodes if u.linked}
-    js_only = set()  # frontend-only nodes of locked packs, as lock decided them
-    unwired = {c for c, e in rep.unresolved.items() if e["active"] and c not in linked}
-    for name, n in lock["nodes"].items():
-        js_only |= nodemap.frontend_mentions(n["locked"], unwired - js_only, name)
+    # frontend-only nodes of locked packs, as lock decided them
+    js_only = nodemap.frontend_only(lock["nodes"], {c for c, e in rep.unresolved.items() if e["active"] and c not in linked})
     for c, e in rep.unresolved.items():
         if e["active"] and c not in js_only:
             out.append(_p(f"class {c}", f"{e['why']} (used in {', '.join(e['workflows'])})",

@@ -69,7 +69,8 @@ def scan_tree_full(path: str | os.PathLike, core: bool = False) -> nodescan.Scan
     return nodescan.scan(files)
 
 
-def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
+def _git_blobs(repo: Path, rev: str, keep) -> dict[str, str]:
+    """Text of the files at `rev` whose path `keep(path)` accepts, read in one `git cat-file --batch`."""
     ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", rev], cwd=repo, capture_output=True, check=True).stdout
     wanted = []
     for rec in ls.split(b"\0"):
@@ -77,13 +78,8 @@ def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
             continue
         meta, path = rec.split(b"\t", 1)
         p = path.decode(errors="replace")
-        if meta.split()[1] != b"blob" or not p.endswith(".py"):
-            continue
-        if core and not p.startswith(CORE_SCAN_PREFIXES):
-            continue
-        if any(part in ("tests", "test") for part in p.split("/")[:-1]):
-            continue
-        wanted.append((p, meta.split()[2].decode()))
+        if meta.split()[1] == b"blob" and keep(p):
+            wanted.append((p, meta.split()[2].decode()))
     if not wanted:
         return {}
     batch = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True, check=True,
@@ -95,6 +91,12 @@ def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
         files[p] = batch[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace")
         pos = header_end + 1 + size + 1
     return files
+
+
+def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
+    """The Python files a scan reads (core: only its node folders; never tests)."""
+    return _git_blobs(repo, rev, lambda p: p.endswith(".py") and (not core or p.startswith(CORE_SCAN_PREFIXES))
+                      and not any(part in ("tests", "test") for part in p.split("/")[:-1]))
 
 
 def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, list[tuple[str, str]]]:
@@ -126,15 +128,17 @@ def frontend_mentions(loc: dict, names: set[str], what: str) -> set[str]:
     from comfyver.sources import gitsource
 
     repo = gitsource.fetch(loc["url"], loc["rev"], f"node {what}")
-    ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", loc["rev"]], cwd=repo, capture_output=True,
-                        check=True).stdout
-    oids = [rec.split(b"\t", 1)[0].split()[2].decode() for rec in ls.split(b"\0")
-            if rec and rec.split(b"\t", 1)[1].endswith((b".js", b".mjs")) and rec.split()[1] == b"blob"]
-    if not oids:
-        return set()
-    text = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True, check=True,
-                          input="".join(o + "\n" for o in oids).encode()).stdout.decode("utf-8", errors="replace")
+    text = "\n".join(_git_blobs(repo, loc["rev"], lambda p: p.endswith((".js", ".mjs"))).values())
     return {n for n in names if any(q + n + q in text for q in ('"', "'", "`"))}
+
+
+def frontend_only(nodes: dict, names: set[str]) -> dict[str, str]:
+    """class -> node, for each of `names` that a locked node's web files name (see frontend_mentions)."""
+    found: dict[str, str] = {}
+    for name, n in nodes.items():
+        for c in frontend_mentions(n["locked"], set(names) - set(found), name):
+            found[c] = name
+    return found
 
 
 def newest_cached_core() -> tuple[str | None, dict | None]:

@@ -273,11 +273,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
                  if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
         _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
     if js_only:
-        found = {}
-        for name in rep.packs:
-            if name in lock["nodes"]:
-                for c in nodemap.frontend_mentions(lock["nodes"][name]["locked"], js_only - set(found), name):
-                    found[c] = name
+        found = nodemap.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, js_only)
         if set(found) != js_only:
             raise LockProblems(vid, [p for p in probs if p["item"][len("class "):] not in found])
         early_notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
