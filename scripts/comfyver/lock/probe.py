@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from comfyver.base import project, web
+from comfyver.base import nar, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json
 from comfyver.lock import versions
@@ -82,34 +82,39 @@ def cache_key(lock: dict, uv_lock: bytes) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
+def _cache_file(key: str) -> Path:
+    return project.cache_dir() / "probe" / f"{key}.json"
+
+
 def cached(lock: dict, uv_lock: bytes) -> dict | None:
-    f = project.cache_dir() / "probe" / f"{cache_key(lock, uv_lock)}.json"
     try:
-        return json.loads(f.read_text())
+        return json.loads(_cache_file(cache_key(lock, uv_lock)).read_text())
     except (OSError, ValueError):
         return None
 
 
+def _cached_run(key: str, make, refresh: bool) -> dict:
+    """The probe result stored under `key`, or `make()`'s, stored; `cached` says which."""
+    if not refresh:
+        try:
+            return {**json.loads(_cache_file(key).read_text()), "cached": True}
+        except (OSError, ValueError):
+            pass
+    result = {**make(), "key": key}
+    atomic_write_json(_cache_file(key), result)
+    return {**result, "cached": False}
+
+
 def for_version(lock: dict, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> dict:
     """Probe a realized version (`tree`: its ComfyUI folder with custom_nodes/ and .venv/), cached."""
-    if not refresh and (hit := cached(lock, uv_lock)) is not None:
-        hit["cached"] = True
-        return hit
     python = tree / ".venv" / "bin" / "python"
-    if not python.exists():
-        raise ComfyverError(f"probe of version {lock['id']}: {tree} has no .venv",
-                            hint=f"realize it first: comfyver realize {lock['id']}")
-    packs = [tree / "custom_nodes" / name for name in sorted(lock.get("nodes", {}))]
-    result = run(tree, packs, str(python))
-    result["key"] = cache_key(lock, uv_lock)
-    atomic_write_json(project.cache_dir() / "probe" / f"{result['key']}.json", result)
-    result["cached"] = False
-    return result
 
-
-def pack_classes(result: dict) -> dict[str, list[str]]:
-    """pack -> classes it registered (only packs whose import succeeded)."""
-    return {name: p["classes"] for name, p in result["packs"].items() if p["ok"]}
+    def make():
+        if not python.exists():
+            raise ComfyverError(f"probe of version {lock['id']}: {tree} has no .venv",
+                                hint=f"realize it first: comfyver realize {lock['id']}")
+        return run(tree, [tree / "custom_nodes" / name for name in sorted(lock.get("nodes", {}))], str(python))
+    return _cached_run(cache_key(lock, uv_lock), make, refresh)
 
 
 def model_inputs(result: dict) -> dict[str, list[tuple[str, str]]]:
@@ -185,30 +190,25 @@ def for_sources(lock: dict, python: str, *, refresh: bool = False) -> dict:
     version's requirements. Cached by the lock's inputs and the interpreter."""
     from comfyver.sources import archive, download, gitsource
 
-    key = cache_key(lock, interpreter_identity(python))
-    f = project.cache_dir() / "probe" / f"{key}.json"
-    if not refresh and f.is_file():
-        try:
-            return {**json.loads(f.read_text()), "cached": True}
-        except ValueError:
-            pass
-    with tempfile.TemporaryDirectory(prefix="comfyver-probe-src-") as tmp:
-        core_l = lock["comfyui"]["locked"]
-        core = Path(tmp) / "ComfyUI"
-        repo = gitsource.fetch(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})")
-        gitsource.export(repo, core_l["rev"], core, core_l["url"], core_l.get("submodules", False), "comfyui")
-        packs = []
-        for name, n in sorted(lock.get("nodes", {}).items()):
-            loc, dest = n["locked"], Path(tmp) / "nodes" / name
-            if loc["type"] == "git":
-                repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
-                gitsource.export(repo, loc["rev"], dest, loc["url"], loc.get("submodules", False), f"node {name}")
-            else:
-                z = Path(tmp) / f"{name}.zip"
-                download.download(loc["url"], z, what=f"node {name}")
-                archive.extract_zip(z, dest, strip_root=loc.get("stripRoot", False), what=f"node {name}")
-            packs.append(dest)
-        result = run(core, packs, python)
-    result["key"] = key
-    atomic_write_json(f, result)
-    return {**result, "cached": False}
+    def make():
+        with tempfile.TemporaryDirectory(prefix="comfyver-probe-src-") as tmp:
+            core_l = lock["comfyui"]["locked"]
+            core = Path(tmp) / "ComfyUI"
+            repo = gitsource.fetch(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})")
+            gitsource.export(repo, core_l["rev"], core, core_l["url"], core_l.get("submodules", False), "comfyui")
+            packs = []
+            for name, n in sorted(lock.get("nodes", {}).items()):
+                loc, dest = n["locked"], Path(tmp) / "nodes" / name
+                if loc["type"] == "git":
+                    repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
+                    gitsource.export(repo, loc["rev"], dest, loc["url"], loc.get("submodules", False), f"node {name}")
+                else:
+                    z = Path(tmp) / f"{name}.zip"
+                    download.download(loc["url"], z, what=f"node {name}")
+                    archive.extract_zip(z, dest, strip_root=loc.get("stripRoot", False), what=f"node {name}")
+                    if (got := nar.to_sri(nar.nar_hash(dest))) != loc["hash"]:  # never run code the lock did not pin
+                        raise ComfyverError(f"node {name}: archive {web.redact(loc['url'])} unpacks to {got}, the lock "
+                                            f"says {loc['hash']}", hint="the registry changed a published archive; re-lock")
+                packs.append(dest)
+            return run(core, packs, python)
+    return _cached_run(cache_key(lock, interpreter_identity(python)), make, refresh)
