@@ -74,22 +74,56 @@ def upload_inputs(object_info: dict, class_type) -> set[str]:
     return {n for n, spec in _spec_inputs(info) if is_upload_input(n, spec)} if isinstance(info, dict) else set()
 
 
-def ui_to_api(wf: dict, object_info: dict) -> dict:
-    """Convert a UI-format workflow (nodes + links) to the API format, the way ComfyUI's frontend does."""
-    if wf.get("definitions", {}).get("subgraphs"):
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _ui_shape_error(where: str, want: str):
+    return bad_input(f"workflow: {where}: expected {want}",
+                     "send the UI-format file ComfyUI saved, unchanged, or export it in API format")
+
+
+def read_ui_graph(wf: dict) -> tuple[dict, dict]:
+    """Nodes by id and links by id (origin id, origin slot, type) of a UI-format workflow. Every entry the
+    conversion reads is shape-checked first, so a hand-edited or hostile file is an input error naming the entry."""
+    definitions = wf.get("definitions")
+    if definitions is not None and not isinstance(definitions, dict):
+        raise _ui_shape_error("definitions", "an object")
+    if (definitions or {}).get("subgraphs"):
         raise bad_input("workflow: UI-format workflows with subgraphs are not supported",
                         "export the workflow in API format (Workflow > Export (API)) and send that")
     nodes = {}
-    for n in wf["nodes"]:
-        if not isinstance(n, dict) or "id" not in n or "type" not in n:
-            raise bad_input("workflow: a UI-format node lacks id or type", "send the file ComfyUI saved, unchanged")
+    for i, n in enumerate(wf["nodes"]):
+        if not isinstance(n, dict) or not _is_id(n.get("id")) or not isinstance(n.get("type"), str):
+            raise _ui_shape_error(f"nodes[{i}]", "an object with an id (number or string) and a type (string)")
+        ins = n.get("inputs")
+        if ins is not None and not (isinstance(ins, list) and all(
+                isinstance(x, dict) and isinstance(x.get("name"), str) and (x.get("link") is None or _is_id(x["link"]))
+                for x in ins)):
+            raise _ui_shape_error(f"nodes[{i}] (id {n['id']!r}) inputs",
+                                  'a list of {"name": string, "link": link id or null}')
         nodes[n["id"]] = n
+    raw = wf.get("links")
+    if raw is not None and not isinstance(raw, list):
+        raise _ui_shape_error("links", "a list")
     links = {}
-    for link in wf.get("links") or []:
+    for i, link in enumerate(raw or []):
         if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"], link.get("type"))
+            entry = (link.get("id"), link.get("origin_id"), link.get("origin_slot"), link.get("type"))
         elif isinstance(link, list) and len(link) >= 5:
-            links[link[0]] = (link[1], link[2], link[5] if len(link) > 5 else None)
+            entry = (link[0], link[1], link[2], link[5] if len(link) > 5 else None)
+        else:
+            entry = (None, None, None, None)
+        if not (_is_id(entry[0]) and _is_id(entry[1]) and isinstance(entry[2], int) and not isinstance(entry[2], bool)):
+            raise _ui_shape_error(f"links[{i}]", "[id, origin id, origin slot, target id, target slot, type] "
+                                  "or an object with id, origin_id and origin_slot")
+        links[entry[0]] = entry[1:]
+    return nodes, links
+
+
+def ui_to_api(wf: dict, object_info: dict) -> dict:
+    """Convert a UI-format workflow (nodes + links) to the API format, the way ComfyUI's frontend does."""
+    nodes, links = read_ui_graph(wf)
 
     def source(link_id, depth=0):
         """(node_id, slot) or ("value", v) or None for the far end of a link, through reroutes/bypass/primitives."""
@@ -103,8 +137,8 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
             ins = n.get("inputs") or []
             return source(ins[0].get("link"), depth + 1) if ins else None
         if n["type"] == "PrimitiveNode":
-            wv = n.get("widgets_values") or []
-            return ("value", wv[0]) if wv else None
+            wv = n.get("widgets_values")
+            return ("value", wv[0]) if isinstance(wv, list) and wv else None
         if n.get("mode") == 4:  # bypassed: pass through the first input of the same type
             for inp in n.get("inputs") or []:
                 if inp.get("link") is not None and (ltype is None or inp.get("type") == ltype):

@@ -326,6 +326,48 @@ def test_ui_format_with_primitive_reroute_bypass_and_note_runs(worker):
     assert o["node_id"] == "4" and size == (24, 16) and close_to(rgb, (0x11, 0x22, 0x33))
 
 
+def _ui_invert(mutate):
+    wf = {"nodes": [{"id": 1, "type": "EmptyImage", "mode": 0, "widgets_values": [8, 8, 1, 0]},
+                    {"id": 4, "type": "SaveImage", "mode": 0, "widgets_values": ["ui_broken"],
+                     "inputs": [{"name": "images", "type": "IMAGE", "link": 4}]}],
+          "links": [[4, 1, 0, 4, 0, "IMAGE"]]}
+    mutate(wf)
+    return wf
+
+
+BROKEN_UI = {
+    "link object without origin": lambda w: w.update(links=[{"id": 4}]),
+    "link id a list": lambda w: w.update(links=[[[4], 1, 0, 4, 0, "IMAGE"]]),
+    "origin id an object": lambda w: w.update(links=[[4, {"x": 1}, 0, 4, 0, "IMAGE"]]),
+    "links an object": lambda w: w.update(links={"4": [1, 0]}),
+    "input link a list": lambda w: w["nodes"][1]["inputs"][0].update(link=[4]),
+    "input without name": lambda w: w["nodes"][1]["inputs"][0].pop("name"),
+    "inputs a string": lambda w: w["nodes"][1].update(inputs="images"),
+    "node id a list": lambda w: w["nodes"][0].update(id=[1]),
+    "type a list": lambda w: w["nodes"][0].update(type=["EmptyImage"]),
+    "definitions a list": lambda w: w.update(definitions=[1]),
+    "reroute input a string": lambda w: (w["nodes"].append({"id": 9, "type": "Reroute", "inputs": ["x"]}),
+                                         w["links"].append([5, 9, 0, 4, 0, "IMAGE"]),
+                                         w["nodes"][1]["inputs"][0].update(link=5)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_UI))
+def test_broken_ui_format_is_an_input_error_naming_the_entry(worker, case):
+    """A hand-edited or hostile UI-format file (broken links, wrong shapes) is the caller's error, named, and never
+    `internal` ("a bug in the worker"), which it was for all of these."""
+    e = E(run_job(worker, {"workflow": _ui_invert(BROKEN_UI[case]), "output_mode": "base64"}))
+    assert e["type"] == "input", e
+    assert e["message"].startswith("workflow: ") and ("links" in e["message"] or "nodes[" in e["message"]
+                                                      or "definitions" in e["message"]), e
+
+
+def test_ui_format_link_to_a_missing_node_is_a_validation_error(worker):
+    e = E(run_job(worker, {"workflow": _ui_invert(lambda w: w.update(links=[[4, 77, 0, 4, 0, "IMAGE"]])),
+                           "output_mode": "base64"}))
+    assert e["type"] == "validation" and any(p["node_id"] == "4" for p in e["problems"]), e
+
+
 @pytest.mark.parametrize("package,name", [("comfyui_workflow_templates_media_other", "default.json"),
                                           ("comfyui_workflow_templates_media_image", "sdxl_simple_example.json"),
                                           ("comfyui_workflow_templates_media_other", "esrgan_example.json")])
