@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -117,6 +118,41 @@ def _stop_comfyui_on_sigterm(process: ComfyProcess) -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+@contextlib.contextmanager
+def _sigterm_deadline(worker, grace: float):
+    """While the SDK serves, a SIGTERM also starts a `grace`-second clock; when it runs out, ComfyUI is stopped
+    and the worker exits 143. The SDK's own graceful stop (and uvicorn's, for the local API) waits for running
+    jobs without a limit, a job stuck in a download included. They install their SIGTERM handler once serving
+    starts, so each handler installed meanwhile is wrapped to start the clock first."""
+    real_signal = signal.signal
+    started = threading.Event()
+
+    def give_up():
+        print(f"handler: jobs still running {grace:g} s after SIGTERM; stopping ComfyUI and exiting",
+              file=sys.stderr, flush=True)
+        worker.close()
+        os._exit(128 + signal.SIGTERM)
+
+    def install(sig, handler):
+        if sig == signal.SIGTERM and callable(handler):
+            sdk_handler = handler
+
+            def handler(signum, frame):
+                if not started.is_set():
+                    started.set()
+                    clock = threading.Timer(grace, give_up)
+                    clock.daemon = True  # a stop that ends in time is not held by it
+                    clock.start()
+                sdk_handler(signum, frame)
+        return real_signal(sig, handler)
+
+    signal.signal = install
+    try:
+        yield
+    finally:
+        signal.signal = real_signal
+
+
 def main() -> int:
     if sys.argv[1:2] == ["cli"]:
         return cli_main(sys.argv[2:])
@@ -152,7 +188,8 @@ def main() -> int:
         return 1
     print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
     try:
-        runpod.serverless.start({"handler": worker.handle})  # returns after the SDK's own SIGTERM/SIGINT shutdown
+        with _sigterm_deadline(worker, settings.stop_grace):
+            runpod.serverless.start({"handler": worker.handle})  # returns after the SDK's own SIGTERM/SIGINT stop
     finally:
         worker.close()
     return 0

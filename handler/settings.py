@@ -62,6 +62,8 @@ class Settings:
     job_timeout: float = field(default_factory=lambda: _num("JOB_TIMEOUT", 0.0))
     # seconds without a word from ComfyUI during a job before /system_stats is asked whether it is hung
     hang_check: float = field(default_factory=lambda: _num("COMFY_HANG_CHECK", 30.0))
+    # seconds a SIGTERM leaves running jobs before ComfyUI is stopped and the worker exits
+    stop_grace: float = field(default_factory=lambda: _num("COMFY_STOP_GRACE", 20.0))
 
     output_mode: str = field(default_factory=lambda: _default_output_mode())
     # "comfyver" (outputs[...]) or "worker-comfyui" (its images[{filename, type, data}] as well; docs/handler.md)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -403,3 +405,59 @@ def test_bucket_from_the_endpoint_url(endpoint, base, bucket):
     from handler.storage import s3_endpoint_and_bucket
 
     assert s3_endpoint_and_bucket(endpoint) == (base, bucket)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_sigterm_during_an_input_download_ends_the_worker_and_its_comfyui(tmp_path):
+    """W4: RunPod stops a worker (SIGTERM) while a job is downloading its input from a slow server. The worker
+    exits promptly and takes its ComfyUI along; the download does not hold it."""
+    import threading
+
+    from tests.test_handler import dripping
+    drip = HTTPServer(tmp_path)
+    seen = threading.Event()
+    route = dripping(threading.Event(), every=0.2)
+    drip.routes["/slow.png"] = lambda handler, body: (seen.set(), route(handler, body))[1]
+    home = env.comfy_tree(tmp_path)
+    api = env.LocalAPI({"COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "COMFY_URL": "",
+                        "OUTPUT_MODE": "base64", "ALLOWED_FETCH_HOSTS": "127.0.0.1", "GCS_BUCKET": "",
+                        "BUCKET_ENDPOINT_URL": "", "COMFY_STOP_GRACE": "3"}, tmp_path / "api.log")
+    try:
+        [comfy] = _children(api.proc.pid)
+        wf = {"1": {"class_type": "LoadImage", "inputs": {"image": "s.png"}},
+              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "slow"}}}
+        job = {"workflow": wf, "images": [{"name": "s.png", "image": f"{drip.url}/slow.png"}]}
+
+        def send():  # the SDK's local /run only queues; /runsync runs the job (and is cut off by the stop)
+            try:
+                api.runsync(job, timeout=60)
+            except requests.RequestException:
+                pass
+        threading.Thread(target=send, daemon=True).start()
+        assert seen.wait(30), "the download never started"
+        time.sleep(0.5)
+        api.proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        api.proc.wait(20)
+        assert time.monotonic() - t0 < 10 and api.proc.returncode == 143
+        assert "jobs still running 3 s after SIGTERM" in api.log.read_text()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{comfy}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{comfy}").exists() or "Z" in Path(f"/proc/{comfy}/stat").read_text().split(")")[1][:3]
+    finally:
+        if api.proc.poll() is None:
+            api.proc.kill()
+        api.stop()
+        drip.close()
