@@ -1,6 +1,6 @@
 """Handler overhead, measured side by side in one run against one real ComfyUI on the CPU.
 
-    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 9]
+    python bench/handler.py [--jobs 100] [--rss-jobs 500] [--start-rounds 9] [--worker-comfyui CHECKOUT]
 
 1. start-up: bare ComfyUI (`python main.py --cpu` until /system_stats answers) vs the worker
    (`python -m handler` until it reports ComfyUI ready), alternating pairs; on a shared machine single
@@ -13,7 +13,9 @@
      of /view): the honest peer for the handler's own cost;
    - through the handler in-process with base64 output; and through the runpod SDK's HTTP API
      (`python -m handler --rp_serve_api`, POST /runsync), which adds the SDK's HTTP and JSON;
-   (worker-comfyui's handler is not run here: its code is AGPL and not on this machine);
+   with `--worker-comfyui CHECKOUT` (a clone of github.com/runpod-workers/worker-comfyui; AGPL, so it is
+   never copied into this repository), its handler too, on the same ComfyUI, in-process and through the
+   same SDK HTTP API;
 3. RSS of the handler's process across --rss-jobs more jobs.
 """
 
@@ -82,6 +84,32 @@ class BareClient:
         return out
 
 
+WORKER_COMFYUI_LOADER = """
+import importlib.util, sys
+checkout, host = sys.argv.pop(1), sys.argv.pop(1)
+sys.path[:0] = [checkout, checkout + "/src"]
+spec = importlib.util.spec_from_file_location("worker_comfyui_handler", checkout + "/handler.py")
+handler = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(handler)
+handler.COMFY_HOST = host
+if __name__ == "__main__":
+    import runpod
+    runpod.serverless.start({"handler": handler.handler})
+"""
+
+
+def load_worker_comfyui(checkout: Path, comfy_url: str):
+    """worker-comfyui's handler module from the user's checkout, pointed at `comfy_url` (it hard-codes :8188)."""
+    ns = {"__name__": "worker_comfyui_loader"}
+    argv = sys.argv
+    sys.argv = [argv[0], str(checkout), comfy_url.split("://", 1)[1]]
+    try:
+        exec(WORKER_COMFYUI_LOADER, ns)
+    finally:
+        sys.argv = argv
+    return ns["handler"]
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -135,7 +163,11 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--rss-jobs", type=int, default=500)
     ap.add_argument("--start-rounds", type=int, default=9)
+    ap.add_argument("--worker-comfyui", type=Path, metavar="CHECKOUT",
+                    help="a checkout of worker-comfyui, to run its handler side by side")
     a = ap.parse_args()
+    if a.worker_comfyui and not (a.worker_comfyui / "handler.py").is_file():
+        ap.error(f"--worker-comfyui {a.worker_comfyui}: no handler.py there (give a checkout of worker-comfyui)")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-handler-"))
     home = comfyui_support.copy_tree(tmp / "ComfyUI")
@@ -167,25 +199,47 @@ def main() -> int:
         r = api.runsync({"workflow": workflow(i)})
         assert r.get("status") == "COMPLETED" and r["output"]["outputs"][0]["data"], r
 
+    lanes = [("handler in-process", through_handler), ("handler via SDK /runsync", through_api)]
+    wc_api = None
+    if a.worker_comfyui:
+        import contextlib
+        import io
+        wc = load_worker_comfyui(a.worker_comfyui.resolve(), comfy.url)
+
+        def wc_in_process(i: int) -> None:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints several lines per job
+                r = wc.handler({"id": f"w{i}", "input": {"workflow": workflow(i)}})
+            assert "error" not in r and r["images"][0]["data"], r
+
+        wc_api = LocalAPI({"COMFY_URL": "", "RUNPOD_DEBUG_LEVEL": "ERROR"}, tmp / "wc-api.log",
+                          command=[sys.executable, "-c", WORKER_COMFYUI_LOADER, str(a.worker_comfyui.resolve()),
+                                   comfy.url.split("://", 1)[1]])
+
+        def wc_through_api(i: int) -> None:
+            r = wc_api.runsync({"workflow": workflow(i)})
+            assert r.get("status") == "COMPLETED" and r["output"]["images"][0]["data"], r
+        lanes += [("worker-comfyui in-process", wc_in_process), ("worker-comfyui via /runsync", wc_through_api)]
+    times_of = {label: [] for label, _ in lanes}
+
     bare = BareClient(comfy.url)
     short = BareClient(comfy.url, output_dir=home / "output")
     try:
         for i in range(5):  # warm-up: first executions load node code and fill caches
             bare.run(workflow(0x100000 + i))
             short.run(workflow(0x110000 + i))
-            through_handler(0x200000 + i)
-            through_api(0x210000 + i)
-        t_bare, t_short, t_handler, t_api = [], [], [], []
+            for k, (_, run) in enumerate(lanes):
+                run(0x200000 + 0x10000 * k + i)
+        t_bare, t_short = [], []
         for i in range(a.jobs):
             for times, run, base in ((t_bare, bare.run, 0x300000), (t_short, short.run, 0x600000)):
                 t0 = time.perf_counter()
                 imgs = run(workflow(base + i))
                 times.append((time.perf_counter() - t0) * 1000)
                 assert imgs and imgs[0][:4] == b"\x89PNG"
-            for times, run, base in ((t_handler, through_handler, 0x400000), (t_api, through_api, 0x700000)):
+            for k, (label, run) in enumerate(lanes):
                 t0 = time.perf_counter()
-                run(base + i)
-                times.append((time.perf_counter() - t0) * 1000)
+                run(0x800000 + 0x10000 * k + i)
+                times_of[label].append((time.perf_counter() - t0) * 1000)
 
         rss0 = rss_mb()
         for i in range(a.rss_jobs):
@@ -193,10 +247,13 @@ def main() -> int:
         rss1 = rss_mb()
     finally:
         api.stop()
+        if wc_api is not None:
+            wc_api.stop()
         comfy.stop()
         asyncio.run_coroutine_threadsafe(worker.client.close(), loop).result()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    t_handler, t_api = times_of["handler in-process"], times_of["handler via SDK /runsync"]
     b50, s50, h50, a50 = (statistics.median(t) for t in (t_bare, t_short, t_handler, t_api))
     print()
     diffs = [w - b for b, w in zip(bare_s, worker_s)]
@@ -207,12 +264,17 @@ def main() -> int:
     print(f"  median {statistics.median(diffs):+.2f} s, min {min(diffs):+.2f}, max {max(diffs):+.2f}, "
           f"stdev {spread:.2f} over {len(diffs)} pairs (target: median <= +1.00)")
     print(f"per job, {a.jobs} each, interleaved (ms):")
-    for label, t, m in (("bare ComfyUI API (/view)", t_bare, b50), ("bare, same shortcuts", t_short, s50),
-                        ("handler in-process", t_handler, h50), ("handler via SDK /runsync", t_api, a50)):
-        print(f"  {label:<26} p50 {m:7.2f}  p90 {pct(t, 90):7.2f}  mean {statistics.mean(t):7.2f}")
+    for label, t in (("bare ComfyUI API (/view)", t_bare), ("bare, same shortcuts", t_short), *times_of.items()):
+        print(f"  {label:<28} p50 {statistics.median(t):7.2f}  p90 {pct(t, 90):7.2f}  mean {statistics.mean(t):7.2f}")
     print(f"  overhead p50: handler vs same-shortcut client {h50 - s50:+.2f} ms (ratio {h50 / s50:.3f}); "
           f"vs plain client {h50 - b50:+.2f} ms; SDK HTTP API vs same-shortcut client {a50 - s50:+.2f} ms "
           "(target: handler vs same-shortcut client <= +2.00)")
+    if a.worker_comfyui:
+        w50, wa50 = (statistics.median(times_of[k]) for k in ("worker-comfyui in-process", "worker-comfyui via /runsync"))
+        print(f"  side by side with worker-comfyui on the same ComfyUI: in-process {h50 - w50:+.2f} ms (ratio "
+              f"{h50 / w50:.3f}); via the SDK's /runsync {a50 - wa50:+.2f} ms (ratio {a50 / wa50:.3f})")
+    else:
+        print("  worker-comfyui not run (give --worker-comfyui CHECKOUT to run its handler side by side)")
     print(f"RSS over {a.rss_jobs} handler jobs: {rss0:.1f} -> {rss1:.1f} MB ({rss1 - rss0:+.1f} MB, target < 20)")
     return 0
 

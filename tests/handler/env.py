@@ -93,13 +93,15 @@ def slow_workflow(seconds: float = 3.0, steps: int = 10, color: int = 1) -> dict
 class LocalAPI:
     """`python -m handler --rp_serve_api`: the runpod SDK's own local API server in front of the handler."""
 
-    def __init__(self, env: dict, log: Path):
+    def __init__(self, env: dict, log: Path, command: list[str] | None = None):
+        """`command`: another serverless script to serve the same way (default: this worker)."""
         import os
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "wb")
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+        command = command or [sys.executable, "-m", "handler"]
+        self.proc = subprocess.Popen([*command, "--rp_serve_api", "--rp_api_host", "127.0.0.1",
                                       "--rp_api_port", str(self.port)], cwd=ROOT, stdout=self._log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **env})
         deadline = time.monotonic() + 120
