@@ -35,7 +35,10 @@ def sha(data: bytes) -> str:
 def sync(capsys, proj, *args) -> tuple[int, dict | None, str]:
     rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--json", *args])
     out, err = capsys.readouterr()
-    return rc, (json.loads(out) if rc == 0 else None), err
+    if rc != 0:
+        return rc, None, err
+    [target] = json.loads(out)["targets"]
+    return rc, target, err
 
 
 def test_sync_to_a_volume_from_http_then_nothing_to_do(proj, tmp_path, http_server, capsys):

@@ -1,9 +1,11 @@
-"""A real TCP forwarder on 127.0.0.1: counts bytes sent to the target and can cut every connection."""
+"""A real TCP forwarder on 127.0.0.1: counts bytes sent to the target, can slow them down and can cut every
+connection."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class TCPProxy:
@@ -16,6 +18,7 @@ class TCPProxy:
         self.cuts = 0
         self.sent = 0  # bytes from clients to the target
         self.blackhole = False  # drop what the target sends (a gap: the client hears nothing, nothing errors)
+        self.rate = 0  # bytes/s from clients to the target, all connections together (0: unlimited)
         self.dropped = 0
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -37,6 +40,8 @@ class TCPProxy:
                 if not count and self.blackhole:
                     self.dropped += len(data)
                     continue
+                if count and self.rate:
+                    time.sleep(len(data) / self.rate)
                 dst.sendall(data)
                 if count:
                     with self.lock:

@@ -138,6 +138,10 @@ class RunPodREST:
     def get_endpoint(self, endpoint_id: str) -> dict:
         return self.call("GET", f"/endpoints/{check_id(endpoint_id, 'endpoint')}", f"endpoint {endpoint_id}")
 
+    def get_network_volume(self, volume_id: str) -> dict:
+        return self.call("GET", f"/networkvolumes/{check_id(volume_id, 'network volume')}",
+                         f"network volume {volume_id}")
+
     def update_template(self, template_id: str, changes: dict) -> dict:
         return self.call("PATCH", f"/templates/{check_id(template_id, 'template')}", f"template {template_id}", changes)
 

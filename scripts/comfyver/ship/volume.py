@@ -1,0 +1,356 @@
+"""A version's models on RunPod network volumes, through RunPod's S3-compatible API.
+
+`runpod://<volume-id>` is the bucket `<volume-id>` at the endpoint of the volume's datacenter
+(https://s3api-<datacenter>.runpod.io/, region = the datacenter id; docs.runpod.io "S3-compatible API").
+The datacenter comes from RunPod's REST API (`GET /networkvolumes/<id>`) unless given.
+
+Objects use the layout the handler reads with the volume mounted at /runpod-volume and
+MODELS_DIR=/runpod-volume/models: `models/sha256/<hex>`. The handler's realize links each model's
+name to its blob, so the names need no objects. Each object records its sha256 as user metadata
+(`x-amz-meta-sha256`). An object with the locked size and recorded sha256 is present and is skipped.
+
+Uploads send a Content-MD5 with every request, so the server refuses bytes that changed on the way.
+Files from `part_size` up go multipart, parts in parallel. After a kill, the next run finds the
+upload in progress (ListMultipartUploads/ListParts), checks each finished part's ETag against the
+local bytes, and sends only the rest. Every object is verified after upload: size, recorded sha256,
+and the ETag the server computed from the bytes it stored (MD5, or MD5 of the part MD5s).
+`verify_volume` reads every object back and hashes it.
+
+Credentials come from the environment only: RUNPOD_S3_ACCESS_KEY / RUNPOD_S3_SECRET_KEY
+(or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). They never appear in output.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from comfyver.base import web
+from comfyver.base.errors import ComfyverError, UsageError
+
+SCHEME = "runpod://"
+VOLUME_ID_RE = re.compile(r"[a-z0-9]{1,64}\Z")
+DATACENTER_RE = re.compile(r"[A-Z]{2,4}-[A-Z]{2}-[0-9]{1,2}\Z")
+# datacenters whose volumes speak S3 (docs.runpod.io/storage/s3-api); others are refused by name
+S3_DATACENTERS = ("EU-CZ-1", "EU-RO-1", "EUR-IS-1", "EUR-NO-1", "US-CA-2", "US-GA-2", "US-IL-1", "US-KS-2",
+                  "US-MD-1", "US-MO-1", "US-MO-2", "US-NC-1", "US-NC-2")
+PREFIX = "models"
+MIN_PART = 5 << 20  # S3's smallest part (all but the last)
+MAX_PARTS = 10_000
+DEFAULT_PART = 64 << 20
+
+Progress = Callable[[int], None]
+
+
+def is_target(text: str) -> bool:
+    return str(text).startswith(SCHEME)
+
+
+def volume_id(target: str) -> str:
+    vid = target[len(SCHEME):]
+    if not VOLUME_ID_RE.match(vid):
+        raise UsageError(f"{target!r}: expected runpod://<network-volume-id>",
+                         hint="copy the volume id from the RunPod console (Storage) or `runpodctl nv list`")
+    return vid
+
+
+def endpoint_for(datacenter: str) -> str:
+    """The S3 endpoint of `datacenter`. $COMFYVER_RUNPOD_S3_ENDPOINTS ("DC=URL,DC=URL") overrides (tests, proxies)."""
+    overrides = {}
+    for item in filter(None, (x.strip() for x in os.environ.get("COMFYVER_RUNPOD_S3_ENDPOINTS", "").split(","))):
+        dc, sep, url = item.partition("=")
+        if not sep:
+            raise UsageError(f"COMFYVER_RUNPOD_S3_ENDPOINTS: {item!r} is not DATACENTER=URL")
+        overrides[dc.strip().upper()] = web.check_scheme(url.strip(), ("https", "http"), f"S3 endpoint for {dc}")
+    if datacenter in overrides:
+        return overrides[datacenter]
+    if datacenter in S3_DATACENTERS:
+        return f"https://s3api-{datacenter.lower()}.runpod.io/"
+    raise ComfyverError(f"datacenter {datacenter!r} has no S3-compatible API for network volumes",
+                        hint="RunPod offers it in " + ", ".join(S3_DATACENTERS) + "; sync to a volume there, or "
+                             "mount the volume in a pod and run `comfyver models sync <id> --to /runpod-volume/models`")
+
+
+def credentials() -> tuple[str, str]:
+    key = os.environ.get("RUNPOD_S3_ACCESS_KEY") or os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("RUNPOD_S3_SECRET_KEY") or os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key or not secret:
+        raise UsageError("no S3 key for RunPod network volumes: set RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY",
+                         hint="create one at RunPod: Settings > S3 API Keys (the access key is your user_... id)")
+    return key, secret
+
+
+@dataclass
+class Volume:
+    id: str
+    datacenter: str
+    endpoint: str
+    client: object = field(repr=False)
+    prefix: str = PREFIX
+
+    @property
+    def target(self) -> str:
+        return SCHEME + self.id
+
+    def key(self, sha256: str) -> str:
+        return f"{self.prefix}/sha256/{sha256}"
+
+
+def open_volume(target: str, datacenter: str | None = None, *, workers: int = 4, rest=None) -> Volume:
+    """The volume named by `target`; its datacenter from `datacenter` or RunPod's REST API."""
+    import boto3
+    from botocore.config import Config
+
+    vid = volume_id(target)
+    if datacenter is None:
+        from comfyver.ship.deploy import RunPodREST
+        info = (rest or RunPodREST()).get_network_volume(vid)
+        datacenter = info.get("dataCenterId") if isinstance(info, dict) else None
+        if not isinstance(datacenter, str):
+            raise ComfyverError(f"network volume {vid}: RunPod's answer names no datacenter",
+                                hint="give it with --datacenter (e.g. EU-RO-1)")
+    datacenter = datacenter.upper()
+    if not DATACENTER_RE.match(datacenter):
+        raise UsageError(f"--datacenter {datacenter!r} is not a RunPod datacenter id", hint="e.g. EU-RO-1, US-KS-2")
+    endpoint = endpoint_for(datacenter)
+    key, secret = credentials()
+    config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
+                    max_pool_connections=workers + 2, connect_timeout=20, read_timeout=120,
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=datacenter, aws_access_key_id=key,
+                          aws_secret_access_key=secret, config=config)
+    return Volume(vid, datacenter, endpoint, client)
+
+
+def s3_error(vol: Volume, what: str, exc: Exception) -> ComfyverError:
+    """A clear error for a failed S3 call (botocore's text carries no credentials; it is redacted anyway)."""
+    from botocore.exceptions import ClientError
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+    hints = {"InvalidAccessKeyId": "RunPod refused the S3 key: check RUNPOD_S3_ACCESS_KEY (your user_... id)",
+             "SignatureDoesNotMatch": "RunPod refused the S3 secret: check RUNPOD_S3_SECRET_KEY",
+             "AccessDenied": "the S3 key may not access this volume",
+             "403": "RunPod refused the S3 key or secret: check RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY",
+             "NoSuchBucket": f"no volume {vol.id} in {vol.datacenter}: check the id and --datacenter"}
+    return ComfyverError(f"{vol.target} ({vol.datacenter}): {what}: {web.redact(str(exc))}",
+                         hint=hints.get(code, f"the S3 endpoint {vol.endpoint} failed; run the command again "
+                                              "(a multipart upload resumes where it stopped)"))
+
+
+# --- what is on the volume --------------------------------------------------------------------------
+@dataclass
+class Remote:
+    size: int
+    sha256: str | None
+    etag: str
+
+
+def head(vol: Volume, sha256: str) -> Remote | None:
+    from botocore.exceptions import ClientError
+    try:
+        r = vol.client.head_object(Bucket=vol.id, Key=vol.key(sha256))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise s3_error(vol, f"cannot read {vol.key(sha256)}", exc) from None
+    except Exception as exc:  # connection errors: botocore raises its own classes
+        raise s3_error(vol, f"cannot reach the S3 endpoint for {vol.key(sha256)}", exc) from None
+    return Remote(r["ContentLength"], (r.get("Metadata") or {}).get("sha256"), r.get("ETag", "").strip('"'))
+
+
+def status(vol: Volume, sha256: str, size: int) -> str:
+    """present | missing | a sentence saying what differs."""
+    r = head(vol, sha256)
+    if r is None:
+        return "missing"
+    if r.size != size:
+        return f"size {r.size}, locked {size}"
+    if r.sha256 != sha256:
+        return f"recorded sha256 {r.sha256 or 'none'}, locked {sha256}"
+    return "present"
+
+
+# --- upload -----------------------------------------------------------------------------------------
+def part_size_for(size: int, part_size: int = DEFAULT_PART) -> int:
+    return max(part_size, MIN_PART, -(-size // MAX_PARTS))
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data, usedforsecurity=False).digest()
+
+
+def upload(vol: Volume, src: Path, sha256: str, size: int, *, part_size: int = DEFAULT_PART, workers: int = 4,
+           progress: Progress | None = None) -> tuple[str, int]:
+    """Put the verified local file `src` as the blob of `sha256`; return (uploaded | resumed, bytes sent).
+    The object is verified afterwards (size, recorded sha256, the server's ETag of the bytes)."""
+    key = vol.key(sha256)
+    if os.stat(src).st_size != size:
+        raise ComfyverError(f"{src}: {os.stat(src).st_size} bytes, locked {size}; not uploaded")
+    try:
+        if size < part_size_for(size, part_size):
+            with open(src, "rb") as fh:
+                data = fh.read()
+            digest = _md5(data)
+            vol.client.put_object(Bucket=vol.id, Key=key, Body=data, Metadata={"sha256": sha256},
+                                  ContentMD5=base64.b64encode(digest).decode(), ContentType="application/octet-stream")
+            if progress:
+                progress(size)
+            action, sent, want_etag = "uploaded", size, digest.hex()
+        else:
+            action, sent, want_etag = _multipart(vol, src, key, sha256, size, part_size, workers, progress)
+    except ComfyverError:
+        raise
+    except Exception as exc:
+        raise s3_error(vol, f"upload of {key} failed", exc) from None
+    got = head(vol, sha256)
+    if got is None or got.size != size or got.sha256 != sha256 or got.etag != want_etag:
+        raise ComfyverError(f"{vol.target}: {key} does not verify after upload ("
+                            + (f"size {got.size}, sha256 {got.sha256}, ETag {got.etag}" if got else "absent")
+                            + f"; want size {size}, sha256 {sha256}, ETag {want_etag})",
+                            hint="run the sync again; if it repeats, the volume's S3 API stores other bytes than sent")
+    return action, sent
+
+
+def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str, int]]]:
+    """The newest unfinished multipart upload of `key` and its finished parts {number: (etag, size)}."""
+    from botocore.exceptions import ClientError
+    try:
+        ups = [u for u in vol.client.list_multipart_uploads(Bucket=vol.id, Prefix=key).get("Uploads", [])
+               if u["Key"] == key]
+    except ClientError:  # an S3 dialect without listing: start afresh
+        return None, {}
+    if not ups:
+        return None, {}
+    upload_id = max(ups, key=lambda u: u["Initiated"])["UploadId"]
+    parts: dict[int, tuple[str, int]] = {}
+    marker = 0
+    while True:
+        r = vol.client.list_parts(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        parts.update({p["PartNumber"]: (p["ETag"].strip('"'), p["Size"]) for p in r.get("Parts", [])})
+        if not r.get("IsTruncated"):
+            return upload_id, parts
+        marker = r["NextPartNumberMarker"]
+
+
+def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tuple[str, int, str]:
+    upload_id, done = _in_progress(vol, key)
+    psize = part_size_for(size, part_size)
+    if upload_id and 1 in done and done[1][1] < size and done[1][1] >= MIN_PART:
+        psize = done[1][1]  # resume with the part size that upload began with
+    elif upload_id:
+        upload_id, done = None, {}
+    resumed = upload_id is not None
+    if upload_id is None:
+        upload_id = vol.client.create_multipart_upload(Bucket=vol.id, Key=key, Metadata={"sha256": sha256},
+                                                       ContentType="application/octet-stream")["UploadId"]
+    count = -(-size // psize)
+    digests: list[bytes] = [b""] * count
+    sent = 0
+    lock = threading.Lock()
+    fd = os.open(src, os.O_RDONLY)
+
+    def one(n: int) -> None:
+        nonlocal sent
+        data = os.pread(fd, psize, (n - 1) * psize)
+        digest = _md5(data)
+        digests[n - 1] = digest
+        if done.get(n) == (digest.hex(), len(data)):
+            if progress:
+                progress(len(data))
+            return  # the server has exactly these bytes for part n
+        vol.client.upload_part(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
+                               ContentMD5=base64.b64encode(digest).decode())
+        with lock:
+            sent += len(data)
+        if progress:
+            progress(len(data))
+
+    try:
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="s3-part") as pool:
+            for f in [pool.submit(one, n) for n in range(1, count + 1)]:
+                f.result()
+    finally:
+        os.close(fd)
+    vol.client.complete_multipart_upload(
+        Bucket=vol.id, Key=key, UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{d.hex()}"'} for n, d in enumerate(digests, 1)]})
+    etag = f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{count}"
+    return ("resumed" if resumed else "uploaded"), sent, etag
+
+
+def read_sha256(vol: Volume, sha256: str, progress: Progress | None = None) -> str:
+    """sha256 of the object's bytes as the volume serves them."""
+    try:
+        body = vol.client.get_object(Bucket=vol.id, Key=vol.key(sha256))["Body"]
+        h = hashlib.sha256()
+        for chunk in body.iter_chunks(4 << 20):
+            h.update(chunk)
+            if progress:
+                progress(len(chunk))
+    except Exception as exc:
+        raise s3_error(vol, f"cannot read {vol.key(sha256)}", exc) from None
+    return h.hexdigest()
+
+
+# --- a version's models -----------------------------------------------------------------------------
+def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = None, offline: bool = False,
+                 rehash: bool = False, part_size: int = DEFAULT_PART, workers: int = 4,
+                 progress_for: Callable[[str, int], object] | None = None) -> dict:
+    """Every model of `lock` onto `vol`. The bytes come from `source` (a models folder or store, used in place
+    when they match the lock) or the local store `store` (downloaded there first if needed).
+    `rehash`: read back each object that looks present and upload it again unless its bytes hash right."""
+    from contextlib import nullcontext
+
+    from comfyver.sources import modelstore
+    cache = modelstore.StatCache()
+    out = {"target": vol.target, "datacenter": vol.datacenter, "models": {}, "bytes_sent": 0, "bytes_skipped": 0,
+           "verified": 0}
+    try:
+        for key, m in sorted(lock["models"].items()):
+            sha, size = m["locked"]["sha256"], m["locked"]["size"]
+            if status(vol, sha, size) == "present" and (not rehash or read_sha256(vol, sha) == sha):
+                out["models"][key] = "present"
+                out["bytes_skipped"] += size
+                continue
+            seed = modelstore.seed_candidate(source, key, sha) if source else None
+            if seed is not None and modelstore.check_file(seed, sha, size, cache) is not None:
+                seed = None  # a file by that name with other bytes: not used
+            local = seed or modelstore.ensure(store, key, m["locked"], offline=offline, cache=cache)
+            with progress_for(f"{vol.target} {key}", size) if progress_for else nullcontext() as progress:
+                action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers, progress=progress)
+            out["models"][key] = action
+            out["bytes_sent"] += sent
+            out["bytes_skipped"] += size - sent
+            out["verified"] += 1
+    finally:
+        cache.save()
+    return out
+
+
+def list_version(lock: dict, vol: Volume) -> dict[str, dict]:
+    """key -> {sha256, size, status} for every model of `lock` on `vol` (from object metadata; nothing is read)."""
+    return {key: {"sha256": m["locked"]["sha256"], "size": m["locked"]["size"],
+                  "status": status(vol, m["locked"]["sha256"], m["locked"]["size"])}
+            for key, m in sorted(lock["models"].items())}
+
+
+def verify_version(lock: dict, vol: Volume, progress_for: Callable[[str, int], object] | None = None) -> dict:
+    """key -> ok | missing | what differs: every object read back and hashed."""
+    from contextlib import nullcontext
+    out = {}
+    for key, m in sorted(lock["models"].items()):
+        sha, size = m["locked"]["sha256"], m["locked"]["size"]
+        found = status(vol, sha, size)
+        if found != "present":
+            out[key] = found
+            continue
+        with progress_for(f"{vol.target} {key}", size) if progress_for else nullcontext() as progress:
+            got = read_sha256(vol, sha, progress)
+        out[key] = "ok" if got == sha else f"bytes hash to {got}, locked {sha}"
+    return out

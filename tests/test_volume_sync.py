@@ -1,0 +1,260 @@
+"""`comfyver models sync|ls|verify` with runpod:// volumes: two datacenters, each a real moto S3 server (one checks
+keys), RunPod's REST API as a recording server for the volume lookups, and a TCP proxy that counts (and can slow)
+the bytes sent to a datacenter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from comfyver.cli import main
+
+from tests.support.httpserver import HTTPServer
+from tests.support.s3volume import MotoDatacenter
+from tests.support.tcpproxy import TCPProxy
+from tests.test_realize_helpers import make_project
+
+BIG, SMALL = "checkpoints/big.safetensors", "loras/small.safetensors"
+API_KEY = "rpa_TESTKEY_must_not_leak"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _uv_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("COMFYVER_MODELS", str(tmp_path / "local-store"))
+
+
+@pytest.fixture
+def dcs(tmp_path, monkeypatch):
+    """EU-RO-1 (checks keys, behind a counting proxy) holding volume `vol1eu`; US-KS-2 holding `vol2us`."""
+    eu = MotoDatacenter("EU-RO-1", ["vol1eu"], tmp_path / "moto-eu.log")
+    us = MotoDatacenter("US-KS-2", ["vol2us"], tmp_path / "moto-us.log", check_keys=False)
+    proxy = TCPProxy(eu.port)
+    rest = HTTPServer()
+    rest.routes["/v1/networkvolumes/vol1eu"] = {"id": "vol1eu", "name": "eu", "size": 50, "dataCenterId": "EU-RO-1"}
+    rest.routes["/v1/networkvolumes/vol2us"] = {"id": "vol2us", "name": "us", "size": 50, "dataCenterId": "US-KS-2"}
+    rest.routes["/v1/networkvolumes/vol3tx"] = {"id": "vol3tx", "name": "tx", "size": 50, "dataCenterId": "US-TX-3"}
+    monkeypatch.setenv("RUNPOD_REST_URL", rest.url + "/v1")
+    monkeypatch.setenv("RUNPOD_API_KEY", API_KEY)
+    monkeypatch.setenv("COMFYVER_RUNPOD_S3_ENDPOINTS", f"EU-RO-1={proxy.url},US-KS-2={us.url}")
+    monkeypatch.setenv("RUNPOD_S3_ACCESS_KEY", eu.key)
+    monkeypatch.setenv("RUNPOD_S3_SECRET_KEY", eu.secret)
+    yield {"eu": eu, "us": us, "proxy": proxy, "rest": rest}
+    for x in (eu, us, proxy, rest):
+        x.stop() if hasattr(x, "stop") else x.close()
+
+
+@pytest.fixture
+def proj(tmp_path, git_server, http_server):
+    return make_project(tmp_path, git_server, http_server,
+                        models={BIG: os.urandom(12 << 20), SMALL: os.urandom(700_000)})
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cli(capsys, proj, *args) -> tuple[int, dict | None, str]:
+    rc = main(["--root", str(proj.root), "models", *args, "--json"])
+    out, err = capsys.readouterr()
+    try:
+        return rc, json.loads(out), err
+    except ValueError:
+        return rc, None, out + err
+
+
+def objects(dc, bucket):
+    c = dc.client()
+    return {o["Key"]: c.head_object(Bucket=bucket, Key=o["Key"])
+            for o in c.list_objects_v2(Bucket=bucket).get("Contents", [])}
+
+
+def test_cold_sync_to_two_datacenters_then_warm_sends_nothing(proj, dcs, capsys, http_server):
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol1eu", "--to", "runpod://vol2us",
+                       "--part-size", "5")
+    assert rc == 0, err
+    total = sum(len(b) for b in proj.model_bytes.values())
+    assert [t["target"] for t in out["targets"]] == ["runpod://vol1eu", "runpod://vol2us"]
+    assert [t["datacenter"] for t in out["targets"]] == ["EU-RO-1", "US-KS-2"]
+    for t in out["targets"]:
+        assert t["models"] == {BIG: "uploaded", SMALL: "uploaded"}
+        assert t["bytes_sent"] == total and t["bytes_skipped"] == 0 and t["verified"] == 2
+    # the layout the handler reads with the volume at /runpod-volume and MODELS_DIR=/runpod-volume/models
+    for dc, bucket in ((dcs["eu"], "vol1eu"), (dcs["us"], "vol2us")):
+        got = objects(dc, bucket)
+        assert set(got) == {f"models/sha256/{sha(b)}" for b in proj.model_bytes.values()}
+        for data in proj.model_bytes.values():
+            head = got[f"models/sha256/{sha(data)}"]
+            assert head["ContentLength"] == len(data) and head["Metadata"] == {"sha256": sha(data)}
+            body = dc.client().get_object(Bucket=bucket, Key=f"models/sha256/{sha(data)}")["Body"].read()
+            assert body == data
+    assert got[f"models/sha256/{sha(proj.model_bytes[BIG])}"]["ETag"].strip('"').endswith("-3")  # multipart
+    # the datacenters came from RunPod's REST API, asked with the API key
+    lookups = [r for r in dcs["rest"].requests if r["path"].startswith("/v1/networkvolumes/")]
+    assert [r["path"] for r in lookups] == ["/v1/networkvolumes/vol1eu", "/v1/networkvolumes/vol2us"]
+    assert all(r["headers"]["Authorization"] == f"Bearer {API_KEY}" for r in lookups)
+    assert dcs["proxy"].take() >= total
+    downloads = len(http_server.requests)
+
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol1eu", "--to", "runpod://vol2us")
+    assert rc == 0, err
+    for t in out["targets"]:
+        assert t["models"] == {BIG: "present", SMALL: "present"}
+        assert t["bytes_sent"] == 0 and t["bytes_skipped"] == total and t["verified"] == 0
+    assert dcs["proxy"].take() < 10_000  # HEAD requests only
+    assert len(http_server.requests) == downloads  # nothing downloaded either
+
+    rc, out, err = cli(capsys, proj, "ls", "runpod://vol2us", proj.vid)
+    assert rc == 0 and {k: m["status"] for k, m in out["versions"][proj.vid].items()} == {BIG: "present",
+                                                                                          SMALL: "present"}
+
+
+def test_from_a_local_folder_uploads_without_downloading(proj, dcs, capsys, http_server, tmp_path):
+    folder = tmp_path / "ComfyUI-models"
+    for key, data in proj.model_bytes.items():
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        (folder / key).write_bytes(data)
+    before = len(http_server.requests)
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us", "--from", str(folder))
+    assert rc == 0, err
+    assert out["targets"][0]["models"] == {BIG: "uploaded", SMALL: "uploaded"}
+    assert len(http_server.requests) == before
+    assert not (tmp_path / "local-store" / "sha256").exists()  # used in place, not copied into the local store
+
+
+def test_kill_9_during_a_multipart_upload_then_resume(proj, dcs, capsys, tmp_path):
+    """The sync is killed (SIGKILL) with some parts on the volume; the next run checks those parts against the
+    local bytes, sends only the rest, and the object is whole."""
+    big = proj.model_bytes[BIG]
+    key = f"models/sha256/{sha(big)}"
+    # fill the local store first, so the killed run is only uploading
+    assert cli(capsys, proj, "sync", proj.vid)[0] == 0
+    dcs["proxy"].rate = 3 << 20  # 3 MiB/s: 12 MiB takes 4 s
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "scripts"), ROOT])}
+    p = subprocess.Popen([sys.executable, "-m", "comfyver", "--root", str(proj.root), "models", "sync", proj.vid,
+                          "--to", "runpod://vol1eu", "--part-size", "5", "--jobs", "1"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    c = dcs["eu"].client()
+    deadline = time.monotonic() + 60
+    parts = []
+    while time.monotonic() < deadline and p.poll() is None:
+        ups = c.list_multipart_uploads(Bucket="vol1eu").get("Uploads", [])
+        if ups:
+            parts = c.list_parts(Bucket="vol1eu", Key=key, UploadId=ups[0]["UploadId"]).get("Parts", [])
+            if parts:
+                break
+        time.sleep(0.05)
+    assert parts and p.poll() is None, p.stderr.read().decode()[-2000:] if p.poll() is not None else "no part"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert "Contents" not in c.list_objects_v2(Bucket="vol1eu", Prefix=key)  # not complete
+    dcs["proxy"].rate = 0
+    dcs["proxy"].take()
+
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol1eu", "--part-size", "5")
+    assert rc == 0, err
+    t = out["targets"][0]
+    assert t["models"][BIG] == "resumed"
+    done = sum(p["Size"] for p in parts)
+    assert t["bytes_sent"] <= len(big) - done + len(proj.model_bytes[SMALL])
+    assert dcs["proxy"].take() < len(big) + len(proj.model_bytes[SMALL]) - done + 100_000
+    assert c.get_object(Bucket="vol1eu", Key=key)["Body"].read() == big
+
+
+def test_verify_finds_a_corrupted_object_and_rehash_mends_it(proj, dcs, capsys):
+    assert cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us")[0] == 0
+    c = dcs["us"].client()
+    small = proj.model_bytes[SMALL]
+    key = f"models/sha256/{sha(small)}"
+    bad = bytearray(small)
+    bad[1000] ^= 0xFF
+    c.put_object(Bucket="vol2us", Key=key, Body=bytes(bad), Metadata={"sha256": sha(small)})  # same size and record
+
+    rc, out, _ = cli(capsys, proj, "ls", "runpod://vol2us", proj.vid)
+    assert rc == 0  # metadata alone cannot see it
+    rc, out, _ = cli(capsys, proj, "verify", "runpod://vol2us", proj.vid)
+    assert rc == 1 and out["ok"] is False
+    assert out["versions"][proj.vid][BIG] == "ok"
+    assert out["versions"][proj.vid][SMALL] == f"bytes hash to {sha(bytes(bad))}, locked {sha(small)}"
+    rc = main(["--root", str(proj.root), "models", "verify", "runpod://vol2us", proj.vid])
+    text = capsys.readouterr().out
+    assert rc == 1 and "DIFFERS" in text and "--rehash" in text
+
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us", "--rehash")
+    assert rc == 0, err
+    assert out["targets"][0]["models"] == {BIG: "present", SMALL: "uploaded"}
+    assert c.get_object(Bucket="vol2us", Key=key)["Body"].read() == small
+    assert cli(capsys, proj, "verify", "runpod://vol2us", proj.vid)[0] == 0
+
+
+def test_a_missing_object_is_named_by_ls_and_verify(proj, dcs, capsys):
+    assert cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us")[0] == 0
+    dcs["us"].client().delete_object(Bucket="vol2us", Key=f"models/sha256/{sha(proj.model_bytes[BIG])}")
+    rc, out, _ = cli(capsys, proj, "ls", "runpod://vol2us", proj.vid)
+    assert rc == 1 and out["versions"][proj.vid][BIG]["status"] == "missing"
+    rc, out, _ = cli(capsys, proj, "verify", "runpod://vol2us", proj.vid)
+    assert rc == 1 and out["versions"][proj.vid][BIG] == "missing"
+
+
+@pytest.mark.parametrize("which", ["secret", "key"])
+def test_wrong_credentials_are_a_clear_error_without_the_secret(proj, dcs, capsys, monkeypatch, which):
+    wrong = "rps_WRONG_secret_value_x" if which == "secret" else "user_WRONGKEYID"
+    monkeypatch.setenv("RUNPOD_S3_SECRET_KEY" if which == "secret" else "RUNPOD_S3_ACCESS_KEY", wrong)
+    rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", "runpod://vol1eu"])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    assert "runpod://vol1eu (EU-RO-1)" in err and "RUNPOD_S3_" in err, err
+    for secret in (wrong, dcs["eu"].secret, API_KEY):
+        assert secret not in out + err
+    assert dcs["eu"].client().list_objects_v2(Bucket="vol1eu").get("KeyCount") == 0
+
+
+def test_no_s3_key_names_the_variables(proj, dcs, capsys, monkeypatch):
+    for var in ("RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", "runpod://vol1eu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "RUNPOD_S3_ACCESS_KEY" in err and "S3 API Keys" in err
+
+
+def test_a_volume_in_a_datacenter_without_s3_is_refused_before_any_upload(proj, dcs, capsys):
+    rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", "runpod://vol2us",
+               "--to", "runpod://vol3tx"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "'US-TX-3' has no S3-compatible API" in err and "EU-RO-1" in err
+    assert dcs["us"].client().list_objects_v2(Bucket="vol2us").get("KeyCount") == 0  # nothing half-done
+    rc = main(["--root", str(proj.root), "models", "ls", "runpod://vol2us", "--datacenter", "XX-YY-9"])
+    assert rc != 0 and "'XX-YY-9' has no S3-compatible API" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["runpod://", "runpod://../etc", "runpod://VOL1", "runpod://a/b"])
+def test_a_bad_volume_id_is_refused(proj, dcs, capsys, target):
+    rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", target])
+    assert rc == 2 and "expected runpod://<network-volume-id>" in capsys.readouterr().err
+    assert not dcs["rest"].requests
+
+
+def test_keys_never_reach_output_or_logs(proj, dcs, capsys, tmp_path):
+    """Human and --json output of sync, ls and verify, and the subprocess's stderr (progress), hold no key."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.join(ROOT, "scripts"), ROOT])}
+    p = subprocess.run([sys.executable, "-m", "comfyver", "--root", str(proj.root), "models", "sync", proj.vid,
+                        "--to", "runpod://vol1eu", "--to", "runpod://vol2us"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    texts = [p.stdout, p.stderr]
+    for args in (["ls", "runpod://vol1eu"], ["verify", "runpod://vol1eu"]):
+        for extra in ([], ["--json"]):
+            assert main(["--root", str(proj.root), "models", *args, *extra]) == 0
+            texts += list(capsys.readouterr())
+    everything = "\n".join(texts)
+    assert "runpod://vol1eu" in everything
+    for secret in (dcs["eu"].secret, dcs["eu"].key, API_KEY):
+        assert secret not in everything
+    assert not any(secret in " ".join(r["path"] for r in dcs["rest"].requests) for secret in (dcs["eu"].secret,))
