@@ -258,3 +258,20 @@ def test_keys_never_reach_output_or_logs(proj, dcs, capsys, tmp_path):
     for secret in (dcs["eu"].secret, dcs["eu"].key, API_KEY):
         assert secret not in everything
     assert not any(secret in " ".join(r["path"] for r in dcs["rest"].requests) for secret in (dcs["eu"].secret,))
+
+
+@pytest.mark.parametrize("size", [700_000, 11 << 20])
+def test_bytes_that_no_longer_match_their_hash_are_never_recorded(dcs, tmp_path, size):
+    """A seed file changed after it was checked (same size, other bytes): the upload is refused before an object
+    with a false recorded sha256 exists; a multipart upload is aborted."""
+    from comfyver.ship import volume
+    f = tmp_path / "model.bin"
+    data = os.urandom(size)
+    f.write_bytes(data)
+    claimed = sha(data[:-1] + bytes([data[-1] ^ 1]))  # what the file held when it was checked
+    vol = volume.open_volume("runpod://vol2us", "US-KS-2")
+    with pytest.raises(volume.ComfyverError, match="changed .*uploaded"):
+        volume.upload(vol, f, claimed, size, part_size=5 << 20, workers=2)
+    c = dcs["us"].client()
+    assert c.list_objects_v2(Bucket="vol2us").get("KeyCount") == 0
+    assert not c.list_multipart_uploads(Bucket="vol2us").get("Uploads")

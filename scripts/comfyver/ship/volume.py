@@ -196,6 +196,9 @@ def upload(vol: Volume, src: Path, sha256: str, size: int, *, part_size: int = D
         if size < part_size_for(size, part_size):
             with open(src, "rb") as fh:
                 data = fh.read()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise ComfyverError(f"{src} changed before it was uploaded (its bytes no longer hash to {sha256})",
+                                    hint="leave the file alone and sync again")
             digest = _md5(data)
             vol.client.put_object(Bucket=vol.id, Key=key, Body=data, Metadata={"sha256": sha256},
                                   ContentMD5=base64.b64encode(digest).decode(), ContentType="application/octet-stream")
@@ -239,6 +242,9 @@ def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str
 
 
 def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tuple[str, int, str]:
+    """Parts are read in order by this thread (which hashes the whole file on the way) and sent by `workers`
+    threads; at most `workers` parts are in memory. A file whose bytes no longer hash to `sha256` is not
+    completed: the volume never holds an object whose recorded hash is false."""
     upload_id, done = _in_progress(vol, key)
     psize = part_size_for(size, part_size)
     if upload_id and 1 in done and done[1][1] < size and done[1][1] >= MIN_PART:
@@ -249,38 +255,42 @@ def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tup
     if upload_id is None:
         upload_id = vol.client.create_multipart_upload(Bucket=vol.id, Key=key, Metadata={"sha256": sha256},
                                                        ContentType="application/octet-stream")["UploadId"]
-    count = -(-size // psize)
-    digests: list[bytes] = [b""] * count
+    whole, digests, futures = hashlib.sha256(), [], []
+    slots = threading.Semaphore(max(1, workers))
     sent = 0
-    lock = threading.Lock()
-    fd = os.open(src, os.O_RDONLY)
 
-    def one(n: int) -> None:
-        nonlocal sent
-        data = os.pread(fd, psize, (n - 1) * psize)
-        digest = _md5(data)
-        digests[n - 1] = digest
-        if done.get(n) == (digest.hex(), len(data)):
+    def send(n: int, data: bytes, digest: bytes) -> int:
+        try:
+            vol.client.upload_part(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
+                                   ContentMD5=base64.b64encode(digest).decode())
             if progress:
                 progress(len(data))
-            return  # the server has exactly these bytes for part n
-        vol.client.upload_part(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
-                               ContentMD5=base64.b64encode(digest).decode())
-        with lock:
-            sent += len(data)
-        if progress:
-            progress(len(data))
+            return len(data)
+        finally:
+            slots.release()
 
-    try:
-        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="s3-part") as pool:
-            for f in [pool.submit(one, n) for n in range(1, count + 1)]:
-                f.result()
-    finally:
-        os.close(fd)
+    with open(src, "rb") as fh, ThreadPoolExecutor(max(1, workers), thread_name_prefix="s3-part") as pool:
+        for n in range(1, -(-size // psize) + 1):
+            if any(f.done() and f.exception() for f in futures):
+                break  # a part failed: stop reading, report it below
+            data = fh.read(psize)
+            whole.update(data)
+            digests.append(_md5(data))
+            if done.get(n) == (digests[-1].hex(), len(data)):
+                if progress:
+                    progress(len(data))
+                continue  # the volume has exactly these bytes as part n
+            slots.acquire()
+            futures.append(pool.submit(send, n, data, digests[-1]))
+        sent = sum(f.result() for f in futures)
+    if whole.hexdigest() != sha256:
+        vol.client.abort_multipart_upload(Bucket=vol.id, Key=key, UploadId=upload_id)
+        raise ComfyverError(f"{src} changed while it was uploaded (its bytes no longer hash to {sha256}); "
+                            f"{vol.target} was left without it", hint="leave the file alone and sync again")
     vol.client.complete_multipart_upload(
         Bucket=vol.id, Key=key, UploadId=upload_id,
         MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{d.hex()}"'} for n, d in enumerate(digests, 1)]})
-    etag = f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{count}"
+    etag = f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
     return ("resumed" if resumed else "uploaded"), sent, etag
 
 
