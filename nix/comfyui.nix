@@ -13,7 +13,11 @@ let
   inherit (builtins) attrNames concatStringsSep filter;
 
   # Shell that prepares the state folder and sets $state and $comfy_args.
-  prepare = { id, core, nodes, writable, modelPathsFile }:
+  # blobLinks: for trees without models, { "<folder>/<name>" = "<sha256 hex>"; }: each name is linked in
+  # $state/models to $MODELS_DIR/sha256/<hex> when that blob is there (a volume filled by
+  # `comfyver models sync --to runpod://...` holds blobs only); ComfyUI reads those links
+  # through the yaml's `comfyver_blobs` entry ($COMFYVER_MODEL_LINKS).
+  prepare = { id, core, nodes, writable, modelPathsFile, blobLinks ? { } }:
     let
       names = attrNames nodes;
       link = name: ''ln -sfn ${nodes.${name}} "$state/custom_nodes/${name}"'';
@@ -41,6 +45,15 @@ let
       done
       ${concatStringsSep "\n" (map link (filter (n: !(lib.elem n writable)) names))}
       ${concatStringsSep "\n" (map copy writable)}
+      ${lib.optionalString (blobLinks != { }) ''
+        export COMFYVER_MODEL_LINKS="$state/models"
+        blobs="''${MODELS_DIR:-/runpod-volume/models}/sha256"
+        link_blob() {
+          mkdir -p "$state/models/$(dirname "$1")"
+          if [ -e "$blobs/$2" ]; then ln -sfn "$blobs/$2" "$state/models/$1"; else rm -f "$state/models/$1"; fi
+        }
+        ${concatStringsSep "\n" (lib.mapAttrsToList (key: hex: "link_blob ${lib.escapeShellArg key} ${hex}") blobLinks)}
+      ''}
       export PYTHONPYCACHEPREFIX="''${PYTHONPYCACHEPREFIX:-$state/pycache}"
       comfy_args="--base-directory $state --user-directory $state/user --database-url sqlite:///$state/user/comfyui.db --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
     '';
@@ -52,12 +65,18 @@ let
       core = sources.comfyui;
       nodes = sources.nodes;
       writable = filter (n: lock.nodes.${n}.writable) (attrNames nodes);
+      modelsNix = import ./models.nix { inherit pkgs lib; };
       modelsPath = if models == null then "/runpod-volume/models" else "${models}";
+      # without models: names under the volume's models folder, and links to its blobs (prepare)
       modelPathsFile = pkgs.writeText "extra_model_paths-${id}.yaml"
-        ((import ./models.nix { inherit pkgs lib; }).extraModelPaths modelsPath
-          (if models == null then [ "checkpoints" "clip" "clip_vision" "controlnet" "diffusion_models" "embeddings" "loras" "text_encoders" "unet" "upscale_models" "vae" ]
-           else (import ./models.nix { inherit pkgs lib; }).folders lock));
-      prep = prepare { inherit id core nodes writable modelPathsFile; };
+        (if models == null then
+          modelsNix.extraModelPaths modelsPath [ "checkpoints" "clip" "clip_vision" "controlnet" "diffusion_models" "embeddings" "loras" "text_encoders" "unet" "upscale_models" "vae" ]
+          + lib.optionalString (lock.models != { })
+            (builtins.replaceStrings [ "comfyver:\n" ] [ "comfyver_blobs:\n" ]
+              (modelsNix.extraModelPaths "$COMFYVER_MODEL_LINKS" (modelsNix.folders lock)))
+         else modelsNix.extraModelPaths modelsPath (modelsNix.folders lock));
+      blobLinks = if models == null then lib.mapAttrs (_: m: m.locked.sha256) lock.models else { };
+      prep = prepare { inherit id core nodes writable modelPathsFile blobLinks; };
       comfyui = pkgs.writeShellScriptBin "comfyui" ''
         ${prep}
         cd "$state"

@@ -61,7 +61,8 @@ def test_update_via_endpoint(runpod, capsys):
     runpod.routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
     rc = main(["deploy", "demo", "--image", IMAGE, "--endpoint", "ep42", "--json"])
     assert rc == 0
-    assert json.loads(capsys.readouterr().out) == {"templateId": "tpl9", "endpointId": "ep42", "image": IMAGE}
+    assert json.loads(capsys.readouterr().out) == {"templateId": "tpl9", "endpointId": "ep42", "image": IMAGE,
+                                                   "networkVolumeId": None, "warnings": []}
     assert sent(runpod) == [("GET", "/v1/endpoints/ep42", None),
                             ("PATCH", "/v1/templates/tpl9", {"imageName": IMAGE})]
     assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in runpod.requests)

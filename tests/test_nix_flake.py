@@ -341,6 +341,45 @@ def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
         proc.wait()
 
 
+def test_image_tree_finds_models_on_a_volume_that_holds_blobs_only(env, tmp_path):
+    """A volume filled by `comfyver models sync --to runpod://...` holds models/sha256/<hex> only: the image's tree
+    links each locked name to its blob at start, and ComfyUI lists the names whose blob is there."""
+    entrypoint = image_description(env, "image-full")["config"]["Entrypoint"][0]
+    build(env, "image-full")
+    tree = Path(entrypoint).parent.parent
+    tiny = env["versions"]["full"]["models"]["checkpoints/tiny.safetensors"]["locked"]["sha256"]
+    blobs = tmp_path / "runpod-volume" / "models" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / tiny).write_bytes(b"x" * 1000)  # the gated lora's blob is not there
+    state = tmp_path / "state"
+    port = comfyui_support.free_port()
+    log = tmp_path / "comfyui.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen([str(tree / "bin/comfyui"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                                 "--disable-auto-launch"], stdout=logf, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COMFYUI_STATE_DIR": str(state),
+                                     "MODELS_DIR": str(blobs.parent)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            assert time.monotonic() < deadline, log.read_text()[-4000:]
+            try:
+                if requests.get(url + "/system_stats", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        assert "tiny.safetensors" in requests.get(url + "/models/checkpoints", timeout=10).json()
+        assert "gated.safetensors" not in requests.get(url + "/models/loras", timeout=10).json()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert os.readlink(state / "models/checkpoints/tiny.safetensors") == str(blobs / tiny)
+    assert not (state / "models/loras/gated.safetensors").exists()
+
+
 def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
     """bin/comfyui keeps state outside the store: links, one writable copy per locked source, stale entries dropped."""
     tree = out_path(build(env, "version-full"))

@@ -9,7 +9,7 @@ from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
 from comfyver.lock import pylock
-from comfyver.ship import deploy
+from comfyver.ship import deploy, volume
 
 
 def register(sub) -> None:
@@ -71,9 +71,12 @@ def run(args) -> int:
     else:
         result = deploy.update_image(api, args.image, template_id=args.template, endpoint_id=args.endpoint,
                                      registry_auth_id=args.registry_auth)
+    result["warnings"] = volume.deploy_warnings(lock, result.get("networkVolumeId"), api)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        for w in result["warnings"]:
+            print(f"warning: {w}", file=sys.stderr)
         if args.create:
             print(f"created template {result['templateId']} and endpoint {result['endpointId']}")
         else:

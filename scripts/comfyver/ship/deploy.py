@@ -183,8 +183,10 @@ def update_image(api: RunPodREST, image: str, *, template_id: str | None = None,
                  registry_auth_id: str | None = None) -> dict:
     """Set a template's imageName (directly or via an endpoint's templateId); RunPod rolls its workers."""
     check_image(image)
+    volume_id = None
     if endpoint_id:
-        template_id = api.get_endpoint(endpoint_id).get("templateId")
+        info = api.get_endpoint(endpoint_id)
+        template_id, volume_id = info.get("templateId"), info.get("networkVolumeId")
         if not template_id:
             raise ComfyverError(f"endpoint {endpoint_id}: RunPod returned no templateId",
                                 hint="use --template ID with the endpoint's template id instead")
@@ -192,7 +194,8 @@ def update_image(api: RunPodREST, image: str, *, template_id: str | None = None,
     if registry_auth_id:
         changes["containerRegistryAuthId"] = check_id(registry_auth_id, "registry auth")
     tpl = api.update_template(template_id, changes)
-    return {"templateId": template_id, "endpointId": endpoint_id, "image": tpl.get("imageName", image)}
+    return {"templateId": template_id, "endpointId": endpoint_id, "image": tpl.get("imageName", image),
+            "networkVolumeId": volume_id}
 
 
 def create(api: RunPodREST, image: str, spec: EndpointSpec, *, registry_auth_id: str | None = None) -> dict:
@@ -216,4 +219,5 @@ def create(api: RunPodREST, image: str, spec: EndpointSpec, *, registry_auth_id:
     if spec.allowed_cuda_versions:
         endpoint["allowedCudaVersions"] = spec.allowed_cuda_versions
     ep = api.create_endpoint(endpoint)
-    return {"templateId": tpl["id"], "endpointId": ep["id"], "image": image, "registryAuthId": auth_id}
+    return {"templateId": tpl["id"], "endpointId": ep["id"], "image": image, "registryAuthId": auth_id,
+            "networkVolumeId": spec.network_volume_id}

@@ -308,6 +308,25 @@ def read_sha256(vol: Volume, sha256: str, progress: Progress | None = None) -> s
     return h.hexdigest()
 
 
+def deploy_warnings(lock: dict, volume_id: str | None, rest=None) -> list[str]:
+    """What `deploy` should say about the endpoint's network volume: the version's models it lacks, or why
+    that could not be checked. Never raises: the deploy itself has already happened."""
+    if not volume_id or not lock.get("models"):
+        return []
+    target = SCHEME + volume_id
+    try:
+        vol = open_volume(target, rest=rest)
+        missing = [k for k, m in list_version(lock, vol).items() if m["status"] != "present"]
+    except (ComfyverError, UsageError) as exc:
+        return [f"could not check {target} for the version's models: {exc}"
+                + (f" ({exc.hint})" if getattr(exc, "hint", None) else "")]
+    if not missing:
+        return []
+    return [f"{target} ({vol.datacenter}) lacks {len(missing)} model(s) of version {lock['id']}: "
+            + ", ".join(missing) + f"; workers will download them at start. Run `comfyver models sync {lock['id']} "
+            f"--to {target}`"]
+
+
 # --- a version's models -----------------------------------------------------------------------------
 def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = None, offline: bool = False,
                  rehash: bool = False, part_size: int = DEFAULT_PART, workers: int = 4,
