@@ -156,6 +156,7 @@ def test_kill_9_during_a_multipart_upload_then_resume(proj, dcs, capsys, tmp_pat
     p.wait()
     assert "Contents" not in c.list_objects_v2(Bucket="vol1eu", Prefix=key)  # not complete
     dcs["proxy"].rate = 0
+    time.sleep(1)  # what the proxy still held from the killed run's connections drains first
     dcs["proxy"].take()
 
     rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol1eu", "--part-size", "5")

@@ -42,7 +42,7 @@ def register(sub) -> None:
     _volume_args(s)
     s.add_argument("--part-size", type=int, default=volume.DEFAULT_PART >> 20, metavar="MiB",
                    help="multipart part size for volumes (default %(default)s; at least 5)")
-    s.add_argument("--jobs", type=int, default=4, help="parts uploaded at once per file (default %(default)s)")
+    s.add_argument("--jobs", type=int, default=8, help="parts uploaded at once per file (default %(default)s)")
     for name, run, what in (("ls", run_ls, "what a network volume holds of a version (object metadata only)"),
                             ("verify", run_verify, "read every model of a version back from a network volume "
                                                    "and check its sha256")):

@@ -44,7 +44,7 @@ S3_DATACENTERS = ("EU-CZ-1", "EU-RO-1", "EUR-IS-1", "EUR-NO-1", "US-CA-2", "US-G
 PREFIX = "models"
 MIN_PART = 5 << 20  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000
-DEFAULT_PART = 64 << 20
+DEFAULT_PART = 16 << 20
 
 Progress = Callable[[int], None]
 
@@ -242,9 +242,9 @@ def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str
 
 
 def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tuple[str, int, str]:
-    """Parts are read in order by this thread (which hashes the whole file on the way) and sent by `workers`
-    threads; at most `workers` parts are in memory. A file whose bytes no longer hash to `sha256` is not
-    completed: the volume never holds an object whose recorded hash is false."""
+    """Parts are read in order by this thread, which hashes the whole file on the way, and sent by `workers`
+    threads, which MD5 them; at most `workers` parts are in memory. A file whose bytes no longer hash to
+    `sha256` is not completed: the volume never holds an object whose recorded hash is false."""
     upload_id, done = _in_progress(vol, key)
     psize = part_size_for(size, part_size)
     if upload_id and 1 in done and done[1][1] < size and done[1][1] >= MIN_PART:
@@ -255,33 +255,34 @@ def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tup
     if upload_id is None:
         upload_id = vol.client.create_multipart_upload(Bucket=vol.id, Key=key, Metadata={"sha256": sha256},
                                                        ContentType="application/octet-stream")["UploadId"]
-    whole, digests, futures = hashlib.sha256(), [], []
+    count = -(-size // psize)
+    whole, digests, futures = hashlib.sha256(), [b""] * count, []
     slots = threading.Semaphore(max(1, workers))
-    sent = 0
 
-    def send(n: int, data: bytes, digest: bytes) -> int:
+    def send(n: int, data: bytes) -> int:
+        """Part n: its MD5 (hashed here, beside the reader's sha256), then sent unless the volume has it."""
         try:
-            vol.client.upload_part(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
-                                   ContentMD5=base64.b64encode(digest).decode())
+            digests[n - 1] = digest = _md5(data)
+            if done.get(n) != (digest.hex(), len(data)):
+                vol.client.upload_part(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumber=n, Body=data,
+                                       ContentMD5=base64.b64encode(digest).decode())
+                sent = len(data)
+            else:
+                sent = 0  # the volume has exactly these bytes as part n
             if progress:
                 progress(len(data))
-            return len(data)
+            return sent
         finally:
             slots.release()
 
     with open(src, "rb") as fh, ThreadPoolExecutor(max(1, workers), thread_name_prefix="s3-part") as pool:
-        for n in range(1, -(-size // psize) + 1):
+        for n in range(1, count + 1):
             if any(f.done() and f.exception() for f in futures):
                 break  # a part failed: stop reading, report it below
+            slots.acquire()
             data = fh.read(psize)
             whole.update(data)
-            digests.append(_md5(data))
-            if done.get(n) == (digests[-1].hex(), len(data)):
-                if progress:
-                    progress(len(data))
-                continue  # the volume has exactly these bytes as part n
-            slots.acquire()
-            futures.append(pool.submit(send, n, data, digests[-1]))
+            futures.append(pool.submit(send, n, data))
         sent = sum(f.result() for f in futures)
     if whole.hexdigest() != sha256:
         vol.client.abort_multipart_upload(Bucket=vol.id, Key=key, UploadId=upload_id)
