@@ -20,6 +20,14 @@
     };
   };
 
+  # A team's binary cache, offered to whoever builds this flake (docs/nix.md, "Binary cache"). Nix asks
+  # before it uses a flake's nixConfig (or follows accept-flake-config), so it stays optional. Uncomment
+  # with your cache's URL and public key; no cache is named here because none is run for this repository.
+  # nixConfig = {
+  #   extra-substituters = [ "https://YOUR-CACHE.cachix.org" ];
+  #   extra-trusted-public-keys = [ "YOUR-CACHE.cachix.org-1:PUBLIC-KEY-BASE64=" ];
+  # };
+
   # Every folder in versions/ with a version.json (git-tracked: a flake sees
   # nothing else) becomes version-<id>, models-<id>, image-<id>,
   # image-<id>-with-models and devShells.<id>. flake.nix only wires; the

@@ -380,6 +380,32 @@ def test_image_tree_finds_models_on_a_volume_that_holds_blobs_only(env, tmp_path
     assert not (state / "models/loras/gated.safetensors").exists()
 
 
+def test_binary_cache_push_then_a_second_store_substitutes_instead_of_building(env, tmp_path):
+    """nix/push-cache.sh (what the CI workflow runs) signs and uploads a built closure; a second store with no
+    build allowed (--max-jobs 0) gets it from the cache when it trusts the key, and refuses it otherwise."""
+    built = out_path(build(env, "version-nodes-only"))
+    subprocess.run(["nix-store", "--generate-binary-cache-key", "comfyver-test-1", str(tmp_path / "sk"),
+                    str(tmp_path / "pk")], check=True)
+    secret, public = (tmp_path / "sk").read_text().strip(), (tmp_path / "pk").read_text().strip()
+    cache = f"file://{tmp_path / 'cache'}"
+    p = subprocess.run([str(h.ROOT / "nix/push-cache.sh"), str(built)], capture_output=True, text=True,
+                       env={**h.nix_env(), "NIX_CACHE_URL": cache, "NIX_SIGNING_KEY": secret})
+    assert p.returncode == 0, p.stderr
+    assert secret.split(":", 1)[1] not in p.stdout + p.stderr
+    assert not any(secret.split(":", 1)[1].encode() in f.read_bytes()
+                   for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    info = json.loads(h.nix("path-info", "--json", "--store", cache, str(built)).stdout)
+    assert any(sig.startswith("comfyver-test-1:") for sig in info[0]["signatures"])
+
+    def substitute(store: str, key: str) -> subprocess.CompletedProcess:
+        return h.nix("build", "--no-link", "--store", str(tmp_path / store), "--max-jobs", "0", "--substituters",
+                     cache, "--trusted-public-keys", key, str(built), check=False)
+    assert substitute("store-b", public).returncode == 0
+    assert (tmp_path / "store-b" / built.relative_to("/")).is_dir()
+    wrong = substitute("store-c", "someone-else-1:" + public.split(":", 1)[1])
+    assert wrong.returncode != 0 and "not signed by any of the keys" in wrong.stderr
+
+
 def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
     """bin/comfyui keeps state outside the store: links, one writable copy per locked source, stale entries dropped."""
     tree = out_path(build(env, "version-full"))
