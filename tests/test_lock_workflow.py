@@ -415,6 +415,32 @@ def test_registry_down_falls_back_to_the_packs_git_repository(env, capsys, tmp_p
     assert node["original"]["type"] == "git" and node["locked"]["url"] == env.pack_b
 
 
+def test_registry_down_locks_the_saved_version_by_its_git_tag(env, capsys, tmp_path, monkeypatch):
+    """The workflow saved pack-b at registry version 1.0.0 and its repository has the tag v1.0.0: the git fallback
+    locks that tag, not the newest commit. Only the fallback is resolved a second time."""
+    monkeypatch.setenv("COMFY_REGISTRY_URL", "http://127.0.0.1:9")
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "custom-node-list.json").write_text(json.dumps({"custom_nodes": [{"id": "pack-b", "reference": env.pack_b}]}))
+    nodemap.manager.cache_clear()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 1, "type": "SharedText", "mode": 0, "widgets_values": ["x"],
+         "properties": {"cnr_id": "pack-b", "ver": "1.0.0"}},
+        {"id": 2, "type": "OnlyInC", "mode": 0}]}))
+    from comfyver.sources import resolve
+    calls, real = [], resolve.lock_one
+    monkeypatch.setattr(resolve, "lock_one", lambda kind, original, what, *a: (calls.append(what),
+                                                                             real(kind, original, what, *a))[1])
+    rc, out, err = run(capsys, "lock", "tagged", "--workflow", str(wf), "--comfyui-url", env.core, "--no-python",
+                       "--json")
+    assert rc == 0, out + err
+    assert any("pack-b@1.0.0" in n and "at tag v1.0.0" in n for n in json.loads(out)["notes"])
+    node = lockfile.read(env.root / "versions" / "tagged" / "version.json")["nodes"]["pack-b"]
+    assert node["original"] == {"type": "git", "url": env.pack_b, "ref": "v1.0.0"}
+    assert calls.count("nodes.pack-b") == 2  # the registry, then its git repository
+    assert calls.count("nodes.comfyui-c") == 1, calls  # resolved once: not again for pack-b's fallback
+
+
 def test_a_model_is_pinned_without_a_download_when_sha256_and_size_are_given(env, capsys, tmp_path):
     """Hugging Face unreachable (offline): `--model K=hf://... --sha256 H --size N` records what is known,
     marked unverified; realize/fetch check the bytes later."""

@@ -23,7 +23,7 @@ from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.lock import analyze, nodemap, probe, pylock, versions
-from comfyver.sources import resolve
+from comfyver.sources import gitsource, resolve
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
 
@@ -98,14 +98,31 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
     return probs
 
 
+def _failure_table(vid: str, failures: dict[str, str]) -> LockProblems:
+    fixes = {"node": "pin another ref: --node <url>@<ref>, or choose another pack",
+             "model": "give another source: --model <folder>/<name>=<url> (and a token if it is gated)"}
+    return LockProblems(vid, [{"item": k, "problem": v, "fix": fixes["model" if k.startswith("models.") else "node"]}
+                              for k, v in sorted(failures.items())])
+
+
 def _resolve_or_table(items: list, vid: str, jobs: int, progress: bool) -> dict:
     try:
         return resolve.lock_items(items, jobs=jobs, progress=progress)
     except resolve.ResolveFailed as exc:
-        fixes = {"node": "pin another ref: --node <url>@<ref>, or choose another pack",
-                 "model": "give another source: --model <folder>/<name>=<url> (and a token if it is gated)"}
-        raise LockProblems(vid, [{"item": k, "problem": v, "fix": fixes["model" if k.startswith("models.") else "node"]}
-                                 for k, v in sorted(exc.failures.items())]) from None
+        raise _failure_table(vid, exc.failures) from None
+
+
+def _not_registered(name: str, loc: dict, c: str, how: str = "") -> dict:
+    """The problem row for class `c`, asked of node `name` whose pinned tree does not register it."""
+    at = loc.get("rev") or loc.get("hash")
+    return {"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r}{how}",
+            "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
+                   f"(--choose '{c}=<node>' / overrides.json)"}
+
+
+def _class_of(problem: dict) -> str | None:
+    """The class a problem row is about (its item is "class <name>"), else None."""
+    return problem["item"].removeprefix("class ") if problem["item"].startswith("class ") else None
 
 
 def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str]) -> tuple[list[str], list[dict]]:
@@ -114,7 +131,6 @@ def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str])
     kept with a note (the runtime probe settles it)."""
     found = nodemap.scan_locked_node_full(name, loc)
     provides, probs = set(found.classes), []
-    at = loc.get("rev") or loc.get("hash")
     for c in sorted(set(wanted) - provides):
         if found.unfollowed:
             provides.add(c)
@@ -122,10 +138,17 @@ def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str])
                          f"at {found.unfollowed[0].split(': ')[0]} in a way the scan cannot follow); "
                          f"`comfyver probe {{id}}` checks it in the version's environment")
         else:
-            probs.append({"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r}",
-                          "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
-                                 f"(--choose '{c}=<node>' / overrides.json)"})
+            probs.append(_not_registered(name, loc, c))
     return sorted(provides), probs
+
+
+def _release_tag(url: str, version: str, name: str) -> str | None:
+    """The repository's tag for registry version `version` (`v1.2.0` or `1.2.0`), if it has one."""
+    try:
+        refs, _ = gitsource.ls_remote(url, f"node {name}")
+    except ComfyverError:
+        return None
+    return next((t for t in (f"v{version}", version) if f"refs/tags/{t}" in refs), None)
 
 
 def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: set[str],
@@ -145,26 +168,30 @@ def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: 
                          f"{p.url} does not have; locked its newest instead (pin with --node {p.url}@<ref>)")
         elif not p.url and p.registry_id and mgr is not None and (url := mgr.url_for_id(p.registry_id)):
             reason = why if len(why) <= 160 else why[:157].rsplit(" ", 1)[0] + "..."
-            out[name] = (nodemap.Pack(p.name, url), f"node {name}: the Comfy Registry could not give "
+            tag = _release_tag(url, p.version, name) if p.version and p.version != "latest" else None
+            out[name] = (nodemap.Pack(p.name, url, version=tag), f"node {name}: the Comfy Registry could not give "
                          f"{p.registry_id}@{p.version or 'latest'} ({reason}); locked its git repository {url} "
-                         "(newest) instead, from ComfyUI-Manager's list")
+                         + (f"at tag {tag}" if tag else "(newest)") + " instead, from ComfyUI-Manager's list")
     return out
 
 
 def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]], vid: str,
                jobs: int, progress: bool, notes: list[str], saved: set[str] = frozenset(),
                mgr: nodemap.ManagerData | None = None) -> None:
-    items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
+    def item(name: str, pack: nodemap.Pack) -> resolve.Item:
+        return resolve.Item(f"nodes.{name}", resolve.kind_of(pack.original()), pack.original())
+
     try:
-        locked = resolve.lock_items(items, jobs=jobs, progress=progress)
+        locked = resolve.lock_items([item(n, p) for n, p in packs.items()], jobs=jobs, progress=progress)
     except resolve.ResolveFailed as exc:
         second = _fallbacks(packs, exc.failures, saved, mgr)
         if set(second) != {k.removeprefix("nodes.") for k in exc.failures}:
-            locked = _resolve_or_table(items, vid, jobs, progress)  # the table of what cannot be had
+            raise _failure_table(vid, exc.failures) from None  # some have no other source
         packs = {**packs, **{n: p for n, (p, _) in second.items()}}
         notes += [why for _, why in second.values()]
-        items = [resolve.Item(f"nodes.{n}", resolve.kind_of(p.original()), p.original()) for n, p in packs.items()]
-        locked = _resolve_or_table(items, vid, jobs, progress)
+        # only the fallbacks are resolved again; the rest keep their first results
+        locked = {**exc.results, **_resolve_or_table([item(n, p) for n, (p, _) in second.items()], vid, jobs,
+                                                     progress)}
     probs = []
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
@@ -257,9 +284,8 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     linked = {u.class_type for wf in parsed for u in wf.nodes if u.linked}
     # an unknown class wired to nothing may be a frontend-only (JS) node of a pack the workflows use: decided
     # after those packs are locked (their web files are read); anything else stops here
-    js_only = {p["item"][len("class "):] for p in probs if p["item"].startswith("class ")
-               and p["item"][len("class "):] in rep.unresolved and p["item"][len("class "):] not in linked}
-    if [p for p in probs if p["item"][len("class "):] not in js_only] or (js_only and not rep.packs):
+    js_only = {c for c in map(_class_of, probs) if c in rep.unresolved and c not in linked}
+    if [p for p in probs if _class_of(p) not in js_only] or (js_only and not rep.packs):
         raise LockProblems(vid, probs)
     # 4. packs
     need = {}
@@ -275,7 +301,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
     if js_only:
         found = nodemap.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, js_only)
         if set(found) != js_only:
-            raise LockProblems(vid, [p for p in probs if p["item"][len("class "):] not in found])
+            raise LockProblems(vid, [p for p in probs if _class_of(p) not in found])
         early_notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
                         f"{n}, not needed to run the workflow" for c, n in sorted(found.items())]
     probs = []
@@ -297,15 +323,12 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
             p = probed["packs"].get(name)
             if p and p["ok"]:
                 n["provides"] = sorted(p["classes"])
-                at = n["locked"].get("rev") or n["locked"].get("hash")
                 for c in sorted(set(attributed.get(name, [])) - set(p["classes"])):
                     if c not in linked:  # never wired to anything: a frontend-only node of the pack (its JS)
                         early_notes.append(f"class {c}: {name} does not register it in Python and no link uses it: "
                                            "a frontend-only node, not needed to run the workflow")
                         continue
-                    probs.append({"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r} "
-                                  "when ComfyUI loads it (probe)",
-                                  "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack"})
+                    probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
             elif p:
                 early_notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
                                    f"{p['error'][-300:]}")

@@ -30,8 +30,11 @@ class Item:
 
 
 class ResolveFailed(ComfyverError):
-    def __init__(self, failures: dict[str, str]):
-        self.failures = failures
+    """`failures`: key -> message; `results`: what did resolve (key -> locked), so a caller retrying the
+    failures with other sources need not resolve the rest again."""
+
+    def __init__(self, failures: dict[str, str], results: dict[str, dict] | None = None):
+        self.failures, self.results = failures, results or {}
         lines = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
         super().__init__(f"{len(failures)} input(s) could not be resolved:\n{lines}",
                          hint="fix the inputs above (`comfyver show <id>` lists them) and run the command again")
@@ -87,7 +90,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
         if bar:
             bar.stop()
     if failures:
-        raise ResolveFailed(failures)
+        raise ResolveFailed(failures, results)
     return results
 
 
