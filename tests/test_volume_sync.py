@@ -304,3 +304,73 @@ def test_deploy_says_when_the_volume_cannot_be_checked(proj, dcs, capsys, monkey
     rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
     err = capsys.readouterr().err
     assert rc == 0 and "could not check runpod://vol1eu for the version's models" in err and "RUNPOD_S3_" in err
+
+
+# --- found by an outside review ----------------------------------------------------------------------
+def test_deploy_survives_a_junk_volume_id_from_runpod(proj, dcs, capsys):
+    dcs["rest"].routes["/v1/endpoints/ep42"] = {"id": "ep42", "templateId": "tpl9", "networkVolumeId": 123}
+    dcs["rest"].routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "now runs ghcr.io/acme/comfyui:v1" in out and "could not check" in err
+
+
+def test_a_corrupt_local_blob_with_an_unchanged_stat_is_fetched_again(proj, dcs, capsys, tmp_path, http_server):
+    assert cli(capsys, proj, "sync", proj.vid)[0] == 0
+    small = proj.model_bytes[SMALL]
+    blob = tmp_path / "local-store" / "sha256" / sha(small)
+    st = blob.stat()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as fh:
+        fh.seek(10)
+        fh.write(b"XYZ")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us")
+    assert rc == 0, err
+    assert out["targets"][0]["models"][SMALL] == "uploaded"
+    key = f"models/sha256/{sha(small)}"
+    assert dcs["us"].client().get_object(Bucket="vol2us", Key=key)["Body"].read() == small
+    assert blob.read_bytes() == small  # fetched again into the local store
+
+
+@pytest.mark.parametrize("how", [["--datacenter", "US-KS-2", "runpod://nosuchvol"], ["--datacenter", "US-KS-2",
+                                                                                     "runpod://vol1eu"]])
+def test_a_volume_that_is_not_there_is_named_not_reported_as_missing_models(proj, dcs, capsys, how):
+    rc = main(["--root", str(proj.root), "models", "ls", how[2], proj.vid, *how[:2]])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no such network volume in US-KS-2" in err and "--datacenter" in err
+
+
+def test_an_unfinished_upload_begun_by_another_tool_is_resumed_and_recorded(proj, dcs, capsys):
+    big = proj.model_bytes[BIG]
+    key = f"models/sha256/{sha(big)}"
+    c = dcs["us"].client()
+    up = c.create_multipart_upload(Bucket="vol2us", Key=key)["UploadId"]  # no sha256 record, as another tool would
+    c.upload_part(Bucket="vol2us", Key=key, UploadId=up, PartNumber=1, Body=big[:6 << 20])
+    stale = c.create_multipart_upload(Bucket="vol2us", Key=key)["UploadId"]
+    c.upload_part(Bucket="vol2us", Key=key, UploadId=stale, PartNumber=2, Body=big[:5 << 20])
+    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us", "--part-size", "5")
+    assert rc == 0, err
+    head = c.head_object(Bucket="vol2us", Key=key)
+    assert head["Metadata"] == {"sha256": sha(big)} and c.get_object(Bucket="vol2us", Key=key)["Body"].read() == big
+    assert not c.list_multipart_uploads(Bucket="vol2us").get("Uploads")  # leftovers aborted
+
+
+def test_an_s3_key_never_reaches_an_error(proj, dcs, capsys, monkeypatch):
+    monkeypatch.setenv("RUNPOD_S3_ACCESS_KEY", "user_KEYVALUE\nX-Evil: 1")
+    rc = main(["--root", str(proj.root), "models", "ls", "runpod://vol1eu", proj.vid])
+    out, err = capsys.readouterr()
+    assert rc != 0 and "user_KEYVALUE" not in out + err and "runpod://vol1eu" in err
+
+
+@pytest.mark.parametrize("value", ["EU-RO-1=http://[::1", "EU-RO-1=http://exa mple.com", "EU-RO-1=http://",
+                                   "EU-RO-1=", "EU-RO-1", "EU-RO-1=ftp://x"])
+def test_a_malformed_endpoint_override_names_the_variable(proj, dcs, capsys, monkeypatch, value):
+    monkeypatch.setenv("COMFYVER_RUNPOD_S3_ENDPOINTS", value)
+    rc = main(["--root", str(proj.root), "models", "ls", "runpod://vol1eu", proj.vid])
+    assert rc == 2 and "COMFYVER_RUNPOD_S3_ENDPOINTS" in capsys.readouterr().err
+
+
+def test_part_size_is_bounded(proj, dcs, capsys):
+    rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", "runpod://vol2us", "--part-size", "2000"])
+    assert rc == 2 and "5 to 1024 MiB" in capsys.readouterr().err

@@ -49,8 +49,13 @@ def registry_endpoint() -> str:
 
 def _secrets() -> list[str]:
     names = list(TOKEN_ENV.values()) + ["RUNPOD_API_KEY", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY", "REGISTRY_PASSWORD"]
-    return [v for v in (os.environ.get(n) for n in names) if v and len(v) >= 4]
+                                        "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
+                                        "RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY", "REGISTRY_PASSWORD"]
+    values = [v for v in (os.environ.get(n) for n in names) if v and len(v) >= 4]
+    # a value with control characters may come back escaped (repr) or split over lines: mask those forms too
+    extra = [f for v in values if not v.isprintable()
+             for f in (v.encode("unicode_escape").decode(), *v.splitlines()) if len(f) >= 4]
+    return sorted(set(values + extra), key=len, reverse=True)
 
 
 def redact(text: str) -> str:

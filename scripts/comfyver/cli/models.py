@@ -41,7 +41,7 @@ def register(sub) -> None:
                         "volume, read back every object and upload again what does not hash right")
     _volume_args(s)
     s.add_argument("--part-size", type=int, default=volume.DEFAULT_PART >> 20, metavar="MiB",
-                   help="multipart part size for volumes (default %(default)s; at least 5)")
+                   help="multipart part size for volumes (default %(default)s; 5 to 1024)")
     s.add_argument("--jobs", type=int, default=8, help="parts uploaded at once per file (default %(default)s)")
     for name, run, what in (("ls", run_ls, "what a network volume holds of a version (object metadata only)"),
                             ("verify", run_verify, "read every model of a version back from a network volume "
@@ -68,8 +68,9 @@ def run_sync(args) -> int:
     lock = lockfile.read(project.lock_path(root, args.id))
     if args.source is not None and not args.source.is_dir():
         raise UsageError(f"--from {args.source}: no such folder", hint="give a ComfyUI models folder or a model store")
-    if args.part_size < 5:
-        raise UsageError(f"--part-size {args.part_size}: S3 parts are at least 5 MiB")
+    if not 5 <= args.part_size <= 1024:
+        raise UsageError(f"--part-size {args.part_size}: give 5 to 1024 MiB (S3 parts are at least 5 MiB; "
+                         "each part in flight is held in memory)")
     if not 1 <= args.jobs <= 64:
         raise UsageError(f"--jobs {args.jobs}: give 1 to 64")
     targets = args.to or [str(modelstore.default_store())]

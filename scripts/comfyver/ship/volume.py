@@ -46,7 +46,12 @@ MIN_PART = 5 << 20  # S3's smallest part (all but the last)
 MAX_PARTS = 10_000
 DEFAULT_PART = 16 << 20
 
+MAX_COPY = 5 << 30  # the largest object one CopyObject may copy
 Progress = Callable[[int], None]
+
+
+class SourceChanged(ComfyverError):
+    """The local file no longer holds the bytes its sha256 names."""
 
 
 def is_target(text: str) -> bool:
@@ -63,12 +68,21 @@ def volume_id(target: str) -> str:
 
 def endpoint_for(datacenter: str) -> str:
     """The S3 endpoint of `datacenter`. $COMFYVER_RUNPOD_S3_ENDPOINTS ("DC=URL,DC=URL") overrides (tests, proxies)."""
+    from urllib.parse import urlsplit
     overrides = {}
     for item in filter(None, (x.strip() for x in os.environ.get("COMFYVER_RUNPOD_S3_ENDPOINTS", "").split(","))):
-        dc, sep, url = item.partition("=")
-        if not sep:
-            raise UsageError(f"COMFYVER_RUNPOD_S3_ENDPOINTS: {item!r} is not DATACENTER=URL")
-        overrides[dc.strip().upper()] = web.check_scheme(url.strip(), ("https", "http"), f"S3 endpoint for {dc}")
+        dc, sep, url = (x.strip() for x in item.partition("="))
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+            ok = bool(sep and parts.scheme in ("http", "https") and parts.hostname) and " " not in url \
+                and "@" not in parts.netloc
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"COMFYVER_RUNPOD_S3_ENDPOINTS: {web.redact(item)!r} is not DATACENTER=http(s)://HOST[:PORT]",
+                             hint="e.g. COMFYVER_RUNPOD_S3_ENDPOINTS=EU-RO-1=http://127.0.0.1:9000, or unset it")
+        overrides[dc.upper()] = url
     if datacenter in overrides:
         return overrides[datacenter]
     if datacenter in S3_DATACENTERS:
@@ -113,20 +127,52 @@ def open_volume(target: str, datacenter: str | None = None, *, workers: int = 4,
         from comfyver.ship.deploy import RunPodREST
         info = (rest or RunPodREST()).get_network_volume(vid)
         datacenter = info.get("dataCenterId") if isinstance(info, dict) else None
-        if not isinstance(datacenter, str):
-            raise ComfyverError(f"network volume {vid}: RunPod's answer names no datacenter",
-                                hint="give it with --datacenter (e.g. EU-RO-1)")
-    datacenter = datacenter.upper()
-    if not DATACENTER_RE.match(datacenter):
+        if not isinstance(datacenter, str) or not DATACENTER_RE.match(datacenter.strip().upper()):
+            raise ComfyverError(f"network volume {vid}: RunPod's answer names no datacenter id "
+                                f"({web.redact(repr(datacenter))[:80]})", hint="give it with --datacenter (e.g. EU-RO-1)")
+        datacenter = datacenter.strip()
+    elif not DATACENTER_RE.match(datacenter.upper()):
         raise UsageError(f"--datacenter {datacenter!r} is not a RunPod datacenter id", hint="e.g. EU-RO-1, US-KS-2")
+    datacenter = datacenter.upper()
     endpoint = endpoint_for(datacenter)
     key, secret = credentials()
     config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"},
                     max_pool_connections=workers + 2, connect_timeout=20, read_timeout=120,
                     request_checksum_calculation="when_required", response_checksum_validation="when_required")
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=datacenter, aws_access_key_id=key,
-                          aws_secret_access_key=secret, config=config)
-    return Volume(vid, datacenter, endpoint, client)
+    try:
+        session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=datacenter,
+                                        profile_name=None, botocore_session=_plain_botocore_session())
+        client = session.client("s3", endpoint_url=endpoint, config=config)
+    except Exception as exc:
+        raise ComfyverError(f"{SCHEME}{vid}: cannot set up S3 for {endpoint}: {web.redact(str(exc))}",
+                            hint="check RUNPOD_S3_ACCESS_KEY, RUNPOD_S3_SECRET_KEY and COMFYVER_RUNPOD_S3_ENDPOINTS"
+                            ) from None
+    vol = Volume(vid, datacenter, endpoint, client)
+    _check_bucket(vol)
+    return vol
+
+
+def _plain_botocore_session():
+    """A botocore session that ignores AWS_PROFILE and config files: the keys given are the only ones used."""
+    import botocore.session
+    s = botocore.session.Session()
+    s.set_config_variable("profile", None)
+    return s
+
+
+def _check_bucket(vol: Volume) -> None:
+    """The volume exists in that datacenter and the keys may use it (else every object would look missing)."""
+    from botocore.exceptions import ClientError
+    try:
+        vol.client.head_bucket(Bucket=vol.id)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise ComfyverError(f"{vol.target}: no such network volume in {vol.datacenter}",
+                                hint="check the volume id (RunPod console: Storage) and --datacenter") from None
+        raise s3_error(vol, "cannot open the volume", exc) from None
+    except Exception as exc:
+        raise s3_error(vol, "cannot reach the S3 endpoint", exc) from None
 
 
 def s3_error(vol: Volume, what: str, exc: Exception) -> ComfyverError:
@@ -139,8 +185,8 @@ def s3_error(vol: Volume, what: str, exc: Exception) -> ComfyverError:
              "403": "RunPod refused the S3 key or secret: check RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY",
              "NoSuchBucket": f"no volume {vol.id} in {vol.datacenter}: check the id and --datacenter"}
     return ComfyverError(f"{vol.target} ({vol.datacenter}): {what}: {web.redact(str(exc))}",
-                         hint=hints.get(code, f"the S3 endpoint {vol.endpoint} failed; run the command again "
-                                              "(a multipart upload resumes where it stopped)"))
+                         hint=hints.get(code, f"the S3 endpoint {web.redact(vol.endpoint)} failed; run the command "
+                                              "again (a sync resumes where it stopped)"))
 
 
 # --- what is on the volume --------------------------------------------------------------------------
@@ -197,7 +243,7 @@ def upload(vol: Volume, src: Path, sha256: str, size: int, *, part_size: int = D
             with open(src, "rb") as fh:
                 data = fh.read()
             if hashlib.sha256(data).hexdigest() != sha256:
-                raise ComfyverError(f"{src} changed before it was uploaded (its bytes no longer hash to {sha256})",
+                raise SourceChanged(f"{src} changed before it was uploaded (its bytes no longer hash to {sha256})",
                                     hint="leave the file alone and sync again")
             digest = _md5(data)
             vol.client.put_object(Bucket=vol.id, Key=key, Body=data, Metadata={"sha256": sha256},
@@ -210,14 +256,46 @@ def upload(vol: Volume, src: Path, sha256: str, size: int, *, part_size: int = D
     except ComfyverError:
         raise
     except Exception as exc:
+        if status(vol, sha256, size) == "present":
+            return "present", 0  # another sync of the same bytes completed the upload this one had joined
         raise s3_error(vol, f"upload of {key} failed", exc) from None
     got = head(vol, sha256)
+    if got is not None and got.sha256 is None and got.size == size and got.etag == want_etag:
+        # a resumed upload that another tool had begun: the bytes verified; record their sha256 in place
+        got = _record_sha256(vol, key, sha256, size)
+        want_etag = got.etag if got else want_etag  # a server-side copy gets the server's own ETag
+    _abort_leftovers(vol, key)
     if got is None or got.size != size or got.sha256 != sha256 or got.etag != want_etag:
         raise ComfyverError(f"{vol.target}: {key} does not verify after upload ("
                             + (f"size {got.size}, sha256 {got.sha256}, ETag {got.etag}" if got else "absent")
                             + f"; want size {size}, sha256 {sha256}, ETag {want_etag})",
                             hint="run the sync again; if it repeats, the volume's S3 API stores other bytes than sent")
     return action, sent
+
+
+def _record_sha256(vol: Volume, key: str, sha256: str, size: int) -> Remote | None:
+    """Set the sha256 record on an object whose bytes verified (size and ETag) but that lacks it: metadata is
+    fixed when an upload begins, and the resumed upload was begun by another tool."""
+    if size > MAX_COPY:
+        vol.client.delete_object(Bucket=vol.id, Key=key)
+        raise ComfyverError(f"{vol.target}: {key} was completed from an unfinished upload another tool began, "
+                            "without comfyver's sha256 record, and is too large to record it in place; removed",
+                            hint="run the sync again: it uploads the file afresh")
+    vol.client.copy_object(Bucket=vol.id, Key=key, CopySource={"Bucket": vol.id, "Key": key},
+                           Metadata={"sha256": sha256}, MetadataDirective="REPLACE",
+                           ContentType="application/octet-stream")
+    return head(vol, sha256)
+
+
+def _abort_leftovers(vol: Volume, key: str) -> None:
+    """Unfinished uploads of a key that is now complete only take space on the volume."""
+    from botocore.exceptions import ClientError
+    try:
+        for u in vol.client.list_multipart_uploads(Bucket=vol.id, Prefix=key).get("Uploads", []):
+            if u["Key"] == key:
+                vol.client.abort_multipart_upload(Bucket=vol.id, Key=key, UploadId=u["UploadId"])
+    except ClientError:
+        pass  # an S3 dialect without listing: nothing to clean
 
 
 def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str, int]]]:
@@ -234,7 +312,10 @@ def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str
     parts: dict[int, tuple[str, int]] = {}
     marker = 0
     while True:
-        r = vol.client.list_parts(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        try:
+            r = vol.client.list_parts(Bucket=vol.id, Key=key, UploadId=upload_id, PartNumberMarker=marker)
+        except ClientError:  # gone meanwhile (completed or aborted by another sync)
+            return None, {}
         parts.update({p["PartNumber"]: (p["ETag"].strip('"'), p["Size"]) for p in r.get("Parts", [])})
         if not r.get("IsTruncated"):
             return upload_id, parts
@@ -286,7 +367,7 @@ def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tup
         sent = sum(f.result() for f in futures)
     if whole.hexdigest() != sha256:
         vol.client.abort_multipart_upload(Bucket=vol.id, Key=key, UploadId=upload_id)
-        raise ComfyverError(f"{src} changed while it was uploaded (its bytes no longer hash to {sha256}); "
+        raise SourceChanged(f"{src} changed while it was uploaded (its bytes no longer hash to {sha256}); "
                             f"{vol.target} was left without it", hint="leave the file alone and sync again")
     vol.client.complete_multipart_upload(
         Bucket=vol.id, Key=key, UploadId=upload_id,
@@ -314,18 +395,22 @@ def deploy_warnings(lock: dict, volume_id: str | None, rest=None) -> list[str]:
     that could not be checked. Never raises: the deploy itself has already happened."""
     if not volume_id or not lock.get("models"):
         return []
+    if not isinstance(volume_id, str):
+        return [f"could not check the endpoint's network volume: RunPod named it {web.redact(repr(volume_id))[:80]}"]
     target = SCHEME + volume_id
     try:
         vol = open_volume(target, rest=rest)
         missing = [k for k, m in list_version(lock, vol).items() if m["status"] != "present"]
-    except (ComfyverError, UsageError) as exc:
-        return [f"could not check {target} for the version's models: {exc}"
-                + (f" ({exc.hint})" if getattr(exc, "hint", None) else "")]
+    except ComfyverError as exc:
+        return [f"could not check {web.redact(target)} for the version's models: {exc.message}"
+                + (f" ({exc.hint})" if exc.hint else "")]
+    except Exception as exc:  # the deploy has happened: say why, never fail it here
+        return [f"could not check {web.redact(target)} for the version's models: {web.redact(repr(exc))[:300]}"]
     if not missing:
         return []
     return [f"{target} ({vol.datacenter}) lacks {len(missing)} model(s) of version {lock['id']}: "
-            + ", ".join(missing) + f"; workers will download them at start. Run `comfyver models sync {lock['id']} "
-            f"--to {target}`"]
+            + ", ".join(missing) + "; jobs that need them cannot load them until they are there. Run "
+            f"`comfyver models sync {lock['id']} --to {target}`"]
 
 
 # --- a version's models -----------------------------------------------------------------------------
@@ -338,7 +423,7 @@ def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = 
     from contextlib import nullcontext
 
     from comfyver.sources import modelstore
-    cache = modelstore.StatCache()
+    cache = modelstore.StatCache(rehash=rehash)
     out = {"target": vol.target, "datacenter": vol.datacenter, "models": {}, "bytes_sent": 0, "bytes_skipped": 0,
            "verified": 0}
     try:
@@ -353,7 +438,17 @@ def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = 
                 seed = None  # a file by that name with other bytes: not used
             local = seed or modelstore.ensure(store, key, m["locked"], offline=offline, cache=cache)
             with progress_for(f"{vol.target} {key}", size) if progress_for else nullcontext() as progress:
-                action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers, progress=progress)
+                try:
+                    action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers,
+                                          progress=progress)
+                except SourceChanged:
+                    if seed is not None:
+                        raise
+                    # the store's blob is corrupt although its stat looked unchanged: check it and fetch again
+                    local = modelstore.ensure(store, key, m["locked"], offline=offline,
+                                              cache=modelstore.StatCache(rehash=True))
+                    action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers,
+                                          progress=progress)
             out["models"][key] = action
             out["bytes_sent"] += sent
             out["bytes_skipped"] += size - sent
