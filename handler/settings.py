@@ -89,6 +89,8 @@ class Settings:
         h.strip() for h in os.environ.get("ALLOWED_FETCH_HOSTS", "").split(",") if h.strip()])
 
     version_id: str | None = field(default_factory=lambda: os.environ.get("COMFYVER_VERSION_ID") or None)
+    # sha256 of the version's lock (comfyver's lock digest): a job naming another lock_digest is refused
+    lock_digest: str | None = field(default_factory=lambda: os.environ.get("COMFYVER_LOCK_DIGEST") or None)
     versions_root: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_ROOT"))
     realize: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE"))
     realize_dir: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_REALIZE_DIR"))

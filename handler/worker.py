@@ -8,6 +8,7 @@ import contextvars
 import copy
 import dataclasses
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -38,8 +39,9 @@ from handler.workflow import (
 
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
-INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "output_mode", "gcs_bucket",
-                "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
+INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "lock_digest", "output_mode",
+                "gcs_bucket", "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
+DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 PROGRESS_INTERVAL = 0.5
 
@@ -206,6 +208,7 @@ class Worker:
         if not isinstance(verbose, bool):
             raise bad_input("verbose: expected true or false")
         await self._check_version(inp.get("version_id"))
+        self._check_digest(inp.get("lock_digest"))
         mode, store, prefix = self._output_target(inp, out_dir)
         timeout = inp.get("timeout", s.job_timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
@@ -278,6 +281,32 @@ class Worker:
                            "omit version_id; to switch versions at run time mount the versions and set "
                            "COMFYVER_ROOT and COMFYVER_REALIZE=1")
         await asyncio.to_thread(self._realize, vid)
+
+    def _known_digest(self) -> str | None:
+        """The lock digest of the version this worker runs: from its lock file when it realizes versions
+        (COMFYVER_ROOT), else COMFYVER_LOCK_DIGEST; None when it cannot know."""
+        s = self.settings
+        if s.versions_root and self.active_version:
+            try:
+                lock = json.loads((s.versions_root / "versions" / self.active_version / "version.json").read_bytes())
+            except (OSError, ValueError):
+                return s.lock_digest
+            canonical = json.dumps(lock, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+            return hashlib.sha256(canonical).hexdigest()  # as comfyver's lockfile.lock_digest
+        return s.lock_digest
+
+    def _check_digest(self, digest) -> None:
+        if digest is None:
+            return
+        if not isinstance(digest, str) or not DIGEST.match(digest):
+            raise bad_input(f"lock_digest: {str(digest)[:80]!r} is not a sha256 hex digest",
+                            "send the digest `comfyver show <id> --json` prints, or omit lock_digest")
+        known = self._known_digest()
+        if known is not None and known != digest:
+            raise JobError("version", f"lock_digest {digest[:12]}... does not match the lock this worker runs "
+                           f"(version {self.active_version!r}, lock {known[:12]}...)",
+                           hint="the endpoint serves another state of the version: deploy the image built from "
+                                "your lock, or lock the version the endpoint runs")
 
     def _realize(self, vid: str) -> None:
         s = self.settings

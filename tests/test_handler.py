@@ -635,3 +635,16 @@ def test_an_upper_case_url_scheme_is_fetched_as_a_url(http_server):
     (http_server.files_root / "u.png").write_bytes(b"png-bytes")
     url = http_server.url.replace("http://", "HTTP://") + "/u.png"
     assert decode_image(url, "images[0]", ["127.0.0.1"], 1000) == b"png-bytes"
+
+
+def test_a_job_for_another_lock_is_refused(worker):
+    """lock_digest: the worker runs one exact lock (COMFYVER_LOCK_DIGEST); a job made for another is refused,
+    a matching one runs, a malformed one is bad input."""
+    mine, other = "a" * 64, "b" * 64
+    w = env.attached_worker(worker, lock_digest=mine)
+    e = E(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": other}))
+    assert e["type"] == "version" and "does not match the lock this worker runs" in e["message"] and "bbbbbbbbbbbb" in e["message"]
+    ok(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": mine}))
+    e = E(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": "xyz"}))
+    assert e["type"] == "input" and "lock_digest" in e["message"]
+    env.run(w.client.close())

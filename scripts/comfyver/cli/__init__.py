@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "comfyver.cli.push",
     "comfyver.cli.deploy",
     "comfyver.cli.run",
+    "comfyver.cli.ui",
     "comfyver.cli.hash",
     "comfyver.cli.analyze",
     "comfyver.cli.lock",

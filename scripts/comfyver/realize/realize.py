@@ -295,20 +295,25 @@ def _store_folder(models_dir: Path | None) -> Path:
 
 def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | None = None,
             offline: bool = False, *, system_site_packages: bool = False, uv_args: list[str] | None = None,
-            rehash: bool = False, reporter: Reporter = QUIET) -> Path:
-    """Make `into` hold exactly version `vid` of the project at `root`; return the folder."""
+            rehash: bool = False, with_models: bool = True, reporter: Reporter = QUIET) -> Path:
+    """Make `into` hold exactly version `vid` of the project at `root`; return the folder.
+    `with_models=False`: no model is fetched or linked (`comfyver ui`: the page only needs their names)."""
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
     into = Path(into or default_into(vid)).absolute()
     store = _store_folder(models_dir)
     want = {**stamp(root, vid, lock, store), "systemSitePackages": system_site_packages}
+    if not with_models:
+        want["withModels"] = False  # absent (older markers) means with models
     cache = modelstore.StatCache(rehash=rehash)
+
+    def models_into(tree: Path) -> list[str]:
+        return link_models(ensure_models(lock, store, offline, rep, cache), tree) if with_models else []
     into.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(into.parent / f".{into.name}.lock")):
         have = read_marker(into)
-        if have and all(have.get(k) == v for k, v in want.items()):
-            blobs = ensure_models(lock, store, offline, rep, cache)  # stat-cached: cheap when unchanged
-            link_models(blobs, into)
+        if have and all(have.get(k) == v for k, v in want.items()) and have.get("withModels", True) == with_models:
+            models_into(into)  # stat-cached: cheap when unchanged
             rep.step(f"version {vid} is already realized at {into}")
             return into
         if into.exists() and have is None and (not into.is_dir() or any(into.iterdir())):
@@ -333,14 +338,13 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
                 rep.step(f"node {name}")
                 place_source(node["locked"], dest, what, offline)
                 sources["nodes"][name] = source_record(node["locked"])
-            blobs = ensure_models(lock, store, offline, rep, cache)
-            added += link_models(blobs, tmp)
+            added += models_into(tmp)
             atomic_write_text(tmp / EXTRA_PATHS, extra_model_paths(lock))
             rep.step("python environment (uv sync --frozen)")
             build_venv(root, vid, lock, tmp / VENV, offline=offline,
                        system_site_packages=system_site_packages, uv_args=uv_args or [])
-            atomic_write_json(tmp / MARKER, {**want, **sources, "coreAdded": added,
-                                             "models": {k: m["locked"]["sha256"] for k, m in lock["models"].items()}})
+            atomic_write_json(tmp / MARKER, {**want, **sources, "coreAdded": added, "models": {
+                k: m["locked"]["sha256"] for k, m in lock["models"].items()} if with_models else {}})
             _swap_into_place(tmp, into)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

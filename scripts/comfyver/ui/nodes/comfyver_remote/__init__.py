@@ -1,0 +1,127 @@
+"""Loaded by the ComfyUI that `comfyver ui` starts (never by a worker): nothing runs locally.
+
+- Model combos list the lock's models (from $COMFYVER_UI_MODELS) although their files are not here.
+- A queued prompt has passed ComfyUI's own validation (the /prompt route validates first); instead of
+  executing it, this sends it to the comfyver process that started ComfyUI (the bridge at
+  $COMFYVER_UI_BRIDGE, with the token $COMFYVER_UI_TOKEN). That process submits it to the endpoint,
+  which holds the API key; this process never sees it. Progress, the executing node, errors and the
+  outputs come back as ComfyUI's own websocket messages, so the page shows them as for a local run.
+- Cancel (the page's interrupt) cancels the remote job.
+
+Only the standard library is used: this runs in the version's Python, which has no comfyver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+
+import comfy.model_management
+import execution
+import folder_paths
+
+NODE_CLASS_MAPPINGS: dict = {}
+BRIDGE = os.environ.get("COMFYVER_UI_BRIDGE", "")
+TOKEN = os.environ.get("COMFYVER_UI_TOKEN", "")
+log = logging.getLogger("comfyver-ui")
+
+
+def _models() -> dict[str, list[str]]:
+    try:
+        with open(os.environ["COMFYVER_UI_MODELS"], encoding="utf-8") as fh:
+            return json.load(fh)
+    except (KeyError, OSError, ValueError):
+        return {}
+
+
+MODELS = _models()
+_filename_list = folder_paths.get_filename_list
+
+
+def get_filename_list(folder_name: str) -> list[str]:
+    """The files ComfyUI finds, plus the lock's models of that folder (legacy folder names mapped)."""
+    have = list(_filename_list(folder_name))
+    locked = MODELS.get(folder_paths.map_legacy(folder_name), []) + MODELS.get(folder_name, [])
+    return sorted(set(have) | set(locked))
+
+
+def _call(method: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(BRIDGE + path, method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def remote_execute(self, prompt, prompt_id, extra_data={}, execute_outputs=[]):  # noqa: B006 (ComfyUI's signature)
+    """PromptExecutor.execute, run on the endpoint."""
+    import nodes
+    nodes.interrupt_processing(False)
+    self.server.client_id = extra_data.get("client_id")
+    self.status_messages = []
+    self.success = False
+    self.history_result = {"outputs": {}, "meta": {}}
+    self.add_message("execution_start", {"prompt_id": prompt_id}, broadcast=False)
+    self.add_message("execution_cached", {"nodes": [], "prompt_id": prompt_id}, broadcast=False)
+    first = next(iter(prompt), None)
+
+    def fail(message: str, node_id=None, kind: str = "RemoteJobFailed"):
+        node_id = node_id if node_id in prompt else first
+        self.add_message("execution_error", {
+            "prompt_id": prompt_id, "node_id": node_id, "node_type": prompt.get(node_id, {}).get("class_type", ""),
+            "executed": [], "exception_message": message, "exception_type": kind, "traceback": [],
+            "current_inputs": {}, "current_outputs": []}, broadcast=False)
+
+    try:
+        job = _call("POST", "/jobs", {"prompt": prompt, "prompt_id": prompt_id})
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return fail(f"comfyver ui: cannot hand the prompt to the comfyver process ({exc})")
+    seen, node = 0, None
+    while True:
+        if comfy.model_management.processing_interrupted():
+            _call("POST", f"/jobs/{job['id']}/cancel")
+            self.add_message("execution_interrupted", {"prompt_id": prompt_id, "node_id": node or first,
+                                                       "node_type": prompt.get(node or first, {}).get("class_type", ""),
+                                                       "executed": []}, broadcast=True)
+            return
+        try:
+            state = _call("GET", f"/jobs/{job['id']}?since={seen}")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            return fail(f"comfyver ui: lost the comfyver process ({exc})")
+        for event in state["events"]:
+            seen += 1
+            if event.get("node") and event["node"] != node and event["node"] in prompt:
+                node = event["node"]
+                self.server.send_sync("executing", {"node": node, "display_node": node, "prompt_id": prompt_id},
+                                      self.server.client_id)
+            if event.get("max"):
+                self.server.send_sync("progress", {"value": event["value"], "max": event["max"],
+                                                   "prompt_id": prompt_id, "node": node}, self.server.client_id)
+        if state["status"] == "COMPLETED":
+            break
+        if state["status"] in ("FAILED", "CANCELLED", "TIMED_OUT"):
+            return fail(state.get("error") or state["status"], state.get("node_id"))
+        time.sleep(0.2)
+    outputs: dict[str, dict] = {}
+    for f in state["outputs"]:
+        kind = "images" if f["kind"] in ("image", "video") else f["kind"] + "s"
+        outputs.setdefault(f["node_id"], {}).setdefault(kind, []).append(
+            {"filename": f["filename"], "subfolder": f["subfolder"], "type": "output"})
+    for node_id, ui in outputs.items():
+        self.server.send_sync("executed", {"node": node_id, "display_node": node_id, "output": ui,
+                                           "prompt_id": prompt_id}, self.server.client_id)
+    self.history_result = {"outputs": outputs,
+                           "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n,
+                                        "comfyver_remote_job": job["id"]} for n in outputs}}
+    self.success = True
+    self.add_message("execution_success", {"prompt_id": prompt_id}, broadcast=False)
+
+
+if BRIDGE:
+    folder_paths.get_filename_list = get_filename_list
+    execution.PromptExecutor.execute = remote_execute
+    log.warning("comfyver ui: queued prompts run on %s, not on this machine; nothing is executed locally",
+                os.environ.get("COMFYVER_UI_TARGET", "the endpoint"))

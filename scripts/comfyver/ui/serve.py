@@ -1,0 +1,113 @@
+"""Start the page: realize the version without its models, start its ComfyUI on the CPU on 127.0.0.1 with the
+`comfyver_remote` extension, and a bridge that runs the queued prompts on the endpoint.
+
+ComfyUI gets an environment without credentials (every variable named like a key, token, secret or
+password is dropped), so neither the page nor its log can show the API key; the bridge, in this process,
+holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from comfyver.base import lockfile, project
+from comfyver.base.errors import ComfyverError
+from comfyver.realize import localrun, realize
+from comfyver.ui.bridge import Bridge
+
+NODES = Path(__file__).resolve().parent / "nodes"
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
+
+
+def default_into(vid: str) -> Path:
+    """Its own realized folder (without models), so a realized folder with models is never replaced."""
+    return project.cache_dir() / "ui" / lockfile.check_version_id(vid)
+
+
+def models_by_folder(lock: dict) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in lock["models"]:
+        folder, name = key.split("/", 1)
+        out.setdefault(folder, []).append(name)
+    return {f: sorted(names) for f, names in out.items()}
+
+
+def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str) -> dict:
+    env = {k: v for k, v in base.items() if not SECRET_NAME.search(k)}
+    env.update({"COMFYVER_UI_BRIDGE": bridge.url, "COMFYVER_UI_TOKEN": bridge.token,
+                "COMFYVER_UI_MODELS": str(models_file), "COMFYVER_UI_TARGET": target})
+    return env
+
+
+class Page:
+    """The running page: `url`, the ComfyUI process, the bridge. `close()` stops both."""
+
+    def __init__(self, root: Path, vid: str, backend, *, into: Path | None = None, port: int = 8188,
+                 system_site_packages: bool = False, reporter: realize.Reporter = realize.QUIET,
+                 start_timeout: float = 300):
+        lock = lockfile.read(project.lock_path(root, vid))
+        self.into = realize.realize(root, vid, into or default_into(vid), with_models=False, reporter=reporter,
+                                    system_site_packages=system_site_packages)
+        argv, env, cwd = localrun.command(vid, self.into, ["--cpu", "--listen", "127.0.0.1", "--port", str(port),
+                                                           "--disable-auto-launch"])
+        state = Path(localrun.state_dir(vid))
+        self.bridge = Bridge(backend, vid, lockfile.lock_digest(lock), state / "output")
+        self._tmp = Path(tempfile.mkdtemp(prefix="comfyver-ui-"))
+        models_file = self._tmp / "models.json"
+        models_file.write_text(json.dumps(models_by_folder(lock)))
+        paths = self._tmp / "comfyver-ui-paths.yaml"
+        paths.write_text(f"comfyver_ui:\n  base_path: {json.dumps(str(NODES.parent))}\n  custom_nodes: nodes\n")
+        self.log = state / "comfyver-ui.log"
+        self.url = f"http://127.0.0.1:{port}"
+        with open(self.log, "wb") as logf:
+            self.proc = subprocess.Popen([*argv, "--extra-model-paths-config", str(paths)], cwd=cwd,
+                                         env=comfy_env(env, self.bridge, models_file, backend.where),
+                                         stdout=logf, stderr=subprocess.STDOUT)
+        try:
+            self._wait(start_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                raise ComfyverError(f"ComfyUI exited with {self.proc.returncode} before its page was up:\n{tail}",
+                                    hint=f"the whole log is {self.log}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=2).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise ComfyverError(f"ComfyUI did not answer at {self.url} within {timeout:g} s", hint=f"see {self.log}")
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.bridge.close()
+        import shutil
+        shutil.rmtree(self._tmp, ignore_errors=True)
