@@ -300,7 +300,7 @@ class Worker:
             return
         if not isinstance(digest, str) or not DIGEST.match(digest):
             raise bad_input(f"lock_digest: {str(digest)[:80]!r} is not a sha256 hex digest",
-                            "send the digest `comfyver show <id> --json` prints, or omit lock_digest")
+                            "send the lockDigest `comfyver export <id> --format report` prints, or omit lock_digest")
         known = self._known_digest()
         if known is not None and known != digest:
             raise JobError("version", f"lock_digest {digest[:12]}... does not match the lock this worker runs "

@@ -43,14 +43,13 @@ def _publish(gsrv, tmp: Path, name: str, src: Path) -> dict:
     return {"original": original, "locked": gitsource.lock(original, name)}
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, comfyui_tree):
+def build_site(tmp: Path, comfyui_tree: Path) -> dict:
     """The project (a version with the real core, the example node, the test nodes and the example's model), a
-    remote: that version realized with its model and served by the handler behind the SDK's local API."""
+    remote: that version realized with its model and served by the handler behind the SDK's local API.
+    `site["close"]()` stops what it started."""
     from tests.support.gitserver import GitServer
     from tests.support.httpserver import HTTPServer
 
-    tmp = tmp_path_factory.mktemp("ui")
     mp = pytest.MonkeyPatch()
     mp.setenv("COMFYVER_CACHE", str(tmp / "cache"))
     mp.setenv("UV_CACHE_DIR", str(tmp / "uv-cache"))
@@ -77,15 +76,26 @@ def site(tmp_path_factory, comfyui_tree):
     api = henv.LocalAPI({"COMFY_HOME": str(remote), "COMFY_PYTHON": str(remote / ".venv" / "bin" / "python"),
                          "COMFY_PORT": str(free_port()), "COMFY_URL": "", "COMFY_STATE_DIR": str(tmp / "remote-state"),
                          "OUTPUT_MODE": "base64", "COMFYVER_VERSION_ID": proj.vid, "COMFYVER_LOCK_DIGEST": digest,
-                         "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": "", "RUNPOD_API_KEY": ""}, tmp / "api.log")
+                         "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": "", "RUNPOD_API_KEY": "",
+                         "RUNPOD_DEBUG_LEVEL": "INFO"}, tmp / "api.log")
     site = {"tmp": tmp, "proj": proj, "api": api, "digest": digest, "pages": []}
-    yield site
-    for p in site["pages"]:
-        p.stop()
-    api.stop()
-    gsrv.close()
-    hsrv.close()
-    mp.undo()
+
+    def close():
+        for p in site["pages"]:
+            p.stop()
+        api.stop()
+        gsrv.close()
+        hsrv.close()
+        mp.undo()
+    site["close"] = close
+    return site
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, comfyui_tree):
+    s = build_site(tmp_path_factory.mktemp("ui"), comfyui_tree)
+    yield s
+    s["close"]()
 
 
 class UI:
@@ -125,12 +135,28 @@ def browser(site):
 
 
 def open_page(b: Browser, url: str) -> None:
+    """Load the page and wait until its start-up is over: the frontend loads its own workflow (the default, or
+    the last one) asynchronously, and that load would replace a workflow loaded before it ends."""
     b.goto(url)
     b.wait_for(f"!!({APP} && {APP}.graph && {APP}.api && document.querySelector('canvas'))", 180, "ComfyUI's page")
+    b.wait_for(f"{APP}.graph.nodes.length > 0", 60, "the page's start-up workflow")
+    b.run(f"""let last = -1, same = 0;
+              while (same < 6) {{ const n = {APP}.graph.nodes.length; same = n === last ? same + 1 : 0; last = n;
+                                 await new Promise(r => setTimeout(r, 250)); }}""")
 
 
-def queue(b: Browser, workflow: dict) -> None:
-    b.run(f"await {APP}.loadApiJson({json.dumps(workflow)}, 'hello.json'); await {APP}.queuePrompt(0, 1);")
+def queue(b: Browser, workflow: dict) -> str:
+    """Queue as the page's Queue does (POST /prompt, validated by ComfyUI); returns the prompt id."""
+    return b.eval(f"(await {APP}.api.queuePrompt(0, {{output: {json.dumps(workflow)}, workflow: {{}}}})).prompt_id")
+
+
+def load_and_queue(b: Browser, workflow: dict) -> None:
+    """Load an API-format workflow into the graph, as a user opening the file, then press Queue."""
+    b.run(f"await {APP}.loadApiJson({json.dumps(workflow)}, 'hello.json');")
+    want = sorted(n["class_type"] for n in workflow.values())
+    b.wait_for(f"JSON.stringify({APP}.graph.nodes.map(n => n.type).sort()) === {json.dumps(json.dumps(want))}", 30,
+               "the workflow in the graph")
+    b.run(f"await {APP}.queuePrompt(0, 1);")
 
 
 def jobs_started(site) -> int:
@@ -146,13 +172,15 @@ def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, br
     assert names == ["stamp.safetensors"]
     assert not list((site["tmp"] / "ui-tree").glob("models/**/stamp.safetensors"))
     before = jobs_started(site)
-    queue(browser, HELLO)
+    listen(browser)
+    load_and_queue(browser, HELLO)
     try:
         src = browser.wait_for(f"(() => {{ const n = {APP}.graph.getNodeById(4); const im = n && n.imgs && n.imgs[0];"
                                f" return im && im.complete && im.naturalWidth > 0 && im.src; }})()", 120,
                                "the output image in the page")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n--- page's ComfyUI:\n{ui.comfy_log.read_text()[-3000:]}\n--- comfyver ui:\n"
+        raise AssertionError(f"{exc}\n--- events: {browser.eval('JSON.stringify(window.__ev)')[:3000]}"
+                             f"\n--- page's ComfyUI:\n{ui.comfy_log.read_text()[-3000:]}\n--- comfyver ui:\n"
                              f"{ui.log.read_text()[-2000:]}\n--- handler:\n{site['api'].log.read_text()[-3000:]}")
     assert "comfyver-remote" in src
     browser.screenshot(tmp_path / "page.png")
@@ -178,9 +206,116 @@ def test_a_validation_error_shows_in_the_page_without_a_remote_call(site, browse
     before = jobs_started(site)
     bad = json.loads(json.dumps(HELLO))
     bad["2"]["inputs"]["model_name"] = "not-in-the-lock.safetensors"
-    queue(browser, bad)
+    load_and_queue(browser, bad)
+    # the page marks the node and opens its error dialog
     errors = browser.wait_for(f"{APP}.lastNodeErrors && Object.keys({APP}.lastNodeErrors).length && "
                               f"JSON.stringify({APP}.lastNodeErrors)", 60, "the validation error")
     assert "not-in-the-lock.safetensors" in errors
+    browser.wait_for("document.body.innerText.includes('not-in-the-lock.safetensors')", 30, "the error dialog")
     time.sleep(2)
     assert jobs_started(site) == before
+
+
+def invert(color: int) -> dict:
+    return henv.invert_workflow(color, size=16, prefix="ui")
+
+
+def listen(b: Browser) -> None:
+    """Record the page's own ComfyUI events, as the page receives them."""
+    b.run(f"""window.__ev = []; for (const t of ['executed', 'execution_error', 'execution_interrupted',
+              'execution_start', 'progress', 'executing'])
+              {APP}.api.addEventListener(t, e => window.__ev.push({{type: t, detail: e.detail}}));""")
+
+
+def events(b: Browser, kind: str) -> list[dict]:
+    return [e["detail"] for e in b.eval("window.__ev") if e["type"] == kind]
+
+
+def remote_comfy_port(site) -> int:
+    return int(site["api"].env["COMFY_PORT"])
+
+
+def test_several_prompts_run_in_order_and_each_output_comes_back(site, browser):
+    ui = next(p for p in site["pages"] if p.log.name == "ui-main.log")
+    open_page(browser, ui.url)
+    listen(browser)
+    colors = [0x102030, 0x405060, 0x708090]
+    ids = [queue(browser, invert(c)) for c in colors]
+    browser.wait_for(f"window.__ev.filter(e => e.type === 'executed').length >= {len(colors)}", 180, "three outputs")
+    done = events(browser, "executed")
+    assert [d["prompt_id"] for d in done] == ids  # in the order queued
+    from PIL import Image
+    for d, c in zip(done, colors):
+        [img] = d["output"]["images"]
+        png = requests.get(f"{ui.url}/view", params={**img}, timeout=10).content
+        got = Image.open(io.BytesIO(png)).convert("RGB").getpixel((0, 0))
+        want = tuple(255 - ((c >> s) & 0xFF) for s in (16, 8, 0))
+        assert all(abs(a - b) <= 1 for a, b in zip(got, want)), (got, want)
+
+
+def test_an_unreachable_endpoint_is_an_error_in_the_page_and_the_page_stays_usable(site, browser):
+    ui = UI(site, "down", "--local", "http://127.0.0.1:9")
+    open_page(browser, ui.url)
+    listen(browser)
+    for n in (1, 2):  # a failed remote job leaves the queue working
+        queue(browser, HELLO)
+        browser.wait_for(f"window.__ev.filter(e => e.type === 'execution_error').length >= {n}", 60, "the error")
+    [first, _] = events(browser, "execution_error")
+    assert "local worker http://127.0.0.1:9" in first["exception_message"]
+    assert "rpa_UI_KEY" not in json.dumps(first)
+
+
+def test_a_lock_digest_mismatch_is_refused_by_the_worker_and_shown(site, browser):
+    other = henv.LocalAPI({"COMFY_URL": f"http://127.0.0.1:{remote_comfy_port(site)}",
+                           "COMFY_HOME": site["api"].env["COMFY_HOME"], "OUTPUT_MODE": "base64",
+                           "COMFYVER_VERSION_ID": site["proj"].vid, "COMFYVER_LOCK_DIGEST": "0" * 64,
+                           "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""}, site["tmp"] / "api-other.log")
+    try:
+        ui = UI(site, "mismatch", "--local", other.url)
+        open_page(browser, ui.url)
+        listen(browser)
+        queue(browser, HELLO)
+        browser.wait_for("window.__ev.some(e => e.type === 'execution_error')", 120, "the refusal")
+        [err] = events(browser, "execution_error")
+        assert "does not match the lock this worker runs" in err["exception_message"]
+        assert site["digest"][:12] in err["exception_message"] or "lock_digest" in err["exception_message"]
+    finally:
+        other.stop()
+
+
+def test_cancel_in_the_page_cancels_the_remote_job(site, browser, monkeypatch):
+    """Through the runpod SDK's client API (a local queue) and the real handler in the SDK's worker loop: the
+    page's Cancel reaches the endpoint's job, and the page stays usable."""
+    from tests.test_jobclient_worker import JobQueue
+
+    q = JobQueue()
+    log = open(site["tmp"] / "worker-loop.log", "wb")
+    worker = subprocess.Popen([sys.executable, "-m", "handler"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={
+        **os.environ, "COMFY_URL": f"http://127.0.0.1:{remote_comfy_port(site)}",
+        "COMFY_HOME": site["api"].env["COMFY_HOME"], "OUTPUT_MODE": "base64",
+        "COMFYVER_VERSION_ID": site["proj"].vid, "COMFYVER_LOCK_DIGEST": site["digest"],
+        "RUNPOD_WEBHOOK_GET_JOB": f"{q.url}/v2/ep-ui/job-take/$ID?gpu=cpu",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{q.url}/v2/ep-ui/job-done/$RUNPOD_POD_ID/$ID?gpu=cpu",
+        "RUNPOD_POD_ID": "worker-1", "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
+        "RUNPOD_AI_API_KEY": "", "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""})
+    try:
+        ui = UI(site, "cancel", "--endpoint", "ep-ui", extra_env={"RUNPOD_ENDPOINT_BASE_URL": q.url + "/v2"})
+        open_page(browser, ui.url)
+        listen(browser)
+        queue(browser, henv.slow_workflow(seconds=60, steps=60))
+        deadline = time.monotonic() + 120
+        while not any(j["status"] == "IN_PROGRESS" and j.get("output") for j in q.jobs.values()):
+            assert time.monotonic() < deadline, (site["tmp"] / "worker-loop.log").read_text()[-3000:]
+            time.sleep(0.2)
+        browser.wait_for("window.__ev.some(e => e.type === 'progress')", 30, "remote progress in the page")
+        browser.run(f"await {APP}.api.interrupt();")
+        browser.wait_for("window.__ev.some(e => e.type === 'execution_interrupted')", 60, "the interruption")
+        [job] = q.jobs.values()
+        assert job["status"] == "CANCELLED"
+        queue(browser, invert(0x010203))  # the page and the endpoint go on
+        browser.wait_for("window.__ev.some(e => e.type === 'executed')", 120, "the next job's output")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+        q.close()

@@ -100,6 +100,7 @@ class LocalAPI:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = open(log, "wb")
         self.log = log
+        self.env = env
         command = command or [sys.executable, "-m", "handler"]
         self.proc = subprocess.Popen([*command, "--rp_serve_api", "--rp_api_host", "127.0.0.1",
                                       "--rp_api_port", str(self.port)], cwd=ROOT, stdout=self._log,

@@ -44,8 +44,13 @@ _filename_list = folder_paths.get_filename_list
 
 def get_filename_list(folder_name: str) -> list[str]:
     """The files ComfyUI finds, plus the lock's models of that folder (legacy folder names mapped)."""
-    have = list(_filename_list(folder_name))
     locked = MODELS.get(folder_paths.map_legacy(folder_name), []) + MODELS.get(folder_name, [])
+    try:
+        have = list(_filename_list(folder_name))
+    except KeyError:  # a folder ComfyUI has no path for: only the lock's names, if it has some
+        if not locked:
+            raise
+        have = []
     return sorted(set(have) | set(locked))
 
 
