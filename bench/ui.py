@@ -44,7 +44,7 @@ def workflow(color: int) -> dict:
 def page_job(url: str, ws, client_id: str, color: int) -> None:
     pid = requests.post(url + "/prompt", json={"prompt": workflow(color), "client_id": client_id},
                         timeout=30).json()["prompt_id"]
-    got_output = False
+    got_output, seen = False, []
     while True:
         msg = ws.recv()
         if not isinstance(msg, str):
@@ -53,12 +53,13 @@ def page_job(url: str, ws, client_id: str, color: int) -> None:
         data = m.get("data", {})
         if data.get("prompt_id") != pid:
             continue
+        seen.append(m["type"])
         if m["type"] == "executed":
             got_output = True
         if m["type"] == "execution_error":
             raise RuntimeError(f"page job failed: {data.get('exception_message')}")
         if m["type"] == "executing" and data.get("node") is None:
-            assert got_output, "the page's job ended without an output"
+            assert got_output, f"the page's job ended without an output: {seen}"
             return
 
 

@@ -188,7 +188,15 @@ def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, br
                              f"\n--- page's ComfyUI:\n{ui.comfy_log.read_text()[-3000:]}\n--- comfyver ui:\n"
                              f"{ui.log.read_text()[-2000:]}\n--- handler:\n{site['api'].log.read_text()[-3000:]}")
     assert "comfyver-remote" in src
-    browser.screenshot(tmp_path / "page.png")
+    # the README's picture of the page: COMFYVER_UI_SCREENSHOT=docs/ui-page.png python -m pytest tests/test_ui.py -k queue
+    browser.run("""for (const d of document.querySelectorAll('[role=dialog]')) {  // the first-run templates dialog
+                     const top = [...d.querySelectorAll('button')].filter(b => b.getBoundingClientRect().top < 130);
+                     top.sort((a, b) => b.getBoundingClientRect().right - a.getBoundingClientRect().right);
+                     if (top[0]) top[0].click(); }""")
+    time.sleep(0.5)
+    browser.run(f"{APP}.canvas.ds.scale = 0.8; {APP}.canvas.ds.offset = [30, 150]; {APP}.graph.setDirtyCanvas(true, true);")
+    time.sleep(1)
+    browser.screenshot(Path(os.environ.get("COMFYVER_UI_SCREENSHOT") or tmp_path / "page.png"))
     # the image the page shows is the remote job's: the model's colour, inverted
     from PIL import Image
     png = requests.get(src, timeout=10).content

@@ -95,6 +95,10 @@ class Browser:
         raise AssertionError(f"waited {timeout:g} s for {what or expression}: last {last!r}; console: "
                              f"{self.console[-10:]}")
 
+    def press(self, key: str, code: str | None = None, key_code: int = 0) -> None:
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", type=kind, key=key, code=code or key, windowsVirtualKeyCode=key_code)
+
     def screenshot(self, path: Path) -> None:
         data = self.send("Page.captureScreenshot", format="png")["data"]
         Path(path).write_bytes(base64.b64decode(data))

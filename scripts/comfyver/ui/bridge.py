@@ -39,7 +39,7 @@ class Job:
 
 
 class Bridge:
-    def __init__(self, backend, version_id: str, lock_digest: str, output_dir: Path, poll: float = 0.5):
+    def __init__(self, backend, version_id: str, lock_digest: str, output_dir: Path, poll: float = 1.0):
         self.backend, self.version_id, self.lock_digest = backend, version_id, lock_digest
         self.output_dir, self.poll = Path(output_dir), poll
         self.token = secrets.token_urlsafe(24)
@@ -70,23 +70,27 @@ class Bridge:
             self.submitted += 1
             job.status = "IN_PROGRESS"
             state = self._follow(job)
-            job.status = state.get("status") or "FAILED"
+            status = state.get("status") or "FAILED"
             output = state.get("output")
             error = jobclient._structured(state.get("error") or (output.get("error") if isinstance(output, dict)
                                                                   else None))
-            if job.status == "COMPLETED" and error:
-                job.status = "FAILED"
-            if job.status == "COMPLETED":
+            if status == "COMPLETED" and error:
+                status = "FAILED"
+            if status == "COMPLETED":
                 job.outputs = self._save(job, output or {})
             elif error:
                 job.error = web.redact(jobclient.describe_error(error))
                 job.node_id = error.get("node_id") if isinstance(error, dict) else None
+            job.status = status  # last: whoever sees a final status finds its outputs or error in place
         except ComfyverError as exc:
             job.status, job.error = "FAILED", web.redact(exc.message + (f" ({exc.hint})" if exc.hint else ""))
         except Exception as exc:  # never leave the page waiting
             job.status, job.error = "FAILED", web.redact(f"{type(exc).__name__}: {exc}")
 
     def _follow(self, job: Job) -> dict:
+        """Poll the job's status: at once, then every 50 ms growing to `poll` s (quick jobs come back quickly,
+        long ones cost about one status call a second)."""
+        delay = 0.05
         while True:
             if job.cancel.is_set():
                 cancelled = self.backend.cancel(job.remote_id)
@@ -104,7 +108,8 @@ class Bridge:
                     event.update(value=prog.completed, max=prog.total)
                 if not job.events or job.events[-1] != event:
                     job.events.append(event)
-            job.cancel.wait(self.poll)
+            job.cancel.wait(delay)
+            delay = min(self.poll, delay * 1.5)
 
     def _save(self, job: Job, output: dict) -> list[dict]:
         sub = Path(OUTPUT_SUBFOLDER) / job.prompt_id
