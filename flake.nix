@@ -68,6 +68,7 @@
           let
             t = comfyui.tree {
               inherit id lock venv;
+              lockDigest = lockLib.digest versionsDir id;
               worker = comfyver;
               sources = src;
               models = if withModels then modelsTree else null;

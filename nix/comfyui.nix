@@ -60,7 +60,8 @@ let
 
   # models: the models tree or null; modelFiles: its fixed-output paths.
   # worker: a Python env with the `handler` package and its dependencies (or null)
-  tree = { id, lock, sources, venv, models, modelFiles ? [ ], worker ? null }:
+  # lockDigest: the lock's digest, given to the worker so it refuses jobs made for another lock
+  tree = { id, lock, sources, venv, models, modelFiles ? [ ], worker ? null, lockDigest ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -90,6 +91,7 @@ let
         export COMFY_ARGS="$comfy_args ''${COMFY_ARGS:-}"
         export MODELS_DIR="''${MODELS_DIR:-${modelsPath}}"
         export COMFYVER_VERSION_ID=${id}
+        ${lib.optionalString (lockDigest != null) "export COMFYVER_LOCK_DIGEST=${lockDigest}"}
         exec ${worker}/bin/python -m handler "$@"
       '';
     in

@@ -146,6 +146,11 @@ let
       throw "comfyver: version '${id}': versions/${id}/version.json is missing (is it committed? a flake only sees git-tracked files)"
     else validate id (builtins.fromJSON (builtins.readFile file));
 
+  # sha256 hex of the lock's canonical JSON (sorted keys, no spaces): comfyver's lockfile.lock_digest, which the
+  # handler compares with a job's lock_digest (COMFYVER_LOCK_DIGEST).
+  digest = versionsDir: id:
+    builtins.hashString "sha256" (builtins.toJSON (builtins.fromJSON (builtins.readFile (versionsDir + "/${id}/version.json"))));
+
   # Every version folder: names of directories in versionsDir holding a version.json.
   ids = versionsDir:
     if !builtins.pathExists versionsDir then [ ]
@@ -154,5 +159,5 @@ let
       builtins.filter (n: entries.${n} == "directory" && builtins.pathExists (versionsDir + "/${n}/version.json")) (attrNames entries);
 in
 {
-  inherit validate read ids fail;
+  inherit validate read digest ids fail;
 }

@@ -455,6 +455,10 @@ def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
     assert out.is_file() and out.is_relative_to(tmp_path / "out") and out.name.startswith("handler")
     # ComfyUI ran from the store with the version's state folder and nodes
     assert (tmp_path / "state/custom_nodes/probe-node").is_symlink()
+    # the worker knows its lock: Nix's digest of version.json is comfyver's lock digest
+    from comfyver.base import lockfile
+    script = Path(os.path.realpath(tree / "bin/comfyui-handler")).read_text()
+    assert f"export COMFYVER_LOCK_DIGEST={lockfile.lock_digest(env['versions']['full'])}" in script
 
 
 def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):

@@ -63,8 +63,8 @@ class Bridge:
         return job
 
     def _run(self, job: Job, prompt: dict) -> None:
-        job_input = {"workflow": prompt, "version_id": self.version_id, "lock_digest": self.lock_digest,
-                     "output_mode": "base64"}
+        # outputs come as the worker is configured (base64, gcs, s3): save_outputs fetches each kind
+        job_input = {"workflow": prompt, "version_id": self.version_id, "lock_digest": self.lock_digest}
         try:
             job.remote_id = self.backend.submit(job_input)
             self.submitted += 1
