@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +21,7 @@ import requests
 from comfyver.realize import realize, verify
 
 from tests.support.comfyui import free_port
-from tests.support.gitserver import git
-from tests.test_realize_helpers import make_project
+from tests.test_realize_helpers import commit_tree, make_project
 
 KEY = "comfyver_test/tiny.bin"
 WORKFLOW = {"1": {"class_type": "ModelSha256", "inputs": {"model_name": "tiny.bin"}},
@@ -45,11 +43,7 @@ def realized(tmp_path_factory, comfyui_tree):
     (tmp / "http-files").mkdir()
     hsrv = HTTPServer(tmp / "http-files")
     hsrv.files_root = tmp / "http-files"
-    core_work = tmp / "upstream" / "core"
-    shutil.copytree(comfyui_tree, core_work)
-    git("init", "--quiet", "-b", "main", cwd=core_work)
-    git("add", "-A", cwd=core_work)
-    git("commit", "--quiet", "-m", "ComfyUI 0.3.75", cwd=core_work)
+    commit_tree(comfyui_tree, tmp / "upstream" / "core", "ComfyUI 0.3.75")
     ui_missing = {"nodes": [{"id": 1, "type": "NoSuchNode"}, {"id": 2, "type": "Note"}, {"id": 3, "type": "ShowTextHash"}]}
     workflows = {"hash.json": json.dumps(WORKFLOW), "missing.json": json.dumps(ui_missing)}
     proj = make_project(tmp, gsrv, hsrv, core_files={}, workflows=workflows)  # core repo already has a commit

@@ -94,6 +94,18 @@ class Project:
         return self.root / "versions" / self.vid
 
 
+def commit_tree(src: Path, work: Path, message: str) -> Path:
+    """`src` copied to `work` as a git repository with one commit (e.g. the real ComfyUI, to lock as a git source)."""
+    import shutil
+
+    from tests.support.gitserver import git
+    shutil.copytree(src, work)
+    git("init", "--quiet", "-b", "main", cwd=work)
+    git("add", "-A", cwd=work)
+    git("commit", "--quiet", "-m", message, cwd=work)
+    return work
+
+
 def uv_lock(vdir: Path, vid: str) -> None:
     (vdir / "pyproject.toml").write_text(PYPROJECT.format(vid=vid))
     subprocess.run(["uv", "lock", "--quiet", "--project", str(vdir)], check=True, env={**os.environ})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,8 +23,7 @@ from comfyver.sources import gitsource
 from tests.handler import env as henv
 from tests.support.browser import Browser
 from tests.support.comfyui import free_port
-from tests.support.gitserver import git
-from tests.test_realize_helpers import make_project, uv_lock
+from tests.test_realize_helpers import commit_tree, make_project, uv_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = json.loads((ROOT / "examples" / "hello.json").read_text())
@@ -34,11 +32,7 @@ APP = "(window.app || (window.comfyAPI && window.comfyAPI.app && window.comfyAPI
 
 
 def _publish(gsrv, tmp: Path, name: str, src: Path) -> dict:
-    work = tmp / "upstream" / name
-    shutil.copytree(src, work)
-    git("init", "--quiet", "-b", "main", cwd=work)
-    git("add", "-A", cwd=work)
-    git("commit", "--quiet", "-m", name, cwd=work)
+    work = commit_tree(src, tmp / "upstream" / name, name)
     original = {"type": "git", "url": gsrv.publish(work, name), "ref": "main"}
     return {"original": original, "locked": gitsource.lock(original, name)}
 
@@ -58,11 +52,7 @@ def build_site(tmp: Path, comfyui_tree: Path) -> dict:
     (tmp / "http-files").mkdir()
     hsrv = HTTPServer(tmp / "http-files")
     hsrv.files_root = tmp / "http-files"
-    core_work = tmp / "upstream" / "core"
-    shutil.copytree(comfyui_tree, core_work)
-    git("init", "--quiet", "-b", "main", cwd=core_work)
-    git("add", "-A", cwd=core_work)
-    git("commit", "--quiet", "-m", "ComfyUI 0.3.75", cwd=core_work)
+    commit_tree(comfyui_tree, tmp / "upstream" / "core", "ComfyUI 0.3.75")
     proj = make_project(tmp, gsrv, hsrv, core_files={}, models={"checkpoints/stamp.safetensors": STAMP})
     proj.lock["nodes"]["comfyver-example-node"] = _publish(gsrv, tmp, "comfyver-example-node",
                                                            ROOT / "examples" / "example-node")
