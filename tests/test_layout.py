@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "scripts" / "comfyver"
-STAGES = ["base", "sources", "lock", "realize", "ship", "cli"]
+STAGES = ["base", "sources", "lock", "realize", "ship", "ui", "cli"]
 
 
 def imported_modules(path: Path) -> set[str]:
