@@ -87,7 +87,10 @@ def remote_execute(self, prompt, prompt_id, extra_data={}, execute_outputs=[]): 
     seen, node = 0, None
     while True:
         if comfy.model_management.processing_interrupted():
-            _call("POST", f"/jobs/{job['id']}/cancel")
+            try:
+                _call("POST", f"/jobs/{job['id']}/cancel")
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                log.warning("comfyver ui: could not ask for the remote job to be cancelled (%s)", exc)
             self.add_message("execution_interrupted", {"prompt_id": prompt_id, "node_id": node or first,
                                                        "node_type": prompt.get(node or first, {}).get("class_type", ""),
                                                        "executed": []}, broadcast=True)
