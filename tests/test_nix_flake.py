@@ -98,20 +98,6 @@ def env():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    """Until the ComfyUI a tree started answers /system_stats; its log on failure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert proc.poll() is None, log.read_text()[-4000:]
-        assert time.monotonic() < deadline, log.read_text()[-4000:]
-        try:
-            if requests.get(url + "/system_stats", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-
-
 def build(env, attr: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     return h.nix("build", "--json", "--no-link", "-L", f"{env['flake']}#{attr}", *env["ov"], check=check, env=extra_env)
 
@@ -308,7 +294,7 @@ def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
                                 env={**os.environ, "COMFYUI_STATE_DIR": str(state)})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, log)
+        comfyui_support.wait_ready(url, proc, log)
 
         info = requests.get(url + "/object_info", timeout=30).json()
         assert "ComfyverProbe" in info and "ComfyverWritableProbe" in info, log.read_text()[-4000:]
@@ -366,7 +352,7 @@ def test_image_tree_finds_models_on_a_volume_that_holds_blobs_only(env, tmp_path
                                      "MODELS_DIR": str(blobs.parent)})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, proc, log)
+        comfyui_support.wait_ready(url, proc, log)
         assert "tiny.safetensors" in requests.get(url + "/models/checkpoints", timeout=10).json()
         assert "gated.safetensors" not in requests.get(url + "/models/loras", timeout=10).json()
     finally:

@@ -20,7 +20,7 @@ import pytest
 import requests
 from comfyver.realize import realize, verify
 
-from tests.support.comfyui import free_port
+from tests.support.comfyui import free_port, wait_ready
 from tests.test_realize_helpers import commit_tree, make_project
 
 KEY = "comfyver_test/tiny.bin"
@@ -60,19 +60,6 @@ def test_core_is_the_real_comfyui_and_verifies_deep(realized):
     assert verify.verify(proj.root, proj.vid, into, deep=True) == []
 
 
-def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
-        try:
-            if requests.get(url + "/system_stats", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"ComfyUI did not start:\n{log.read_text()[-4000:]}")
-
-
 def test_comfyver_run_serves_a_workflow_through_both_nodes(realized):
     proj, into, tmp = realized
     port = free_port()
@@ -84,7 +71,7 @@ def test_comfyver_run_serves_a_workflow_through_both_nodes(realized):
     with open(log, "wb") as logf:
         proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait(url, proc, log)
+        wait_ready(url, proc, log)
         r = requests.post(url + "/prompt", json={"prompt": WORKFLOW}, timeout=10)
         assert r.ok, r.text
         pid = r.json()["prompt_id"]

@@ -120,6 +120,21 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Until the ComfyUI at `url` (started as `proc`, writing `log`) answers /system_stats; its log on failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ComfyUI exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if requests.get(url + "/system_stats", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"ComfyUI not ready after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
 class ComfyUI:
     """`python main.py --cpu` on a free port; `stop()` kills it."""
 
@@ -136,17 +151,8 @@ class ComfyUI:
                                      env={**os.environ, **(env or {})})
 
     def wait_ready(self, timeout: float = 120) -> "ComfyUI":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                if requests.get(self.url + "/system_stats", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"ComfyUI not ready after {timeout}s:\n{self.log.read_text()[-4000:]}")
+        wait_ready(self.url, self.proc, self.log, timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -58,6 +58,15 @@ def _secrets() -> list[str]:
     return sorted(set(values + extra), key=len, reverse=True)
 
 
+CREDENTIAL_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
+
+
+def without_credentials(env: dict) -> dict:
+    """`env` less every variable named like a credential: for processes that must not hold one (pack code in
+    the probe, the page's ComfyUI in `comfyver ui`)."""
+    return {k: v for k, v in env.items() if not CREDENTIAL_NAME.search(k)}
+
+
 def redact(text: str) -> str:
     """Mask every token from the environment, and URL userinfo, in `text`."""
     for s in _secrets():

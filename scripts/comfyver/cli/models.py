@@ -75,7 +75,7 @@ def run_sync(args) -> int:
         raise UsageError(f"--jobs {args.jobs}: give 1 to 64")
     targets = args.to or [str(modelstore.default_store())]
     local_store = Path(modelstore.default_store()).absolute()
-    volumes = [_open(t, args, args.jobs) for t in targets if volume.is_target(t)]  # every lookup before any upload
+    volumes = {t: _open(t, args, args.jobs) for t in targets if volume.is_target(t)}  # all looked up first
     rep = realize.Reporter(quiet=args.json)
 
     def progress_for(key: str, size: int):
@@ -85,7 +85,7 @@ def run_sync(args) -> int:
     results = []
     for t in targets:
         if volume.is_target(t):
-            vol = volumes.pop(0)
+            vol = volumes[t]
             rep.step(f"volume {vol.target} in {vol.datacenter}")
             results.append(volume.sync_version(lock, vol, store=local_store, source=args.source,
                                                offline=args.offline, rehash=args.rehash,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,7 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
         (core / "extra_model_paths.yaml").unlink(missing_ok=True)
         out = Path(tmp) / "probe.json"
         # pack code is untrusted: it runs without the user's credentials
-        env = {k: v for k, v in os.environ.items() if not re.search(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY", k)}
+        env = web.without_credentials(os.environ)
         env.update({"CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp})
         t0 = time.perf_counter()
         try:

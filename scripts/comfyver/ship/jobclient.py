@@ -355,6 +355,14 @@ def _interrupted(backend, job_id: str) -> dict:
     return {"id": job_id, "status": "CANCELLED", "error": f"interrupted: {note}"}
 
 
+def outcome(state: dict) -> tuple[str, object, object]:
+    """(status, output, error) of a final job state: the handler's error as an object, and a COMPLETED job whose
+    output carries an error counted as FAILED."""
+    status, output = state.get("status") or "FAILED", state.get("output")
+    error = _structured(state.get("error") or (output.get("error") if isinstance(output, dict) else None))
+    return ("FAILED" if status == "COMPLETED" and error else status), output, error
+
+
 def run_job(backend, job_input: dict, out_dir: Path, *, timeout: float | None = None, poll: float = 1.0,
             on_submit: Callable[[str], None] | None = None,
             on_progress: Callable[[Progress], None] | None = None) -> JobResult:
@@ -366,11 +374,8 @@ def run_job(backend, job_input: dict, out_dir: Path, *, timeout: float | None = 
         state = follow(backend, job_id, timeout=timeout, poll=poll, on_progress=on_progress)
     except KeyboardInterrupt:  # between submitting and following: the job exists, so cancel it too
         state = _interrupted(backend, job_id)
-    status, output = state.get("status"), state.get("output")
-    error = _structured(state.get("error") or (output.get("error") if isinstance(output, dict) else None))
+    status, output, error = outcome(state)
     result = JobResult(job_id, status, error=error, output=output)
-    if status == "COMPLETED" and error:
-        result.status = "FAILED"
     if result.status == "COMPLETED":
         result.files = save_outputs(output or {}, out_dir)
     result.elapsed = time.monotonic() - start

@@ -69,13 +69,7 @@ class Bridge:
             job.remote_id = self.backend.submit(job_input)
             self.submitted += 1
             job.status = "IN_PROGRESS"
-            state = self._follow(job)
-            status = state.get("status") or "FAILED"
-            output = state.get("output")
-            error = jobclient._structured(state.get("error") or (output.get("error") if isinstance(output, dict)
-                                                                  else None))
-            if status == "COMPLETED" and error:
-                status = "FAILED"
+            status, output, error = jobclient.outcome(self._follow(job))
             if status == "COMPLETED":
                 job.outputs = self._save(job, output or {})
             elif error:

@@ -9,7 +9,7 @@ holds it.
 from __future__ import annotations
 
 import json
-import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -18,13 +18,12 @@ from pathlib import Path
 
 import requests
 
-from comfyver.base import lockfile, project
+from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.realize import localrun, realize
 from comfyver.ui.bridge import Bridge
 
 NODES = Path(__file__).resolve().parent / "nodes"
-SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
 
 
 def default_into(vid: str) -> Path:
@@ -41,7 +40,7 @@ def models_by_folder(lock: dict) -> dict[str, list[str]]:
 
 
 def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str) -> dict:
-    env = {k: v for k, v in base.items() if not SECRET_NAME.search(k)}
+    env = web.without_credentials(base)
     env.update({"COMFYVER_UI_BRIDGE": bridge.url, "COMFYVER_UI_TOKEN": bridge.token,
                 "COMFYVER_UI_MODELS": str(models_file), "COMFYVER_UI_TARGET": target})
     return env
@@ -109,5 +108,4 @@ class Page:
                 self.proc.kill()
                 self.proc.wait()
         self.bridge.close()
-        import shutil
         shutil.rmtree(self._tmp, ignore_errors=True)
