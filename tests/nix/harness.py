@@ -141,21 +141,75 @@ def make_flake(dest: Path, versions: dict[str, dict], python_fixture: str = "pyt
     return dest
 
 
+SHARED_INPUTS = ROOT.parent / "shared" / "nix-inputs"
+# flake.lock's inputs whose real trees ../shared/nix-inputs holds byte-exact (folder name there)
+REAL_INPUTS = {"uv2nix": "uv2nix", "pyproject-nix": "pyproject-nix", "pyproject-build-systems": "build-system-pkgs"}
+NIXPKGS_SCRIPTS = {"auto-patchelf.py": "setup-hooks/auto-patchelf.py", "auto-patchelf.sh": "setup-hooks/auto-patchelf.sh",
+                   "stream_layered_image.py": "docker/stream_layered_image.py",
+                   "closure-graph.py": "references-by-popularity/closure-graph.py"}
+# Files the shared copy holds as regular files whose text is the target of the symlink upstream has
+# there (its copy flattened symlinks); put back as symlinks before seeding, which the narHash check proves.
+FLATTENED_SYMLINKS = {"pyproject-nix": ["doc/src/reference-std.md"]}
+_seeded: set[str] = set()
+
+
+def seed_real_inputs() -> None:
+    """Add the real uv2nix, pyproject.nix and build-system-pkgs trees to the store under the name a github
+    input gets ("source"): Nix then resolves flake.lock's entries for them (same narHash) offline."""
+    lock = json.loads((ROOT / "flake.lock").read_text())["nodes"]
+    for inp, folder in REAL_INPUTS.items():
+        if inp in _seeded:
+            continue
+        tmp = workdir("comfyver-seed-")
+        try:
+            shutil.copytree(SHARED_INPUTS / folder, tmp / "source", symlinks=True)
+            for rel in FLATTENED_SYMLINKS.get(folder, []):
+                f = tmp / "source" / rel
+                target = f.read_text()
+                f.unlink()
+                f.symlink_to(target)
+            path = subprocess.run(["nix-store", "--add-fixed", "--recursive", "sha256", str(tmp / "source")],
+                                  env=nix_env(), check=True, capture_output=True, text=True).stdout.strip()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        got = nix("hash", "path", path).stdout.strip()
+        want = lock[inp]["locked"]["narHash"]
+        if got != want:
+            raise AssertionError(f"{SHARED_INPUTS / folder} hashes to {got}, flake.lock has {want} for {inp}")
+        _seeded.add(inp)
+
+
+def host_json(python: str = sys.executable) -> dict:
+    """The host's interpreters and tools the stand-in nixpkgs builds with."""
+    import platform
+    base = Path(sys.base_prefix) / "bin"
+    pythons = {}
+    for minor in ("11", "12", "13"):
+        cands = [base / f"python3.{minor}", *(Path(p) / f"python3.{minor}" for p in os.environ.get("PATH", "").split(":")),
+                 *sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python3.{minor}"))]
+        for c in cands:
+            if c.is_file() and os.access(c, os.X_OK) and ".pyenv/shims" not in str(c) and sys.prefix not in str(c):
+                pythons[f"3.{minor}"] = str(c.resolve())
+                break
+    versions = {v: subprocess.run([p, "-c", "import platform; print(platform.python_version())"], check=True,
+                                  capture_output=True, text=True).stdout.strip() for v, p in pythons.items()}
+    uv = shutil.which("uv") or str(Path(sys.prefix) / "bin" / "uv")
+    return {"pythons": pythons, "pythonVersions": versions, "uv": str(Path(uv).resolve()), "pelfPython": python,
+            "glibcVersion": platform.libc_ver()[1]}
+
+
 def stand_ins(dest: Path, python: str = sys.executable) -> list[str]:
-    """Copy the stand-ins next to the flake; returns the --override-input arguments."""
-    shutil.copytree(STAND_IN, dest, ignore=shutil.ignore_patterns("README.md"))
-    if python == sys.executable and sys.prefix != sys.base_prefix:
-        # a venv's python found through a link elsewhere is the bare base interpreter: exec it by its path
-        wrapper = dest / "host-python"
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
-        wrapper.chmod(0o755)
-        python = str(wrapper)
-    (dest / "nixpkgs" / "host.json").write_text(json.dumps({"python": python}))
-    args: list[str] = []
-    for inp, folder in (("nixpkgs", "nixpkgs"), ("pyproject-nix", "pyproject-nix"), ("uv2nix", "uv2nix"),
-                        ("pyproject-build-systems", "build-system-pkgs")):
-        args += ["--override-input", inp, f"path:{dest / folder}"]
-    return args
+    """The stand-in nixpkgs (nixpkgs' real lib, nixpkgs' real scripts) next to the flake, and the real
+    uv2nix/pyproject.nix/build-system-pkgs in the store; returns the one --override-input (nixpkgs)."""
+    seed_real_inputs()
+    pkgs = dest / "nixpkgs"
+    shutil.copytree(STAND_IN / "nixpkgs", pkgs)
+    shutil.copytree(SHARED_INPUTS / "nixpkgs-lib" / "lib", pkgs / "lib")
+    (pkgs / "scripts").mkdir()
+    for name, rel in NIXPKGS_SCRIPTS.items():
+        shutil.copy2(SHARED_INPUTS / "nixpkgs-scripts" / rel, pkgs / "scripts" / name)
+    (pkgs / "host.json").write_text(json.dumps(host_json(python), indent=1))
+    return ["--override-input", "nixpkgs", f"path:{pkgs}"]
 
 
 def show_derivation(flake: Path, attr: str, overrides: list[str]) -> dict:

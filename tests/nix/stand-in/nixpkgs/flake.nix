@@ -1,17 +1,18 @@
 {
-  description = "Strict stand-in for the part of nixpkgs comfyver uses (tests only, see ../README.md)";
+  description = "Stand-in nixpkgs for tests: nixpkgs' real lib, hand-written packages (see ../README.md)";
 
   outputs = { self }:
     let
-      # Written by the tests: the host Python that has torch and ComfyUI's requirements.
-      host = if builtins.pathExists ./host.json then builtins.fromJSON (builtins.readFile ./host.json) else { };
+      # Written by the tests (tests/nix/harness.py: stand_in_nixpkgs): the host's interpreters and tools.
+      host = builtins.fromJSON (builtins.readFile ./host.json);
     in
     {
-      lib = import ./lib.nix;
+      # nixpkgs' lib/, copied in by the tests from ../shared/nix-inputs/nixpkgs-lib
+      lib = import ./lib;
       legacyPackages.x86_64-linux = import ./pkgs.nix {
+        inherit host;
         inherit (self) lib;
         system = "x86_64-linux";
-        hostPython = host.python or "/usr/bin/python3";
       };
     };
 }

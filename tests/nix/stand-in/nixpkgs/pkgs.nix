@@ -1,16 +1,23 @@
-# Strict stand-in for the part of nixpkgs that comfyver's nix/ uses.
-#
-# Argument sets are copied from the real functions (see ../README.md for the
-# source each one mirrors): an argument the real function does not take fails
-# here with Nix's own "called with unexpected argument" error.
-# Builders run host tools (/bin/bash, git, curl, unzip) because this Nix has no
-# sandbox and there is no nixpkgs here; fetchurl is Nix's builtin fetcher.
-{ lib, system, hostPython }:
+# Stand-in for nixpkgs' packages (tests only; see ../README.md). `lib` is nixpkgs'
+# REAL lib (copied in from ../shared/nix-inputs/nixpkgs-lib by the tests); only the
+# packages are hand-written, with nixpkgs' argument sets and semantics:
+# - callPackage/newScope are lib.callPackageWith (a scope passes only what a function asks for,
+#   results are overridable);
+# - stdenv.mkDerivation takes attrs or `finalAttrs: attrs`, has overrideAttrs/finalPackage/passthru/env,
+#   and builds with a generic builder (setup.sh) that sources setup hooks and runs the phases the real
+#   pyproject.nix hooks define;
+# - autoPatchelfHook IS nixpkgs' auto-patchelf.sh running nixpkgs' auto-patchelf.py (pyelftools +
+#   the host's patchelf); dockerTools.streamLayeredImage runs nixpkgs' closure-graph.py and
+#   stream_layered_image.py, so images are real docker-archive tarballs.
+# Builders run host tools (bash, coreutils, git, curl, unzip, patchelf): this Nix has no sandbox and
+# there is no nixpkgs here. Interpreters are the host's (host.json, written by the tests).
+{ lib, system, host }:
 let
-  inherit (builtins) attrNames baseNameOf concatStringsSep derivation elem filter functionArgs head
-    intersectAttrs isAttrs isFunction isList length mapAttrs removeAttrs toJSON;
+  inherit (builtins) attrNames baseNameOf concatStringsSep elem filter functionArgs head isAttrs isBool
+    isFunction isList isPath length mapAttrs readFile removeAttrs replaceStrings toJSON;
 
   hostPath = "/usr/local/bin:/usr/bin:/bin";
+  platform = lib.systems.elaborate system;
 
   # A derivation built by a bash script with host tools.
   run = name: env: script: derivation ({
@@ -22,32 +29,62 @@ let
     PATH = hostPath;
   } // env);
 
-  withPassthru = drv: passthru: drv // passthru;
+  withPassthru = drv: passthru: drv // passthru // { inherit passthru; };
 
   proxyImpureEnvVars = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" "HTTP_PROXY" "HTTPS_PROXY" "FTP_PROXY" "ALL_PROXY" "NO_PROXY" ];
 
-  # stdenv.mkDerivation: takes any attribute (like the real one); records them.
-  mkDerivation = attrs:
-    let
-      a = if isFunction attrs then lib.fix attrs else attrs;
-      passthru = a.passthru or { };
-      env = removeAttrs a [ "passthru" "meta" "name" "pname" "version" ];
-      name = a.name or "${a.pname}-${a.version}";
-      drv = run name (mapAttrs (_: v: if isAttrs v && !(v ? outPath) then toJSON v else v) env) ''
-        mkdir -p "$out/nix-support"
-        echo "${name}" > "$out/nix-support/stand-in"
-        if [ -n "''${buildCommand:-}" ]; then eval "$buildCommand"; fi
-      '';
-    in
-    withPassthru drv (passthru // {
-      inherit name passthru;  # as nixpkgs: passthru's attributes, and passthru itself
-      overrideAttrs = f: mkDerivation (a // (if isFunction f then f a else f));
-    } // (if a ? pname then { inherit (a) pname; } else { }) // (if a ? version then { inherit (a) version; } else { }));
+  # A value as the derivation's environment sees it (nixpkgs drops nulls; lists of inputs become
+  # space-separated store paths; attribute sets that are not derivations have no string form).
+  envValue = v:
+    if v == null then null
+    else if isBool v then (if v then "1" else "")
+    else if isList v then map (x: if isPath x then "${x}" else x) (filter (x: x != null) v)
+    else if isFunction v then null
+    else if isAttrs v && !(v ? outPath) then null
+    else v;
 
-  stdenv = {
-    inherit mkDerivation; shell = "/bin/bash"; isLinux = true;
-    cc.cc.lib = run "gcc-lib" { } ''mkdir -p "$out/lib"'';  # libstdc++ and libgcc_s in nixpkgs
-  };
+  # stdenv.mkDerivation (nixpkgs pkgs/stdenv/generic/make-derivation.nix, makeDerivationExtensible).
+  mkDerivation = fnOrAttrs: extensible (if isFunction fnOrAttrs then fnOrAttrs else _: fnOrAttrs);
+  extensible = rattrs:
+    let
+      args = rattrs (args // { inherit finalPackage overrideAttrs; });
+      overrideAttrs = f0:
+        let f = self: super: let x = f0 super; in if isFunction x then f0 self super else x;
+        in extensible (self: let super = rattrs self; in super // f self super);
+      finalPackage = build args overrideAttrs;
+    in
+    finalPackage;
+  build = args: overrideAttrs:
+    let
+      name = args.name or "${args.pname}-${args.version}";
+      passthru = args.passthru or { };
+      own = removeAttrs args [ "passthru" "meta" "env" "finalPackage" "overrideAttrs" "pos" "name" ];
+      # lazy in every value, as nixpkgs': the names never depend on the package set
+      envAttrs = mapAttrs (_: envValue) (own // (args.env or { }));
+      drv = derivation (envAttrs // {
+        __ignoreNulls = true;
+        inherit name system;
+        builder = "/bin/bash";
+        args = [ "-c" ''source ${./setup.sh}; genericBuild; true'' ];
+        outputs = args.outputs or [ "out" ];
+      });
+    in
+    drv // passthru // {
+      inherit name passthru overrideAttrs;
+      meta = args.meta or { };
+      drvAttrs = args;
+    } // lib.optionalAttrs (args ? pname) { inherit (args) pname; }
+      // lib.optionalAttrs (args ? version) { inherit (args) version; };
+
+  # The host's shared libraries, as a package with lib/ (what a nixpkgs library output holds).
+  hostLibs = name: sonames: run name { } ''
+    mkdir -p "$out/lib"
+    for so in ${concatStringsSep " " sonames}; do
+      for d in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /lib64; do
+        if [ -e "$d/$so" ]; then ln -s "$d/$so" "$out/lib/$so"; break; fi
+      done
+    done
+  '';
 
   # A host tool folder: $out/bin/<tool> -> the host's.
   hostTools = name: tools: run name { } ''
@@ -57,31 +94,95 @@ let
     done
   '';
 
-  mkPython = version: minor:
+  glibc = hostLibs "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "ld-linux-x86-64.so.2" ]
+    // { pname = "glibc"; version = host.glibcVersion; linuxHeaders.version = "6.1"; };
+  gccLib = hostLibs "gcc-lib" [ "libstdc++.so.6" "libgcc_s.so.1" "libgomp.so.1" ];
+  zlib = hostLibs "zlib" [ "libz.so.1" ];
+
+  # nix-support/dynamic-linker and orig-libc: what auto-patchelf.py reads from $NIX_BINTOOLS.
+  bintools = run "bintools-wrapper" { } ''
+    mkdir -p "$out/nix-support"
+    echo /lib64/ld-linux-x86-64.so.2 > "$out/nix-support/dynamic-linker"
+    echo ${glibc} > "$out/nix-support/orig-libc"
+  '';
+
+  stdenv = {
+    inherit mkDerivation;
+    shell = "/bin/bash";
+    isLinux = true;
+    isDarwin = false;
+    system = system;
+    buildPlatform = platform;
+    hostPlatform = platform;
+    targetPlatform = platform;
+    cc = { cc.lib = gccLib; libc = glibc; bintools = bintools; };
+  };
+
+  # nixpkgs pkgs/build-support/setup-hooks/make-setup-hook.nix
+  makeSetupHook =
+    { name ? lib.warn "calling makeSetupHook without passing a name is deprecated." "hook"
+    , propagatedBuildInputs ? [ ], depsTargetTargetPropagated ? [ ], meta ? { }, passthru ? { }
+    , substitutions ? { }
+    }: script:
     let
-      drv = run "python3-${version}" { } ''
-        mkdir -p "$out/bin"
-        ln -s ${hostPython} "$out/bin/python3"
-        ln -s python3 "$out/bin/python"
-      '';
+      str = v: if v == null then "" else if isPath v then "${v}" else toString v;
+      names = attrNames substitutions;
+      text = replaceStrings (map (n: "@${n}@") names) (map (n: str substitutions.${n}) names) (readFile script);
     in
-    drv // {
-      inherit version;
-      pythonVersion = "3.${minor}";
-      sitePackages = "lib/python3.${minor}/site-packages";
-      interpreter = "${drv}/bin/python3";
-      executable = "python3";
-      pythonOnBuildForHost = drv;
+    mkDerivation {
+      inherit name meta passthru;
+      hook = self.writeText "${name}.sh" text;
+      propagated = filter (x: x != null) propagatedBuildInputs;
+      buildCommand = ''
+        mkdir -p "$out/nix-support"
+        cp "$hook" "$out/nix-support/setup-hook"
+        if [ -n "$propagated" ]; then echo $propagated > "$out/nix-support/propagated-build-inputs"; fi
+      '';
     };
 
-  self = {
-    inherit lib system stdenv;
+  # An interpreter: the host's, in a prefix that looks like nixpkgs' python3 (bin/, lib/, include/).
+  mkPython = minor: hostPython:
+    let
+      pythonVersion = "3.${minor}";
+      full = host.pythonVersions.${pythonVersion};
+      drv = run "python3-${full}" { } ''
+        real=$(readlink -f ${hostPython})
+        prefix=$(dirname "$(dirname "$real")")
+        mkdir -p "$out/bin"
+        ln -s "$real" "$out/bin/python${pythonVersion}"
+        ln -s python${pythonVersion} "$out/bin/python3"
+        ln -s python3 "$out/bin/python"
+        ln -s "$prefix/lib" "$out/lib"
+        ln -s "$prefix/include" "$out/include"
+      '';
+      self' = drv // rec {
+        pname = "python3";
+        version = full;
+        inherit pythonVersion stdenv;
+        implementation = "cpython";
+        sourceVersion = let v = lib.splitVersion full; in { major = head v; minor = builtins.elemAt v 1; patch = builtins.elemAt v 2; suffix = ""; };
+        libPrefix = "python${pythonVersion}";
+        executable = "python${pythonVersion}";
+        sitePackages = "lib/${libPrefix}/site-packages";
+        interpreter = "${drv}/bin/${executable}";
+        isPy3k = true;
+        pythonOnBuildForHost = self';
+        pythonAtLeast = lib.versionAtLeast pythonVersion;
+        pythonOlder = lib.versionOlder pythonVersion;
+        passthru = { inherit pythonVersion implementation sourceVersion executable sitePackages interpreter pythonOnBuildForHost; };
+      };
+    in
+    self';
+
+  pythons = lib.mapAttrs' (v: p: lib.nameValuePair "python3${lib.removePrefix "3." v}" (mkPython (lib.removePrefix "3." v) p)) host.pythons;
+
+  self = pythons // {
+    inherit lib system stdenv makeSetupHook glibc zlib;
     buildPackages = self;
     pkgs = self;
-    newScope = extra: fn: args: self.callPackage fn (extra // args);
-    callPackage = fn: args:
-      let f = if isFunction fn then fn else import fn; in
-      f (intersectAttrs (functionArgs f) self // args);
+    callPackage = lib.callPackageWith self;
+    newScope = extra: lib.callPackageWith (self // extra);
+    callPackages = lib.callPackagesWith self;
 
     # nixpkgs pkgs/build-support/fetchurl/default.nix (no ellipsis there either)
     fetchurl =
@@ -207,10 +308,10 @@ let
 
     # nixpkgs pkgs/build-support/trivial-builders/default.nix
     runCommand = name: env: buildCommand:
-      withPassthru (run name (removeAttrs env [ "passthru" "meta" ] // { inherit buildCommand; }) ''eval "$buildCommand"'')
-        (env.passthru or { });
+      mkDerivation ({ inherit name buildCommand; } // env);
+    runCommandLocal = self.runCommand;
 
-    writeText = name: text: run name { inherit text; } ''printf '%s' "$text" > "$out"'';
+    writeText = name: text: run name { inherit text; passAsFile = [ "text" ]; } ''cp "$textPath" "$out"'';
 
     writeShellScriptBin = name: text:
       run name { inherit text; } ''
@@ -228,6 +329,14 @@ let
         ${concatStringsSep "\n" (map (e: ''mkdir -p "$(dirname ${lib.escapeShellArg e.name})"; ln -s ${e.path} ${lib.escapeShellArg e.name}'') list)}
       '';
 
+    # nixpkgs pkgs/build-support/replace-vars (no @name@ may be left)
+    replaceVars = path: attrs:
+      let
+        names = attrNames attrs;
+        text = replaceStrings (map (n: "@${n}@") names) (map (n: toString attrs.${n}) names) (readFile path);
+      in
+      self.writeText (baseNameOf path) text;
+
     # nixpkgs pkgs/build-support/mkshell/default.nix (it has an ellipsis: the
     # rest goes to mkDerivation; the ones comfyver may pass are listed)
     mkShell =
@@ -239,11 +348,47 @@ let
         bad = filter (n: !(elem n [ "shellHook" "env" "passthru" "meta" ])) rest;
       in
       if bad != [ ] then throw "stand-in mkShell: unexpected argument '${head bad}'"
-      else run name {
+      else mkDerivation {
+        inherit name buildInputs;
         nativeBuildInputs = packages ++ nativeBuildInputs;
-        inherit buildInputs;
         shellHook = attrs.shellHook or "";
-      } ''echo "This derivation is not meant to be built, unless you want to capture the dependency closure." >&2; exit 1'';
+        env = attrs.env or { };
+        buildCommand = ''echo "This derivation is not meant to be built, unless you want to capture the dependency closure." >&2; exit 1'';
+      };
+
+    # pkgs/development/interpreters/python/manylinux: the libraries manylinux wheels may link
+    pythonManylinuxPackages = rec {
+      manylinux1 = [ glibc gccLib zlib (hostLibs "manylinux-host-libs" [ "libGL.so.1" "libX11.so.6" "libglib-2.0.so.0" ]) ];
+      manylinux2010 = manylinux1;
+      manylinux2014 = manylinux1;
+    };
+
+    # What build-system-pkgs' overlay takes from nixpkgs' own Python packages
+    # (pkgs/development/python-modules/setuptools-scm/setup-hook.sh)
+    python3Packages.setuptools-scm.setupHook = self.writeText "setup-hook.sh" ''
+      if [ -z "''${dontSetSetuptoolsScmVersion-}" ]; then export SETUPTOOLS_SCM_PRETEND_VERSION="$version"; fi
+    '';
+
+    # autoPatchelfHook: nixpkgs' setup hook and script (copied in by the tests: scripts/)
+    auto-patchelf = self.writeShellScriptBin "auto-patchelf" ''
+      export PATH=${hostPath}
+      exec ${host.pelfPython} ${self.replaceVars ./scripts/auto-patchelf.py { defaultBintools = bintools; }} "$@"
+    '';
+    autoPatchelfHook = makeSetupHook {
+      name = "auto-patchelf-hook";
+      propagatedBuildInputs = [ self.auto-patchelf bintools ];
+      substitutions.hostPlatform = platform.config;
+    } ./scripts/auto-patchelf.sh;
+
+    coreutils = hostTools "coreutils" [ "mkdir" "ln" "cp" "chmod" "rm" "mv" "cat" "echo" "ls" "env" "readlink" "dirname" "basename" "touch" ];
+    bashInteractive = hostTools "bash-interactive" [ "bash" "sh" ];
+    runtimeShellPackage = hostTools "bash" [ "bash" "sh" ];
+    git = hostTools "git" [ "git" ];
+    unzip = hostTools "unzip" [ "unzip" ];
+    uv = run "uv" { } ''mkdir -p "$out/bin"; ln -s ${host.uv} "$out/bin/uv"'';
+    skopeo = hostTools "skopeo" [ "skopeo" ];
+    nix-prefetch-git = hostTools "nix-prefetch-git" [ "git" ];
+    cacert = run "nss-cacert" { } ''mkdir -p "$out/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/ca-bundle.crt"'';
 
     # nixpkgs pkgs/build-support/docker/default.nix: buildLayeredImage = streamLayeredImage's
     # arguments + compressor. The stand-in writes the image description
@@ -271,22 +416,6 @@ let
         printf '%s' "$description" > "$out/image.json"
         (cd "$out/root" && eval "$extraCommands" && eval "$fakeRootCommands" && find . -mindepth 1 -printf '%m %p\n' | sort > "$out/modes.txt")
       '') (passthru // { inherit maxLayers; imageName = name; imageTag = tag; });
-
-    # Python interpreters: the host's (the venv stand-in links to it).
-    python311 = mkPython "3.11" "11";
-    python312 = mkPython "3.12" "12";
-    python313 = mkPython "3.13" "13";
-
-    autoPatchelfHook = run "auto-patchelf-hook" { } ''mkdir -p "$out/nix-support"'';
-    coreutils = hostTools "coreutils" [ "mkdir" "ln" "cp" "chmod" "rm" "mv" "cat" "echo" "ls" "env" "readlink" "dirname" "basename" "touch" ];
-    bashInteractive = hostTools "bash-interactive" [ "bash" "sh" ];
-    runtimeShellPackage = hostTools "bash" [ "bash" "sh" ];
-    git = hostTools "git" [ "git" ];
-    uv = hostTools "uv" [ "uv" ];
-    skopeo = hostTools "skopeo" [ "skopeo" ];
-    nix-prefetch-git = hostTools "nix-prefetch-git" [ "git" ];
-    glibc = run "glibc" { } ''mkdir -p "$out/lib"; ln -s /lib64/ld-linux-x86-64.so.2 "$out/lib/ld-linux-x86-64.so.2"'';
-    cacert = run "nss-cacert" { } ''mkdir -p "$out/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/ca-bundle.crt"'';
   };
 in
 self
