@@ -64,12 +64,13 @@
           modelFiles = builtins.attrValues modelFiles;
         };
         # image-<id>[-with-models]: the same plus bin/comfyui-handler
+        worker = python.worker { root = ./.; python = venv.python; };
         mkImage = withModels:
           let
             t = comfyui.tree {
               inherit id lock venv;
               lockDigest = lockLib.digest versionsDir id;
-              worker = comfyver;
+              inherit worker;
               sources = src;
               models = if withModels then modelsTree else null;
               modelFiles = if withModels then builtins.attrValues modelFiles else [ ];
@@ -77,30 +78,16 @@
           in
           image.image {
             inherit id venv withModels;
-            worker = comfyver;
+            inherit worker;
             tree = t;
             versionPaths = [ t ] ++ t.ownPaths;
           };
       };
       versions = lib.genAttrs ids version;
 
-      # comfyver itself (the CLI and the RunPod worker package `handler`), from
-      # the repository's pyproject.toml + uv.lock.
-      # Without a committed uv.lock it still evaluates, and fails when built.
-      comfyver =
-        let
-          workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = ./.; };
-          pythonSet = (pkgs.callPackage pyproject-nix.build.packages { python = pkgs.python312; }).overrideScope (
-            lib.composeManyExtensions [
-              pyproject-build-systems.overlays.default
-              (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
-            ]);
-        in
-        if builtins.pathExists ./uv.lock then pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default
-        else pkgs.runCommand "comfyver-env" { } ''
-          echo "comfyver: uv.lock is missing at the repository root; run 'uv lock' and commit it" >&2
-          exit 1
-        '';
+      # comfyver itself (the CLI and the RunPod worker package `handler`); in images it runs on the version's
+      # interpreter (one Python per image).
+      comfyver = python.worker { root = ./.; python = pkgs.python312; };
 
       perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
     in

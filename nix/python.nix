@@ -4,18 +4,22 @@
 # - autoPatchelf finds the CUDA libraries of what a package depends on: the
 #   nvidia-* wheels' site-packages/nvidia/*/lib and torch's lib folder;
 # - `$ORIGIN` stays in every RUNPATH: the CUDA libraries dlopen siblings by name;
-# - libcuda.so.1 / libnvidia-ml.so.1 are left to the driver: the NVIDIA
-#   container toolkit injects them at run time, so they are allowed missing at
-#   build time and found through the run-paths appended below.
+# - libcuda.so.1 / libnvidia-ml.so.1 are left to the driver, in every wheel (runpod's gpu_test links
+#   libnvidia-ml too): the NVIDIA container toolkit injects them at run time, so they are allowed missing
+#   at build time. RUNPATHs get no host folder: only NixOS' driver link (/run/opengl-driver/lib, where
+#   `nix develop` on NixOS finds them); images find the toolkit's folders through LD_LIBRARY_PATH
+#   (image.nix), so nothing of a host's /usr/lib leaks into a dev shell.
 { pkgs, lib, pyproject-nix, uv2nix, pyproject-build-systems }:
 let
   inherit (builtins) attrNames filter match pathExists elemAt fromJSON;
 
-  # Where the NVIDIA container toolkit puts the driver's libraries
-  # (/usr/lib64 on RPM layouts, /usr/lib/x86_64-linux-gnu on Debian layouts)
-  # and where NixOS keeps them.
-  driverLibDirs = [ "/usr/lib64" "/usr/lib/x86_64-linux-gnu" "/usr/local/nvidia/lib64" "/run/opengl-driver/lib" ];
+  # NixOS' driver link (nixpkgs addDriverRunpath.driverLink)
+  driverLink = "/run/opengl-driver/lib";
   driverLibs = [ "libcuda.so.1" "libnvidia-ml.so.1" ];
+  # What NVIDIA's cuFile and NVSHMEM wheels load only for their RDMA/MPI/UCX transports (rdma-core, libfabric,
+  # Open MPI, PMIx, UCX): absent on a RunPod GPU host too, and not needed for a single-GPU job.
+  optionalTransportLibs = [ "libibverbs.so.1" "librdmacm.so.1" "libmlx5.so.1" "libfabric.so.1" "libmpi.so.40"
+    "liboshmem.so.40" "libpmix.so.2" "libucp.so.0" "libucs.so.0" ];
 
   # "==3.12.*", "~=3.11", ">=3.11,<3.13" -> "python312", "python311", "python312"
   pythonAttr = id: requires:
@@ -36,10 +40,11 @@ let
   #   deps:         name -> names it depends on (dependencies and optional dependencies, as locked)
   #   path:         name -> its store path (or any prefix holding lib/pythonX.Y/site-packages)
   #   sitePackages: "lib/python3.12/site-packages"
-  # -> name -> { searchPaths; appendRunpaths; ignoreMissing; } for torch, every nvidia-* wheel, and every
-  #    package that depends on either (xformers, flash-attn, torchaudio, ...): the library folders of
-  #    what it depends on, `$ORIGIN` (a library finds the siblings it dlopens by name: libcudnn.so.9
-  #    loads libcudnn_graph.so.9 from its own folder, NixOS/nixpkgs#113105), the driver's folders.
+  # -> when the set holds torch or an nvidia-* wheel, name -> { searchPaths; appendRunpaths; ignoreMissing; }
+  #    for every package: the library folders of the CUDA packages it may link (see `searched`), `$ORIGIN`
+  #    (a library finds the siblings it dlopens by name: libcudnn.so.9 loads libcudnn_graph.so.9 from its
+  #    own folder, NixOS/nixpkgs#113105), NixOS' driver link; the driver's libraries (and, for nvidia-*,
+  #    the optional transports') may stay missing.
   cudaPlan = { names, deps, path, sitePackages }:
     let
       isCuda = n: n == "torch" || lib.hasPrefix "nvidia-" n;
@@ -47,20 +52,24 @@ let
         startSet = [ { key = n; } ];
         operator = i: map (d: { key = d; }) (filter (d: builtins.elem d names) (deps i.key));
       });
+      cudaNames = filter isCuda names;
       libDirs = n:
         if n == "torch" then [ "${path n}/${sitePackages}/torch/lib" ]
         else if lib.hasPrefix "nvidia-" n then [ "${path n}/${sitePackages}/nvidia/*/lib" ]
         else [ ];
-      planFor = n:
-        let below = filter (d: d != n) (closureOf n);
-        in {
-          searchPaths = builtins.concatMap libDirs below;
-          appendRunpaths = [ "$ORIGIN" ] ++ driverLibDirs;
-          ignoreMissing = driverLibs;
-        };
-      wanted = filter (n: isCuda n || builtins.any isCuda (closureOf n)) names;
+      # torch and nvidia-*: what they depend on. Any other wheel: every CUDA package that does not depend on
+      # it (no cycle), whether the lock says it depends on them or not (torchaudio's wheel links libtorch and
+      # libcudart but declares no torch); auto-patchelf keeps only the folders that satisfy a library.
+      searched = n:
+        if isCuda n then filter (d: d != n) (closureOf n)
+        else filter (c: !(builtins.elem n (closureOf c))) cudaNames;
+      planFor = n: {
+        searchPaths = builtins.concatMap libDirs (searched n);
+        appendRunpaths = [ "$ORIGIN" driverLink ];
+        ignoreMissing = driverLibs ++ lib.optionals (lib.hasPrefix "nvidia-" n) optionalTransportLibs;
+      };
     in
-    lib.genAttrs wanted planFor;
+    if cudaNames == [ ] then { } else lib.genAttrs names planFor;
 
   # The package graph of a uv.lock (its text), read without touching the package set (the overlay's
   # attribute names must not depend on the set's values): wheel packages, and each one's dependencies
@@ -77,29 +86,42 @@ let
         ++ builtins.concatMap names' (builtins.attrValues (byName.${n}.optional-dependencies or { }));
     };
 
-  cudaOverrides = graph: final: prev:
+  # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel may leave the
+  # driver's libraries unresolved; the CUDA ones (cudaPlan) also search their dependencies' library folders.
+  wheelOverrides = graph: final: prev:
     let
       inherit (final.python) sitePackages;
+      present = filter (n: prev ? ${n}) graph.names;
       plan = cudaPlan {
-        names = filter (n: prev ? ${n}) graph.names;
+        names = present;
         inherit (graph) deps;
         inherit sitePackages;
         path = n: final.${n};
       };
-      patched = name: p: prev.${name}.overrideAttrs (old: {
-        nativeBuildInputs = lib.unique ((old.nativeBuildInputs or [ ]) ++ [ pkgs.autoPatchelfHook ]);
-        # libstdc++.so.6 / libgcc_s.so.1: the CUDA libraries need them, glibc does not have them
-        buildInputs = lib.unique ((old.buildInputs or [ ]) ++ [ pkgs.stdenv.cc.cc.lib ]);
-        appendRunpaths = p.appendRunpaths;
-        autoPatchelfIgnoreMissingDeps = p.ignoreMissing;
-        preFixup = (old.preFixup or "") + lib.concatMapStrings (d: ''
-          for d in ${d}; do
-            if [ -d "$d" ]; then addAutoPatchelfSearchPath "$d"; fi
-          done
-        '') p.searchPaths;
-      });
+      patched = name: prev.${name}.overrideAttrs (old:
+        if (old.passthru.format or null) != "wheel" then { }
+        else if !(plan ? ${name}) then { autoPatchelfIgnoreMissingDeps = driverLibs; }
+        else {
+          # libstdc++.so.6 / libgcc_s.so.1: the CUDA libraries need them, glibc does not have them
+          buildInputs = lib.unique ((old.buildInputs or [ ]) ++ [ pkgs.stdenv.cc.cc.lib ]);
+          appendRunpaths = plan.${name}.appendRunpaths;
+          autoPatchelfIgnoreMissingDeps = plan.${name}.ignoreMissing;
+          preFixup = (old.preFixup or "") + lib.concatMapStrings (d: ''
+            for d in ${d}; do
+              if [ -d "$d" ]; then addAutoPatchelfSearchPath "$d"; fi
+            done
+          '') plan.${name}.searchPaths;
+        });
     in
-    builtins.mapAttrs patched plan;
+    lib.genAttrs present patched;
+
+  # The version's Python project alone (pyproject.toml + uv.lock, the project named `comfyver-version` in every
+  # version): what the env is built from, so a node, model or docs change leaves the env's store paths as they are.
+  projectSource = dir: builtins.path {
+    path = dir;
+    name = "comfyver-version-python";
+    filter = path: type: type == "regular" && builtins.elem (baseNameOf path) [ "pyproject.toml" "uv.lock" ];
+  };
 
   # dir: the version folder (path) holding pyproject.toml and uv.lock.
   env = { id, dir, lock }:
@@ -109,20 +131,54 @@ let
           throw "comfyver: version '${id}': versions/${id}/uv.lock is missing (run `comfyver lock ${id}` and commit the uv.lock)"
         else if !pathExists (dir + "/pyproject.toml") then
           throw "comfyver: version '${id}': versions/${id}/pyproject.toml is missing (run `comfyver lock ${id}` and commit it)"
-        else uv2nix.lib.workspace.loadWorkspace { workspaceRoot = dir; };
-      attr = pythonAttr id lock.python.requires;
-      python =
-        if pkgs ? ${attr} then pkgs.${attr}
-        else throw "comfyver: version '${id}': python.requires: ${lock.python.requires} needs ${attr}, which this nixpkgs does not have";
+        else uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
+      python = interpreter { inherit id lock; };
       overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
       pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
         lib.composeManyExtensions ([ pyproject-build-systems.overlays.default overlay ]
-          ++ lib.optional (lock.python.torch != "cpu") (cudaOverrides (lockGraph (builtins.readFile (dir + "/uv.lock")))))
+          ++ [ (wheelOverrides (lockGraph (builtins.readFile (dir + "/uv.lock")))) ])
       );
     in
     # no version id in the name: versions with the same Python set share the env
-    pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
+    (pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default).overrideAttrs (old: {
+      passthru = (old.passthru or { }) // { inherit python; };
+    });
+
+  # The version's interpreter (python.requires -> pkgs.python3XY); the worker runs on it too.
+  interpreter = { id, lock }:
+    let attr = pythonAttr id lock.python.requires;
+    in
+    if pkgs ? ${attr} then pkgs.${attr}
+    else throw "comfyver: version '${id}': python.requires: ${lock.python.requires} needs ${attr}, which this nixpkgs does not have";
+
+  # comfyver itself (the CLI and the RunPod worker package `handler`) on a given interpreter, from the
+  # repository's pyproject.toml + uv.lock and only the folders its wheel holds: docs, tests and versions
+  # are not in its source, so editing them changes no store path.
+  worker = { root, python }:
+    let
+      src = builtins.path {
+        path = root;
+        name = "comfyver-source";
+        filter = path: type:
+          let rel = lib.removePrefix (toString root + "/") (toString path); in
+          (type == "regular" && builtins.elem rel [ "pyproject.toml" "uv.lock" ])
+          || rel == "handler" || lib.hasPrefix "handler/" rel
+          || rel == "scripts" || rel == "scripts/comfyver" || lib.hasPrefix "scripts/comfyver/" rel;
+      };
+      workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = src; };
+      pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
+        lib.composeManyExtensions [
+          pyproject-build-systems.overlays.default
+          (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
+          (wheelOverrides (lockGraph (builtins.readFile (root + "/uv.lock"))))
+        ]);
+    in
+    if builtins.pathExists (root + "/uv.lock") then pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default
+    else pkgs.runCommand "comfyver-env" { } ''
+      echo "comfyver: uv.lock is missing at the repository root; run 'uv lock' and commit it" >&2
+      exit 1
+    '';
 in
 {
-  inherit env pythonAttr driverLibDirs driverLibs cudaOverrides cudaPlan lockGraph;
+  inherit env interpreter worker projectSource pythonAttr driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
 }

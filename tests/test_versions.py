@@ -241,9 +241,9 @@ def test_clone_rewrites_what_carries_the_id(tmp_path, monkeypatch):
     versions.clone(root, "example", "example-2")
     vdir = root / "versions" / "example-2"
     name, requires = pylock.project_requires((vdir / "pyproject.toml").read_text())
-    assert name == "comfyver-version-example-2"
+    assert name == "comfyver-version"
     assert pylock.locked_requires((vdir / "uv.lock").read_text(), name) == requires
-    assert "comfyver-version-example\"" not in (vdir / "uv.lock").read_text()
+    assert "comfyver-version-example" not in (vdir / "uv.lock").read_text()
     assert lockfile.read(vdir / "version.json")["id"] == "example-2"
 
 

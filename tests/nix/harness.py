@@ -115,26 +115,31 @@ def model_input(path: Path, data: bytes, auth: str | None = None) -> dict:
 def version_lock(vid: str, comfyui: dict, nodes: dict | None = None, models: dict | None = None,
                  torch: str = "cpu") -> dict:
     return {"schema": 1, "id": vid, "comfyui": comfyui, "nodes": nodes or {}, "models": models or {},
-            "python": {"requires": "==3.12.*", "torch": torch}, "workflows": []}
+            "python": {"requires": "==3.11.*", "torch": torch}, "workflows": []}
 
 
 # ---- the flake copy ---------------------------------------------------------
 
-def make_flake(dest: Path, versions: dict[str, dict], python_fixture: str = "python-cuda") -> Path:
-    """The repository's flake + nix/ + handler/ with `versions` as versions/, committed in a fresh git repo."""
+EXAMPLE_PYTHON = ROOT / "versions" / "example"  # the bundled example's pyproject.toml + uv.lock (real CUDA torch)
+
+
+def make_flake(dest: Path, versions: dict[str, dict], python_project: Path = EXAMPLE_PYTHON) -> Path:
+    """The repository's flake, nix/, and what its worker is built from (pyproject.toml, uv.lock, handler/,
+    scripts/comfyver), with `versions` as versions/ (each with `python_project`'s pyproject.toml + uv.lock),
+    committed in a fresh git repo."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("flake.nix", "flake.lock"):
+    for name in ("flake.nix", "flake.lock", "pyproject.toml", "uv.lock"):
         shutil.copy2(ROOT / name, dest / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(ROOT / "nix", dest / "nix")
-    shutil.copytree(ROOT / "handler", dest / "handler", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "uv.lock"):  # a small real uv project standing for the repository's
-        shutil.copy2(FIXTURES / "root-project" / name, dest / name)
+    shutil.copytree(ROOT / "handler", dest / "handler", ignore=skip)
+    shutil.copytree(ROOT / "scripts" / "comfyver", dest / "scripts" / "comfyver", ignore=skip)
     for vid, lock in versions.items():
         vdir = dest / "versions" / vid
         vdir.mkdir(parents=True)
         (vdir / "version.json").write_text(lock if isinstance(lock, str) else json.dumps(lock, indent=2))
         for name in ("pyproject.toml", "uv.lock"):
-            shutil.copy2(FIXTURES / python_fixture / name, vdir / name)
+            shutil.copy2(python_project / name, vdir / name)
     git("init", "-q", "-b", "main", cwd=dest)
     git("add", "-A", cwd=dest)
     git("commit", "-q", "-m", "fixture flake", cwd=dest)

@@ -161,12 +161,14 @@ def clone(root: Path, src: str, dst: str) -> dict:
 
 
 def _rename_python_project(vdir: Path, src: str, dst: str) -> None:
-    """pyproject.toml and uv.lock carry the id in the project's name (`comfyver-version-<id>`): rewrite it, as
-    `comfyver lock` would have written it for the new id (nothing else in them depends on the id)."""
+    """Versions locked before the project name lost the id (`comfyver-version-<id>`) get today's name, which no
+    id is in (`pylock.PROJECT_NAME`): a clone must not carry the source's id into its Python env."""
     from packaging.utils import canonicalize_name
 
-    pairs = [(f'"comfyver-version-{src}"', f'"comfyver-version-{dst}"'),
-             (f'"{canonicalize_name("comfyver-version-" + src)}"', f'"{canonicalize_name("comfyver-version-" + dst)}"')]
+    from comfyver.lock import pylock
+
+    pairs = [(f'"comfyver-version-{src}"', f'"{pylock.PROJECT_NAME}"'),
+             (f'"{canonicalize_name("comfyver-version-" + src)}"', f'"{pylock.PROJECT_NAME}"')]
     for name in ("pyproject.toml", "uv.lock"):
         f = vdir / name
         if f.is_file():

@@ -60,7 +60,8 @@ let
       passthru = args.passthru or { };
       own = removeAttrs args [ "passthru" "meta" "env" "finalPackage" "overrideAttrs" "pos" "name" ];
       # lazy in every value, as nixpkgs': the names never depend on the package set
-      envAttrs = mapAttrs (_: envValue) (own // (args.env or { }));
+      structured = args.__structuredAttrs or false;  # then values go to .attrs.json as they are
+      envAttrs = mapAttrs (_: v: if structured && !isFunction v then v else envValue v) (own // (args.env or { }));
       drv = derivation (envAttrs // {
         __ignoreNulls = true;
         inherit name system;
@@ -76,12 +77,13 @@ let
     } // lib.optionalAttrs (args ? pname) { inherit (args) pname; }
       // lib.optionalAttrs (args ? version) { inherit (args) version; };
 
-  # The host's shared libraries, as a package with lib/ (what a nixpkgs library output holds).
+  # The host's shared libraries, as a package with lib/ (what a nixpkgs library output holds): copies, not
+  # links (auto-patchelf.py resolves links, and a host folder must not end up in a RUNPATH).
   hostLibs = name: sonames: run name { } ''
     mkdir -p "$out/lib"
     for so in ${concatStringsSep " " sonames}; do
       for d in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /lib64; do
-        if [ -e "$d/$so" ]; then ln -s "$d/$so" "$out/lib/$so"; break; fi
+        if [ -e "$d/$so" ]; then cp -L "$d/$so" "$out/lib/$so"; break; fi
       done
     done
   '';
@@ -94,9 +96,9 @@ let
     done
   '';
 
-  glibc = hostLibs "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "ld-linux-x86-64.so.2" ]
+  glibc = hostLibs "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "libmvec.so.1" "libanl.so.1" "libcrypt.so.1" "ld-linux-x86-64.so.2" ]
     // { pname = "glibc"; version = host.glibcVersion; linuxHeaders.version = "6.1"; };
-  gccLib = hostLibs "gcc-lib" [ "libstdc++.so.6" "libgcc_s.so.1" "libgomp.so.1" ];
+  gccLib = hostLibs "gcc-lib" [ "libstdc++.so.6" "libgcc_s.so.1" "libgomp.so.1" "libquadmath.so.0" "libatomic.so.1" ];
   zlib = hostLibs "zlib" [ "libz.so.1" ];
 
   # nix-support/dynamic-linker and orig-libc: what auto-patchelf.py reads from $NIX_BINTOOLS.
@@ -390,32 +392,93 @@ let
     nix-prefetch-git = hostTools "nix-prefetch-git" [ "git" ];
     cacert = run "nss-cacert" { } ''mkdir -p "$out/etc/ssl/certs"; cp /etc/ssl/certs/ca-certificates.crt "$out/etc/ssl/certs/ca-bundle.crt"'';
 
-    # nixpkgs pkgs/build-support/docker/default.nix: buildLayeredImage = streamLayeredImage's
-    # arguments + compressor. The stand-in writes the image description
-    # (image.json) and runs extraCommands in root/ instead of writing layer tars.
-    dockerTools.buildLayeredImage =
-      { name, tag ? null, fromImage ? null, contents ? [ ], config ? { }, architecture ? "amd64"
-      , created ? "1970-01-01T00:00:01Z", mtime ? "1970-01-01T00:00:01Z", uid ? 0, gid ? 0
-      , uname ? "root", gname ? "root", maxLayers ? 100, extraCommands ? "", fakeRootCommands ? ""
-      , enableFakechroot ? false, includeStorePaths ? true, includeNixDB ? false, passthru ? { }
-      , meta ? { }, layeringPipeline ? null, debug ? false, compressor ? "gz"
-      }:
-      let
-        contentsList = if isList contents then contents else [ contents ];
-        baseLayers = if fromImage == null then 0 else fromImage.maxLayers;
-        description = toJSON {
-          inherit name tag config maxLayers architecture created includeStorePaths;
-          fromImage = if fromImage == null then null else "${fromImage}";
-          contents = map toString contentsList;
-        };
-      in
-      if maxLayers < 2 || maxLayers > 125 then throw "dockerTools: maxLayers must be in 2..125"
-      else if baseLayers + 1 >= maxLayers then throw "dockerTools: the base image uses ${toString baseLayers} of maxLayers=${toString maxLayers}"
-      else withPassthru (run "${name}.tar.gz" { inherit description extraCommands fakeRootCommands; } ''
-        mkdir -p "$out/root"
-        printf '%s' "$description" > "$out/image.json"
-        (cd "$out/root" && eval "$extraCommands" && eval "$fakeRootCommands" && find . -mindepth 1 -printf '%m %p\n' | sort > "$out/modes.txt")
-      '') (passthru // { inherit maxLayers; imageName = name; imageTag = tag; });
+    # nixpkgs pkgs/build-support/docker/default.nix. streamLayeredImage as nixpkgs builds it: a customisation
+    # layer (the contents linked into /, extraCommands, fakeRootCommands, as a tar), the closure of that
+    # layer and the base config ordered by nixpkgs' closure-graph.py (references-by-popularity), the first
+    # maxLayers - 1 paths one layer each and the rest in one layer, and nixpkgs' stream_layered_image.py
+    # writing the docker-archive. buildLayeredImage compresses that stream (compressor: none, gz, zstd).
+    # fakeRootCommands run as the build user (root here: this Nix has no build users), not under fakeroot.
+    dockerTools = rec {
+      streamLayeredImage =
+        { name, tag ? null, fromImage ? null, contents ? [ ], config ? { }, architecture ? "amd64"
+        , created ? "1970-01-01T00:00:01Z", mtime ? "1970-01-01T00:00:01Z", uid ? 0, gid ? 0
+        , uname ? "root", gname ? "root", maxLayers ? 100, extraCommands ? "", fakeRootCommands ? ""
+        , enableFakechroot ? false, includeStorePaths ? true, includeNixDB ? false, passthru ? { }
+        , meta ? { }, layeringPipeline ? null, debug ? false, extraExcludePaths ? [ ]
+        }:
+        let
+          contentsList = if isList contents then contents else [ contents ];
+          baseJson = self.writeText "${name}-base.json" (toJSON { inherit config architecture; os = "linux"; });
+          customisationLayer = mkDerivation {
+            name = "${name}-customisation-layer";
+            paths = contentsList;
+            inherit extraCommands fakeRootCommands;
+            buildCommand = ''
+              mkdir -p root
+              for p in $paths; do (cd "$p" && find . -mindepth 1 \( -type d -printf 'd %p\n' -o -printf 'l %p\n' \)) | while read -r kind rel; do
+                if [ "$kind" = d ]; then mkdir -p "root/$rel"; elif [ ! -e "root/$rel" ]; then ln -s "$p/''${rel#./}" "root/$rel"; fi
+              done; done
+              (cd root && eval "$extraCommands")
+              (cd root && eval "$fakeRootCommands")
+              mkdir -p "$out"
+              tar -C root --sort=name --numeric-owner --owner=0 --group=0 --mtime=@1 --hard-dereference -cf "$out/layer.tar" .
+              sha256sum "$out/layer.tar" | cut -f 1 -d ' ' > "$out/checksum"
+            '';
+          };
+          closureRoots = lib.optionals includeStorePaths [ baseJson customisationLayer ];
+          excludePaths = extraExcludePaths ++ [ baseJson customisationLayer ];
+          layers = mkDerivation {
+            name = "${name}-layers.json";
+            __structuredAttrs = true;
+            exportReferencesGraph.graph = closureRoots;
+            exclude = map toString excludePaths;
+            inherit maxLayers;
+            buildCommand = ''
+              ${host.pelfPython} ${./scripts/closure-graph.py} "$NIX_BUILD_TOP/.attrs.json" graph > paths
+              ${host.pelfPython} -c '
+              import json, sys
+              attrs = json.load(open(sys.argv[1]))
+              exclude = set(attrs["exclude"])
+              paths = [p for p in open("paths").read().split() if p not in exclude]
+              n = attrs["maxLayers"] - 1
+              layers = [[p] for p in paths[:n - 1]] + ([paths[n - 1:]] if paths[n - 1:] else [])
+              json.dump(layers, open(attrs["outputs"]["out"], "w"))
+              ' "$NIX_BUILD_TOP/.attrs.json"
+            '';
+          };
+          conf = self.runCommand "${name}-conf.json" {
+            inherit layers baseJson customisationLayer created mtime uid gid uname gname;
+            repoTag = "${lib.toLower name}:${if tag == null then "latest" else tag}";
+          } ''
+            ${host.pelfPython} -c '
+            import json, os
+            e = os.environ
+            conf = json.load(open(e["baseJson"]))
+            conf.update(store_dir="/nix/store", from_image=None, store_layers=json.load(open(e["layers"])),
+                        customisation_layer=e["customisationLayer"], repo_tag=e["repoTag"], created=e["created"],
+                        mtime=e["mtime"], uid=e["uid"], gid=e["gid"], uname=e["uname"], gname=e["gname"])
+            json.dump(conf, open(e["out"], "w"), indent=1)
+            '
+          '';
+        in
+        if fromImage != null || layeringPipeline != null || includeNixDB || enableFakechroot then
+          throw "stand-in dockerTools: fromImage/layeringPipeline/includeNixDB/enableFakechroot are not used by comfyver"
+        else if maxLayers < 2 then throw "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})"
+        else (self.writeShellScriptBin "stream-${name}" ''
+          exec ${host.pelfPython} ${./scripts/stream_layered_image.py} ${conf} "$@"
+        '') // passthru // { inherit conf layers customisationLayer; imageTag = if tag == null then "latest" else tag; isExe = true; };
+
+      buildLayeredImage = { compressor ? "gz", ... }@args:
+        let
+          stream = streamLayeredImage (removeAttrs args [ "compressor" ]);
+          compress = { none = "cat"; gz = "gzip -1 -n"; zstd = "zstd -T0 -q"; }.${compressor}
+            or (throw "dockerTools: unknown compressor ${compressor}");
+          ext = { none = ""; gz = ".gz"; zstd = ".zst"; }.${compressor};
+        in
+        self.runCommand "${baseNameOf args.name}.tar${ext}" {
+          passthru = (args.passthru or { }) // { inherit (stream) conf layers imageTag; inherit stream; imageName = lib.toLower args.name; };
+        } "${stream}/bin/stream-${args.name} | ${compress} > $out";
+    };
   };
 in
 self

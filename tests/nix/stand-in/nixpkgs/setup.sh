@@ -4,6 +4,14 @@
 # Tools come from the host (there is no nixpkgs here), then from the inputs' bin/.
 set -eu -o pipefail
 
+# __structuredAttrs: the attributes are bash variables in .attrs.sh (outputs an associative array)
+if [ -e "${NIX_BUILD_TOP:-.}/.attrs.sh" ]; then
+    # shellcheck disable=SC1091
+    source "$NIX_BUILD_TOP/.attrs.sh"
+    export out="${outputs[out]}"
+    unset outputs
+    outputs=out
+fi
 export PATH="/usr/local/bin:/usr/bin:/bin"
 export HOME=/homeless-shelter
 : "${outputs:=out}"
