@@ -63,24 +63,20 @@
           models = modelsTree;
           modelFiles = builtins.attrValues modelFiles;
         };
-        # image-<id>[-with-models]: the same plus bin/comfyui-handler
+        # image-<id>[-with-models]: the same plus bin/comfyui-handler, on flattened envs (image.nix)
         worker = python.worker { root = ./.; python = venv.python; };
         mkImage = withModels:
-          let
-            t = comfyui.tree {
-              inherit id lock venv;
+          image.image {
+            inherit id withModels;
+            tree = comfyui.tree {
+              inherit id lock;
+              venv = image.flatten "comfyui-env" venv;
+              worker = image.flatten "comfyver-env" worker;
               lockDigest = lockLib.digest versionsDir id;
-              inherit worker;
               sources = src;
               models = if withModels then modelsTree else null;
               modelFiles = if withModels then builtins.attrValues modelFiles else [ ];
             };
-          in
-          image.image {
-            inherit id venv withModels;
-            inherit worker;
-            tree = t;
-            versionPaths = [ t ] ++ t.ownPaths;
           };
       };
       versions = lib.genAttrs ids version;

@@ -1,23 +1,24 @@
-# A layered OCI image per version (dockerTools), entrypoint the RunPod handler.
+# A layered OCI image per version (dockerTools.buildLayeredImage), entrypoint the RunPod handler.
 #
-# Two images stacked:
-# - the base: the Python env (Python, torch, the CUDA wheels), the worker env
-#   and the few tools the entry points use, one store path per layer
-#   (popularity order, at most 98 layers); it depends on those envs only, so
-#   versions that differ only in nodes or models share it, layer for layer;
-# - on top (`fromImage`), ONE layer holding exactly the version's own store
-#   paths (tree, core, nodes, wrappers, models) and the root file
-#   system bits. `includeStorePaths = false` keeps dockerTools from adding the
-#   Python env's paths a second time. dockerTools counts the base's layers in
-#   `maxLayers`: never more than 100 layers in all.
+# Layers are store paths, found from the tree's closure (nothing listed by hand: a new reference is in the
+# image because Nix says so). dockerTools gives each path its own layer, in popularity order, up to
+# maxLayers - 1; so the image is built from few paths:
+# - the version env and the worker env are each flattened into one store path (flatten_env.py), except
+#   their packages of at least `ownLayerBytes` (torch, every nvidia-* wheel, triton, ...), which stay
+#   store paths of their own;
+# - one interpreter (the version's; the worker runs on it), glibc and friends;
+# - the tree, core, each node, each model file, the wrappers: small paths of their own.
+# So a node or model change touches only its own layers and the tree's, and two versions with the same
+# Python set share every env layer. `maxLayers` is checked at build time by `layerCheck`.
 #
-# NVIDIA container toolkit: it injects the driver's libraries (libcuda.so.1 ...)
-# into /usr/lib64 or /usr/lib/x86_64-linux-gnu and its binaries need the
-# /lib64 loader; LD_LIBRARY_PATH and the /lib64 link cover both.
+# NVIDIA container toolkit: it injects the driver's libraries (libcuda.so.1 ...) into /usr/lib64 or
+# /usr/lib/x86_64-linux-gnu and runs ldconfig (the image has /sbin/ldconfig for it, and triton needs it to
+# find libcuda); its binaries need the /lib64 loader. LD_LIBRARY_PATH names those folders for the
+# patched wheels (their RUNPATHs name no host folder).
 { pkgs, lib }:
 let
-  baseMaxLayers = 98;
   maxLayers = 100;
+  ownLayerBytes = 16 * 1024 * 1024;
   driverLibPath = "/usr/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/nvidia/lib64";
 
   # Image config: plain data (the golden tests compare it).
@@ -28,6 +29,8 @@ let
       "NVIDIA_VISIBLE_DEVICES=all"
       "NVIDIA_DRIVER_CAPABILITIES=compute,utility"
       "LD_LIBRARY_PATH=${driverLibPath}"
+      "TRITON_LIBCUDA_PATH=/usr/lib64:/usr/lib/x86_64-linux-gnu"
+      "PATH=/bin:/usr/bin"
       "HOME=/root"
       "TMPDIR=/tmp"
       "COMFYUI_STATE_DIR=/var/lib/comfyui"
@@ -41,51 +44,47 @@ let
     };
   };
 
-  # Root filesystem bits every image needs, made in the top image's last layer.
+  # The root file system: NSS files (passwd, group, nsswitch.conf, hosts), /usr/bin/env, /bin/sh,
+  # the CA bundle, ldconfig, a C compiler driver for triton's launcher stubs when the image has one.
+  rootfs = pkgs.runCommand "comfyver-rootfs" { } ''
+    mkdir -p $out/etc/ssl/certs $out/usr/bin $out/bin $out/sbin
+    printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' > $out/etc/passwd
+    printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' > $out/etc/group
+    printf '%s\n' 'passwd: files' 'group: files' 'hosts: files dns' > $out/etc/nsswitch.conf
+    printf '%s\n' '127.0.0.1 localhost' '::1 localhost' > $out/etc/hosts
+    ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt $out/etc/ssl/certs/ca-bundle.crt
+    ln -s ${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt $out/etc/ssl/certs/ca-certificates.crt
+    ln -s ${pkgs.coreutils}/bin/env $out/usr/bin/env
+    ln -s ${pkgs.runtimeShellPackage}/bin/bash $out/bin/sh
+    ln -s ${pkgs.runtimeShellPackage}/bin/bash $out/bin/bash
+    ln -s ${pkgs.glibc.bin or pkgs.glibc}/bin/ldconfig $out/sbin/ldconfig
+    ln -s ${pkgs.stdenv.cc}/bin/cc $out/bin/cc
+  '';
+
+  # Folders made in the customisation layer: the toolkit's mount points, the state folder, the loader link.
   extraCommands = ''
-    mkdir -p tmp root etc lib64 var/lib/comfyui usr/lib64 usr/lib/x86_64-linux-gnu
+    mkdir -p tmp root lib64 var/lib/comfyui usr/lib64 usr/lib/x86_64-linux-gnu usr/local/nvidia/lib64
     ln -sfn ${pkgs.glibc}/lib/ld-linux-x86-64.so.2 lib64/ld-linux-x86-64.so.2
-    printf '%s\n' 'root:x:0:0:root:/root:${pkgs.runtimeShellPackage}/bin/bash' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' > etc/passwd
-    printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' > etc/group
   '';
   # Modes survive only here (extraCommands' output is a store path: no sticky bit).
   fakeRootCommands = ''
     chmod 1777 tmp var/lib/comfyui
   '';
 
-  # What the base holds besides the Python env: what bin/comfyui* (shell
-  # scripts on runtimeShell using coreutils) and the root file system refer to.
-  baseTools = [ pkgs.coreutils pkgs.runtimeShellPackage pkgs.cacert pkgs.glibc ];
-
-  base = { venv, worker }:
-    pkgs.dockerTools.buildLayeredImage {
-      name = "comfyver-base";
-      tag = null; # the output hash: one tag per Python env
-      contents = [ venv worker ] ++ baseTools;
-      maxLayers = baseMaxLayers;
-    };
-
-  # Copy the version's own store paths into the top layer.
-  copyPaths = paths: ''
-    mkdir -p nix/store
-    for p in ${lib.concatStringsSep " " (map toString paths)}; do
-      cp -a "$p" nix/store/
-    done
+  # An env as one store path, its large packages kept as their own (see the top of this file).
+  flatten = name: env: pkgs.runCommand name { passthru = env.passthru or { }; } ''
+    ${env.python or env.passthru.python}/bin/python3 ${./flatten_env.py} ${env} $out ${toString ownLayerBytes}
   '';
 
-  # versionPaths: every store path of the tree's closure that is not in the
-  # base (comfyui.nix `ownPaths` + the tree itself).
-  image = { id, tree, venv, worker, versionPaths, withModels }:
+  image = { id, tree, withModels }:
     pkgs.dockerTools.buildLayeredImage {
       name = "comfyver-${id}";
       tag = if withModels then "with-models" else "latest";
-      fromImage = base { inherit venv worker; };
-      includeStorePaths = false;
+      contents = [ rootfs ];
       config = config { inherit id withModels; entrypoint = "${tree}/bin/comfyui-handler"; };
-      extraCommands = extraCommands + copyPaths versionPaths;
-      inherit fakeRootCommands maxLayers;
+      inherit extraCommands fakeRootCommands maxLayers;
     };
 in
 {
-  inherit image base baseTools config extraCommands fakeRootCommands baseMaxLayers maxLayers driverLibPath;
+  inherit image flatten rootfs config extraCommands fakeRootCommands maxLayers ownLayerBytes driverLibPath;
 }

@@ -173,7 +173,10 @@ let
           (wheelOverrides (lockGraph (builtins.readFile (root + "/uv.lock"))))
         ]);
     in
-    if builtins.pathExists (root + "/uv.lock") then pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default
+    if builtins.pathExists (root + "/uv.lock") then
+      (pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default).overrideAttrs (old: {
+        passthru = (old.passthru or { }) // { inherit python; };
+      })
     else pkgs.runCommand "comfyver-env" { } ''
       echo "comfyver: uv.lock is missing at the repository root; run 'uv lock' and commit it" >&2
       exit 1

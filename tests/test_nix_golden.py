@@ -29,7 +29,7 @@ FUNCTIONS = {
 
 PRELUDE = f"""
 let
-  lib = import {h.STAND_IN}/nixpkgs/lib.nix;
+  lib = import {h.SHARED_INPUTS}/nixpkgs-lib/lib;
   pkgs = {{ cacert = "/nix/store/00000000000000000000000000000000-nss-cacert"; }};
   lockLib = import {h.ROOT}/nix/lock.nix;
   sources = import {h.ROOT}/nix/sources.nix {{ inherit pkgs; }};

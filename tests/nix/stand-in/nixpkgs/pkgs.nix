@@ -79,7 +79,9 @@ let
 
   # The host's shared libraries, as a package with lib/ (what a nixpkgs library output holds): copies, not
   # links (auto-patchelf.py resolves links, and a host folder must not end up in a RUNPATH).
-  hostLibs = name: sonames: run name { } ''
+  hostLibs = name: sonames: hostLibsAnd name sonames "";
+  hostLibsAnd = name: sonames: more: run name { } ''
+    ${more}
     mkdir -p "$out/lib"
     for so in ${concatStringsSep " " sonames}; do
       for d in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /lib64; do
@@ -96,7 +98,7 @@ let
     done
   '';
 
-  glibc = hostLibs "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "libmvec.so.1" "libanl.so.1" "libcrypt.so.1" "ld-linux-x86-64.so.2" ]
+  glibc = hostLibsAnd "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "libmvec.so.1" "libanl.so.1" "libcrypt.so.1" "ld-linux-x86-64.so.2" ] ''mkdir -p "$out/bin"; cp /sbin/ldconfig "$out/bin/ldconfig"''
     // { pname = "glibc"; version = host.glibcVersion; linuxHeaders.version = "6.1"; };
   gccLib = hostLibs "gcc-lib" [ "libstdc++.so.6" "libgcc_s.so.1" "libgomp.so.1" "libquadmath.so.0" "libatomic.so.1" ];
   zlib = hostLibs "zlib" [ "libz.so.1" ];
@@ -117,7 +119,8 @@ let
     buildPlatform = platform;
     hostPlatform = platform;
     targetPlatform = platform;
-    cc = { cc.lib = gccLib; libc = glibc; bintools = bintools; };
+    # the C compiler wrapper (bin/cc): the host's gcc
+    cc = hostTools "gcc-wrapper" [ "cc" "gcc" ] // { cc.lib = gccLib; libc = glibc; inherit bintools; };
   };
 
   # nixpkgs pkgs/build-support/setup-hooks/make-setup-hook.nix
