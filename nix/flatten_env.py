@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,6 +79,20 @@ def main(venv: str, out: str, min_bytes: int) -> None:
             os.chmod(path, mode)
 
     copy(venv, out)
+    # Compiled files name their source's store path (co_filename): drop the copies' and compile them again
+    # here, so the env refers to itself and not to the package paths it was copied from.
+    site = []
+    for d, dirs, files in os.walk(out):
+        if "__pycache__" in dirs:
+            shutil.rmtree(os.path.join(d, "__pycache__"))
+            dirs.remove("__pycache__")
+        dirs[:] = [x for x in dirs if not os.path.islink(os.path.join(d, x))]
+        if d.endswith("/site-packages"):
+            site.append(d)
+    for d in site:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", os.environ.get("NIX_BUILD_CORES", "1"),
+                        *[os.path.join(d, x) for x in sorted(os.listdir(d)) if not os.path.islink(os.path.join(d, x))]],
+                       check=True, stdout=subprocess.DEVNULL)
     for d, dirs, files in os.walk(out):
         for name in files:
             p = os.path.join(d, name)

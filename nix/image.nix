@@ -83,6 +83,8 @@ let
       contents = [ rootfs ];
       config = config { inherit id withModels; entrypoint = "${tree}/bin/comfyui-handler"; };
       inherit extraCommands fakeRootCommands maxLayers;
+      passthru = { inherit tree; };
+      compressor = "zstd";  # gzip is the slowest step of a 7 GB image; docker, podman and skopeo read zstd
     };
 in
 {

