@@ -86,6 +86,24 @@
       comfyver = python.worker { root = ./.; python = pkgs.python312; };
 
       perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
+
+      # checks: every output of a version evaluates, and its image's entrypoint runs a tiny CPU job
+      # (EmptyImage -> SaveImage) in the built tree, with the real worker and ComfyUI.
+      job = builtins.toJSON {
+        "1" = { class_type = "EmptyImage"; inputs = { width = 8; height = 8; batch_size = 1; color = 0; }; };
+        "2" = { class_type = "SaveImage"; inputs = { images = [ "1" 0 ]; filename_prefix = "check"; }; };
+      };
+      checksFor = id: v:
+        let tree = (v.mkImage false).tree; in [
+          (lib.nameValuePair "eval-${id}" (pkgs.writeText "comfyver-eval-${id}" (lib.concatMapStringsSep "\n" (d: d.drvPath)
+            [ v.tree v.modelsTree (v.mkImage false) (v.mkImage true) ])))
+          (lib.nameValuePair "job-${id}" (pkgs.runCommand "comfyver-job-${id}" { inherit job; passAsFile = [ "job" ]; } ''
+            export HOME=$TMPDIR COMFYUI_STATE_DIR=$TMPDIR/state COMFY_ARGS=--cpu COMFY_PORT=18188
+            printf '{"input": {"version_id": "${id}", "workflow": %s}}' "$(cat "$jobPath")" > job.json
+            ${tree}/bin/comfyui-handler cli --input job.json --out "$TMPDIR/out" --json > result.json
+            cp result.json $out
+          ''))
+        ];
     in
     {
       packages.${system} =
@@ -96,6 +114,8 @@
           (lib.nameValuePair "image-${id}-with-models" (v.mkImage true))
         ])
         // { inherit comfyver; };
+
+      checks.${system} = perVersion checksFor;
 
       devShells.${system} =
         perVersion (id: v: [ (lib.nameValuePair id (shell.version { inherit id comfyver; inherit (v) tree venv; })) ])

@@ -22,7 +22,8 @@ let
   driverLibPath = "/usr/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/nvidia/lib64";
 
   # Image config: plain data (the golden tests compare it).
-  config = { id, entrypoint, withModels }: {
+  # cuda/driver: what the version's uv.lock holds (python.nix lockedCuda/driverFloor), null for CPU.
+  config = { id, entrypoint, withModels, cuda ? null, driver ? null }: {
     Entrypoint = [ entrypoint ];
     WorkingDir = "/var/lib/comfyui";
     Env = [
@@ -41,6 +42,9 @@ let
       "org.opencontainers.image.title" = "comfyver-${id}";
       "dev.comfyver.version" = id;
       "dev.comfyver.models" = if withModels then "included" else "/runpod-volume/models";
+    } // lib.optionalAttrs (cuda != null) {
+      "dev.comfyver.cuda" = cuda;
+      "dev.comfyver.driver" = ">=${driver}";
     };
   };
 
@@ -81,7 +85,12 @@ let
       name = "comfyver-${id}";
       tag = if withModels then "with-models" else "latest";
       contents = [ rootfs ];
-      config = config { inherit id withModels; entrypoint = "${tree}/bin/comfyui-handler"; };
+      config = config {
+        inherit id withModels;
+        entrypoint = "${tree}/bin/comfyui-handler";
+        cuda = tree.venv.cuda or null;
+        driver = tree.venv.driver or null;
+      };
       inherit extraCommands fakeRootCommands maxLayers;
       passthru = { inherit tree; };
       compressor = "zstd";  # gzip is the slowest step of a 7 GB image; docker, podman and skopeo read zstd

@@ -84,7 +84,47 @@ let
       names = attrNames byName;
       deps = n: names' (byName.${n}.dependencies or [ ])
         ++ builtins.concatMap names' (builtins.attrValues (byName.${n}.optional-dependencies or { }));
+      version = n: byName.${n}.version or null;
     };
+
+  # The CUDA a uv.lock really holds: its CUDA runtime wheel's "major.minor" (nvidia-cuda-runtime[-cuXX]),
+  # null for a CPU set; and the NVIDIA driver that CUDA needs (minor-version compatibility: any 12.x on
+  # >= 525, any 13.x on >= 580). comfyver lock and deploy derive the same (lock/pylock.py).
+  lockedCuda = graph:
+    let
+      runtime = filter (n: match "nvidia-cuda-runtime(-cu[0-9]+)?" n != null) graph.names;
+      v = lib.splitVersion (graph.version (builtins.head runtime));
+    in
+    if runtime == [ ] then null else "${elemAt v 0}.${elemAt v 1}";
+  driverFloor = cuda: { "12" = "525"; "13" = "580"; }.${builtins.head (lib.splitVersion cuda)} or null;
+
+  # torchvision 0.(m + 15) and torchaudio 2.m are built for torch 2.m (PyTorch's pairing; their wheels'
+  # metadata does not say so). A uv.lock that pairs them otherwise fails here, as `comfyver check` reports it.
+  checkFamily = id: graph:
+    let
+      minorOf = n: let p = lib.splitVersion (graph.version n); m = lib.toInt (elemAt p 1); in
+        if n == "torchvision" then m - 15 else m;
+      members = filter (n: builtins.elem n graph.names) [ "torchvision" "torchaudio" ];
+      bad = filter (n: minorOf n != minorOf "torch") members;
+      say = n: "${n} ${graph.version n} is built for torch 2.${toString (minorOf n)}";
+    in
+    if !(builtins.elem "torch" graph.names) || bad == [ ] then true
+    else throw "comfyver: version '${id}': uv.lock: ${lib.concatMapStringsSep "; " say bad}, but torch is ${graph.version "torch"}; lock again (`comfyver lock ${id}` pins the family to one torch)";
+
+  # python.torch must name what the uv.lock holds: "cpu" holds no CUDA wheels, cuXY the CUDA major X.
+  checkProfile = id: profile: graph:
+    let
+      held = lockedCuda graph;
+      claimed = match "cu([0-9]+)([0-9])" profile;
+      field = "comfyver: version '${id}': python.torch";
+    in
+    if profile == "cpu" && held != null then
+      throw "${field}: is \"cpu\" but versions/${id}/uv.lock pins CUDA ${held} wheels (nvidia-cuda-runtime); run `comfyver lock ${id} --torch pypi`"
+    else if claimed != null && held != null && elemAt claimed 0 != builtins.head (lib.splitVersion held) then
+      throw "${field}: is \"${profile}\" (CUDA ${elemAt claimed 0}.${elemAt claimed 1}) but versions/${id}/uv.lock pins CUDA ${held} wheels; lock again (`comfyver lock ${id}`)"
+    else if claimed != null && held == null then
+      throw "${field}: is \"${profile}\" but versions/${id}/uv.lock holds no CUDA wheels"
+    else held;
 
   # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel may leave the
   # driver's libraries unresolved; the CUDA ones (cudaPlan) also search their dependencies' library folders.
@@ -133,16 +173,18 @@ let
           throw "comfyver: version '${id}': versions/${id}/pyproject.toml is missing (run `comfyver lock ${id}` and commit it)"
         else uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
       python = interpreter { inherit id lock; };
+      graph = lockGraph (builtins.readFile (dir + "/uv.lock"));
+      cuda = builtins.seq (checkFamily id graph) (checkProfile id lock.python.torch graph);
       overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
       pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
-        lib.composeManyExtensions ([ pyproject-build-systems.overlays.default overlay ]
-          ++ [ (wheelOverrides (lockGraph (builtins.readFile (dir + "/uv.lock")))) ])
+        lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay (wheelOverrides graph) ]
       );
+      venv = pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
     in
     # no version id in the name: versions with the same Python set share the env
-    (pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default).overrideAttrs (old: {
-      passthru = (old.passthru or { }) // { inherit python; };
-    });
+    builtins.seq cuda (venv.overrideAttrs (old: {
+      passthru = (old.passthru or { }) // { inherit python cuda; driver = if cuda == null then null else driverFloor cuda; };
+    }));
 
   # The version's interpreter (python.requires -> pkgs.python3XY); the worker runs on it too.
   interpreter = { id, lock }:
@@ -183,5 +225,5 @@ let
     '';
 in
 {
-  inherit env interpreter worker projectSource pythonAttr driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
+  inherit env interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
 }

@@ -63,6 +63,11 @@ NODE_CLASS_MAPPINGS = {"ComfyverWritableProbe": ComfyverWritableProbe}
 
 SECRET = "hf_secret_value_that_must_not_leak_0123456789"
 
+# name -> version of what the example's uv.lock (every fixture version's Python set) pins
+import tomllib  # noqa: E402
+V = {p["name"]: p["version"] for p in tomllib.loads((h.EXAMPLE_PYTHON / "uv.lock").read_text())["package"]}
+ROOT_V = {p["name"]: p["version"] for p in tomllib.loads((h.ROOT / "uv.lock").read_text())["package"]}
+
 
 def sri_to_hex(sri: str) -> str:
     return base64.b64decode(sri.removeprefix("sha256-")).hex()
@@ -141,7 +146,16 @@ def test_every_fixed_output_derivation_carries_the_lock_hash(env, vid):
         expected[f"node-{name}-source"] = ("r:sha256", sri_to_hex(node["locked"]["hash"]))
     for path, model in lock["models"].items():
         expected["model-" + path.rsplit("/", 1)[1]] = ("sha256", model["locked"]["sha256"])
-    assert {n: (o["hashAlgo"], o["hash"]) for n, o in fods.items()} == expected
+    ours = {n: (o["hashAlgo"], o["hash"]) for n, o in fods.items() if not n.endswith((".whl", ".tar.gz", ".zip"))}
+    assert ours == expected
+    # the Python env's wheels: each one is fetched with the hash uv.lock pins for that file
+    import tomllib
+    uv = tomllib.loads((env["flake"] / "versions" / vid / "uv.lock").read_text())
+    locked = {w["url"].rsplit("/", 1)[1]: w["hash"].removeprefix("sha256:")
+              for p in uv["package"] for w in p.get("wheels", [])}
+    wheels = {n: o["hash"] for n, o in fods.items() if n.endswith(".whl")}
+    assert len(wheels) > 80 and all(locked.get(n) == hx for n, hx in wheels.items() if n in locked)
+    assert sum(n in locked for n in wheels) > 80
 
 
 def test_models_are_fetched_by_nix_and_linked_by_path(env):
@@ -191,21 +205,21 @@ def test_cuda_torch_overrides(env):
     """python.nix's cudaPlan wired into the derivations (the plan itself meets the real auto-patchelf.py and
     the real cu13 wheels in tests/test_nix_cuda_runpath.py; the built env in tests/test_nix_env.py)."""
     drvs = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.version-full", env["ov"])
-    torch = drv_named(drvs, "torch-2.15.0")["env"]
+    torch = drv_named(drvs, f"torch-{V['torch']}")["env"]
     assert torch["autoPatchelfIgnoreMissingDeps"] == "libcuda.so.1 libnvidia-ml.so.1"
     assert torch["appendRunpaths"].split() == ["$ORIGIN", "/run/opengl-driver/lib"]  # no host folder
-    cublas = drv_named(drvs, "nvidia-cublas-13.4.1.3")
+    cublas = drv_named(drvs, f"nvidia-cublas-{V['nvidia-cublas']}")
     assert f"{cublas['outputs']['out']['path']}/lib/python3.11/site-packages/nvidia/*/lib" in torch["preFixup"]
     assert "gcc-lib" in torch["buildInputs"]  # libstdc++ / libgcc_s
-    cudnn = drv_named(drvs, "nvidia-cudnn-cu13-9.26.0.51")["env"]
+    cudnn = drv_named(drvs, f"nvidia-cudnn-cu13-{V['nvidia-cudnn-cu13']}")["env"]
     assert cudnn["appendRunpaths"].split()[0] == "$ORIGIN"
     assert f"{cublas['outputs']['out']['path']}/lib/python3.11/site-packages/nvidia/*/lib" in cudnn["preFixup"]
     # torchaudio's wheel links libtorch and libcudart but its metadata names no torch: it searches them anyway
-    audio = drv_named(drvs, "torchaudio-2.11.0")["env"]
-    assert drv_named(drvs, "torch-2.15.0")["outputs"]["out"]["path"] in audio["preFixup"]
+    audio = drv_named(drvs, f"torchaudio-{V['torchaudio']}")["env"]
+    assert drv_named(drvs, f"torch-{V['torch']}")["outputs"]["out"]["path"] in audio["preFixup"]
     # every wheel may leave the driver's libraries missing (runpod's gpu_test links libnvidia-ml)
     worker = h.show_derivation(env["flake"], f"packages.{h.SYSTEM}.comfyver", env["ov"])
-    assert "libnvidia-ml.so.1" in drv_named(worker, "runpod-1.12.0")["env"]["autoPatchelfIgnoreMissingDeps"]
+    assert "libnvidia-ml.so.1" in drv_named(worker, f"runpod-{ROOT_V['runpod']}")["env"]["autoPatchelfIgnoreMissingDeps"]
 
 
 def image_conf(env, attr: str) -> dict:
@@ -246,7 +260,7 @@ def test_image_layers_are_the_trees_closure_one_store_path_each(env):
     assert paths == closure(tree, *rootfs), "layers and the closure differ"
     assert len(layers) < 60
     names = {p.split("-", 1)[1] for p in paths}
-    assert "torch-2.15.0" in names and "triton-3.9.0" in names
+    assert f"torch-{V['torch']}" in names and f"triton-{V['triton']}" in names
     assert sum(n.startswith("nvidia-") for n in names) >= 10
     assert not any(n.startswith(("pyyaml-", "aiohttp-", "runpod-")) for n in names)  # flattened into the envs
     assert {n for n in names if n.startswith("model-")} == {"model-tiny.safetensors", "model-gated.safetensors"}
@@ -276,14 +290,29 @@ def test_image_is_a_docker_archive_that_skopeo_reads_and_umoci_unpacks(env, tmp_
     bundle = tmp_path / "bundle"
     subprocess.run(["umoci", "unpack", "--image", f"{oci}:bare", str(bundle)], check=True, capture_output=True)
     root = bundle / "rootfs"
+
+    def chain(path: str) -> str:
+        """Follow links inside the image's root until a store path's program (the stand-in's tools are links to
+        the host's, so the chain stops at the package's own bin/ entry)."""
+        for _ in range(10):
+            p = root / path.lstrip("/")
+            store = "/".join(path.split("/")[:4])
+            if not p.is_symlink() or (path.startswith("/nix/store/") and not os.readlink(p).startswith("/nix/store/")
+                                      and not os.readlink(p).startswith(".")):
+                assert (root / store.lstrip("/")).is_dir(), f"{path}: {store} is not in the image"
+                return path
+            t = os.readlink(p)
+            path = t if t.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(path), t))
+        raise AssertionError(f"{path}: link loop")
+
     entry = conf["config"]["Entrypoint"][0]
-    assert (root / entry.lstrip("/")).exists() or (root / entry.lstrip("/")).is_symlink()
+    assert chain(entry).endswith("/bin/comfyui-handler")
     assert (root / "etc/passwd").read_text().startswith("root:x:0:0:")
     assert "hosts: files dns" in (root / "etc/nsswitch.conf").read_text()
     for link, target in (("usr/bin/env", "/bin/env"), ("bin/sh", "/bin/bash"), ("sbin/ldconfig", "/bin/ldconfig"),
-                         ("lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2")):
-        assert os.readlink(root / link).endswith(target), link
-        assert (root / os.readlink(root / link).lstrip("/")).exists(), f"{link}: its target is not in the image"
+                         ("bin/cc", "/bin/cc"), ("lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"),
+                         ("etc/ssl/certs/ca-certificates.crt", "/ca-bundle.crt")):
+        assert chain("/" + link).endswith(target), link
     assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
     for d in ("usr/lib64", "usr/lib/x86_64-linux-gnu", "var/lib/comfyui"):
         assert (root / d).is_dir()
@@ -520,3 +549,37 @@ def test_flake_lock_matches_the_declared_inputs():
         assert node["locked"]["narHash"].startswith("sha256-")
         follows = {k: [v["follows"]] for k, v in spec.get("inputs", {}).items()}
         assert node.get("inputs", {}) == follows, name
+
+
+def test_a_profile_or_torch_family_that_misnames_the_uv_lock_fails_evaluation(env, tmp_path):
+    """python.torch must name what uv.lock holds, and torchvision/torchaudio must be built for its torch: both are
+    checked at evaluation, with the version and field named (the example once locked torch 2.15.0 with
+    torchvision 0.29.2 and torchaudio 2.11.0, and torchaudio failed at import)."""
+    cpu = {**env["versions"]["bare"], "id": "cpuish", "python": {"requires": "==3.11.*", "torch": "cpu"}}
+    cu12 = {**env["versions"]["bare"], "id": "cu12", "python": {"requires": "==3.11.*", "torch": "cu126"}}
+    flake = h.make_flake(tmp_path / "flake", {"cpuish": cpu, "cu12": cu12, "family": {**env["versions"]["bare"], "id": "family"}})
+    lock = flake / "versions" / "family" / "uv.lock"
+    text = lock.read_text()
+    i = text.index('name = "torchvision"\nversion = "')
+    lock.write_text(text[:i] + text[i:].replace('version = "0.26.0"', 'version = "0.29.2"', 1))
+    h.git("commit", "-q", "-am", "torchvision for another torch", cwd=flake)
+    for vid, message in (
+            ("cpuish", "comfyver: version 'cpuish': python.torch: is \"cpu\" but versions/cpuish/uv.lock pins CUDA 13.0 wheels"),
+            ("cu12", "comfyver: version 'cu12': python.torch: is \"cu126\" (CUDA 12.6) but versions/cu12/uv.lock pins CUDA 13.0"),
+            ("family", "comfyver: version 'family': uv.lock: torchvision 0.29.2 is built for torch 2.14, but torch is 2.11.0")):
+        p = h.nix("eval", "--raw", f"{flake}#packages.{h.SYSTEM}.version-{vid}.drvPath", *env["ov"], check=False)
+        assert p.returncode == 1 and message in p.stderr, (vid, p.stderr[-1500:])
+
+
+def test_image_labels_carry_the_locked_cuda_and_driver_floor(env):
+    labels = image_conf(env, "image-bare")["config"]["Labels"]
+    assert labels["dev.comfyver.cuda"] == "13.0" and labels["dev.comfyver.driver"] == ">=580"
+
+
+def test_checks_run_a_cpu_job_through_the_image_entrypoint(env):
+    """`nix flake check` builds checks.<system>.job-<id>: the image's entrypoint runs EmptyImage -> SaveImage in
+    the built tree (real worker, real ComfyUI, CPU); eval-<id> holds every output's drvPath."""
+    result = json.loads(out_path(build(env, f"checks.{h.SYSTEM}.job-bare")).read_text())
+    assert [o["node_id"] for o in result["outputs"]] == ["2"]
+    drvs = out_path(build(env, f"checks.{h.SYSTEM}.eval-bare")).read_text().split()
+    assert len(drvs) == 4 and all(d.endswith(".drv") for d in drvs)

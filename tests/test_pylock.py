@@ -107,3 +107,38 @@ def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path)
     lock["nodes"]["zipped"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
     with pytest.raises(ComfyverError, match="node zipped: archive .* has hash"):
         pylock.collect(lock)
+
+
+def _lock_text(**versions):
+    return "".join(f'[[package]]\nname = "{n}"\nversion = "{v}"\n\n' for n, v in versions.items())
+
+
+@pytest.mark.parametrize("versions,problem", [
+    ({"torch": "2.11.0", "torchvision": "0.26.0", "torchaudio": "2.11.0"}, None),
+    ({"torch": "2.14.1", "torchvision": "0.29.1"}, None),
+    ({"torch": "2.15.0", "torchvision": "0.29.2", "torchaudio": "2.11.0"},
+     "torchaudio 2.11.0 is built for torch 2.11; torchvision 0.29.2 is built for torch 2.14, but torch is 2.15.0"),
+    ({"torchvision": "0.26.0"}, None),  # no torch: nothing to pair with
+])
+def test_torch_family_pairing(versions, problem):
+    text = _lock_text(**versions)
+    assert pylock.family_problem(text) == problem
+    if problem:
+        assert pylock.family_pins(text) == ["torch==2.11.*", "torchaudio==2.11.*", "torchvision==0.26.*"]
+
+
+def test_uv_lock_pins_the_torch_family_to_one_torch(tmp_path):
+    """Real uv over PyPI: left alone, uv pairs the newest torch with a torchvision and a torchaudio built for older
+    ones (their metadata allows it); uv_lock locks again with the family pinned to one torch."""
+    r = reqs(comfyui="torch\ntorchvision\ntorchaudio\n")
+    lock = {"id": "t", "python": {"requires": "==3.11.*", "torch": "pypi"}}
+    deps, overrides, _ = pylock.merge(r)
+    text = pylock.render(lock, deps, overrides)
+    vdir = tmp_path / "versions" / "t"
+    pylock.uv_lock(vdir, text, r, "version t")
+    locked = (vdir / "uv.lock").read_text()
+    assert pylock.family_problem(locked) is None, pylock.family(locked)
+    written = (vdir / "pyproject.toml").read_text()
+    assert "constraint-dependencies" in written and pylock.without_family_pins(written) == text
+    name, requires = pylock.project_requires(written)
+    assert pylock.locked_requires(locked, name) == requires

@@ -54,6 +54,9 @@ def check_version(root: Path, vid: str, *, python: bool = True) -> list[dict]:
             if why:
                 problems.append(_p("python.torch", why, 'name what is locked: "pypi" for PyPI\'s CUDA wheels, '
                                    "or the cuXYZ of the PyTorch index the lock came from"))
+            if why := pylock.family_problem((vdir / "uv.lock").read_text()):
+                problems.append(_p("uv.lock", why, f"comfyver lock {vid} (locks torch, torchvision and "
+                                   "torchaudio to one torch)"))
     return problems
 
 
@@ -96,7 +99,7 @@ def _python(lock: dict, vdir: Path, vid: str) -> list[dict]:
         return [_p("python", "pyproject.toml / uv.lock missing", fix)]
     want, _, _ = pylock.generate(lock)
     have = pp.read_text()
-    if have != want:
+    if pylock.without_family_pins(have) != want:
         return [_p("pyproject.toml", "out of date with the locked ComfyUI and nodes' requirements", fix)]
     name, requires = pylock.project_requires(have)
     locked = pylock.locked_requires(ul.read_text(), name)

@@ -180,7 +180,7 @@ def _combine(pkg: str, reqs: list[Requirement]) -> str:
     return out
 
 
-def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
+def render(lock: dict, deps: list[str], overrides: list[str], constraints: list[str] = ()) -> str:
     py = lock["python"]
     profile = py["torch"]
     lines = [
@@ -199,6 +199,8 @@ def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
     ]
     if overrides:
         lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
+    if constraints:
+        lines += [FAMILY_MARK, "constraint-dependencies = [", *[f"  {_q(c)}," for c in constraints], "]"]
     # its own workspace root: uv must not wander up into the project's pyproject.toml
     lines += ["", "[tool.uv.workspace]", "members = []"]
     if profile in TORCH_INDEX:
@@ -243,6 +245,16 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
             raise ComfyverError(f"{what}: the Python requirements cannot be locked:\n{_attribute(p.stderr, reqs)}",
                                 hint="pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), "
                                      "or change ComfyUI's version")
+        pins = family_pins((scratch / "uv.lock").read_text())
+        if pins:  # torchvision/torchaudio built for another torch: lock the whole family to one torch
+            pyproject = with_family_pins(pyproject, pins)
+            (scratch / "pyproject.toml").write_text(pyproject)
+            p = subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)], capture_output=True,
+                               text=True, env=env, timeout=timeout)
+            why = family_problem((scratch / "uv.lock").read_text()) if not p.returncode else p.stderr.strip()
+            if why:
+                raise ComfyverError(f"{what}: torch, torchvision and torchaudio cannot be locked to one torch "
+                                    f"({', '.join(pins)}): {why}", hint="pin ComfyUI's torch family by hand")
         vdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(vdir / "uv.lock", (scratch / "uv.lock").read_text())
         atomic_write_text(vdir / "pyproject.toml", pyproject)
@@ -304,6 +316,63 @@ def locked_cuda(uv_lock_text: str) -> tuple[int, int] | None:
             major, minor = (pkg["version"].split(".") + ["0"])[:2]
             return int(major), int(minor)
     return None
+
+
+# -- the torch family: torchvision and torchaudio are built for one torch -------------------------------------
+
+# PyTorch's release pairing: torchvision 0.(m + 15) and torchaudio 2.m are built for torch 2.m (their wheels'
+# metadata does not say so: torchvision asks for torch>=, torchaudio for no torch at all). nix/python.nix checks
+# the same pairing at evaluation.
+FAMILY_MARK = "# torch family pinned to one torch by `comfyver lock` (torchvision/torchaudio are built for one)"
+
+
+def _family_torch_minor(name: str, version: str) -> int | None:
+    parts = version.split(".")
+    if len(parts) < 2 or not parts[1].isdigit():
+        return None
+    major, minor = parts[0], int(parts[1])
+    if name == "torchvision" and major == "0":
+        return minor - 15
+    if name in ("torch", "torchaudio") and major == "2":
+        return minor
+    return None
+
+
+def family(uv_lock_text: str) -> dict[str, str]:
+    """name -> locked version of torch, torchvision, torchaudio (those the uv.lock holds)."""
+    return {p["name"]: p["version"] for p in tomllib.loads(uv_lock_text).get("package", [])
+            if p.get("name") in TORCH_FAMILY and "version" in p}
+
+
+def family_problem(uv_lock_text: str) -> str | None:
+    """Why the locked torchvision/torchaudio were not built for the locked torch (None when they were)."""
+    fam = family(uv_lock_text)
+    if "torch" not in fam:
+        return None
+    want = _family_torch_minor("torch", fam["torch"])
+    bad = [f"{n} {v} is built for torch 2.{_family_torch_minor(n, v)}" for n, v in sorted(fam.items())
+           if n != "torch" and _family_torch_minor(n, v) not in (None, want)]
+    return f"{'; '.join(bad)}, but torch is {fam['torch']}" if bad else None
+
+
+def family_pins(uv_lock_text: str) -> list[str]:
+    """Constraints that lock the family to the oldest torch one of its members is built for ([] if it agrees)."""
+    if not family_problem(uv_lock_text):
+        return []
+    fam = family(uv_lock_text)
+    m = min(x for n, v in fam.items() if (x := _family_torch_minor(n, v)) is not None)
+    pins = {"torch": f"torch==2.{m}.*", "torchvision": f"torchvision==0.{m + 15}.*", "torchaudio": f"torchaudio==2.{m}.*"}
+    return [pins[n] for n in sorted(fam)]
+
+
+def with_family_pins(pyproject: str, pins: list[str]) -> str:
+    block = "\n".join([FAMILY_MARK, "constraint-dependencies = [", *[f"  {_q(c)}," for c in pins], "]"]) + "\n"
+    return without_family_pins(pyproject).replace("\n\n[tool.uv.workspace]", "\n" + block + "\n[tool.uv.workspace]", 1)
+
+
+def without_family_pins(pyproject: str) -> str:
+    """The pyproject.toml as `generate` writes it (the family pins are added by uv_lock when needed)."""
+    return re.sub(re.escape(FAMILY_MARK) + r"\nconstraint-dependencies = \[\n(?:  .*\n)*\]\n", "", pyproject)
 
 
 def profile_cuda(profile: str) -> tuple[int, int] | None:
