@@ -61,7 +61,6 @@
           inherit id lock venv;
           sources = src;
           models = modelsTree;
-          modelFiles = builtins.attrValues modelFiles;
         };
         # image-<id>[-with-models]: the same plus bin/comfyui-handler, on flattened envs (image.nix)
         worker = python.worker { root = ./.; python = venv.python; };
@@ -75,7 +74,6 @@
               lockDigest = lockLib.digest versionsDir id;
               sources = src;
               models = if withModels then modelsTree else null;
-              modelFiles = if withModels then builtins.attrValues modelFiles else [ ];
             };
           };
       };

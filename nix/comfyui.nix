@@ -58,10 +58,10 @@ let
       comfy_args="--base-directory $state --user-directory $state/user --database-url sqlite:///$state/user/comfyui.db --input-directory $state/input --output-directory $state/output --temp-directory $state/temp --extra-model-paths-config ${modelPathsFile}"
     '';
 
-  # models: the models tree or null; modelFiles: its fixed-output paths.
+  # models: the models tree or null.
   # worker: a Python env with the `handler` package and its dependencies (or null)
   # lockDigest: the lock's digest, given to the worker so it refuses jobs made for another lock
-  tree = { id, lock, sources, venv, models, modelFiles ? [ ], worker ? null, lockDigest ? null }:
+  tree = { id, lock, sources, venv, models, worker ? null, lockDigest ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -98,10 +98,6 @@ let
     pkgs.runCommand "comfyui-${id}" {
       passthru = {
         inherit core nodes venv models modelPathsFile comfyui handlerBin;
-        # the store paths this tree adds to its Python env's closure
-        ownPaths = [ core modelPathsFile comfyui ] ++ builtins.attrValues nodes
-          ++ lib.optionals (worker != null) [ handlerBin ]
-          ++ lib.optionals (models != null) ([ models ] ++ modelFiles);
       };
     } ''
       mkdir -p $out/bin $out/share/comfyui/custom_nodes
