@@ -93,7 +93,7 @@
       };
       checksFor = id: v:
         let tree = (v.mkImage false).tree; in [
-          (lib.nameValuePair "eval-${id}" (pkgs.writeText "comfyver-eval-${id}" (lib.concatMapStringsSep "\n" (d: d.drvPath)
+          (lib.nameValuePair "eval-${id}" (pkgs.writeText "comfyver-eval-${id}" (lib.concatMapStringsSep "\n" (d: builtins.unsafeDiscardStringContext d.drvPath)
             [ v.tree v.modelsTree (v.mkImage false) (v.mkImage true) ])))
           (lib.nameValuePair "job-${id}" (pkgs.runCommand "comfyver-job-${id}" { inherit job; passAsFile = [ "job" ]; } ''
             export HOME=$TMPDIR COMFYUI_STATE_DIR=$TMPDIR/state COMFY_ARGS=--cpu COMFY_PORT=18188

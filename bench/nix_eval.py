@@ -2,7 +2,8 @@
 
 Generates N versions (each with its own core rev/hash, two nodes and two
 models, all distinct), puts them in a throw-away copy of the flake, swaps the
-stand-ins in, and times with the real Nix, eval cache off:
+stand-in nixpkgs in (uv2nix, pyproject.nix and build-system-pkgs are the real ones; every version has the
+bundled example's uv.lock), and times with the real Nix, eval cache off:
   - the attribute names of packages.x86_64-linux
   - every drvPath of packages.x86_64-linux (all versions, models, images)
 Prints seconds (best of --repeat) and the 50/5 growth ratio; linear growth is
@@ -41,6 +42,7 @@ def versions(n: int) -> dict[str, dict]:
         vid = f"v{i:03d}"
         lock = copy.deepcopy(BASE)
         lock["id"] = vid
+        lock["python"] = {"requires": "==3.11.*", "torch": "pypi"}  # what the example's uv.lock holds
         lock["comfyui"]["locked"]["rev"] = digest(vid + "rev").hex()[:40]
         lock["comfyui"]["locked"]["hash"] = "sha256-" + base64.b64encode(digest(vid + "core")).decode()
         for name, node in lock["nodes"].items():

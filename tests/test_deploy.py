@@ -109,17 +109,19 @@ def test_allowed_cuda_versions():
 
 
 def test_the_cuda_floor_comes_from_what_the_uv_lock_holds():
-    """The example locks PyPI's cu13 wheels (nvidia-cuda-runtime 13.2): RunPod must not schedule it on a
+    """The example locks PyPI's cu13 wheels (nvidia-cuda-runtime 13.0): RunPod must not schedule it on a
     CUDA 12.8 host, whatever the profile's name says (the label used to say cu128)."""
     from pathlib import Path
 
     from comfyver.lock import pylock
 
     text = (Path(__file__).resolve().parents[1] / "versions" / "example" / "uv.lock").read_text()
-    assert pylock.locked_cuda(text) == (13, 2)
-    assert deploy.allowed_cuda_versions("pypi", pylock.locked_cuda(text)) == ["13.0"]  # minor compatibility
-    assert "uv.lock pins CUDA 13.2" in pylock.profile_problem({"python": {"torch": "cu128"}}, text)
+    assert pylock.locked_cuda(text) == (13, 0)
+    assert deploy.allowed_cuda_versions("pypi", pylock.locked_cuda(text)) == ["13.0"]
+    assert deploy.allowed_cuda_versions("pypi", (13, 2)) == ["13.0"]  # minor compatibility
+    assert "uv.lock pins CUDA 13.0" in pylock.profile_problem({"python": {"torch": "cu128"}}, text)
     assert pylock.profile_problem({"python": {"torch": "pypi"}}, text) is None
+    assert pylock.driver_floor((13, 0)) == "580" and pylock.driver_floor((12, 8)) == "525"
 
 
 @pytest.mark.parametrize("status,needle", [(401, "refused the API key"), (404, "no such id"),

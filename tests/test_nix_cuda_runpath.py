@@ -141,7 +141,7 @@ def the_plan():
 
 
 def test_the_plan_keeps_origin_and_finds_cross_wheel_libraries(the_plan):
-    # torch 2.15 reaches its nvidia-* wheels only through `cuda-toolkit[...]`'s optional dependencies
+    # torch reaches its nvidia-* wheels only through `cuda-toolkit[...]`'s optional dependencies
     assert sum("/nvidia-" in d for d in the_plan["torch"]["searchPaths"]) >= 10
     cudnn = the_plan["nvidia-cudnn-cu13"]
     assert cudnn["appendRunpaths"][0] == "$ORIGIN"

@@ -264,6 +264,7 @@ def test_image_layers_are_the_trees_closure_one_store_path_each(env):
     assert sum(n.startswith("nvidia-") for n in names) >= 10
     assert not any(n.startswith(("pyyaml-", "aiohttp-", "runpod-")) for n in names)  # flattened into the envs
     assert {n for n in names if n.startswith("model-")} == {"model-tiny.safetensors", "model-gated.safetensors"}
+    assert len([n for n in names if n.startswith("python3-3.")]) == 1  # one interpreter: the worker runs on it too
 
 
 def test_versions_differing_only_in_nodes_or_models_share_every_env_layer(env):

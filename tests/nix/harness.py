@@ -43,7 +43,8 @@ def nix_env(extra: dict | None = None) -> dict:
 
 def nix(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None,
         timeout: float = 900) -> subprocess.CompletedProcess:
-    p = subprocess.run(["nix", *args], cwd=cwd, env=nix_env(env), capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(["nix", *args], cwd=cwd, env=nix_env(env), capture_output=True, encoding="utf-8",
+                       errors="replace", timeout=timeout)
     if check and p.returncode:
         raise AssertionError(f"nix {' '.join(args)} failed ({p.returncode}):\n{p.stderr[-6000:]}")
     return p

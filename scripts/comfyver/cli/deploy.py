@@ -60,18 +60,20 @@ def run(args) -> int:
     if stale and not args.json:
         print(f"warning: {stale}", file=sys.stderr)
     api = deploy.RunPodREST()
+    cuda = _locked_cuda(root, args.version)
     if args.create:
         spec = deploy.EndpointSpec(
             name=args.create, gpu_type_ids=args.gpu, gpu_count=args.gpu_count, workers_min=args.workers_min,
             workers_max=args.workers_max, idle_timeout=args.idle_timeout, flashboot=args.flashboot,
             network_volume_id=args.network_volume, container_disk_gb=args.disk, env=_env(args.env),
-            allowed_cuda_versions=deploy.allowed_cuda_versions(lock.get("python", {}).get("torch"),
-                                                               _locked_cuda(root, args.version)))
+            allowed_cuda_versions=deploy.allowed_cuda_versions(lock.get("python", {}).get("torch"), cuda))
         result = deploy.create(api, args.image, spec, registry_auth_id=args.registry_auth)
     else:
         result = deploy.update_image(api, args.image, template_id=args.template, endpoint_id=args.endpoint,
                                      registry_auth_id=args.registry_auth)
     result["warnings"] = volume.deploy_warnings(lock, result.get("networkVolumeId"), api)
+    if cuda:  # what the locked wheels need of a GPU host (the image's dev.comfyver.cuda/driver labels say the same)
+        result["cuda"] = {"runtime": f"{cuda[0]}.{cuda[1]}", "driver": f">={pylock.driver_floor(cuda)}"}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -81,6 +83,8 @@ def run(args) -> int:
             print(f"created template {result['templateId']} and endpoint {result['endpointId']}")
         else:
             print(f"template {result['templateId']} now runs {result['image']} (RunPod rolls its workers)")
+        if "cuda" in result:
+            print(f"the locked wheels need CUDA {result['cuda']['runtime']} (NVIDIA driver {result['cuda']['driver']})")
         if result.get("endpointId"):
             print(f"submit jobs with: comfyver run --endpoint {result['endpointId']} WORKFLOW")
     return 0

@@ -375,6 +375,14 @@ def without_family_pins(pyproject: str) -> str:
     return re.sub(re.escape(FAMILY_MARK) + r"\nconstraint-dependencies = \[\n(?:  .*\n)*\]\n", "", pyproject)
 
 
+# The NVIDIA driver a CUDA major's minor-version compatibility needs (nix/python.nix driverFloor says the same).
+DRIVER_FLOOR = {12: "525", 13: "580"}
+
+
+def driver_floor(cuda: tuple[int, int] | None) -> str | None:
+    return DRIVER_FLOOR.get(cuda[0]) if cuda else None
+
+
 def profile_cuda(profile: str) -> tuple[int, int] | None:
     """The CUDA a profile name claims: cu128 -> (12, 8); pypi and cpu claim none."""
     m = re.fullmatch(r"cu(\d+)(\d)", profile or "")
