@@ -286,12 +286,17 @@ def test_image_is_a_docker_archive_that_skopeo_reads_and_umoci_unpacks(env, tmp_
                                         text=True, check=True).stdout)
     assert len(inspect["Layers"]) == len(conf["store_layers"]) + 1  # + the customisation layer
     assert inspect["Labels"]["dev.comfyver.version"] == "bare"
-    oci = tmp_path / "oci"
-    subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{oci}:bare"], check=True)
-    bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--image", f"{oci}:bare", str(bundle)], check=True, capture_output=True)
-    root = bundle / "rootfs"
+    oci, bundle = tmp_path / "oci", tmp_path / "bundle"
+    try:
+        subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{oci}:bare"], check=True)
+        subprocess.run(["umoci", "unpack", "--image", f"{oci}:bare", str(bundle)], check=True, capture_output=True)
+        check_unpacked(bundle / "rootfs", conf)
+    finally:  # about 10 GB
+        shutil.rmtree(oci, ignore_errors=True)
+        shutil.rmtree(bundle, ignore_errors=True)
 
+
+def check_unpacked(root: Path, conf: dict) -> None:
     def chain(path: str) -> str:
         """Follow links inside the image's root until a store path's program (the stand-in's tools are links to
         the host's, so the chain stops at the package's own bin/ entry)."""

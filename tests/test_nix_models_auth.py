@@ -44,7 +44,7 @@ def plan_entry(tmp_path, url: str, auth: str) -> dict:
     (tmp_path / "versions" / "auth").mkdir(parents=True)
     (tmp_path / "versions" / "auth" / "version.json").write_text(json.dumps(lock))
     expr = f"""
-      let lib = import {h.STAND_IN}/nixpkgs/lib.nix;
+      let lib = import {h.SHARED_INPUTS}/nixpkgs-lib/lib;
           models = import {h.ROOT}/nix/models.nix {{ inherit lib; pkgs = {{ }}; }};
       in models.plan ((import {h.ROOT}/nix/lock.nix).read {tmp_path}/versions "auth")"""
     return json.loads(h.nix("eval", "--json", "--impure", "--expr", expr).stdout)["loras/gated model.safetensors"]
