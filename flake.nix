@@ -64,18 +64,15 @@
         };
         # image-<id>[-with-models]: the same plus bin/comfyui-handler, on flattened envs (image.nix)
         worker = python.worker { root = ./.; python = venv.python; };
-        mkImage = withModels:
-          image.image {
-            inherit id withModels;
-            tree = comfyui.tree {
-              inherit id lock;
-              venv = image.flatten "comfyui-env" venv;
-              worker = image.flatten "comfyver-env" worker;
-              lockDigest = lockLib.digest versionsDir id;
-              sources = src;
-              models = if withModels then modelsTree else null;
-            };
-          };
+        imageTree = withModels: comfyui.tree {
+          inherit id lock;
+          venv = image.flatten "comfyui-env" venv;
+          worker = image.flatten "comfyver-env" worker;
+          lockDigest = lockLib.digest versionsDir id;
+          sources = src;
+          models = if withModels then modelsTree else null;
+        };
+        mkImage = withModels: image.image { inherit id withModels; tree = imageTree withModels; };
       };
       versions = lib.genAttrs ids version;
 
@@ -92,11 +89,15 @@
         "2" = { class_type = "SaveImage"; inputs = { images = [ "1" 0 ]; filename_prefix = "check"; }; };
       };
       checksFor = id: v:
-        let tree = (v.mkImage false).tree; in [
+        let
+          tree = v.imageTree false;
+          # a port of its own per version: checks of several versions may run at once (no sandbox)
+          port = toString (20000 + lib.mod (lib.fromHexString (builtins.substring 0 4 (builtins.hashString "sha256" id))) 20000);
+        in [
           (lib.nameValuePair "eval-${id}" (pkgs.writeText "comfyver-eval-${id}" (lib.concatMapStringsSep "\n" (d: builtins.unsafeDiscardStringContext d.drvPath)
             [ v.tree v.modelsTree (v.mkImage false) (v.mkImage true) ])))
           (lib.nameValuePair "job-${id}" (pkgs.runCommand "comfyver-job-${id}" { inherit job; passAsFile = [ "job" ]; } ''
-            export HOME=$TMPDIR COMFYUI_STATE_DIR=$TMPDIR/state COMFY_ARGS=--cpu COMFY_PORT=18188
+            export HOME=$TMPDIR COMFYUI_STATE_DIR=$TMPDIR/state COMFY_ARGS=--cpu COMFY_PORT=${port}
             printf '{"input": {"version_id": "${id}", "workflow": %s}}' "$(cat "$jobPath")" > job.json
             ${tree}/bin/comfyui-handler cli --input job.json --out "$TMPDIR/out" --json > result.json
             cp result.json $out

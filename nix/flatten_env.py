@@ -1,9 +1,17 @@
 """Copy a Python env built by pyproject.nix (a venv of links into one store path per package) into ONE store
-path, except the packages of at least MIN_BYTES (torch, nvidia-*, triton, ...), which stay links.
+path, except the packages of at least MIN_BYTES (torch, nvidia-*, triton, ...) and what their libraries link
+(their RUNPATHs name them, so they are in the closure anyway), which stay links.
 
 Why: an image's layers are store paths (dockerTools: one layer per path, at most maxLayers). A version env of a
 hundred small packages would spill into one shared last layer that changes with anything; flattened, the
 image has a few dozen paths, each its own layer, and a node or model change leaves every env layer as it was.
+
+The copy must not refer to the packages it copied, or they stay in the closure:
+- bytecode names its source file (co_filename): the copies' __pycache__ are dropped and compiled again;
+- auto-patchelf wrote absolute RUNPATHs (a wheel's own `<pkg>.libs`): those naming a copied package are
+  rewritten to the copy (patchelf --set-rpath);
+- the env's own files (bin/ scripts, pyvenv.cfg, the python wrapper) name the env: rewritten to OUT, which has
+  the same length (same name, same store hash length), so binaries stay intact.
 
 usage: python flatten_env.py VENV OUT MIN_BYTES
 """
@@ -36,24 +44,67 @@ def tree_bytes(root: str) -> int:
     return total
 
 
+def is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def rpath(path: str) -> list[str]:
+    r = subprocess.run(["patchelf", "--print-rpath", path], capture_output=True, text=True)
+    return [e for e in r.stdout.strip().split(":") if e] if r.returncode == 0 else []
+
+
+def packages_of(venv: str) -> set[str]:
+    """The store paths the venv's links point into (its packages and its interpreter)."""
+    found = set()
+    for d, dirs, files in os.walk(venv):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            if os.path.islink(p):
+                sp = store_path(os.path.realpath(p))
+                if sp and sp != venv:
+                    found.add(sp)
+    return found
+
+
+def kept_packages(packages: set[str], min_bytes: int) -> set[str]:
+    """Large packages, interpreters, and (to a fixpoint) every package a kept one's libraries link."""
+    kept = {p for p in packages if os.path.isdir(os.path.join(p, "include")) or tree_bytes(p) >= min_bytes}
+    todo = list(kept)
+    while todo:
+        p = todo.pop()
+        for d, _, files in os.walk(p):
+            for f in files:
+                fp = os.path.join(d, f)
+                if ".so" in f and not os.path.islink(fp) and is_elf(fp):
+                    for entry in rpath(fp):
+                        sp = store_path(entry)
+                        if sp in packages and sp not in kept:
+                            kept.add(sp)
+                            todo.append(sp)
+    return kept
+
+
 def main(venv: str, out: str, min_bytes: int) -> None:
     venv = os.path.realpath(venv)
-    sizes: dict[str, int] = {}
-
-    def kept(target: str) -> bool:
-        sp = store_path(target)
-        if sp is None or sp == venv:
-            return False
-        if sp not in sizes:
-            # an interpreter (bin/python*) stays a link too: it is shared by every env on it
-            sizes[sp] = min_bytes if os.path.isdir(os.path.join(sp, "include")) else tree_bytes(sp)
-        return sizes[sp] >= min_bytes
+    if len(out) != len(venv):
+        raise SystemExit(f"flatten_env: {out} must have the length of {venv} (give the copy the env's name)")
+    packages = packages_of(venv)
+    kept = kept_packages(packages, min_bytes)
+    copied = packages - kept
 
     def copy(src: str, dst: str) -> None:
         if os.path.islink(src):
             target = os.path.realpath(src)
-            if kept(target) or not os.path.exists(target):
-                os.symlink(target if os.path.exists(target) else os.readlink(src), dst)
+            sp = store_path(target)
+            link = os.readlink(src)
+            if sp == venv:  # a link inside the env (lib64 -> lib): the same link inside the copy
+                os.symlink(out + link[len(venv):] if link.startswith(venv) else link, dst)
+            elif sp in kept or not os.path.exists(target):  # into a kept package, or dangling: stays a link
+                os.symlink(target if os.path.exists(target) else link, dst)
             elif os.path.isdir(target):
                 os.mkdir(dst)
                 for name in sorted(os.listdir(target)):
@@ -70,7 +121,6 @@ def main(venv: str, out: str, min_bytes: int) -> None:
                 rewrite(dst)
 
     def rewrite(path: str) -> None:
-        """The env's own files (scripts, pyvenv.cfg, wrappers) name the env: name the copy instead."""
         data = Path(path).read_bytes()
         if venv.encode() in data:
             mode = os.stat(path).st_mode
@@ -79,8 +129,7 @@ def main(venv: str, out: str, min_bytes: int) -> None:
             os.chmod(path, mode)
 
     copy(venv, out)
-    # Compiled files name their source's store path (co_filename): drop the copies' and compile them again
-    # here, so the env refers to itself and not to the package paths it was copied from.
+
     site = []
     for d, dirs, files in os.walk(out):
         if "__pycache__" in dirs:
@@ -89,15 +138,27 @@ def main(venv: str, out: str, min_bytes: int) -> None:
         dirs[:] = [x for x in dirs if not os.path.islink(os.path.join(d, x))]
         if d.endswith("/site-packages"):
             site.append(d)
-    for d in site:
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", os.environ.get("NIX_BUILD_CORES", "1"),
-                        *[os.path.join(d, x) for x in sorted(os.listdir(d)) if not os.path.islink(os.path.join(d, x))]],
-                       check=True, stdout=subprocess.DEVNULL)
-    for d, dirs, files in os.walk(out):
         for name in files:
             p = os.path.join(d, name)
-            if not os.path.islink(p) and os.access(p, os.X_OK) and d.endswith("/bin"):
+            if os.path.islink(p):
+                continue
+            if d.endswith("/bin") and os.access(p, os.X_OK):
                 rewrite(p)
+            if (".so" in name or d.endswith("/bin")) and is_elf(p):
+                old = rpath(p)
+                new = [out + e[len(store_path(e)):] if store_path(e) in copied else e for e in old]
+                if new != old:
+                    mode = os.stat(p).st_mode
+                    os.chmod(p, mode | 0o200)
+                    subprocess.run(["patchelf", "--set-rpath", ":".join(new), p], check=True)
+                    os.chmod(p, mode)
+    # Compiled files name their source's store path: compile the copies here, so they name the env. A file
+    # that does not compile (a template, a Python 2 leftover) is left as uv's install leaves it: uncompiled.
+    for d in site:
+        entries = [os.path.join(d, x) for x in sorted(os.listdir(d)) if not os.path.islink(os.path.join(d, x))]
+        if entries:
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", os.environ.get("NIX_BUILD_CORES", "1"),
+                            *entries], stdout=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@
 # Python set share every env layer. `maxLayers` is checked at build time by `layerCheck`.
 #
 # NVIDIA container toolkit: it injects the driver's libraries (libcuda.so.1 ...) into /usr/lib64 or
-# /usr/lib/x86_64-linux-gnu and runs ldconfig (the image has /sbin/ldconfig for it, and triton needs it to
-# find libcuda); its binaries need the /lib64 loader. LD_LIBRARY_PATH names those folders for the
+# /usr/lib/x86_64-linux-gnu and runs ldconfig (the image has /sbin/ldconfig for it; triton finds libcuda
+# with `ldconfig -p`, TRITON_LIBCUDA_PATH would have to name one folder); its binaries need the /lib64 loader. LD_LIBRARY_PATH names those folders for the
 # patched wheels (their RUNPATHs name no host folder).
 { pkgs, lib }:
 let
@@ -30,7 +30,6 @@ let
       "NVIDIA_VISIBLE_DEVICES=all"
       "NVIDIA_DRIVER_CAPABILITIES=compute,utility"
       "LD_LIBRARY_PATH=${driverLibPath}"
-      "TRITON_LIBCUDA_PATH=/usr/lib64:/usr/lib/x86_64-linux-gnu"
       "PATH=/bin:/usr/bin"
       "HOME=/root"
       "TMPDIR=/tmp"
@@ -44,6 +43,7 @@ let
       "dev.comfyver.models" = if withModels then "included" else "/runpod-volume/models";
     } // lib.optionalAttrs (cuda != null) {
       "dev.comfyver.cuda" = cuda;
+    } // lib.optionalAttrs (driver != null) {
       "dev.comfyver.driver" = ">=${driver}";
     };
   };
@@ -76,7 +76,11 @@ let
   '';
 
   # An env as one store path, its large packages kept as their own (see the top of this file).
-  flatten = name: env: pkgs.runCommand name { passthru = env.passthru or { }; } ''
+  # name must be the env's own name: the env's wrappers are rewritten byte for byte (same length).
+  flatten = name: env: pkgs.runCommand name {
+    passthru = env.passthru or { };
+    nativeBuildInputs = [ pkgs.patchelf ];
+  } ''
     ${env.python or env.passthru.python}/bin/python3 ${./flatten_env.py} ${env} $out ${toString ownLayerBytes}
   '';
 

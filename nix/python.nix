@@ -72,19 +72,28 @@ let
     if cudaNames == [ ] then { } else lib.genAttrs names planFor;
 
   # The package graph of a uv.lock (its text), read without touching the package set (the overlay's
-  # attribute names must not depend on the set's values): wheel packages, and each one's dependencies
-  # and optional dependencies by name.
-  lockGraph = uvLockText:
+  # attribute names must not depend on the set's values): the wheel packages reachable from the root project's
+  # dependencies (`root`; not its extras: the repository's test extra pulls torch, the worker does not need
+  # it), each one's dependencies and optional dependencies by name, its version, and whether every wheel of
+  # it is pure Python (`-none-any`: no ELF file for auto-patchelf to patch).
+  lockGraph = { uvLockText, root }:
     let
-      packages = filter (p: p ? wheels) ((builtins.fromTOML uvLockText).package or [ ]);
-      byName = builtins.listToAttrs (map (p: { name = p.name; value = p; }) packages);
+      all = (builtins.fromTOML uvLockText).package or [ ];
+      byName = builtins.listToAttrs (map (p: { name = p.name; value = p; }) all);
       names' = d: map (x: x.name) d;
+      depsOf = n: names' (byName.${n}.dependencies or [ ])
+        ++ builtins.concatMap names' (builtins.attrValues (byName.${n}.optional-dependencies or { }));
+      rootDeps = filter (n: byName ? ${n}) (names' (byName.${root}.dependencies or [ ]));
+      reachable = map (i: i.key) (builtins.genericClosure {
+        startSet = map (n: { key = n; }) rootDeps;
+        operator = i: map (d: { key = d; }) (filter (d: byName ? ${d}) (depsOf i.key));
+      });
     in
     {
-      names = attrNames byName;
-      deps = n: names' (byName.${n}.dependencies or [ ])
-        ++ builtins.concatMap names' (builtins.attrValues (byName.${n}.optional-dependencies or { }));
+      names = filter (n: byName.${n} ? wheels) reachable;
+      deps = depsOf;
       version = n: byName.${n}.version or null;
+      pure = n: builtins.all (w: lib.hasSuffix "-none-any.whl" w.url) (byName.${n}.wheels or [ ]);
     };
 
   # The CUDA a uv.lock really holds: its CUDA runtime wheel's "major.minor" (nvidia-cuda-runtime[-cuXX]),
@@ -96,19 +105,26 @@ let
       v = lib.splitVersion (graph.version (builtins.head runtime));
     in
     if runtime == [ ] then null else "${elemAt v 0}.${elemAt v 1}";
-  driverFloor = cuda: { "12" = "525"; "13" = "580"; }.${builtins.head (lib.splitVersion cuda)} or null;
+  driverFloor = cuda: if cuda == null then null else { "12" = "525"; "13" = "580"; }.${builtins.head (lib.splitVersion cuda)} or null;
 
   # torchvision 0.(m + 15) and torchaudio 2.m are built for torch 2.m (PyTorch's pairing; their wheels'
   # metadata does not say so). A uv.lock that pairs them otherwise fails here, as `comfyver check` reports it.
   checkFamily = id: graph:
     let
-      minorOf = n: let p = lib.splitVersion (graph.version n); m = lib.toInt (elemAt p 1); in
-        if n == "torchvision" then m - 15 else m;
-      members = filter (n: builtins.elem n graph.names) [ "torchvision" "torchaudio" ];
+      # null when the version does not follow the pairing (another major, no minor): not checked
+      minorOf = n:
+        let p = lib.splitVersion (graph.version n);
+            major = builtins.head p;
+            m = if builtins.length p > 1 && match "[0-9]+" (elemAt p 1) != null then lib.toInt (elemAt p 1) else null;
+        in
+        if m == null then null
+        else if n == "torchvision" then (if major == "0" then m - 15 else null)
+        else if major == "2" then m else null;
+      members = filter (n: builtins.elem n graph.names && minorOf n != null) [ "torchvision" "torchaudio" ];
       bad = filter (n: minorOf n != minorOf "torch") members;
       say = n: "${n} ${graph.version n} is built for torch 2.${toString (minorOf n)}";
     in
-    if !(builtins.elem "torch" graph.names) || bad == [ ] then true
+    if !(builtins.elem "torch" graph.names) || minorOf "torch" == null || bad == [ ] then true
     else throw "comfyver: version '${id}': uv.lock: ${lib.concatMapStringsSep "; " say bad}, but torch is ${graph.version "torch"}; lock again (`comfyver lock ${id}` pins the family to one torch)";
 
   # python.torch must name what the uv.lock holds: "cpu" holds no CUDA wheels, cuXY the CUDA major X.
@@ -122,17 +138,18 @@ let
       throw "${field}: is \"cpu\" but versions/${id}/uv.lock pins CUDA ${held} wheels (nvidia-cuda-runtime); run `comfyver lock ${id} --torch pypi`"
     else if claimed != null && held != null && elemAt claimed 0 != builtins.head (lib.splitVersion held) then
       throw "${field}: is \"${profile}\" (CUDA ${elemAt claimed 0}.${elemAt claimed 1}) but versions/${id}/uv.lock pins CUDA ${held} wheels; lock again (`comfyver lock ${id}`)"
-    else if claimed != null && held == null then
-      throw "${field}: is \"${profile}\" but versions/${id}/uv.lock holds no CUDA wheels"
+    else if claimed != null && held == null && builtins.elem "torch" graph.names then
+      throw "${field}: is \"${profile}\" but the torch versions/${id}/uv.lock pins has no CUDA wheels"
     else held;
 
-  # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel may leave the
-  # driver's libraries unresolved; the CUDA ones (cudaPlan) also search their dependencies' library folders.
-  wheelOverrides = graph: final: prev:
+  # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel with an ELF file
+  # may leave the driver's libraries unresolved; with `cuda`, those also search the CUDA packages' library
+  # folders (cudaPlan). Pure-Python wheels are left as uv2nix makes them: they do not depend on torch's build.
+  wheelOverrides = { graph, cuda ? true }: final: prev:
     let
       inherit (final.python) sitePackages;
       present = filter (n: prev ? ${n}) graph.names;
-      plan = cudaPlan {
+      plan = if !cuda then { } else cudaPlan {
         names = present;
         inherit (graph) deps;
         inherit sitePackages;
@@ -153,7 +170,7 @@ let
           '') plan.${name}.searchPaths;
         });
     in
-    lib.genAttrs present patched;
+    lib.genAttrs (filter (n: !(graph.pure n)) present) patched;
 
   # The version's Python project alone (pyproject.toml + uv.lock, the project named `comfyver-version` in every
   # version): what the env is built from, so a node, model or docs change leaves the env's store paths as they are.
@@ -173,11 +190,11 @@ let
           throw "comfyver: version '${id}': versions/${id}/pyproject.toml is missing (run `comfyver lock ${id}` and commit it)"
         else uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
       python = interpreter { inherit id lock; };
-      graph = lockGraph (builtins.readFile (dir + "/uv.lock"));
+      graph = builtins.seq workspace (lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; });
       cuda = builtins.seq (checkFamily id graph) (checkProfile id lock.python.torch graph);
       overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
       pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
-        lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay (wheelOverrides graph) ]
+        lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay (wheelOverrides { inherit graph; }) ]
       );
       venv = pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
     in
@@ -212,7 +229,8 @@ let
         lib.composeManyExtensions [
           pyproject-build-systems.overlays.default
           (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
-          (wheelOverrides (lockGraph (builtins.readFile (root + "/uv.lock"))))
+          # the worker links no CUDA library: only the driver's may be missing (runpod's gpu_test)
+          (wheelOverrides { graph = lockGraph { uvLockText = builtins.readFile (root + "/uv.lock"); root = "comfyver"; }; cuda = false; })
         ]);
     in
     if builtins.pathExists (root + "/uv.lock") then

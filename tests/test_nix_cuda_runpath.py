@@ -70,7 +70,7 @@ def plan() -> dict:
       lib = import {LIB};
       python = import {ROOT}/nix/python.nix {{ pkgs = {{ }}; inherit lib; pyproject-nix = null; uv2nix = null;
                                               pyproject-build-systems = null; }};
-      graph = python.lockGraph (builtins.readFile {ROOT}/versions/example/uv.lock);
+      graph = python.lockGraph {{ uvLockText = builtins.readFile {ROOT}/versions/example/uv.lock; root = "comfyver-version"; }};
     in python.cudaPlan {{ inherit (graph) names deps; path = n: "@PREFIX@/${{n}}"; sitePackages = "{SITE}"; }}
     """
     return json.loads(h.nix("eval", "--json", "--impure", "--expr", expr).stdout)

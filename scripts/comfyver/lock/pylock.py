@@ -389,20 +389,25 @@ def profile_cuda(profile: str) -> tuple[int, int] | None:
     return (int(m[1]), int(m[2])) if m else None
 
 
-def _misnames(profile: str, held: tuple[int, int] | None) -> bool:
-    """Does the profile name claim another CUDA major than the locked runtime (or CUDA for a CPU lock)?"""
+def _misnames(profile: str, held: tuple[int, int] | None, has_torch: bool = False) -> bool:
+    """Does the profile name claim another CUDA major than the locked runtime, CUDA for a torch without one, or
+    CPU for a CUDA lock? (nix/python.nix checkProfile refuses the same at evaluation.)"""
     claimed = profile_cuda(profile)
-    return bool(held) and (profile == "cpu" or (claimed is not None and claimed[0] != held[0]))
+    if held is None:
+        return claimed is not None and has_torch
+    return profile == "cpu" or (claimed is not None and claimed[0] != held[0])
 
 
 def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
     """Why python.torch misnames what uv.lock holds (None when it is honest)."""
     profile, held = lock["python"]["torch"], locked_cuda(uv_lock_text)
-    if not _misnames(profile, held):
+    if not _misnames(profile, held, "torch" in family(uv_lock_text)):
         return None
+    claimed = profile_cuda(profile)
+    if held is None:
+        return f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock's torch has no CUDA wheels"
     if profile == "cpu":
         return f"python.torch is 'cpu' but uv.lock pins CUDA {held[0]}.{held[1]} wheels"
-    claimed = profile_cuda(profile)
     return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
             f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
 
@@ -415,7 +420,7 @@ def settle_profile(lock: dict, vdir: Path) -> str | None:
     if lock["python"]["torch"] != "cu128" or not uvlock.is_file():
         return None
     held = locked_cuda(uvlock.read_text())
-    if not _misnames("cu128", held):
+    if held is None or not _misnames("cu128", held):
         return None
     lock["python"]["torch"] = "pypi"
     return (f"python.torch: PyPI's torch is a CUDA {held[0]}.{held[1]} build now, not 12.8; the lock names it "

@@ -358,7 +358,8 @@ let
         nativeBuildInputs = packages ++ nativeBuildInputs;
         shellHook = attrs.shellHook or "";
         env = attrs.env or { };
-        buildCommand = ''echo "This derivation is not meant to be built, unless you want to capture the dependency closure." >&2; exit 1'';
+        # nixpkgs' mkShell builds: its output is the shell's environment, with a warning
+        buildCommand = ''{ echo "------------------------------------------------------------"; echo " WARNING: the existence of this path is not guaranteed."; echo " It is an internal implementation detail for pkgs.mkShell."; echo "------------------------------------------------------------"; echo; export; } >> "$out"'';
       };
 
     # pkgs/development/interpreters/python/manylinux: the libraries manylinux wheels may link
@@ -389,6 +390,7 @@ let
     bashInteractive = hostTools "bash-interactive" [ "bash" "sh" ];
     runtimeShellPackage = hostTools "bash" [ "bash" "sh" ];
     git = hostTools "git" [ "git" ];
+    patchelf = hostTools "patchelf" [ "patchelf" ];
     unzip = hostTools "unzip" [ "unzip" ];
     uv = run "uv" { } ''mkdir -p "$out/bin"; ln -s ${host.uv} "$out/bin/uv"'';
     skopeo = hostTools "skopeo" [ "skopeo" ];
@@ -469,7 +471,7 @@ let
         else if maxLayers < 2 then throw "the maxLayers argument of dockerTools.buildLayeredImage function must be greather than 1 (current value: ${toString maxLayers})"
         else (self.writeShellScriptBin "stream-${name}" ''
           exec ${host.pelfPython} ${./scripts/stream_layered_image.py} ${conf} "$@"
-        '') // passthru // { inherit conf layers customisationLayer; imageTag = if tag == null then "latest" else tag; isExe = true; };
+        '') // passthru // { inherit conf; imageTag = if tag == null then "latest" else tag; isExe = true; };
 
       buildLayeredImage = { compressor ? "gz", ... }@args:
         let
@@ -478,8 +480,9 @@ let
             or (throw "dockerTools: unknown compressor ${compressor}");
           ext = { none = ""; gz = ".gz"; zstd = ".zst"; }.${compressor};
         in
+        # as nixpkgs: the image's passthru is { imageTag, stream }; the caller's passthru is on `stream`
         self.runCommand "${baseNameOf args.name}.tar${ext}" {
-          passthru = (args.passthru or { }) // { inherit (stream) conf layers imageTag; inherit stream; imageName = lib.toLower args.name; };
+          passthru = { inherit (stream) imageTag; inherit stream; };
         } "${stream}/bin/stream-${args.name} | ${compress} > $out";
     };
   };

@@ -72,7 +72,9 @@ concatTo() {
 
 getAllOutputNames() { echo "$outputs"; }
 
-# addEnvHooks OFFSET FUNC: FUNC runs once per input (every input, whatever its offset).
+# addEnvHooks OFFSET FUNC: as nixpkgs registers a hook at the target offset of the package whose setup hook
+# calls it, FUNC runs for the inputs of the derivation being built (buildInputs and what they propagate),
+# not for the native inputs: auto-patchelf's gatherLibraries sees the libraries the package links.
 envHooks=()
 addEnvHooks() { shift; envHooks+=("$@"); }
 
@@ -80,9 +82,11 @@ addEnvHooks() { shift; envHooks+=("$@"); }
 # depth first; each one's setup hook is sourced once.
 declare -A _seen=()
 _inputs=()
+_hostInputs=()
 findInputs() {
-    local pkg="$1" f p
+    local pkg="$1" host="$2" f p
     [ -n "$pkg" ] || return 0
+    if [ -n "$host" ]; then _hostInputs+=("$pkg"); fi
     [ -z "${_seen[$pkg]:-}" ] || return 0
     _seen[$pkg]=1
     _inputs+=("$pkg")
@@ -93,15 +97,19 @@ findInputs() {
     fi
     for f in propagated-build-inputs propagated-native-build-inputs; do
         if [ -f "$pkg/nix-support/$f" ]; then
-            for p in $(cat "$pkg/nix-support/$f"); do findInputs "$p"; done
+            for p in $(cat "$pkg/nix-support/$f"); do findInputs "$p" "$host"; done
         fi
     done
 }
-for _p in ${nativeBuildInputs:-} ${propagatedNativeBuildInputs:-} ${buildInputs:-} ${propagatedBuildInputs:-}; do
-    findInputs "$_p"
-done
+for _p in ${nativeBuildInputs:-} ${propagatedNativeBuildInputs:-}; do findInputs "$_p" ""; done
+for _p in ${buildInputs:-} ${propagatedBuildInputs:-}; do findInputs "$_p" 1; done
 for _p in "${_inputs[@]}"; do
     if [ -d "$_p/bin" ]; then PATH="$_p/bin:$PATH"; fi
+done
+declare -A _hooked=()
+for _p in "${_hostInputs[@]}"; do
+    [ -z "${_hooked[$_p]:-}" ] || continue
+    _hooked[$_p]=1
     for _h in "${envHooks[@]}"; do "$_h" "$_p"; done
 done
 unset _p _h
