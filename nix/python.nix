@@ -142,9 +142,10 @@ let
       throw "${field}: is \"${profile}\" but the torch versions/${id}/uv.lock pins has no CUDA wheels"
     else held;
 
-  # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel with an ELF file
-  # may leave the driver's libraries unresolved; with `cuda`, those also search the CUDA packages' library
-  # folders (cudaPlan). Pure-Python wheels are left as uv2nix makes them: they do not depend on torch's build.
+  # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel may leave the
+  # driver's libraries unresolved (even a `-none-any` wheel may ship a binary: runpod's gpu_test links
+  # libnvidia-ml); with `cuda`, the platform wheels also search the CUDA packages' library folders
+  # (cudaPlan). `-none-any` wheels do not: they do not depend on torch's build.
   wheelOverrides = { graph, cuda ? true }: final: prev:
     let
       inherit (final.python) sitePackages;
@@ -157,7 +158,7 @@ let
       };
       patched = name: prev.${name}.overrideAttrs (old:
         if (old.passthru.format or null) != "wheel" then { }
-        else if !(plan ? ${name}) then { autoPatchelfIgnoreMissingDeps = driverLibs; }
+        else if !(plan ? ${name}) || graph.pure name then { autoPatchelfIgnoreMissingDeps = driverLibs; }
         else {
           # libstdc++.so.6 / libgcc_s.so.1: the CUDA libraries need them, glibc does not have them
           buildInputs = lib.unique ((old.buildInputs or [ ]) ++ [ pkgs.stdenv.cc.cc.lib ]);
@@ -170,7 +171,7 @@ let
           '') plan.${name}.searchPaths;
         });
     in
-    lib.genAttrs (filter (n: !(graph.pure n)) present) patched;
+    lib.genAttrs present patched;
 
   # The version's Python project alone (pyproject.toml + uv.lock, the project named `comfyver-version` in every
   # version): what the env is built from, so a node, model or docs change leaves the env's store paths as they are.
