@@ -7,7 +7,7 @@ Each archive is read back (its layer tars, their digests and sizes), and the ben
 bytes of the changed version's image that are in layers the base image already has:
 
   node      one node pack at another commit
-  model     one model file with other bytes
+  model     one model file with other bytes (images with models: image-<id>-with-models)
   uv.lock   one more Python package (uv lock keeps every other pin, torch too)
   docs      a second commit of the flake that changes only README.md and docs/ (same version)
 
@@ -53,6 +53,7 @@ def layers_of(archive: Path) -> dict[str, int]:
 
 def uv_lock_plus_one(dest: Path) -> Path:
     """The example's pyproject.toml + uv.lock with one more small package, locked by uv (others kept)."""
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "uv.lock"):
         shutil.copy2(h.EXAMPLE_PYTHON / name, dest / name)
@@ -63,9 +64,10 @@ def uv_lock_plus_one(dest: Path) -> Path:
     return dest
 
 
-def build_image(flake: Path, vid: str, ov: list[str]) -> tuple[Path, float]:
+def build_image(flake: Path, vid: str, ov: list[str], models: bool = False) -> tuple[Path, float]:
     t = time.perf_counter()
-    p = h.nix("build", "--json", "--no-link", f"{flake}#packages.{h.SYSTEM}.image-{vid}", *ov, timeout=7200)
+    attr = f"image-{vid}" + ("-with-models" if models else "")
+    p = h.nix("build", "--json", "--no-link", f"{flake}#packages.{h.SYSTEM}.{attr}", *ov, timeout=7200)
     return Path(json.loads(p.stdout)[0]["outputs"]["out"]), time.perf_counter() - t
 
 
@@ -104,9 +106,10 @@ def main() -> None:
         ov = h.stand_ins(base / "stand-in")
 
         images, seconds = {}, {}
-        for vid in versions:
-            images[vid], seconds[vid] = build_image(flake, vid, ov)
-            print(f"built image-{vid} in {seconds[vid]:.0f} s: {images[vid].name}", flush=True)
+        for key, vid, models in (("base", "base", False), ("node", "node", False), ("uvlock", "uvlock", False),
+                                 ("base+models", "base", True), ("model", "model", True)):
+            images[key], seconds[key] = build_image(flake, vid, ov, models)
+            print(f"built {images[key].name} in {seconds[key]:.0f} s", flush=True)
         before_docs = images["base"]
         (flake / "README.md").write_text("# readme, edited\n")
         (flake / "docs" / "guide.md").write_text("guide, edited\n")
@@ -117,14 +120,15 @@ def main() -> None:
         total = sum(layers["base"].values())
         print(f"\nbase image: {len(layers['base'])} layers, {total / 1e9:.2f} GB uncompressed\n")
         print(f"{'change':<8} {'layers changed':>15} {'bytes changed':>15} {'bytes shared':>14}  target")
-        for vid, label, target in (("node", "node", ">= 99 %"), ("model", "model", ""), ("uvlock", "uv.lock", "")):
-            mine = layers[vid]
-            changed = {d: s for d, s in mine.items() if d not in layers["base"]}
+        for key, base_key, label, target in (("node", "base", "node", ">= 99 %"), ("model", "base+models", "model", ""),
+                                             ("uvlock", "base", "uv.lock", "")):
+            mine = layers[key]
+            changed = {d: s for d, s in mine.items() if d not in layers[base_key]}
             shared = 1 - sum(changed.values()) / sum(mine.values())
-            print(f"{label:<8} {len(changed):>15} {sum(changed.values()):>15,} {shared:>13.2%}  {target}")
+            print(f"{label:<8} {len(changed):>15} {sum(changed.values()):>15,} {shared:>13.4%}  {target}")
         same = after_docs == before_docs
         docs_changed = 0 if same else len(set(layers_of(after_docs)) - set(layers["base"]))
-        print(f"{'docs':<8} {docs_changed:>15} {'':>15} {'100.00%' if same else '':>14}  no layer "
+        print(f"{'docs':<8} {docs_changed:>15} {'':>15} {'100.0000%' if same else '':>14}  no layer "
               f"({'the same image store path' if same else 'another image'})")
     finally:
         if not args.keep:
