@@ -48,12 +48,17 @@
 
       versionsDir = ./versions;
       ids = lockLib.ids versionsDir;
+      # versions with the same Python project share one evaluated env (python.nix envTable)
+      envs = python.envTable (map (id: versionsDir + "/${id}") ids);
+      # the worker, once per interpreter
+      workers = lib.genAttrs (builtins.filter (a: pkgs ? ${a}) [ "python311" "python312" "python313" "python314" ])
+        (attr: python.worker { root = ./.; python = pkgs.${attr}; });
 
       # One version, evaluated lazily: nothing here is read before it is used.
       version = id: rec {
         lock = lockLib.read versionsDir id;
         src = sources.fetch lock;
-        venv = python.env { inherit id lock; dir = versionsDir + "/${id}"; };
+        venv = python.env { inherit id lock; table = envs; dir = versionsDir + "/${id}"; };
         modelFiles = models.fetch lock;
         modelsTree = models.tree id modelFiles;
         # version-<id>: ComfyUI alone (no worker: builds without the repository's uv.lock)
@@ -63,7 +68,7 @@
           models = modelsTree;
         };
         # image-<id>[-with-models]: the same plus bin/comfyui-handler, on flattened envs (image.nix)
-        worker = python.worker { root = ./.; python = venv.python; };
+        worker = workers.${python.pythonAttr id lock.python.requires};
         imageTree = withModels: comfyui.tree {
           inherit id lock;
           venv = image.flatten "comfyui-env" venv;
@@ -78,7 +83,7 @@
 
       # comfyver itself (the CLI and the RunPod worker package `handler`); in images it runs on the version's
       # interpreter (one Python per image).
-      comfyver = python.worker { root = ./.; python = pkgs.python312; };
+      comfyver = workers.python312;
 
       perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
 

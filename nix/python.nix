@@ -182,27 +182,54 @@ let
   };
 
   # dir: the version folder (path) holding pyproject.toml and uv.lock.
-  env = { id, dir, lock }:
+  # table: envTable of every version folder (or null: evaluate this version's env alone)
+  env = { id, dir, lock, table ? null }:
     let
-      workspace =
+      present =
         if !pathExists (dir + "/uv.lock") then
           throw "comfyver: version '${id}': versions/${id}/uv.lock is missing (run `comfyver lock ${id}` and commit the uv.lock)"
         else if !pathExists (dir + "/pyproject.toml") then
           throw "comfyver: version '${id}': versions/${id}/pyproject.toml is missing (run `comfyver lock ${id}` and commit it)"
-        else uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
+        else true;
       python = interpreter { inherit id lock; };
-      graph = builtins.seq workspace (lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; });
+      graph = builtins.seq present (lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; });
       cuda = builtins.seq (checkFamily id graph) (checkProfile id lock.python.torch graph);
+    in
+    builtins.seq cuda ((if table == null then sharedEnv { inherit dir python graph; }
+                        else table.envs.${table.key dir}.${pythonAttr id lock.python.requires}).overrideAttrs (old: {
+      passthru = (old.passthru or { }) // { inherit python cuda; driver = driverFloor cuda; };
+    }));
+
+  # The package set and venv of a Python project. Versions with the same pyproject.toml, uv.lock and
+  # interpreter get the same derivation (no id in it), and the flake evaluates it once for all of them
+  # (memoEnv: one attribute per distinct key).
+  sharedEnv = { dir, python, graph }:
+    let
+      workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
       overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
       pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
         lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay (wheelOverrides { inherit graph; }) ]
       );
-      venv = pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
     in
-    # no version id in the name: versions with the same Python set share the env
-    builtins.seq cuda (venv.overrideAttrs (old: {
-      passthru = (old.passthru or { }) // { inherit python cuda; driver = if cuda == null then null else driverFloor cuda; };
-    }));
+    pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
+
+  # Versions with the same pyproject.toml + uv.lock share one evaluated env per interpreter: a table keyed by
+  # the two files' hashes (read from the files alone, so a bad version.json breaks only its own outputs),
+  # then by interpreter attribute, both lazy. dirs: every version folder.
+  envTable = dirs:
+    let
+      key = dir: builtins.hashString "sha256" (builtins.concatStringsSep "\n"
+        (map (f: if pathExists (dir + "/${f}") then builtins.hashFile "sha256" (dir + "/${f}") else "-") [ "uv.lock" "pyproject.toml" ]));
+      entry = dir: {
+        name = key dir;
+        value = lib.genAttrs (filter (a: pkgs ? ${a}) [ "python311" "python312" "python313" "python314" ]) (attr: sharedEnv {
+          inherit dir;
+          python = pkgs.${attr};
+          graph = lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; };
+        });
+      };
+    in
+    { inherit key; envs = builtins.listToAttrs (map entry dirs); };
 
   # The version's interpreter (python.requires -> pkgs.python3XY); the worker runs on it too.
   interpreter = { id, lock }:
@@ -244,5 +271,5 @@ let
     '';
 in
 {
-  inherit env interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
+  inherit env sharedEnv envTable interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
 }
