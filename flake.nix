@@ -83,7 +83,7 @@
 
       # comfyver itself (the CLI and the RunPod worker package `handler`); in images it runs on the version's
       # interpreter (one Python per image).
-      comfyver = workers.python312;
+      comfyver = workers.python312 or workers.python311;
 
       perVersion = f: lib.listToAttrs (lib.concatMap (id: f id versions.${id}) ids);
 
@@ -123,7 +123,7 @@
 
       devShells.${system} =
         perVersion (id: v: [ (lib.nameValuePair id (shell.version { inherit id comfyver; inherit (v) tree venv; })) ])
-        // { default = shell.default { python = pkgs.python312; }; };
+        // { default = shell.default { python = pkgs.python312 or pkgs.python311; }; };
 
       apps.${system}.comfyver = {
         type = "app";
