@@ -183,6 +183,8 @@ def test_concurrent_writers_lose_no_update(project, capsys, http_server):
     import os
     import subprocess
     import sys
+    import threading
+    import time
     from pathlib import Path
 
     from comfyver.lock import versions
@@ -197,16 +199,28 @@ def test_concurrent_writers_lose_no_update(project, capsys, http_server):
     held.acquire()
     procs = [subprocess.Popen(cmd + [f"loras/m{i}.safetensors", p.model_url], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errs: list[list[str]] = [[], []]
+    readers = [threading.Thread(target=lambda pr=pr, out=out: out.extend(pr.stderr), daemon=True)
+               for pr, out in zip(procs, errs)]
+    for t in readers:
+        t.start()
     try:
         nowait = subprocess.run([sys.executable, "-m", "comfyver", "--root", str(p.root), "--no-wait", "add-model",
                                  "demo", "loras/late.safetensors", p.model_url], env=env, capture_output=True,
                                 text=True, timeout=120)
         assert nowait.returncode == 1 and "another comfyver is changing it" in nowait.stderr
+        # release only once both writers are waiting for the lock (a loaded machine starts them slowly)
+        deadline = time.monotonic() + 120
+        while not all(any("waiting for another comfyver" in line for line in e) for e in errs):
+            assert time.monotonic() < deadline, errs
+            time.sleep(0.05)
     finally:
         held.release()
-    results = [pr.communicate(timeout=120) for pr in procs]
-    assert [pr.returncode for pr in procs] == [0, 0], results
-    assert any("waiting for another comfyver" in err for _, err in results)
+    for pr in procs:
+        pr.wait(timeout=120)
+    for t in readers:
+        t.join(timeout=10)
+    assert [pr.returncode for pr in procs] == [0, 0], errs
     lock = lockfile.read(p.root / "versions" / "demo" / "version.json")
     assert {"loras/m0.safetensors", "loras/m1.safetensors"} <= set(lock["models"])
     assert "loras/late.safetensors" not in lock["models"]
