@@ -51,8 +51,7 @@
       # versions with the same Python project share one evaluated env (python.nix envTable)
       envs = python.envTable (map (id: versionsDir + "/${id}") ids);
       # the worker, once per interpreter
-      workers = lib.genAttrs (builtins.filter (a: pkgs ? ${a}) [ "python311" "python312" "python313" "python314" ])
-        (attr: python.worker { root = ./.; python = pkgs.${attr}; });
+      workers = lib.genAttrs python.interpreterAttrs (attr: python.worker { root = ./.; python = pkgs.${attr}; });
 
       # One version, evaluated lazily: nothing here is read before it is used.
       version = id: rec {

@@ -181,9 +181,47 @@ let
     filter = path: type: type == "regular" && builtins.elem (baseNameOf path) [ "pyproject.toml" "uv.lock" ];
   };
 
-  # dir: the version folder (path) holding pyproject.toml and uv.lock.
-  # table: envTable of every version folder (or null: evaluate this version's env alone)
-  env = { id, dir, lock, table ? null }:
+  # A venv from a uv workspace by uv2nix (wheels preferred), with build-system-pkgs and wheelOverrides.
+  mkEnv = { name, workspaceRoot, python, overrides }:
+    let
+      workspace = uv2nix.lib.workspace.loadWorkspace { inherit workspaceRoot; };
+      pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
+        lib.composeManyExtensions [
+          pyproject-build-systems.overlays.default
+          (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
+          (wheelOverrides overrides)
+        ]);
+    in
+    (pythonSet.mkVirtualEnv name workspace.deps.default).overrideAttrs (old: {
+      passthru = (old.passthru or { }) // { inherit python; };
+    });
+
+  # The interpreters an env may be built on (those this nixpkgs has).
+  interpreterAttrs = filter (a: pkgs ? ${a}) [ "python311" "python312" "python313" "python314" ];
+
+  # Versions with the same pyproject.toml + uv.lock share one evaluated env per interpreter (no id in it, so
+  # one derivation too): a table keyed by the two files' hashes (read from the files alone, so a bad
+  # version.json breaks only its own outputs), each entry holding the uv.lock's graph and, by interpreter
+  # attribute, the env; all lazy. dirs: every version folder.
+  envTable = dirs:
+    let
+      key = dir: builtins.hashString "sha256" (builtins.concatStringsSep "\n"
+        (map (f: if pathExists (dir + "/${f}") then builtins.hashFile "sha256" (dir + "/${f}") else "-") [ "uv.lock" "pyproject.toml" ]));
+      entry = dir: rec {
+        graph = lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; };
+        envs = lib.genAttrs interpreterAttrs (attr: mkEnv {
+          name = "comfyui-env";
+          workspaceRoot = projectSource dir;
+          python = pkgs.${attr};
+          overrides = { inherit graph; };
+        });
+      };
+    in
+    { inherit key; entries = builtins.listToAttrs (map (dir: { name = key dir; value = entry dir; }) dirs); };
+
+  # A version's env: its entry of `table` (envTable of every version folder), after the checks that name
+  # the version (files present, torch family, profile against the locked CUDA).
+  env = { id, dir, lock, table }:
     let
       present =
         if !pathExists (dir + "/uv.lock") then
@@ -192,44 +230,12 @@ let
           throw "comfyver: version '${id}': versions/${id}/pyproject.toml is missing (run `comfyver lock ${id}` and commit it)"
         else true;
       python = interpreter { inherit id lock; };
-      graph = builtins.seq present (lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; });
-      cuda = builtins.seq (checkFamily id graph) (checkProfile id lock.python.torch graph);
+      entry = builtins.seq present table.entries.${table.key dir};
+      cuda = builtins.seq (checkFamily id entry.graph) (checkProfile id lock.python.torch entry.graph);
     in
-    builtins.seq cuda ((if table == null then sharedEnv { inherit dir python graph; }
-                        else table.envs.${table.key dir}.${pythonAttr id lock.python.requires}).overrideAttrs (old: {
+    builtins.seq cuda (entry.envs.${pythonAttr id lock.python.requires}.overrideAttrs (old: {
       passthru = (old.passthru or { }) // { inherit python cuda; driver = driverFloor cuda; };
     }));
-
-  # The package set and venv of a Python project. Versions with the same pyproject.toml, uv.lock and
-  # interpreter get the same derivation (no id in it), and the flake evaluates it once for all of them
-  # (memoEnv: one attribute per distinct key).
-  sharedEnv = { dir, python, graph }:
-    let
-      workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = projectSource dir; };
-      overlay = workspace.mkPyprojectOverlay { sourcePreference = "wheel"; };
-      pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
-        lib.composeManyExtensions [ pyproject-build-systems.overlays.default overlay (wheelOverrides { inherit graph; }) ]
-      );
-    in
-    pythonSet.mkVirtualEnv "comfyui-env" workspace.deps.default;
-
-  # Versions with the same pyproject.toml + uv.lock share one evaluated env per interpreter: a table keyed by
-  # the two files' hashes (read from the files alone, so a bad version.json breaks only its own outputs),
-  # then by interpreter attribute, both lazy. dirs: every version folder.
-  envTable = dirs:
-    let
-      key = dir: builtins.hashString "sha256" (builtins.concatStringsSep "\n"
-        (map (f: if pathExists (dir + "/${f}") then builtins.hashFile "sha256" (dir + "/${f}") else "-") [ "uv.lock" "pyproject.toml" ]));
-      entry = dir: {
-        name = key dir;
-        value = lib.genAttrs (filter (a: pkgs ? ${a}) [ "python311" "python312" "python313" "python314" ]) (attr: sharedEnv {
-          inherit dir;
-          python = pkgs.${attr};
-          graph = lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; };
-        });
-      };
-    in
-    { inherit key; envs = builtins.listToAttrs (map entry dirs); };
 
   # The version's interpreter (python.requires -> pkgs.python3XY); the worker runs on it too.
   interpreter = { id, lock }:
@@ -252,24 +258,20 @@ let
           || rel == "handler" || lib.hasPrefix "handler/" rel
           || rel == "scripts" || rel == "scripts/comfyver" || lib.hasPrefix "scripts/comfyver/" rel;
       };
-      workspace = uv2nix.lib.workspace.loadWorkspace { workspaceRoot = src; };
-      pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
-        lib.composeManyExtensions [
-          pyproject-build-systems.overlays.default
-          (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
-          # the worker links no CUDA library: only the driver's may be missing (runpod's gpu_test)
-          (wheelOverrides { graph = lockGraph { uvLockText = builtins.readFile (root + "/uv.lock"); root = "comfyver"; }; cuda = false; })
-        ]);
     in
     if builtins.pathExists (root + "/uv.lock") then
-      (pythonSet.mkVirtualEnv "comfyver-env" workspace.deps.default).overrideAttrs (old: {
-        passthru = (old.passthru or { }) // { inherit python; };
-      })
+      mkEnv {
+        name = "comfyver-env";
+        workspaceRoot = src;
+        inherit python;
+        # the worker links no CUDA library: only the driver's may be missing (runpod's gpu_test)
+        overrides = { graph = lockGraph { uvLockText = builtins.readFile (root + "/uv.lock"); root = "comfyver"; }; cuda = false; };
+      }
     else pkgs.runCommand "comfyver-env" { } ''
       echo "comfyver: uv.lock is missing at the repository root; run 'uv lock' and commit it" >&2
       exit 1
     '';
 in
 {
-  inherit env sharedEnv envTable interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
+  inherit env mkEnv envTable interpreterAttrs interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
 }
