@@ -18,6 +18,7 @@ usage: python flatten_env.py VENV OUT MIN_BYTES
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -88,6 +89,17 @@ def kept_packages(packages: set[str], min_bytes: int) -> set[str]:
     return kept
 
 
+@contextlib.contextmanager
+def writable(path: str):
+    """A copied file keeps its store mode (read-only): writable while it is rewritten, then as it was."""
+    mode = os.stat(path).st_mode
+    os.chmod(path, mode | 0o200)
+    try:
+        yield
+    finally:
+        os.chmod(path, mode)
+
+
 def main(venv: str, out: str, min_bytes: int) -> None:
     venv = os.path.realpath(venv)
     if len(out) != len(venv):
@@ -103,15 +115,12 @@ def main(venv: str, out: str, min_bytes: int) -> None:
             link = os.readlink(src)
             if sp == venv:  # a link inside the env (lib64 -> lib): the same link inside the copy
                 os.symlink(out + link[len(venv):] if link.startswith(venv) else link, dst)
-            elif sp in kept or not os.path.exists(target):  # into a kept package, or dangling: stays a link
+                return
+            if sp in kept or not os.path.exists(target):  # into a kept package, or dangling: stays a link
                 os.symlink(target if os.path.exists(target) else link, dst)
-            elif os.path.isdir(target):
-                os.mkdir(dst)
-                for name in sorted(os.listdir(target)):
-                    copy(os.path.join(target, name), os.path.join(dst, name))
-            else:
-                shutil.copy2(target, dst)
-        elif os.path.isdir(src):
+                return
+            src = target  # into a copied package: copy what it points to
+        if os.path.isdir(src):
             os.mkdir(dst)
             for name in sorted(os.listdir(src)):
                 copy(os.path.join(src, name), os.path.join(dst, name))
@@ -123,10 +132,8 @@ def main(venv: str, out: str, min_bytes: int) -> None:
     def rewrite(path: str) -> None:
         data = Path(path).read_bytes()
         if venv.encode() in data:
-            mode = os.stat(path).st_mode
-            os.chmod(path, mode | 0o200)
-            Path(path).write_bytes(data.replace(venv.encode(), out.encode()))
-            os.chmod(path, mode)
+            with writable(path):
+                Path(path).write_bytes(data.replace(venv.encode(), out.encode()))
 
     copy(venv, out)
 
@@ -148,10 +155,8 @@ def main(venv: str, out: str, min_bytes: int) -> None:
                 old = rpath(p)
                 new = [out + e[len(store_path(e)):] if store_path(e) in copied else e for e in old]
                 if new != old:
-                    mode = os.stat(p).st_mode
-                    os.chmod(p, mode | 0o200)
-                    subprocess.run(["patchelf", "--set-rpath", ":".join(new), p], check=True)
-                    os.chmod(p, mode)
+                    with writable(p):
+                        subprocess.run(["patchelf", "--set-rpath", ":".join(new), p], check=True)
     # Compiled files name their source's store path: compile the copies here, so they name the env. A file
     # that does not compile (a template, a Python 2 leftover) is left as uv's install leaves it: uncompiled.
     for d in site:
