@@ -180,7 +180,7 @@ def _combine(pkg: str, reqs: list[Requirement]) -> str:
     return out
 
 
-def render(lock: dict, deps: list[str], overrides: list[str], constraints: list[str] = ()) -> str:
+def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
     py = lock["python"]
     profile = py["torch"]
     lines = [
@@ -199,8 +199,6 @@ def render(lock: dict, deps: list[str], overrides: list[str], constraints: list[
     ]
     if overrides:
         lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
-    if constraints:
-        lines += [FAMILY_MARK, "constraint-dependencies = [", *[f"  {_q(c)}," for c in constraints], "]"]
     # its own workspace root: uv must not wander up into the project's pyproject.toml
     lines += ["", "[tool.uv.workspace]", "members = []"]
     if profile in TORCH_INDEX:
@@ -236,11 +234,15 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
         if (vdir / "uv.lock").exists():
             shutil.copy2(vdir / "uv.lock", scratch / "uv.lock")  # keep unchanged pins stable
         env = {**os.environ, "UV_NO_PROGRESS": "1"}
-        try:
-            p = subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)], capture_output=True,
-                               text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ComfyverError(f"{what}: `uv lock` took longer than {timeout:.0f}s") from None
+
+        def lock_scratch() -> subprocess.CompletedProcess:
+            try:
+                return subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)],
+                                      capture_output=True, text=True, env=env, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ComfyverError(f"{what}: `uv lock` took longer than {timeout:.0f}s") from None
+
+        p = lock_scratch()
         if p.returncode:
             raise ComfyverError(f"{what}: the Python requirements cannot be locked:\n{_attribute(p.stderr, reqs)}",
                                 hint="pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), "
@@ -249,8 +251,7 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
         if pins:  # torchvision/torchaudio built for another torch: lock the whole family to one torch
             pyproject = with_family_pins(pyproject, pins)
             (scratch / "pyproject.toml").write_text(pyproject)
-            p = subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)], capture_output=True,
-                               text=True, env=env, timeout=timeout)
+            p = lock_scratch()
             why = family_problem((scratch / "uv.lock").read_text()) if not p.returncode else p.stderr.strip()
             if why:
                 raise ComfyverError(f"{what}: torch, torchvision and torchaudio cannot be locked to one torch "
