@@ -6,13 +6,12 @@ import collections
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from comfyver.base import project
+from comfyver.base import fsutil, project
 from comfyver.realize import comfystate
 
 from handler.settings import Settings
@@ -70,14 +69,15 @@ class ComfyProcess:
             args += ["--extra-model-paths-config", str(self._models_yaml(self.settings.models_dir))]
         return args + comfystate.state_args(self.settings.state_dir, self.settings.comfy_args) + self.settings.comfy_args
 
-    @staticmethod
-    def _models_yaml(models_dir: Path) -> Path:
+    def _models_yaml(self, models_dir: Path) -> Path:
+        """MODELS_DIR's folders for ComfyUI, in the state folder: one file, rewritten on each start (not a new
+        temp file per start that nothing removes)."""
         lines = ["comfyver_models:", f"  base_path: {str(models_dir)!r}"]
         lines += [f"  {f}: {f}" for f in MODEL_FOLDERS]
-        fd, name = tempfile.mkstemp(prefix="comfyver-models-", suffix=".yaml")
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        return Path(name)
+        path = self.settings.state_dir / "extra_model_paths.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsutil.atomic_write_text(path, "\n".join(lines) + "\n")
+        return path
 
     def start(self) -> None:
         if not (self.home / "main.py").is_file():

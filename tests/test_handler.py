@@ -648,3 +648,24 @@ def test_a_job_for_another_lock_is_refused(worker):
     e = E(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": "xyz"}))
     assert e["type"] == "input" and "lock_digest" in e["message"]
     env.run(w.client.close())
+
+
+def test_models_dir_config_is_one_file_in_the_state_folder_not_a_temp_file_per_start(tmp_path, monkeypatch):
+    """Each start wrote a new /tmp/comfyver-models-*.yaml that nothing removed (32 of them piled up here)."""
+    import tempfile
+
+    from handler.comfy_process import ComfyProcess
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    s = Settings(comfy_home=tmp_path / "home", comfy_state_dir=tmp_path / "state", models_dir=tmp_path / "vol models",
+                 comfy_port=env.free_port(), comfy_url=None)
+    proc = ComfyProcess(s)
+    for _ in range(3):  # a start and two restarts
+        cmd = proc.command()
+    config = Path(cmd[cmd.index("--extra-model-paths-config") + 1])
+    assert config == tmp_path / "state" / "extra_model_paths.yaml"
+    assert list(scratch.iterdir()) == [] and sorted(p.name for p in config.parent.iterdir()) == [config.name]
+    import yaml
+    assert yaml.safe_load(config.read_text())["comfyver_models"]["base_path"] == str(tmp_path / "vol models")
