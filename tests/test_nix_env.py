@@ -54,7 +54,9 @@ def venv():
     ov = h.stand_ins(base / "stand-in")
     assert ov[:2] == ["--override-input", "nixpkgs"] and len(ov) == 3  # the three pyproject-nix inputs are real
     p = h.nix("build", "--json", "--no-link", f"{flake}#packages.{h.SYSTEM}.version-gpu.venv", *ov, timeout=3600)
-    return Path(json.loads(p.stdout)[0]["outputs"]["out"])
+    venv = Path(json.loads(p.stdout)[0]["outputs"]["out"])
+    h.delete_if_dead(*h.fetched_wheels(h.EXAMPLE_PYTHON / "uv.lock"))  # 3.3 GB its packages no longer need
+    return venv
 
 
 def test_the_env_runs_torch_and_loads_every_cuda_library_with_no_host_site_packages(venv):

@@ -102,12 +102,17 @@ def env():
 
     flake = h.make_flake(base / "flake", versions)
     overrides = h.stand_ins(base / "stand-in")
-    yield {"base": base, "flake": flake, "ov": overrides, "versions": versions}
+    built: list[str] = []
+    yield {"base": base, "flake": flake, "ov": overrides, "versions": versions, "built": built}
     shutil.rmtree(base, ignore_errors=True)
+    h.delete_if_dead(*built)  # the env, images and trees (about 9 GB): no later test builds them
 
 
 def build(env, attr: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    return h.nix("build", "--json", "--no-link", "-L", f"{env['flake']}#{attr}", *env["ov"], check=check, env=extra_env)
+    p = h.nix("build", "--json", "--no-link", "-L", f"{env['flake']}#{attr}", *env["ov"], check=check, env=extra_env)
+    if p.returncode == 0:
+        env["built"] += [o for b in json.loads(p.stdout) for o in b["outputs"].values()]
+    return p
 
 
 def out_path(p: subprocess.CompletedProcess) -> Path:
@@ -289,9 +294,10 @@ def test_image_is_a_docker_archive_that_skopeo_reads_and_umoci_unpacks(env, tmp_
     oci, bundle = tmp_path / "oci", tmp_path / "bundle"
     try:
         subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{archive}", f"oci:{oci}:bare"], check=True)
+        h.delete_if_dead(archive)  # 2.8 GB no other test reads: off the disk before the unpack needs 5 GB more
         subprocess.run(["umoci", "unpack", "--image", f"{oci}:bare", str(bundle)], check=True, capture_output=True)
         check_unpacked(bundle / "rootfs", conf)
-    finally:  # about 10 GB
+    finally:  # about 9 GB
         shutil.rmtree(oci, ignore_errors=True)
         shutil.rmtree(bundle, ignore_errors=True)
 

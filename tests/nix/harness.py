@@ -58,6 +58,29 @@ def workdir(prefix: str = "comfyver-nix-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+def delete_if_dead(*paths: str | Path) -> None:
+    """Delete these store paths, and their closures, where nothing else refers to or roots them: the wheels once
+    their packages are built, an image archive once read, a module's builds once its tests are done. The whole
+    run needs tens of GB and CI machines can be short of disk; `nix-store --delete` refuses a live path, so this
+    never removes what a root or another path still uses (a path it refuses is left as it is)."""
+    if not paths:
+        return
+    q = subprocess.run(["nix-store", "-qR", *map(str, paths)], env=nix_env(), capture_output=True, text=True)
+    closure = q.stdout.split() if q.returncode == 0 else list(map(str, paths))
+    if subprocess.run(["nix-store", "--delete", *closure], env=nix_env(), capture_output=True).returncode:
+        for path in reversed(closure):  # some are alive: each on its own, referrers first
+            subprocess.run(["nix-store", "--delete", path], env=nix_env(), capture_output=True)
+
+
+def fetched_wheels(uv_lock: Path) -> list[Path]:
+    """The store paths of the wheels Nix fetched for `uv_lock` (each named after its file)."""
+    import tomllib
+    import urllib.parse
+    names = {urllib.parse.unquote(w["url"].rsplit("/", 1)[-1])
+             for pkg in tomllib.loads(uv_lock.read_text())["package"] for w in pkg.get("wheels", []) if "url" in w}
+    return [p for p in Path("/nix/store").glob("*.whl") if p.name.split("-", 1)[1] in names]
+
+
 # ---- fixture inputs --------------------------------------------------------
 
 def write_tree(dest: Path, files: dict[str, str | bytes]) -> None:
@@ -155,7 +178,7 @@ NIXPKGS_SCRIPTS = {"auto-patchelf.py": "setup-hooks/auto-patchelf.py", "auto-pat
 # Files the shared copy holds as regular files whose text is the target of the symlink upstream has
 # there (its copy flattened symlinks); put back as symlinks before seeding, which the narHash check proves.
 FLATTENED_SYMLINKS = {"pyproject-nix": ["doc/src/reference-std.md"]}
-_seeded: set[str] = set()
+_seeded: dict[str, Path] = {}  # input -> its store path (seeded again if a test deleted it)
 
 
 def seed_real_inputs() -> None:
@@ -163,7 +186,7 @@ def seed_real_inputs() -> None:
     input gets ("source"): Nix then resolves flake.lock's entries for them (same narHash) offline."""
     lock = json.loads((ROOT / "flake.lock").read_text())["nodes"]
     for inp, folder in REAL_INPUTS.items():
-        if inp in _seeded:
+        if inp in _seeded and _seeded[inp].exists():
             continue
         tmp = workdir("comfyver-seed-")
         try:
@@ -181,7 +204,7 @@ def seed_real_inputs() -> None:
         want = lock[inp]["locked"]["narHash"]
         if got != want:
             raise AssertionError(f"{SHARED_INPUTS / folder} hashes to {got}, flake.lock has {want} for {inp}")
-        _seeded.add(inp)
+        _seeded[inp] = Path(path)
 
 
 def host_json(python: str = sys.executable) -> dict:
