@@ -3,6 +3,7 @@ pyproject.nix and build-system-pkgs are the real ones: tests/nix/harness.py seed
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -67,20 +68,32 @@ def test_the_fod_hash_is_the_argument_as_given():
 
 
 def test_delete_if_dead_frees_a_dead_closure_and_keeps_what_a_root_or_a_live_path_holds(tmp_path):
-    """The harness frees GBs mid-run (wheels, image archives, a module's builds); it must never break the store."""
-    nonce = tmp_path.name + str(id(tmp_path))
-    expr = f"""let mk = name: text: derivation {{ inherit name; system = builtins.currentSystem; builder = "/bin/sh";
-                                                 args = [ "-c" "echo '${{text}}' > $out" ]; }};
-               in rec {{ a = mk "del-a" "{nonce}"; b = mk "del-b" "${{a}}"; c = mk "del-c" "{nonce}c"; d = mk "del-d" "${{c}}"; }}"""
-    (tmp_path / "t.nix").write_text(expr)
+    """The harness frees GBs mid-run (wheels, image archives, a module's builds); it must never break the store,
+    and a path already gone or one still alive must not stop it freeing the rest."""
+    nonce = os.urandom(8).hex()
+    (tmp_path / "t.nix").write_text(f"""
+      let mk = name: text: derivation {{ inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+                                         args = [ "-c" "echo '${{text}}' > $out" ]; }};
+      in rec {{ a = mk "del-a" "{nonce}"; b = mk "del-b" "${{a}}"; c = mk "del-c" "{nonce}c"; d = mk "del-d" "${{c}}";
+               e = mk "del-e" "{nonce}e"; f = mk "del-f" "${{e}}"; }}""")
 
     def build(attr, *link):
         out = subprocess.run(["nix-build", str(tmp_path / "t.nix"), "-A", attr, *(link or ["--no-out-link"])],
                              env=h.nix_env(), capture_output=True, text=True, check=True).stdout.split()
         return Path(out[-1])
-    a, b, c = build("a"), build("b"), build("c")
-    d = build("d", "--out-link", str(tmp_path / "root-d"))  # d is rooted, so c (which d refers to) is alive
-    h.delete_if_dead(b, c)
-    assert not a.exists() and not b.exists()  # b and what it alone holds
-    assert c.exists() and d.exists()
-    assert subprocess.run(["nix-store", "--verify-path", str(d)], env=h.nix_env()).returncode == 0
+    a, b, c, e, f = (build(x) for x in "abcef")
+    root = tmp_path / "root-d"
+    d = build("d", "--out-link", str(root))  # d is rooted, so c (which d refers to) is alive
+    try:
+        h.delete_if_dead(e)
+        assert e.exists() and f.exists()  # f refers to e: e stays
+        h.delete_if_dead(f)
+        assert not f.exists() and not e.exists()
+        h.delete_if_dead(f, c, b)  # f already gone, c alive (d's root), b dead with a
+        assert not a.exists() and not b.exists()
+        assert c.exists() and d.exists()
+        assert subprocess.run(["nix-store", "--verify-path", str(d)], env=h.nix_env()).returncode == 0
+    finally:
+        root.unlink()
+        h.delete_if_dead(d)
+    assert not c.exists() and not d.exists()

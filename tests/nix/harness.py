@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,14 +63,24 @@ def delete_if_dead(*paths: str | Path) -> None:
     """Delete these store paths, and their closures, where nothing else refers to or roots them: the wheels once
     their packages are built, an image archive once read, a module's builds once its tests are done. The whole
     run needs tens of GB and CI machines can be short of disk; `nix-store --delete` refuses a live path, so this
-    never removes what a root or another path still uses (a path it refuses is left as it is)."""
-    if not paths:
-        return
-    q = subprocess.run(["nix-store", "-qR", *map(str, paths)], env=nix_env(), capture_output=True, text=True)
-    closure = q.stdout.split() if q.returncode == 0 else list(map(str, paths))
-    if subprocess.run(["nix-store", "--delete", *closure], env=nix_env(), capture_output=True).returncode:
-        for path in reversed(closure):  # some are alive: each on its own, referrers first
-            subprocess.run(["nix-store", "--delete", path], env=nix_env(), capture_output=True)
+    never removes what a root or another path still uses (a path it refuses is left, with what it needs)."""
+    def store(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["nix-store", *args], env=nix_env(), capture_output=True, text=True)
+
+    given = [str(p) for p in paths]
+    invalid = set(store("--check-validity", "--print-invalid", *given).stdout.split()) if given else set()
+    valid = [p for p in given if p not in invalid]  # one already gone would fail the whole query
+    todo = store("-qR", *valid).stdout.split() if valid else []
+    while todo:
+        p = store("--delete", *todo)
+        if p.returncode == 0:
+            return
+        alive = re.findall(r"Cannot delete path '([^']+)' since it is still alive", p.stderr)
+        if not alive:
+            return  # not a refusal this can work around: leave the rest
+        keep = set(store("-qR", alive[0]).stdout.split()) | {alive[0]}  # it and what it needs stay
+        gone = set(store("--check-validity", "--print-invalid", *todo).stdout.split())  # deleted before the refusal
+        todo = [t for t in todo if t not in keep and t not in gone]
 
 
 def fetched_wheels(uv_lock: Path) -> list[Path]:
@@ -186,7 +197,8 @@ def seed_real_inputs() -> None:
     input gets ("source"): Nix then resolves flake.lock's entries for them (same narHash) offline."""
     lock = json.loads((ROOT / "flake.lock").read_text())["nodes"]
     for inp, folder in REAL_INPUTS.items():
-        if inp in _seeded and _seeded[inp].exists():
+        if inp in _seeded and subprocess.run(["nix-store", "--check-validity", str(_seeded[inp])], env=nix_env(),
+                                             capture_output=True).returncode == 0:
             continue
         tmp = workdir("comfyver-seed-")
         try:
