@@ -102,16 +102,16 @@ def env():
 
     flake = h.make_flake(base / "flake", versions)
     overrides = h.stand_ins(base / "stand-in")
-    built: list[str] = []
-    yield {"base": base, "flake": flake, "ov": overrides, "versions": versions, "built": built}
+    yield {"base": base, "flake": flake, "ov": overrides, "versions": versions}
     shutil.rmtree(base, ignore_errors=True)
-    h.delete_if_dead(*built)  # the env, images and trees (about 9 GB): no later test builds them
+    h.delete_if_dead(*h.built_outputs)  # the env, images and trees (about 6 GB): no later test builds them
+    h.built_outputs.clear()
 
 
 def build(env, attr: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     p = h.nix("build", "--json", "--no-link", "-L", f"{env['flake']}#{attr}", *env["ov"], check=check, env=extra_env)
     if p.returncode == 0:
-        env["built"] += [o for b in json.loads(p.stdout) for o in b["outputs"].values()]
+        h.built_outputs.extend(o for b in json.loads(p.stdout) for o in b["outputs"].values())
     return p
 
 

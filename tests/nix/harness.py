@@ -59,6 +59,11 @@ def workdir(prefix: str = "comfyver-nix-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+# outputs the Nix test modules built; test_nix_flake, the last module that builds, frees them all at its end
+# (test_nix_env's venv among them: as long as it is on disk, it holds the env's packages there)
+built_outputs: list[str] = []
+
+
 def delete_if_dead(*paths: str | Path) -> None:
     """Delete these store paths, and their closures, where nothing else refers to or roots them: the wheels once
     their packages are built, an image archive once read, a module's builds once its tests are done. The whole
