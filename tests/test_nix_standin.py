@@ -75,22 +75,20 @@ def test_delete_if_dead_frees_a_dead_closure_and_keeps_what_a_root_or_a_live_pat
       let mk = name: text: derivation {{ inherit name; system = builtins.currentSystem; builder = "/bin/sh";
                                          args = [ "-c" "echo '${{text}}' > $out" ]; }};
       in rec {{ a = mk "del-a" "{nonce}"; b = mk "del-b" "${{a}}"; c = mk "del-c" "{nonce}c"; d = mk "del-d" "${{c}}";
-               e = mk "del-e" "{nonce}e"; f = mk "del-f" "${{e}}"; }}""")
+               e = mk "del-e" "{nonce}e"; f = mk "del-f" "${{e}}"; g = mk "del-g" "${{b}}"; }}""")
 
     def build(attr, *link):
         out = subprocess.run(["nix-build", str(tmp_path / "t.nix"), "-A", attr, *(link or ["--no-out-link"])],
                              env=h.nix_env(), capture_output=True, text=True, check=True).stdout.split()
         return Path(out[-1])
-    a, b, c, e, f = (build(x) for x in "abcef")
+    a, b, c, e, f, g = (build(x) for x in "abcefg")
     root = tmp_path / "root-d"
     d = build("d", "--out-link", str(root))  # d is rooted, so c (which d refers to) is alive
     try:
-        h.delete_if_dead(e)
-        assert e.exists() and f.exists()  # f refers to e: e stays
-        h.delete_if_dead(f)
-        assert not f.exists() and not e.exists()
-        h.delete_if_dead(f, c, b)  # f already gone, c alive (d's root), b dead with a
-        assert not a.exists() and not b.exists()
+        h.delete_if_dead(e)  # and f, the dead path that refers to it (an image's layers.json refers to the env)
+        assert not e.exists() and not f.exists()
+        h.delete_if_dead(f, c, b)  # f already gone, c alive (d's root), b dead with a and g
+        assert not a.exists() and not b.exists() and not g.exists()
         assert c.exists() and d.exists()
         assert subprocess.run(["nix-store", "--verify-path", str(d)], env=h.nix_env()).returncode == 0
     finally:

@@ -65,7 +65,7 @@ built_outputs: list[str] = []
 
 
 def delete_if_dead(*paths: str | Path) -> None:
-    """Delete these store paths, and their closures, where nothing else refers to or roots them: the wheels once
+    """Delete these store paths, their closures and the paths that refer to them, where no root holds them: the wheels once
     their packages are built, an image archive once read, a module's builds once its tests are done. The whole
     run needs tens of GB and CI machines can be short of disk; `nix-store --delete` refuses a live path, so this
     never removes what a root or another path still uses (a path it refuses is left, with what it needs)."""
@@ -75,7 +75,10 @@ def delete_if_dead(*paths: str | Path) -> None:
     given = [str(p) for p in paths]
     invalid = set(store("--check-validity", "--print-invalid", *given).stdout.split()) if given else set()
     valid = [p for p in given if p not in invalid]  # one already gone would fail the whole query
-    todo = store("-qR", *valid).stdout.split() if valid else []
+    requisites = store("-qR", *valid).stdout.split() if valid else []
+    # and every path that refers to one of them (a build's intermediate results: an image's layers.json holds the
+    # env's packages): Nix refuses a path while any valid path refers to it, dead or not
+    todo = store("-q", "--referrers-closure", *requisites).stdout.split() if requisites else []
     while todo:
         p = store("--delete", *todo)
         if p.returncode == 0:
