@@ -56,7 +56,8 @@ def venv():
     p = h.nix("build", "--json", "--no-link", f"{flake}#packages.{h.SYSTEM}.version-gpu.venv", *ov, timeout=3600)
     venv = Path(json.loads(p.stdout)[0]["outputs"]["out"])
     h.built_outputs.append(str(venv))
-    h.delete_if_dead(*h.fetched_wheels(h.EXAMPLE_PYTHON / "uv.lock"))  # 3.3 GB its packages no longer need
+    # 3.3 GB the built packages no longer need
+    h.delete_if_dead(*h.fetched_wheels(h.EXAMPLE_PYTHON / "uv.lock"), closure=False)
     return venv
 
 

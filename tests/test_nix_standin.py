@@ -85,10 +85,12 @@ def test_delete_if_dead_frees_a_dead_closure_and_keeps_what_a_root_or_a_live_pat
     root = tmp_path / "root-d"
     d = build("d", "--out-link", str(root))  # d is rooted, so c (which d refers to) is alive
     try:
+        h.delete_if_dead(a, g, closure=False)  # the paths alone: g goes, a stays (b refers to it)
+        assert not g.exists() and a.exists() and b.exists()
         h.delete_if_dead(e)  # and f, the dead path that refers to it (an image's layers.json refers to the env)
         assert not e.exists() and not f.exists()
-        h.delete_if_dead(f, c, b)  # f already gone, c alive (d's root), b dead with a and g
-        assert not a.exists() and not b.exists() and not g.exists()
+        h.delete_if_dead(f, c, b)  # f already gone, c alive (d's root), b dead with a
+        assert not a.exists() and not b.exists()
         assert c.exists() and d.exists()
         assert subprocess.run(["nix-store", "--verify-path", str(d)], env=h.nix_env()).returncode == 0
     finally:

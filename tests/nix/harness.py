@@ -64,7 +64,7 @@ def workdir(prefix: str = "comfyver-nix-") -> Path:
 built_outputs: list[str] = []
 
 
-def delete_if_dead(*paths: str | Path) -> None:
+def delete_if_dead(*paths: str | Path, closure: bool = True) -> None:
     """Delete these store paths, their closures and the paths that refer to them, where no root holds them: the wheels once
     their packages are built, an image archive once read, a module's builds once its tests are done. The whole
     run needs tens of GB and CI machines can be short of disk; `nix-store --delete` refuses a live path, so this
@@ -75,6 +75,10 @@ def delete_if_dead(*paths: str | Path) -> None:
     given = [str(p) for p in paths]
     invalid = set(store("--check-validity", "--print-invalid", *given).stdout.split()) if given else set()
     valid = [p for p in given if p not in invalid]  # one already gone would fail the whole query
+    if not closure:  # these paths only (an image archive: its compressed bytes may name store paths by chance)
+        for path in valid:
+            store("--delete", path)
+        return
     requisites = store("-qR", *valid).stdout.split() if valid else []
     # and every path that refers to one of them (a build's intermediate results: an image's layers.json holds the
     # env's packages): Nix refuses a path while any valid path refers to it, dead or not
