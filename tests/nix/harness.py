@@ -64,16 +64,24 @@ def workdir(prefix: str = "comfyver-nix-") -> Path:
 built_outputs: list[str] = []
 
 
+def invalid_store_paths(*paths: str | Path) -> set[str]:
+    """Those of `paths` that are not (or no longer) valid in the store."""
+    if not paths:
+        return set()
+    return set(subprocess.run(["nix-store", "--check-validity", "--print-invalid", *map(str, paths)], env=nix_env(),
+                              capture_output=True, text=True).stdout.split())
+
+
 def delete_if_dead(*paths: str | Path, closure: bool = True) -> None:
-    """Delete these store paths, their closures and the paths that refer to them, where no root holds them: the wheels once
-    their packages are built, an image archive once read, a module's builds once its tests are done. The whole
+    """Delete these store paths, their closures and the paths that refer to them, where no root holds them: the
+    wheels once their packages are built, an image archive once read, a module's builds once its tests are done. The whole
     run needs tens of GB and CI machines can be short of disk; `nix-store --delete` refuses a live path, so this
     never removes what a root or another path still uses (a path it refuses is left, with what it needs)."""
     def store(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["nix-store", *args], env=nix_env(), capture_output=True, text=True)
 
     given = [str(p) for p in paths]
-    invalid = set(store("--check-validity", "--print-invalid", *given).stdout.split()) if given else set()
+    invalid = invalid_store_paths(*given)
     valid = [p for p in given if p not in invalid]  # one already gone would fail the whole query
     if not closure:  # these paths only (an image archive: its compressed bytes may name store paths by chance)
         for path in valid:
@@ -91,7 +99,7 @@ def delete_if_dead(*paths: str | Path, closure: bool = True) -> None:
         if not alive:
             return  # not a refusal this can work around: leave the rest
         keep = set(store("-qR", alive[0]).stdout.split()) | {alive[0]}  # it and what it needs stay
-        gone = set(store("--check-validity", "--print-invalid", *todo).stdout.split())  # deleted before the refusal
+        gone = invalid_store_paths(*todo)  # deleted before the refusal
         todo = [t for t in todo if t not in keep and t not in gone]
 
 
@@ -209,8 +217,7 @@ def seed_real_inputs() -> None:
     input gets ("source"): Nix then resolves flake.lock's entries for them (same narHash) offline."""
     lock = json.loads((ROOT / "flake.lock").read_text())["nodes"]
     for inp, folder in REAL_INPUTS.items():
-        if inp in _seeded and subprocess.run(["nix-store", "--check-validity", str(_seeded[inp])], env=nix_env(),
-                                             capture_output=True).returncode == 0:
+        if inp in _seeded and not invalid_store_paths(_seeded[inp]):
             continue
         tmp = workdir("comfyver-seed-")
         try:
