@@ -80,3 +80,23 @@ def test_a_wrong_size_in_a_lock_never_deletes_the_right_blob(tmp_path, http_serv
     os.chmod(blob, 0o644)
     blob.write_bytes(b"x" * len(data))
     assert modelstore.ensure(store, "loras/m.bin", good).read_bytes() == data
+
+
+@pytest.mark.parametrize("target_bytes", [b"private, not the model", b"the real model bytes" * 100])
+def test_a_link_planted_in_the_store_is_never_followed(tmp_path, http_server, target_bytes):
+    """A symlink where a blob belongs is replaced by the verified blob; what it points at keeps its mode and
+    bytes, whether or not they hash to the blob's name (issue 24 M3)."""
+    from comfyver.sources import modelstore
+
+    data = b"the real model bytes" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    store = tmp_path / "store"
+    (store / "sha256").mkdir(parents=True)
+    (http_server.files_root / "m.bin").write_bytes(data)
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(target_bytes)
+    os.chmod(target, 0o600)
+    (store / "sha256" / sha).symlink_to(target)
+    blob = modelstore.ensure(store, "loras/m.bin", {"url": f"{http_server.url}/m.bin", "sha256": sha, "size": len(data)})
+    assert not blob.is_symlink() and blob.read_bytes() == data
+    assert target.read_bytes() == target_bytes and target.stat().st_mode & 0o777 == 0o600

@@ -35,7 +35,7 @@ def test_gc_lists_then_removes_leftovers_and_unused_blobs(tmp_path, git_server, 
     unused.write_bytes(b"nobody locks me")
     fresh = realized / f".{proj.vid}.tmp-now"  # a run may own it right now
     fresh.mkdir()
-    for p in (old_tree, part):
+    for p in (old_tree, part, unused):
         age(p)
     args = ["--root", str(proj.root), "gc", "--blobs", "--json"]
     assert cli.main(args) == 0
@@ -47,3 +47,37 @@ def test_gc_lists_then_removes_leftovers_and_unused_blobs(tmp_path, git_server, 
     assert not old_tree.exists() and not part.exists() and not unused.exists()
     assert fresh.exists()
     assert all((store / "sha256" / sha).is_file() for sha in used)  # what a version locks stays
+
+
+def test_gc_never_follows_a_link_planted_in_the_store(tmp_path, git_server, http_server):
+    """A symlink named like a blob is removed as a link: what it points at keeps its mode and bytes (issue 24 M3)."""
+    proj = make_project(tmp_path, git_server, http_server)
+    store = modelstore.default_store()
+    (store / "sha256").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"private")
+    os.chmod(secret, 0o600)
+    link = store / "sha256" / ("a" * 64)
+    link.symlink_to(secret)
+    age(link)
+    assert cli.main(["--root", str(proj.root), "gc", "--blobs", "--yes", "--json"]) == 0
+    assert not os.path.lexists(link)
+    assert secret.read_bytes() == b"private"
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
+def test_gc_keeps_blobs_younger_than_min_age(tmp_path, git_server, http_server, capsys):
+    """A blob a running `lock` stored a moment ago is not deleted (issue 24 L2); an old one is."""
+    proj = make_project(tmp_path, git_server, http_server)
+    store = modelstore.default_store()
+    (store / "sha256").mkdir(parents=True)
+    fresh, old = store / "sha256" / ("b" * 64), store / "sha256" / ("c" * 64)
+    fresh.write_bytes(b"just stored")
+    old.write_bytes(b"stored long ago")
+    age(old)
+    args = ["--root", str(proj.root), "gc", "--blobs", "--yes", "--json"]
+    assert cli.main(args) == 0
+    assert [i["path"] for i in json.loads(capsys.readouterr().out)["items"]] == [str(old)]
+    assert fresh.exists() and not old.exists()
+    assert cli.main(args + ["--min-age", "0"]) == 0
+    assert not fresh.exists()

@@ -1,11 +1,13 @@
 """`comfyver gc`: what interrupted runs left behind (temp trees, `.part` downloads, scratch folders), and
 with `blobs=True` the model-store blobs no version of the project uses. A plan first; deleting is a
-second, explicit step. Entries younger than `min_age` seconds are left alone (a run may still own them)."""
+second, explicit step. Entries younger than `min_age` seconds are left alone (a run may still own them), blobs
+included. Nothing in the store is followed through a link: a link named like a blob is removed as a link."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +65,19 @@ def plan(root: Path | None, store: Path | None = None, *, blobs: bool = False, m
     if blobs and root is not None:
         used = used_blobs(root)
         for blob in sorted(store.glob("sha256/*")):
-            if len(blob.name) == 64 and blob.is_file() and blob.name not in used:
-                out.append(Leftover(blob, "unused-blob", blob.stat().st_size))
+            if (len(blob.name) == 64 and blob.name not in used and _file_or_link(blob)
+                    and _old(blob, min_age, now)):
+                out.append(Leftover(blob, "unused-blob", _size(blob)))
     return out
+
+
+def _file_or_link(p: Path) -> bool:
+    """A plain file or a link (never followed), by lstat."""
+    try:
+        mode = p.lstat().st_mode
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def remove(items: list[Leftover]) -> int:
@@ -79,8 +91,7 @@ def remove(items: list[Leftover]) -> int:
                     os.chmod(d, 0o755)
             shutil.rmtree(p, ignore_errors=True)
         else:
-            if item.kind == "unused-blob":
-                os.chmod(p, 0o644)
+            if item.kind == "unused-blob":  # a read-only blob needs no chmod to go (nor may one follow a link)
                 (p.parent / f"{p.name}.lock").unlink(missing_ok=True)
             p.unlink(missing_ok=True)
         freed += item.bytes

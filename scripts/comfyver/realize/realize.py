@@ -188,7 +188,7 @@ def ensure_models(lock: dict, store: Path, offline: bool, rep: Reporter,
     for key, m in sorted(lock["models"].items()):
         locked = m["locked"]
         blob = modelstore.blob_path(store, locked["sha256"])
-        if modelstore.check_file(blob, locked["sha256"], locked["size"], cache) is not None:
+        if modelstore.check_blob(blob, locked["sha256"], locked["size"], cache) is not None:
             rep.step(f"model {key} ({locked['size']} bytes) from {web.redact(locked['url'])}")
         with rep.bytes(key, locked["size"]) as progress:
             blobs[key] = modelstore.ensure(store, key, locked, offline=offline, cache=cache, progress=progress)

@@ -5,7 +5,8 @@ model path that locks it. Blobs arrive through `download.download` (`*.part`,
 Range resume, retries, verify, rename) under a per-blob file lock: several
 processes sharing one store (workers on one network volume) download each
 model once, and nobody ever sees a partial blob. A blob whose bytes no longer
-match its name is dropped and fetched again.
+match its name is dropped and fetched again. Nothing in the store is followed through a link: a link
+where a blob belongs is not a blob; it is removed (the link, never what it points at) and the blob fetched.
 
 Re-hashing multi-GB files on every check would be slow, so `StatCache` keeps
 (size, mtime, inode, device) -> sha256 for files already hashed; a file whose
@@ -165,6 +166,13 @@ def check_file(path: Path, sha256: str, size: int, cache: StatCache | None = Non
     return None if got == sha256 else f"sha256 {got}"
 
 
+def check_blob(blob: Path, sha256: str, size: int, cache: StatCache | None = None) -> str | None:
+    """`check_file` for a blob in the store, where a link is never followed."""
+    if blob.is_symlink():
+        return "a link, not a stored file"
+    return check_file(blob, sha256, size, cache)
+
+
 def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache: StatCache | None = None,
            progress: Progress | None = None, seed: Path | None = None) -> Path:
     """The verified blob for model `key` (locked {url, sha256, size}) in `store`; fetch it if needed.
@@ -173,14 +181,16 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
     sha, size = locked["sha256"], locked["size"]
     blob = blob_path(store, sha)
     what = f"model {key}"
-    if check_file(blob, sha, size, cache) is None:
+    if check_blob(blob, sha, size, cache) is None:
         return blob
     blob.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(blob) + ".lock"):
-        problem = check_file(blob, sha, size, cache)  # another process may have fetched it meanwhile
+        problem = check_blob(blob, sha, size, cache)  # another process may have fetched it meanwhile
         if problem is None:
             return blob
-        if problem != "missing":
+        if blob.is_symlink():
+            blob.unlink()
+        elif problem != "missing":
             if cache:
                 cache.forget(blob)
             if _sha256_overlapped(blob) == sha:  # the blob is right by its name: the lock is what is wrong
@@ -188,7 +198,6 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
                                     f"the locked sha256 {sha} has {blob.stat().st_size}; the lock's size is wrong",
                                     hint="fix models[...].locked.size in version.json, or re-lock the model with "
                                          "`comfyver update`; the shared blob was left as it is")
-            os.chmod(blob, 0o644)
             blob.unlink()  # wrong bytes under this name: drop, fetch again
         if seed is not None and check_file(seed, sha, size, cache) is None:
             _copy_verified(seed, blob, sha, what)
@@ -197,7 +206,7 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
                                 hint="run `comfyver fetch <id>` (or `comfyver models sync <id>`) while online first")
         else:
             download.download(locked["url"], blob, sha256=sha, size=size, what=what, progress=progress)
-        os.chmod(blob, 0o444)
+        _read_only(blob)
         if cache:
             cache.remember(blob, blob.stat(), sha)
     return blob
@@ -208,12 +217,21 @@ def adopt(store: Path, src: Path, sha256: str) -> Path:
     blob = blob_path(store, sha256)
     blob.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(blob) + ".lock"):
-        if blob.exists():
+        if blob.exists() and not blob.is_symlink():
             os.unlink(src)  # already stored (the bytes are the same by name)
         else:
-            os.replace(src, blob)
-            os.chmod(blob, 0o444)
+            os.replace(src, blob)  # a link there is replaced, never followed
+            _read_only(blob)
     return blob
+
+
+def _read_only(blob: Path) -> None:
+    """chmod 444 the blob itself: a link put in its place meanwhile is not followed (the open fails)."""
+    fd = os.open(blob, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, 0o444)
+    finally:
+        os.close(fd)
 
 
 def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
@@ -248,7 +266,7 @@ def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool =
         for key, m in sorted(lock["models"].items()):
             locked = m["locked"]
             blob = blob_path(store, locked["sha256"])
-            if check_file(blob, locked["sha256"], locked["size"], cache) is None:
+            if check_blob(blob, locked["sha256"], locked["size"], cache) is None:
                 done[key] = "present"
                 continue
             seed = seed_candidate(source, key, locked["sha256"]) if source else None
