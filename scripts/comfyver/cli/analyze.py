@@ -31,35 +31,37 @@ def run(args) -> int:
 
 
 def print_human(rep) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from comfyver.base import ui
+
+    t_ = ui.text  # every name, URL and note comes from a workflow, a registry or a node list: never markup
+    con = ui.console()
     con.print(f"[bold]{len(rep.workflows)} workflow(s)[/]: {len(rep.core)} built-in classes, "
               f"{len(rep.packs)} node pack(s), {len(rep.models)} model(s)")
     if rep.packs:
         t = Table("node", "source", "version", "classes", "found by", title="node packs")
         for name, p in rep.packs.items():
-            t.add_row(name + ("" if p["active"] else " (inactive)"), p["url"] or f"registry:{p['registry_id']}",
-                      p["version"] or "latest", ", ".join(p["classes"][:4]) + (" ..." if len(p["classes"]) > 4 else ""),
-                      p["via"])
+            t.add_row(t_(name + ("" if p["active"] else " (inactive)")), t_(p["url"] or f"registry:{p['registry_id']}"),
+                      t_(p["version"] or "latest"),
+                      t_(", ".join(p["classes"][:4]) + (" ..." if len(p["classes"]) > 4 else "")), t_(p["via"]))
         con.print(t)
     if rep.models:
         t = Table("model", "source", "sha256", title="models")
         for key, m in rep.models.items():
-            t.add_row(key + ("" if m["active"] else " (inactive)"), m.get("url", "[red]unknown[/]"),
-                      (m.get("sha256") or "")[:12])
+            t.add_row(t_(key + ("" if m["active"] else " (inactive)")),
+                      t_(m["url"]) if m.get("url") else "[red]unknown[/]", t_((m.get("sha256") or "")[:12]))
         con.print(t)
     if rep.unresolved:
         t = Table("class", "why", "fix", title="[red]unresolved classes[/]")
         for c, e in rep.unresolved.items():
-            t.add_row(c + ("" if e["active"] else " (inactive)"), e["why"],
-                      f"--node <git-url|registry-id> providing it, or overrides.json classes[{c!r}]")
+            t.add_row(t_(c + ("" if e["active"] else " (inactive)")), t_(e["why"]),
+                      t_(f"--node <git-url|registry-id> providing it, or overrides.json classes[{c!r}]"))
         con.print(t)
     if rep.ambiguous:
         t = Table("class", "candidates", "fix", title="[yellow]ambiguous classes[/]")
         for c, e in rep.ambiguous.items():
-            t.add_row(c, "\n".join(e["candidates"]), f"--choose '{c}=<node>'")
+            t.add_row(t_(c), t_("\n".join(e["candidates"])), t_(f"--choose '{c}=<node>'"))
         con.print(t)
     for n in rep.notes:
-        con.print(f"note: {n}")
+        con.print(f"note: {t_(n)}")

@@ -95,11 +95,12 @@ def run(args) -> int:
 
 
 def _print_problems(vid: str, problems: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    t = Table("item", "problem", "fix", title=f"[red]version {vid}: cannot lock[/]", show_lines=True)
-    for p in problems:
-        t.add_row(p["item"], p["problem"], p["fix"])
-    Console(stderr=True).print(t)
+    from comfyver.base import ui
+
+    t = Table("item", "problem", "fix", title=f"[red]version {ui.text(vid)}: cannot lock[/]", show_lines=True)
+    for p in problems:  # model names, URLs and errors from workflows and servers: never markup
+        t.add_row(ui.text(p["item"]), ui.text(p["problem"]), ui.text(p["fix"]))
+    ui.console(stderr=True).print(t)
     print(f"error: version {vid}: {len(problems)} item(s) cannot be locked (see the table)", file=sys.stderr)

@@ -83,20 +83,22 @@ def run(args) -> int:
 
 
 def _run_human(backend, job_input: dict, args) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    from comfyver.base import ui
+
+    console = ui.console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[note]}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task(f"submitting to {backend.where}", total=None, note="")
+        task = bar.add_task(f"submitting to {ui.text(backend.where)}", total=None, note="")
 
         def on_submit(job_id):
-            console.print(f"submitted job {job_id} to {backend.where}", highlight=False)  # the id, to cancel later
-            bar.update(task, description=f"job {job_id}")
+            # the id, to cancel later; it and the worker's progress text are printed as they are, never as markup
+            console.print(f"submitted job {ui.text(job_id)} to {ui.text(backend.where)}")
+            bar.update(task, description=f"job {ui.text(job_id)}")
 
         def on_progress(p: jobclient.Progress):
-            bar.update(task, completed=p.completed or 0, total=p.total, note=p.text[:60])
+            bar.update(task, completed=p.completed or 0, total=p.total, note=ui.text(p.text[:60]))
 
         result = jobclient.run_job(backend, job_input, args.out, timeout=args.timeout, poll=args.poll,
                                    on_submit=on_submit, on_progress=on_progress)

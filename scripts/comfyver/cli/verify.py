@@ -39,10 +39,12 @@ def run(args) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"version {args.id} at {into}: {len(found)} mismatch(es)")
+        from comfyver.base import ui
+
+        table = Table(title=ui.text(f"version {args.id} at {into}: {len(found)} mismatch(es)"))
         for col in ("kind", "name", "expected", "found"):
             table.add_column(col, overflow="fold")
-        for m in found:
-            table.add_row(m.kind, m.name, m.expected, m.found)
+        for m in found:  # file names and contents of the folder checked: never markup
+            table.add_row(*(ui.text(v) for v in (m.kind, m.name, m.expected, m.found)))
         Console().print(table)
     return 1 if found else 0

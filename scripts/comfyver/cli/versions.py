@@ -12,6 +12,9 @@ from comfyver.lock import versions
 from comfyver.sources import resolve
 
 
+T = ui.text  # names, ids, URLs and errors from locks, servers and the command line: never markup
+
+
 class _Out:
     """Resolve the console at print time (stdout may be swapped, e.g. by tests)."""
 
@@ -118,7 +121,7 @@ def cmd_new(args) -> int:
         _print_json(data)
     else:
         lk = data["comfyui"]["locked"]
-        out.print(f"created version [bold]{args.id}[/]: ComfyUI {lk.get('ref') or ''} @ {lk['rev'][:12]}  {lk['hash']}")
+        out.print(f"created version [bold]{T(args.id)}[/]: ComfyUI {T(lk.get('ref') or '')} @ {T(lk['rev'][:12])}  {T(lk['hash'])}")
     return 0
 
 
@@ -128,7 +131,7 @@ def cmd_add_node(args) -> int:
         _print_json({"name": name, **entry})
     else:
         lk = entry["locked"]
-        out.print(f"{args.id}: node [bold]{name}[/] -> {_short(lk.get('rev') or lk.get('version'))}  {lk['hash']}")
+        out.print(f"{T(args.id)}: node [bold]{T(name)}[/] -> {T(_short(lk.get('rev') or lk.get('version')))}  {T(lk['hash'])}")
     return 0
 
 
@@ -138,13 +141,13 @@ def cmd_add_model(args) -> int:
         _print_json({"path": args.path, **entry})
     else:
         lk = entry["locked"]
-        out.print(f"{args.id}: model [bold]{args.path}[/] sha256 {lk['sha256']} ({lk['size']:,} bytes)")
+        out.print(f"{T(args.id)}: model [bold]{T(args.path)}[/] sha256 {T(lk['sha256'])} ({lk['size']:,} bytes)")
     return 0
 
 
 def cmd_clone(args) -> int:
     versions.clone(_root(), args.src, args.dst)
-    out.print(f"cloned {args.src} -> {args.dst}")
+    out.print(f"cloned {T(args.src)} -> {T(args.dst)}")
     return 0
 
 
@@ -159,7 +162,7 @@ def cmd_delete(args) -> int:
         if input(f"delete versions/{args.id}? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
     versions.delete(_root(), args.id)
-    out.print(f"deleted {args.id}")
+    out.print(f"deleted {T(args.id)}")
     return 0
 
 
@@ -182,9 +185,9 @@ def cmd_list(args) -> int:
     t = Table("id", "ComfyUI", "nodes", "models", "model size", "workflows")
     for r in rows:
         if "error" in r:
-            t.add_row(r["id"], f"[red]invalid: {r['error'].splitlines()[-1]}[/]", "", "", "", "")
+            t.add_row(T(r["id"]), f"[red]invalid: {T(r['error'].splitlines()[-1])}[/]", "", "", "", "")
         else:
-            t.add_row(r["id"], f"{r['comfyui_ref'] or ''} {r['comfyui'][:12]}", str(r["nodes"]), str(r["models"]),
+            t.add_row(T(r["id"]), T(f"{r['comfyui_ref'] or ''} {r['comfyui'][:12]}"), str(r["nodes"]), str(r["models"]),
                       f"{r['model_bytes'] / 1e9:.2f} GB", str(r["workflows"]))
     out.print(t if rows else "no versions yet: `comfyver new <id>` creates one")
     return 1 if any("error" in r for r in rows) else 0
@@ -196,20 +199,20 @@ def cmd_show(args) -> int:
         _print_json(d)
         return 0
     c = d["comfyui"]
-    out.print(f"[bold]{d['id']}[/]  python {d['python']['requires']} torch {d['python']['torch']}")
-    out.print(f"ComfyUI  {c['original'].get('ref', '')} -> {c['locked']['rev']}  {c['locked']['hash']}  ({c['locked']['url']})")
+    out.print(f"[bold]{T(d['id'])}[/]  python {T(d['python']['requires'])} torch {T(d['python']['torch'])}")
+    out.print(T(f"ComfyUI  {c['original'].get('ref', '')} -> {c['locked']['rev']}  {c['locked']['hash']}  ({c['locked']['url']})"))
     t = Table("node", "asked", "locked", "hash", title="custom nodes")
     for name, n in d["nodes"].items():
         o, lk = n["original"], n["locked"]
         asked = f"{o.get('url', o.get('id'))} @ {o.get('ref', o.get('version', ''))}"
-        t.add_row(name, asked, _short(lk.get("rev") or lk.get("version")), lk["hash"])
+        t.add_row(T(name), T(asked), T(_short(lk.get("rev") or lk.get("version"))), T(lk["hash"]))
     out.print(t)
     t = Table("model", "source", "sha256", "size", title="models")
     for path, m in d["models"].items():
-        t.add_row(path, m["original"]["url"], m["locked"]["sha256"][:16], f"{m['locked']['size']:,}")
+        t.add_row(T(path), T(m["original"]["url"]), T(m["locked"]["sha256"][:16]), f"{m['locked']['size']:,}")
     out.print(t)
     if d["workflows"]:
-        out.print("workflows: " + ", ".join(d["workflows"]))
+        out.print("workflows: " + T(", ".join(d["workflows"])))
     return 0
 
 
@@ -218,22 +221,22 @@ def cmd_diff(args) -> int:
     if args.json:
         _print_json(res)
         return 0
-    t = Table("what", "name", "change", title=f"{args.a} -> {args.b}")
+    t = Table("what", "name", "change", title=T(f"{args.a} -> {args.b}"))
     if res["comfyui"]:
-        t.add_row("comfyui", "", f"{_short(res['comfyui']['from'])} -> {_short(res['comfyui']['to'])}")
+        t.add_row("comfyui", "", T(f"{_short(res['comfyui']['from'])} -> {_short(res['comfyui']['to'])}"))
     for sect in ("nodes", "models", "python"):
         s = res[sect]
         for k in s["added"]:
-            t.add_row(sect, k, "[green]added[/]")
+            t.add_row(sect, T(k), "[green]added[/]")
         for k in s["removed"]:
-            t.add_row(sect, k, "[red]removed[/]")
+            t.add_row(sect, T(k), "[red]removed[/]")
         for k, ch in s["changed"].items():
-            t.add_row(sect, k, f"{_short(ch['from'])} -> {_short(ch['to'])}")
+            t.add_row(sect, T(k), T(f"{_short(ch['from'])} -> {_short(ch['to'])}"))
         for k, ch in s.get("moved", {}).items():
-            t.add_row(sect, k, f"moved {ch['from']} -> {ch['to']}")
+            t.add_row(sect, T(k), T(f"moved {ch['from']} -> {ch['to']}"))
         if "profile" in s:
-            t.add_row(sect, "profile", f"{s['profile']['from']} -> {s['profile']['to']}")
-    out.print(t if t.row_count else f"{args.a} and {args.b} pin the same inputs")
+            t.add_row(sect, "profile", T(f"{s['profile']['from']} -> {s['profile']['to']}"))
+    out.print(t if t.row_count else T(f"{args.a} and {args.b} pin the same inputs"))
     return 0
 
 
@@ -243,9 +246,9 @@ def cmd_update(args) -> int:
         _print_json({"id": args.id, "changed": changes})
     elif changes:
         for k, ch in changes.items():
-            out.print(f"{k}: {_short(ch['from'])} -> {_short(ch['to'])}")
+            out.print(T(f"{k}: {_short(ch['from'])} -> {_short(ch['to'])}"))
     else:
-        out.print(f"{args.id}: every input still resolves to its locked value")
+        out.print(f"{T(args.id)}: every input still resolves to its locked value")
     return 0
 
 
@@ -254,10 +257,10 @@ def cmd_recheck(args) -> int:
     if args.json:
         _print_json({"id": args.id, "ok": not problems, "problems": problems})
     elif problems:
-        t = Table("input", "problem", title=f"{args.id}: {len(problems)} problem(s)")
+        t = Table("input", "problem", title=f"{T(args.id)}: {len(problems)} problem(s)")
         for k, v in sorted(problems.items()):
-            t.add_row(k, v)
+            t.add_row(T(k), T(v))
         out.print(t)
     else:
-        out.print(f"{args.id}: every locked input fetched and matched its hash")
+        out.print(f"{T(args.id)}: every locked input fetched and matched its hash")
     return 1 if problems else 0
