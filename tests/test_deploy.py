@@ -181,3 +181,11 @@ def test_stale_tag_warning(runpod, tmp_path, capsys):
     assert main(["deploy", "demo", "--image", old, "--template", "tpl9"]) == 0
     err = capsys.readouterr().err
     assert "'demo-0123456789ab' was pushed from another lock of 'demo'" in err and current in err
+
+
+@pytest.mark.parametrize("ref", ["ghcr.io/acme/comfyui:v1\n", "ghcr.io/acme/comfyui@sha256:" + "a" * 64 + "\n"])
+def test_an_image_reference_with_a_trailing_newline_is_refused(ref):
+    """The reference goes to RunPod as the template's imageName: matched to its very end (issue 24 L12)."""
+    with pytest.raises(UsageError, match="is not REGISTRY/IMAGE"):
+        deploy.check_image(ref)
+    assert deploy.check_image(ref.rstrip("\n")) == ref.rstrip("\n")

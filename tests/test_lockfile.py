@@ -157,3 +157,32 @@ def test_a_trailing_newline_is_not_part_of_a_valid_id(bad):
     schema = json.loads((lockfile.Path(lockfile.__file__).parent / "schema" / "version-1.schema.json").read_text())
     assert not Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/versionId"}).is_valid(bad)
     assert Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/versionId"}).is_valid("nl")
+
+
+MODEL = ("models", "checkpoints/sd/model.safetensors")
+
+
+@pytest.mark.parametrize("path", [
+    ("comfyui", "locked", "rev"), ("comfyui", "locked", "hash"), ("comfyui", "locked", "url"),
+    ("comfyui", "original", "url"), ("nodes", "rgthree-comfy", "locked", "url"),
+    ("nodes", "rgthree-comfy", "original", "id"), (*MODEL, "locked", "sha256"), (*MODEL, "locked", "url"),
+    (*MODEL, "original", "url"), ("workflows", 0), ("id",)])
+def test_a_trailing_newline_is_refused_in_every_patterned_field(tmp_path, path):
+    """JSON Schema `pattern` is searched with Python's `re`, whose `$` also matches before a final newline:
+    `rev\\n` or `sha256\\n` would split a line of the exported install script (issue 24 L12)."""
+    def add_newline(d):
+        *parents, last = path
+        for p in parents:
+            d = d[p]
+        d[last] += "\n"
+
+    with pytest.raises(lockfile.LockError, match="does not match"):
+        lockfile.read(write(tmp_path, mutate(add_newline)))
+
+
+def test_a_trailing_newline_in_a_pinned_sha256_is_refused(tmp_path):
+    def pin(d):
+        d["models"]["checkpoints/sd/model.safetensors"]["original"].update(sha256="d" * 64 + "\n", size=12)
+
+    with pytest.raises(lockfile.LockError, match="does not match"):
+        lockfile.read(write(tmp_path, mutate(pin)))

@@ -150,7 +150,8 @@ def test_authfile_is_private(tmp_path):
 
 
 @pytest.mark.parametrize("bad", ["comfyui", "-oProxyCommand=x/y", "ghcr.io/Acme/x", "ghcr.io/acme/x:-t",
-                                 "ghcr.io/acme/../x", "ghcr.io//x", "docker://ghcr.io/acme/x"])
+                                 "ghcr.io/acme/../x", "ghcr.io//x", "docker://ghcr.io/acme/x",
+                                 "ghcr.io/acme/x\n", "ghcr.io/acme/x:v1\n"])  # `$` would accept a final newline
 def test_bad_destination_is_usage_error(bad):
     with pytest.raises(UsageError) as exc:
         push.parse_destination(bad, "t")

@@ -307,7 +307,7 @@ def project_requires(pyproject_text: str) -> tuple[str, list[str]]:
 
 # -- what CUDA the lock really holds ---------------------------------------------------------------
 
-CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$")
+CUDA_RUNTIME = re.compile(r"^nvidia-cuda-runtime(-cu\d+)?\Z")
 
 
 def locked_cuda(uv_lock_text: str) -> tuple[int, int] | None:

@@ -31,7 +31,7 @@ from comfyver.base.web import redact
 # REGISTRY/IMAGE[:TAG]; the registry part must name a host (a dot, a port or localhost)
 _HOST = r"(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(?=:\d))(?::\d{1,5})?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-DEST_RE = re.compile(rf"^(?P<registry>{_HOST})/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?$")
+DEST_RE = re.compile(rf"^(?P<registry>{_HOST})/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?\Z")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
