@@ -1,7 +1,8 @@
 """The comfyver side of `comfyver ui`: a small HTTP server on 127.0.0.1 that the page's ComfyUI hands each
 validated prompt to. It submits the prompt to the endpoint (jobclient backends: RunPod or the SDK's local
 API) with the version id and lock digest, follows the job, keeps its progress as events, saves the outputs
-into ComfyUI's output folder (`comfyver-remote/<prompt id>/`) and cancels on request.
+into ComfyUI's output folder (`comfyver-remote/<job id>/`, a folder the bridge names: the prompt id is the
+sender's text and never part of a path) and cancels on request.
 
 Requests need the bearer token made at start (any local process could reach the port otherwise). The API
 key lives in this process only. Prompts run one at a time, in the order ComfyUI queues them.
@@ -106,7 +107,7 @@ class Bridge:
             delay = min(self.poll, delay * 1.5)
 
     def _save(self, job: Job, output: dict) -> list[dict]:
-        sub = Path(OUTPUT_SUBFOLDER) / job.prompt_id
+        sub = Path(OUTPUT_SUBFOLDER) / job.id  # the bridge's own uuid: a page's prompt_id may be any path
         saved = jobclient.save_outputs(output, self.output_dir / sub)
         return [{"node_id": str(s["node_id"]), "kind": s["kind"], "filename": Path(s["path"]).name,
                  "subfolder": str(sub)} for s in saved]
