@@ -167,12 +167,17 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
             for name, spec in _spec_inputs(info):
                 if not _is_widget(spec) or i >= len(wv):
                     continue
+                if isinstance(wv[i], (list, dict)):  # a list would even read as a link to another node
+                    raise bad_input(f"workflow: node {nid!r} ({n['type']}): widget {name!r} has the value "
+                                    f"{json.dumps(wv[i])[:80]}; a widget holds a number, string or boolean",
+                                    "send the UI-format file ComfyUI saved, unchanged, or export it in API format",
+                                    node_id=str(nid), node_type=n["type"])
                 if name not in inputs:
                     inputs[name] = wv[i]
                 i += 1
                 opts = _spec_opts(spec)
                 if (spec[0] == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed"))
-                        and i < len(wv) and wv[i] in CONTROL_VALUES):
+                        and i < len(wv) and isinstance(wv[i], str) and wv[i] in CONTROL_VALUES):
                     i += 1
         api[str(nid)] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": n.get("title") or n["type"]}}
     if not api:
