@@ -322,9 +322,11 @@ class Worker:
         try:
             home = realize(s.versions_root, vid, s.realize_dir / vid if s.realize_dir else None, s.models_dir, False,
                            system_site_packages=s.realize_system_site_packages)
-        except Exception as exc:  # noqa: BLE001 - comfyver errors name their input
-            raise JobError("version", f"version_id {vid!r}: realize failed: {redact(exc)}",
-                           hint="check the version with `comfyver check` and the volume's free space") from None
+        except Exception as exc:  # noqa: BLE001 - its message names worker files (paths, sizes, hashes): log only
+            log.error("version_id %r: realize failed: %s", vid, redact(exc))
+            raise JobError("version", f"version_id {vid!r}: realize failed on the worker",
+                           hint=f"the worker's log says why; check the version with `comfyver check {vid}` "
+                                "and the volume's free space") from None
         venv_python = Path(home) / ".venv" / "bin" / "python"
         self.settings = s = dataclasses.replace(s, comfy_home=Path(home))  # its input/ and output/ from now on
         old, self.process = self.process, ComfyProcess(s, home=Path(home),
