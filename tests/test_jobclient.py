@@ -86,7 +86,8 @@ def workflow(tmp_path: Path, **extra) -> Path:
 
 
 # ------------------------------------------------------------------ local API (runpod SDK server)
-def test_local_job_outputs_saved(local_api, tmp_path, http_server, capsys):
+def test_local_job_outputs_saved(local_api, tmp_path, http_server, capsys, monkeypatch):
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", f"127.0.0.1:{http_server.port}")  # plays a public host
     (http_server.files_root / "big.png").write_bytes(PNG * 3)
     wf = workflow(tmp_path, url=f"{http_server.url}/big.png")
     img = tmp_path / "cat.png"
@@ -282,6 +283,9 @@ def test_outputs_from_s3_and_gcs(tmp_path, monkeypatch):
         monkeypatch.setenv("BUCKET_ENDPOINT_URL", s3_url)
         monkeypatch.setenv("BUCKET_ACCESS_KEY_ID", "AKIATEST")
         monkeypatch.setenv("BUCKET_SECRET_ACCESS_KEY", "s3-secret-for-test")
+        monkeypatch.setenv("BUCKET_NAME", "comfy-out")  # the buckets this user configured for outputs
+        monkeypatch.setenv("GCS_BUCKET", "gcs-out")
+        monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", f"127.0.0.1:{s3_port}")  # the signed URL's host
         s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="AKIATEST",
                           aws_secret_access_key="s3-secret-for-test", region_name="us-east-1")
         s3.create_bucket(Bucket="comfy-out")

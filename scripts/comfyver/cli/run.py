@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from comfyver.base import project
+from comfyver.base import project, web
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
 from comfyver.ship import jobclient
@@ -98,7 +98,7 @@ def _run_human(backend, job_input: dict, args) -> int:
             bar.update(task, description=f"job {ui.text(job_id)}")
 
         def on_progress(p: jobclient.Progress):
-            bar.update(task, completed=p.completed or 0, total=p.total, note=ui.text(p.text[:60]))
+            bar.update(task, completed=p.completed or 0, total=p.total, note=ui.text(web.redact(p.text)[:60]))
 
         result = jobclient.run_job(backend, job_input, args.out, timeout=args.timeout, poll=args.poll,
                                    on_submit=on_submit, on_progress=on_progress)

@@ -121,7 +121,8 @@ def cmd_new(args) -> int:
         _print_json(data)
     else:
         lk = data["comfyui"]["locked"]
-        out.print(f"created version [bold]{T(args.id)}[/]: ComfyUI {T(lk.get('ref') or '')} @ {T(lk['rev'][:12])}  {T(lk['hash'])}")
+        out.print(f"created version [bold]{T(args.id)}[/]: "
+                  + T(f"ComfyUI {lk.get('ref') or ''} @ {lk['rev'][:12]}  {lk['hash']}"))
     return 0
 
 
@@ -131,7 +132,8 @@ def cmd_add_node(args) -> int:
         _print_json({"name": name, **entry})
     else:
         lk = entry["locked"]
-        out.print(f"{T(args.id)}: node [bold]{T(name)}[/] -> {T(_short(lk.get('rev') or lk.get('version')))}  {T(lk['hash'])}")
+        out.print(f"{T(args.id)}: node [bold]{T(name)}[/] "
+                  + T(f"-> {_short(lk.get('rev') or lk.get('version'))}  {lk['hash']}"))
     return 0
 
 
@@ -200,7 +202,8 @@ def cmd_show(args) -> int:
         return 0
     c = d["comfyui"]
     out.print(f"[bold]{T(d['id'])}[/]  python {T(d['python']['requires'])} torch {T(d['python']['torch'])}")
-    out.print(T(f"ComfyUI  {c['original'].get('ref', '')} -> {c['locked']['rev']}  {c['locked']['hash']}  ({c['locked']['url']})"))
+    out.print(T(f"ComfyUI  {c['original'].get('ref', '')} -> {c['locked']['rev']}  {c['locked']['hash']}  "
+                f"({c['locked']['url']})"))
     t = Table("node", "asked", "locked", "hash", title="custom nodes")
     for name, n in d["nodes"].items():
         o, lk = n["original"], n["locked"]

@@ -13,6 +13,11 @@ Two backends speak the same small protocol (submit, status, cancel):
 The handler answers `{"outputs": [{node_id, kind, filename, url | signed_url | data}], ...}`
 or `{"error": {...}}`; every output is saved into the output folder (base64
 `data`, http(s) URLs, gs:// and s3:// objects) through a `.part` file and a rename.
+The result is the worker's text, untrusted: each output gets its own name (at most
+MAX_NAME bytes), URLs are fetched from public hosts only (every redirect hop and
+connection checked, COMFYVER_TRUSTED_HOSTS excepted), buckets are read with this
+machine's keys only where configured for delivery (BUCKET_NAME, GCS_BUCKET), and a
+worker's error is shown with credentials masked.
 """
 
 from __future__ import annotations
@@ -223,10 +228,61 @@ class LocalBackend:
 
 
 # ---------------------------------------------------------------- outputs
+# A job's result is the worker's text: its names, URLs and buckets are untrusted like a downloaded workflow's.
+MAX_NAME = 200  # bytes in a saved output's name: file systems allow 255, leaving room for `.part` and temp names
+# the bucket a result may name for a download with this machine's keys: the one configured for delivery, in the
+# variables the handler reads (handler/settings.py)
+BUCKET_ENV = {"s3": "BUCKET_NAME", "gs": "GCS_BUCKET"}
+
+
 def _safe_name(name, fallback: str) -> str:
     base = PurePosixPath(str(name or "").replace("\\", "/")).name
     base = re.sub(r"[^A-Za-z0-9._ -]", "_", base).strip(" .")
     return base or fallback
+
+
+def _fit(name: str) -> str:
+    """`name` (ASCII, from _safe_name) cut to MAX_NAME, its extension kept."""
+    if len(name) <= MAX_NAME:
+        return name
+    stem, ext = os.path.splitext(name)
+    ext = ext if len(ext) <= 16 else ""
+    return stem[:MAX_NAME - len(ext)].rstrip(" .") + ext
+
+
+def _unique_name(name: str, prefix: str, used: set[str]) -> str:
+    """`name` fitted to MAX_NAME and unique among the outputs saved so far, ignoring case (a case-folding disk
+    holds one of A.png and a.png), its `.part` download file included; else `<prefix>-<n>-<name>`."""
+    candidate, n = _fit(name), 1
+    while {candidate.casefold(), f"{candidate}.part".casefold()} & used:
+        candidate, n = _fit(f"{prefix}{'' if n == 1 else f'-{n}'}-{name}"), n + 1
+    used.update({candidate.casefold(), f"{candidate}.part".casefold()})
+    return candidate
+
+
+def _check_bucket(url: str, what: str) -> None:
+    """A result's s3:// or gs:// URL is read with this machine's keys: only from the bucket configured for delivery."""
+    p = urlsplit(url)
+    env = BUCKET_ENV[p.scheme]
+    configured = os.environ.get(env) or ""
+    if not p.netloc or p.netloc != configured:
+        raise ComfyverError(f"{what}: the result names {p.scheme}://{p.netloc}, not the bucket configured for "
+                            f"outputs ({env}={configured or 'unset'}); not read with your keys",
+                            hint=f"if your worker delivers there, set {env}={p.netloc} and run again; or have the "
+                                 "worker return signed URLs or base64 (output_mode base64)")
+
+
+def _fetch_public(url: str, dest: Path, what: str) -> None:
+    """An http(s) output from a public host only: the URL, each redirect hop and each connection are checked
+    (web.untrusted_fetches, the rule for sources a workflow names)."""
+    try:
+        with web.untrusted_fetches():
+            web.check_untrusted_source(url)
+            download.download(url, dest, what=what)
+    except (ValueError, web.NonPublicAddress):
+        raise ComfyverError(f"{what}: {web.redact(url)} is on, or redirects to, a local, private or metadata address; "
+                            "not fetched", hint="a job result may point only at public http(s) hosts; to fetch from "
+                            "your own storage on this network, list its host:port in COMFYVER_TRUSTED_HOSTS") from None
 
 
 def _fetch_s3(url: str, dest: Path) -> None:
@@ -247,7 +303,8 @@ def _fetch_s3(url: str, dest: Path) -> None:
 
 
 def save_output(entry: dict, dest: Path) -> None:
-    """Write one output entry to `dest`: base64 `data`, else a signed/public http(s) URL, else gs:// / s3://."""
+    """Write one output entry to `dest`: base64 `data`, else a signed/public http(s) URL on a public host, else
+    gs:// / s3:// in the bucket configured for delivery."""
     what = f"output {entry.get('filename')!r} of node {entry.get('node_id')}"
     if entry.get("data") is not None:
         try:
@@ -260,29 +317,32 @@ def save_output(entry: dict, dest: Path) -> None:
     if not isinstance(url, str) or not url:
         raise ComfyverError(f"{what}: has neither data nor a URL", hint="check the handler's output_mode")
     web.check_scheme(url, ("https", "http", "gs", "s3"), what)
-    if urlsplit(url).scheme == "s3":
+    scheme = urlsplit(url).scheme
+    if scheme in BUCKET_ENV:
+        _check_bucket(url, what)
+    if scheme == "s3":
         _fetch_s3(url, dest)
-    else:
+    elif scheme == "gs":
         download.download(url, dest, what=what)
+    else:
+        _fetch_public(url, dest, what)
 
 
 def save_outputs(output: dict, out_dir: Path) -> list[dict]:
-    """Save every output of a finished job into `out_dir`; returns [{node_id, kind, path, bytes}]."""
+    """Save every output of a finished job into `out_dir`, each under its own name (no output replaces
+    another); returns [{node_id, kind, path, bytes}], one per output."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = output.get("outputs") if isinstance(output, dict) else None
     saved, used = [], set()
     for i, entry in enumerate(entries or []):
         if not isinstance(entry, dict):
             continue
-        node = _safe_name(entry.get("node_id"), "node")
+        node = _safe_name(entry.get("node_id"), "node")[:40]
         if entry.get("filename") is None and isinstance(entry.get("text"), str):
             name, payload = f"{node}-text-{i}.txt", {"data": base64.b64encode(entry["text"].encode()).decode()}
         else:
             name, payload = _safe_name(entry.get("filename"), f"{node}-output-{i}"), entry
-        if name in used:
-            name = f"{node}-{i}-{name}"
-        used.add(name)
-        dest = out_dir / name
+        dest = out_dir / _unique_name(name, f"{node}-{i}", used)
         save_output({**payload, "node_id": entry.get("node_id"), "filename": entry.get("filename")}, dest)
         saved.append({"node_id": entry.get("node_id"), "kind": entry.get("kind", "file"), "path": str(dest),
                       "bytes": dest.stat().st_size})
@@ -355,11 +415,22 @@ def _interrupted(backend, job_id: str) -> dict:
     return {"id": job_id, "status": "CANCELLED", "error": f"interrupted: {note}"}
 
 
+def _masked(value):
+    """`value` (a worker's error: text, or JSON objects and lists of it) with every credential masked (web.redact)."""
+    if isinstance(value, str):
+        return web.redact(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
 def outcome(state: dict) -> tuple[str, object, object]:
-    """(status, output, error) of a final job state: the handler's error as an object, and a COMPLETED job whose
-    output carries an error counted as FAILED."""
+    """(status, output, error) of a final job state: the handler's error as an object, credentials masked (a
+    worker may echo one), and a COMPLETED job whose output carries an error counted as FAILED."""
     status, output = state.get("status") or "FAILED", state.get("output")
-    error = _structured(state.get("error") or (output.get("error") if isinstance(output, dict) else None))
+    error = _masked(_structured(state.get("error") or (output.get("error") if isinstance(output, dict) else None)))
     return ("FAILED" if status == "COMPLETED" and error else status), output, error
 
 
