@@ -8,7 +8,6 @@ import contextvars
 import copy
 import dataclasses
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from comfyver.base import lockfile, project
+from comfyver.base.errors import ComfyverError
 
 from handler import outputs as out_mod
 from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
@@ -207,8 +209,7 @@ class Worker:
         verbose = inp.get("verbose", False)
         if not isinstance(verbose, bool):
             raise bad_input("verbose: expected true or false")
-        await self._check_version(inp.get("version_id"))
-        self._check_digest(inp.get("lock_digest"))
+        await self._check_version(inp.get("version_id"), inp.get("lock_digest"))
         mode, store, prefix = self._output_target(inp, out_dir)
         timeout = inp.get("timeout", s.job_timeout)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
@@ -267,46 +268,59 @@ class Worker:
             result["log_tail"] = self.log_tail()
         return result
 
-    async def _check_version(self, vid) -> None:
-        if vid is None:
-            return
-        if not isinstance(vid, str) or not VERSION_ID.match(vid):
-            raise bad_input(f"version_id: {vid!r} is not a version id", "use the id of a folder under versions/")
-        if vid == self.active_version:
-            return
-        s = self.settings
-        if not (s.realize and s.versions_root):
-            raise JobError("version", f"version_id {vid!r} does not match this worker's version "
-                           f"{self.active_version!r}", hint=f"send the job to the endpoint built for {vid!r}, or "
-                           "omit version_id; to switch versions at run time mount the versions and set "
-                           "COMFYVER_ROOT and COMFYVER_REALIZE=1")
-        await asyncio.to_thread(self._realize, vid)
-
-    def _known_digest(self) -> str | None:
-        """The lock digest of the version this worker runs: from its lock file when it realizes versions
-        (COMFYVER_ROOT), else COMFYVER_LOCK_DIGEST; None when it cannot know."""
-        s = self.settings
-        if s.versions_root and self.active_version:
-            try:
-                lock = json.loads((s.versions_root / "versions" / self.active_version / "version.json").read_bytes())
-            except (OSError, ValueError):
-                return s.lock_digest
-            canonical = json.dumps(lock, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-            return hashlib.sha256(canonical).hexdigest()  # as comfyver's lockfile.lock_digest
-        return s.lock_digest
-
-    def _check_digest(self, digest) -> None:
-        if digest is None:
-            return
-        if not isinstance(digest, str) or not DIGEST.match(digest):
+    async def _check_version(self, vid, digest) -> None:
+        """`version_id` and `lock_digest`. With COMFYVER_REALIZE=1 a job naming a version gets the state of it
+        mounted at COMFYVER_ROOT: another version, or this one when its mounted lock changed since its tree was
+        realized, is realized first (not when the job names the lock of the tree that runs). `lock_digest` must
+        then be the lock of the tree that runs."""
+        if digest is not None and (not isinstance(digest, str) or not DIGEST.match(digest)):
             raise bad_input(f"lock_digest: {str(digest)[:80]!r} is not a sha256 hex digest",
                             "send the lockDigest `comfyver export <id> --format report` prints, or omit lock_digest")
-        known = self._known_digest()
-        if known is not None and known != digest:
+        if vid is not None and (not isinstance(vid, str) or not VERSION_ID.match(vid)):
+            raise bad_input(f"version_id: {vid!r} is not a version id", "use the id of a folder under versions/")
+        s = self.settings
+        can_realize = bool(s.realize and s.versions_root)
+        running = self._running_digest()
+        if vid is not None and vid != self.active_version:
+            if not can_realize:
+                raise JobError("version", f"version_id {vid!r} does not match this worker's version "
+                               f"{self.active_version!r}", hint=f"send the job to the endpoint built for {vid!r}, or "
+                               "omit version_id; to switch versions at run time mount the versions and set "
+                               "COMFYVER_ROOT and COMFYVER_REALIZE=1")
+            await asyncio.to_thread(self._realize, vid)
+        elif vid is not None and can_realize and running is not None and digest != running:
+            mounted = self._mounted_digest(vid)
+            if mounted not in (None, running) and digest in (None, mounted):  # the volume's lock changed
+                await asyncio.to_thread(self._realize, vid)
+        running = self._running_digest()
+        if digest is not None and running is not None and digest != running:
             raise JobError("version", f"lock_digest {digest[:12]}... does not match the lock this worker runs "
-                           f"(version {self.active_version!r}, lock {known[:12]}...)",
-                           hint="the endpoint serves another state of the version: deploy the image built from "
-                                "your lock, or lock the version the endpoint runs")
+                           f"(version {self.active_version!r}, lock {running[:12]}...)",
+                           hint="the endpoint serves another state of the version: deploy the image built from your "
+                                "lock, or lock the version the endpoint runs" + (
+                                    "; with version_id the worker realizes the lock mounted at COMFYVER_ROOT"
+                                    if can_realize else ""))
+
+    def _running_digest(self) -> str | None:
+        """The lock digest of the tree ComfyUI runs: the one its realize marker says it was built from, else
+        COMFYVER_LOCK_DIGEST; None when the worker cannot know."""
+        home = self.process.home if self.process is not None else self.settings.comfy_home
+        if home is not None:
+            try:
+                from comfyver.realize.realize import read_marker
+            except ImportError:
+                read_marker = None
+            marker = read_marker(home) if read_marker else None
+            if isinstance(marker, dict) and isinstance(marker.get("lock"), str) and DIGEST.match(marker["lock"]):
+                return marker["lock"]
+        return self.settings.lock_digest
+
+    def _mounted_digest(self, vid: str) -> str | None:
+        """The lock digest of `vid` as mounted at COMFYVER_ROOT now (None when it cannot be read)."""
+        try:
+            return lockfile.lock_digest(lockfile.read(project.lock_path(self.settings.versions_root, vid)))
+        except (ComfyverError, OSError):
+            return None
 
     def _realize(self, vid: str) -> None:
         s = self.settings
