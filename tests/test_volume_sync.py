@@ -374,3 +374,56 @@ def test_a_malformed_endpoint_override_names_the_variable(proj, dcs, capsys, mon
 def test_part_size_is_bounded(proj, dcs, capsys):
     rc = main(["--root", str(proj.root), "models", "sync", proj.vid, "--to", "runpod://vol2us", "--part-size", "2000"])
     assert rc == 2 and "5 to 1024 MiB" in capsys.readouterr().err
+
+
+S3_NS = 'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+@pytest.mark.parametrize("next_marker", [lambda m: 1, lambda m: m + 6000], ids=["stuck", "past-10000-parts"])
+def test_a_listparts_that_never_ends_is_a_clear_error(tmp_path, monkeypatch, next_marker):
+    """A server whose ListParts always says IsTruncated (its marker stuck, or running past S3's 10,000 parts)
+    ends the listing with an error naming the volume and the key (issue 24 L13)."""
+    from comfyver.ship import volume
+
+    data = os.urandom(6 << 20)
+    key = f"models/sha256/{sha(data)}"
+    src = tmp_path / "blob"
+    src.write_bytes(data)
+    calls = []
+
+    def bucket(h, body):  # HeadBucket, ListMultipartUploads
+        return 200, {"Content-Type": "application/xml"}, (
+            f'<ListMultipartUploadsResult {S3_NS}><Bucket>vol1lie</Bucket><IsTruncated>false</IsTruncated>'
+            f'<Upload><Key>{key}</Key><UploadId>u1</UploadId><Initiated>2024-01-01T00:00:00.000Z</Initiated>'
+            '</Upload></ListMultipartUploadsResult>').encode()
+
+    def obj(h, body):
+        if h.command == "HEAD":  # HeadObject: not there yet
+            return 404, {}, b""
+        if h.command != "GET" or "uploadId=" not in h.path:  # no upload may begin
+            return 403, {"Content-Type": "application/xml"}, b"<Error><Code>AccessDenied</Code></Error>"
+        calls.append(h.path)
+        if len(calls) > 40:  # the test's own bound: the unfixed loop would never end
+            return 404, {"Content-Type": "application/xml"}, b"<Error><Code>NoSuchUpload</Code></Error>"
+        marker = int(h.path.partition("part-number-marker=")[2].split("&")[0] or 0)
+        return 200, {"Content-Type": "application/xml"}, (
+            f'<ListPartsResult {S3_NS}><Bucket>vol1lie</Bucket><Key>{key}</Key><UploadId>u1</UploadId>'
+            f'<PartNumberMarker>{marker}</PartNumberMarker><NextPartNumberMarker>{next_marker(marker)}'
+            '</NextPartNumberMarker><MaxParts>1000</MaxParts><IsTruncated>true</IsTruncated><Part>'
+            '<PartNumber>1</PartNumber><LastModified>2024-01-01T00:00:00.000Z</LastModified>'
+            f'<ETag>"{"0" * 32}"</ETag><Size>{5 << 20}</Size></Part></ListPartsResult>').encode()
+
+    srv = HTTPServer()
+    srv.routes["/vol1lie"] = bucket
+    srv.routes[f"/vol1lie/{key}"] = obj
+    monkeypatch.setenv("COMFYVER_RUNPOD_S3_ENDPOINTS", f"EU-RO-1={srv.url}")
+    monkeypatch.setenv("RUNPOD_S3_ACCESS_KEY", "user_test")
+    monkeypatch.setenv("RUNPOD_S3_SECRET_KEY", "secret_test")
+    try:
+        vol = volume.open_volume("runpod://vol1lie", "EU-RO-1")
+        with pytest.raises(volume.ComfyverError, match="never ends") as exc:
+            volume.upload(vol, src, sha(data), len(data), part_size=5)
+    finally:
+        srv.close()
+    assert "runpod://vol1lie" in exc.value.message and key in exc.value.message
+    assert len(calls) <= 3

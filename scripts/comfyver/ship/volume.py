@@ -319,7 +319,13 @@ def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str
         parts.update({p["PartNumber"]: (p["ETag"].strip('"'), p["Size"]) for p in r.get("Parts", [])})
         if not r.get("IsTruncated"):
             return upload_id, parts
-        marker = r["NextPartNumberMarker"]
+        nxt = r.get("NextPartNumberMarker")
+        if not isinstance(nxt, int) or not marker < nxt < MAX_PARTS:  # S3 has at most 10,000 parts
+            raise ComfyverError(f"{vol.target}: listing the parts of the unfinished upload of {key} never ends (the "
+                                f"server says there are more after part {marker}, next {nxt!r})",
+                                hint=f"abort that upload (upload id {upload_id}) with an S3 client, or ask RunPod "
+                                     "support; then sync again")
+        marker = nxt
 
 
 def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tuple[str, int, str]:
