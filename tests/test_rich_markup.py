@@ -75,3 +75,24 @@ def test_run_endpoint_prints_markup_in_job_id_and_progress_literally(runpod_api,
     assert (tmp_path / "out" / "a.png").read_bytes() == PNG
     assert f"submitted job {job} to endpoint ep1" in err
     assert f"node {EVIL}:" in out
+
+
+def test_realize_and_resolve_progress_print_markup_literally(monkeypatch):
+    """The realize steps and download bars, and `lock`'s resolving bar on a terminal, carry model keys."""
+    import io
+
+    from rich.console import Console
+
+    from comfyver.realize import realize
+    from comfyver.sources import resolve
+
+    rep = realize.Reporter(quiet=False)
+    rep.console = Console(file=io.StringIO(), force_terminal=True, width=200, record=True)
+    rep.step(f"model loras/{EVIL}.safetensors")
+    with rep.bytes(f"loras/{EVIL}.safetensors", 10) as advance:
+        advance(10)
+    assert f"loras/{EVIL}.safetensors" in rep.console.export_text()
+    monkeypatch.setattr(resolve.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(resolve, "lock_one", lambda *a: {"url": "x"})
+    item = resolve.Item(f"models.loras/{EVIL}.safetensors", "model", {"url": "x"})
+    assert resolve.lock_items([item], progress=True) == {item.key: {"url": "x"}}

@@ -32,7 +32,7 @@ from pathlib import Path
 from filelock import FileLock
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from comfyver.base import lockfile, nar, project, uvtool, web
+from comfyver.base import lockfile, nar, project, ui, uvtool, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
 from comfyver.sources import archive, download, gitsource, modelstore
@@ -59,7 +59,7 @@ class Reporter:
 
     def step(self, msg: str) -> None:
         if self.console:
-            self.console.print(f"[bold]•[/] {web.redact(msg)}")
+            self.console.print(f"[bold]•[/] {ui.text(web.redact(msg))}")
 
     @contextmanager
     def bytes(self, label: str, total: int):
@@ -75,7 +75,7 @@ class Reporter:
 
         with Progress("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       console=self.console, transient=True) as bar:
-            task = bar.add_task(label, total=total)
+            task = bar.add_task(ui.text(label), total=total)
             yield lambda n: bar.advance(task, n)
 
 
@@ -191,7 +191,8 @@ def ensure_models(lock: dict, store: Path, offline: bool, rep: Reporter,
         if modelstore.check_blob(blob, locked["sha256"], locked["size"], cache) is not None:
             rep.step(f"model {key} ({locked['size']} bytes) from {web.redact(locked['url'])}")
         with rep.bytes(key, locked["size"]) as progress:
-            blobs[key] = modelstore.ensure(store, key, locked, offline=offline, cache=cache, progress=progress)
+            blobs[key] = modelstore.ensure(store, key, locked, offline=offline, cache=cache, progress=progress,
+                                           untrusted=lockfile.from_workflow(m))
     cache.save()
     return blobs
 

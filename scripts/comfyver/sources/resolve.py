@@ -12,7 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from comfyver.base import web
+from comfyver.base import ui, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.web import redact
 from comfyver.sources import gitsource, modelsource, registry
@@ -85,7 +85,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
                 except Exception as exc:  # a bug or an OS error: still report per input
                     failures[it.key] = redact(f"{type(exc).__name__}: {exc}")
                 if bar:
-                    bar.update(task, advance=1, description=it.key)
+                    bar.update(task, advance=1, description=ui.text(it.key))
     finally:
         if bar:
             bar.stop()
