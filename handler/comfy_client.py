@@ -164,9 +164,15 @@ class ComfyClient:
         except ComfyUnreachable:
             return False
 
-    async def view(self, filename: str, subfolder: str, kind: str) -> bytes:
-        status, body = await self.request("GET", "/view", params={"filename": filename, "subfolder": subfolder,
-                                                                   "type": kind}, timeout=300)
-        if status != 200:
-            raise ComfyUnreachable(f"GET /view {filename!r}: HTTP {status}")
-        return body if isinstance(body, bytes) else json.dumps(body).encode()
+    async def view_into(self, fh, filename: str, subfolder: str, kind: str) -> None:
+        """Stream an output file from /view into the binary file `fh` (never held in memory whole)."""
+        s = await self.session()
+        params = {"filename": filename, "subfolder": subfolder, "type": kind}
+        try:
+            async with s.get(self.url + "/view", params=params, timeout=aiohttp.ClientTimeout(total=300)) as r:
+                if r.status != 200:
+                    raise ComfyUnreachable(f"GET /view {filename!r}: HTTP {r.status}")
+                async for chunk in r.content.iter_chunked(1 << 20):
+                    fh.write(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ComfyUnreachable(f"GET /view {filename!r}: {type(exc).__name__}: {exc}") from None

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import mimetypes
+import os
+import stat
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 KIND_BY_EXT = {
     **dict.fromkeys(("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"), "image"),
@@ -65,3 +69,48 @@ def relative_path(f: OutputFile) -> PurePosixPath | None:
     if p.is_absolute() or ".." in p.parts:
         return None
     return p
+
+
+class OutputRefused(Exception):
+    """An output that is not a regular file reached without a symbolic link (its message says what it is)."""
+
+
+def open_output(base: Path, rel: PurePosixPath) -> BinaryIO | None:
+    """`base/rel` opened for reading, never through a symbolic link below `base` (each folder and the file are
+    opened with O_NOFOLLOW); None when it does not exist. A link, or anything but a regular file (a FIFO would
+    block the read), raises OutputRefused. The size to check before reading is `os.fstat(fh.fileno()).st_size`."""
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the configured folder: may be a link
+    except FileNotFoundError:
+        return None
+    try:
+        for i, part in enumerate(rel.parts):
+            last = i == len(rel.parts) - 1
+            try:
+                nxt = os.open(part, nofollow | (os.O_NONBLOCK if last else os.O_DIRECTORY), dir_fd=fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                link = stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode)
+                raise OutputRefused(f"{PurePosixPath(*rel.parts[:i + 1])} is "
+                                    + ("a symbolic link" if link else "not a folder")) from None
+            os.close(fd)
+            fd = nxt
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OutputRefused(f"{rel} is not a regular file")
+        fh, fd = os.fdopen(fd, "rb"), -1
+        return fh
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def chunks(fh: BinaryIO, size: int):
+    """The first `size` bytes of `fh` (the size checked before reading: a file still growing is cut there), in
+    pieces of at most 1 MiB."""
+    while size > 0 and (chunk := fh.read(min(size, 1 << 20))):
+        yield chunk
+        size -= len(chunk)

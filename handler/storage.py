@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import re
 import time
 from datetime import timedelta
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from handler.errors import JobError, redact
+from handler.outputs import chunks
 from handler.settings import Settings
 
 MODES = ("gcs", "s3", "base64")
@@ -32,16 +35,17 @@ def object_key(prefix: str, job_id: str, relpath: str) -> str:
     return "/".join(p for p in (prefix, job, relpath) if p)
 
 
-def base64_entries(blobs: list[tuple[dict, bytes]], limit: int) -> None:
-    """Put the data into each entry, unless the total would exceed RunPod's result size limit."""
-    total = sum((len(b) + 2) // 3 * 4 for _, b in blobs)
+def base64_entries(files: list[tuple[dict, BinaryIO]], limit: int) -> None:
+    """Put each file's data into its entry, unless the total of the entries' sizes (checked before anything is
+    read) would exceed RunPod's result size limit. At most `size` bytes are read from each file."""
+    total = sum((e["size"] + 2) // 3 * 4 for e, _ in files)
     if total > limit:
         raise JobError("output_too_large",
                        f"outputs are {total / 1e6:.1f} MB as base64, over the {limit / 1e6:.0f} MB that a RunPod "
                        "result can carry", hint='use "output_mode": "gcs" or "s3" for large outputs',
                        size=total, limit=limit)
-    for entry, data in blobs:
-        entry["data"] = base64.b64encode(data).decode()
+    for entry, fh in files:
+        entry["data"] = base64.b64encode(fh.read(entry["size"])).decode()
 
 
 class GCSStore:
@@ -68,21 +72,27 @@ class GCSStore:
             self._bucket = client.bucket(self.bucket_name)
         return self._bucket
 
-    def put(self, key: str, data: bytes, content_type: str) -> dict:
+    def put(self, key: str, fh: BinaryIO, size: int, content_type: str) -> dict:
+        """Upload `size` bytes of the binary file `fh` (from its start), in pieces of at most 8 MiB."""
         from google.api_core import exceptions as gexc
         s = self.settings
-        blob = self.bucket().blob(key)
+        blob = self.bucket().blob(key, chunk_size=8 * 1024 * 1024)
         attempts = max(1, s.gcs_retries + 1)
         last = None
         for i in range(attempts):
             try:
-                blob.upload_from_string(data, content_type=content_type, if_generation_match=0, retry=None,
-                                        timeout=120)
+                fh.seek(0)
+                blob.upload_from_file(fh, size=size, content_type=content_type, if_generation_match=0, retry=None,
+                                      timeout=120)
                 break
             except gexc.PreconditionFailed:
                 # already there: a previous attempt landed (its answer was lost), or a name clash
                 blob.reload(retry=None, timeout=30)
-                if blob.md5_hash != base64.b64encode(hashlib.md5(data).digest()).decode():
+                fh.seek(0)
+                md5 = hashlib.md5()
+                for chunk in chunks(fh, size):
+                    md5.update(chunk)
+                if blob.md5_hash != base64.b64encode(md5.digest()).decode():
                     raise JobError("storage", f"GCS: gs://{self.bucket_name}/{key} already exists with other "
                                    "content; refusing to overwrite", hint="use another gcs_prefix") from None
                 break
@@ -117,7 +127,7 @@ class GCSStore:
     def check(self) -> None:
         """GCS_VALIDATE: create and delete a probe object, so a bad bucket is found at start, not per job."""
         key = f"{self.settings.gcs_prefix.strip('/')}/.comfyver-probe-{os.getpid()}-{time.time_ns()}"
-        self.put(key, b"probe", "text/plain")
+        self.put(key, io.BytesIO(b"probe"), 5, "text/plain")
         self.bucket().blob(key).delete(retry=None, timeout=30)
 
 
@@ -171,9 +181,11 @@ class S3Store:
                               connect_timeout=5, read_timeout=120, signature_version="s3v4"))
         return self._client
 
-    def put(self, key: str, data: bytes, content_type: str) -> dict:
+    def put(self, key: str, fh: BinaryIO, size: int, content_type: str) -> dict:
+        """Upload the binary file `fh` (from its start), streamed by botocore (`size`: only GCS needs it)."""
         try:
-            self.client().put_object(Bucket=self.bucket_name, Key=key, Body=data, ContentType=content_type,
+            fh.seek(0)
+            self.client().put_object(Bucket=self.bucket_name, Key=key, Body=fh, ContentType=content_type,
                                      IfNoneMatch="*")
             url = self.client().generate_presigned_url("get_object", Params={"Bucket": self.bucket_name, "Key": key},
                                                        ExpiresIn=self.settings.s3_signed_url_ttl)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -14,10 +15,12 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
@@ -610,49 +613,60 @@ class Worker:
                         hint="check the workflow is in API format (Workflow > Export (API))")
 
     # --- outputs ------------------------------------------------------------------------------------
-    async def _read(self, f: out_mod.OutputFile) -> tuple[bytes, Path | None]:
+    async def _open(self, f: out_mod.OutputFile) -> tuple[BinaryIO, Path | None]:
+        """The output file, open for reading (never through a symbolic link), and its path when read on disk;
+        an output only ComfyUI can see is streamed from /view into a temporary file."""
         rel = out_mod.relative_path(f)
         if rel is None:
             raise JobError("comfyui", f"node {f.node_id!r} reported an output outside the output folder: "
                            f"{f.subfolder}/{f.filename}", node_id=f.node_id)
         base = self.settings.output_dir if f.type == "output" else None
         if base is not None:
-            p = base / rel
-            if p.is_file():
-                return await asyncio.to_thread(p.read_bytes), p
-        if base is not None and self.process is not None:
-            raise _StaleOutput(rel)  # our own ComfyUI's file is gone: it answered from its cache (W1)
+            try:
+                fh = await asyncio.to_thread(out_mod.open_output, base, rel)
+            except out_mod.OutputRefused as exc:
+                raise JobError("comfyui", f"node {f.node_id!r} reported the output {rel}, but {exc}; it was not "
+                               "read", node_id=f.node_id, hint="a node must write its outputs as regular files in "
+                               "ComfyUI's output folder, not links to files elsewhere") from None
+            if fh is not None:
+                return fh, base / rel
+            if self.process is not None:
+                raise _StaleOutput(rel)  # our own ComfyUI's file is gone: it answered from its cache (W1)
+        fh = tempfile.TemporaryFile()
         try:
-            return await self.client.view(f.filename, f.subfolder, f.type), None
+            await self.client.view_into(fh, f.filename, f.subfolder, f.type)
         except ComfyUnreachable as exc:
+            fh.close()
             raise JobError("comfyui", f"cannot read output {rel} of node {f.node_id!r}: {exc}",
                            node_id=f.node_id) from None
+        fh.seek(0)
+        return fh, None
 
     async def _deliver(self, ui: dict, mode: str, store, prefix: str, job: dict, out_dir: Path | None) -> dict:
         files, texts = out_mod.collect(ui)
-        entries, blobs, sources = [], [], []
-        for f in files:
-            data, path = await self._read(f)
-            rel = str(out_mod.relative_path(f))
-            entry = {"node_id": f.node_id, "kind": f.kind, "filename": rel, "content_type": f.content_type,
-                     "size": len(data)}
-            entries.append(entry)
-            blobs.append((entry, data))
-            if path is not None:
-                sources.append(path)
-        if mode == "base64":
-            base64_entries(blobs, self.settings.base64_max_bytes)
-        elif mode == "dir":
-            for entry, data in blobs:
-                dest = out_dir / entry["filename"]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-                entry["path"] = str(dest)
-        else:
-            job_id = job.get("id") or uuid.uuid4().hex
-            for entry, data in blobs:
-                key = object_key(prefix, job_id, entry["filename"])
-                entry.update(await asyncio.to_thread(store.put, key, data, entry["content_type"]))
+        entries, opened, sources = [], [], []
+        with contextlib.ExitStack() as stack:
+            for f in files:
+                fh, path = await self._open(f)
+                stack.callback(fh.close)
+                entry = {"node_id": f.node_id, "kind": f.kind, "filename": str(out_mod.relative_path(f)),
+                         "content_type": f.content_type, "size": os.fstat(fh.fileno()).st_size}
+                entries.append(entry)
+                opened.append((entry, fh))
+                if path is not None:
+                    sources.append(path)
+            if mode == "base64":
+                base64_entries(opened, self.settings.base64_max_bytes)  # sizes checked before anything is read
+            elif mode == "dir":
+                for entry, fh in opened:
+                    dest = out_dir / entry["filename"]
+                    await asyncio.to_thread(_copy_to, fh, dest, entry["size"])
+                    entry["path"] = str(dest)
+            else:
+                job_id = job.get("id") or uuid.uuid4().hex
+                for entry, fh in opened:
+                    key = object_key(prefix, job_id, entry["filename"])
+                    entry.update(await asyncio.to_thread(store.put, key, fh, entry["size"], entry["content_type"]))
         # delivered: the previous job's files go now (keeping a long-lived worker's disk small); this job's
         # stay until the next one is delivered, since ComfyUI's cache may name them again (W1)
         keep = {p.resolve() for p in sources}
@@ -664,6 +678,13 @@ class Worker:
         if mode == "gcs" and entries:
             result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
         return result
+
+
+def _copy_to(fh: BinaryIO, dest: Path, size: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as out:
+        for chunk in out_mod.chunks(fh, size):
+            out.write(chunk)
 
 
 _job_log_mark: contextvars.ContextVar[int | None] = contextvars.ContextVar("job_log_mark", default=None)

@@ -4,6 +4,7 @@ progress reports; GCS (gcp-storage-emulator) and S3 (moto server) delivery; `pyt
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import signal
@@ -214,9 +215,9 @@ def test_gcs_create_only(worker, monkeypatch):
     try:
         store = GCSStore(worker.settings, "comfy-test")
         # same bytes: an earlier attempt had landed and only its answer was lost
-        assert store.put("once/x.txt", b"first", "text/plain")["gcs_url"] == "gs://comfy-test/once/x.txt"
+        assert store.put("once/x.txt", io.BytesIO(b"first"), 5, "text/plain")["gcs_url"] == "gs://comfy-test/once/x.txt"
         with pytest.raises(JobError, match="already exists with other content"):
-            store.put("once/x.txt", b"other", "text/plain")
+            store.put("once/x.txt", io.BytesIO(b"other"), 5, "text/plain")
         uploads = [q for q in srv.requests if q["path"].startswith("/upload/")]
         assert len(uploads) == 2 and all("ifGenerationMatch=0" in q["path"] for q in uploads)
     finally:

@@ -183,6 +183,19 @@ def test_an_output_is_copied_to_a_folder_without_holding_it_in_memory(idle_worke
     assert peak < 20 * 1024 * 1024, f"the worker allocated {peak / 2**20:.0f} MiB to copy one output"
 
 
+def test_an_output_only_comfyui_can_see_is_streamed_from_view(worker):
+    """Attached without COMFY_HOME: outputs come over /view (into a temporary file, not memory)."""
+    import base64
+    w = env.attached_worker(worker, comfy_home=None, comfy_args=[])
+    assert w.settings.output_dir is None
+    try:
+        r = ok(run_job(w, {"workflow": env.invert_workflow(0x102030, prefix="viewed"), "output_mode": "base64"}))
+    finally:
+        env.run(w.client.close())
+    [o] = r["outputs"]
+    assert base64.b64decode(o["data"])[:8] == b"\x89PNG\r\n\x1a\n" and o["size"] == len(base64.b64decode(o["data"]))
+
+
 # --- L11: a list or dict where the UI file has a widget value is an input error naming the node ---------------
 SAMPLER_INFO = {"KSampler": {"input": {"required": {
     "seed": ["INT", {"default": 0, "control_after_generate": True}], "steps": ["INT", {"default": 20}],
