@@ -86,7 +86,7 @@ let
   model = id: path: m:
     let
       field = "models.\"${path}\"";
-      m' = onlyKeys id field [ "original" "locked" ] m;
+      m' = onlyKeys id field [ "original" "locked" "from" ] m;
       l = onlyKeys id "${field}.locked" [ "url" "sha256" "size" "auth" "unverified" ] (has id field m' "locked");
     in
     if !modelPath path then fail id field "a model path is <folder>/<file> inside the models tree (no '..', no leading '/')"
@@ -101,7 +101,10 @@ let
         # sha256 and size given, not measured (lock --sha256 --size): the fixed-output fetch verifies the bytes
         unverified = need id "${field}.locked.unverified" (v: v == true) "true" l.unverified;
       } else { });
-    };
+    } // (if m' ? from then {
+      # the source was named by a workflow (comfyver fetches it from public addresses only)
+      from = need id "${field}.from" (v: v == "workflow") "\"workflow\"" m'.from;
+    } else { });
 
   torchFlavours = [ "cu128" "cu126" "cu124" "cu121" "cpu" "pypi" ];
 

@@ -332,6 +332,30 @@ def test_workflow_source_cannot_redirect_to_this_machine(env, capsys, tmp_path, 
     assert not (env.root / "versions" / "redir").exists()
 
 
+def test_the_lock_marks_what_a_workflow_named_and_update_refetches_it_hop_checked(env, capsys, tmp_path, monkeypatch):
+    """A model source read from a workflow is recorded as `from: workflow` (one given with --model is not), and
+    `update` re-resolves it as `lock` did: a redirect to this machine is refused at that hop (issue 24 L1)."""
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: real(
+        "127.0.0.1" if host == "mirror.test" else host, *a, **k))
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "mirror.test")
+    port = env.http.url.rsplit(":", 1)[1]
+    wf = _workflow_naming(tmp_path, f"http://mirror.test:{port}/base.safetensors")
+    rc, out, err = run(capsys, "lock", "marks", "--workflow", str(wf), "--comfyui-url", env.core,
+                       "--offline-registry", "--no-python", "--json",
+                       "--model", f"loras/given.safetensors={env.files['detail.safetensors'][0]}")
+    assert rc == 0, out + err
+    models = lockfile.read(env.root / "versions" / "marks" / "version.json")["models"]
+    assert models["loras/m.safetensors"]["from"] == "workflow"
+    assert "from" not in models["loras/given.safetensors"]
+    env.http.routes["/base.safetensors"] = lambda h, b: (302, {"Location": f"http://127.0.0.1:{port}/sam_b.pth"}, b"")
+    before = len(env.http.requests)
+    rc, out, err = run(capsys, "update", "marks", "loras/m.safetensors", "--json")
+    assert rc == 1 and "local or private" in out + err
+    assert not any(r["path"] == "/sam_b.pth" for r in env.http.requests[before:])
+    assert lockfile.read(env.root / "versions" / "marks" / "version.json")["models"] == models
+
+
 def test_workflow_source_cannot_rebind_dns_to_this_machine(env, capsys, tmp_path, monkeypatch):
     """The name is public when checked and private when connected (DNS rebinding): the connection is refused."""
     real = socket.getaddrinfo

@@ -138,3 +138,16 @@ def test_what_lock_writes_for_pins_and_extra_requirements_reads(tmp_path):
         lock["python"]["extra"] = "soundfile"
     p = read(tmp_path / "w", bad(wrong))
     assert p.returncode != 0 and "python.extra" in p.stderr
+
+
+def test_a_model_a_workflow_named_reads(tmp_path):
+    """`lock` marks a model whose source a workflow named with `"from": "workflow"` (issue 24 L1): the Nix
+    reader accepts it, and refuses any other value."""
+    def marked(value):
+        def f(lock):
+            lock["models"][next(iter(lock["models"]))]["from"] = value
+        return f
+    p = read(tmp_path, bad(marked("workflow")))
+    assert p.returncode == 0, p.stderr
+    p = read(tmp_path / "w", bad(marked("user")))
+    assert p.returncode != 0 and ".from: expected \"workflow\"" in p.stderr

@@ -73,6 +73,12 @@ def check_model_path(key: str) -> PurePosixPath:
     return p
 
 
+def from_workflow(model: dict) -> bool:
+    """Whether a lock's model entry has its source from a workflow (`"from": "workflow"`): untrusted content,
+    fetched only inside `web.untrusted_fetches()`, at lock time and at every later fetch."""
+    return model.get("from") == "workflow"
+
+
 def check_url_has_no_secret(url: str) -> None:
     parts = urlsplit(url)
     if parts.username or parts.password:

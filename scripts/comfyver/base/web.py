@@ -248,7 +248,7 @@ _untrusted = threading.local()
 def untrusted_fetches():
     """Within this block, on this thread, `session()` (so `get` and downloads) only reaches public addresses:
     for sources named by untrusted content (a workflow), checked at every hop and at connect time."""
-    before = getattr(_untrusted, "on", False)
+    before = fetching_untrusted()
     _untrusted.on = True
     try:
         yield
@@ -256,9 +256,20 @@ def untrusted_fetches():
         _untrusted.on = before
 
 
+def fetching_untrusted() -> bool:
+    """Whether this thread is inside `untrusted_fetches()`."""
+    return getattr(_untrusted, "on", False)
+
+
+def withheld(fact: str) -> str:
+    """`fact`, something a server answered, for an error message; withheld inside `untrusted_fetches()`: the
+    source was named by a workflow, and its answer (size, sha256) may describe a host the user never chose."""
+    return "(not shown: the source was named by a workflow)" if fetching_untrusted() else fact
+
+
 def session() -> requests.Session:
     global _session, _public_session
-    if getattr(_untrusted, "on", False):
+    if fetching_untrusted():
         if _public_session is None:
             s = requests.Session()
             s.headers["User-Agent"] = USER_AGENT
@@ -286,6 +297,8 @@ def get(url: str, *, what: str, retries: int = 3, timeout: float = 30, stream: b
     for attempt in range(retries + 1):
         try:
             r = session().get(url, headers=h, timeout=timeout, stream=stream, allow_redirects=True)
+        except NonPublicAddress as exc:  # a hop or an address untrusted_fetches() refused: name the input too
+            raise NonPublicAddress(f"{what}: {exc.message}", hint=exc.hint) from None
         except requests.RequestException as exc:
             if attempt < retries:
                 time.sleep(delay)

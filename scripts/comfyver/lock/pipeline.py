@@ -374,11 +374,14 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
         original = resolve.parse_model_source(m["url"], m.get("sha256"), m.get("size"))
         if key in lock["models"] and lock["models"][key]["original"] == original:
             continue
-        originals[key] = original
-        items.append(resolve.Item(f"models.{key}", "model", original, untrusted=m.get("source") in UNTRUSTED_ORIGINS))
+        untrusted = m.get("source") in UNTRUSTED_ORIGINS
+        originals[key] = original, untrusted
+        items.append(resolve.Item(f"models.{key}", "model", original, untrusted=untrusted))
     locked = _resolve_or_table(items, vid, jobs, progress)
-    for key, original in originals.items():
-        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"]}
+    for key, (original, untrusted) in originals.items():
+        # a source from a workflow stays untrusted for every later fetch (realize, update, recheck, models sync)
+        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"],
+                               **({"from": "workflow"} if untrusted else {})}
     lock["models"] = dict(sorted(lock["models"].items()))
     # 6. write: workflows, lock, python lock
     for w, rel in names:

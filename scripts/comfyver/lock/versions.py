@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from comfyver.base import lockfile, project
+from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.sources import resolve
 
@@ -230,13 +230,13 @@ def diff(root: Path, va: str, vb: str) -> dict:
     return {"a": va, "b": vb, "comfyui": core, "nodes": nodes, "models": models, "python": python}
 
 
-def inputs_of(data: dict) -> dict[str, tuple[str, dict]]:
-    """Every input of a lock: key -> (kind, original). Keys: comfyui, <node name>, <model path>."""
-    out = {"comfyui": ("git", data["comfyui"]["original"])}
+def inputs_of(data: dict) -> dict[str, resolve.Item]:
+    """Every input of a lock as the item that resolves it. Keys: comfyui, <node name>, <model path>."""
+    out = {"comfyui": resolve.Item("comfyui", "git", data["comfyui"]["original"])}
     for name, n in data["nodes"].items():
-        out[name] = (resolve.kind_of(n["original"]), n["original"])
+        out[name] = resolve.Item(name, resolve.kind_of(n["original"]), n["original"])
     for path, m in data["models"].items():
-        out[path] = ("model", m["original"])
+        out[path] = resolve.Item(path, "model", m["original"], untrusted=lockfile.from_workflow(m))
     return out
 
 
@@ -250,7 +250,7 @@ def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = res
         raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}",
                          hint="inputs are: " + ", ".join(inputs))
     chosen = names or list(inputs)
-    locked = resolve.lock_items([resolve.Item(k, *inputs[k]) for k in chosen], jobs=jobs)
+    locked = resolve.lock_items([inputs[k] for k in chosen], jobs=jobs)
     changes = {}
     for key, new in locked.items():
         if key == "comfyui":
@@ -300,6 +300,7 @@ def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = re
     entries = {"comfyui": ("git", data["comfyui"]["locked"])}
     entries.update({k: (n["locked"]["type"], n["locked"]) for k, n in data["nodes"].items()})
     entries.update({k: ("model", m["locked"]) for k, m in data["models"].items()})
+    untrusted = {k for k, m in data["models"].items() if lockfile.from_workflow(m)}
     unknown = [n for n in names or [] if n not in entries]
     if unknown:
         raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}")
@@ -307,7 +308,8 @@ def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = re
 
     def one(key):
         try:
-            _recheck_one(entries[key][0], entries[key][1], key)
+            with web.untrusted_fetches() if key in untrusted else contextlib.nullcontext():
+                _recheck_one(entries[key][0], entries[key][1], key)
         except ComfyverError as exc:
             problems[key] = exc.message.removeprefix(f"{key}: ") + (f" (hint: {exc.hint})" if exc.hint else "")
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from comfyver.base import web
+from comfyver.base import lockfile, web
 from comfyver.base.errors import ComfyverError, UsageError
 
 SCHEME = "runpod://"
@@ -442,7 +442,9 @@ def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = 
             seed = modelstore.seed_candidate(source, key, sha) if source else None
             if seed is not None and modelstore.check_file(seed, sha, size, cache) is not None:
                 seed = None  # a file by that name with other bytes: not used
-            local = seed or modelstore.ensure(store, key, m["locked"], offline=offline, cache=cache)
+            untrusted = lockfile.from_workflow(m)
+            local = seed or modelstore.ensure(store, key, m["locked"], offline=offline, cache=cache,
+                                              untrusted=untrusted)
             with progress_for(f"{vol.target} {key}", size) if progress_for else nullcontext() as progress:
                 try:
                     action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers,
@@ -452,7 +454,7 @@ def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = 
                         raise
                     # the store's blob is corrupt although its stat looked unchanged: check it and fetch again
                     local = modelstore.ensure(store, key, m["locked"], offline=offline,
-                                              cache=modelstore.StatCache(rehash=True))
+                                              cache=modelstore.StatCache(rehash=True), untrusted=untrusted)
                     action, sent = upload(vol, local, sha, size, part_size=part_size, workers=workers,
                                           progress=progress)
             out["models"][key] = action

@@ -125,6 +125,12 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
     dest = Path(dest)
     what = what or str(dest)
     web.check_scheme(url, ("https", "http", "file", "gs"), what)
+    if web.fetching_untrusted():  # a source a workflow named: http(s) on a public host, as at lock time
+        try:
+            web.check_untrusted_source(url)
+        except ValueError as exc:
+            raise ComfyverError(f"{what}: {exc}", hint="re-lock the model from a source you give with "
+                                "`comfyver add-model ... --replace`") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
@@ -145,11 +151,13 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
     digest = h.hexdigest()
     if size is not None and got_size != size:
         part.unlink()
-        raise ComfyverError(f"{what}: size mismatch for {web.redact(url)}: expected {size} bytes, got {got_size}",
+        raise ComfyverError(f"{what}: size mismatch for {web.redact(url)}: expected {size} bytes, got "
+                            f"{web.withheld(str(got_size))}",
                             hint="the source changed since it was locked; re-lock with `comfyver update`")
     if sha256 is not None and digest != sha256:
         part.unlink()
-        raise ComfyverError(f"{what}: sha256 mismatch for {web.redact(url)}: expected {sha256}, got {digest}",
+        raise ComfyverError(f"{what}: sha256 mismatch for {web.redact(url)}: expected {sha256}, got "
+                            f"{web.withheld(digest)}",
                             hint="the source changed since it was locked; re-lock with `comfyver update`")
     os.replace(part, dest)
     return digest

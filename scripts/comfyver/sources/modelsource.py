@@ -206,6 +206,7 @@ def lock(original: dict, what: str) -> dict:
         sha, size = _hash_by_download(url, what, expect)
         locked = {"url": url, "sha256": sha, "size": size, "auth": "gcs"}
     if expect and locked["sha256"] != expect:
-        raise ComfyverError(f"{what}: sha256 mismatch: the lock asks for {expect}, {web.redact(url)} has {locked['sha256']}",
+        raise ComfyverError(f"{what}: sha256 mismatch: the lock asks for {expect}, {web.redact(url)} has "
+                            f"{web.withheld(locked['sha256'])}",
                             hint="fix the sha256 in the model's original, or the source")
     return dict(locked)

@@ -27,7 +27,7 @@ from typing import Callable, ContextManager
 
 from filelock import FileLock
 
-from comfyver.base import project
+from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
 from comfyver.sources import download
@@ -174,10 +174,11 @@ def check_blob(blob: Path, sha256: str, size: int, cache: StatCache | None = Non
 
 
 def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache: StatCache | None = None,
-           progress: Progress | None = None, seed: Path | None = None) -> Path:
+           progress: Progress | None = None, seed: Path | None = None, untrusted: bool = False) -> Path:
     """The verified blob for model `key` (locked {url, sha256, size}) in `store`; fetch it if needed.
 
-    `seed`: a local file that may already hold the bytes (copied, verified, if it does)."""
+    `seed`: a local file that may already hold the bytes (copied, verified, if it does). `untrusted`: the
+    source was read from a workflow (`lockfile.from_workflow`): fetched inside `web.untrusted_fetches()`."""
     sha, size = locked["sha256"], locked["size"]
     blob = blob_path(store, sha)
     what = f"model {key}"
@@ -205,7 +206,8 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
             raise ComfyverError(f"{what}: not in the model store {store} and --offline was given",
                                 hint="run `comfyver fetch <id>` (or `comfyver models sync <id>`) while online first")
         else:
-            download.download(locked["url"], blob, sha256=sha, size=size, what=what, progress=progress)
+            with web.untrusted_fetches() if untrusted else nullcontext():
+                download.download(locked["url"], blob, sha256=sha, size=size, what=what, progress=progress)
         _read_only(blob)
         if cache:
             cache.remember(blob, blob.stat(), sha)
@@ -273,7 +275,8 @@ def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool =
             if seed is not None and check_file(seed, locked["sha256"], locked["size"], cache) is not None:
                 seed = None  # a file by that name with other bytes: not used
             with progress_for(key, locked["size"]) if progress_for else nullcontext() as progress:
-                ensure(store, key, locked, offline=offline, cache=cache, progress=progress, seed=seed)
+                ensure(store, key, locked, offline=offline, cache=cache, progress=progress, seed=seed,
+                       untrusted=lockfile.from_workflow(m))
             done[key] = "copied" if seed is not None else "downloaded"
     finally:
         cache.save()
