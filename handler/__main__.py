@@ -112,7 +112,7 @@ def _import_worker_modules() -> None:
 def _stop_comfyui_on_sigterm(process: ComfyProcess) -> None:
     """SIGTERM while starting up takes ComfyUI along (once serving, the SDK handles SIGTERM and main's finally stops it)."""
     def stop(signum, frame):
-        process.stop()
+        process.close()
         os._exit(128 + signum)  # at once: no watcher gets to restart it
 
     signal.signal(signal.SIGTERM, stop)

@@ -60,6 +60,9 @@ class ComfyProcess:
         self.starts = 0
         self.last_exit: int | None = None
         self._reader: threading.Thread | None = None
+        # a start and close() never overlap (reentrant: the SIGTERM handler may run in the middle of a start)
+        self._lock = threading.RLock()
+        self.closed = False
 
     def command(self) -> list[str]:
         args = [self.python, "main.py", "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch"]
@@ -82,19 +85,22 @@ class ComfyProcess:
     def start(self) -> None:
         if not (self.home / "main.py").is_file():
             raise RuntimeError(f"COMFY_HOME={self.home} has no main.py; point COMFY_HOME at a ComfyUI tree")
-        comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
-        cmd = self.command()
-        self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        # bytecode out of the tree too, in a cache shared by restarts and workers
-        env.update(comfystate.bytecode_env(project.cache_dir() / "pycache"))  # Python mirrors source paths there
-        try:
-            self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        except OSError as exc:
-            raise RuntimeError(f"cannot start ComfyUI with COMFY_PYTHON={self.python}: {exc.strerror}; "
-                               "point COMFY_PYTHON at a Python interpreter") from None
-        self.starts += 1
+        with self._lock:
+            if self.closed:  # e.g. the watcher restarting it while the worker stops: nothing may outlive close()
+                raise RuntimeError("ComfyUI is not started again: the worker is stopping")
+            comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
+            cmd = self.command()
+            self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            # bytecode out of the tree too, in a cache shared by restarts and workers
+            env.update(comfystate.bytecode_env(project.cache_dir() / "pycache"))  # Python mirrors source paths there
+            try:
+                self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            except OSError as exc:
+                raise RuntimeError(f"cannot start ComfyUI with COMFY_PYTHON={self.python}: {exc.strerror}; "
+                                   "point COMFY_PYTHON at a Python interpreter") from None
+            self.starts += 1
         self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
         self._reader.start()
 
@@ -122,11 +128,20 @@ class ComfyProcess:
         return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        with self._lock:
+            proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=2)
+
+    def close(self) -> None:
+        """Stop ComfyUI for good: a start racing this one (the watcher's restart) either finished before, and its
+        process is killed here, or fails."""
+        with self._lock:
+            self.closed = True
+        self.stop()
 
     def restart(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:

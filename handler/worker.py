@@ -68,10 +68,13 @@ class Worker:
         self._kept: list[Path] = []
 
     def close(self) -> None:
-        """Stop the ComfyUI this worker started (and its watcher)."""
-        self._closed = True
-        if self.process is not None:
-            self.process.stop()
+        """Stop the ComfyUI this worker started (and its watcher) for good: once this returns, no restart or
+        version switch starts one again (the worker process exits next, taking its threads along)."""
+        with self._lock:
+            self._closed = True
+            process = self.process
+        if process is not None:
+            process.close()
 
     # --- start-up and health ------------------------------------------------------------------
     def start(self) -> None:
@@ -144,10 +147,7 @@ class Worker:
 
                 def run():
                     try:
-                        ok = self.process.restart()
-                        if self._closed:  # closed while restarting: do not leave ComfyUI behind
-                            self.process.stop()
-                        fut.set_result(ok)
+                        fut.set_result(self.process.restart())  # fails once close() has run
                     except Exception as exc:  # noqa: BLE001 - reported through the future
                         fut.set_exception(exc)
                 threading.Thread(target=run, daemon=True).start()
@@ -346,9 +346,12 @@ class Worker:
                                 "and the volume's free space") from None
         venv_python = Path(home) / ".venv" / "bin" / "python"
         self.settings = s = dataclasses.replace(s, comfy_home=Path(home))  # its input/ and output/ from now on
-        old, self.process = self.process, ComfyProcess(s, home=Path(home),
-                                                       python=str(venv_python) if venv_python.exists() else None)
-        old.stop()  # swapped first, so the watcher never restarts the old one
+        new = ComfyProcess(s, home=Path(home), python=str(venv_python) if venv_python.exists() else None)
+        with self._lock:  # swapped first, so the watcher never restarts the old one; close() stops the new one
+            if self._closed:
+                raise JobError("comfyui_down", f"version_id {vid!r}: the worker is stopping", hint="resubmit the job")
+            old, self.process = self.process, new
+        old.close()
         self.process.start()
         self.client.object_info = None
         if not self.process.wait_ready():
