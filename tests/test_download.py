@@ -100,3 +100,22 @@ def test_a_link_planted_in_the_store_is_never_followed(tmp_path, http_server, ta
     blob = modelstore.ensure(store, "loras/m.bin", {"url": f"{http_server.url}/m.bin", "sha256": sha, "size": len(data)})
     assert not blob.is_symlink() and blob.read_bytes() == data
     assert target.read_bytes() == target_bytes and target.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_link_planted_as_a_partial_download_is_never_written_through(tmp_path, http_server):
+    """A `<blob>.part` symlink is not resumed into (nor read, nor chmod-ed): what it points at stays as it was,
+    and the blob arrives whole (issue 24 M3)."""
+    from comfyver.sources import modelstore
+
+    data = b"the real model bytes" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    store = tmp_path / "store"
+    (store / "sha256").mkdir(parents=True)
+    (http_server.files_root / "m.bin").write_bytes(data)
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(b"private")
+    os.chmod(target, 0o600)
+    (store / "sha256" / f"{sha}.part").symlink_to(target)
+    blob = modelstore.ensure(store, "loras/m.bin", {"url": f"{http_server.url}/m.bin", "sha256": sha, "size": len(data)})
+    assert blob.read_bytes() == data
+    assert target.read_bytes() == b"private" and target.stat().st_mode & 0o777 == 0o600

@@ -35,6 +35,11 @@ def hash_file(path: str | os.PathLike, h=None):
     return h
 
 
+def open_part(part: Path, mode: str):
+    """Open a `.part` file without following a link put in its place (OSError ELOOP if one is there)."""
+    return open(part, mode, opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW, 0o666))
+
+
 def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, retries: int,
                 limit: int | None = None):
     """Append `url`'s bytes to `part` (resuming with Range); never more than `limit` bytes in all."""
@@ -50,7 +55,7 @@ def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, r
                 mode = "ab"
                 if have and r.status_code != 206:  # Range ignored: start over
                     mode, h = "wb", hashlib.sha256()
-                with open(part, mode) as f:
+                with open_part(part, mode) as f:
                     written = f.tell()
                     for chunk in r.iter_content(CHUNK):
                         written += len(chunk)
@@ -78,7 +83,7 @@ def _fetch_http(url: str, part: Path, h, what: str, progress: Progress | None, r
 
 def _fetch_file(url: str, part: Path, h, progress: Progress | None):
     src = Path(unquote(urlsplit(url).path))
-    with open(src, "rb") as fi, open(part, "ab") as fo:
+    with open(src, "rb") as fi, open_part(part, "ab") as fo:
         fi.seek(fo.tell())
         while chunk := fi.read(CHUNK):
             fo.write(chunk)
@@ -106,7 +111,7 @@ def _fetch_gs(url: str, part: Path, what: str, progress: Progress | None):
     try:
         client = gcs_client(storage)
         blob = client.bucket(p.netloc).blob(unquote(p.path.lstrip("/")))
-        with open(part, "ab") as f:
+        with open_part(part, "ab") as f:
             blob.download_to_file(f, start=have or None)
     except Exception as exc:
         raise ComfyverError(f"{what}: download of {url} failed: {web.redact(str(exc))}",
@@ -134,6 +139,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
+    if part.is_symlink():  # not a download of ours: never read, resumed or written through
+        part.unlink()
     if part.exists():
         if size is not None and part.stat().st_size > size:
             part.unlink()

@@ -238,7 +238,9 @@ def _read_only(blob: Path) -> None:
 
 def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
     part = blob.with_name(blob.name + ".part")
-    shutil.copyfile(src, part)
+    part.unlink(missing_ok=True)  # a link there is removed, never written through
+    with open(src, "rb") as fi, download.open_part(part, "wb") as fo:
+        shutil.copyfileobj(fi, fo, 4 << 20)
     got = download.hash_file(part).hexdigest()
     if got != sha:
         part.unlink()
