@@ -41,9 +41,9 @@ def workflow(color: int) -> dict:
     return henv.invert_workflow(color, size=16, prefix="bench")
 
 
-def page_job(url: str, ws, client_id: str, color: int) -> None:
-    pid = requests.post(url + "/prompt", json={"prompt": workflow(color), "client_id": client_id},
-                        timeout=30).json()["prompt_id"]
+def page_job(ui, ws, client_id: str, color: int) -> None:
+    pid = requests.post(ui.url + "/prompt", json={"prompt": workflow(color), "client_id": client_id},
+                        cookies=ui.cookies, timeout=30).json()["prompt_id"]
     got_output, seen = False, []
     while True:
         msg = ws.recv()
@@ -73,11 +73,12 @@ def main() -> int:
         ui = UI(site, "bench", "--local", site["api"].url)
         backend = jobclient.LocalBackend(site["api"].url)
         client_id = uuid.uuid4().hex
-        ws = websocket.create_connection(f"ws://{ui.url.split('://', 1)[1]}/ws?clientId={client_id}", timeout=120)
+        ws = websocket.create_connection(f"ws://{ui.url.split('://', 1)[1]}/ws?clientId={client_id}", timeout=120,
+                                         cookie="; ".join(f"{k}={v}" for k, v in ui.cookies.items()))
         out = tmp / "run-out"
         for i in range(3):  # warm-up
             jobclient.run_job(backend, {"workflow": workflow(0x100 + i)}, out, poll=0.1)
-            page_job(ui.url, ws, client_id, 0x200 + i)
+            page_job(ui, ws, client_id, 0x200 + i)
         t_run, t_page = [], []
         for i in range(a.jobs):
             t0 = time.perf_counter()
@@ -85,7 +86,7 @@ def main() -> int:
             t_run.append(time.perf_counter() - t0)
             assert r.status == "COMPLETED" and r.files, r.error
             t0 = time.perf_counter()
-            page_job(ui.url, ws, client_id, 0x20000 + i)
+            page_job(ui, ws, client_id, 0x20000 + i)
             t_page.append(time.perf_counter() - t0)
         ws.close()
     finally:

@@ -336,3 +336,18 @@ def test_review_findings_on_evidence_and_pins():
     assert r.status == "unresolved"
     with pytest.raises(UsageError, match="2\\^63-1"):
         resolve.parse_model_source("https://example.org/x.bin", "ab" * 32, 2 ** 63)
+
+
+def test_pack_code_in_the_probe_gets_no_credential_whatever_its_name(tmp_path, monkeypatch):
+    """Issue 24 L4 (the same rule as the page's ComfyUI): only names like KEY/TOKEN/SECRET were dropped, so a
+    pack read PIP_INDEX_URL's password, GH_PAT, DATABASE_URL. Pack code gets an allow-list of variables."""
+    leaky = {"PIP_INDEX_URL": "https://me:pw1@pypi.example/simple", "GH_PAT": "ghp_pat1",
+             "DATABASE_URL": "postgres://u:pw2@db/x", "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=az1"}
+    for k, v in leaky.items():
+        monkeypatch.setenv(k, v)
+    pack = tmp_path / "nosy"
+    pack.mkdir()
+    (pack / "__init__.py").write_text(f"import os\nraise ImportError('SEEN=' + repr(sorted(k for k in {sorted(leaky)!r} "
+                                      f"if k in os.environ)) + ' PATH=' + repr('PATH' in os.environ))\n")
+    error = probe.run(comfyui.source(), [pack])["packs"]["nosy"]["error"]
+    assert "SEEN=[] PATH=True" in error, error

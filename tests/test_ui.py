@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,10 @@ from tests.test_realize_helpers import commit_tree, make_project, uv_lock
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = json.loads((ROOT / "examples" / "hello.json").read_text())
 STAMP = (ROOT / "examples" / "files" / "stamp.safetensors").read_bytes()
+# credentials whose names say nothing of it: the page's ComfyUI gets none of them (issue 24 L4)
+CREDENTIALS_UNDER_OTHER_NAMES = {"PIP_INDEX_URL": "https://me:pw-in-pip-url@pypi.example/simple", "GH_PAT": "ghp_PAT1",
+                                 "DATABASE_URL": "postgres://u:pw-in-db-url@db/x",
+                                 "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=az-secret"}
 APP = "(window.app || (window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app))"
 
 
@@ -97,7 +102,8 @@ class UI:
         self.log = tmp / f"ui-{name}.log"
         environ = {**os.environ, "COMFYVER_ROOT": str(proj.root), "COMFYVER_STATE_DIR": str(self.state),
                    "PYTHONPATH": os.pathsep.join([str(ROOT / "scripts"), str(ROOT)]),
-                   "RUNPOD_API_KEY": "rpa_UI_KEY_must_not_reach_the_page", **(extra_env or {})}
+                   "RUNPOD_API_KEY": "rpa_UI_KEY_must_not_reach_the_page", **CREDENTIALS_UNDER_OTHER_NAMES,
+                   **(extra_env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "comfyver", "ui", proj.vid, *target, "--port",
                                       str(free_port()), "--into", str(tmp / "ui-tree"), "--system-site-packages",
                                       "--json"], env=environ, stdout=subprocess.PIPE, stderr=open(self.log, "wb"),
@@ -105,7 +111,10 @@ class UI:
         line = self.proc.stdout.readline()
         assert line, f"comfyver ui exited ({self.proc.wait()}):\n{self.log.read_text()[-4000:]}"
         info = json.loads(line)
-        self.url, self.comfy_log = info["url"], Path(info["log"])
+        # `address` is what the user opens (it carries this start's key); `url` the page's origin
+        self.address, self.url, self.comfy_log = info["url"], info.get("origin", info["url"]), Path(info["log"])
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.cookies = {f"comfyver_ui_{self.port}": self.address.partition("comfyver_key=")[2]}
         site["pages"].append(self)
 
     def stop(self):
@@ -160,7 +169,7 @@ def jobs_started(site) -> int:
 
 def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, browser, tmp_path):
     ui = UI(site, "main", "--local", site["api"].url)
-    open_page(browser, ui.url)
+    open_page(browser, ui.address)
     # every model combo lists the lock's models, though no model file is on this machine
     names = browser.eval("(await (await fetch('/object_info/StampFromModel')).json())"
                          ".StampFromModel.input.required.model_name[0]")
@@ -189,7 +198,7 @@ def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, br
     browser.screenshot(Path(os.environ.get("COMFYVER_UI_SCREENSHOT") or tmp_path / "page.png"))
     # the image the page shows is the remote job's: the model's colour, inverted
     from PIL import Image
-    png = requests.get(src, timeout=10).content
+    png = requests.get(src, cookies=ui.cookies, timeout=10).content
     want = tuple(255 - c for c in STAMP[:3])
     got = Image.open(io.BytesIO(png)).convert("RGB").getpixel((0, 0))
     assert all(abs(a - b) <= 1 for a, b in zip(got, want)), (got, want)
@@ -205,7 +214,7 @@ def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, br
 
 def test_a_validation_error_shows_in_the_page_without_a_remote_call(site, browser):
     ui = next(p for p in site["pages"] if p.log.name == "ui-main.log")
-    open_page(browser, ui.url)
+    open_page(browser, ui.address)
     before = jobs_started(site)
     bad = json.loads(json.dumps(HELLO))
     bad["2"]["inputs"]["model_name"] = "not-in-the-lock.safetensors"
@@ -240,7 +249,7 @@ def remote_comfy_port(site) -> int:
 
 def test_several_prompts_run_in_order_and_each_output_comes_back(site, browser):
     ui = next(p for p in site["pages"] if p.log.name == "ui-main.log")
-    open_page(browser, ui.url)
+    open_page(browser, ui.address)
     listen(browser)
     colors = [0x102030, 0x405060, 0x708090]
     ids = [queue(browser, invert(c)) for c in colors]
@@ -250,7 +259,7 @@ def test_several_prompts_run_in_order_and_each_output_comes_back(site, browser):
     from PIL import Image
     for d, c in zip(done, colors):
         [img] = d["output"]["images"]
-        png = requests.get(f"{ui.url}/view", params={**img}, timeout=10).content
+        png = requests.get(f"{ui.url}/view", params={**img}, cookies=ui.cookies, timeout=10).content
         got = Image.open(io.BytesIO(png)).convert("RGB").getpixel((0, 0))
         want = tuple(255 - ((c >> s) & 0xFF) for s in (16, 8, 0))
         assert all(abs(a - b) <= 1 for a, b in zip(got, want)), (got, want)
@@ -258,7 +267,7 @@ def test_several_prompts_run_in_order_and_each_output_comes_back(site, browser):
 
 def test_an_unreachable_endpoint_is_an_error_in_the_page_and_the_page_stays_usable(site, browser):
     ui = UI(site, "down", "--local", "http://127.0.0.1:9")
-    open_page(browser, ui.url)
+    open_page(browser, ui.address)
     listen(browser)
     for n in (1, 2):  # a failed remote job leaves the queue working
         queue(browser, HELLO)
@@ -269,13 +278,17 @@ def test_an_unreachable_endpoint_is_an_error_in_the_page_and_the_page_stays_usab
 
 
 def test_a_lock_digest_mismatch_is_refused_by_the_worker_and_shown(site, browser):
+    # a worker whose tree was realized from another lock: its marker says so (the worker trusts the marker)
+    home = site["tmp"] / "other-lock-tree"
+    home.mkdir(exist_ok=True)
+    (home / realize.MARKER).write_text(json.dumps({"id": site["proj"].vid, "lock": "0" * 64}))
     other = henv.LocalAPI({"COMFY_URL": f"http://127.0.0.1:{remote_comfy_port(site)}",
-                           "COMFY_HOME": site["api"].env["COMFY_HOME"], "OUTPUT_MODE": "base64",
+                           "COMFY_HOME": str(home), "OUTPUT_MODE": "base64",
                            "COMFYVER_VERSION_ID": site["proj"].vid, "COMFYVER_LOCK_DIGEST": "0" * 64,
                            "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""}, site["tmp"] / "api-other.log")
     try:
         ui = UI(site, "mismatch", "--local", other.url)
-        open_page(browser, ui.url)
+        open_page(browser, ui.address)
         listen(browser)
         queue(browser, HELLO)
         browser.wait_for("window.__ev.some(e => e.type === 'execution_error')", 120, "the refusal")
@@ -303,7 +316,7 @@ def test_cancel_in_the_page_cancels_the_remote_job(site, browser, monkeypatch):
         "RUNPOD_AI_API_KEY": "", "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""})
     try:
         ui = UI(site, "cancel", "--endpoint", "ep-ui", extra_env={"RUNPOD_ENDPOINT_BASE_URL": q.url + "/v2"})
-        open_page(browser, ui.url)
+        open_page(browser, ui.address)
         listen(browser)
         queue(browser, henv.slow_workflow(seconds=60, steps=60))
         deadline = time.monotonic() + 120
@@ -322,3 +335,91 @@ def test_cancel_in_the_page_cancels_the_remote_job(site, browser, monkeypatch):
         worker.wait(30)
         log.close()
         q.close()
+
+
+def page_of(site, name: str = "main") -> UI:
+    """The page `name` if a test started it, else a new one on the real handler."""
+    return next((p for p in site["pages"] if p.log.name == f"ui-{name}.log"), None) or UI(
+        site, name, "--local", site["api"].url)
+
+
+def test_a_prompt_id_never_chooses_where_the_outputs_land(site):
+    """Issue 24 H1: one POST /prompt with `prompt_id` an absolute path or `../..` made the real handler's output
+    land there. Outputs land only under the state folder, in a folder the bridge names."""
+    ui = page_of(site)
+    target = site["tmp"] / "not-the-state" / "bashrc.d"
+    ids = {str(target): 0x111111, "../../../not-the-state-2": 0x222222}
+    for pid, color in ids.items():
+        r = requests.post(f"{ui.url}/prompt", json={"prompt": invert(color), "prompt_id": pid},
+                          cookies=ui.cookies, timeout=10)
+        assert r.ok, r.text
+    deadline = time.monotonic() + 180
+    while True:
+        history = requests.get(f"{ui.url}/history", cookies=ui.cookies, timeout=10).json()
+        if all(history.get(pid, {}).get("status", {}).get("completed") for pid in ids):
+            break
+        assert time.monotonic() < deadline, (history, ui.comfy_log.read_text()[-3000:])
+        time.sleep(0.5)
+    saved = [img for pid in ids for out in history[pid]["outputs"].values() for img in out["images"]]
+    assert len(saved) == len(ids)
+    for img in saved:
+        assert re.fullmatch(r"comfyver-remote/[0-9a-f]{32}", img["subfolder"]), img
+        assert (ui.state / "output" / img["subfolder"] / img["filename"]).is_file()
+    assert not (site["tmp"] / "not-the-state").exists() and not (site["tmp"] / "not-the-state-2").exists()
+
+
+def test_the_page_answers_only_its_own_host_and_this_starts_key(site):
+    """Issue 24 M1: any local process, or a DNS-rebinding page (Host and Origin its own name), queued paid jobs
+    and read outputs back. Nothing reaches the page's routes without its own Host and this start's key."""
+    ui = page_of(site)
+    before = jobs_started(site)
+    key = ui.cookies[f"comfyver_ui_{ui.port}"]
+    body = {"prompt": invert(0x333333)}
+    routes = [("GET", "/"), ("GET", "/system_stats"), ("GET", "/history"), ("GET", "/object_info"),
+              ("GET", "/view?filename=x.png&type=output"), ("GET", "/ws"), ("POST", "/prompt")]
+    for method, path in routes:  # a local process without the key
+        r = requests.request(method, ui.url + path, json=body if method == "POST" else None, timeout=10)
+        assert r.status_code == 403, (method, path, r.status_code)
+    assert requests.get(f"{ui.url}/?comfyver_key=not-{key}", allow_redirects=False, timeout=10).status_code == 403
+    assert requests.get(ui.url + "/system_stats", cookies={f"comfyver_ui_{ui.port}": "x" + key},
+                        timeout=10).status_code == 403
+    # a rebinding page: its own name in Host and Origin, even holding the key (cookie or address)
+    for host in (f"rebind.example:{ui.port}", f"127.0.0.1:{ui.port + 1}", "127.0.0.1", f"LOCALHOST.:{ui.port}"):
+        evil = {"Host": host, "Origin": f"http://{host}"}
+        assert requests.post(ui.url + "/prompt", json=body, headers=evil, cookies=ui.cookies,
+                             timeout=10).status_code == 403, host
+        assert requests.get(ui.address, headers=evil, allow_redirects=False, timeout=10).status_code == 403, host
+        assert requests.get(ui.url + "/history", headers=evil, cookies=ui.cookies, timeout=10).status_code == 403
+    time.sleep(2)
+    assert jobs_started(site) == before, "a refused request reached the endpoint"
+    # the printed address, opened: the key becomes an HttpOnly, SameSite=Strict cookie and leaves the address bar
+    s = requests.Session()
+    r = s.get(ui.address, allow_redirects=False, timeout=10)
+    assert r.status_code == 303 and r.headers["Location"] == "/", (r.status_code, r.headers)
+    assert "HttpOnly" in r.headers["Set-Cookie"] and "SameSite=Strict" in r.headers["Set-Cookie"]
+    assert s.get(ui.url + "/system_stats", timeout=10).ok
+    assert requests.get(ui.url + "/system_stats", headers={"Host": f"localhost:{ui.port}"}, cookies=ui.cookies,
+                        timeout=10).ok  # localhost:<port> is the page too
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def test_the_pages_comfyui_holds_no_credential_whatever_its_name(site):
+    """Issue 24 L4: PIP_INDEX_URL with a password, GH_PAT, DATABASE_URL, AZURE_STORAGE_CONNECTION_STRING reached
+    the page's ComfyUI (only names with KEY/TOKEN/SECRET/PASSWORD/CREDENTIAL were dropped)."""
+    ui = page_of(site)
+    [comfy] = [c for c in _children(ui.proc.pid) if b"main.py" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{comfy}/environ").read_bytes().split(b"\0") if b"=" in kv)
+    assert b"COMFYVER_UI_PAGE_KEY" in env  # the page's ComfyUI, read right
+    leaked = [k.decode() for k, v in env.items() if any(s.encode() in v for s in CREDENTIALS_UNDER_OTHER_NAMES.values())
+              or b"rpa_UI_KEY" in v]
+    assert not leaked

@@ -58,13 +58,18 @@ def _secrets() -> list[str]:
     return sorted(set(values + extra), key=len, reverse=True)
 
 
-CREDENTIAL_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.I)
+# what a process that must hold no credential keeps of `env`: an allow-list, since a credential hides under any
+# name (PIP_INDEX_URL with a password, GH_PAT, DATABASE_URL, AZURE_STORAGE_CONNECTION_STRING ...)
+UNTRUSTED_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "NO_COLOR", "LD_LIBRARY_PATH",
+    "OMP_NUM_THREADS", "VIRTUAL_ENV", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+    "PYTHONIOENCODING", "CUDA_VISIBLE_DEVICES"})
 
 
-def without_credentials(env: dict) -> dict:
-    """`env` less every variable named like a credential: for processes that must not hold one (pack code in
-    the probe, the page's ComfyUI in `comfyver ui`)."""
-    return {k: v for k, v in env.items() if not CREDENTIAL_NAME.search(k)}
+def untrusted_env(env) -> dict:
+    """The variables of `env` a process that must hold no credential gets (pack code in the probe, the page's
+    ComfyUI in `comfyver ui`): the names in UNTRUSTED_ENV and the locale's LC_*, whatever their values."""
+    return {k: v for k, v in env.items() if k in UNTRUSTED_ENV or k.startswith("LC_")}
 
 
 def redact(text: str) -> str:

@@ -18,7 +18,9 @@ def register(sub) -> None:
                          "print the page's address. The page shows exactly the version's nodes and, in every model "
                          "list, its models; Queue validates the workflow here and runs it on the endpoint (the "
                          "version id and lock digest go with it), with progress and outputs back in the page. "
-                         "Nothing runs on this machine. The API key stays in this process (RUNPOD_API_KEY). "
+                         "Nothing runs on this machine. The API key stays in this process (RUNPOD_API_KEY). The page "
+                         "answers only at its own address and to a browser that opened the printed one (it carries "
+                         "a key made at each start). "
                          "Example: comfyver ui sdxl --endpoint abc123xyz")
     p.add_argument("id", help="version id")
     target = p.add_mutually_exclusive_group(required=True)
@@ -37,9 +39,10 @@ def run(args) -> int:
     page = Page(project.find_root(), args.id, backend, into=args.into, port=args.port,
                 system_site_packages=args.system_site_packages, reporter=realize.Reporter(quiet=args.json))
     if args.json:
-        print(json.dumps({"id": args.id, "url": page.url, "target": backend.where, "log": str(page.log)}), flush=True)
+        print(json.dumps({"id": args.id, "url": page.address, "origin": page.url, "target": backend.where,
+                          "log": str(page.log)}), flush=True)
     else:
-        print(f"ComfyUI for version {args.id}: {page.url}  (Queue runs on {backend.where}; Ctrl-C stops)",
-              flush=True)
+        print(f"ComfyUI for version {args.id}: {page.address}\n  (open this address: it carries this start's key; "
+              f"Queue runs on {backend.where}; Ctrl-C stops)", flush=True)
     sys.stdout.flush()
     return page.wait()

@@ -53,7 +53,7 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
         (core / "extra_model_paths.yaml").unlink(missing_ok=True)
         out = Path(tmp) / "probe.json"
         # pack code is untrusted: it runs without the user's credentials
-        env = web.without_credentials(os.environ)
+        env = web.untrusted_env(os.environ)
         env.update({"CUDA_VISIBLE_DEVICES": "", "PYTHONDONTWRITEBYTECODE": "1", "HOME": tmp})
         t0 = time.perf_counter()
         try:

@@ -1,14 +1,16 @@
 """Start the page: realize the version without its models, start its ComfyUI on the CPU on 127.0.0.1 with the
 `comfyver_remote` extension, and a bridge that runs the queued prompts on the endpoint.
 
-ComfyUI gets an environment without credentials (every variable named like a key, token, secret or
-password is dropped), so neither the page nor its log can show the API key; the bridge, in this process,
-holds it.
+ComfyUI gets an environment without credentials (only the variables `web.untrusted_env` allows, whatever
+the others are named), so neither the page nor its log can show the API key; the bridge, in this process,
+holds it. The page answers only at its own address and only to a browser holding this start's key (`address`,
+printed once, carries it; the extension's gate turns it into a cookie).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -39,15 +41,17 @@ def models_by_folder(lock: dict) -> dict[str, list[str]]:
     return {f: sorted(names) for f, names in out.items()}
 
 
-def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str) -> dict:
-    env = web.without_credentials(base)
+def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str, port: int, key: str) -> dict:
+    env = web.untrusted_env(base)
     env.update({"COMFYVER_UI_BRIDGE": bridge.url, "COMFYVER_UI_TOKEN": bridge.token,
-                "COMFYVER_UI_MODELS": str(models_file), "COMFYVER_UI_TARGET": target})
+                "COMFYVER_UI_MODELS": str(models_file), "COMFYVER_UI_TARGET": target,
+                "COMFYVER_UI_PORT": str(port), "COMFYVER_UI_PAGE_KEY": key})
     return env
 
 
 class Page:
-    """The running page: `url`, the ComfyUI process, the bridge. `close()` stops both."""
+    """The running page: `url` (its origin), `address` (what the user opens: the origin with this start's key),
+    `cookies` (what a client that opened it holds), the ComfyUI process, the bridge. `close()` stops both."""
 
     def __init__(self, root: Path, vid: str, backend, *, into: Path | None = None, port: int = 8188,
                  system_site_packages: bool = False, reporter: realize.Reporter = realize.QUIET,
@@ -66,9 +70,12 @@ class Page:
         paths.write_text(f"comfyver_ui:\n  base_path: {json.dumps(str(NODES.parent))}\n  custom_nodes: nodes\n")
         self.log = state / "comfyver-ui.log"
         self.url = f"http://127.0.0.1:{port}"
+        key = secrets.token_urlsafe(32)
+        self.address = f"{self.url}/?comfyver_key={key}"
+        self.cookies = {f"comfyver_ui_{port}": key}
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen([*argv, "--extra-model-paths-config", str(paths)], cwd=cwd,
-                                         env=comfy_env(env, self.bridge, models_file, backend.where),
+                                         env=comfy_env(env, self.bridge, models_file, backend.where, port, key),
                                          stdout=logf, stderr=subprocess.STDOUT)
         try:
             self._wait(start_timeout)
@@ -84,7 +91,7 @@ class Page:
                 raise ComfyverError(f"ComfyUI exited with {self.proc.returncode} before its page was up:\n{tail}",
                                     hint=f"the whole log is {self.log}")
             try:
-                if requests.get(self.url + "/system_stats", timeout=2).ok:
+                if requests.get(self.url + "/system_stats", cookies=self.cookies, timeout=2).ok:
                     return
             except requests.RequestException:
                 pass

@@ -7,12 +7,18 @@
   which holds the API key; this process never sees it. Progress, the executing node, errors and the
   outputs come back as ComfyUI's own websocket messages, so the page shows them as for a local run.
 - Cancel (the page's interrupt) cancels the remote job.
+- The page answers only its own address and only a browser that opened the address `comfyver ui` printed:
+  a request whose Host is not 127.0.0.1:<port> or localhost:<port> (a DNS-rebinding page) is refused, and so
+  is one without this start's key ($COMFYVER_UI_PAGE_KEY), which the printed address carries once
+  (`?comfyver_key=`) and the page then keeps as an HttpOnly, SameSite=Strict cookie. Any other local
+  process, or a web page the user visits, reaches nothing: no job is queued, no output read.
 
 Only the standard library is used: this runs in the version's Python, which has no comfyver.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -23,10 +29,15 @@ import urllib.request
 import comfy.model_management
 import execution
 import folder_paths
+import server
+from aiohttp import web
 
 NODE_CLASS_MAPPINGS: dict = {}
 BRIDGE = os.environ.get("COMFYVER_UI_BRIDGE", "")
 TOKEN = os.environ.get("COMFYVER_UI_TOKEN", "")
+PAGE_KEY = os.environ.get("COMFYVER_UI_PAGE_KEY", "")
+PORT = os.environ.get("COMFYVER_UI_PORT", "")
+KEY_PARAM = "comfyver_key"
 log = logging.getLogger("comfyver-ui")
 
 
@@ -128,7 +139,35 @@ def remote_execute(self, prompt, prompt_id, extra_data={}, execute_outputs=[]): 
     self.add_message("execution_success", {"prompt_id": prompt_id}, broadcast=False)
 
 
+def _same(given: str, key: str) -> bool:
+    return bool(key) and hmac.compare_digest(given.encode("utf-8", "replace"), key.encode())
+
+
+def page_gate(key: str, port: str):
+    """aiohttp middleware: this page's own Host and this start's key, before any route (the websocket, /prompt,
+    /view, /history, static files) sees the request."""
+    hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+    cookie = f"comfyver_ui_{port}"  # cookies ignore the port: one name per page
+
+    @web.middleware
+    async def gate(request, handler):
+        if request.headers.get("Host", "").lower() not in hosts:
+            return web.Response(status=403, text=f"comfyver ui: this page answers only at http://127.0.0.1:{port}\n")
+        if _same(request.cookies.get(cookie, ""), key):
+            return await handler(request)
+        if _same(request.query.get(KEY_PARAM, ""), key):  # the printed address, opened: keep the key as a cookie
+            rest = {k: v for k, v in request.query.items() if k != KEY_PARAM}
+            resp = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(rest))})
+            resp.set_cookie(cookie, key, httponly=True, samesite="Strict", path="/")
+            return resp
+        return web.Response(status=403, text="comfyver ui: open the address `comfyver ui` printed "
+                                              "(it carries this start's key)\n")
+    return gate
+
+
 if BRIDGE:
+    # first, so that no other middleware or route answers a request the gate refuses
+    server.PromptServer.instance.app.middlewares.insert(0, page_gate(PAGE_KEY, PORT))
     folder_paths.get_filename_list = get_filename_list
     execution.PromptExecutor.execute = remote_execute
     log.warning("comfyver ui: queued prompts run on %s, not on this machine; nothing is executed locally",
