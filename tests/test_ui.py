@@ -419,7 +419,7 @@ def test_the_pages_comfyui_holds_no_credential_whatever_its_name(site):
     ui = page_of(site)
     [comfy] = [c for c in _children(ui.proc.pid) if b"main.py" in Path(f"/proc/{c}/cmdline").read_bytes()]
     env = dict(kv.split(b"=", 1) for kv in Path(f"/proc/{comfy}/environ").read_bytes().split(b"\0") if b"=" in kv)
-    assert b"COMFYVER_UI_PAGE_KEY" in env  # the page's ComfyUI, read right
+    assert b"COMFYVER_UI_BRIDGE" in env  # the page's ComfyUI, read right
     leaked = [k.decode() for k, v in env.items() if any(s.encode() in v for s in CREDENTIALS_UNDER_OTHER_NAMES.values())
               or b"rpa_UI_KEY" in v]
     assert not leaked
