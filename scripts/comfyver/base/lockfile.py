@@ -1,4 +1,4 @@
-"""The version lock: versions/<id>/version.json (schema 1, see DESIGN.md).
+"""The version lock: versions/<id>/version.json (schema 1, see docs/lock.md and ../shared/DESIGN.md).
 
 Every read is validated against `schema/version-1.schema.json` plus the few
 rules a JSON Schema cannot say (model paths that escape `models/`, URLs with

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 
 
-def verb(sub, name: str, run, *, help: str, description: str, json: bool = True, **kw) -> argparse.ArgumentParser:
-    """A sub-command `name` running `run(args) -> exit code`; `--json` (machine output) unless json=False."""
+def verb(sub, name: str, run, *, help: str, description: str, **kw) -> argparse.ArgumentParser:
+    """A sub-command `name` running `run(args) -> exit code`, with `--json` (machine output: one JSON object on
+    stdout), which every verb has (tests/test_versions.py walks the parser to check)."""
     p = sub.add_parser(name, help=help, description=description, **kw)
-    if json:
-        p.add_argument("--json", action="store_true", help="machine output")
+    p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=run)
     return p

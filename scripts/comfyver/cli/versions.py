@@ -1,12 +1,14 @@
-"""Version verbs: new, add-node, add-model, clone, delete, list, show, diff, update."""
+"""Version verbs: new, add-node, add-model, clone, delete, list, show, diff, update, recheck."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from rich.table import Table
 
 from comfyver.base import lockfile, project, ui
+from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
 from comfyver.lock import versions
 from comfyver.sources import resolve
@@ -33,7 +35,7 @@ def _short(x: str | None) -> str:
 
 def register(sub) -> None:
     def add(name, func, help, desc):
-        return verb(sub, name, func, help=help, description=desc, json=False)  # --json per verb below
+        return verb(sub, name, func, help=help, description=desc)  # every verb: --json
 
     def jobs(p):
         p.add_argument("--jobs", "-j", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions (default %(default)s)")
@@ -44,7 +46,6 @@ def register(sub) -> None:
     p.add_argument("id")
     p.add_argument("--comfyui", default="latest", metavar="REF", help="latest | nightly | tag | branch | commit")
     p.add_argument("--comfyui-url", default=versions.DEFAULT_COMFYUI_URL, metavar="URL")
-    p.add_argument("--json", action="store_true")
     jobs(p)
 
     p = add("add-node", cmd_add_node, "add a custom node (git URL or Comfy Registry id)",
@@ -55,7 +56,6 @@ def register(sub) -> None:
     p.add_argument("--name", help="folder name under custom_nodes/ (default: from the URL or id)")
     p.add_argument("--submodules", action="store_true", help="check out git submodules too")
     p.add_argument("--replace", action="store_true", help="replace a node of the same name")
-    p.add_argument("--json", action="store_true")
 
     p = add("add-model", cmd_add_model, "add a model file by source",
             "Pin a model at models/<folder>/<name>. Sources: hf://owner/repo[@rev]/path, civitai://<versionId>, "
@@ -67,7 +67,6 @@ def register(sub) -> None:
     p.add_argument("source")
     p.add_argument("--sha256", help="expected sha256 (hex); resolution fails if the source differs")
     p.add_argument("--replace", action="store_true")
-    p.add_argument("--json", action="store_true")
 
     p = add("clone", cmd_clone, "copy a version under a new id", "Example: comfyver clone sdxl sdxl-next")
     p.add_argument("src")
@@ -78,24 +77,20 @@ def register(sub) -> None:
     p.add_argument("--yes", action="store_true", help="do not ask")
 
     p = add("list", cmd_list, "list versions", "Example: comfyver list --json")
-    p.add_argument("--json", action="store_true")
 
     p = add("show", cmd_show, "show a version's inputs", "Example: comfyver show sdxl")
     p.add_argument("id")
-    p.add_argument("--json", action="store_true")
 
     p = add("diff", cmd_diff, "compare two versions",
             "Core rev, nodes added/removed/changed/moved, models, Python packages. Example: comfyver diff sdxl sdxl-next")
     p.add_argument("a")
     p.add_argument("b")
-    p.add_argument("--json", action="store_true")
 
     p = add("update", cmd_update, "re-resolve inputs' originals",
             "Re-resolve what each input asked for (e.g. ref latest) and write what it resolves to now. "
             "Inputs: comfyui, node names, model paths; none = all. Example: comfyver update sdxl comfyui-kjnodes")
     p.add_argument("id")
     p.add_argument("inputs", nargs="*")
-    p.add_argument("--json", action="store_true")
     jobs(p)
 
     p = add("recheck", cmd_recheck, "re-fetch locked inputs by their pins and re-hash them",
@@ -103,7 +98,6 @@ def register(sub) -> None:
             "commits, changed or vanished files. Exit 1 on any problem. Example: comfyver recheck sdxl")
     p.add_argument("id")
     p.add_argument("inputs", nargs="*")
-    p.add_argument("--json", action="store_true")
     jobs(p)
 
 
@@ -148,23 +142,28 @@ def cmd_add_model(args) -> int:
 
 
 def cmd_clone(args) -> int:
-    versions.clone(_root(), args.src, args.dst)
-    out.print(f"cloned {T(args.src)} -> {T(args.dst)}")
+    data = versions.clone(_root(), args.src, args.dst)
+    if args.json:
+        _print_json({"from": args.src, **data})
+    else:
+        out.print(f"cloned {T(args.src)} -> {T(args.dst)}")
     return 0
 
 
 def cmd_delete(args) -> int:
     if not args.yes:
-        import sys
-
         if not sys.stdin.isatty():
-            from comfyver.base.errors import UsageError
-
             raise UsageError(f"refusing to delete version {args.id!r} without --yes (no terminal to ask)")
-        if input(f"delete versions/{args.id}? [y/N] ").strip().lower() not in ("y", "yes"):
+        print(f"delete versions/{args.id}? [y/N] ", end="", file=sys.stderr, flush=True)  # stdout is for --json
+        if input().strip().lower() not in ("y", "yes"):
+            if args.json:
+                _print_json({"id": args.id, "deleted": False})
             return 1
     versions.delete(_root(), args.id)
-    out.print(f"deleted {T(args.id)}")
+    if args.json:
+        _print_json({"id": args.id, "deleted": True})
+    else:
+        out.print(f"deleted {T(args.id)}")
     return 0
 
 
