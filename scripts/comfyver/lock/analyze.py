@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfyver.base.errors import ComfyverError
+from comfyver.lock import nodemap as nodemap_mod  # the module; `nodemap` below is the NodeMap a report asks
+from comfyver.lock.nodemap import VIRTUAL_CLASSES
 
-VIRTUAL_CLASSES = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "Comfy.GroupNode"}
 MODES = {0: "active", 1: "on-event", 2: "muted", 3: "always", 4: "bypassed"}
 MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl", ".pt2", ".engine")
 # input name -> models/ folder, for classes whose source was not scanned (API format)
@@ -355,8 +356,6 @@ class Report:
 def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dict, notes: list) -> None:
     """Classes several packs provide, decided by the workflows' own evidence where it is decisive
     (nodemap.pick_by_evidence); the evidence goes into the pack's `evidence` and the notes."""
-    from comfyver.lock import nodemap as nodemap_mod
-
     mgr = getattr(nm, "mgr", None)
     if mgr is None:
         return

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
-from comfyver.lock import analyze, nodemap, pylock, versions
+from comfyver.lock import analyze, nodemap, nodesource, pylock, versions
 
 
 def _p(item: str, problem: str, fix: str) -> dict:
@@ -70,7 +70,7 @@ def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
     out = []
     linked = {u.class_type for wf in wfs for u in wf.nodes if u.linked}
     # frontend-only nodes of locked packs, as lock decided them
-    js_only = nodemap.frontend_only(lock["nodes"], {c for c, e in rep.unresolved.items() if e["active"] and c not in linked})
+    js_only = nodesource.frontend_only(lock["nodes"], {c for c, e in rep.unresolved.items() if e["active"] and c not in linked})
     for c, e in rep.unresolved.items():
         if e["active"] and c not in js_only:
             out.append(_p(f"class {c}", f"{e['why']} (used in {', '.join(e['workflows'])})",

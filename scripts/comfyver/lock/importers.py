@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 from comfyver.base import lockfile
 from comfyver.base.errors import ComfyverError, UsageError
-from comfyver.lock import nodemap, versions
+from comfyver.lock import nodesource, versions
 from comfyver.sources import resolve
 
 
@@ -164,7 +164,7 @@ def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: boo
     for name, o in sorted(pl.nodes.items()):
         loc = locked[f"nodes.{name}"]
         entry = {"original": o, "locked": loc}
-        provides = nodemap.scan_locked_node(name, loc)
+        provides = nodesource.scan_locked_node(name, loc)
         if provides:
             entry["provides"] = sorted(provides)
         lock["nodes"][name] = entry

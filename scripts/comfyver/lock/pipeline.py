@@ -22,8 +22,8 @@ from pathlib import Path
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
-from comfyver.lock import analyze, nodemap, probe, pylock, versions
-from comfyver.sources import gitsource, resolve
+from comfyver.lock import analyze, nodemap, nodesource, probe, pylock, versions
+from comfyver.sources import gitsource, resolve, schemes
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
 
@@ -79,7 +79,7 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
             if m.get("url"):
                 lockfile.check_url_has_no_secret(m["url"])
                 if m.get("source") in UNTRUSTED_ORIGINS:
-                    web.check_untrusted_source(m["url"])
+                    schemes.check_untrusted(m["url"])
         except ValueError as exc:
             probs.append({"item": f"model {key}", "problem": str(exc), "used_by": m["used_by"],
                           "fix": "fix the name or URL in the workflow, or give a clean source with --model"})
@@ -129,7 +129,7 @@ def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str])
     """A node's `provides`: the classes its pinned tree registers (scanned). A class the evidence asked for
     that the tree does not register is a problem; where the scan met a registration it cannot follow, it is
     kept with a note (the runtime probe settles it)."""
-    found = nodemap.scan_locked_node_full(name, loc)
+    found = nodesource.scan_locked_node_full(name, loc)
     provides, probs = set(found.classes), []
     for c in sorted(set(wanted) - provides):
         if found.unfollowed:
@@ -299,7 +299,7 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models
                  if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
         _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
     if js_only:
-        found = nodemap.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, js_only)
+        found = nodesource.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, js_only)
         if set(found) != js_only:
             raise LockProblems(vid, [p for p in probs if _class_of(p) not in found])
         early_notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
@@ -421,10 +421,10 @@ def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.R
         lock = lockfile.read(project.lock_path(root, vid))
         nm, inputs = nodemap.for_lock(lock, project.version_dir(root, vid), registry=registry, manager_data=mgr)
     elif comfyui:
-        core = nodemap.scan_tree(comfyui, core=True)
+        core = nodesource.scan_tree(comfyui, core=True)
         nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core
     else:
-        rev, core = nodemap.newest_cached_core()
+        rev, core = nodesource.newest_cached_core()
         nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core or {}
         rep = analyze.report(wfs, nm, inputs, mgr)
         rep.notes.append(f"core classes from the newest cached ComfyUI scan ({rev[:12]}); --version ID or --comfyui DIR "

@@ -36,7 +36,8 @@ from packaging.utils import canonicalize_name
 from comfyver.base import project, uvtool
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
-from comfyver.lock import nodemap
+from comfyver.lock import nodesource
+from comfyver.lock.versions import PROJECT_NAME
 from comfyver.sources import gitsource
 
 TORCH_FAMILY = {"torch", "torchvision", "torchaudio"}
@@ -48,9 +49,6 @@ TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu
 LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
 MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
 CORE = "comfyui"
-# The version's Python project: the same name in every version, so a version's Python env (built from its
-# pyproject.toml + uv.lock only) is one store path for every version with the same Python packages.
-PROJECT_NAME = "comfyver-version"
 
 
 @dataclass
@@ -123,7 +121,7 @@ def _zip_texts(loc: dict, what: str) -> dict[str, str]:
     cache = project.cache_dir() / "node-requirements" / f"{hashlib.sha256(loc['hash'].encode()).hexdigest()[:32]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    files = nodemap.read_locked_zip(loc, what)
+    files = nodesource.read_locked_zip(loc, what)
     out = {f: files[f] for f in ("requirements.txt", "pyproject.toml") if f in files}
     atomic_write_json(cache, out)
     return out

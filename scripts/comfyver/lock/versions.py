@@ -24,6 +24,9 @@ from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.sources import resolve
 
 DEFAULT_COMFYUI_URL = "https://github.com/comfyanonymous/ComfyUI"
+# The version's Python project (pylock writes it): the same name in every version, so a version's Python env
+# (built from its pyproject.toml + uv.lock only) is one store path for every version with the same packages.
+PROJECT_NAME = "comfyver-version"
 
 
 def _check_argument_url(url: str | None, what: str) -> None:
@@ -162,13 +165,11 @@ def clone(root: Path, src: str, dst: str) -> dict:
 
 def _rename_python_project(vdir: Path, src: str, dst: str) -> None:
     """Versions locked before the project name lost the id (`comfyver-version-<id>`) get today's name, which no
-    id is in (`pylock.PROJECT_NAME`): a clone must not carry the source's id into its Python env."""
+    id is in (`PROJECT_NAME`): a clone must not carry the source's id into its Python env."""
     from packaging.utils import canonicalize_name
 
-    from comfyver.lock import pylock
-
-    pairs = [(f'"comfyver-version-{src}"', f'"{pylock.PROJECT_NAME}"'),
-             (f'"{canonicalize_name("comfyver-version-" + src)}"', f'"{pylock.PROJECT_NAME}"')]
+    pairs = [(f'"comfyver-version-{src}"', f'"{PROJECT_NAME}"'),
+             (f'"{canonicalize_name("comfyver-version-" + src)}"', f'"{PROJECT_NAME}"')]
     for name in ("pyproject.toml", "uv.lock"):
         f = vdir / name
         if f.is_file():

@@ -1,0 +1,172 @@
+"""The files of a locked input, and their scans: the locked core and node packs read from the git cache or the
+registry archive (hash verified), scanned with nodescan and cached per commit or archive hash.
+
+One job: source in, `nodescan.Scan` out. Which pack provides a class is decided above (nodemap); the
+Python requirements read from the same files are pylock's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from comfyver.base import project, web
+from comfyver.base.errors import ComfyverError
+from comfyver.base.fsutil import atomic_write_json
+from comfyver.lock import nodescan
+
+CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
+SCAN_VERSION = 7
+
+
+def scan_python(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Node classes one Python file registers -> their model inputs [(input, folder)]."""
+    return nodescan.scan({"file.py": text}).classes
+
+
+def scan_files(files: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
+    return nodescan.scan(files).classes
+
+
+def scan_tree(path: str | os.PathLike, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    return scan_tree_full(path, core).classes
+
+
+def scan_tree_full(path: str | os.PathLike, core: bool = False) -> nodescan.Scan:
+    root = Path(path)
+    files = {}
+    for f in root.rglob("*.py"):
+        rel = f.relative_to(root).as_posix()
+        if core and not rel.startswith(CORE_SCAN_PREFIXES):
+            continue
+        if any(part in ("tests", "test", "__pycache__", ".git") for part in rel.split("/")[:-1]):
+            continue
+        files[rel] = f.read_text(encoding="utf-8", errors="replace")
+    return nodescan.scan(files)
+
+
+def _git_blobs(repo: Path, rev: str, keep) -> dict[str, str]:
+    """Text of the files at `rev` whose path `keep(path)` accepts, read in one `git cat-file --batch`."""
+    ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", rev], cwd=repo, capture_output=True, check=True).stdout
+    wanted = []
+    for rec in ls.split(b"\0"):
+        if not rec:
+            continue
+        meta, path = rec.split(b"\t", 1)
+        p = path.decode(errors="replace")
+        if meta.split()[1] == b"blob" and keep(p):
+            wanted.append((p, meta.split()[2].decode()))
+    if not wanted:
+        return {}
+    batch = subprocess.run(["git", "cat-file", "--batch"], cwd=repo, capture_output=True, check=True,
+                           input="".join(oid + "\n" for _, oid in wanted).encode()).stdout
+    files, pos = {}, 0
+    for p, _ in wanted:
+        header_end = batch.index(b"\n", pos)
+        size = int(batch[pos:header_end].split()[2])
+        files[p] = batch[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace")
+        pos = header_end + 1 + size + 1
+    return files
+
+
+def _git_files(repo: Path, rev: str, core: bool) -> dict[str, str]:
+    """The Python files a scan reads (core: only its node folders; never tests)."""
+    return _git_blobs(repo, rev, lambda p: p.endswith(".py") and (not core or p.startswith(CORE_SCAN_PREFIXES))
+                      and not any(part in ("tests", "test") for part in p.split("/")[:-1]))
+
+
+def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+    return scan_locked_full(url, rev, what, core).classes
+
+
+def _cached_scan(cache: Path, make) -> nodescan.Scan:
+    try:
+        return nodescan.Scan.from_json(json.loads(cache.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    result = make()
+    atomic_write_json(cache, result.to_json())
+    return result
+
+
+def scan_locked_full(url: str, rev: str, what: str, core: bool = False) -> nodescan.Scan:
+    """Scan a locked git input (core or node pack) at `rev`; cached per rev."""
+    from comfyver.sources import gitsource
+
+    cache = project.cache_dir() / "nodescan" / f"{'core' if core else 'pack'}-{rev}-v{SCAN_VERSION}.json"
+    return _cached_scan(cache, lambda: nodescan.scan(_git_files(gitsource.fetch(url, rev, what), rev, core)))
+
+
+def frontend_mentions(loc: dict, names: set[str], what: str) -> set[str]:
+    """Which of `names` a locked git pack's JavaScript files name as a string literal (its frontend-only nodes)."""
+    if loc.get("type") != "git" or not names:
+        return set()
+    from comfyver.sources import gitsource
+
+    repo = gitsource.fetch(loc["url"], loc["rev"], f"node {what}")
+    text = "\n".join(_git_blobs(repo, loc["rev"], lambda p: p.endswith((".js", ".mjs"))).values())
+    return {n for n in names if any(q + n + q in text for q in ('"', "'", "`"))}
+
+
+def frontend_only(nodes: dict, names: set[str]) -> dict[str, str]:
+    """class -> node, for each of `names` that a locked node's web files name (see frontend_mentions)."""
+    found: dict[str, str] = {}
+    for name, n in nodes.items():
+        for c in frontend_mentions(n["locked"], set(names) - set(found), name):
+            found[c] = name
+    return found
+
+
+def newest_cached_core() -> tuple[str | None, dict | None]:
+    """(rev, classes) of the most recently written core scan in the cache, or (None, None)."""
+    scans = sorted((project.cache_dir() / "nodescan").glob(f"core-*-v{SCAN_VERSION}.json"),
+                   key=lambda f: f.stat().st_mtime, reverse=True)
+    for f in scans:
+        try:
+            return f.name.split("-")[1], nodescan.Scan.from_json(json.loads(f.read_text())).classes
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None, None
+
+
+def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
+    """Text of the .py files and requirement files of a locked registry archive, its hash verified."""
+    import tempfile
+    import zipfile
+
+    from comfyver.sources import download, registry
+
+    with tempfile.TemporaryDirectory(prefix="comfyver-zipread-") as tmp:
+        z = Path(tmp) / "node.zip"
+        download.download(loc["url"], z, what=what)
+        sri, _ = registry.unpack_and_hash(z, what)
+        if sri != loc["hash"]:
+            raise ComfyverError(f"{what}: archive at {web.redact(loc['url'])} has hash {sri}, the lock says {loc['hash']}",
+                                hint="the registry changed a published archive; re-lock the node")
+        out = {}
+        with zipfile.ZipFile(z) as zf:
+            for name in zf.namelist():
+                rel = name.split("/", 1)[1] if loc.get("stripRoot") and "/" in name else name
+                if rel.endswith((".py", "requirements.txt", "pyproject.toml")) and not name.endswith("/"):
+                    out[rel] = zf.read(name).decode("utf-8", errors="replace")
+        return out
+
+
+def scan_locked_node(name: str, loc: dict) -> dict[str, list[tuple[str, str]]]:
+    return scan_locked_node_full(name, loc).classes
+
+
+def scan_locked_node_full(name: str, loc: dict) -> nodescan.Scan:
+    """Scan a locked node of either kind (git commit or registry archive); cached."""
+    if loc["type"] == "git":
+        return scan_locked_full(loc["url"], loc["rev"], f"node {name}")
+    key = hashlib.sha256(loc["hash"].encode()).hexdigest()[:32]
+
+    def make():
+        files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
+                 if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
+        return nodescan.scan(files)
+    return _cached_scan(project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json", make)
