@@ -7,7 +7,7 @@ import os
 
 import pytest
 from comfyver.base.errors import ComfyverError
-from comfyver.sources import download
+from comfyver.sources import download, schemes
 
 
 def test_dropped_connection_resumes_with_range(tmp_path, http_server):
@@ -24,7 +24,7 @@ def test_dropped_connection_resumes_with_range(tmp_path, http_server):
 
 
 def test_5xx_is_retried_404_is_not(tmp_path, http_server, monkeypatch):
-    monkeypatch.setattr(download.time, "sleep", lambda s: None)
+    monkeypatch.setattr(schemes.time, "sleep", lambda s: None)  # the http fetch function's retry pause
     calls = {"n": 0}
 
     def flaky(handler, body):

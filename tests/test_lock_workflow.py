@@ -604,12 +604,13 @@ def test_a_model_key_no_workflow_uses_is_named(env, capsys):
 def test_a_trusted_endpoint_is_trusted_at_its_own_port_only(monkeypatch):
     """A local HF_ENDPOINT mirror does not open every port of its host to workflow sources (outside review)."""
     from comfyver.base import web
+    from comfyver.sources import schemes
 
     monkeypatch.delenv("COMFYVER_TRUSTED_HOSTS", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8080")
-    web.check_untrusted_source("http://127.0.0.1:8080/o/r/resolve/main/x.safetensors")
+    schemes.check_untrusted("http://127.0.0.1:8080/o/r/resolve/main/x.safetensors")
     with pytest.raises(ValueError, match="local or private"):
-        web.check_untrusted_source("http://127.0.0.1:22/x.safetensors")
+        schemes.check_untrusted("http://127.0.0.1:22/x.safetensors")
     monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "mirror.lan:9000, other.lan")
     assert web.is_trusted("mirror.lan", 9000) and not web.is_trusted("mirror.lan", 9001)
     assert web.is_trusted("other.lan", 1234)

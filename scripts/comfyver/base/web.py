@@ -108,10 +108,6 @@ def check_scheme(url: str, allowed: tuple[str, ...], what: str) -> str:
     return url
 
 
-# Sources named by workflow content (untrusted: a downloaded workflow) may only be these
-UNTRUSTED_SCHEMES = ("https", "http", "hf", "civitai")
-
-
 def trusted_hosts() -> set[tuple[str, int | None]]:
     """(host, port or None = any) a workflow may lead to although they are local or private:
     COMFYVER_TRUSTED_HOSTS (`host` or `host:port`, a mirror) and the endpoints the user configured
@@ -168,13 +164,14 @@ def _local_address(host: str) -> bool:
     return any(non_public_address(a) for a in addrs)
 
 
-def check_untrusted_source(url: str) -> None:
-    """Raise ValueError unless `url`, taken from workflow content, is hf://, civitai:// or http(s) on a public
-    host: a workflow cannot make comfyver read local files (file://) or reach this machine's network."""
+def check_untrusted_source(url: str, schemes: tuple[str, ...]) -> None:
+    """Raise ValueError unless `url`, taken from workflow content, has one of `schemes` (for a model source: the
+    ones sources.schemes lets a workflow name) and, for http(s), a public host: a workflow cannot make comfyver
+    read local files (file://) or reach this machine's network."""
     parts = urlsplit(url)
-    if parts.scheme not in UNTRUSTED_SCHEMES:
+    if parts.scheme not in schemes:
         raise ValueError(f"a workflow may not name a {parts.scheme or 'scheme-less'}:// source ({redact(url)!r}); "
-                         f"allowed there: {', '.join(s + '://' for s in UNTRUSTED_SCHEMES)}")
+                         f"allowed there: {', '.join(s + '://' for s in schemes)}")
     if parts.scheme in ("http", "https"):
         host = (parts.hostname or "").lower()
         try:
@@ -238,7 +235,7 @@ def _check_redirect(r: requests.Response, *args, **kwargs):
     if r.is_redirect and r.headers.get("Location"):
         target = requests.compat.urljoin(r.url, r.headers["Location"])
         try:
-            check_untrusted_source(target)
+            check_untrusted_source(target, ("http", "https"))  # a hop: http(s) only
         except ValueError as exc:
             r.close()
             raise NonPublicAddress(f"a redirect from {redact(r.url)}: {exc}") from None

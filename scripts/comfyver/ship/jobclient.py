@@ -277,7 +277,7 @@ def _fetch_public(url: str, dest: Path, what: str) -> None:
     (web.untrusted_fetches, the rule for sources a workflow names)."""
     try:
         with web.untrusted_fetches():
-            web.check_untrusted_source(url)
+            web.check_untrusted_source(url, ("http", "https"))  # save_output sends only http(s) here
             download.download(url, dest, what=what)
     except (ValueError, web.NonPublicAddress):
         raise ComfyverError(f"{what}: {web.redact(url)} is on, or redirects to, a local, private or metadata address; "
