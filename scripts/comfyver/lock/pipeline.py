@@ -11,12 +11,19 @@ Steps (nothing is written unless every step succeeds):
    model list) and is resolved and hashed;
 6. workflows copied to versions/<id>/workflows/, version.json written, then
    pyproject.toml + uv.lock (pylock).
+
+Each step is one function below (`start`, `add_given_nodes`, `analyze_all`, `lock_packs`, `probe_packs`,
+`place_models`, `write`): a `LockRequest` (what was asked) and the `Draft` (the lock being built) in, the
+draft grown or a `LockProblems` (a table of `Problem`s) out; `write` returns the `LockSummary`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfyver.base import lockfile, project, web
@@ -25,16 +32,126 @@ from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.lock import analyze, nodemap, nodesource, probe, pylock, versions
 from comfyver.sources import gitsource, resolve, schemes
 
-UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see web.check_untrusted_source)
+UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see schemes.check_untrusted)
+
+
+# ---------------------------------------------------------------- the types the steps pass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One item that cannot be locked, with the flag or lock field that fixes it."""
+    item: str                            # "class <name>", "model <folder>/<name>", "nodes.<name>", ...
+    problem: str
+    fix: str
+    workflows: list[str] | None = None   # a class's: the workflows that use it
+    used_by: list[str] | None = None     # a model's: what uses it
+    used_by_first: bool = False          # a bad model name or URL: `lock --json` has always listed used_by first
+
+    @property
+    def class_name(self) -> str | None:
+        """The class a problem is about (its item is "class <name>"), else None."""
+        return self.item.removeprefix("class ") if self.item.startswith("class ") else None
+
+    def to_json(self) -> dict:
+        """The row `lock --json` prints under "problems" (keys in the order it always had)."""
+        out: dict = {"item": self.item, "problem": self.problem}
+        if self.used_by_first:
+            out["used_by"] = self.used_by
+        out["fix"] = self.fix
+        if self.workflows is not None:
+            out["workflows"] = self.workflows
+        if self.used_by is not None and not self.used_by_first:
+            out["used_by"] = self.used_by
+        return out
 
 
 class LockProblems(ComfyverError):
-    """What is missing, each with the flag or lock field that fixes it."""
+    """What is missing, each with the flag or lock field that fixes it. `items`: the Problems; `problems`:
+    the same as the dicts `lock --json` prints."""
 
-    def __init__(self, vid: str, problems: list[dict]):
-        self.problems = problems
-        lines = "\n".join(f"  {p['item']}: {p['problem']}\n    fix: {p['fix']}" for p in problems)
-        super().__init__(f"version {vid}: {len(problems)} item(s) cannot be locked:\n{lines}")
+    def __init__(self, vid: str, problems: list[Problem]):
+        self.items = list(problems)
+        self.problems = [p.to_json() for p in self.items]
+        lines = "\n".join(f"  {p.item}: {p.problem}\n    fix: {p.fix}" for p in self.items)
+        super().__init__(f"version {vid}: {len(self.items)} item(s) cannot be locked:\n{lines}")
+
+
+@dataclass(frozen=True)
+class LockRequest:
+    """What `comfyver lock` was asked (its flags), checked by `checked_request` before anything resolves."""
+    root: Path
+    vid: str
+    workflows: Sequence[str]                      # new workflow files
+    nodes: Sequence[str] = ()                     # --node specs
+    models: dict[str, str] | None = None          # --model <folder>/<name> -> source
+    model_pins: dict[str, dict] | None = None     # <folder>/<name> -> {sha256, size} (--sha256/--size)
+    choices: dict[str, str] | None = None         # --choose class -> node
+    pip: Sequence[str] = ()                       # --pip requirements
+    probe_python: str | None = None               # --probe interpreter
+    comfyui_ref: str | None = None                # a new version's ComfyUI
+    comfyui_url: str | None = None
+    torch: str | None = None
+    python: bool = True                           # write pyproject.toml + uv.lock
+    registry: bool = True                         # ask the Comfy Registry about unknown classes
+    jobs: int = resolve.DEFAULT_JOBS
+    progress: bool = True
+
+    @property
+    def vdir(self) -> Path:
+        return project.version_dir(self.root, self.vid)
+
+
+@dataclass
+class Draft:
+    """The lock being built, and what the steps learn on the way (nothing of it is written before `write`)."""
+    lock: dict
+    notes: list[str] = field(default_factory=list)                   # notes of the steps ({id}: the version)
+    added: dict[str, nodemap.Pack] = field(default_factory=dict)     # nodes this run locked (--node, found)
+    names: list[tuple[Path, str]] = field(default_factory=list)      # new workflow -> workflows/<file>
+    parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
+    mgr: nodemap.ManagerData | None = None
+    probed: dict | None = None                                       # the runtime probe's result (--probe)
+    report: analyze.Report | None = None                             # the last analysis (models placed)
+    added_models: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Analysis:
+    """Step 3's answer: the report, its fix table, and the classes that may be frontend-only (decided in 4)."""
+    report: analyze.Report
+    problems: list[Problem]
+    js_only: set[str]
+    linked: set[str]                                                 # classes some link uses
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A model this run locked: where it went and why (the summary's `placed`)."""
+    model: str
+    folder: str
+    source: str | None
+    url: str
+    used_by: list[str]
+
+
+@dataclass(frozen=True)
+class LockSummary:
+    """What `comfyver lock` did; `to_json()` is the dict `lock --json` prints (after "ok")."""
+    version: str
+    nodes: list[str]
+    models: list[str]
+    workflows: list[str]
+    added_nodes: list[str]
+    added_models: list[str]
+    python: dict
+    uv_lock: bool
+    notes: list[str]
+    knowledge: str                       # "probe" | "scan": where node classes and model folders came from
+    placed: list[Placed]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -47,7 +164,273 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _problem_fix_table(rep: analyze.Report, vid: str) -> list[dict]:
+# ---------------------------------------------------------------- the steps
+
+
+@versions.one_writer()
+def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
+                 pip=(), probe_python: str | None = None,
+                 comfyui_ref=None, comfyui_url=None, torch=None, python=True,
+                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
+    """Do it all (under the version's writer lock); return the summary as `lock --json` prints it.
+    Raises LockProblems with the fix table."""
+    req = LockRequest(root, vid, workflows, nodes=nodes, models=models, model_pins=model_pins, choices=choices,
+                      pip=pip, probe_python=probe_python, comfyui_ref=comfyui_ref, comfyui_url=comfyui_url,
+                      torch=torch, python=python, registry=registry, jobs=jobs, progress=progress)
+    return run(req).to_json()
+
+
+def run(req: LockRequest) -> LockSummary:
+    """The steps in order; the caller holds the version's writer lock."""
+    req = checked_request(req)
+    draft = start(req)                    # 1
+    add_given_nodes(req, draft)           # 2
+    found = analyze_all(req, draft)       # 3
+    lock_packs(req, draft, found)         # 4
+    probe_packs(req, draft, found)        # 4b
+    place_models(req, draft)              # 5
+    return write(req, draft)              # 6
+
+
+def checked_request(req: LockRequest) -> LockRequest:
+    """Flags that can be refused before anything is resolved; --probe's interpreter, checked."""
+    if req.probe_python:
+        req = dataclasses.replace(req, probe_python=probe.check_interpreter(req.probe_python))
+    for key, pin in (req.model_pins or {}).items():
+        if "sha256" not in pin or "size" not in pin:
+            raise UsageError(f"--model {key}: give both --sha256 and --size to pin it without a download")
+    return req
+
+
+def start(req: LockRequest) -> Draft:
+    """1. The version's lock in memory (a new one resolves ComfyUI first), with --torch, --pip, --choose."""
+    root, vid = req.root, req.vid
+    if versions.exists(root, vid):
+        if req.comfyui_ref or req.comfyui_url:
+            raise UsageError(f"version {vid!r} exists; --comfyui-ref/--comfyui-url only apply to a new version",
+                             hint=f"change its ComfyUI with `comfyver update {vid} comfyui`, or lock a new version id")
+        lock = versions.load(root, vid)
+    else:
+        original = {"type": "git", "url": req.comfyui_url or versions.DEFAULT_COMFYUI_URL,
+                    "ref": req.comfyui_ref or "latest"}
+        loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], req)["comfyui"]
+        lock = lockfile.empty(vid, original, loc)
+    if req.torch:
+        lock["python"]["torch"] = req.torch
+    add_extra_requirements(lock, list(req.pip))
+    for c, n in (req.choices or {}).items():
+        if not lockfile.NODE_NAME_RE.match(n):
+            raise UsageError(f"--choose {c}={n}: {n!r} is not a node name")
+        lock.setdefault("choices", {})[c] = n
+    return Draft(lock)
+
+
+def add_given_nodes(req: LockRequest, draft: Draft) -> None:
+    """2. --node specs resolved and scanned first: their classes become evidence."""
+    given = {}
+    for spec in req.nodes:
+        p = nodemap.pack_from_spec(spec, f"--node {spec}")
+        given[p.name] = p
+    if given:
+        _add_nodes(req, draft, given, {})
+    draft.added.update(given)
+
+
+def _workflow_names(req: LockRequest) -> list[tuple[Path, str]]:
+    """Each new workflow file and the path it is saved under (workflows/<safe name>.json), clashes refused."""
+    new_wf = [Path(w) for w in req.workflows]
+    for w in new_wf:
+        if not w.is_file():
+            raise UsageError(f"workflow {w}: no such file")
+    names: list[tuple[Path, str]] = []
+    for w in new_wf:
+        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
+        base = base if base.endswith(".json") else base + ".json"
+        rel = f"workflows/{base}"
+        if any(r == rel for _, r in names):
+            raise UsageError(f"workflows {w} and {next(x for x, r in names if r == rel)} would both be saved as "
+                             f"versions/{req.vid}/{rel}", hint="rename one of them")
+        names.append((w, rel))
+    return names
+
+
+def analyze_all(req: LockRequest, draft: Draft) -> Analysis:
+    """3. Every workflow (new and already in the version) analyzed against the locked core, the nodes, choices,
+    overrides.json, ComfyUI-Manager's map and the Comfy Registry. Unresolved or ambiguous classes stop here,
+    except an unknown class wired to nothing: it may be a frontend-only (JS) node of a pack the workflows use,
+    decided in step 4 once those packs are locked (their web files are read)."""
+    vdir = req.vdir
+    wf_files = [vdir / w for w in draft.lock["workflows"] if (vdir / w).is_file()]
+    draft.names = _workflow_names(req)
+    draft.parsed = [analyze.load(w) for w, _ in draft.names] + [analyze.load(w) for w in wf_files]
+    draft.mgr = nodemap.manager()
+    nm, inputs = nodemap.for_lock(draft.lock, vdir, registry=req.registry, manager_data=draft.mgr)
+    rep = analyze.report(draft.parsed, nm, inputs, draft.mgr)
+    probs = _problem_fix_table(rep, req.vid)
+    linked = {u.class_type for wf in draft.parsed for u in wf.nodes if u.linked}
+    js_only = {c for c in (p.class_name for p in probs) if c in rep.unresolved and c not in linked}
+    if [p for p in probs if p.class_name not in js_only] or (js_only and not rep.packs):
+        raise LockProblems(req.vid, probs)
+    return Analysis(rep, probs, js_only, linked)
+
+
+def lock_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
+    """4. The packs found resolved and scanned (`provides`); frontend-only classes settled from their web files;
+    classes asked of already locked nodes verified."""
+    lock, rep = draft.lock, found.report
+    attributed = {name: p["classes"] for name, p in rep.packs.items()}
+    need = {name: nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
+            for name, p in rep.packs.items() if name not in lock["nodes"] and p["active"]}
+    if need:
+        saved = {n for n, p in rep.packs.items()
+                 if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
+        _add_nodes(req, draft, need, attributed, saved, draft.mgr)
+    draft.added.update(need)
+    if found.js_only:
+        js = nodesource.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, found.js_only)
+        if set(js) != found.js_only:
+            raise LockProblems(req.vid, [p for p in found.problems if p.class_name not in js])
+        draft.notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
+                        f"{n}, not needed to run the workflow" for c, n in sorted(js.items())]
+    probs = []
+    for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
+        n = lock["nodes"].get(name)
+        if n is not None and name not in need and not set(classes) <= set(n.get("provides", [])):
+            provides, bad = verified_provides(name, n["locked"], classes, draft.notes)
+            probs += bad
+            n["provides"] = sorted(set(n.get("provides", [])) | set(provides))
+    if probs:
+        raise LockProblems(req.vid, probs)
+
+
+def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
+    """4b. The runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders."""
+    lock = draft.lock
+    draft.probed = probe.for_sources(lock, req.probe_python) if req.probe_python and lock["nodes"] else None
+    if req.probe_python and not lock["nodes"]:
+        draft.notes.append("--probe: the version has no node packs; the core's classes need no probe")
+    if not draft.probed:
+        return
+    attributed = {name: p["classes"] for name, p in found.report.packs.items()}
+    probs = []
+    for name, n in lock["nodes"].items():
+        p = draft.probed["packs"].get(name)
+        if p and p["ok"]:
+            n["provides"] = sorted(p["classes"])
+            for c in sorted(set(attributed.get(name, [])) - set(p["classes"])):
+                if c not in found.linked:  # never wired to anything: a frontend-only node of the pack (its JS)
+                    draft.notes.append(f"class {c}: {name} does not register it in Python and no link uses it: "
+                                       "a frontend-only node, not needed to run the workflow")
+                    continue
+                probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
+        elif p:
+            draft.notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
+                               f"{p['error'][-300:]}")
+    if probs:
+        raise LockProblems(req.vid, probs)
+
+
+def place_models(req: LockRequest, draft: Draft) -> None:
+    """5. Every model gets a source (--model, the lock, the workflow's `models` entries, ComfyUI-Manager's model
+    list), analyzed again now that custom loaders are scanned, then resolved and hashed."""
+    lock = draft.lock
+    nm, inputs = nodemap.for_lock(lock, req.vdir, registry=False, manager_data=draft.mgr)
+    if draft.probed:
+        inputs.update(probe.model_inputs(draft.probed))
+    rep = draft.report = analyze.report(draft.parsed, nm, inputs, draft.mgr)
+    given = dict(req.models or {})
+    _apply_given_models(req, draft, given)
+    analyze.settle_folders_from_lock(rep.models, lock["models"])
+    for key, m in rep.models.items():  # a model the version already locks keeps the source it was locked from
+        if key in lock["models"] and key not in given:
+            o = lock["models"][key]["original"]
+            m.update(url=o["url"], source="lock")
+            m.pop("sha256", None), m.pop("size", None)
+            m.update({k: o[k] for k in ("sha256", "size") if k in o})
+    probs = _model_problems(rep.models, req.vid)
+    if probs:
+        raise LockProblems(req.vid, probs)
+    _lock_models(req, draft, given)
+
+
+def _apply_given_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:
+    """--model <folder>/<name>=<source> (and its --sha256/--size pin) onto the report's models."""
+    models = draft.report.models
+    for key, src in given.items():
+        try:
+            lockfile.check_model_path(key)
+        except ValueError as exc:
+            raise UsageError(f"--model {key}: {exc}") from None
+        folder, name = key.split("/", 1)
+        m = models.get(key) or models.pop(f"?/{name}", None)
+        if m is None:
+            draft.notes.append(f"--model {key}: no workflow of this version uses it (a typo in its folder or name?); "
+                               "locked anyway")
+        m = m or {"folder": folder, "name": name, "used_by": ["--model"], "active": True}
+        if m.get("url") != src:
+            m.pop("sha256", None)
+        m.update(folder=folder, url=src, source="--model", active=True)
+        if pin := (req.model_pins or {}).get(key):
+            m.update(sha256=pin["sha256"].lower(), size=pin["size"])
+        models[key] = m
+
+
+def _lock_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:
+    """The models whose source is new or changed, resolved and written into the draft's lock."""
+    lock = draft.lock
+    items, originals = [], {}
+    for key, m in draft.report.models.items():
+        if not m["active"] and key not in given:
+            continue
+        original = resolve.parse_model_source(m["url"], m.get("sha256"), m.get("size"))
+        if key in lock["models"] and lock["models"][key]["original"] == original:
+            continue
+        untrusted = m.get("source") in UNTRUSTED_ORIGINS
+        originals[key] = original, untrusted
+        items.append(resolve.Item(f"models.{key}", "model", original, untrusted=untrusted))
+    locked = _resolve_or_table(items, req)
+    for key, (original, untrusted) in originals.items():
+        # a source from a workflow stays untrusted for every later fetch (realize, update, recheck, models sync)
+        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"],
+                               **({"from": "workflow"} if untrusted else {})}
+    lock["models"] = dict(sorted(lock["models"].items()))
+    draft.added_models = sorted(originals)
+
+
+def write(req: LockRequest, draft: Draft) -> LockSummary:
+    """6. Workflows listed, the lock validated, pyproject.toml + uv.lock (pylock), the workflows copied,
+    version.json written."""
+    root, vid, vdir, lock, rep = req.root, req.vid, req.vdir, draft.lock, draft.report
+    for _, rel in draft.names:
+        if rel not in lock["workflows"]:
+            lock["workflows"].append(rel)
+    lockfile.validate(lock, str(project.lock_path(root, vid)))
+    notes = [web.redact(n) for n in list(rep.notes) + [n.replace("{id}", vid) for n in draft.notes]]
+    probed = bool(draft.probed) or ((vdir / "uv.lock").is_file()
+                                    and probe.cached(lock, (vdir / "uv.lock").read_bytes()) is not None)
+    if lock["nodes"] and not probed:
+        notes.append(f"node classes and model folders come from the static scan of the pinned sources; "
+                     f"`lock --probe PYTHON` or `comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
+    if req.python:
+        pyproject, reqs, pynotes = pylock.generate(lock)
+        notes += pynotes
+        pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
+        if note := pylock.settle_profile(lock, vdir):
+            notes.append(note)
+    for w, rel in draft.names:
+        atomic_write_bytes(vdir / rel, w.read_bytes())
+    versions.save(root, vid, lock)
+    placed = [Placed(k, m["folder"], m.get("source"), web.redact(m["url"]), m["used_by"])
+              for k, m in sorted(rep.models.items()) if k in draft.added_models]
+    return LockSummary(vid, sorted(lock["nodes"]), sorted(lock["models"]), lock["workflows"], sorted(draft.added),
+                       draft.added_models, lock["python"], bool(req.python), notes, "probe" if probed else "scan",
+                       placed)
+
+
+# ---------------------------------------------------------------- the steps' parts
+
+
+def _problem_fix_table(rep: analyze.Report, vid: str) -> list[Problem]:
     probs = []
     for c, e in rep.unresolved.items():
         if not e["active"]:
@@ -58,17 +441,17 @@ def _problem_fix_table(rep: analyze.Report, vid: str) -> list[dict]:
         else:
             fix = (f"--node <git-url>[@ref] for the pack that provides it, or versions/{vid}/overrides.json "
                    f"{{\"classes\": {{{json.dumps(c)}: \"<git-url or registry-id>\"}}}}")
-        probs.append({"item": f"class {c}", "problem": e["why"], "fix": fix, "workflows": e["workflows"]})
+        probs.append(Problem(f"class {c}", e["why"], fix, workflows=e["workflows"]))
     for c, e in rep.ambiguous.items():
         if e["active"]:
             names = [x.split(" ")[0] for x in e["candidates"]]
-            probs.append({"item": f"class {c}", "problem": f"{e['why']}: {', '.join(e['candidates'])}",
-                          "fix": f"--choose '{c}={names[0]}' (one of: {', '.join(names)}); recorded in the lock's choices",
-                          "workflows": e["workflows"]})
+            probs.append(Problem(f"class {c}", f"{e['why']}: {', '.join(e['candidates'])}",
+                                 f"--choose '{c}={names[0]}' (one of: {', '.join(names)}); recorded in the lock's choices",
+                                 workflows=e["workflows"]))
     return probs
 
 
-def _model_problems(models: dict, vid: str) -> list[dict]:
+def _model_problems(models: dict, vid: str) -> list[Problem]:
     probs = []
     for key, m in models.items():
         if not m["active"]:
@@ -81,51 +464,47 @@ def _model_problems(models: dict, vid: str) -> list[dict]:
                 if m.get("source") in UNTRUSTED_ORIGINS:
                     schemes.check_untrusted(m["url"])
         except ValueError as exc:
-            probs.append({"item": f"model {key}", "problem": str(exc), "used_by": m["used_by"],
-                          "fix": "fix the name or URL in the workflow, or give a clean source with --model"})
+            probs.append(Problem(f"model {key}", str(exc),
+                                 "fix the name or URL in the workflow, or give a clean source with --model",
+                                 used_by=m["used_by"], used_by_first=True))
             continue
         if m["folder"] is None:
-            probs.append({"item": f"model {m['name']}", "problem": "no folder known (a custom loader or an unknown input)",
-                          "fix": f"--model <folder>/{m['name']}=<url>", "used_by": m["used_by"]})
+            probs.append(Problem(f"model {m['name']}", "no folder known (a custom loader or an unknown input)",
+                                 f"--model <folder>/{m['name']}=<url>", used_by=m["used_by"]))
         elif "url" not in m and m.get("candidates"):
-            probs.append({"item": f"model {key}", "problem": "ComfyUI-Manager's model list has several files of this "
-                          f"name for {m['folder']}: " + "; ".join(m["candidates"]),
-                          "fix": f"--model '{key}=<one of those URLs>'", "used_by": m["used_by"]})
+            probs.append(Problem(f"model {key}", "ComfyUI-Manager's model list has several files of this "
+                                 f"name for {m['folder']}: " + "; ".join(m["candidates"]),
+                                 f"--model '{key}=<one of those URLs>'", used_by=m["used_by"]))
         elif "url" not in m:
-            probs.append({"item": f"model {key}", "problem": "no download source in the workflow or ComfyUI-Manager's model list",
-                          "fix": f"--model '{key}=<hf://|civitai://|https://...>' (lock field models[{json.dumps(key)}].original.url)",
-                          "used_by": m["used_by"]})
+            probs.append(Problem(f"model {key}", "no download source in the workflow or ComfyUI-Manager's model list",
+                                 f"--model '{key}=<hf://|civitai://|https://...>' (lock field "
+                                 f"models[{json.dumps(key)}].original.url)", used_by=m["used_by"]))
     return probs
 
 
 def _failure_table(vid: str, failures: dict[str, str]) -> LockProblems:
     fixes = {"node": "pin another ref: --node <url>@<ref>, or choose another pack",
              "model": "give another source: --model <folder>/<name>=<url> (and a token if it is gated)"}
-    return LockProblems(vid, [{"item": k, "problem": v, "fix": fixes["model" if k.startswith("models.") else "node"]}
+    return LockProblems(vid, [Problem(k, v, fixes["model" if k.startswith("models.") else "node"])
                               for k, v in sorted(failures.items())])
 
 
-def _resolve_or_table(items: list, vid: str, jobs: int, progress: bool) -> dict:
+def _resolve_or_table(items: list, req: LockRequest) -> dict:
     try:
-        return resolve.lock_items(items, jobs=jobs, progress=progress)
+        return resolve.lock_items(items, jobs=req.jobs, progress=req.progress)
     except resolve.ResolveFailed as exc:
-        raise _failure_table(vid, exc.failures) from None
+        raise _failure_table(req.vid, exc.failures) from None
 
 
-def _not_registered(name: str, loc: dict, c: str, how: str = "") -> dict:
-    """The problem row for class `c`, asked of node `name` whose pinned tree does not register it."""
+def _not_registered(name: str, loc: dict, c: str, how: str = "") -> Problem:
+    """The problem for class `c`, asked of node `name` whose pinned tree does not register it."""
     at = loc.get("rev") or loc.get("hash")
-    return {"item": f"class {c}", "problem": f"node {name} at {at} does not register {c!r}{how}",
-            "fix": f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
-                   f"(--choose '{c}=<node>' / overrides.json)"}
+    return Problem(f"class {c}", f"node {name} at {at} does not register {c!r}{how}",
+                   f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
+                   f"(--choose '{c}=<node>' / overrides.json)")
 
 
-def _class_of(problem: dict) -> str | None:
-    """The class a problem row is about (its item is "class <name>"), else None."""
-    return problem["item"].removeprefix("class ") if problem["item"].startswith("class ") else None
-
-
-def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str]) -> tuple[list[str], list[dict]]:
+def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str]) -> tuple[list[str], list[Problem]]:
     """A node's `provides`: the classes its pinned tree registers (scanned). A class the evidence asked for
     that the tree does not register is a problem; where the scan met a registration it cannot follow, it is
     kept with a note (the runtime probe settles it)."""
@@ -175,27 +554,29 @@ def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: 
     return out
 
 
-def _add_nodes(lock: dict, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]], vid: str,
-               jobs: int, progress: bool, notes: list[str], saved: set[str] = frozenset(),
-               mgr: nodemap.ManagerData | None = None) -> None:
+def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]],
+               saved: set[str] = frozenset(), mgr: nodemap.ManagerData | None = None) -> None:
+    """Resolve `packs` (a failed one takes its fallback where it has one), verify what each provides, and put
+    them into the draft's lock."""
+    lock, vid = draft.lock, req.vid
+
     def item(name: str, pack: nodemap.Pack) -> resolve.Item:
         return resolve.Item(f"nodes.{name}", resolve.kind_of(pack.original()), pack.original())
 
     try:
-        locked = resolve.lock_items([item(n, p) for n, p in packs.items()], jobs=jobs, progress=progress)
+        locked = resolve.lock_items([item(n, p) for n, p in packs.items()], jobs=req.jobs, progress=req.progress)
     except resolve.ResolveFailed as exc:
         second = _fallbacks(packs, exc.failures, saved, mgr)
         if set(second) != {k.removeprefix("nodes.") for k in exc.failures}:
             raise _failure_table(vid, exc.failures) from None  # some have no other source
         packs = {**packs, **{n: p for n, (p, _) in second.items()}}
-        notes += [why for _, why in second.values()]
+        draft.notes += [why for _, why in second.values()]
         # only the fallbacks are resolved again; the rest keep their first results
-        locked = {**exc.results, **_resolve_or_table([item(n, p) for n, (p, _) in second.items()], vid, jobs,
-                                                     progress)}
+        locked = {**exc.results, **_resolve_or_table([item(n, p) for n, (p, _) in second.items()], req)}
     probs = []
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
-        provides, bad = verified_provides(name, loc, attributed.get(name, []), notes)
+        provides, bad = verified_provides(name, loc, attributed.get(name, []), draft.notes)
         probs += bad
         entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
         if provides:
@@ -223,193 +604,6 @@ def add_extra_requirements(lock: dict, specs: list[str]) -> None:
         extra[canonicalize_name(req.name)] = str(req)
     if extra:
         lock["python"]["extra"] = sorted(extra.values())
-
-
-@versions.one_writer()
-def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
-                 pip=(), probe_python: str | None = None,
-                 comfyui_ref=None, comfyui_url=None, torch=None, python=True,
-                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
-    """Do it all; return a summary. Raises LockProblems with the fix table."""
-    vdir = project.version_dir(root, vid)
-    if probe_python:
-        probe_python = probe.check_interpreter(probe_python)
-    for key, pin in (model_pins or {}).items():
-        if "sha256" not in pin or "size" not in pin:
-            raise UsageError(f"--model {key}: give both --sha256 and --size to pin it without a download")
-    if versions.exists(root, vid):
-        if comfyui_ref or comfyui_url:
-            raise UsageError(f"version {vid!r} exists; --comfyui-ref/--comfyui-url only apply to a new version",
-                             hint=f"change its ComfyUI with `comfyver update {vid} comfyui`, or lock a new version id")
-        lock = versions.load(root, vid)
-    else:
-        original = {"type": "git", "url": comfyui_url or versions.DEFAULT_COMFYUI_URL, "ref": comfyui_ref or "latest"}
-        loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], vid, jobs, progress)["comfyui"]
-        lock = lockfile.empty(vid, original, loc)
-    if torch:
-        lock["python"]["torch"] = torch
-    add_extra_requirements(lock, list(pip))
-    for c, n in (choices or {}).items():
-        if not lockfile.NODE_NAME_RE.match(n):
-            raise UsageError(f"--choose {c}={n}: {n!r} is not a node name")
-        lock.setdefault("choices", {})[c] = n
-    # 2. explicit nodes first: their classes become evidence
-    explicit = {}
-    for spec in nodes:
-        p = nodemap.pack_from_spec(spec, f"--node {spec}")
-        explicit[p.name] = p
-    early_notes: list[str] = []
-    if explicit:
-        _add_nodes(lock, explicit, {}, vid, jobs, progress, early_notes)
-    # 3. analysis
-    wf_files = [vdir / w for w in lock["workflows"] if (vdir / w).is_file()]
-    new_wf = [Path(w) for w in workflows]
-    for w in new_wf:
-        if not w.is_file():
-            raise UsageError(f"workflow {w}: no such file")
-    names = []
-    for w in new_wf:
-        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
-        base = base if base.endswith(".json") else base + ".json"
-        rel = f"workflows/{base}"
-        if any(r == rel for _, r in names):
-            raise UsageError(f"workflows {w} and {next(x for x, r in names if r == rel)} would both be saved as "
-                             f"versions/{vid}/{rel}", hint="rename one of them")
-        names.append((w, rel))
-    parsed = [analyze.load(w) for w in new_wf + wf_files]
-    mgr = nodemap.manager()
-    nm, inputs = nodemap.for_lock(lock, vdir, registry=registry, manager_data=mgr)
-    rep = analyze.report(parsed, nm, inputs, mgr)
-    probs = _problem_fix_table(rep, vid)
-    linked = {u.class_type for wf in parsed for u in wf.nodes if u.linked}
-    # an unknown class wired to nothing may be a frontend-only (JS) node of a pack the workflows use: decided
-    # after those packs are locked (their web files are read); anything else stops here
-    js_only = {c for c in map(_class_of, probs) if c in rep.unresolved and c not in linked}
-    if [p for p in probs if _class_of(p) not in js_only] or (js_only and not rep.packs):
-        raise LockProblems(vid, probs)
-    # 4. packs
-    need = {}
-    attributed = {}
-    for name, p in rep.packs.items():
-        attributed[name] = p["classes"]
-        if name not in lock["nodes"] and p["active"]:
-            need[name] = nodemap.Pack(name, p["url"], p["registry_id"], p["version"])
-    if need:
-        saved = {n for n, p in rep.packs.items()
-                 if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
-        _add_nodes(lock, need, attributed, vid, jobs, progress, early_notes, saved, mgr)
-    if js_only:
-        found = nodesource.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, js_only)
-        if set(found) != js_only:
-            raise LockProblems(vid, [p for p in probs if _class_of(p) not in found])
-        early_notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
-                        f"{n}, not needed to run the workflow" for c, n in sorted(found.items())]
-    probs = []
-    for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
-        n = lock["nodes"].get(name)
-        if n is not None and name not in need and not set(classes) <= set(n.get("provides", [])):
-            provides, bad = verified_provides(name, n["locked"], classes, early_notes)
-            probs += bad
-            n["provides"] = sorted(set(n.get("provides", [])) | set(provides))
-    if probs:
-        raise LockProblems(vid, probs)
-    # 4b. the runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders
-    probed = probe.for_sources(lock, probe_python) if probe_python and lock["nodes"] else None
-    if probe_python and not lock["nodes"]:
-        early_notes.append("--probe: the version has no node packs; the core's classes need no probe")
-    if probed:
-        probs = []
-        for name, n in lock["nodes"].items():
-            p = probed["packs"].get(name)
-            if p and p["ok"]:
-                n["provides"] = sorted(p["classes"])
-                for c in sorted(set(attributed.get(name, [])) - set(p["classes"])):
-                    if c not in linked:  # never wired to anything: a frontend-only node of the pack (its JS)
-                        early_notes.append(f"class {c}: {name} does not register it in Python and no link uses it: "
-                                           "a frontend-only node, not needed to run the workflow")
-                        continue
-                    probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
-            elif p:
-                early_notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
-                                   f"{p['error'][-300:]}")
-        if probs:
-            raise LockProblems(vid, probs)
-    # 5. models (again, now that custom loaders are scanned)
-    nm, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=mgr)
-    if probed:
-        inputs.update(probe.model_inputs(probed))
-    rep = analyze.report(parsed, nm, inputs, mgr)
-    given = dict(models or {})
-    for key, src in given.items():
-        try:
-            lockfile.check_model_path(key)
-        except ValueError as exc:
-            raise UsageError(f"--model {key}: {exc}") from None
-        folder, name = key.split("/", 1)
-        m = rep.models.get(key) or rep.models.pop(f"?/{name}", None)
-        if m is None:
-            early_notes.append(f"--model {key}: no workflow of this version uses it (a typo in its folder or name?); "
-                               "locked anyway")
-        m = m or {"folder": folder, "name": name, "used_by": ["--model"], "active": True}
-        if m.get("url") != src:
-            m.pop("sha256", None)
-        m.update(folder=folder, url=src, source="--model", active=True)
-        if pin := (model_pins or {}).get(key):
-            m.update(sha256=pin["sha256"].lower(), size=pin["size"])
-        rep.models[key] = m
-    analyze.settle_folders_from_lock(rep.models, lock["models"])
-    for key, m in rep.models.items():  # a model the version already locks keeps the source it was locked from
-        if key in lock["models"] and key not in given:
-            o = lock["models"][key]["original"]
-            m.update(url=o["url"], source="lock")
-            m.pop("sha256", None), m.pop("size", None)
-            m.update({k: o[k] for k in ("sha256", "size") if k in o})
-    probs = _model_problems(rep.models, vid)
-    if probs:
-        raise LockProblems(vid, probs)
-    items, originals = [], {}
-    for key, m in rep.models.items():
-        if not m["active"] and key not in given:
-            continue
-        original = resolve.parse_model_source(m["url"], m.get("sha256"), m.get("size"))
-        if key in lock["models"] and lock["models"][key]["original"] == original:
-            continue
-        untrusted = m.get("source") in UNTRUSTED_ORIGINS
-        originals[key] = original, untrusted
-        items.append(resolve.Item(f"models.{key}", "model", original, untrusted=untrusted))
-    locked = _resolve_or_table(items, vid, jobs, progress)
-    for key, (original, untrusted) in originals.items():
-        # a source from a workflow stays untrusted for every later fetch (realize, update, recheck, models sync)
-        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"],
-                               **({"from": "workflow"} if untrusted else {})}
-    lock["models"] = dict(sorted(lock["models"].items()))
-    # 6. write: workflows, lock, python lock
-    for w, rel in names:
-        if rel not in lock["workflows"]:
-            lock["workflows"].append(rel)
-    lockfile.validate(lock, str(project.lock_path(root, vid)))
-    notes = [web.redact(n) for n in list(rep.notes) + [n.replace("{id}", vid) for n in early_notes]]
-    probed = bool(probed) or ((vdir / "uv.lock").is_file() and probe.cached(lock, (vdir / "uv.lock").read_bytes())
-                              is not None)
-    knowledge = "probe" if probed else "scan"
-    if lock["nodes"] and not probed:
-        notes.append(f"node classes and model folders come from the static scan of the pinned sources; "
-                     f"`lock --probe PYTHON` or `comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
-    if python:
-        pyproject, reqs, pynotes = pylock.generate(lock)
-        notes += pynotes
-        pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
-        if note := pylock.settle_profile(lock, vdir):
-            notes.append(note)
-    for w, rel in names:
-        atomic_write_bytes(vdir / rel, w.read_bytes())
-    versions.save(root, vid, lock)
-    return {"version": vid, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
-            "workflows": lock["workflows"], "added_nodes": sorted(set(need) | set(explicit)),
-            "added_models": sorted(originals), "python": lock["python"], "uv_lock": bool(python), "notes": notes,
-            "knowledge": knowledge,
-            "placed": [{"model": k, "folder": m["folder"], "source": m.get("source"), "url": web.redact(m["url"]),
-                        "used_by": m["used_by"]} for k, m in sorted(rep.models.items()) if k in originals]}
 
 
 def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.Report:
