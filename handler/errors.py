@@ -2,33 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
-
-SECRET_ENV = ("BUCKET_SECRET_ACCESS_KEY", "BUCKET_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
-              "AWS_SESSION_TOKEN", "RUNPOD_AI_API_KEY", "RUNPOD_API_KEY", "HF_TOKEN", "CIVITAI_TOKEN",
-              "GCS_HMAC_SECRET", "COMFY_ORG_API_KEY", "REGISTRY_PASSWORD")
-# any other variable named like a credential is masked too
-SECRET_NAME = re.compile(r"(?i)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?)")
-# query parameters whose value is a credential (presigned URLs: X-Amz-Security-Token, X-Goog-Credential, ...)
-SECRET_PARAM = re.compile(r"(?i)([?&][^=&\s\"']*(?:signature|token|key|sig|secret|credential|password|auth)"
-                          r"[^=&\s\"']*=)[^&\s\"']+")
-
-
-def _secret_values() -> list[str]:
-    names = set(SECRET_ENV) | {n for n in os.environ if SECRET_NAME.search(n)}
-    vals = {os.environ.get(n) for n in names}
-    return sorted((v for v in vals if v and len(v) >= 4), key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    """Mask secrets from the environment, URL userinfo and credential-looking query values in `text`."""
-    if not isinstance(text, str):
-        text = str(text)
-    for v in _secret_values():
-        text = text.replace(v, "***")
-    text = re.sub(r"(://)[^/\s@]+@", r"\1***@", text)
-    return SECRET_PARAM.sub(r"\1***", text)
+# the one secret list and masking rule, shared with comfyver (SEC3): env values, URL userinfo, credential queries
+from comfyver.base.redaction import redact  # noqa: F401 - re-exported: handler modules import it from here
 
 
 class JobError(Exception):

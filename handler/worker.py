@@ -47,7 +47,6 @@ JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, be
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "lock_digest", "output_mode",
                 "gcs_bucket", "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
 DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
-VERSION_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 PROGRESS_INTERVAL = 0.5
 
 
@@ -279,7 +278,7 @@ class Worker:
         if digest is not None and (not isinstance(digest, str) or not DIGEST.match(digest)):
             raise bad_input(f"lock_digest: {str(digest)[:80]!r} is not a sha256 hex digest",
                             "send the lockDigest `comfyver export <id> --format report` prints, or omit lock_digest")
-        if vid is not None and (not isinstance(vid, str) or not VERSION_ID.match(vid)):
+        if vid is not None and not lockfile.is_version_id(vid):  # the lock's own rule
             raise bad_input(f"version_id: {vid!r} is not a version id", "use the id of a folder under versions/")
         s = self.settings
         can_realize = bool(s.realize and s.versions_root)

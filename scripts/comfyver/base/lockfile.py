@@ -21,13 +21,12 @@ import jsonschema
 
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, dumps_json
+from comfyver.base.redaction import is_secret_query_key, redact_url
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("schema") / "version-1.schema.json"
 VERSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
-SECRET_QUERY_KEYS = {"token", "access_token", "api_key", "apikey", "key", "sig", "signature",
-                     "x-goog-signature", "x-amz-signature", "x-amz-credential", "password"}
 DEFAULT_PYTHON = {"requires": "==3.11.*", "torch": "cu128"}
 
 
@@ -50,6 +49,11 @@ def _json_path(parts) -> str:
 # `default` is the flake's devShells.default (the comfyver shell); `comfyui` is the core's input key
 RESERVED_IDS = frozenset({"default"})
 RESERVED_NODE_NAMES = frozenset({"comfyui"})
+
+
+def is_version_id(vid) -> bool:
+    """Whether `vid` may name a version: the one rule (the lock, the CLI and the handler's `version_id` read it)."""
+    return isinstance(vid, str) and bool(VERSION_ID_RE.match(vid)) and vid not in RESERVED_IDS
 
 
 def check_version_id(vid: str) -> str:
@@ -84,24 +88,8 @@ def check_url_has_no_secret(url: str) -> None:
     if parts.username or parts.password:
         raise ValueError(f"URL {redact_url(url)!r} carries credentials; tokens come from the environment, never from the lock")
     for k, _ in parse_qsl(parts.query, keep_blank_values=True):
-        if k.lower() in SECRET_QUERY_KEYS:
+        if is_secret_query_key(k):
             raise ValueError(f"URL {redact_url(url)!r} carries a secret query parameter {k!r}; tokens come from the environment")
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo and with secret-looking query values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    q = "&".join(
-        f"{k}=***" if k.lower() in SECRET_QUERY_KEYS else (f"{k}={v}" if v else k)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    )
-    return parts._replace(netloc=netloc, query=q).geturl()
 
 
 def validate(data: Any, source: str) -> dict:

@@ -1,15 +1,14 @@
 """HTTP plumbing shared by resolvers and downloads: endpoints, tokens, redaction.
 
 Tokens come only from the environment (HF_TOKEN, CIVITAI_TOKEN). They are sent
-as headers to their own service's host only, and `redact()` scrubs them from
-any text that might reach a log, an exception or a lock.
+as headers to their own service's host only, and `redact()` (base/redaction: the one secret list)
+scrubs them from any text that might reach a log, an exception or a lock.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import socket
 import threading
 import time
@@ -25,6 +24,7 @@ from urllib3.util import connection as _u3conn
 
 from comfyver import __version__
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.redaction import redact  # noqa: F401 - the one rule; web.redact is what callers import
 
 USER_AGENT = f"comfyver/{__version__}"
 TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
@@ -47,17 +47,6 @@ def registry_endpoint() -> str:
     return os.environ.get("COMFY_REGISTRY_URL", "https://api.comfy.org").rstrip("/")
 
 
-def _secrets() -> list[str]:
-    names = list(TOKEN_ENV.values()) + ["RUNPOD_API_KEY", "BUCKET_SECRET_ACCESS_KEY", "BUCKET_ACCESS_KEY_ID",
-                                        "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
-                                        "RUNPOD_S3_ACCESS_KEY", "RUNPOD_S3_SECRET_KEY", "REGISTRY_PASSWORD"]
-    values = [v for v in (os.environ.get(n) for n in names) if v and len(v) >= 4]
-    # a value with control characters may come back escaped (repr) or split over lines: mask those forms too
-    extra = [f for v in values if not v.isprintable()
-             for f in (v.encode("unicode_escape").decode(), *v.splitlines()) if len(f) >= 4]
-    return sorted(set(values + extra), key=len, reverse=True)
-
-
 # what a process that must hold no credential keeps of `env`: an allow-list, since a credential hides under any
 # name (PIP_INDEX_URL with a password, GH_PAT, DATABASE_URL, AZURE_STORAGE_CONNECTION_STRING ...)
 UNTRUSTED_ENV = frozenset({
@@ -70,13 +59,6 @@ def untrusted_env(env) -> dict:
     """The variables of `env` a process that must hold no credential gets (pack code in the probe, the page's
     ComfyUI in `comfyver ui`): the names in UNTRUSTED_ENV and the locale's LC_*, whatever their values."""
     return {k: v for k, v in env.items() if k in UNTRUSTED_ENV or k.startswith("LC_")}
-
-
-def redact(text: str) -> str:
-    """Mask every token from the environment, and URL userinfo, in `text`."""
-    for s in _secrets():
-        text = text.replace(s, "***")
-    return re.sub(r"(://)[^/\s@]+@", r"\1***@", text)
 
 
 def auth_kind_for(url: str) -> str | None:

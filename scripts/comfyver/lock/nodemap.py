@@ -25,12 +25,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.lock import nodescan, nodesource, probe
 from comfyver.lock.nodesource import SCAN_VERSION, scan_locked, scan_tree, scan_tree_full  # noqa: F401 - callers outside the stage
+from comfyver.sources import gitsource
 
 CORE_PACK = "comfy-core"
 CORE_URLS = {"https://github.com/comfyanonymous/comfyui", "https://github.com/comfy-org/comfyui"}
@@ -211,10 +212,7 @@ class ClassResult:
 
 def pack_name_for_url(url: str) -> str:
     """A node's lock name from its repository: the repository name, lowercased (the registry's convention)."""
-    base = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
-    base = base[:-4] if base.endswith(".git") else base
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-._")[:100] or "node"
-    return name.lower()
+    return gitsource.node_name_for_url(url) or "node"  # the one rule, shared with `--node URL`
 
 
 class NodeMap:

@@ -44,6 +44,16 @@ class Resolved:
     ref: str | None  # the full ref name it came from (refs/tags/v1.2), None for a commit
 
 
+def node_name_for_url(url: str) -> str:
+    """A node's lock name from its repository URL: the repository name (no `.git`, no query), lowercased (the
+    registry's convention), characters outside [a-z0-9._-] as '-', starting with a letter or digit, at most 100
+    characters (lockfile.NODE_NAME_RE); "" when the URL names none. The one rule (`--node URL` and the lock's
+    node map both read it)."""
+    base = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    base = base[:-4] if base.endswith(".git") else base
+    return re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-._")[:100].lower()
+
+
 def check_url(url: str, what: str) -> str:
     if not isinstance(url, str) or not url or url.startswith("-") or any(c.isspace() or ord(c) < 32 for c in url):
         raise UsageError(f"{what}: {url!r} is not a usable git URL (it could be read as a git option)")

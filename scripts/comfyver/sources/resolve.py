@@ -97,9 +97,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
 # -- parsing what users type ----------------------------------------------------
 
 def _name_from_url(url: str) -> str:
-    last = url.rstrip("/").rsplit("/", 1)[-1]
-    last = last[:-4] if last.endswith(".git") else last
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", last).strip("-.").lower()
+    name = gitsource.node_name_for_url(url)
     if not name:
         raise UsageError(f"cannot derive a node name from {url!r}; pass --name")
     return name
