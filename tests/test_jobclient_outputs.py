@@ -95,6 +95,21 @@ def test_buckets_are_read_with_your_keys_only_when_you_named_them(http_server, t
     assert http_server.requests == []
 
 
+
+def test_a_stale_partial_download_of_another_job_is_never_resumed(other_server, tmp_path, monkeypatch):
+    """Review of issue 24: `ComfyUI_00001_.png` repeats across jobs and `run`'s --out is the same folder; a
+    `.part` left by an interrupted run was resumed (HTTP Range) into the new job's image, or made its bytes."""
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", f"127.0.0.1:{other_server.port}")  # plays a public host
+    (tmp_path / "new.png").write_bytes(b"NEW-JOB-IMAGE-BYTES-0123456789")  # other_server serves tmp_path
+    out = tmp_path / "out"
+    out.mkdir()
+    for stale in (b"OLD-JOB-IMAGE", b"OLD-JOB-IMAGE-BYTES-0123456789-AND-MORE"):
+        (out / "ComfyUI_00001_.png.part").write_bytes(stale)
+        [saved] = jobclient.save_outputs({"outputs": [{"node_id": "9", "filename": "ComfyUI_00001_.png",
+                                                       "url": f"{other_server.url}/new.png"}]}, out)
+        assert Path(saved["path"]).read_bytes() == b"NEW-JOB-IMAGE-BYTES-0123456789"
+        assert sorted(f.name for f in out.iterdir()) == ["ComfyUI_00001_.png"]
+
 # ------------------------------------------------------------------ L9: a worker's error is masked
 @pytest.mark.parametrize("as_json", [False, True])
 def test_a_workers_error_is_printed_masked(runpod_api, tmp_path, capsys, as_json):  # noqa: F811

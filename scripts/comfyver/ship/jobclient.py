@@ -317,6 +317,8 @@ def save_output(entry: dict, dest: Path) -> None:
     if not isinstance(url, str) or not url:
         raise ComfyverError(f"{what}: has neither data nor a URL", hint="check the handler's output_mode")
     web.check_scheme(url, ("https", "http", "gs", "s3"), what)
+    # a `.part` here is another job's (names like ComfyUI_00001_.png repeat): never resumed into this output
+    dest.with_name(dest.name + ".part").unlink(missing_ok=True)
     scheme = urlsplit(url).scheme
     if scheme in BUCKET_ENV:
         _check_bucket(url, what)
