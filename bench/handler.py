@@ -143,7 +143,7 @@ def bare_start(home: Path, port: int) -> float:
 
 def worker_start(home: Path, port: int) -> float:
     env = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(port), "OUTPUT_MODE": "base64",
-           "COMFY_STATE_DIR": str(home.parent / f"worker-state-{port}")}
+           "COMFYUI_STATE_DIR": str(home.parent / f"worker-state-{port}")}
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
                           "--rp_api_port", str(comfyui_support.free_port())], cwd=ROOT, env=env,

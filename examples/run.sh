@@ -36,7 +36,7 @@ comfyver recheck example                 # every pin fetched again and re-hashed
 comfyver realize example --into ./example-env
 comfyver verify example --dir ./example-env
 comfyver probe example --dir ./example-env   # ComfyUI's own node loading registers exactly what the lock records
-COMFY_HOME=./example-env COMFY_PYTHON=./example-env/.venv/bin/python COMFY_STATE_DIR=./example-state \
+COMFY_HOME=./example-env COMFY_PYTHON=./example-env/.venv/bin/python COMFYUI_STATE_DIR=./example-state \
   python3 -m handler cli --input examples/job.json --out "$out"
 comfyver verify example --dir ./example-env --deep   # running it wrote nothing into the realized tree
 echo "outputs in $out"

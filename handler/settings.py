@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyver.realize import comfystate
 from comfyver.realize.comfystate import given
 
 
@@ -33,7 +34,10 @@ def _interpreter(v: str | None) -> str | None:
 
 
 def _opt_path(name: str) -> Path | None:
-    v = os.environ.get(name)
+    return _abs(os.environ.get(name))
+
+
+def _abs(v: str | None) -> Path | None:
     return Path(v).absolute() if v else None  # ComfyUI runs with cwd=COMFY_HOME: relative paths would break
 
 
@@ -55,7 +59,8 @@ class Settings:
     comfy_args: list[str] = field(default_factory=lambda: shlex.split(os.environ.get("COMFY_ARGS", "")))
     comfy_python: str | None = field(default_factory=lambda: _interpreter(os.environ.get("COMFY_PYTHON")))
     # where ComfyUI writes (input, output, temp, user, its database): never COMFY_HOME itself
-    comfy_state_dir: Path | None = field(default_factory=lambda: _opt_path("COMFY_STATE_DIR"))
+    # COMFYUI_STATE_DIR (the Nix launchers' and images' name), else the deprecated COMFY_STATE_DIR
+    comfy_state_dir: Path | None = field(default_factory=lambda: _abs(comfystate.state_dir_from_env()))
     comfy_start_timeout: float = field(default_factory=lambda: _num("COMFY_START_TIMEOUT", 300.0))
     models_dir: Path | None = field(default_factory=lambda: _opt_path("MODELS_DIR"))
     log_tail_lines: int = field(default_factory=lambda: _num("LOG_TAIL_LINES", 40, int))
@@ -100,7 +105,7 @@ class Settings:
     def __post_init__(self):
         if self.output_format not in ("comfyver", "worker-comfyui"):
             raise SystemExit(f"handler: OUTPUT_FORMAT={self.output_format!r}: use comfyver or worker-comfyui")
-        if self.comfy_state_dir is None:  # fixed once: COMFY_STATE_DIR, else the XDG state folder per port
+        if self.comfy_state_dir is None:  # fixed once: COMFYUI_STATE_DIR, else the XDG state folder per port
             base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
             self.comfy_state_dir = Path(base).absolute() / "comfyver" / f"handler-{self.comfy_port}"
 

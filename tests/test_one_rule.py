@@ -72,3 +72,26 @@ def test_node_name_from_url_is_one_rule(url):
     else:
         with pytest.raises(UsageError, match="pass --name"):
             resolve.parse_node_spec(url)
+
+
+def test_the_state_folder_has_one_name(monkeypatch, tmp_path):
+    """COMFYUI_STATE_DIR (the Nix launchers' and images' name) is the handler's too; COMFY_STATE_DIR, the name
+    docs/handler.md gave before, is read only when it is unset. No other module reads either variable."""
+    from pathlib import Path
+
+    from comfyver.realize import comfystate
+    from handler.settings import Settings
+
+    for n in ("COMFYUI_STATE_DIR", "COMFY_STATE_DIR"):
+        monkeypatch.delenv(n, raising=False)
+    monkeypatch.setenv("COMFY_STATE_DIR", str(tmp_path / "old"))
+    assert Settings().state_dir == tmp_path / "old"
+    monkeypatch.setenv("COMFYUI_STATE_DIR", str(tmp_path / "new"))
+    assert Settings().state_dir == tmp_path / "new"
+    assert comfystate.STATE_DIR_ENV == "COMFYUI_STATE_DIR"
+    root = Path(__file__).resolve().parents[1]
+    assert comfystate.STATE_DIR_ENV in (root / "nix" / "image.nix").read_text()
+    assert f"${{{comfystate.STATE_DIR_ENV}:-" in (root / "nix" / "comfyui.nix").read_text()
+    readers = sorted(str(p.relative_to(root)) for d in ("handler", "scripts/comfyver") for p in (root / d).rglob("*.py")
+                     if re.search(r"[\"']COMFY(UI)?_STATE_DIR[\"']", p.read_text()))  # read by name
+    assert readers == ["scripts/comfyver/realize/comfystate.py"]

@@ -14,6 +14,18 @@ from pathlib import Path
 DIR_FLAGS = {"--input-directory": "input", "--output-directory": "output", "--temp-directory": "",
              "--user-directory": "user"}
 DATABASE_FLAG = "--database-url"
+# The state folder's variable: the Nix launchers' and images' name (docs/nix.md: the image sets
+# COMFYUI_STATE_DIR=/var/lib/comfyui), which the handler reads too, so the worker in an image writes where the
+# launcher prepared. COMFY_STATE_DIR, the handler's former name (docs/handler.md), is still read when the other
+# is unset: a deprecated alias.
+STATE_DIR_ENV = "COMFYUI_STATE_DIR"
+DEPRECATED_STATE_DIR_ENV = "COMFY_STATE_DIR"
+
+
+def state_dir_from_env(env=None) -> str | None:
+    """The state folder the environment names (STATE_DIR_ENV, else the deprecated alias), or None."""
+    env = os.environ if env is None else env
+    return env.get(STATE_DIR_ENV) or env.get(DEPRECATED_STATE_DIR_ENV) or None
 
 
 def given(args: list[str], flag: str) -> str | None:
