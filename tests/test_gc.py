@@ -81,3 +81,31 @@ def test_gc_keeps_blobs_younger_than_min_age(tmp_path, git_server, http_server, 
     assert fresh.exists() and not old.exists()
     assert cli.main(args + ["--min-age", "0"]) == 0
     assert not fresh.exists()
+
+
+def test_gc_keeps_an_old_blob_that_a_running_lock_just_used_again(tmp_path, git_server, http_server, capsys):
+    """Outside review of issue 24 (L2 again): a blob stored days ago and adopted or verified again by a running
+    `lock`, whose version.json is not written yet, was deleted: its mtime still said 'old'. Using a blob makes it
+    young again; the stat cache follows, so nothing is hashed again for it."""
+    import hashlib
+
+    from comfyver.realize import gc
+
+    proj = make_project(tmp_path, git_server, http_server)
+    store = modelstore.default_store()
+    data = b"a model a lock adopts again"
+    sha = hashlib.sha256(data).hexdigest()
+    blob = modelstore.blob_path(store, sha)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    age(blob, 3 * 86400)
+    src = tmp_path / "again.safetensors"
+    src.write_bytes(data)
+    assert modelstore.adopt(store, src, sha) == blob and not src.exists()
+    assert [i.path for i in gc.plan(proj.root, store, blobs=True, min_age=3600)] == []
+    age(blob, 3 * 86400)
+    cache = modelstore.StatCache(tmp_path / "stat.json")
+    modelstore.ensure(store, "checkpoints/m.safetensors", {"url": "https://example.invalid/m", "sha256": sha,
+                                                           "size": len(data)}, offline=True, cache=cache)
+    assert [i.path for i in gc.plan(proj.root, store, blobs=True, min_age=3600)] == []
+    assert cache.lookup(blob, blob.lstat()) == sha  # remembered with the new time: no re-hash next time

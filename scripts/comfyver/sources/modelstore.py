@@ -183,11 +183,13 @@ def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache:
     blob = blob_path(store, sha)
     what = f"model {key}"
     if check_blob(blob, sha, size, cache) is None:
+        _mark_used(blob, sha, cache)
         return blob
     blob.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(blob) + ".lock"):
         problem = check_blob(blob, sha, size, cache)  # another process may have fetched it meanwhile
         if problem is None:
+            _mark_used(blob, sha, cache)
             return blob
         if blob.is_symlink():
             blob.unlink()
@@ -221,10 +223,22 @@ def adopt(store: Path, src: Path, sha256: str) -> Path:
     with FileLock(str(blob) + ".lock"):
         if blob.exists() and not blob.is_symlink():
             os.unlink(src)  # already stored (the bytes are the same by name)
+            _mark_used(blob, sha256, None)
         else:
             os.replace(src, blob)  # a link there is replaced, never followed
             _read_only(blob)
     return blob
+
+
+def _mark_used(blob: Path, sha256: str, cache: StatCache | None) -> None:
+    """A blob used now is young again for `gc --blobs --min-age` (the version.json of a running lock that uses it
+    may not be written yet); the stat cache follows, so it is not hashed again for that."""
+    try:
+        os.utime(blob, follow_symlinks=False)
+    except OSError:  # another user's blob in a shared store: leave its time
+        return
+    if cache:
+        cache.remember(blob, blob.lstat(), sha256)
 
 
 def _read_only(blob: Path) -> None:
