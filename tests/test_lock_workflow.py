@@ -614,3 +614,23 @@ def test_a_trusted_endpoint_is_trusted_at_its_own_port_only(monkeypatch):
     monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "mirror.lan:9000, other.lan")
     assert web.is_trusted("mirror.lan", 9000) and not web.is_trusted("mirror.lan", 9001)
     assert web.is_trusted("other.lan", 1234)
+
+
+def test_fallbacks_decide_on_the_failure_reason_not_its_text(monkeypatch):
+    """A saved version the repository lacks falls back to its newest because the error says NOT_FOUND (set where
+    git's answer is read), never because its message happens to contain "not found"."""
+    from comfyver.base.errors import ComfyverError, Reason
+    from comfyver.lock import pipeline
+    from comfyver.sources import resolve
+
+    def lock_one(kind, original, what, *a):
+        raise ComfyverError(f"{what}: x", reason=Reason.NOT_FOUND if original["ref"] == "gone" else None)
+    monkeypatch.setattr(resolve, "lock_one", lock_one)
+    items = [resolve.Item(f"nodes.{n}", "git", {"type": "git", "url": f"https://h/o/{n}", "ref": r})
+             for n, r in (("a", "gone"), ("b", "not found, but no reason"))]
+    with pytest.raises(resolve.ResolveFailed) as e:
+        resolve.lock_items(items, progress=False)
+    assert e.value.reasons == {"nodes.a": Reason.NOT_FOUND}
+    packs = {n: nodemap.Pack(n, f"https://h/o/{n}", None, "v1") for n in ("a", "b")}
+    second = pipeline._fallbacks(packs, e.value, {"a", "b"}, None)
+    assert set(second) == {"a"} and second["a"][0] == nodemap.Pack("a", "https://h/o/a")

@@ -23,7 +23,7 @@ from urllib3.exceptions import NameResolutionError
 from urllib3.util import connection as _u3conn
 
 from comfyver import __version__
-from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.redaction import redact  # noqa: F401 - the one rule; web.redact is what callers import
 
 USER_AGENT = f"comfyver/{__version__}"
@@ -289,7 +289,8 @@ def get(url: str, *, what: str, retries: int = 3, timeout: float = 30, stream: b
                 delay *= 2
                 continue
             raise TransientError(f"{what}: cannot reach {redact(url)}: {redact(type(exc).__name__ + ': ' + str(exc))}",
-                                hint="check the URL and your network; offline runs need `comfyver fetch` first") from None
+                                hint="check the URL and your network; offline runs need `comfyver fetch` first",
+                                reason=Reason.UNREACHABLE) from None
         if r.status_code in RETRY_STATUS and attempt < retries:
             r.close()
             time.sleep(float(r.headers.get("Retry-After", delay)) if r.headers.get("Retry-After", "").isdigit() else delay)

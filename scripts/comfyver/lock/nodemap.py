@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from comfyver.base import project, web
-from comfyver.base.errors import ComfyverError
+from comfyver.base.errors import ComfyverError, Reason
 from comfyver.lock import nodescan, nodesource, probe
 from comfyver.lock.nodesource import SCAN_VERSION, scan_locked, scan_tree, scan_tree_full  # noqa: F401 - callers outside the stage
 from comfyver.sources import gitsource
@@ -170,7 +170,7 @@ def registry_lookup(class_name: str) -> dict | None:
     try:
         status, data = web.get_json(url, what=f"node class {class_name!r}", allow=(404,))
     except web.TransientError as exc:
-        reason = "no connection" if "cannot reach" in exc.message else exc.message.rsplit(": ", 1)[-1][:80]
+        reason = "no connection" if exc.reason is Reason.UNREACHABLE else exc.message.rsplit(": ", 1)[-1][:80]
         _registry_down.append(ComfyverError(f"the Comfy Registry at {web.registry_endpoint()} cannot be reached "
                                             f"({reason}; asked once for this run)"))
         raise _registry_down[0] from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfyver.base import lockfile, project, web
-from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.lock import analyze, nodemap, nodesource, probe, pylock, versions
 from comfyver.sources import gitsource, resolve, schemes
@@ -530,18 +530,18 @@ def _release_tag(url: str, version: str, name: str) -> str | None:
     return next((t for t in (f"v{version}", version) if f"refs/tags/{t}" in refs), None)
 
 
-def _fallbacks(packs: dict[str, nodemap.Pack], failures: dict[str, str], saved: set[str],
+def _fallbacks(packs: dict[str, nodemap.Pack], failed: resolve.ResolveFailed, saved: set[str],
                mgr: nodemap.ManagerData | None) -> dict[str, tuple[nodemap.Pack, str]]:
     """Second choices for packs that failed to resolve: a version the workflow saved that the repository no
-    longer has -> its newest; the Comfy Registry unreachable (or without that version) -> the pack's git
-    repository from ComfyUI-Manager's list. Never for versions the user gave."""
+    longer has (Reason.NOT_FOUND) -> its newest; the Comfy Registry unreachable (or without that version) -> the
+    pack's git repository from ComfyUI-Manager's list. Never for versions the user gave."""
     out = {}
-    for key, why in failures.items():
+    for key, why in failed.failures.items():
         name = key.removeprefix("nodes.")
         p = packs.get(name)
         if p is None:
             continue
-        gone = re.search(r"no longer reachable|not found|couldn't find remote ref|unknown revision|no such ref", why, re.I)
+        gone = failed.reasons.get(key) is Reason.NOT_FOUND
         if p.url and p.version and name in saved and gone:
             out[name] = (nodemap.Pack(p.name, p.url), f"node {name}: the workflow saved it at {p.version}, which "
                          f"{p.url} does not have; locked its newest instead (pin with --node {p.url}@<ref>)")
@@ -566,7 +566,7 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
     try:
         locked = resolve.lock_items([item(n, p) for n, p in packs.items()], jobs=req.jobs, progress=req.progress)
     except resolve.ResolveFailed as exc:
-        second = _fallbacks(packs, exc.failures, saved, mgr)
+        second = _fallbacks(packs, exc, saved, mgr)
         if set(second) != {k.removeprefix("nodes.") for k in exc.failures}:
             raise _failure_table(vid, exc.failures) from None  # some have no other source
         packs = {**packs, **{n: p for n, (p, _) in second.items()}}

@@ -25,7 +25,7 @@ from filelock import FileLock
 from packaging.version import InvalidVersion, Version
 
 from comfyver.base import nar, project, web
-from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.sources import resolvecache
 
 # the cache repos are ours: no auto gc/maintenance (pins keep what matters), no FETCH_HEAD
@@ -36,6 +36,8 @@ SHORT_HEX = re.compile(r"^[0-9a-f]{7,39}\Z")
 TRANSFORM_ATTRS = re.compile(rb"(^|\s)(filter|eol|text|crlf|ident|working-tree-encoding)(=|\s|$)", re.M)
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1",
            "LC_ALL": "C"}
+# what git (LC_ALL=C) says when the repository or the ref/commit asked for is not there: Reason.NOT_FOUND
+GIT_NOT_FOUND = re.compile(r"not found|couldn't find remote ref|unknown revision|no such ref", re.I)
 
 
 @dataclass
@@ -81,7 +83,9 @@ def git(*args: str, cwd: str | os.PathLike | None = None, what: str = "git", inp
     if check and p.returncode:
         err = web.redact(p.stderr.decode(errors="replace").strip())
         verb = next((a for a in args if not a.startswith("-") and "=" not in a), "git")
-        raise ComfyverError(f"{what}: git {verb} failed: {err.splitlines()[-1] if err else 'exit ' + str(p.returncode)}")
+        last = err.splitlines()[-1] if err else "exit " + str(p.returncode)
+        raise ComfyverError(f"{what}: git {verb} failed: {last}",
+                            reason=Reason.NOT_FOUND if GIT_NOT_FOUND.search(last) else None)
     return p
 
 
@@ -141,7 +145,8 @@ def resolve_ref(url: str, ref: str | None, what: str) -> Resolved:
         if p.returncode == 0:
             return Resolved(p.stdout.decode().strip(), None)
     raise ComfyverError(f"{what}: ref {ref!r} not found at {web.redact(url)}",
-                        hint="use latest, nightly, a tag, a branch or a commit that the repository has")
+                        hint="use latest, nightly, a tag, a branch or a commit that the repository has",
+                        reason=Reason.NOT_FOUND)
 
 
 def cache_repo(url: str) -> Path:
@@ -200,7 +205,8 @@ def fetch(url: str, rev: str, what: str, offline: bool = False) -> Path:
                 if not has_commit(repo, rev):
                     raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
                                         "(deleted, or a branch was force-pushed past it)",
-                                        hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
+                                        hint="re-lock to a commit that exists: `comfyver update <id> <input>`",
+                                        reason=Reason.NOT_FOUND)
         git("update-ref", f"refs/pins/{rev}", rev, cwd=repo, what=what)
     return repo
 
@@ -221,7 +227,8 @@ def check_remote_has(url: str, rev: str, what: str) -> None:
                                 "renamed or private?)", hint="find where it moved and re-lock the input there")
         raise ComfyverError(f"{what}: commit {rev} is no longer reachable at {web.redact(url)} "
                             "(deleted, or a branch was force-pushed past it)",
-                            hint="re-lock to a commit that exists: `comfyver update <id> <input>`")
+                            hint="re-lock to a commit that exists: `comfyver update <id> <input>`",
+                            reason=Reason.NOT_FOUND)
 
 
 def _pinned(repo: Path, rev: str) -> bool:

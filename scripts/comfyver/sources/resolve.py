@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from comfyver.base import ui, web
-from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.web import redact
 from comfyver.sources import gitsource, modelsource, registry
 
@@ -30,11 +30,13 @@ class Item:
 
 
 class ResolveFailed(ComfyverError):
-    """`failures`: key -> message; `results`: what did resolve (key -> locked), so a caller retrying the
-    failures with other sources need not resolve the rest again."""
+    """`failures`: key -> message; `reasons`: key -> Reason, for the failures whose error carried one;
+    `results`: what did resolve (key -> locked), so a caller retrying the failures with other sources need not
+    resolve the rest again."""
 
-    def __init__(self, failures: dict[str, str], results: dict[str, dict] | None = None):
-        self.failures, self.results = failures, results or {}
+    def __init__(self, failures: dict[str, str], results: dict[str, dict] | None = None,
+                 reasons: dict[str, Reason] | None = None):
+        self.failures, self.results, self.reasons = failures, results or {}, reasons or {}
         lines = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
         super().__init__(f"{len(failures)} input(s) could not be resolved:\n{lines}",
                          hint="fix the inputs above (`comfyver show <id>` lists them) and run the command again")
@@ -55,6 +57,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
     """Resolve all `items` (at most `jobs` at once); return key -> locked or raise ResolveFailed."""
     results: dict[str, dict] = {}
     failures: dict[str, str] = {}
+    reasons: dict[str, Reason] = {}
     if not items:
         return results
     show = progress and sys.stderr.isatty()
@@ -82,6 +85,8 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
                 except ComfyverError as exc:
                     msg = exc.message.removeprefix(f"{it.key}: ")
                     failures[it.key] = redact(msg + (f" (hint: {exc.hint})" if exc.hint else ""))
+                    if exc.reason is not None:
+                        reasons[it.key] = exc.reason
                 except Exception as exc:  # a bug or an OS error: still report per input
                     failures[it.key] = redact(f"{type(exc).__name__}: {exc}")
                 if bar:
@@ -90,7 +95,7 @@ def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = 
         if bar:
             bar.stop()
     if failures:
-        raise ResolveFailed(failures, results)
+        raise ResolveFailed(failures, results, reasons)
     return results
 
 
