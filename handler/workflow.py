@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from comfyver.base import uiworkflow
+
 from handler.errors import JobError, bad_input
 
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -37,7 +39,7 @@ def parse_workflow(value) -> dict:
 
 
 def is_ui_format(wf: dict) -> bool:
-    return isinstance(wf.get("nodes"), list) and "links" in wf
+    return uiworkflow.is_ui(wf)  # the lock's rule too
 
 
 def _spec_inputs(info: dict) -> list[tuple[str, list]]:
@@ -108,12 +110,8 @@ def read_ui_graph(wf: dict) -> tuple[dict, dict]:
         raise _ui_shape_error("links", "a list")
     links = {}
     for i, link in enumerate(raw or []):
-        if isinstance(link, dict):
-            entry = (link.get("id"), link.get("origin_id"), link.get("origin_slot"), link.get("type"))
-        elif isinstance(link, list) and len(link) >= 5:
-            entry = (link[0], link[1], link[2], link[5] if len(link) > 5 else None)
-        else:
-            entry = (None, None, None, None)
+        lk = uiworkflow.read_link(link)
+        entry = (lk.id, lk.origin_id, lk.origin_slot, lk.type) if lk else (None, None, None, None)
         if not (_is_id(entry[0]) and _is_id(entry[1]) and isinstance(entry[2], int) and not isinstance(entry[2], bool)):
             raise _ui_shape_error(f"links[{i}]", "[id, origin id, origin slot, target id, target slot, type] "
                                   "or an object with id, origin_id and origin_slot")
@@ -138,7 +136,7 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
             return source(ins[0].get("link"), depth + 1) if ins else None
         if n["type"] == "PrimitiveNode":
             wv = n.get("widgets_values")
-            return ("value", wv[0]) if isinstance(wv, list) and wv else None
+            return ("value", _plain_widget(wv[0], nid, n, "value")) if isinstance(wv, list) and wv else None
         if n.get("mode") == 4:  # bypassed: pass through the first input of the same type
             for inp in n.get("inputs") or []:
                 if inp.get("link") is not None and (ltype is None or inp.get("type") == ltype):
@@ -160,20 +158,16 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
                 continue
             inputs[inp["name"]] = src[1] if src[0] == "value" else [str(src[0]), src[1]]
         wv = n.get("widgets_values")
-        if info is not None and isinstance(wv, dict):
-            inputs.update({k: v for k, v in wv.items() if k not in inputs})
+        if info is not None and isinstance(wv, dict):  # a dict may hold a pack's own state (VHS: videopreview)
+            inputs.update({k: _plain_widget(v, nid, n, k) if _is_link(v) else v
+                           for k, v in wv.items() if k not in inputs})
         elif info is not None and isinstance(wv, list):
             i = 0
             for name, spec in _spec_inputs(info):
                 if not _is_widget(spec) or i >= len(wv):
                     continue
-                if isinstance(wv[i], (list, dict)):  # a list would even read as a link to another node
-                    raise bad_input(f"workflow: node {nid!r} ({n['type']}): widget {name!r} has the value "
-                                    f"{json.dumps(wv[i])[:80]}; a widget holds a number, string or boolean",
-                                    "send the UI-format file ComfyUI saved, unchanged, or export it in API format",
-                                    node_id=str(nid), node_type=n["type"])
                 if name not in inputs:
-                    inputs[name] = wv[i]
+                    inputs[name] = _plain_widget(wv[i], nid, n, name)
                 i += 1
                 opts = _spec_opts(spec)
                 if (spec[0] == "INT" and (opts.get("control_after_generate") or name in ("seed", "noise_seed"))
@@ -183,6 +177,16 @@ def ui_to_api(wf: dict, object_info: dict) -> dict:
     if not api:
         raise bad_input("workflow: the UI-format workflow has no runnable nodes", "check that nodes are not all muted")
     return api
+
+
+def _plain_widget(value, nid, node: dict, name: str):
+    """A widget's value: a number, string or boolean. A list would even read as a link to another node."""
+    if isinstance(value, (list, dict)):
+        raise bad_input(f"workflow: node {nid!r} ({node['type']}): widget {name!r} has the value "
+                        f"{json.dumps(value)[:80]}; a widget holds a number, string or boolean",
+                        "send the UI-format file ComfyUI saved, unchanged, or export it in API format",
+                        node_id=str(nid), node_type=node["type"])
+    return value
 
 
 def _input_names(object_info: dict | None, class_type) -> list[str] | None:
@@ -225,6 +229,10 @@ def apply_overrides(prompt: dict, overrides, object_info: dict | None = None) ->
             raise bad_input(f"overrides: field {'.'.join(path)!r} for node {nid!r} names no input",
                             'use "inputs.<name>"', node_id=nid)
         target = node.setdefault("inputs", {})
+        if not isinstance(target, dict):
+            raise bad_input(f"overrides: node {nid!r} has `inputs` {json.dumps(target)[:80]}, not an object of "
+                            "input -> value", "fix the workflow's node, then set its inputs", node_id=nid,
+                            node_type=node.get("class_type"))
         known = _input_names(object_info, node.get("class_type"))
         if known is not None and path[1] not in known and path[1] not in target:
             close = difflib.get_close_matches(path[1], known, n=3, cutoff=0.5)

@@ -95,3 +95,35 @@ def test_the_state_folder_has_one_name(monkeypatch, tmp_path):
     readers = sorted(str(p.relative_to(root)) for d in ("handler", "scripts/comfyver") for p in (root / d).rglob("*.py")
                      if re.search(r"[\"']COMFY(UI)?_STATE_DIR[\"']", p.read_text()))  # read by name
     assert readers == ["scripts/comfyver/realize/comfystate.py"]
+
+
+UI_SHAPES = [{"nodes": [], "links": []}, {"nodes": [{"id": 1, "type": "X"}]}, {"nodes": {}, "links": []},
+             {"1": {"class_type": "X", "inputs": {}}}, {"nodes": "x"}, {"links": []}, {"prompt": {"1": {}}}, {}]
+
+
+@pytest.mark.parametrize("data", UI_SHAPES)
+def test_the_handler_and_the_lock_tell_ui_format_apart_alike(data):
+    from comfyver.base import uiworkflow
+    from comfyver.lock import analyze
+    from handler import workflow
+
+    assert workflow.is_ui_format(data) == uiworkflow.is_ui(data)
+    try:
+        kind = analyze.parse(data, "w").format
+    except analyze.WorkflowError:
+        kind = None
+    assert (kind == "ui") == uiworkflow.is_ui(data)
+
+
+def test_links_read_alike_in_both_forms():
+    """The handler follows a link by its origin, the lock's subgraph reading by its target: one reader, both forms."""
+    from comfyver.base import uiworkflow
+    from handler import workflow
+
+    as_list, as_obj = [7, 1, 0, 2, 3, "IMAGE"], {"id": 7, "origin_id": 1, "origin_slot": 0, "target_id": 2,
+                                                 "target_slot": 3, "type": "IMAGE"}
+    assert uiworkflow.read_link(as_list) == uiworkflow.read_link(as_obj) == (7, 1, 0, 2, 3, "IMAGE")
+    assert uiworkflow.read_link([7, 1, 0, 2]) is None and uiworkflow.read_link("x") is None
+    for links in ([as_list], [as_obj]):
+        _, read = workflow.read_ui_graph({"nodes": [{"id": 1, "type": "A"}, {"id": 2, "type": "B"}], "links": links})
+        assert read == {7: (1, 0, "IMAGE")}

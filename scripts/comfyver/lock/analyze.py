@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from comfyver.base import uiworkflow
 from comfyver.base.errors import ComfyverError
 from comfyver.lock import nodemap as nodemap_mod  # the module; `nodemap` below is the NodeMap a report asks
 from comfyver.lock.nodemap import VIRTUAL_CLASSES
@@ -113,7 +114,7 @@ def load(path: str | os.PathLike) -> Workflow:
 
 
 def parse(data, name: str) -> Workflow:
-    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+    if uiworkflow.is_ui(data):
         return _parse_ui(data, name)
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "nodes" not in data:
         return parse(data["prompt"], name)  # an /prompt request body
@@ -244,11 +245,9 @@ def _apply_promoted(sg: dict, inst: dict, out: list, prefix: str) -> None:
         return
     uses = {u.node_id: u for u in out if u.node_id.startswith(prefix) and ":" not in u.node_id[len(prefix):]}
     links = {}
-    for lk in sg.get("links") or []:
-        if isinstance(lk, dict):
-            links[lk.get("id")] = (lk.get("target_id"), lk.get("target_slot"))
-        elif isinstance(lk, list) and len(lk) >= 5:
-            links[lk[0]] = (lk[3], lk[4])
+    for lk in map(uiworkflow.read_link, sg.get("links") or []):
+        if lk:
+            links[lk.id] = (lk.target_id, lk.target_slot)
     inner = {str(n.get("id")): n for n in sg.get("nodes") or [] if isinstance(n, dict)}
     sg_inputs = {i.get("name"): i for i in sg.get("inputs") or [] if isinstance(i, dict)}
     for proxy, value in zip(proxies, values):
