@@ -423,3 +423,4 @@ def test_the_pages_comfyui_holds_no_credential_whatever_its_name(site):
     leaked = [k.decode() for k, v in env.items() if any(s.encode() in v for s in CREDENTIALS_UNDER_OTHER_NAMES.values())
               or b"rpa_UI_KEY" in v]
     assert not leaked
+    assert env[b"HOME"] == str(ui.state / "home").encode()  # `~/.aws`, `~/.runpod` of the user are not its own

@@ -85,3 +85,13 @@ def test_the_prompt_id_never_chooses_where_outputs_are_written(tmp_path):
         assert written == sorted(f"state/output/comfyver-remote/{j.id}/a.png" for j in jobs)
     finally:
         bridge.close()
+
+
+def test_a_non_ascii_token_is_refused_not_a_traceback(tmp_path):
+    bridge = Bridge(DoneBackend(), "v1", "ab" * 32, tmp_path)
+    try:
+        r = requests.post(bridge.url + "/jobs", json={"prompt": {}}, timeout=5,
+                          headers={"Authorization": "Bearer \u00e9t\u00e9".encode("latin-1")})
+        assert r.status_code == 401
+    finally:
+        bridge.close()

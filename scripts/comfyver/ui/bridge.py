@@ -133,7 +133,8 @@ class Bridge:
                 self.wfile.write(data)
 
             def _authorized(self) -> bool:
-                if secrets.compare_digest(self.headers.get("Authorization", ""), f"Bearer {bridge.token}"):
+                if secrets.compare_digest(self.headers.get("Authorization", "").encode("utf-8", "replace"),
+                                          f"Bearer {bridge.token}".encode()):
                     return True
                 self._reply(401, {"error": "token required"})
                 return False

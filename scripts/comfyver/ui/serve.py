@@ -13,6 +13,7 @@ import json
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 import requests
 
 from comfyver.base import lockfile, project, web
-from comfyver.base.errors import ComfyverError
+from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.realize import localrun, realize
 from comfyver.ui.bridge import Bridge
 
@@ -41,12 +42,27 @@ def models_by_folder(lock: dict) -> dict[str, list[str]]:
     return {f: sorted(names) for f, names in out.items()}
 
 
-def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str, port: int, key: str) -> dict:
+def comfy_env(base: dict, bridge: Bridge, models_file: Path, target: str, port: int, key: str, home: Path) -> dict:
+    """The page's ComfyUI's variables: the allow-list, a HOME of its own (packs that read ~/.aws, ~/.runpod or
+    the HF token through `~` find nothing), and what the extension needs."""
     env = web.untrusted_env(base)
-    env.update({"COMFYVER_UI_BRIDGE": bridge.url, "COMFYVER_UI_TOKEN": bridge.token,
+    env.update({"HOME": str(home), "COMFYVER_UI_BRIDGE": bridge.url, "COMFYVER_UI_TOKEN": bridge.token,
                 "COMFYVER_UI_MODELS": str(models_file), "COMFYVER_UI_TARGET": target,
                 "COMFYVER_UI_PORT": str(port), "COMFYVER_UI_PAGE_KEY": key})
     return env
+
+
+GATE_PREFIX = "comfyver ui: "  # how the extension's gate starts a refusal
+
+
+def check_port_free(port: int) -> None:
+    """Another server on the port (an ordinary ComfyUI on 8188, say) would get the key and answer for the page."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UsageError(f"--port {port}: 127.0.0.1:{port} is in use ({exc.strerror})",
+                             hint="stop what listens there or pass another --port") from None
 
 
 class Page:
@@ -57,6 +73,7 @@ class Page:
                  system_site_packages: bool = False, reporter: realize.Reporter = realize.QUIET,
                  start_timeout: float = 300):
         lock = lockfile.read(project.lock_path(root, vid))
+        check_port_free(port)
         self.into = realize.realize(root, vid, into or default_into(vid), with_models=False, reporter=reporter,
                                     system_site_packages=system_site_packages)
         argv, env, cwd = localrun.command(vid, self.into, ["--cpu", "--listen", "127.0.0.1", "--port", str(port),
@@ -69,13 +86,15 @@ class Page:
         paths = self._tmp / "comfyver-ui-paths.yaml"
         paths.write_text(f"comfyver_ui:\n  base_path: {json.dumps(str(NODES.parent))}\n  custom_nodes: nodes\n")
         self.log = state / "comfyver-ui.log"
+        home = state / "home"
+        home.mkdir(exist_ok=True)
         self.url = f"http://127.0.0.1:{port}"
         key = secrets.token_urlsafe(32)
         self.address = f"{self.url}/?comfyver_key={key}"
         self.cookies = {f"comfyver_ui_{port}": key}
         with open(self.log, "wb") as logf:
             self.proc = subprocess.Popen([*argv, "--extra-model-paths-config", str(paths)], cwd=cwd,
-                                         env=comfy_env(env, self.bridge, models_file, backend.where, port, key),
+                                         env=comfy_env(env, self.bridge, models_file, backend.where, port, key, home),
                                          stdout=logf, stderr=subprocess.STDOUT)
         try:
             self._wait(start_timeout)
@@ -84,6 +103,8 @@ class Page:
             raise
 
     def _wait(self, timeout: float) -> None:
+        """Up = the page's gate refuses a request without the key and lets one with it through. The key is sent
+        only to a server that showed the gate; a page answering without the key is an error, never served."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -91,7 +112,13 @@ class Page:
                 raise ComfyverError(f"ComfyUI exited with {self.proc.returncode} before its page was up:\n{tail}",
                                     hint=f"the whole log is {self.log}")
             try:
-                if requests.get(self.url + "/system_stats", cookies=self.cookies, timeout=2).ok:
+                bare = requests.get(self.url + "/system_stats", timeout=2)
+                if bare.ok:
+                    raise ComfyverError(f"the page at {self.url} answered without its key: its gate (the "
+                                        "comfyver_remote extension) is not active, so it is not served",
+                                        hint=f"see {self.log}")
+                if bare.status_code == 403 and bare.text.startswith(GATE_PREFIX) and requests.get(
+                        self.url + "/system_stats", cookies=self.cookies, timeout=2).ok:
                     return
             except requests.RequestException:
                 pass

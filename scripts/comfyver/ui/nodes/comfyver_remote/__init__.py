@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import comfy.model_management
@@ -156,8 +157,9 @@ def page_gate(key: str, port: str):
         if _same(request.cookies.get(cookie, ""), key):
             return await handler(request)
         if _same(request.query.get(KEY_PARAM, ""), key):  # the printed address, opened: keep the key as a cookie
-            rest = {k: v for k, v in request.query.items() if k != KEY_PARAM}
-            resp = web.Response(status=303, headers={"Location": str(request.rel_url.with_query(rest))})
+            rest = urllib.parse.urlencode([(k, v) for k, v in request.query.items() if k != KEY_PARAM])
+            path = "/" + request.rel_url.raw_path.lstrip("/\\")  # never `//host` or `/\\host`: this page only
+            resp = web.Response(status=303, headers={"Location": path + ("?" + rest if rest else "")})
             resp.set_cookie(cookie, key, httponly=True, samesite="Strict", path="/")
             return resp
         return web.Response(status=403, text="comfyver ui: open the address `comfyver ui` printed "
