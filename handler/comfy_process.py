@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -15,6 +16,19 @@ from comfyver.base import fsutil, project
 from comfyver.realize import comfystate
 
 from handler.settings import Settings
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def realized_digest(home: Path) -> str | None:
+    """The lock digest the realize marker in `home` says the tree was built from; None for a tree without one."""
+    try:
+        from comfyver.realize.realize import read_marker
+    except ImportError:
+        return None
+    marker = read_marker(home)
+    lock = marker.get("lock") if isinstance(marker, dict) else None
+    return lock if isinstance(lock, str) and DIGEST.fullmatch(lock) else None
 
 # Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml.
 MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffusers", "diffusion_models",
@@ -52,6 +66,7 @@ class ComfyProcess:
     def __init__(self, settings: Settings, home: Path | None = None, python: str | None = None):
         self.settings = settings
         self.home = Path(home or settings.comfy_home or "")
+        self.lock_digest: str | None = None  # the tree's lock when this ComfyUI was started (realized_digest)
         self.python = python or settings.comfy_python or sys.executable
         self.port = settings.comfy_port
         self.url = f"http://127.0.0.1:{self.port}"
@@ -89,6 +104,8 @@ class ComfyProcess:
             if self.closed:  # e.g. the watcher restarting it while the worker stops: nothing may outlive close()
                 raise RuntimeError("ComfyUI is not started again: the worker is stopping")
             comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
+            # what this ComfyUI loads: the tree on disk may be realized again later (a shared volume) while it runs
+            self.lock_digest = realized_digest(self.home)
             cmd = self.command()
             self.log.append(f"[handler] starting ComfyUI: {' '.join(cmd)}")
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -27,7 +27,7 @@ from comfyver.base.errors import ComfyverError
 
 from handler import outputs as out_mod
 from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
-from handler.comfy_process import ComfyProcess
+from handler.comfy_process import ComfyProcess, realized_digest
 from handler.errors import JobError, bad_input, redact
 from handler.fetch import decode_image, fetch_url, safe_name
 from handler.settings import Settings
@@ -304,18 +304,15 @@ class Worker:
                                     if can_realize else ""))
 
     def _running_digest(self) -> str | None:
-        """The lock digest of the tree ComfyUI runs: the one its realize marker says it was built from, else
-        COMFYVER_LOCK_DIGEST; None when the worker cannot know."""
-        home = self.process.home if self.process is not None else self.settings.comfy_home
-        if home is not None:
-            try:
-                from comfyver.realize.realize import read_marker
-            except ImportError:
-                read_marker = None
-            marker = read_marker(home) if read_marker else None
-            if isinstance(marker, dict) and isinstance(marker.get("lock"), str) and DIGEST.match(marker["lock"]):
-                return marker["lock"]
-        return self.settings.lock_digest
+        """The lock digest of the tree ComfyUI runs: the one its realize marker said when this ComfyUI started
+        (the tree may be realized again under it on a shared volume), else COMFYVER_LOCK_DIGEST; None when the
+        worker cannot know."""
+        if self.process is not None and self.process.proc is not None:
+            running = self.process.lock_digest
+        else:  # an external ComfyUI (COMFY_URL): its tree as it is now
+            home = self.process.home if self.process is not None else self.settings.comfy_home
+            running = realized_digest(home) if home is not None else None
+        return running or self.settings.lock_digest
 
     def _mounted_digest(self, vid: str) -> str | None:
         """The lock digest of `vid` as mounted at COMFYVER_ROOT now (None when it cannot be read)."""

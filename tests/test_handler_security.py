@@ -90,6 +90,38 @@ def test_lock_digest_is_the_realized_trees_and_a_changed_lock_is_realized_again(
         w.close()
 
 
+
+def test_the_running_lock_is_what_comfyui_loaded_not_the_marker_on_disk_now(tmp_path, monkeypatch):
+    """Outside review of M2: with COMFYVER_REALIZE_DIR on a shared volume, another worker realizes the version
+    from d2 into the same tree while this worker's ComfyUI still runs the d1 code: d1 must still run here and
+    d2 be refused (the marker on disk already says d2)."""
+    from comfyver.base import lockfile, project
+    from comfyver.realize import realize as realize_mod
+
+    root = tmp_path / "proj"
+    d1 = write_lock(root, "v", "a")
+    tree = env.comfy_tree(tmp_path)
+
+    def fake_realize(root_, vid, into=None, models_dir=None, offline=False, **kw):
+        digest = lockfile.lock_digest(lockfile.read(project.lock_path(root_, vid)))
+        (tree / realize_mod.MARKER).write_text(json.dumps({"id": vid, "lock": digest}))
+        return tree
+
+    monkeypatch.setattr(realize_mod, "realize", fake_realize)
+    w = Worker(Settings(comfy_home=tmp_path / "baked", comfy_port=env.free_port(), comfy_url=None,
+                        output_mode="base64", comfy_state_dir=tmp_path / "state", versions_root=root, realize=True))
+    wf = env.invert_workflow()
+    try:
+        ok(run_job(w, {"workflow": wf, "version_id": "v", "lock_digest": d1}))
+        d2 = write_lock(root, "v", "b")
+        fake_realize(root, "v")  # the other worker, on the shared tree
+        ok(run_job(w, {"workflow": wf, "lock_digest": d1}))
+        e = E(run_job(w, {"workflow": wf, "lock_digest": d2}))
+        assert e["type"] == "version" and d2[:12] in e["message"] and d1[:12] in e["message"], e
+    finally:
+        env.run(w.client.close())
+        w.close()
+
 # --- L3: a realize error tells the submitter nothing about the worker's files ---------------------------------
 def test_a_realize_error_keeps_worker_file_facts_in_the_worker_log(worker, tmp_path, monkeypatch, caplog):
     from comfyver.base.errors import ComfyverError
@@ -272,3 +304,35 @@ def test_a_stop_during_a_restart_leaves_no_comfyui_running(tmp_path):
     finally:
         w.process.stop()
     assert not w.process.alive()
+
+
+# --- outside review of L11: other ways a list reads as a link, or a job's shape gives `internal` ------------------
+def test_a_link_shaped_value_from_a_primitive_or_a_dict_of_widgets_is_an_input_error():
+    from handler.workflow import ui_to_api
+
+    primitive = {"nodes": [{"id": 3, "type": "KSampler", "inputs": [{"name": "seed", "link": 1}],
+                            "widgets_values": [5, "fixed", 20, "euler"]},
+                           {"id": 2, "type": "PrimitiveNode", "widgets_values": [["2", 0]]}],
+                 "links": [[1, 2, 0, 3, 0, "INT"]]}
+    as_dict = {"nodes": [{"id": 3, "type": "KSampler", "inputs": [], "widgets_values": {"steps": ["2", 0]}}],
+               "links": []}
+    for wf, node in ((primitive, "2"), (as_dict, "3")):
+        with pytest.raises(JobError) as exc:
+            ui_to_api(wf, SAMPLER_INFO)
+        e = exc.value.to_dict()
+        assert e["type"] == "input" and e["node_id"] == node, e
+    # a pack's own state in a dict of widgets (VHS_VideoCombine's videopreview) is still passed as it was
+    state = {"nodes": [{"id": 3, "type": "KSampler", "inputs": [],
+                        "widgets_values": {"steps": 4, "videopreview": {"hidden": False}}}], "links": []}
+    assert ui_to_api(state, SAMPLER_INFO)["3"]["inputs"]["videopreview"] == {"hidden": False}
+
+
+@pytest.mark.parametrize("inputs", [5, [1, 2], "abc", None])
+def test_overrides_on_a_node_whose_inputs_are_not_an_object_are_an_input_error(inputs):
+    from handler.workflow import apply_overrides
+
+    prompt = {"3": {"class_type": "KSampler", "inputs": inputs}}
+    with pytest.raises(JobError) as exc:
+        apply_overrides(prompt, {"3": {"steps": 4}})
+    e = exc.value.to_dict()
+    assert e["type"] == "input" and e["node_id"] == "3", e
