@@ -342,7 +342,8 @@ def test_pack_code_in_the_probe_gets_no_credential_whatever_its_name(tmp_path, m
     """Issue 24 L4 (the same rule as the page's ComfyUI): only names like KEY/TOKEN/SECRET were dropped, so a
     pack read PIP_INDEX_URL's password, GH_PAT, DATABASE_URL. Pack code gets an allow-list of variables."""
     leaky = {"PIP_INDEX_URL": "https://me:pw1@pypi.example/simple", "GH_PAT": "ghp_pat1",
-             "DATABASE_URL": "postgres://u:pw2@db/x", "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=az1"}
+             "DATABASE_URL": "postgres://u:pw2@db/x", "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=az1",
+             "LC_GH_TOKEN": "ghp_over_ssh"}  # sshd forwards LC_*: not a locale name, not passed
     for k, v in leaky.items():
         monkeypatch.setenv(k, v)
     pack = tmp_path / "nosy"

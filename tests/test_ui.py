@@ -31,6 +31,7 @@ HELLO = json.loads((ROOT / "examples" / "hello.json").read_text())
 STAMP = (ROOT / "examples" / "files" / "stamp.safetensors").read_bytes()
 # credentials whose names say nothing of it: the page's ComfyUI gets none of them (issue 24 L4)
 CREDENTIALS_UNDER_OTHER_NAMES = {"PIP_INDEX_URL": "https://me:pw-in-pip-url@pypi.example/simple", "GH_PAT": "ghp_PAT1",
+                                 "LC_SSH_TOKEN": "ghp_forwarded_by_sshd",
                                  "DATABASE_URL": "postgres://u:pw-in-db-url@db/x",
                                  "AZURE_STORAGE_CONNECTION_STRING": "AccountKey=az-secret"}
 APP = "(window.app || (window.comfyAPI && window.comfyAPI.app && window.comfyAPI.app.app))"

@@ -52,13 +52,16 @@ def registry_endpoint() -> str:
 UNTRUSTED_ENV = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM", "NO_COLOR", "LD_LIBRARY_PATH",
     "OMP_NUM_THREADS", "VIRTUAL_ENV", "PYTHONPYCACHEPREFIX", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
-    "PYTHONIOENCODING", "CUDA_VISIBLE_DEVICES"})
+    "PYTHONIOENCODING", "CUDA_VISIBLE_DEVICES",
+    # the locale's own names only: sshd forwards any LC_* by default, and secrets are passed that way
+    "LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_MESSAGES", "LC_MONETARY", "LC_NUMERIC", "LC_TIME", "LC_ADDRESS",
+    "LC_IDENTIFICATION", "LC_MEASUREMENT", "LC_NAME", "LC_PAPER", "LC_TELEPHONE"})
 
 
 def untrusted_env(env) -> dict:
     """The variables of `env` a process that must hold no credential gets (pack code in the probe, the page's
-    ComfyUI in `comfyver ui`): the names in UNTRUSTED_ENV and the locale's LC_*, whatever their values."""
-    return {k: v for k, v in env.items() if k in UNTRUSTED_ENV or k.startswith("LC_")}
+    ComfyUI in `comfyver ui`): the names in UNTRUSTED_ENV, whatever their values."""
+    return {k: v for k, v in env.items() if k in UNTRUSTED_ENV}
 
 
 def auth_kind_for(url: str) -> str | None:
