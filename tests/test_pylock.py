@@ -117,14 +117,15 @@ def _lock_text(**versions):
     ({"torch": "2.11.0", "torchvision": "0.26.0", "torchaudio": "2.11.0"}, None),
     ({"torch": "2.14.1", "torchvision": "0.29.1"}, None),
     ({"torch": "2.15.0", "torchvision": "0.29.2", "torchaudio": "2.11.0"},
-     "torchaudio 2.11.0 is built for torch 2.11; torchvision 0.29.2 is built for torch 2.14, but torch is 2.15.0"),
+     "torchaudio 2.11.0 is built for torch 2.11.0; torchvision 0.29.2 is built for torch 2.14.2, but torch is 2.15.0"),
     ({"torchvision": "0.26.0"}, None),  # no torch: nothing to pair with
 ])
 def test_torch_family_pairing(versions, problem):
     text = _lock_text(**versions)
     assert pylock.family_problem(text) == problem
     if problem:
-        assert pylock.family_pins(text) == ["torch==2.11.*", "torchaudio==2.11.*", "torchvision==0.26.*"]
+        # one exact release of all three, the locked torch's first (tests/test_pylock_family.py: the candidates)
+        assert pylock.family_pins(text) == ["torch==2.15.0", "torchaudio==2.15.0", "torchvision==0.30.0"]
 
 
 def test_uv_lock_pins_the_torch_family_to_one_torch(tmp_path):

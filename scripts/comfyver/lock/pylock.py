@@ -27,11 +27,13 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from comfyver.base import project, uvtool
 from comfyver.base.errors import ComfyverError
@@ -49,6 +51,7 @@ TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu
 LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
 MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
 CORE = "comfyui"
+EXTRA = "python.extra (lock --pip)"  # who the version's declared extras are: they win over the core and every node
 
 
 @dataclass
@@ -112,7 +115,7 @@ def collect(lock: dict) -> Requirements:
         elif texts.get("pyproject.toml"):
             reqs.add(name, "\n".join(_pyproject_deps(texts["pyproject.toml"])), "pyproject.toml")
     if lock.get("python", {}).get("extra"):
-        reqs.add("python.extra (lock --pip)", "\n".join(lock["python"]["extra"]), "version.json")
+        reqs.add(EXTRA, "\n".join(lock["python"]["extra"]), "version.json")
     return reqs
 
 
@@ -129,12 +132,22 @@ def _zip_texts(loc: dict, what: str) -> dict[str, str]:
 
 def merge(reqs: Requirements) -> tuple[list[str], list[str], list[str]]:
     """-> (dependencies, override-dependencies, notes) after the ecosystem's fix-ups."""
-    deps, overrides, notes = [], [], list(reqs.notes)
-    opencv_asked = [p for p in OPENCV if p in reqs.by_package]
+    deps: list[str] = []
+    overrides: list[str] = []
+    notes = list(reqs.notes)
+    opencv_asked = [p for p in OPENCV if p in reqs.by_package and not _declared(reqs, p)]
     for pkg, entries in reqs.by_package.items():
         if pkg in STRAY:
             notes.append(f"dropped stray package {pkg!r} (required by {', '.join(w for w, _ in entries)}): "
                          "ComfyUI itself is not a PyPI dependency")
+            continue
+        extra = [r for w, r in entries if w == EXTRA]
+        if extra:  # asked for by the user (`lock --pip`): kept as written, whoever else asks (the torch family too)
+            pinned = _combine(pkg, extra)
+            for w, r in entries:
+                if w != EXTRA and str(r) != pinned:
+                    notes.append(f"{'ComfyUI' if w == CORE else 'node ' + w}: asks for {r}; --pip {pinned} wins")
+            deps.append(pinned)
             continue
         if pkg in OPENCV:
             continue
@@ -156,10 +169,14 @@ def merge(reqs: Requirements) -> tuple[list[str], list[str], list[str]]:
         specs = [r for p in opencv_asked for _, r in reqs.by_package[p]]
         spec = ",".join(sorted({str(s) for r in specs for s in r.specifier}))
         deps.append(chosen + spec)
-        overrides += [f"{p}; sys_platform == 'never'" for p in OPENCV if p != chosen]
+        overrides += [f"{p}; sys_platform == 'never'" for p in OPENCV if p != chosen and not _declared(reqs, p)]
         if len(opencv_asked) > 1 or opencv_asked[0] != chosen:
             notes.append(f"OpenCV: {', '.join(opencv_asked)} requested; using {chosen} only")
     return sorted(deps, key=str.lower), overrides, notes
+
+
+def _declared(reqs: Requirements, pkg: str) -> bool:
+    return any(w == EXTRA for w, _ in reqs.by_package.get(pkg, []))
 
 
 def _combine(pkg: str, reqs: list[Requirement]) -> str:
@@ -233,7 +250,7 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
             shutil.copy2(vdir / "uv.lock", scratch / "uv.lock")  # keep unchanged pins stable
         env = {**os.environ, "UV_NO_PROGRESS": "1"}
 
-        def lock_scratch() -> subprocess.CompletedProcess:
+        def lock_scratch() -> subprocess.CompletedProcess[str]:
             try:
                 return subprocess.run([uv, "lock", "--no-progress", "--directory", str(scratch)],
                                       capture_output=True, text=True, env=env, timeout=timeout)
@@ -245,20 +262,36 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
             raise ComfyverError(f"{what}: the Python requirements cannot be locked:\n{_attribute(p.stderr, reqs)}",
                                 hint="pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), "
                                      "or change ComfyUI's version")
-        pins = family_pins((scratch / "uv.lock").read_text())
-        if pins:  # torchvision/torchaudio built for another torch: lock the whole family to one torch
-            pyproject = with_family_pins(pyproject, pins)
-            (scratch / "pyproject.toml").write_text(pyproject)
-            p = lock_scratch()
-            why = family_problem((scratch / "uv.lock").read_text()) if not p.returncode else p.stderr.strip()
-            if why:
-                raise ComfyverError(f"{what}: torch, torchvision and torchaudio cannot be locked to one torch "
-                                    f"({', '.join(pins)}): {why}", hint="pin ComfyUI's torch family by hand")
+        pyproject = _pair_family(scratch, pyproject, lock_scratch, what)
         vdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(vdir / "uv.lock", (scratch / "uv.lock").read_text())
         atomic_write_text(vdir / "pyproject.toml", pyproject)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _pair_family(scratch: Path, pyproject: str, lock_scratch: Callable[[], subprocess.CompletedProcess[str]],
+                 what: str) -> str:
+    """torchvision/torchaudio built for another torch than the one locked (release, patch or CUDA build): lock
+    again with the family pinned to one release (family_candidates, best first) until the uv.lock agrees; the
+    pyproject.toml that did it. None does: a ComfyverError naming the members and the `--pip` fix."""
+    first = (scratch / "uv.lock").read_text()
+    problem = family_problem(first)
+    if problem is None:
+        return pyproject
+    last = ""
+    for pins in family_candidates(first):
+        text = with_family_pins(pyproject, pins)
+        (scratch / "pyproject.toml").write_text(text)
+        p = lock_scratch()
+        if p.returncode:
+            last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"uv lock exited {p.returncode}"
+            continue
+        if (still := family_problem((scratch / "uv.lock").read_text())) is None:
+            return text
+        last = still
+    raise ComfyverError(f"{what}: the torch family does not pair: {problem}; no release of all of them could be "
+                        f"locked ({last})", hint=family_fix(first))
 
 
 def _attribute(stderr: str, reqs: Requirements) -> str:
@@ -319,22 +352,50 @@ def locked_cuda(uv_lock_text: str) -> tuple[int, int] | None:
 
 # -- the torch family: torchvision and torchaudio are built for one torch -------------------------------------
 
-# PyTorch's release pairing: torchvision 0.(m + 15) and torchaudio 2.m are built for torch 2.m (their wheels'
-# metadata does not say so: torchvision asks for torch>=, torchaudio for no torch at all). nix/python.nix checks
-# the same pairing at evaluation.
+# PyTorch's release pairing, as the wheels' own metadata states it where it states it (torchvision 0.20.1 requires
+# torch==2.5.1, torchaudio 2.5.1 requires torch==2.5.1; torchaudio 2.11.x requires no torch or any torch, which is
+# how uv pairs torch 2.11.0 with torchaudio 2.11.1 and libtorchaudio.so fails with an undefined symbol):
+# torchaudio X.Y.Z is built for torch X.Y.Z (since 2.1), torchvision 0.(m + 15).p for torch 2.m.p (since 0.16), and
+# the three come from one CUDA build (the same local label: +cu128). Before 2.1 the patch levels drifted
+# (torch 2.0.1 / torchvision 0.15.2 / torchaudio 2.0.2): there only the minor is compared.
+# nix/python.nix checks the minor pairing at evaluation.
 FAMILY_MARK = "# torch family pinned to one torch by `comfyver lock` (torchvision/torchaudio are built for one)"
+TORCHVISION_OFFSET = 15        # torchvision 0.(m + 15) <-> torch 2.m
+PATCH_PAIRED_FROM = 1          # torch 2.1 onwards: the patch level pairs too
+MAX_FAMILY_TRIES = 6           # `uv lock` runs spent looking for one release of all three
 
 
-def _family_torch_minor(name: str, version: str) -> int | None:
-    parts = version.split(".")
-    if len(parts) < 2 or not parts[1].isdigit():
+@dataclass(frozen=True)
+class _Built:
+    """The torch release a family member is built for: (minor, patch) of torch 2.x (patch None: minor only),
+    and its CUDA build (the local version label, '' for none)."""
+    minor: int
+    patch: int | None
+    local: str
+
+    def torch(self) -> str:
+        return f"2.{self.minor}" + (f".{self.patch}" if self.patch is not None else "")
+
+
+def _built_for(name: str, version: str) -> _Built | None:
+    try:
+        v = Version(version)
+    except InvalidVersion:
         return None
-    major, minor = parts[0], int(parts[1])
-    if name == "torchvision" and major == "0":
-        return minor - 15
-    if name in ("torch", "torchaudio") and major == "2":
-        return minor
-    return None
+    rel = (*v.release, 0, 0)
+    local = v.local or ""
+    if name == "torchvision" and rel[0] == 0 and rel[1] >= TORCHVISION_OFFSET:
+        minor = rel[1] - TORCHVISION_OFFSET
+    elif name in ("torch", "torchaudio") and rel[0] == 2:
+        minor = rel[1]
+    else:
+        return None
+    return _Built(minor, rel[2] if minor >= PATCH_PAIRED_FROM else None, local)
+
+
+def _member_version(name: str, minor: int, patch: int, local: str) -> str:
+    base = f"0.{minor + TORCHVISION_OFFSET}.{patch}" if name == "torchvision" else f"2.{minor}.{patch}"
+    return base + (f"+{local}" if local else "")
 
 
 def family(uv_lock_text: str) -> dict[str, str]:
@@ -343,25 +404,73 @@ def family(uv_lock_text: str) -> dict[str, str]:
             if p.get("name") in TORCH_FAMILY and "version" in p}
 
 
+def _mismatched(fam: dict[str, str]) -> list[tuple[str, str, _Built]]:
+    """(name, version, built-for) of each member not built for the locked torch ([] when they agree)."""
+    torch = _built_for("torch", fam["torch"]) if "torch" in fam else None
+    if torch is None:
+        return []
+    bad = []
+    for n, v in sorted(fam.items()):
+        b = _built_for(n, v)
+        if n == "torch" or b is None:
+            continue
+        same_release = b.minor == torch.minor and (b.patch is None or torch.patch is None or b.patch == torch.patch)
+        if not same_release or b.local != torch.local:
+            bad.append((n, v, b))
+    return bad
+
+
 def family_problem(uv_lock_text: str) -> str | None:
     """Why the locked torchvision/torchaudio were not built for the locked torch (None when they were)."""
     fam = family(uv_lock_text)
-    if "torch" not in fam:
+    bad = _mismatched(fam)
+    torch = _built_for("torch", fam.get("torch", ""))
+    if not bad or torch is None:
         return None
-    want = _family_torch_minor("torch", fam["torch"])
-    bad = [f"{n} {v} is built for torch 2.{_family_torch_minor(n, v)}" for n, v in sorted(fam.items())
-           if n != "torch" and _family_torch_minor(n, v) not in (None, want)]
-    return f"{'; '.join(bad)}, but torch is {fam['torch']}" if bad else None
+    why = []
+    for n, v, b in bad:
+        if b.minor == torch.minor and (b.patch is None or torch.patch is None or b.patch == torch.patch):
+            why.append(f"{n} {v} is a {b.local or 'default (no local label)'} build")
+        else:
+            why.append(f"{n} {v} is built for torch {b.torch()}")
+    return f"{'; '.join(why)}, but torch is {fam['torch']}"
+
+
+def family_fix(uv_lock_text: str) -> str:
+    """The `--pip` pins that pair the family with the locked torch (or torch with the member's release)."""
+    fam = family(uv_lock_text)
+    torch = _built_for("torch", fam.get("torch", ""))
+    if torch is None:
+        return ""
+    patch = torch.patch or 0
+    to_torch = " ".join(f"--pip '{n}=={_member_version(n, torch.minor, patch, torch.local)}'"
+                        for n, _, _ in _mismatched(fam))
+    to_member = " ".join(f"--pip 'torch=={_member_version('torch', b.minor, b.patch or 0, b.local)}'"
+                         for _, _, b in _mismatched(fam)[:1])
+    return (f"lock again with {to_torch} (built for torch {fam['torch']}), or {to_member} (the torch the other "
+            "was built for); a pack that pins a family member is overruled by --pip")
+
+
+def family_candidates(uv_lock_text: str) -> list[list[str]]:
+    """Exact pins of one release of the family to try, best first: the locked torch's release, then the
+    releases the other members were built for (newest first), each followed by its earlier patch levels; all of
+    torch's CUDA build. ([] when the family agrees.)"""
+    fam = family(uv_lock_text)
+    torch = _built_for("torch", fam.get("torch", ""))
+    if torch is None or not _mismatched(fam):
+        return []
+    built = [b for n, v in fam.items() if (b := _built_for(n, v)) is not None]
+    releases = sorted({(b.minor, b.patch or 0) for b in built}, reverse=True)
+    steps = sorted({(m, p) for m, top in releases for p in range(top, -1, -1)}, reverse=True)
+    own = (torch.minor, torch.patch or 0)
+    targets = [own] + [t for t in steps if t != own]
+    return [[f"{n}=={_member_version(n, minor, patch, torch.local)}" for n in sorted(fam)]
+            for minor, patch in targets[:MAX_FAMILY_TRIES]]
 
 
 def family_pins(uv_lock_text: str) -> list[str]:
-    """Constraints that lock the family to the oldest torch one of its members is built for ([] if it agrees)."""
-    if not family_problem(uv_lock_text):
-        return []
-    fam = family(uv_lock_text)
-    m = min(x for n, v in fam.items() if (x := _family_torch_minor(n, v)) is not None)
-    pins = {"torch": f"torch==2.{m}.*", "torchvision": f"torchvision==0.{m + 15}.*", "torchaudio": f"torchaudio==2.{m}.*"}
-    return [pins[n] for n in sorted(fam)]
+    """The first pins `family_candidates` offers ([] if the family agrees)."""
+    return next(iter(family_candidates(uv_lock_text)), [])
 
 
 def with_family_pins(pyproject: str, pins: list[str]) -> str:
