@@ -115,7 +115,8 @@ def main() -> int:
         srv.close()
 
         print(f"\nbest of {args.rounds} rounds:")
-        print(f"{'cold lock (comfyver, %d jobs)' % args.jobs:<40} {cold:8.2f} s  ({cold / args.repos:.2f} s/repo)")
+        label = f"cold lock (comfyver, {args.jobs} jobs)"
+        print(f"{label:<40} {cold:8.2f} s  ({cold / args.repos:.2f} s/repo)")
         print(f"{'nix-prefetch-git steps, sequential':<40} {steps:8.2f} s  ({steps / args.repos:.2f} s/repo)")
         print(f"{'warm re-lock':<40} {warm:8.2f} s")
         print(f"{'comfyver hash (one tree, best of 5)':<40} {ours_hash:8.3f} s")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
 from comfyver.realize import realize  # noqa: E402
-from comfyver.sources import modelstore
+from comfyver.sources import modelstore  # noqa: E402
 
 from tests.support.gitserver import GitServer  # noqa: E402
 from tests.support.httpserver import HTTPServer  # noqa: E402

@@ -94,7 +94,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     def p90(xs):
-        return sorted(xs)[int(round(0.9 * (len(xs) - 1)))]
+        return sorted(xs)[round(0.9 * (len(xs) - 1))]
     diffs = [p - r for r, p in zip(t_run, t_page)]
     print(f"per job, {a.jobs} each, interleaved (ms):")
     for label, t in (("comfyver run --local (jobclient)", t_run), ("comfyver ui page (POST /prompt + ws)", t_page)):

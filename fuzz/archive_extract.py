@@ -62,7 +62,7 @@ def one(data: bytes) -> None:
             archive.extract_zip(box / "a.zip", box / "out", strip_root=strip, what="fuzz")
         except ComfyverError:
             if (box / "out").exists():
-                raise AssertionError("refused, but the folder was left behind")
+                raise AssertionError("refused, but the folder was left behind") from None
             return
         check(box / "out", box)
 

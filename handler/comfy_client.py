@@ -69,7 +69,7 @@ class ComfyClient:
                     except ValueError:
                         pass
                 return r.status, body
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ComfyUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from None
 
     async def healthy(self) -> bool:
@@ -103,7 +103,7 @@ class ComfyClient:
         try:
             ws = await self._session.ws_connect(f"{self.url}/ws?clientId={self.client_id}", heartbeat=None,
                                                 max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ComfyUnreachable(f"websocket: {type(exc).__name__}: {exc}") from None
         self._ws = ws
         self.ws_connects += 1
@@ -174,5 +174,5 @@ class ComfyClient:
                     raise ComfyUnreachable(f"GET /view {filename!r}: HTTP {r.status}")
                 async for chunk in r.content.iter_chunked(1 << 20):
                     fh.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ComfyUnreachable(f"GET /view {filename!r}: {type(exc).__name__}: {exc}") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 # the one secret list and masking rule, shared with comfyver (SEC3): env values, URL userinfo, credential queries
-from comfyver.base.redaction import redact  # noqa: F401 - re-exported: handler modules import it from here
+from comfyver.base.redaction import redact  # re-exported: handler modules import it from here
 
 
 class JobError(Exception):

@@ -25,7 +25,7 @@ def _num(name: str, default: float, kind=float):
     try:
         return kind(v)
     except ValueError:
-        raise SystemExit(f"handler: environment variable {name}={v!r} is not a number; unset it or give a number")
+        raise SystemExit(f"handler: environment variable {name}={v!r} is not a number; unset it or give a number") from None
 
 
 def _interpreter(v: str | None) -> str | None:

@@ -162,7 +162,7 @@ def test_registry_class_lookup(core, http_server, monkeypatch):
 def test_bad_workflows_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(analyze.WorkflowError, match="bad.json"):
+    with pytest.raises(analyze.WorkflowError, match=r"bad.json"):
         analyze.load(bad)
     bad.write_text(json.dumps({"foo": 1}))
     with pytest.raises(analyze.WorkflowError, match="neither the UI format"):
@@ -231,3 +231,57 @@ def test_an_unreachable_registry_is_asked_once_per_run(monkeypatch):
         with pytest.raises(ComfyverError, match=r"Comfy Registry at http://127.0.0.1:9 cannot be reached \(no connection"):
             nodemap.registry_lookup(c)
     assert time.monotonic() - t < first / 4
+
+
+def _ui(*types: str, **extra: object) -> analyze.Workflow:
+    return analyze.parse({"nodes": [{"id": i, "type": t, "mode": 0} for i, t in enumerate(types, 1)],
+                          "links": [], **({"extra": extra} if extra else {})}, "wf.json")
+
+
+def test_a_unique_exact_match_beats_a_loose_name_pattern(core):
+    """issue 28: `LeapfusionHunyuanI2VPatcher` is listed by ComfyUI-KJNodes only, and matches the name pattern
+    "Hunyuan" of another repository: the exact match wins, and the pick says why. A pattern still wins over a
+    bundle's copy where the class carries the pattern owner's name (`Seed (rgthree)`)."""
+    mgr = nodemap.manager()
+    nm = nodemap.NodeMap(core_classes=core, manager_data=mgr)
+    r = nm.decide("LeapfusionHunyuanI2VPatcher")
+    assert r.status == "pack" and r.pack.name == "comfyui-kjnodes" and r.via == "manager", r
+    assert "Hunyuan" in r.why and "exact" in r.why
+    for cls, pick in (("AnimeLineArt_Preprocessor_Provider_for_SEGS //Inspire", "comfyui-inspire-pack"),
+                      ("Batch Image Loader - Ostris", "ostris_nodes_comfyui"), ("Seed (rgthree)", "rgthree-comfy")):
+        assert nm.decide(cls).pack.name == pick, cls
+    report = analyze.report([_ui("LeapfusionHunyuanI2VPatcher")], nm, core, mgr)
+    kj = report.packs["comfyui-kjnodes"]
+    assert "Hunyuan" in kj["evidence"]["LeapfusionHunyuanI2VPatcher"]
+    assert any(n.startswith("class LeapfusionHunyuanI2VPatcher: picked comfyui-kjnodes") for n in report.notes)
+
+
+def test_the_workflows_saved_versions_break_a_tie_and_the_hint_proposes_only_what_evidence_supports(core):
+    """`LoadImagePath` is listed by several packs: the workflow's `extra.node_versions` naming one of them decides
+    (and pins it); without evidence the --choose hint proposes no candidate; coverage makes one the proposal."""
+    from comfyver.lock import pipeline
+
+    mgr = nodemap.manager()
+    nm = nodemap.NodeMap(core_classes=core, manager_data=mgr)
+    cands = nm.decide("LoadImagePath").candidates
+    assert len(cands) > 1
+    hallo = next(c.split(" ")[0] for c in cands if "hallo" in c.lower())
+    report = analyze.report([_ui("LoadImagePath", node_versions={"ComfyUI-Hallo": "a" * 40})], nm, core, mgr)
+    assert "LoadImagePath" not in report.ambiguous
+    p = report.packs[hallo]
+    assert p["version"] == "a" * 40 and "node_versions" in p["evidence"]["LoadImagePath"]
+    assert any(n.startswith(f"class LoadImagePath: picked {hallo}") for n in report.notes)
+    # no evidence: the hint names no candidate first
+    report = analyze.report([_ui("LoadImagePath")], nm, core, mgr)
+    fix = next(p.fix for p in pipeline._problem_fix_table(report, "v") if p.item == "class LoadImagePath")
+    assert fix.startswith("--choose 'LoadImagePath=<node>'"), fix
+    # one candidate provides another class of the workflow: it is the proposal, with its reason
+    other = sorted(mgr.by_url[next(c.split(" ", 1)[1] for c in cands if c.startswith(hallo + " "))] - {"LoadImagePath"})
+    assert other
+    solo = [c for c in other if len(mgr.exact.get(c, [])) == 1][:1]
+    report = analyze.report([_ui("LoadImagePath", *solo)], nm, core, mgr)
+    if "LoadImagePath" in report.ambiguous:
+        fix = next(p.fix for p in pipeline._problem_fix_table(report, "v") if p.item == "class LoadImagePath")
+        assert fix.startswith(f"--choose 'LoadImagePath={hallo}'"), fix
+    else:  # decided by the same evidence
+        assert "LoadImagePath" in report.packs[hallo]["classes"]

@@ -57,7 +57,8 @@ def test_run_sh_stops_at_once_with_the_upstreams_own_error(tmp_path):
             pass  # something already holds it: the same situation
         s.listen()
         p = subprocess.run(["bash", "examples/run.sh", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
-                           text=True, timeout=120, env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                           text=True, timeout=120,
+                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert "examples/upstream.py) exited" in p.stderr and "cannot serve the example upstream" in p.stderr
     assert "comfyver fetch" not in p.stderr and "recheck" not in p.stdout

@@ -38,7 +38,7 @@ def nix_hash_of_checkout(tmp_path, url, rev) -> str:
 
 
 def test_refs_resolve(upstream):
-    url, work, revs = upstream
+    url, _work, revs = upstream
     assert gitsource.resolve_ref(url, "latest", "t").rev == revs["v1.2.0"]  # rc is not a release
     assert gitsource.resolve_ref(url, "latest", "t").ref == "refs/tags/v1.2.0"
     assert gitsource.resolve_ref(url, "nightly", "t").rev == revs["main"]
@@ -57,7 +57,7 @@ def test_latest_without_tags_is_default_branch(tmp_path, git_server):
 
 
 def test_lock_hash_is_what_nix_computes(tmp_path, upstream):
-    url, work, revs = upstream
+    url, _work, revs = upstream
     locked = gitsource.lock({"type": "git", "url": url, "ref": "latest"}, "nodes.pack")
     assert locked == {"type": "git", "url": url, "rev": revs["v1.2.0"], "ref": "refs/tags/v1.2.0",
                       "hash": nix_hash_of_checkout(tmp_path, url, revs["v1.2.0"]), "submodules": False}

@@ -89,7 +89,7 @@ def test_every_output_kind(worker):
     anim = by[("2", "video")]
     assert anim["content_type"] == "image/webp" and base64.b64decode(anim["data"])[8:12] == b"WEBP"
     assert by[("3", "text")]["text"] == "hello from comfyui"
-    text_file = [o for o in r["outputs"] if o["node_id"] == "3" and "data" in o][0]
+    text_file = next(o for o in r["outputs"] if o["node_id"] == "3" and "data" in o)
     assert text_file["filename"].startswith("t/") and base64.b64decode(text_file["data"]) == b"hello from comfyui"
     tone = by[("4", "audio")]
     assert tone["content_type"] == "audio/x-wav" and base64.b64decode(tone["data"])[:4] == b"RIFF"
@@ -155,7 +155,7 @@ def test_validation_reports_all_problems_at_once(worker):
     assert probs == {("2", "ImageInvert", "broken_link"), ("4", "NoSuchNode", "unknown_node_type"),
                      ("5", "CheckpointLoaderSimple", "missing_model"), ("6", "ImageInvert", "broken_link"),
                      ("7", "ImageInvert", "type_mismatch")}
-    assert "models/checkpoints" in [p for p in E(r)["problems"] if p["node_id"] == "5"][0]["message"]
+    assert "models/checkpoints" in next(p for p in E(r)["problems"] if p["node_id"] == "5")["message"]
 
 
 def test_node_failure_is_structured_with_log_tail(worker):
@@ -295,7 +295,7 @@ def test_cannot_start_comfyui_asks_for_fresh_worker(tmp_path):
     home.mkdir()
     (home / "main.py").write_text("import sys\nprint('CUDA error: no kernel image is available')\nsys.exit(3)\n")
     w = Worker(Settings(comfy_home=home, comfy_port=env.free_port(), comfy_url=None, comfy_start_timeout=20))
-    with pytest.raises(RuntimeError, match="did not become ready.*code 3"):
+    with pytest.raises(RuntimeError, match=r"did not become ready.*code 3"):
         w.start()
     r = env.run(w.handle({"id": "x", "input": {"workflow": env.invert_workflow(), "output_mode": "base64"}}))
     assert r["refresh_worker"] is True and E(r)["type"] == "comfyui_down"
@@ -613,7 +613,7 @@ def test_only_file_inputs_are_pointed_at_a_jobs_images(worker):
     assert close_to(pixel(base64.b64decode(o["data"]))[1], (4, 5, 6))
 
 
-@pytest.mark.parametrize("name", ["in.png [output]", "x[temp]", "a [input]", "ｘ" * 80 + ".png"])
+@pytest.mark.parametrize("name", ["in.png [output]", "x[temp]", "a [input]", "ｘ" * 80 + ".png"])  # noqa: RUF001 - a name longer in bytes than in characters
 def test_names_comfyui_reads_as_another_folder_or_too_long_are_refused(worker, name):
     wf = {"1": {"class_type": "LoadImage", "inputs": {"image": name}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "n"}}}
@@ -643,7 +643,8 @@ def test_a_job_for_another_lock_is_refused(worker):
     mine, other = "a" * 64, "b" * 64
     w = env.attached_worker(worker, lock_digest=mine)
     e = E(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": other}))
-    assert e["type"] == "version" and "does not match the lock this worker runs" in e["message"] and "bbbbbbbbbbbb" in e["message"]
+    assert (e["type"] == "version" and "does not match the lock this worker runs" in e["message"]
+            and "bbbbbbbbbbbb" in e["message"])
     ok(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": mine}))
     e = E(run_job(w, {"workflow": env.invert_workflow(), "output_mode": "base64", "lock_digest": "xyz"}))
     assert e["type"] == "input" and "lock_digest" in e["message"]

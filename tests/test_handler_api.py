@@ -78,7 +78,7 @@ def test_progress_is_reported_through_the_sdk(api, recorder):
     steps = [p["output"] for p in posts]
     assert all(s["node_id"] == "2" and s["node_type"] == "ComfyverSlow" and s["max"] == 10 for s in steps)
     assert max(s["step"] for s in steps) == 10 and {"step": 10, "percent": 100.0}.items() <= \
-        [s for s in steps if s["step"] == 10][0].items()
+        next(s for s in steps if s["step"] == 10).items()
     assert len(steps) < 10  # throttled, not one request per step
 
 

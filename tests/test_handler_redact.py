@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from handler.errors import redact
 
 
@@ -31,6 +32,7 @@ def test_bare_token_userinfo_is_masked():
 
 def test_the_handler_and_comfyver_mask_with_one_function():
     from comfyver.base import lockfile, redaction, web
+
     from handler import errors
 
     assert errors.redact is redaction.redact and web.redact is redaction.redact
@@ -50,7 +52,7 @@ def test_every_listed_and_credential_named_variable_is_masked_everywhere(monkeyp
     text = " ".join(f"s3cr3t-value-{i:03d}" for i in range(len(names))) + " false"
     for fn in (redact, web.redact):
         assert fn(text) == " ".join(["***"] * len(names)) + " false"
-    assert "s3cr3t" not in lockfile.redact_url(f"https://h/x?plain=s3cr3t-value-000")
+    assert "s3cr3t" not in lockfile.redact_url("https://h/x?plain=s3cr3t-value-000")
 
 
 def test_secret_query_keys_are_one_list_for_masking_and_for_the_lock():

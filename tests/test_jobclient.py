@@ -234,7 +234,7 @@ def test_parse_set():
     assert jobclient.parse_set("3.inputs.cfg=7.5")["value"] == 7.5
     assert jobclient.parse_set('3.inputs.names=["x"]')["value"] == ["x"]
     for bad in ("6.text=x", "6.inputs.text", "=x"):
-        with pytest.raises(UsageError, match="NODE.inputs.FIELD=VALUE"):
+        with pytest.raises(UsageError, match=r"NODE.inputs.FIELD=VALUE"):
             jobclient.parse_set(bad)
 
 

@@ -112,7 +112,7 @@ def test_a_stale_partial_download_of_another_job_is_never_resumed(other_server, 
 
 # ------------------------------------------------------------------ L9: a worker's error is masked
 @pytest.mark.parametrize("as_json", [False, True])
-def test_a_workers_error_is_printed_masked(runpod_api, tmp_path, capsys, as_json):  # noqa: F811
+def test_a_workers_error_is_printed_masked(runpod_api, tmp_path, capsys, as_json):
     key = "rpa_JOBKEY_123456"  # RUNPOD_API_KEY in the runpod_api fixture
     FakeQueue(runpod_api, [{"status": "FAILED", "error": json.dumps(
         {"kind": "execution", "message": f"node said: bad key {key}", "hint": f"unset {key}", "node_id": "3"})}])

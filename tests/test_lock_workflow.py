@@ -634,3 +634,66 @@ def test_fallbacks_decide_on_the_failure_reason_not_its_text(monkeypatch):
     packs = {n: nodemap.Pack(n, f"https://h/o/{n}", None, "v1") for n in ("a", "b")}
     second = pipeline._fallbacks(packs, e.value, {"a", "b"}, None)
     assert set(second) == {"a"} and second["a"][0] == nodemap.Pack("a", "https://h/o/a")
+
+
+def test_the_probe_decides_what_a_pack_registers_not_the_static_scan(env, capsys, tmp_path, monkeypatch):
+    """issue 28: the static "does not register" verdict was raised before the probe step ran, so `--probe` could
+    never get past a class the scan misses. With --probe, ComfyUI's own loading decides; the static verdict
+    stands only for a pack the probe could not load."""
+    from comfyver.lock import probe
+
+    vdir = env.root / "versions" / "pd"
+    vdir.mkdir()
+    (vdir / "overrides.json").write_text(json.dumps({"classes": {"Dyn": env.pack_b}}))
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "Dyn", "mode": 0, "outputs": [{"name": "IMAGE", "links": [1]}]},
+                                        {"id": 2, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "link": 1}]}],
+                              "links": [[1, 1, 0, 2, 0, "IMAGE"]]}))
+    answer: dict = {}
+    monkeypatch.setattr(probe, "check_interpreter", lambda python, what="--probe": python)
+    monkeypatch.setattr(probe, "for_sources", lambda lock, python, refresh=False: answer)
+
+    def lock(vid: str) -> tuple[int, dict]:
+        if vid != "pd":
+            (env.root / "versions" / vid).mkdir(exist_ok=True)
+            (env.root / "versions" / vid / "overrides.json").write_text((vdir / "overrides.json").read_text())
+        rc, out, _ = run(capsys, "lock", vid, "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                         "--no-python", "--json", "--probe", "/usr/bin/python3")
+        return rc, json.loads(out)
+
+    # ComfyUI registers Dyn (the pack adds it in a way no scan follows): locked, from the probe
+    answer.update(packs={"comfyui-b": {"ok": True, "classes": ["SharedText", "Dyn"], "error": ""}},
+                  classes={"SharedText": {"pack": "comfyui-b", "model_inputs": []},
+                           "Dyn": {"pack": "comfyui-b", "model_inputs": []}})
+    rc, res = lock("pd")
+    assert rc == 0 and res["knowledge"] == "probe", res
+    assert "Dyn" in lockfile.read(vdir / "version.json")["nodes"]["comfyui-b"]["provides"]
+    # ComfyUI does not register it: the probe's verdict
+    answer.update(packs={"comfyui-b": {"ok": True, "classes": ["SharedText"], "error": ""}},
+                  classes={"SharedText": {"pack": "comfyui-b", "model_inputs": []}})
+    rc, res = lock("pd2")
+    assert rc == 1 and "when ComfyUI loads it (probe)" in res["problems"][0]["problem"], res
+    # the pack fails to import: nothing proves it, so the static verdict stands
+    answer.update(packs={"comfyui-b": {"ok": False, "classes": [], "error": "ImportError: no module x"}}, classes={})
+    rc, res = lock("pd3")
+    assert rc == 1 and "does not register 'Dyn'" in res["problems"][0]["problem"], res
+    assert not (env.root / "versions" / "pd3" / "version.json").exists()
+
+
+def test_a_pack_registering_through_a_tuple_assignment_locks_in_one_command(env, capsys, tmp_path):
+    """issue 28: ComfyUI-KJNodes' `NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = generate_node_mappings(...)`
+    made every KJNodes class "not registered"; now its classes and loaders are scanned."""
+    from tests.test_node_knowledge import KJ_STYLE
+
+    make_repo(tmp_path / "ComfyUI-KJNodes", KJ_STYLE, "kj", tag="v1.1.0")
+    url = env.git_server.publish(tmp_path / "ComfyUI-KJNodes", "ComfyUI-KJNodes")
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 1, "type": "INTConstant", "mode": 0, "widgets_values": [3]},
+        {"id": 2, "type": "LTXVEnhanceAVideoKJ", "mode": 0, "widgets_values": []}]}))
+    rc, out, err = run(capsys, "lock", "kj", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json", "--node", url)
+    assert rc == 0, out + err
+    provides = lockfile.read(env.root / "versions" / "kj" / "version.json")["nodes"]["comfyui-kjnodes"]["provides"]
+    assert provides == ["INTConstant", "LTXVEnhanceAVideoKJ", "LeapfusionHunyuanI2VPatcher", "VAELoaderKJ"]
+    assert not any("could not be verified" in n for n in json.loads(out)["notes"])

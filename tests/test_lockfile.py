@@ -73,7 +73,7 @@ def test_invalid_lock_names_file_path_and_problem(tmp_path, change, where, what)
 def test_unknown_schema_refused(tmp_path):
     for sv in (2, 0, "1", None):
         with pytest.raises(lockfile.LockError, match=r"\$\.schema: unsupported lock schema"):
-            lockfile.read(write(tmp_path, mutate(lambda d: d.update(schema=sv))))
+            lockfile.read(write(tmp_path, mutate(lambda d, sv=sv: d.update(schema=sv))))
 
 
 @pytest.mark.parametrize("key", ["checkpoints/../../etc/passwd", "/abs/model.bin", "checkpoints", "loras/./x",

@@ -46,7 +46,7 @@ def test_sync_to_a_volume_from_http_then_nothing_to_do(proj, tmp_path, http_serv
     rc, out, err = sync(capsys, proj, "--to", str(vol))
     assert rc == 0, err
     assert out["models"] == {A: "downloaded", B: "downloaded"}
-    for key, data in proj.model_bytes.items():
+    for _key, data in proj.model_bytes.items():
         blob = vol / "sha256" / sha(data)
         assert blob.read_bytes() == data
         assert not os.access(blob, os.W_OK) or os.geteuid() == 0  # blobs are stored read-only
@@ -117,13 +117,13 @@ def test_interrupted_sync_resumes_with_a_range_request(proj, tmp_path, http_serv
 
 def test_connection_cut_mid_download_is_resumed_in_the_same_run(proj, tmp_path, http_server, capsys):
     http_server.httpd.cut_after = 2_500_000  # the server drops the connection after 2.5 MB of model A
-    rc, out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
+    rc, _out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
     assert rc == 0, err
     ranged = [r for r in http_server.requests if r["headers"].get("Range")]
     assert len(ranged) == 1
     start = int(ranged[0]["headers"]["Range"].removeprefix("bytes=").rstrip("-"))
     assert 0 < start <= 2_500_000  # only the missing tail was asked for
-    for key, data in proj.model_bytes.items():
+    for _key, data in proj.model_bytes.items():
         assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data
 
 
@@ -156,6 +156,6 @@ def test_gs_urls_from_a_gcs_emulator(tmp_path, git_server, http_server, gcs_emul
     proj.lock["models"]["vae/v.safetensors"] = {
         "original": {"url": url}, "locked": {"url": url, "sha256": sha(data), "size": len(data), "auth": "gcs"}}
     lockfile.write(proj.vdir / "version.json", proj.lock)
-    rc, out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
+    rc, _out, err = sync(capsys, proj, "--to", str(tmp_path / "vol"))
     assert rc == 0, err
     assert (tmp_path / "vol" / "sha256" / sha(data)).read_bytes() == data

@@ -123,7 +123,7 @@ def test_cli_hash_errors(tmp_path, capsys):
 
 
 def _repo_with_everything(path):
-    rev = make_repo(path, {
+    make_repo(path, {
         "README.md": "hello\n",
         "bin/tool": "#!/bin/sh\n",
         "deep/a/b/c.txt": "c",

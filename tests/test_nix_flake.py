@@ -65,6 +65,7 @@ SECRET = "hf_secret_value_that_must_not_leak_0123456789"
 
 # name -> version of what the example's uv.lock (every fixture version's Python set) pins
 import tomllib  # noqa: E402
+
 V = {p["name"]: p["version"] for p in tomllib.loads((h.EXAMPLE_PYTHON / "uv.lock").read_text())["package"]}
 ROOT_V = {p["name"]: p["version"] for p in tomllib.loads((h.ROOT / "uv.lock").read_text())["package"]}
 
@@ -455,8 +456,9 @@ def test_state_folder_is_prepared_and_refreshed(env, tmp_path):
     (state / "custom_nodes").mkdir(parents=True)
     (state / "custom_nodes/old-node").symlink_to(tree)             # left by an older lock: removed
     (state / "custom_nodes/my-node").mkdir()                        # the user's own: kept
-    run = lambda: subprocess.run([str(tree / "bin/comfyui"), "--help"], capture_output=True, text=True, timeout=120,
-                                 env={**os.environ, "COMFYUI_STATE_DIR": str(state)})
+    def run():
+        return subprocess.run([str(tree / "bin/comfyui"), "--help"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "COMFYUI_STATE_DIR": str(state)})
     p = run()
     assert p.returncode == 0 and "--base-directory" in p.stdout, p.stderr[-2000:]
     nodes = state / "custom_nodes"

@@ -36,7 +36,7 @@ let
   models = import {h.ROOT}/nix/models.nix {{ inherit pkgs lib; }};
   image = import {h.ROOT}/nix/image.nix {{ inherit pkgs lib; }};
   python = import {h.ROOT}/nix/python.nix {{ inherit pkgs lib; pyproject-nix = null; uv2nix = null; pyproject-build-systems = null; }};
-"""
+"""  # noqa: E501 - Nix text
 
 
 def evaluate(case: str, body: str):

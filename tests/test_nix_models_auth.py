@@ -71,7 +71,7 @@ def test_token_goes_to_the_origin_only_and_the_file_arrives(tmp_path, servers):
 
 
 def test_civitai_token_variable(tmp_path, servers):
-    origin, cdn, _ = servers
+    origin, _cdn, _ = servers
     entry = plan_entry(tmp_path, f"{origin.url}/org/model/resolve/main/model.safetensors", "civitai")
     p = fetch_like_fetchurl(tmp_path, entry, {"CIVITAI_TOKEN": "civ-token", "HF_TOKEN": TOKEN})
     assert p.returncode == 0, p.stderr

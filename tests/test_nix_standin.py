@@ -28,7 +28,7 @@ let
   pkgs = import {d}/pkgs.nix {{ inherit lib; system = "x86_64-linux"; host = builtins.fromJSON (builtins.readFile {d}/host.json); }};
   H = "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 in
-"""
+"""  # noqa: E501 - Nix text
     return h.nix("eval", "--impure", "--raw", "--expr", expr + body, check=False)
 
 
@@ -45,10 +45,13 @@ def test_unknown_argument_fails_like_the_real_function(call, unexpected):
 
 
 @pytest.mark.parametrize("call", [
-    'pkgs.fetchgit { url = "file:///x"; rev = "0123456789012345678901234567890123456789"; hash = H; fetchSubmodules = false; name = "n-source"; }',
-    'pkgs.fetchurl { url = "file:///x"; name = "m"; sha256 = "0000000000000000000000000000000000000000000000000000000000000000"; netrcPhase = ""; netrcImpureEnvVars = [ "HF_TOKEN" ]; }',
+    'pkgs.fetchgit { url = "file:///x"; rev = "0123456789012345678901234567890123456789"; hash = H; fetchSubmodules = false;'
+    ' name = "n-source"; }',
+    'pkgs.fetchurl { url = "file:///x"; name = "m"; sha256 = "0000000000000000000000000000000000000000000000000000000000000000";'
+    ' netrcPhase = ""; netrcImpureEnvVars = [ "HF_TOKEN" ]; }',
     'pkgs.fetchzip { url = "file:///x.zip"; hash = H; stripRoot = false; extension = "zip"; name = "z"; }',
-    'pkgs.dockerTools.buildLayeredImage { name = "x"; tag = null; contents = [ ]; config = { }; maxLayers = 100; extraCommands = ""; fakeRootCommands = ""; }',
+    'pkgs.dockerTools.buildLayeredImage { name = "x"; tag = null; contents = [ ]; config = { }; maxLayers = 100;'
+    ' extraCommands = ""; fakeRootCommands = ""; }',
 ])
 def test_the_arguments_comfyver_uses_are_accepted(call):
     p = evaluate(f"({call}).drvPath")

@@ -41,7 +41,7 @@ def test_static_scan_matches_the_probe_or_says_what_it_missed(probed, corpus):
     """Recall of classes and model-input folders, static vs probe, on every pack that imports."""
     core = probe.model_inputs({"classes": {c: v for c, v in probed["classes"].items() if v["pack"] == "comfy-core"}})
     found = total = inputs_found = inputs_total = 0
-    for name, (pack, tree) in corpus.items():
+    for name, (_pack, tree) in corpus.items():
         p = probed["packs"][tree.name]
         if not p["ok"]:
             continue
@@ -66,7 +66,7 @@ def test_no_model_of_an_example_workflow_is_dropped(corpus, probed):
     report's models (with a folder, or as '?/<name>' that lock turns into a problem with its fix)."""
     inputs = probe.model_inputs(probed)
     checked = 0
-    for name, (pack, tree) in corpus.items():
+    for _name, (pack, tree) in corpus.items():
         for w in pack["example_workflows"]:
             wf = analyze.load(tree / (w["path"] if isinstance(w, dict) else w))
             rep = analyze.report([wf], nodemap.NodeMap(core_classes={}, manager_data=nodemap.ManagerData()), inputs)
@@ -180,7 +180,7 @@ def test_plain_analyze_uses_the_newest_cached_core(tmp_path, monkeypatch):
 
 
 def _real_report(corpus, pack_name, workflow):
-    pack, tree = corpus[pack_name]
+    _pack, tree = corpus[pack_name]
     wf = analyze.load(tree / workflow)
     core = nodemap.scan_tree(comfyui.source(), core=True)
     mgr = nodemap.manager()
@@ -244,7 +244,7 @@ def test_lock_with_the_probe_records_what_comfyui_registers(tmp_path):
 
     srv, proj, env = corpuslock.setup(tmp_path)
     try:
-        pack, tree = next((p, nodepacks.checkout(p)) for p in nodepacks.packs() if p["name"] == "comfy_mtb")
+        _pack, tree = next((p, nodepacks.checkout(p)) for p in nodepacks.packs() if p["name"] == "comfy_mtb")
         rc, out, _ = corpuslock._cli(proj, env, "lock", "mtb", "--workflow", str(tree / "examples/08-note-plus.json"),
                                      "--comfyui-ref", "v0.3.75", "--no-python", "--json", "--probe", sys.executable)
     finally:
@@ -278,7 +278,8 @@ def test_verify_runtime_does_not_ask_for_a_locked_packs_frontend_only_node():
     "class N:\n    @classmethod\n    def INPUT_TYPES(s):\n        x = " + "+".join(["a"] * 1500) + "\n"
     "        return {'required': {'x': (x,)}}\nNODE_CLASS_MAPPINGS = {'N': N}\n",
     "import folder_paths\nclass N:\n    @classmethod\n    def INPUT_TYPES(s):\n        a = " + "9" * 4300 + "\n        d = {}\n"
-    "        for i in range(a + a, a + a + 2):\n            d[f'in{i}'] = (folder_paths.get_filename_list('loras'),)\n        return d\n"
+    "        for i in range(a + a, a + a + 2):\n"
+    "            d[f'in{i}'] = (folder_paths.get_filename_list('loras'),)\n        return d\n"
     "NODE_CLASS_MAPPINGS = {'N': N}\n",
     # a helper that calls itself many times (exponential without a memo)
     "def f():\n    return " + "+".join(["f()"] * 40) + "\nX = f()\nclass N:\n    pass\nNODE_CLASS_MAPPINGS = {'N': N}\n",
@@ -328,7 +329,7 @@ def test_review_findings_on_evidence_and_pins():
     from comfyver.base.errors import UsageError
 
     mgr = nodemap.ManagerData()
-    url, why = nodemap.pick_by_evidence("ImageResize+", ["comfyui_essentials https://github.com/cubiq/ComfyUI_essentials",
+    url, _why = nodemap.pick_by_evidence("ImageResize+", ["comfyui_essentials https://github.com/cubiq/ComfyUI_essentials",
                                                          "comfyui-image https://github.com/x/ComfyUI-Image"],
                                         {"ImageResize+"}, set(), mgr)
     assert url is None
@@ -352,3 +353,64 @@ def test_pack_code_in_the_probe_gets_no_credential_whatever_its_name(tmp_path, m
                                       f"if k in os.environ)) + ' PATH=' + repr('PATH' in os.environ))\n")
     error = probe.run(comfyui.source(), [pack])["packs"]["nosy"]["error"]
     assert "SEEN=[] PATH=True" in error, error
+
+
+# KJNodes' shape (kijai/ComfyUI-KJNodes, __init__.py): a config dict of {"class": Cls, "name": ...} entries, more
+# added in a try block, and the mappings built by a helper that returns a tuple of two dicts
+KJ_STYLE = {
+    "__init__.py": (
+        "from .nodes.nodes import *\n"
+        "NODE_CONFIG = {\n"
+        "    'INTConstant': {'class': INTConstant, 'name': 'INT Constant'},\n"
+        "    'LeapfusionHunyuanI2VPatcher': {'class': LeapfusionHunyuanI2V, 'name': 'Leapfusion Hunyuan I2V Patcher'},\n"
+        "    'VAELoaderKJ': {'class': VAELoaderKJ},\n"
+        "}\n"
+        "try:\n"
+        "    from .nodes.ltxv_nodes import *\n"
+        "    NODE_CONFIG.update({'LTXVEnhanceAVideoKJ': {'class': LTXVEnhanceAVideoKJ, 'name': 'LTXV Enhance'}})\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "def generate_node_mappings(node_config):\n"
+        "    node_class_mappings = {}\n"
+        "    node_display_name_mappings = {}\n"
+        "    for node_name, node_info in node_config.items():\n"
+        "        node_class_mappings[node_name] = node_info['class']\n"
+        "        node_display_name_mappings[node_name] = node_info.get('name', node_info['class'].__name__)\n"
+        "    return node_class_mappings, node_display_name_mappings\n"
+        "NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = generate_node_mappings(NODE_CONFIG)\n"
+        "__all__ = ['NODE_CLASS_MAPPINGS', 'NODE_DISPLAY_NAME_MAPPINGS']\n"),
+    "nodes/nodes.py": (
+        "import folder_paths\n"
+        "class INTConstant: pass\n"
+        "class LeapfusionHunyuanI2V: pass\n"
+        "class VAELoaderKJ:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(s):\n"
+        "        return {'required': {'vae_name': (folder_paths.get_filename_list('vae'),)}}\n"),
+    "nodes/ltxv_nodes.py": "class LTXVEnhanceAVideoKJ: pass\n",
+}
+
+
+def test_a_tuple_registration_is_followed_or_listed_as_unfollowed():
+    """issue 28: `NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = helper(CONFIG)` (ComfyUI-KJNodes and the packs
+    copied from it) was neither followed nor listed as unfollowed, so every class of the pack 'did not register'."""
+    repro = nodescan.scan({"__init__.py": 'class A: pass\nCFG={"A":{"class":A}}\n'
+                           'def gen(c): return {k: v["class"] for k, v in c.items()}, {}\n'
+                           "NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = gen(CFG)\n"})
+    assert repro.classes == {"A": []} and repro.unfollowed == []
+    kj = nodescan.scan(KJ_STYLE)
+    assert set(kj.classes) == {"INTConstant", "LeapfusionHunyuanI2VPatcher", "VAELoaderKJ", "LTXVEnhanceAVideoKJ"}
+    assert kj.classes["VAELoaderKJ"] == [("vae_name", "vae")] and kj.unfollowed == []
+    # a prefix from a module constant (f"{PREFIX}{name}"), and a literal tuple
+    pre = nodescan.scan({"__init__.py": "P = 'X '\nclass A: pass\nCFG = {'A': A}\n"
+                         "def gen(c):\n    m = {}\n    for n, k in c.items():\n        m[f'{P}{n}'] = k\n    return m, {}\n"
+                         "NODE_CLASS_MAPPINGS, NAMES = gen(CFG)\n"
+                         "class B: pass\nOTHER, NODE_CLASS_MAPPINGS = {}, {'B': B}\n"})
+    assert set(pre.classes) == {"X A", "B"} and pre.unfollowed == []
+    # what the scan cannot evaluate goes to the probe: listed, never dropped
+    for src in ("from .x import build\nNODE_CLASS_MAPPINGS, NAMES = build()\n",
+                "def gen():\n    return discover(), {}\nNODE_CLASS_MAPPINGS, NAMES = gen()\n",
+                "def gen(c):\n    return {label(k): v for k, v in c.items()}, {}\nNODE_CLASS_MAPPINGS, N = gen({'A': 1})\n",
+                "NODE_CLASS_MAPPINGS, *REST = make()\n"):
+        s = nodescan.scan({"__init__.py": src})
+        assert s.unfollowed and s.unfollowed[0].startswith("__init__.py:"), src

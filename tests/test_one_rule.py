@@ -80,6 +80,7 @@ def test_the_state_folder_has_one_name(monkeypatch, tmp_path):
     from pathlib import Path
 
     from comfyver.realize import comfystate
+
     from handler.settings import Settings
 
     for n in ("COMFYUI_STATE_DIR", "COMFY_STATE_DIR"):
@@ -105,6 +106,7 @@ UI_SHAPES = [{"nodes": [], "links": []}, {"nodes": [{"id": 1, "type": "X"}]}, {"
 def test_the_handler_and_the_lock_tell_ui_format_apart_alike(data):
     from comfyver.base import uiworkflow
     from comfyver.lock import analyze
+
     from handler import workflow
 
     assert workflow.is_ui_format(data) == uiworkflow.is_ui(data)
@@ -118,6 +120,7 @@ def test_the_handler_and_the_lock_tell_ui_format_apart_alike(data):
 def test_links_read_alike_in_both_forms():
     """The handler follows a link by its origin, the lock's subgraph reading by its target: one reader, both forms."""
     from comfyver.base import uiworkflow
+
     from handler import workflow
 
     as_list, as_obj = [7, 1, 0, 2, 3, "IMAGE"], {"id": 7, "origin_id": 1, "origin_slot": 0, "target_id": 2,

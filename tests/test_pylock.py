@@ -105,7 +105,7 @@ def test_collect_reads_git_and_registry_nodes(git_server, http_server, tmp_path)
     assert any("imports 'requests' without listing it" in n for n in r.notes)
     # a tampered archive is refused, naming the node
     lock["nodes"]["zipped"]["locked"]["hash"] = "sha256-" + "A" * 43 + "="
-    with pytest.raises(ComfyverError, match="node zipped: archive .* has hash"):
+    with pytest.raises(ComfyverError, match=r"node zipped: archive .* has hash"):
         pylock.collect(lock)
 
 

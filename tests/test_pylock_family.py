@@ -137,3 +137,37 @@ def test_pip_pin_of_any_package_wins_over_nodes_and_core() -> None:
     deps, _, notes = pylock.merge(r)
     assert "numpy==2.0.0" in deps and not any(d.startswith("numpy>") for d in deps)
     assert any("numpy==2.0.0" in n and "--pip" in n for n in notes)
+
+
+# ------------------------------------------------------------------ platforms (CUDA profiles: Linux x86_64 only)
+
+LINUX_ENV = "sys_platform == 'linux' and platform_machine == 'x86_64'"
+
+
+@pytest.mark.parametrize("profile,platforms", [("cu128", ["linux-x86_64"]), ("cu126", ["linux-x86_64"]),
+                                               ("cpu", ["linux-x86_64"]), ("pypi", ["linux-x86_64", "macos-arm64"])])
+def test_cuda_profiles_lock_linux_only_unless_platforms_are_asked_for(profile: str, platforms: list[str]) -> None:
+    assert pylock.default_platforms(profile) == platforms
+    lock = {"id": "t", "python": {"requires": "==3.11.*", "torch": profile, "platforms": platforms}}
+    envs = tomllib.loads(pylock.render(lock, ["numpy"], []))["tool"]["uv"]["environments"]
+    assert envs[0] == LINUX_ENV and len(envs) == len(platforms)
+    asked = {"id": "t", "python": {"requires": "==3.11.*", "torch": "cu128",
+                                   "platforms": ["linux-x86_64", "macos-arm64"]}}
+    assert len(tomllib.loads(pylock.render(asked, ["numpy"], []))["tool"]["uv"]["environments"]) == 2
+
+
+def test_a_platform_conflict_names_the_pack_and_the_platform_lever(tmp_path: Path) -> None:
+    """Real uv over PyPI metadata: onnxruntime-gpu (comfyui_controlnet_aux) has no macOS arm64 wheels; a lock that
+    targets macOS fails, and the hint says who asked and which flag locks for Linux only."""
+    r = _reqs(comfyui="six\n", comfyui_controlnet_aux="onnxruntime-gpu\n")
+    lock = {"id": "t", "python": {"requires": "==3.11.*", "torch": "cu128",
+                                  "platforms": ["linux-x86_64", "macos-arm64"]}}
+    with pytest.raises(ComfyverError) as ei:
+        _lock(tmp_path, r, lock)
+    hint = ei.value.hint or ""
+    assert "onnxruntime-gpu" in hint and "comfyui_controlnet_aux" in hint
+    assert "--platform linux-x86_64" in hint and "macOS arm64" in hint
+    # and for Linux only (the CUDA profiles' default) it locks
+    lock["python"]["platforms"] = ["linux-x86_64"]
+    vdir, _ = _lock(tmp_path, r, lock)
+    assert "onnxruntime-gpu" in (vdir / "uv.lock").read_text()

@@ -128,7 +128,7 @@ def test_fetch_then_offline_realize_needs_no_network(proj, tmp_path, git_server,
 
 
 def test_offline_without_fetch_names_what_is_missing(proj, tmp_path, capsys):
-    rc, out, err = run_cli(capsys, "--root", str(proj.root), "realize", proj.vid, "--into", str(tmp_path / "o"),
+    rc, _out, err = run_cli(capsys, "--root", str(proj.root), "realize", proj.vid, "--into", str(tmp_path / "o"),
                            "--offline")
     assert rc == 1
     # git objects are cached by locking; the model is not
@@ -289,7 +289,7 @@ def test_zip_with_other_contents_is_refused_and_not_cached(tmp_path, git_server,
     served = http_server.files_root / "pack.zip"
     good = served.read_bytes()
     served.write_bytes(good.replace(b"NODE_CLASS_MAPPINGS = {}", b"NODE_CLASS_MAPPINGS = []"))  # bad CRC
-    with pytest.raises(ComfyverError, match="node zip-pack: archive entry .* is corrupt"):
+    with pytest.raises(ComfyverError, match=r"node zip-pack: archive entry .* is corrupt"):
         realize.realize(proj.root, proj.vid, tmp_path / "out")
     archives = Path(os.environ["COMFYVER_CACHE"]) / "archives"
     assert not list(archives.glob("*.zip"))

@@ -44,7 +44,7 @@ def test_analyze_prints_markup_in_names_literally(tmp_path, capsys):
     assert f"{EVIL}.ckpt" in out and f"Odd{EVIL}" in out
 
 
-def test_lock_problem_table_prints_markup_literally(env, capsys, tmp_path):  # noqa: F811
+def test_lock_problem_table_prints_markup_literally(env, capsys, tmp_path):
     wf = tmp_path / "wf.json"
     wf.write_text(json.dumps({"nodes": [{"id": 2, "type": "LoraLoader", "mode": 0,
                                          "widgets_values": [f"{EVIL}.safetensors", 1.0]}]}))
@@ -54,14 +54,14 @@ def test_lock_problem_table_prints_markup_literally(env, capsys, tmp_path):  # n
     assert f"{EVIL}.safetensors" in err and "cannot be locked" in err
 
 
-def test_add_model_prints_markup_in_the_path_literally(project, capsys):  # noqa: F811
+def test_add_model_prints_markup_in_the_path_literally(project, capsys):
     assert run(capsys, "new", "demo", "--comfyui", "v0.3.75", "--comfyui-url", project.core)[0] == 0
     rc, out, err = run(capsys, "add-model", "demo", f"loras/{EVIL}.safetensors", project.model_url)
     assert rc == 0, err
     assert f"model loras/{EVIL}.safetensors sha256 {project.model_sha}" in out
 
 
-def test_run_endpoint_prints_markup_in_job_id_and_progress_literally(runpod_api, tmp_path, capsys):  # noqa: F811
+def test_run_endpoint_prints_markup_in_job_id_and_progress_literally(runpod_api, tmp_path, capsys):
     q = FakeQueue(runpod_api, [{"status": "IN_PROGRESS", "output": {"value": 1, "max": 2, "message": EVIL}},
                                {"status": "COMPLETED", "output": {"outputs": [
                                    {"node_id": EVIL, "kind": "image", "filename": "a.png",
@@ -81,10 +81,9 @@ def test_realize_and_resolve_progress_print_markup_literally(monkeypatch):
     """The realize steps and download bars, and `lock`'s resolving bar on a terminal, carry model keys."""
     import io
 
-    from rich.console import Console
-
     from comfyver.realize import realize
     from comfyver.sources import resolve
+    from rich.console import Console
 
     rep = realize.Reporter(quiet=False)
     rep.console = Console(file=io.StringIO(), force_terminal=True, width=200, record=True)

@@ -83,7 +83,7 @@ def test_the_table_is_whole():
         assert row.fetch is not None or row.pin is not None, f"{name}: locks to another scheme's URL, so it pins"
         assert (row.form is None) == (not row.form_hint)
     assert set(schemes.untrusted()) == {"hf", "civitai", "http", "https"}  # never file:// or a bucket
-    assert modelsource.SCHEMES == schemes.names()
+    assert schemes.names() == modelsource.SCHEMES
 
 
 def test_trust_is_read_from_the_table_only(monkeypatch):

@@ -226,6 +226,6 @@ def test_corrupt_archive_entry_is_a_clear_error(tmp_path):
     zb[at] ^= 0xFF
     z = tmp_path / "bad.zip"
     z.write_bytes(bytes(zb))
-    with pytest.raises(ComfyverError, match="'a.py' is corrupt"):
+    with pytest.raises(ComfyverError, match=r"'a.py' is corrupt"):
         archive.extract_zip(z, tmp_path / "out", strip_root=False, what="nodes.bad")
     assert not (tmp_path / "out").exists()

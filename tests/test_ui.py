@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from comfyver.base import lockfile
 from comfyver.realize import realize
 from comfyver.sources import gitsource
+
 from tests.handler import env as henv
 from tests.support.browser import Browser
 from tests.support.comfyui import free_port
@@ -186,7 +186,7 @@ def test_the_page_shows_the_locks_models_and_queue_runs_on_the_endpoint(site, br
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- events: {browser.eval('JSON.stringify(window.__ev)')[:3000]}"
                              f"\n--- page's ComfyUI:\n{ui.comfy_log.read_text()[-3000:]}\n--- comfyver ui:\n"
-                             f"{ui.log.read_text()[-2000:]}\n--- handler:\n{site['api'].log.read_text()[-3000:]}")
+                             f"{ui.log.read_text()[-2000:]}\n--- handler:\n{site['api'].log.read_text()[-3000:]}") from exc
     assert "comfyver-remote" in src
     # the README's picture of the page: COMFYVER_UI_SCREENSHOT=docs/ui-page.png python -m pytest tests/test_ui.py -k queue
     browser.run("""for (const d of document.querySelectorAll('[role=dialog]')) {  // the first-run templates dialog

@@ -7,7 +7,6 @@ import base64
 import time
 
 import requests
-
 from comfyver.ship import jobclient
 from comfyver.ui.bridge import Bridge
 

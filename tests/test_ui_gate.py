@@ -11,13 +11,14 @@ import threading
 import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
 from aiohttp import web
-
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.ui import serve
+
 from tests.support.comfyui import free_port
 
 EXTENSION = Path(serve.NODES) / "comfyver_remote" / "__init__.py"
@@ -66,7 +67,7 @@ def gated(monkeypatch):
 
 def test_the_printed_address_never_redirects_off_the_page(gated):
     """`//evil.example/?comfyver_key=K` answered `Location: //evil.example/`, which a browser follows off-site."""
-    url, port = gated
+    url, _port = gated
     for path in ("//evil.example/", "/\\evil.example/", "///evil.example/x", "/%2F%2Fevil.example/"):
         r = requests.get(f"{url}{path}?comfyver_key={KEY}&a=1", allow_redirects=False, timeout=10)
         assert r.status_code == 303, (path, r.status_code)
@@ -89,7 +90,7 @@ def test_the_gate_refuses_odd_keys_and_hosts_cleanly(gated):
 
 class Foreign(BaseHTTPRequestHandler):
     """Another server on the page's port (an ordinary ComfyUI, say): answers everything, records cookies."""
-    cookies: list[str] = []
+    cookies: ClassVar[list[str]] = []
 
     def do_GET(self):
         Foreign.cookies.append(self.headers.get("Cookie", ""))

@@ -271,7 +271,7 @@ def test_bytes_that_no_longer_match_their_hash_are_never_recorded(dcs, tmp_path,
     f.write_bytes(data)
     claimed = sha(data[:-1] + bytes([data[-1] ^ 1]))  # what the file held when it was checked
     vol = volume.open_volume("runpod://vol2us", "US-KS-2")
-    with pytest.raises(volume.ComfyverError, match="changed .*uploaded"):
+    with pytest.raises(volume.ComfyverError, match=r"changed .*uploaded"):
         volume.upload(vol, f, claimed, size, part_size=5 << 20, workers=2)
     c = dcs["us"].client()
     assert c.list_objects_v2(Bucket="vol2us").get("KeyCount") == 0
@@ -349,7 +349,7 @@ def test_an_unfinished_upload_begun_by_another_tool_is_resumed_and_recorded(proj
     c.upload_part(Bucket="vol2us", Key=key, UploadId=up, PartNumber=1, Body=big[:6 << 20])
     stale = c.create_multipart_upload(Bucket="vol2us", Key=key)["UploadId"]
     c.upload_part(Bucket="vol2us", Key=key, UploadId=stale, PartNumber=2, Body=big[:5 << 20])
-    rc, out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us", "--part-size", "5")
+    rc, _out, err = cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol2us", "--part-size", "5")
     assert rc == 0, err
     head = c.head_object(Bucket="vol2us", Key=key)
     assert head["Metadata"] == {"sha256": sha(big)} and c.get_object(Bucket="vol2us", Key=key)["Body"].read() == big

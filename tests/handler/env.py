@@ -64,6 +64,7 @@ def shared_worker(tmp_root: Path):
 def attached_worker(base, **overrides):
     """A second Worker on the shared ComfyUI (COMFY_URL), with its own settings."""
     from dataclasses import replace
+
     from handler.worker import Worker
     # that ComfyUI's folders, as a user attaching to one names them (COMFY_ARGS)
     dirs = ["--input-directory", str(base.settings.input_dir), "--output-directory", str(base.settings.output_dir)]

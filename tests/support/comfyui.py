@@ -150,7 +150,7 @@ class ComfyUI:
         self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=self._logf, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
 
-    def wait_ready(self, timeout: float = 120) -> "ComfyUI":
+    def wait_ready(self, timeout: float = 120) -> ComfyUI:
         wait_ready(self.url, self.proc, self.log, timeout)
         return self
 

@@ -43,7 +43,7 @@ class MotoDatacenter:
                 break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"moto server for {name} did not start")
+                    raise RuntimeError(f"moto server for {name} did not start") from None
                 time.sleep(0.1)
         setup = dict(endpoint_url=self.url, aws_access_key_id="setup", aws_secret_access_key="setup",
                      region_name="us-east-1")

@@ -42,7 +42,8 @@ def schema() -> dict:
 def _json_path(parts) -> str:
     out = "$"
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) else f"[{json.dumps(p)}]")
+        out += f"[{p}]" if isinstance(p, int) else (
+            f".{p}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) else f"[{json.dumps(p)}]")
     return out
 
 
@@ -142,7 +143,8 @@ def read(path: str | os.PathLike) -> dict:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise LockError(f"{path}: no such version lock", hint="`comfyver list` shows the versions; `comfyver new <id>` creates one") from None
+        raise LockError(f"{path}: no such version lock",
+                        hint="`comfyver list` shows the versions; `comfyver new <id>` creates one") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -24,7 +24,7 @@ import hashlib
 import os
 import stat
 import subprocess
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 NAR_MAGIC = b"nix-archive-1"
 BUF = 1 << 20
@@ -204,7 +204,7 @@ def encode(digest: bytes, form: str) -> str:
 # -- NAR straight from git objects ---------------------------------------------
 
 class GitTree:
-    __slots__ = ("entries", "attributes")
+    __slots__ = ("attributes", "entries")
 
     def __init__(self) -> None:
         # name (bytes) -> (mode, oid) for blobs/links, or GitTree for dirs

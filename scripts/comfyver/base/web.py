@@ -24,7 +24,7 @@ from urllib3.util import connection as _u3conn
 
 from comfyver import __version__
 from comfyver.base.errors import ComfyverError, Reason, UsageError
-from comfyver.base.redaction import redact  # noqa: F401 - the one rule; web.redact is what callers import
+from comfyver.base.redaction import redact  # the one rule; web.redact is what callers import
 
 USER_AGENT = f"comfyver/{__version__}"
 TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}

@@ -72,8 +72,8 @@ def run(args) -> int:
         return run_local(project.find_root(), args.version_or_workflow, args.into, comfy_args)
     if comfy_args:
         raise UsageError(f"unexpected arguments {' '.join(comfy_args)!r}", hint="ComfyUI arguments only go with `run <id>`")
-    job_input = jobclient.build_input(jobclient.workflow_path(args.version_or_workflow, args.workflow_version), args.image, args.set, args.output_mode,
-                                      args.workflow_version)
+    job_input = jobclient.build_input(jobclient.workflow_path(args.version_or_workflow, args.workflow_version), args.image,
+                                      args.set, args.output_mode, args.workflow_version)
     backend = jobclient.RunPodBackend(args.endpoint) if args.endpoint else jobclient.LocalBackend(args.local)
     if args.json:
         result = jobclient.run_job(backend, job_input, args.out, timeout=args.timeout, poll=args.poll)

@@ -13,7 +13,6 @@ from comfyver.cli.args import verb
 from comfyver.lock import versions
 from comfyver.sources import resolve
 
-
 T = ui.text  # names, ids, URLs and errors from locks, servers and the command line: never markup
 
 

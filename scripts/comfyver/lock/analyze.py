@@ -185,7 +185,8 @@ def _parse_ui(data: dict, name: str) -> Workflow:
                 walk(sg.get("nodes"), nid + ":", mode, stack + (t,))
                 _apply_promoted(sg, n, out, nid + ":")
                 continue
-            gname = t.split(">", 1)[1] if t.startswith("workflow>") else (t.split("/", 1)[1] if t.startswith("workflow/") else None)
+            gname = t.split(">", 1)[1] if t.startswith("workflow>") else (
+                t.split("/", 1)[1] if t.startswith("workflow/") else None)
             if gname is not None and gname in groups:
                 _walk_group(groups[gname], n, nid + ":", mode, name, out)
                 continue

@@ -181,6 +181,6 @@ def pip_differences(pl: Plan, python_packages: dict[str, str]) -> list[str]:
         got = python_packages.get(pkg)
         if got is None:
             continue
-        if got != ver and not re.sub(r"\+.*$", "", ver) == got:
+        if got != ver and re.sub(r"\+.*$", "", ver) != got:
             out.append(f"{pkg}: snapshot had {ver}, the lock has {got}")
     return out

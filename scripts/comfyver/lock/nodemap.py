@@ -83,7 +83,7 @@ class ManagerData:
         return hits[0] if len(hits) == 1 else None
 
     @classmethod
-    def load(cls, where: Path | None = None) -> "ManagerData":
+    def load(cls, where: Path | None = None) -> ManagerData:
         d = Path(where) if where else manager_dir()
         m = cls()
         ext = _read_json(d / "extension-node-map.json")
@@ -146,7 +146,7 @@ def _read_json(p: Path):
         return None
     except ValueError as exc:
         raise ComfyverError(f"{p}: not valid JSON ({exc})", hint="set COMFYVER_MANAGER_DATA to a folder with "
-                            "ComfyUI-Manager's extension-node-map.json, custom-node-list.json, model-list.json")
+                            "ComfyUI-Manager's extension-node-map.json, custom-node-list.json, model-list.json") from None
 
 
 @lru_cache(maxsize=4)

@@ -6,7 +6,11 @@ Registration forms followed, across all of the pack's files:
 - `NODE_CLASS_MAPPINGS = {...}` (also annotated, `{**A, **B}` of other mapping dicts, `dict(...)`),
   `.update({...})`, `NODE_CLASS_MAPPINGS["id"] = Cls`;
 - V3 / entrypoint style: `io.Schema(node_id="...")` and class constants (`node_id`, `NodeId`, `NODE_ID`);
-- a value names a class defined in any file of the pack (a sub-module registered from `__init__.py`).
+- a value names a class defined in any file of the pack (a sub-module registered from `__init__.py`);
+- a tuple target, `NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = helper(CONFIG)` (ComfyUI-KJNodes' form) or
+  a tuple literal: the pack's own function evaluated over its config dict (`{"id": {"class": Cls}}` or
+  `{"id": Cls}`, with its `.update({...})` calls) where it builds the dict by a comprehension or a loop over
+  `.items()`; anything else in it is unfollowed.
 A registration with a key or value it cannot read (a helper-computed name, a comprehension) is reported in
 `unfollowed` (file:line and the source), never silently dropped.
 
@@ -38,7 +42,7 @@ class Scan:
         return {"classes": self.classes, "inherits": self.inherits, "unfollowed": self.unfollowed}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Scan":
+    def from_json(cls, d: dict) -> Scan:
         return cls({k: [tuple(x) for x in v] for k, v in d["classes"].items()}, d.get("inherits", {}),
                    d.get("unfollowed", []))
 
@@ -177,7 +181,7 @@ def _class_inputs(mod: _Module, cls: ast.ClassDef) -> list[tuple[str, str]]:
                     and (v := _const_int(node.value, ints)) is not None):
                 ints[node.targets[0].id] = v
 
-        def visit(node, loops):
+        def visit(node, loops, ints=ints, ev=ev):  # this pass's names, bound (visit runs within the pass)
             if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Call) \
                     and getattr(node.iter.func, "id", None) == "range":
                 bounds = [_const_int(a, ints) for a in node.iter.args]
@@ -233,6 +237,241 @@ def _spec_folder(ev: _Eval, spec) -> str | None:
 
 def _is_mapping(node) -> bool:
     return getattr(node, "id", None) == "NODE_CLASS_MAPPINGS" or getattr(node, "attr", None) == "NODE_CLASS_MAPPINGS"
+
+
+def _mapping_slot(targets: list[ast.expr]) -> int | None:
+    """The position of NODE_CLASS_MAPPINGS in a tuple target (`A, B = ...`): None if no tuple target names it,
+    -1 if it is there but a starred name makes its value's position unknowable."""
+    for t in targets:
+        if isinstance(t, (ast.Tuple, ast.List)) and any(_is_mapping(e) for e in t.elts):
+            if any(isinstance(e, ast.Starred) for e in t.elts):
+                return -1
+            return next(i for i, e in enumerate(t.elts) if _is_mapping(e))
+    return None
+
+
+Entries = list[tuple[str, str | None]]  # (class id, the name of the class registered under it)
+
+
+class _TupleRegistration:
+    """The mapping a tuple assignment gives NODE_CLASS_MAPPINGS: a tuple literal, or a call of the pack's own
+    function that returns a tuple of dicts built from a config dict (`{k: v["class"] for k, v in cfg.items()}`,
+    or a loop `m[k] = v["class"]`, keys optionally `f"{PREFIX}{k}"`). `entries` is None where any part cannot be
+    evaluated: the caller lists it as unfollowed."""
+
+    def __init__(self, mod: _Module, mods: list[_Module], dicts: dict[str, list[ast.Dict]]):
+        self.mod, self.mods, self.dicts = mod, mods, dicts
+        self.consts = {t.id: s.value.value for s in mod.tree.body if isinstance(s, ast.Assign)
+                       and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+                       for t in s.targets if isinstance(t, ast.Name)}
+
+    def entries(self, value: ast.expr, slot: int) -> Entries | None:
+        if isinstance(value, (ast.Tuple, ast.List)):
+            if any(isinstance(e, ast.Starred) for e in value.elts) or slot >= len(value.elts):
+                return None
+            return self.plain(self.config(value.elts[slot], {}))
+        if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+            return None
+        fns = [f for f in [self.mod.functions.get(value.func.id)] if f] or [
+            f for mm in self.mods if (f := mm.functions.get(value.func.id))]
+        if len(fns) != 1 or any(isinstance(a, ast.Starred) for a in value.args):
+            return None
+        fn = fns[0]
+        params = [a.arg for a in fn.args.args]
+        bound: dict[str, ast.expr] = dict(zip(params, value.args))
+        bound.update({kw.arg: kw.value for kw in value.keywords if kw.arg in params})
+        rets = [r.value for r in _own_nodes(fn) if isinstance(r, ast.Return) and r.value is not None]
+        out: Entries = []
+        for r in rets:
+            if not (isinstance(r, ast.Tuple) and slot < len(r.elts)) or any(isinstance(e, ast.Starred) for e in r.elts):
+                return None
+            got = self.built(fn, r.elts[slot], bound)
+            if got is None:
+                return None
+            out += got
+        return out if rets else None
+
+    @staticmethod
+    def plain(config: list[tuple[str, ast.expr]] | None) -> Entries | None:
+        return None if config is None else [(k, _value_class(v)) for k, v in config]
+
+    def config(self, node: ast.expr, bound: dict[str, ast.expr], depth: int = 0) -> list[tuple[str, ast.expr]] | None:
+        """A dict's (constant key, value node) entries: a literal, or a module-level dict by name with its
+        `.update({...})` calls and `NAME["k"] = v` assignments. None if a key is not a constant."""
+        if depth > 4:
+            return None
+        if isinstance(node, ast.Name) and node.id in bound:
+            return self.config(bound[node.id], {}, depth + 1)
+        if isinstance(node, ast.Dict):
+            out: list[tuple[str, ast.expr]] = []
+            for k, v in zip(node.keys, node.values):
+                if k is None:
+                    more = self.config(v, {}, depth + 1)
+                    if more is None:
+                        return None
+                    out += more
+                elif isinstance(k, ast.Constant) and isinstance(k.value, str):
+                    out.append((k.value, v))
+                else:
+                    return None
+            return out
+        if not (isinstance(node, ast.Name) and node.id in self.dicts):
+            return None
+        out = []
+        for d in self.dicts[node.id]:
+            more = self.config(d, {}, depth + 1)
+            if more is None:
+                return None
+            out += more
+        homes = [mm for mm in self.mods if mm is self.mod or any(
+            isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and t.id == node.id for t in s.targets)
+            for s in mm.tree.body)]
+        for n in (n for mm in homes for n in ast.walk(mm.tree)):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "update"
+                    and isinstance(n.func.value, ast.Name) and n.func.value.id == node.id):
+                more = self.config(n.args[0], {}, depth + 1) if len(n.args) == 1 and not n.keywords else None
+                if more is None:
+                    return None
+                out += more
+            elif isinstance(n, ast.Assign):
+                for t in n.targets:
+                    if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == node.id:
+                        if not (isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str)):
+                            return None
+                        out.append((t.slice.value, n.value))
+        return out
+
+    def built(self, fn: ast.FunctionDef | ast.AsyncFunctionDef, node: ast.expr,
+              bound: dict[str, ast.expr]) -> Entries | None:
+        """The entries of a dict a function returns: a literal, a comprehension over `cfg.items()`, or a local
+        dict filled in loops over `cfg.items()`."""
+        if isinstance(node, ast.Dict):
+            return self.plain(self.config(node, bound))
+        if isinstance(node, ast.DictComp):
+            if len(node.generators) != 1 or node.generators[0].ifs:
+                return None
+            return self.over(node.generators[0].target, node.generators[0].iter, node.key, node.value, bound)
+        if not isinstance(node, ast.Name):
+            return None
+        out: Entries = []
+        stores = [n for n in _own_nodes(fn) if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Store)
+                  and isinstance(n.value, ast.Name) and n.value.id == node.id]
+        seen = 0
+        for n, loop in _assignments(fn.body, None):
+            targets = n.targets if isinstance(n, ast.Assign) else []
+            for t in targets:
+                if isinstance(t, ast.Name) and t.id == node.id:
+                    if not (isinstance(n.value, ast.Dict) and not n.value.keys):
+                        return None  # only `m = {}` starts the dict
+                elif isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id == node.id:
+                    seen += 1
+                    if loop is None:
+                        got = self.plain(self.config(ast.Dict(keys=[t.slice], values=[n.value]), bound))
+                    else:
+                        got = self.over(loop.target, loop.iter, t.slice, n.value, bound)
+                    if got is None:
+                        return None
+                    out += got
+                elif any(isinstance(x, ast.Name) and x.id == node.id for x in ast.walk(t)):
+                    return None
+        if seen != len(stores):  # m[k] = ... where this reading does not reach (a match arm, a while loop)
+            return None
+        for x in _own_nodes(fn):  # m.update(...), m.setdefault(...): not followed
+            if (isinstance(x, ast.Call) and isinstance(x.func, ast.Attribute) and isinstance(x.func.value, ast.Name)
+                    and x.func.value.id == node.id):
+                return None
+        return out
+
+    def over(self, target: ast.expr, it: ast.expr, key: ast.expr, value: ast.expr,
+             bound: dict[str, ast.expr]) -> Entries | None:
+        """`for K, V in CFG.items(): ... [key] = value`, evaluated for every entry of CFG."""
+        if not (isinstance(target, ast.Tuple) and len(target.elts) == 2
+                and all(isinstance(e, ast.Name) for e in target.elts)
+                and isinstance(it, ast.Call) and isinstance(it.func, ast.Attribute) and it.func.attr == "items"
+                and not it.args):
+            return None
+        kname, vname = (e.id for e in target.elts if isinstance(e, ast.Name))
+        cfg = self.config(it.func.value, bound)
+        if cfg is None:
+            return None
+        out: Entries = []
+        for k, v in cfg:
+            cid = self.key(key, kname, k)
+            if cid is None:
+                return None
+            out.append((cid, _class_of(value, vname, v)))
+        return out
+
+    def key(self, node: ast.expr, kname: str, k: str) -> str | None:
+        if isinstance(node, ast.Name) and node.id == kname:
+            return k
+        if isinstance(node, ast.JoinedStr):
+            parts = []
+            for p in node.values:
+                if isinstance(p, ast.Constant):
+                    parts.append(str(p.value))
+                elif (isinstance(p, ast.FormattedValue) and isinstance(p.value, ast.Name) and p.format_spec is None
+                      and (p.value.id == kname or p.value.id in self.consts)):
+                    parts.append(k if p.value.id == kname else self.consts[p.value.id])
+                else:
+                    return None
+            return "".join(parts)
+        return None
+
+
+def _value_class(v: ast.expr) -> str | None:
+    if isinstance(v, ast.Call) and not v.args and not v.keywords:  # rare: an instance
+        v = v.func
+    return getattr(v, "id", None) or getattr(v, "attr", None)
+
+
+def _class_of(expr: ast.expr, vname: str, v: ast.expr) -> str | None:
+    """The class `expr` (written in terms of the loop's value `vname`) names, for the config value `v`:
+    `V` itself, `V["class"]` or `V.get("class")` of a `{"class": Cls, ...}` entry."""
+    if isinstance(expr, ast.Name) and expr.id == vname:
+        return _value_class(v)
+    field_node: ast.expr | None = None
+    if isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name) and expr.value.id == vname:
+        field_node = expr.slice
+    elif (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "get"
+          and isinstance(expr.func.value, ast.Name) and expr.func.value.id == vname and expr.args):
+        field_node = expr.args[0]
+    if isinstance(field_node, ast.Constant) and isinstance(v, ast.Dict):
+        for k, x in zip(v.keys, v.values):
+            if isinstance(k, ast.Constant) and k.value == field_node.value:
+                return _value_class(x)
+    return None
+
+
+def _own_nodes(fn: ast.AST) -> list[ast.AST]:
+    """The nodes of a function's body, not those of functions or lambdas nested in it."""
+    out: list[ast.AST] = []
+    todo = list(ast.iter_child_nodes(fn))
+    while todo:
+        n = todo.pop()
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            continue
+        out.append(n)
+        todo += ast.iter_child_nodes(n)
+    return out
+
+
+def _assignments(body: list[ast.stmt], loop: ast.For | None) -> list[tuple[ast.Assign, ast.For | None]]:
+    """Every assignment in `body` (branches and loops entered, nested functions not) with its innermost loop."""
+    out: list[tuple[ast.Assign, ast.For | None]] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Assign):
+            out.append((stmt, loop))
+        elif isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        inner = stmt if isinstance(stmt, ast.For) else loop
+        for name in ("body", "orelse", "finalbody"):
+            sub = getattr(stmt, name, None)
+            if isinstance(sub, list):
+                out += _assignments(sub, inner if name == "body" else loop)
+        for h in getattr(stmt, "handlers", []) or []:
+            out += _assignments(h.body, loop)
+    return out
 
 
 def scan(files: dict[str, str]) -> Scan:
@@ -304,13 +543,19 @@ def scan(files: dict[str, str]) -> Scan:
     for m in mods:
         for node in ast.walk(m.tree):
             value = None
-            if isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets):
-                value = node.value
-            elif isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None:
+            if ((isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets))
+                    or (isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None)):
                 value = node.value
             elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "update"
                   and _is_mapping(node.func.value) and node.args):
                 value = node.args[0]
+            elif isinstance(node, ast.Assign) and (slot := _mapping_slot(node.targets)) is not None:
+                # `NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = helper(CONFIG)` (ComfyUI-KJNodes) or a tuple
+                found = None if slot < 0 else _TupleRegistration(m, mods, dicts).entries(node.value, slot)
+                if found is None:
+                    unfollowed(m, node.value)  # the probe decides, never "does not register"
+                for cid, cls_name in found or []:
+                    add(m, cid, cls_name)
             if value is not None:
                 if isinstance(value, ast.Dict):
                     take_dict(m, value)
@@ -323,8 +568,8 @@ def scan(files: dict[str, str]) -> Scan:
                 elif isinstance(value, ast.Name) and value.id in dicts:
                     for d in dicts[value.id]:
                         take_dict(m, d)
-                elif not (isinstance(value, ast.Attribute) and value.attr == "NODE_CLASS_MAPPINGS"
-                          or isinstance(value, ast.Name) and value.id in m.imported):
+                elif not ((isinstance(value, ast.Attribute) and value.attr == "NODE_CLASS_MAPPINGS")
+                          or (isinstance(value, ast.Name) and value.id in m.imported)):
                     unfollowed(m, value)  # another module's mapping (imported) is scanned in that module
             if isinstance(node, ast.Assign):
                 for t in node.targets:

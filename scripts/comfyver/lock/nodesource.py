@@ -19,7 +19,7 @@ from comfyver.base.fsutil import atomic_write_json
 from comfyver.lock import nodescan
 
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
-SCAN_VERSION = 7
+SCAN_VERSION = 8
 
 
 def scan_python(text: str) -> dict[str, list[tuple[str, str]]]:

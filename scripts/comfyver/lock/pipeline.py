@@ -114,6 +114,7 @@ class Draft:
     probed: dict | None = None                                       # the runtime probe's result (--probe)
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
+    held: dict[str, list[Problem]] = field(default_factory=dict)      # node -> static "does not register", for the probe
 
 
 @dataclass
@@ -296,7 +297,7 @@ def lock_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
     for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
         n = lock["nodes"].get(name)
         if n is not None and name not in need and not set(classes) <= set(n.get("provides", [])):
-            provides, bad = verified_provides(name, n["locked"], classes, draft.notes)
+            provides, bad = _hold_for_probe(req, draft, name, *verified_provides(name, n["locked"], classes, draft.notes))
             probs += bad
             n["provides"] = sorted(set(n.get("provides", [])) | set(provides))
     if probs:
@@ -310,9 +311,12 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
     if req.probe_python and not lock["nodes"]:
         draft.notes.append("--probe: the version has no node packs; the core's classes need no probe")
     if not draft.probed:
+        if draft.held:  # nothing loaded to prove them: the static verdicts stand
+            raise LockProblems(req.vid, [p for ps in draft.held.values() for p in ps])
         return
     attributed = {name: p["classes"] for name, p in found.report.packs.items()}
-    probs = []
+    # a pack ComfyUI loaded: its verdict is the probe's (below); one it could not load keeps the static verdict
+    probs = [p for name, ps in draft.held.items() if not (draft.probed["packs"].get(name) or {}).get("ok") for p in ps]
     for name, n in lock["nodes"].items():
         p = draft.probed["packs"].get(name)
         if p and p["ok"]:
@@ -521,6 +525,18 @@ def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str])
     return sorted(provides), probs
 
 
+def _hold_for_probe(req: LockRequest, draft: Draft, name: str, provides: list[str],
+                    bad: list[Problem]) -> tuple[list[str], list[Problem]]:
+    """With --probe, a class the static scan says a pack does not register is kept for ComfyUI's own loading to
+    decide (step 4b): held, not raised; the class stays in `provides` until the probe answers."""
+    if not bad or not req.probe_python:
+        return provides, bad
+    draft.held.setdefault(name, []).extend(bad)
+    draft.notes += [f"node {name}: class {p.class_name!r} not found by the static scan; the runtime probe decides"
+                    for p in bad]
+    return sorted(set(provides) | {c for p in bad if (c := p.class_name)}), []
+
+
 def _release_tag(url: str, version: str, name: str) -> str | None:
     """The repository's tag for registry version `version` (`v1.2.0` or `1.2.0`), if it has one."""
     try:
@@ -576,7 +592,8 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
     probs = []
     for name, p in packs.items():
         loc = locked[f"nodes.{name}"]
-        provides, bad = verified_provides(name, loc, attributed.get(name, []), draft.notes)
+        provides, bad = _hold_for_probe(req, draft, name, *verified_provides(name, loc, attributed.get(name, []),
+                                                                             draft.notes))
         probs += bad
         entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
         if provides:

@@ -97,6 +97,7 @@ async def _load(comfy: str, packs: list[str]) -> dict:
     _patch_folder_paths(folder_paths)
     import server  # first, as main.py: packs register routes on PromptServer.instance and import app/, utils/
 
+    # isort: split
     import nodes
 
     server.PromptServer(asyncio.get_running_loop())

@@ -50,6 +50,10 @@ CORE_UNLISTED = {"requests": "app/frontend_management.py"}
 TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu124", "cu121", "cpu")}
 LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
 MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
+# python.platforms (lock --platform) -> the uv environment; a lock without the field keeps the old default
+PLATFORMS = {"linux-x86_64": LINUX, "macos-arm64": MACOS}
+PLATFORM_NAMES = {"linux-x86_64": "Linux x86_64", "macos-arm64": "macOS arm64"}
+PLATFORM_MARK = {"linux-x86_64": "sys_platform == 'linux'", "macos-arm64": "sys_platform == 'darwin'"}  # in uv's message
 CORE = "comfyui"
 EXTRA = "python.extra (lock --pip)"  # who the version's declared extras are: they win over the core and every node
 
@@ -210,7 +214,7 @@ def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
         "",
         "[tool.uv]",
         "package = false",
-        "environments = [" + ", ".join(_q(e) for e in environments(profile)) + "]",
+        "environments = [" + ", ".join(_q(e) for e in environments(profile, py.get("platforms"))) + "]",
     ]
     if overrides:
         lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
@@ -223,9 +227,19 @@ def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environments(profile: str) -> list[str]:
-    """Linux x86_64 always (RunPod, images); macOS arm64 too when torch comes from PyPI (realize on a laptop)."""
+def environments(profile: str, platforms: list[str] | None = None) -> list[str]:
+    """The uv environments of `python.platforms`; a lock without them (written before the field): Linux x86_64
+    always (RunPod, images), macOS arm64 too when torch comes from PyPI."""
+    if platforms:
+        return [PLATFORMS[p] for p in PLATFORMS if p in platforms]
     return [LINUX] if profile in TORCH_INDEX else [LINUX, MACOS]
+
+
+def default_platforms(profile: str) -> list[str]:
+    """What a new lock targets: a CUDA or CPU profile locks Linux x86_64 only (RunPod, images: a pack needing a
+    Linux-only package such as onnxruntime-gpu locks); `pypi` adds macOS arm64 (realize on a laptop).
+    `lock --platform` asks for others."""
+    return ["linux-x86_64", "macos-arm64"] if profile == "pypi" else ["linux-x86_64"]
 
 
 def _q(s: str) -> str:
@@ -260,8 +274,7 @@ def uv_lock(vdir: Path, pyproject: str, reqs: Requirements, what: str, timeout: 
         p = lock_scratch()
         if p.returncode:
             raise ComfyverError(f"{what}: the Python requirements cannot be locked:\n{_attribute(p.stderr, reqs)}",
-                                hint="pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), "
-                                     "or change ComfyUI's version")
+                                hint=_failure_hint(p.stderr, reqs, pyproject))
         pyproject = _pair_family(scratch, pyproject, lock_scratch, what)
         vdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(vdir / "uv.lock", (scratch / "uv.lock").read_text())
@@ -292,6 +305,34 @@ def _pair_family(scratch: Path, pyproject: str, lock_scratch: Callable[[], subpr
         last = still
     raise ComfyverError(f"{what}: the torch family does not pair: {problem}; no release of all of them could be "
                         f"locked ({last})", hint=family_fix(first))
+
+
+def _named(stderr: str, reqs: Requirements) -> list[str]:
+    """The requirements' packages uv's message names, in first-seen order."""
+    text = stderr.strip()
+    return [pkg for pkg in reqs.by_package if re.search(rf"(?<![\w-]){re.escape(pkg)}(?![\w-])", text, re.I)]
+
+
+def _failure_hint(stderr: str, reqs: Requirements, pyproject: str) -> str:
+    """What to do about a failed `uv lock`: the packs that asked for what uv names and, when the failure is one
+    platform's (uv resolves each target environment: `split (markers: ...)`, no `...-compatible wheels`), the
+    platform lever."""
+    general = "pin or drop the conflicting node (`comfyver lock <id> --node URL@ref`), or change ComfyUI's version"
+    asked = [f"{pkg} (asked for by {', '.join(dict.fromkeys(w for w, _ in reqs.by_package[pkg]))})"
+             for pkg in _named(stderr, reqs)]
+    envs = tomllib.loads(pyproject).get("tool", {}).get("uv", {}).get("environments", [])
+    targets = [name for key, name in PLATFORM_NAMES.items() if PLATFORMS[key] in envs]
+    failed = [name for key, name in PLATFORM_NAMES.items() if PLATFORM_MARK[key] in stderr]
+    who = "; ".join(asked)
+    if failed and len(targets) > 1:
+        others = [k for k, name in PLATFORM_NAMES.items() if name in targets and name not in failed]
+        lever = " ".join(f"--platform {k}" for k in others)
+        return (f"{who + ': ' if who else ''}cannot be locked for {', '.join(failed)}, which this lock targets "
+                f"besides {', '.join(t for t in targets if t not in failed)}: lock for "
+                f"{', '.join(PLATFORM_NAMES[k] for k in others)} only with `comfyver lock <id> {lever}` (CUDA torch "
+                f"profiles, `--torch cu128` and the PyTorch-index ones, lock Linux x86_64 only unless --platform asks "
+                f"for more); or {general}")
+    return (f"{who}: " if who else "") + general
 
 
 def _attribute(stderr: str, reqs: Requirements) -> str:

@@ -113,9 +113,11 @@ def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodule
     _check_argument_url(original.get("url"), f"add-node {spec.split('@')[0] if '://' not in spec else 'URL'}")
     name = name or derived
     if name == "comfyui" or not lockfile.NODE_NAME_RE.match(name):
-        raise UsageError(f"{name!r} cannot be a node name", hint="pass --name with letters, digits, '.', '_' or '-' (not 'comfyui')")
+        raise UsageError(f"{name!r} cannot be a node name",
+                         hint="pass --name with letters, digits, '.', '_' or '-' (not 'comfyui')")
     if name in data["nodes"] and not replace:
-        raise UsageError(f"version {vid!r} already has a node named {name!r}", hint="use --replace, or --name to pick another name")
+        raise UsageError(f"version {vid!r} already has a node named {name!r}",
+                         hint="use --replace, or --name to pick another name")
     locked = resolve.lock_items([resolve.Item(f"nodes.{name}", resolve.kind_of(original), original)])[f"nodes.{name}"]
     entry = {"original": original, "locked": locked}
     if name in data["nodes"]:
@@ -217,7 +219,8 @@ def _diff_map(a: dict, b: dict, ident) -> dict:
 def diff(root: Path, va: str, vb: str) -> dict:
     a, b = load(root, va), load(root, vb)
     core = {}
-    if a["comfyui"]["locked"]["rev"] != b["comfyui"]["locked"]["rev"] or a["comfyui"]["locked"]["url"] != b["comfyui"]["locked"]["url"]:
+    if (a["comfyui"]["locked"]["rev"] != b["comfyui"]["locked"]["rev"]
+            or a["comfyui"]["locked"]["url"] != b["comfyui"]["locked"]["url"]):
         core = {"from": a["comfyui"]["locked"]["rev"], "to": b["comfyui"]["locked"]["rev"]}
     nodes = _diff_map(a["nodes"], b["nodes"], lambda n: _input_id(n["locked"]))
     # a node whose source moved (another URL or registry id) is reported as moved
@@ -280,7 +283,8 @@ def _recheck_one(kind: str, locked: dict, what: str) -> None:
         got = gitsource.nar_hash_rev(repo, locked["rev"], locked["url"], locked["submodules"], what)
         if got != locked["hash"]:
             raise ComfyverError(f"{what}: hash mismatch for {locked['url']} at {locked['rev']}: lock has {locked['hash']}, "
-                                f"the source gives {got}", hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`")
+                                f"the source gives {got}",
+                                hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`")
         return
     with tempfile.TemporaryDirectory(prefix="comfyver-recheck-") as tmp:
         if kind == "zip":
@@ -288,7 +292,8 @@ def _recheck_one(kind: str, locked: dict, what: str) -> None:
             download.download(locked["url"], z, what=what)
             got, strip = registry.unpack_and_hash(z, what)
             if got != locked["hash"] or strip != locked["stripRoot"]:
-                raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, the archive gives {got}")
+                raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, "
+                                    f"the archive gives {got}")
         else:
             download.download(locked["url"], Path(tmp) / "model", sha256=locked["sha256"], size=locked["size"], what=what)
 

@@ -186,7 +186,7 @@ model() {{  # key sha256 size url auth
   [ ! -e "$TMP/models/$key" ] || [ -L "$TMP/models/$key" ] || die "model $key: ComfyUI's own tree already has models/$key"
   ln -sfn "$blob" "$TMP/models/$key"
 }}
-'''
+'''  # noqa: E501 - the exported script's text, as it is written out
 
 
 def _heredoc_body(text: str, tag: str) -> str:

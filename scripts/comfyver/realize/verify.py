@@ -156,7 +156,8 @@ def check_records(venv: Path) -> list[Mismatch]:
                     except FileNotFoundError:
                         got = "missing"
                     if got != want:
-                        out.append(Mismatch("python", f"{dist}: {row[0]}", f"sha256={want}", got if got == "missing" else f"sha256={got}"))
+                        out.append(Mismatch("python", f"{dist}: {row[0]}", f"sha256={want}",
+                                            got if got == "missing" else f"sha256={got}"))
     return out
 
 

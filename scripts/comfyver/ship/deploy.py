@@ -25,7 +25,8 @@ from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.ship.push import _COMPONENT, _HOST
 
 DEFAULT_REST_URL = "https://rest.runpod.io/v1"
-IMAGE_RE = re.compile(rf"^{_HOST}/{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?\Z")
+IMAGE_RE = re.compile(rf"^{_HOST}/{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+                      r"(?:@sha256:[0-9a-f]{64})?\Z")
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 # CUDA versions RunPod's API accepts in allowedCudaVersions (its CudaVersion enum)
 RUNPOD_CUDA_VERSIONS = ["11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.7", "12.8", "12.9",

@@ -29,9 +29,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 import requests

@@ -20,18 +20,20 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.web import redact
 
 # REGISTRY/IMAGE[:TAG]; the registry part must name a host (a dot, a port or localhost)
-_HOST = r"(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(?=:\d))(?::\d{1,5})?"
+_HOST = (r"(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+"
+         r"|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(?=:\d))(?::\d{1,5})?")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-DEST_RE = re.compile(rf"^(?P<registry>{_HOST})/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}))?\Z")
+DEST_RE = re.compile(rf"^(?P<registry>{_HOST})/(?P<repo>{_COMPONENT}(?:/{_COMPONENT})*)"
+                     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?\Z")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
@@ -148,7 +150,8 @@ def push(archive: Path, dest: Destination, *, authfile: Path | None = None, tls_
     """Copy `archive` (docker-archive or stream script) to `dest` with skopeo; return the manifest digest."""
     skopeo = shutil.which("skopeo")
     if not skopeo:
-        raise ComfyverError("skopeo is not installed", hint="install it (Debian/Ubuntu: apt-get install skopeo; Nix: nix shell nixpkgs#skopeo)")
+        raise ComfyverError("skopeo is not installed",
+                            hint="install it (Debian/Ubuntu: apt-get install skopeo; Nix: nix shell nixpkgs#skopeo)")
     if tls_verify is None:
         tls_verify = not is_local_registry(dest.registry)
     with tempfile.TemporaryDirectory(prefix="comfyver-push-") as tmp:

@@ -27,10 +27,10 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from comfyver.base import lockfile, web
 from comfyver.base.errors import ComfyverError, UsageError

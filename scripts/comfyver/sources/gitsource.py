@@ -72,7 +72,8 @@ def check_url(url: str, what: str) -> str:
 def check_ref(ref: str, what: str) -> str:
     if (not ref or ref.startswith("-") or any(c.isspace() or ord(c) < 32 for c in ref) or ".." in ref
             or any(c in ref for c in "~^:?*[\\") or ref.endswith((".lock", "/", ".")) or "@{" in ref):
-        raise UsageError(f"{what}: {ref!r} is not a valid git ref (refused: it could be read as a git option or revision expression)")
+        raise UsageError(f"{what}: {ref!r} is not a valid git ref "
+                         "(refused: it could be read as a git option or revision expression)")
     return ref
 
 
@@ -251,7 +252,7 @@ def export(repo: Path, rev: str, dest: Path, url: str, submodules: bool, what: s
         git("-c", "advice.detachedHead=false", "checkout", "--quiet", rev, cwd=dest, what=what)
         git("remote", "add", "origin", "--", url, cwd=dest, what=what)
         git("-c", "protocol.file.allow=always", "submodule", "update", "--init", "--recursive", "--quiet", cwd=dest, what=what)
-        for d, dirs, files in os.walk(dest):
+        for d, dirs, _files in os.walk(dest):
             for name in (".git",):
                 p = Path(d) / name
                 if p.is_dir():

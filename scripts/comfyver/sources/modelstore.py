@@ -21,9 +21,9 @@ import os
 import queue
 import shutil
 import threading
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Callable, ContextManager
 
 from filelock import FileLock
 
@@ -273,7 +273,7 @@ def seed_candidate(source: Path, key: str, sha256: str) -> Path | None:
 
 
 def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool = False, rehash: bool = False,
-         progress_for: Callable[[str, int], ContextManager] | None = None) -> dict[str, str]:
+         progress_for: Callable[[str, int], AbstractContextManager] | None = None) -> dict[str, str]:
     """Put every model of `lock` into `store`; return key -> present | copied | downloaded.
 
     `progress_for(key, size)` gives a context manager yielding a byte-count callback (or None);

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None]  # called with the number of new bytes

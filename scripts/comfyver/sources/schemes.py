@@ -23,9 +23,9 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
@@ -45,7 +45,7 @@ Fetch = Callable[..., "hashlib._Hash"]
 @dataclass(frozen=True)
 class Scheme:
     name: str
-    lock: Callable[[str, str, "str | None", HashByDownload], dict]
+    lock: Callable[[str, str, str | None, HashByDownload], dict]
     fetch: Fetch | None = None
     form: re.Pattern | None = None
     form_hint: str = ""
