@@ -540,6 +540,26 @@ def test_extra_python_requirements_are_kept_in_the_lock_and_pyproject(env, capsy
     assert rc == 2 and "--pip 'not a requirement!!'" in err
 
 
+def test_a_new_cuda_lock_targets_linux_only_unless_platforms_are_asked_for(env, capsys):
+    """Issue 28: a CUDA profile locks Linux x86_64 only (a pack needing onnxruntime-gpu locks); --platform asks for
+    more; the generated pyproject follows python.platforms."""
+    from comfyver.lock import pylock
+
+    common = ["--choose", "SharedText=comfyui-b", "--model", f"sams/sam_b.pth={env.files['sam_b.pth'][0]}"]
+    rc, out, err = run(capsys, *base_args(env, "linux"), *common)
+    assert rc == 0, out + err
+    lock = lockfile.read(env.root / "versions" / "linux" / "version.json")
+    assert lock["python"]["torch"] == "cu128" and lock["python"]["platforms"] == ["linux-x86_64"]
+    envs = tomllib.loads(pylock.generate(lock)[0])["tool"]["uv"]["environments"]
+    assert envs == ["sys_platform == 'linux' and platform_machine == 'x86_64'"]
+    rc, out, err = run(capsys, *base_args(env, "both"), *common, "--platform", "macos-arm64",
+                       "--platform", "linux-x86_64")
+    assert rc == 0, out + err
+    lock = lockfile.read(env.root / "versions" / "both" / "version.json")
+    assert lock["python"]["platforms"] == ["linux-x86_64", "macos-arm64"]
+    assert len(tomllib.loads(pylock.generate(lock)[0])["tool"]["uv"]["environments"]) == 2
+
+
 def test_extra_node_versions_pin_the_pack_as_it_was_saved(env, capsys, tmp_path):
     """A workflow without per-node cnr_id/ver but with `extra.node_versions` gets its pack at that commit
     (here a commit newer than the newest release, which is what `latest` would give)."""

@@ -42,6 +42,10 @@ def register(sub) -> None:
     p.add_argument("--comfyui-url", help=f"ComfyUI repository for a new version (default: {versions.DEFAULT_COMFYUI_URL})")
     p.add_argument("--torch", choices=["cu128", "cu126", "cu124", "cu121", "cpu", "pypi"],
                    help="torch profile (python.torch in the lock; default cu128 = PyPI's CUDA build)")
+    p.add_argument("--platform", action="append", default=[], choices=["linux-x86_64", "macos-arm64"],
+                   help="what the Python lock is resolved for (python.platforms; repeatable). A new version locks "
+                        "Linux x86_64 only with a CUDA or CPU --torch profile, plus macOS arm64 with --torch pypi; "
+                        "--platform linux-x86_64 drops macOS from an older lock (a pack needing onnxruntime-gpu)")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
     p.add_argument("--offline-registry", action="store_true", help="do not ask the Comfy Registry about unknown classes")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions")
@@ -72,7 +76,8 @@ def run(args) -> int:
                            model_pins=getattr(args, "model_pins", None) or {}, pip=args.pip,
                            probe_python=args.probe_python,
                            choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
-                           comfyui_url=args.comfyui_url, torch=args.torch, python=not args.no_python,
+                           comfyui_url=args.comfyui_url, torch=args.torch, platforms=args.platform,
+                           python=not args.no_python,
                            registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)
     except LockProblems as exc:
         if args.json:

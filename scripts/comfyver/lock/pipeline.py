@@ -92,6 +92,7 @@ class LockRequest:
     comfyui_ref: str | None = None                # a new version's ComfyUI
     comfyui_url: str | None = None
     torch: str | None = None
+    platforms: Sequence[str] = ()                 # --platform: python.platforms (new lock: pylock.default_platforms)
     python: bool = True                           # write pyproject.toml + uv.lock
     registry: bool = True                         # ask the Comfy Registry about unknown classes
     jobs: int = resolve.DEFAULT_JOBS
@@ -171,13 +172,14 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
 @versions.one_writer()
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
                  pip=(), probe_python: str | None = None,
-                 comfyui_ref=None, comfyui_url=None, torch=None, python=True,
+                 comfyui_ref=None, comfyui_url=None, torch=None, platforms=(), python=True,
                  registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
     """Do it all (under the version's writer lock); return the summary as `lock --json` prints it.
     Raises LockProblems with the fix table."""
     req = LockRequest(root, vid, workflows, nodes=nodes, models=models, model_pins=model_pins, choices=choices,
                       pip=pip, probe_python=probe_python, comfyui_ref=comfyui_ref, comfyui_url=comfyui_url,
-                      torch=torch, python=python, registry=registry, jobs=jobs, progress=progress)
+                      torch=torch, platforms=platforms, python=python, registry=registry, jobs=jobs,
+                      progress=progress)
     return run(req).to_json()
 
 
@@ -216,8 +218,12 @@ def start(req: LockRequest) -> Draft:
                     "ref": req.comfyui_ref or "latest"}
         loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], req)["comfyui"]
         lock = lockfile.empty(vid, original, loc)
+    new = "platforms" not in lock["python"] and not versions.exists(root, vid)
     if req.torch:
         lock["python"]["torch"] = req.torch
+    if req.platforms or new:  # CUDA profiles: Linux x86_64 only unless --platform asks for more
+        lock["python"]["platforms"] = ([p for p in pylock.PLATFORMS if p in req.platforms] if req.platforms
+                                       else pylock.default_platforms(lock["python"]["torch"]))
     add_extra_requirements(lock, list(req.pip))
     for c, n in (req.choices or {}).items():
         if not lockfile.NODE_NAME_RE.match(n):
