@@ -414,3 +414,58 @@ def test_a_tuple_registration_is_followed_or_listed_as_unfollowed():
                 "NODE_CLASS_MAPPINGS, *REST = make()\n"):
         s = nodescan.scan({"__init__.py": src})
         assert s.unfollowed and s.unfollowed[0].startswith("__init__.py:"), src
+
+
+# ------------------------------------------------------------------ model placement (issue 28)
+
+MANAGER_MODELS = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data" / "comfyui-manager"
+
+
+def _placement_report(class_inputs: dict[str, list[tuple[str, str]]], nodes: list[dict]):
+    from comfyver.lock import analyze, nodemap
+
+    wf = analyze.parse({str(i): n for i, n in enumerate(nodes, 1)}, "wf.json")
+    nm = nodemap.NodeMap(core_classes=class_inputs, manager_data=nodemap.ManagerData())
+    return analyze.report([wf], nm, class_inputs, nodemap.ManagerData.load(MANAGER_MODELS))
+
+
+def test_a_value_carrying_the_folders_own_subfolder_is_not_doubled() -> None:
+    """Impact's UltralyticsDetectorProvider lists `"bbox/" + name` for each file of folder ultralytics_bbox: the
+    file is ultralytics_bbox/face_yolov8m.pt, and the Manager's model list (save_path ultralytics/bbox) is its
+    source."""
+    rep = _placement_report({"UltralyticsDetectorProvider": [("model_name", "ultralytics_bbox")]},
+                            [{"class_type": "UltralyticsDetectorProvider", "inputs": {"model_name": "bbox/face_yolov8m.pt"}}])
+    assert list(rep.models) == ["ultralytics_bbox/face_yolov8m.pt"]
+    m = rep.models["ultralytics_bbox/face_yolov8m.pt"]
+    assert m["name"] == "face_yolov8m.pt" and m["source"] == "comfyui-manager model-list"
+    assert m["url"].endswith("face_yolov8m.pt")
+
+
+def test_a_gguf_model_goes_where_comfyui_gguf_maps_its_folder() -> None:
+    """ComfyUI-GGUF lists `unet_gguf`, which it maps onto diffusion_models (and unet): a file under unet_gguf/ is
+    never offered by its loader."""
+    rep = _placement_report({"UnetLoaderGGUF": [("unet_name", "unet_gguf")],
+                             "CLIPLoaderGGUF": [("clip_name", "clip_gguf")]},
+                            [{"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": "flux1-dev-Q4_K_S.gguf"}},
+                             {"class_type": "CLIPLoaderGGUF", "inputs": {"clip_name": "t5-v1_1-xxl-encoder-Q8_0.gguf"}}])
+    assert set(rep.models) == {"diffusion_models/flux1-dev-Q4_K_S.gguf", "text_encoders/t5-v1_1-xxl-encoder-Q8_0.gguf"}
+
+
+def test_a_folder_the_manager_model_list_knows_is_known() -> None:
+    """A loader whose folder the scan could not follow (AnimateDiff-Evolved's motion-model list goes through a
+    helper): the model list's one folder for that file places it."""
+    name = _manager_file("animatediff_models")
+    rep = _placement_report({"ADE_LoadAnimateDiffModel": []},
+                            [{"class_type": "ADE_LoadAnimateDiffModel", "inputs": {"model_name": name}}])
+    assert list(rep.models) == [f"animatediff_models/{name}"]
+    assert rep.models[f"animatediff_models/{name}"]["source"] == "comfyui-manager model-list"
+
+
+def _manager_file(save_path: str) -> str:
+    import json
+
+    entries = json.loads((MANAGER_MODELS / "model-list.json").read_text())["models"]
+    names = [e["filename"] for e in entries if e.get("save_path") == save_path]
+    unique = [n for n in names if sum(e["filename"] == n for e in entries) == 1]
+    assert unique, f"the model list has no {save_path} file"
+    return unique[0]

@@ -27,6 +27,7 @@ from pathlib import Path
 from comfyver.base import uiworkflow
 from comfyver.base.errors import ComfyverError
 from comfyver.lock import nodemap as nodemap_mod  # the module; `nodemap` below is the NodeMap a report asks
+from comfyver.lock import placement
 from comfyver.lock.nodemap import VIRTUAL_CLASSES
 
 MODES = {0: "active", 1: "on-event", 2: "muted", 3: "always", 4: "bypassed"}
@@ -405,6 +406,21 @@ def _saved_versions(workflows: list[Workflow], packs: dict) -> None:
             p["version"], p["version_from"] = hit, "extra.node_versions"
 
 
+def _place_by_manager(models: dict[str, dict], manager: nodemap_mod.ManagerData) -> None:
+    """A model whose folder the analysis cannot tell (`?/<name>`, a loader the scan could not follow) that
+    ComfyUI-Manager's model list installs into exactly one folder goes there: that folder is known."""
+    for key in [k for k in models if k.startswith("?/")]:
+        m = models[key]
+        folder = placement.unique_folder(nodemap_mod.manager_folder(h) for h in manager.model_sources(m["name"], None))
+        if folder is None:
+            continue
+        name = placement.file_name(folder, m["name"])
+        target = models.setdefault(model_key(folder, name), {**m, "folder": folder, "name": name, "used_by": []})
+        target["used_by"] += [u for u in m["used_by"] if u not in target["used_by"]]
+        target["active"] = target.get("active", False) or m["active"]
+        del models[key]
+
+
 def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
     core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
@@ -447,8 +463,10 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
         for m in model_uses(wf, model_inputs):
             src = srcs.get(m.name) or srcs.get(_base(m.name))
             folder = m.folder or (src.folder if src else None)
-            key = model_key(folder, m.name) if folder else f"?/{m.name}"
-            e = models.setdefault(key, {"folder": folder, "name": m.name.replace("\\", "/"), "used_by": [],
+            folder = placement.loader_folder(folder) if folder else None  # the folder the loader really lists
+            name = placement.file_name(folder, m.name) if folder else m.name.replace("\\", "/")
+            key = model_key(folder, name) if folder else f"?/{m.name}"
+            e = models.setdefault(key, {"folder": folder, "name": name, "used_by": [],
                                         "active": False})
             e["used_by"].append(f"{m.workflow}#{m.node_id} {m.class_type}.{m.input or '?'}")
             e["active"] = e["active"] or m.mode not in ("muted", "bypassed")
@@ -462,6 +480,7 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                      "model-list.json): classes and models are only looked up in the workflow, the locked sources "
                      "and the Comfy Registry; set COMFYVER_MANAGER_DATA to a folder holding them")
     if manager is not None:
+        _place_by_manager(models, manager)
         for e in models.values():
             if "url" not in e:
                 hits = manager.model_sources(e["name"], e["folder"])

@@ -29,7 +29,7 @@ from urllib.parse import quote
 
 from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError, Reason
-from comfyver.lock import nodescan, nodesource, probe
+from comfyver.lock import nodescan, nodesource, placement, probe
 from comfyver.lock.nodesource import SCAN_VERSION, scan_locked, scan_tree, scan_tree_full  # noqa: F401 - callers outside the stage
 from comfyver.sources import gitsource
 
@@ -118,7 +118,8 @@ class ManagerData:
         """Model-list entries for a file name, narrowed to the folder where it is known; one per URL."""
         hits = self.models.get(name.replace("\\", "/").rsplit("/", 1)[-1], [])
         if folder is not None:
-            hits = [e for e in hits if manager_folder(e) == folder]
+            hits = [e for e in hits if manager_folder(e) == folder
+                    or folder in placement.manager_folders(str(e.get("save_path") or ""))]
         return list({e["url"]: e for e in hits}.values())
 
 
