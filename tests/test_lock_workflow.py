@@ -717,3 +717,28 @@ def test_a_pack_registering_through_a_tuple_assignment_locks_in_one_command(env,
     provides = lockfile.read(env.root / "versions" / "kj" / "version.json")["nodes"]["comfyui-kjnodes"]["provides"]
     assert provides == ["INTConstant", "LTXVEnhanceAVideoKJ", "LeapfusionHunyuanI2VPatcher", "VAELoaderKJ"]
     assert not any("could not be verified" in n for n in json.loads(out)["notes"])
+
+
+def test_a_loose_name_pattern_does_not_take_a_class_one_pack_lists_and_every_pick_says_why(env, capsys, tmp_path):
+    """issue 28: a repository whose nodename_pattern is "Hunyuan" took `LeapfusionHunyuanI2VPatcher`, which
+    only ComfyUI-KJNodes lists, with no note. The unique exact match wins; the pick and its evidence are printed
+    (a note) and in `lock --json` (`picks`)."""
+    from tests.test_node_knowledge import KJ_STYLE
+
+    make_repo(tmp_path / "ComfyUI-KJNodes", KJ_STYLE, "kj", tag="v1.1.0")
+    kj = env.git_server.publish(tmp_path / "ComfyUI-KJNodes", "ComfyUI-KJNodes")
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "extension-node-map.json").write_text(json.dumps({
+        kj: [["INTConstant", "LeapfusionHunyuanI2VPatcher"], {"title_aux": "KJNodes"}],
+        "https://github.com/someone/Hunyuan-3D-v3": [["Hy3DThing"], {"nodename_pattern": "Hunyuan"}]}))
+    nodemap.manager.cache_clear()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "LeapfusionHunyuanI2VPatcher", "mode": 0}]}))
+    rc, out, err = run(capsys, "lock", "hy", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["nodes"] == ["comfyui-kjnodes"]
+    pick = res["picks"]["LeapfusionHunyuanI2VPatcher"]
+    assert pick["node"] == "comfyui-kjnodes" and "unique exact match" in pick["evidence"] and "'Hunyuan'" in pick["evidence"]
+    assert any(n.startswith("class LeapfusionHunyuanI2VPatcher: picked comfyui-kjnodes") for n in res["notes"])

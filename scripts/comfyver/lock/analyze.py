@@ -366,6 +366,9 @@ def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dic
         url, why = nodemap_mod.pick_by_evidence(c, ambiguous[c]["candidates"], used, decided, mgr)
         if url is None:
             ambiguous[c]["why"] += f" ({why})"
+            # listed best supported first (most of the workflows' classes); the --choose hint proposes none
+            ambiguous[c]["candidates"] = sorted(ambiguous[c]["candidates"], key=lambda x: -len(
+                mgr.by_url.get(x.split(" ", 1)[-1], set()) & used))
             continue
         e = ambiguous.pop(c)
         p = nm._url_pack(url)
@@ -425,8 +428,9 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
     """Decide every class with `nodemap`, collect every model with its best-known source."""
     core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
     for wf in workflows:
+        saved = frozenset(k.lower() for k in wf.node_versions) - {nodemap_mod.CORE_PACK}
         for u in wf.nodes:
-            r = nodemap.decide(u.class_type, u.cnr_id, u.aux_id, u.ver)
+            r = nodemap.decide(u.class_type, u.cnr_id, u.aux_id, u.ver, saved=saved)
             active = u.mode not in ("muted", "bypassed")
             if r.status == "core":
                 core.add(u.class_type)
@@ -445,6 +449,10 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                 if u.class_type not in cur["classes"]:
                     cur["classes"].append(u.class_type)
                 cur["active"] = cur["active"] or active
+                if r.why and u.class_type not in cur.setdefault("evidence", {}):  # every pick says why
+                    cur["evidence"][u.class_type] = r.why
+                    if r.candidates or r.via in ("manager-pattern", "node_versions"):  # others were possible
+                        notes.append(f"class {u.class_type}: picked {p.name}: {r.why}")
             elif r.status in ("unresolved", "ambiguous"):
                 target = unresolved if r.status == "unresolved" else ambiguous
                 e = target.setdefault(u.class_type, {"why": r.why, "candidates": r.candidates, "workflows": [],

@@ -7,8 +7,10 @@ Evidence, strongest first:
    `properties.aux_id` (`owner/repo` on GitHub), with `ver`;
 3. the locked ComfyUI core: classes scanned from its source (`NODE_CLASS_MAPPINGS` and the
    newer `io.Schema(node_id=...)` entrypoint style), cached per commit;
-4. ComfyUI-Manager's extension-node-map.json: exact names, then `preemptions`
-   (a pack that claims a class wins over others that also list it), then `nodename_pattern`;
+4. ComfyUI-Manager's extension-node-map.json: among several candidates the workflow's `extra.node_versions`
+   first, a unique exact name (beating another pack's looser `nodename_pattern` unless the class carries that
+   pack's own name), `preemptions` (a pack that claims a class wins over others that also list it), then
+   `nodename_pattern` (docs/lock.md has the order);
 5. the Comfy Registry: `GET /comfy-nodes/{name}/node`.
 A class that several packs provide, with nothing to decide between them, is reported as
 ambiguous with its candidates; it is never picked silently.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -236,18 +239,32 @@ class NodeMap:
         self.mgr = manager_data if manager_data is not None else manager()
         self.registry = registry
 
+    def _patterns_of(self, url: str, class_type: str) -> str:
+        return " ".join(repr(rx.pattern) for rx, u in self.mgr.patterns if u == url and rx.search(class_type))
+
     def _url_pack(self, url: str, version: str | None = None) -> Pack:
         for name, u in self.locked_urls.items():
             if norm_url(u) == norm_url(url):
                 return Pack(name, u, None, version)
         return Pack(pack_name_for_url(url), url, None, version)
 
+    def _saved_pick(self, urls: list[str], saved: Collection[str]) -> str | None:
+        """The one candidate repository the workflow's `extra.node_versions` names (by registry id or repository
+        name), if exactly one is named."""
+        ids = {norm_url(u): i.lower() for i, u in self.mgr.urls.items()}
+        hits = [u for u in dict.fromkeys(urls)
+                if pack_name_for_url(u) in saved or ids.get(norm_url(u), "\0") in saved]
+        return hits[0] if len(hits) == 1 else None
+
     def decide(self, class_type: str, cnr_id: str | None = None, aux_id: str | None = None,
-               ver: str | None = None) -> ClassResult:
+               ver: str | None = None, saved: Collection[str] = frozenset()) -> ClassResult:
+        """Which pack provides `class_type`, and the evidence (`why`). `saved`: the lowercased keys of the
+        workflow's `extra.node_versions`, which break a tie among ComfyUI-Manager's candidates."""
         if class_type in VIRTUAL_CLASSES:
             return ClassResult(class_type, "virtual", "frontend")
         if class_type in self.overrides:
-            return ClassResult(class_type, "pack", "override", self.overrides[class_type])
+            return ClassResult(class_type, "pack", "override", self.overrides[class_type],
+                               why="versions/<id>/overrides.json names it")
         if class_type in self.choices:
             name = self.choices[class_type]
             url = self.locked_urls.get(name) or next(
@@ -256,10 +273,11 @@ class NodeMap:
             if url is None and name not in self.locked_urls:
                 return ClassResult(class_type, "unresolved", "choice",
                                    why=f"the choice {name!r} is neither a locked node nor a known provider of it")
-            return ClassResult(class_type, "pack", "choice", Pack(name, url))
+            return ClassResult(class_type, "pack", "choice", Pack(name, url), why=f"chosen: {name} (--choose)")
         if len(self.locked.get(class_type, [])) == 1:
             name = self.locked[class_type][0]
-            return ClassResult(class_type, "pack", "lock", Pack(name, self.locked_urls.get(name)))
+            return ClassResult(class_type, "pack", "lock", Pack(name, self.locked_urls.get(name)),
+                               why=f"the locked node {name} provides it")
         if len(self.locked.get(class_type, [])) > 1:
             return ClassResult(class_type, "ambiguous", "lock", candidates=sorted(self.locked[class_type]),
                                why="several locked nodes provide it")
@@ -274,37 +292,60 @@ class NodeMap:
         if (aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id)
                 and not set(aux_id.split("/")) & {".", ".."}):
             url = f"https://github.com/{aux_id}"
-            return ClassResult(class_type, "pack", "aux_id", self._url_pack(url, ver))
+            return ClassResult(class_type, "pack", "aux_id", self._url_pack(url, ver),
+                               why=f"the workflow's node says aux_id {aux_id}" + (f" at {ver}" if ver else ""))
         if cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cnr_id):
             url = self.mgr.url_for_id(cnr_id)
+            why = f"the workflow's node says cnr_id {cnr_id}" + (f" at {ver}" if ver else "")
             if ver and not HEX40.match(ver):
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, ver))
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, ver), why=why)
             if url:
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), url, cnr_id, ver))
-            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, None))
+                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), url, cnr_id, ver), why=why)
+            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, None), why=why)
         urls = self.mgr.exact.get(class_type, [])
         core_urls = [u for u in urls if norm_url(u) in CORE_URLS]
         if core_urls and self.core is None:
             return ClassResult(class_type, "core", "manager")
         urls = [u for u in urls if norm_url(u) not in CORE_URLS]
+        owners = [u for u in self.mgr.pattern_owners(class_type) if norm_url(u) not in CORE_URLS]
+        cands = list(dict.fromkeys(urls + owners))
+        if len(cands) > 1 and (hit := self._saved_pick(cands, saved)):  # the workflow's own evidence first
+            return ClassResult(class_type, "pack", "node_versions", self._url_pack(hit),
+                               candidates=[self._url_pack(u).name + " " + u for u in cands],
+                               why=f"the workflow's extra.node_versions names {self._url_pack(hit).name}, one of "
+                                   f"{len(cands)} candidates")
         if len(urls) > 1:
             pre = [u for u in self.mgr.preempt.get(class_type, []) if u in urls] or self.mgr.preempt.get(class_type, [])
             if len(pre) == 1:
-                return ClassResult(class_type, "pack", "manager-preemption", self._url_pack(pre[0]))
+                return ClassResult(class_type, "pack", "manager-preemption", self._url_pack(pre[0]),
+                                   candidates=[self._url_pack(u).name + " " + u for u in urls],
+                                   why=f"{len(urls)} packs in ComfyUI-Manager's node map list it; "
+                                       f"{self._url_pack(pre[0]).name} claims it (preemptions)")
             return ClassResult(class_type, "ambiguous", "manager",
                                candidates=[self._url_pack(u).name + " " + u for u in urls],
                                why=f"{len(urls)} packs in ComfyUI-Manager's node map provide it")
-        owners = [u for u in self.mgr.pattern_owners(class_type) if norm_url(u) not in CORE_URLS]
-        if len(urls) == 1 and len(owners) == 1 and norm_url(owners[0]) != norm_url(urls[0]):
-            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(owners[0]),
-                               candidates=[self._url_pack(u).name + " " + u for u in urls + owners],
-                               why=f"its name matches the pattern of {owners[0]} (the owner), although "
-                                   f"{urls[0]} also lists it (a bundle)")
+        others = [u for u in owners if urls and norm_url(u) != norm_url(urls[0])]
+        if (len(urls) == 1 and len(others) == 1 and carries_name(others[0], class_type)
+                and not carries_name(urls[0], class_type)):
+            # a bundle's copy: the class carries the name of the pack whose pattern it matches (`Seed (rgthree)`)
+            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(others[0]),
+                               candidates=[self._url_pack(u).name + " " + u for u in urls + others],
+                               why=f"its name carries {self._url_pack(others[0]).name}'s name and matches its pattern "
+                                   f"{self._patterns_of(others[0], class_type)} (the owner), although {urls[0]} also "
+                                   "lists it (a bundle)")
         if len(urls) == 1:
-            return ClassResult(class_type, "pack", "manager", self._url_pack(urls[0]))
+            name = self._url_pack(urls[0]).name
+            return ClassResult(class_type, "pack", "manager", self._url_pack(urls[0]),
+                               candidates=[self._url_pack(u).name + " " + u for u in urls + others] if others else [],
+                               why=f"ComfyUI-Manager's node map lists it for {name} only (a unique exact match"
+                                   + ("; it beats the looser name pattern(s) "
+                                      + ", ".join(f"{self._patterns_of(u, class_type)} of {self._url_pack(u).name}"
+                                                  for u in others) if others else "") + ")")
         pats = [u for rx, u in self.mgr.patterns if rx.search(class_type)]
         if len(set(pats)) == 1:
-            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(pats[0]))
+            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(pats[0]),
+                               why=f"its name matches only {self._url_pack(pats[0]).name}'s name pattern "
+                                   f"{self._patterns_of(pats[0], class_type)} (no pack lists it exactly)")
         if len(set(pats)) > 1:
             return ClassResult(class_type, "ambiguous", "manager-pattern",
                                candidates=sorted({self._url_pack(u).name + " " + u for u in pats}),
@@ -315,10 +356,11 @@ class NodeMap:
             except ComfyverError as exc:
                 return ClassResult(class_type, "unresolved", why=f"Comfy Registry lookup failed: {exc.message}")
             if hit:
+                why = f"the Comfy Registry says {hit['id']} provides it"
                 if hit.get("repository"):
                     p = self._url_pack(hit["repository"])
-                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), p.url, hit["id"]))
-                return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]))
+                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), p.url, hit["id"]), why=why)
+                return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]), why=why)
         where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
         return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
 
@@ -327,6 +369,12 @@ class NodeMap:
 GENERIC_NAMES = {"image", "images", "text", "util", "utils", "tool", "tools", "video", "audio", "mask", "masks",
                  "latent", "model", "models", "extra", "extras", "essentials", "math", "logic", "easy", "plus", "api",
                  "basic", "core", "custom", "loader", "loaders", "prompt", "sampler", "samplers", "node"}
+
+
+def carries_name(url: str, class_type: str) -> bool:
+    """The class's name carries the pack's own name (`ApplyInstantID` and `ComfyUI_InstantID`): the pack owns it."""
+    n = _core_name(url)
+    return len(n) >= 4 and n not in GENERIC_NAMES and n in re.sub(r"[^a-z0-9]", "", class_type.lower())
 
 
 def _core_name(url: str) -> str:
@@ -349,8 +397,7 @@ def pick_by_evidence(class_type: str, candidates: list[str], used: set[str], dec
     already = [u for u in urls if norm_url(u) in decided]
     if len(already) == 1:
         return already[0], f"{pack_name_for_url(already[0])} is already used for other classes of these workflows"
-    owners = [u for u in urls if len(_core_name(u)) >= 4 and _core_name(u) not in GENERIC_NAMES
-              and _core_name(u) in re.sub(r"[^a-z0-9]", "", class_type.lower())]
+    owners = [u for u in urls if carries_name(u, class_type)]
     if len(owners) == 1:
         return owners[0], f"its name carries the pack's name ({pack_name_for_url(owners[0])}: the owner)"
     cover = {u: len(mgr.by_url.get(u, set()) & used) for u in urls}

@@ -116,6 +116,7 @@ class Draft:
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
     held: dict[str, list[Problem]] = field(default_factory=dict)      # node -> static "does not register", for the probe
+    picks: dict[str, dict[str, str]] = field(default_factory=dict)   # class -> {node, via, evidence}: how it was decided
 
 
 @dataclass
@@ -151,6 +152,7 @@ class LockSummary:
     notes: list[str]
     knowledge: str                       # "probe" | "scan": where node classes and model folders came from
     placed: list[Placed]
+    picks: dict[str, dict[str, str]] = field(default_factory=dict)  # class -> {node, via, evidence} (step 3)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -273,6 +275,9 @@ def analyze_all(req: LockRequest, draft: Draft) -> Analysis:
     draft.mgr = nodemap.manager()
     nm, inputs = nodemap.for_lock(draft.lock, vdir, registry=req.registry, manager_data=draft.mgr)
     rep = analyze.report(draft.parsed, nm, inputs, draft.mgr)
+    draft.picks = {c: {"node": name, "via": p["via"], "evidence": why}
+                   for name, p in rep.packs.items() for c, why in sorted(p.get("evidence", {}).items())}
+    draft.notes += [n for n in rep.notes if n.startswith("class ") and ": picked " in n]  # every pick, with why
     probs = _problem_fix_table(rep, req.vid)
     linked = {u.class_type for wf in draft.parsed for u in wf.nodes if u.linked}
     js_only = {c for c in (p.class_name for p in probs) if c in rep.unresolved and c not in linked}
@@ -415,7 +420,7 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
         if rel not in lock["workflows"]:
             lock["workflows"].append(rel)
     lockfile.validate(lock, str(project.lock_path(root, vid)))
-    notes = [web.redact(n) for n in list(rep.notes) + [n.replace("{id}", vid) for n in draft.notes]]
+    notes = [web.redact(n) for n in dict.fromkeys(list(rep.notes) + [n.replace("{id}", vid) for n in draft.notes])]
     probed = bool(draft.probed) or ((vdir / "uv.lock").is_file()
                                     and probe.cached(lock, (vdir / "uv.lock").read_bytes()) is not None)
     if lock["nodes"] and not probed:
@@ -434,7 +439,7 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
               for k, m in sorted(rep.models.items()) if k in draft.added_models]
     return LockSummary(vid, sorted(lock["nodes"]), sorted(lock["models"]), lock["workflows"], sorted(draft.added),
                        draft.added_models, lock["python"], bool(req.python), notes, "probe" if probed else "scan",
-                       placed)
+                       placed, dict(sorted(draft.picks.items())))
 
 
 # ---------------------------------------------------------------- the steps' parts
@@ -454,9 +459,9 @@ def _problem_fix_table(rep: analyze.Report, vid: str) -> list[Problem]:
         probs.append(Problem(f"class {c}", e["why"], fix, workflows=e["workflows"]))
     for c, e in rep.ambiguous.items():
         if e["active"]:
-            names = [x.split(" ")[0] for x in e["candidates"]]
+            names = [x.split(" ")[0] for x in e["candidates"]]  # no evidence decided: none of them is proposed
             probs.append(Problem(f"class {c}", f"{e['why']}: {', '.join(e['candidates'])}",
-                                 f"--choose '{c}={names[0]}' (one of: {', '.join(names)}); recorded in the lock's choices",
+                                 f"--choose '{c}=<node>' (one of: {', '.join(names)}); recorded in the lock's choices",
                                  workflows=e["workflows"]))
     return probs
 
