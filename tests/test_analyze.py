@@ -277,3 +277,25 @@ def test_the_workflows_saved_versions_break_a_tie_and_the_hint_proposes_no_unsup
     assert fix.startswith("--choose 'LoadImagePath=<node>'"), fix
     # what was weighed is said, and the candidates are listed best supported first
     assert "coverage" in report.ambiguous["LoadImagePath"]["why"]
+
+
+def test_models_of_bypassed_muted_or_unconnected_nodes_are_optional(core):
+    """issue 28: a loader that is bypassed (mode 4), muted (mode 2) or whose outputs go nowhere is not run by
+    ComfyUI: its model is listed, marked optional with the reason, and not demanded. A node without an outputs
+    list (an output node, the API format) counts as connected."""
+    nodes = [
+        {"id": 1, "type": "LoraLoader", "mode": 4, "widgets_values": ["bypassed.safetensors", 1, 1]},
+        {"id": 2, "type": "LoraLoader", "mode": 2, "widgets_values": ["muted.safetensors", 1, 1]},
+        {"id": 3, "type": "LoraLoader", "mode": 0, "widgets_values": ["dangling.safetensors", 1, 1],
+         "outputs": [{"name": "MODEL", "links": None}, {"name": "CLIP", "links": []}]},
+        {"id": 4, "type": "LoraLoader", "mode": 0, "widgets_values": ["used.safetensors", 1, 1],
+         "outputs": [{"name": "MODEL", "links": [1]}, {"name": "CLIP", "links": None}]},
+        {"id": 5, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["plain.safetensors"]},
+        {"id": 6, "type": "KSampler", "mode": 0, "inputs": [{"name": "model", "link": 1}]}]
+    wf = analyze.parse({"nodes": nodes, "links": [[1, 4, 0, 6, 0, "MODEL"]]}, "wf.json")
+    models = analyze.report([wf], nodemap.NodeMap(core_classes=core, manager_data=nodemap.ManagerData()), core).models
+    active = {k for k, m in models.items() if m["active"]}
+    assert active == {"loras/used.safetensors", "checkpoints/plain.safetensors"}
+    assert {k: m.get("optional") for k, m in models.items() if not m["active"]} == {
+        "loras/bypassed.safetensors": "bypassed", "loras/muted.safetensors": "muted",
+        "loras/dangling.safetensors": "unconnected"}

@@ -742,3 +742,22 @@ def test_a_loose_name_pattern_does_not_take_a_class_one_pack_lists_and_every_pic
     pick = res["picks"]["LeapfusionHunyuanI2VPatcher"]
     assert pick["node"] == "comfyui-kjnodes" and "unique exact match" in pick["evidence"] and "'Hunyuan'" in pick["evidence"]
     assert any(n.startswith("class LeapfusionHunyuanI2VPatcher: picked comfyui-kjnodes") for n in res["notes"])
+
+
+def test_optional_models_are_listed_not_demanded(env, capsys, tmp_path):
+    """issue 28: a model of a node that ComfyUI will not run (bypassed, muted, outputs connected to nothing) has
+    no problem row; `lock` lists it as optional (a note, and `optional` in --json) and does not lock it."""
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps({"nodes": [
+        {"id": 1, "type": "CheckpointLoaderSimple", "mode": 0, "widgets_values": ["nowhere.safetensors"],
+         "outputs": [{"name": "MODEL", "links": []}, {"name": "CLIP", "links": None}, {"name": "VAE", "links": None}]},
+        {"id": 2, "type": "LoraLoader", "mode": 4, "widgets_values": ["off.safetensors", 1.0]},
+        {"id": 3, "type": "KSampler", "mode": 0, "widgets_values": [1, "fixed", 20]}], "links": []}))
+    rc, out, err = run(capsys, "lock", "opt", "--workflow", str(wf), "--comfyui-url", env.core, "--offline-registry",
+                       "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["models"] == []
+    assert {o["model"]: o["why"] for o in res["optional"]} == {
+        "checkpoints/nowhere.safetensors": "unconnected", "loras/off.safetensors": "bypassed"}
+    assert any(n.startswith("model checkpoints/nowhere.safetensors: optional") for n in res["notes"])

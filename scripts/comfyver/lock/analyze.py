@@ -63,6 +63,7 @@ class NodeUse:
     named: dict = field(default_factory=dict)    # input name -> value (API format, dict widgets, promoted widgets)
     positional: list = field(default_factory=list)  # UI widgets_values (list form)
     linked: bool = True        # UI format: False when no link enters or leaves it (a frontend-only node looks so)
+    feeds: bool = True         # UI format: False when it has outputs and none is linked (ComfyUI does not run it)
 
     @property
     def virtual(self) -> bool:
@@ -87,6 +88,14 @@ class ModelUse:
     workflow: str
     node_id: str
     mode: str = "active"
+    feeds: bool = True         # its node's outputs reach something (see NodeUse.feeds)
+
+    @property
+    def optional(self) -> str | None:
+        """Why ComfyUI will not load it (its node bypassed, muted or connected to nothing), else None."""
+        if self.mode in ("muted", "bypassed"):
+            return self.mode
+        return None if self.feeds else "unconnected"
 
 
 @dataclass
@@ -194,7 +203,8 @@ def _parse_ui(data: dict, name: str) -> Workflow:
             wv = n.get("widgets_values")
             out.append(NodeUse(t, nid, name, mode, _str(props.get("cnr_id")), _str(props.get("aux_id")),
                                _str(props.get("ver")), named=dict(wv) if isinstance(wv, dict) else {},
-                               positional=list(wv) if isinstance(wv, list) else [], linked=_has_links(n)))
+                               positional=list(wv) if isinstance(wv, list) else [], linked=_has_links(n),
+                               feeds=_feeds(n)))
 
     walk(data["nodes"], "", None, ())
     versions = extra.get("node_versions") if isinstance(extra.get("node_versions"), dict) else {}
@@ -208,6 +218,15 @@ def _has_links(n: dict) -> bool:
     outs = n.get("outputs") if isinstance(n.get("outputs"), list) else []
     return (any(isinstance(i, dict) and i.get("link") is not None for i in ins)
             or any(isinstance(o, dict) and o.get("links") for o in outs))
+
+
+def _feeds(n: dict) -> bool:
+    """False for a node with outputs none of which is linked: ComfyUI runs only what leads to an output node, so
+    its models are optional. A node without an outputs list (an output node, a group's inner node) feeds."""
+    outs = n.get("outputs")
+    if not isinstance(outs, list) or not outs:
+        return True
+    return any(isinstance(o, dict) and o.get("links") for o in outs)
 
 
 def _str(v) -> str | None:
@@ -302,7 +321,8 @@ def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> 
                 continue
             folder = known_map.get(k) or (WELL_KNOWN_INPUTS.get(k) if not known or _looks_like_model(v) else None)
             if folder or _looks_like_model(v):
-                out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, k, wf.path, u.node_id, u.mode))
+                out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, k, wf.path, u.node_id, u.mode,
+                                    u.feeds))
                 seen.add(v)
         values = [v for v in u.positional if _looks_like_model(v)]
         model_slots = [(i, f) for i, f in known if f not in ("configs",)]
@@ -316,7 +336,8 @@ def model_uses(wf: Workflow, model_inputs: dict[str, list[tuple[str, str]]]) -> 
             if (inp and inp in u.named) or v in seen:
                 continue  # overridden by a promoted widget, or already counted
             seen.add(v)
-            out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, inp, wf.path, u.node_id, u.mode))
+            out.append(ModelUse(folder or by_name.get(_base(v)), v, u.class_type, inp, wf.path, u.node_id, u.mode,
+                                u.feeds))
     return out
 
 
@@ -477,7 +498,12 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
             e = models.setdefault(key, {"folder": folder, "name": name, "used_by": [],
                                         "active": False})
             e["used_by"].append(f"{m.workflow}#{m.node_id} {m.class_type}.{m.input or '?'}")
-            e["active"] = e["active"] or m.mode not in ("muted", "bypassed")
+            # a model only nodes ComfyUI will not run use (bypassed, muted, unconnected) is optional: not demanded
+            e["active"] = e["active"] or m.optional is None
+            if e["active"]:
+                e.pop("optional", None)
+            else:
+                e.setdefault("optional", m.optional)
             if src and src.url and "url" not in e:
                 e["url"] = src.url
                 e["source"] = "workflow"

@@ -33,6 +33,7 @@ from comfyver.lock import analyze, nodemap, nodesource, probe, pylock, versions
 from comfyver.sources import gitsource, resolve, schemes
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see schemes.check_untrusted)
+OPTIONAL_WHY = {"unconnected": "connected to nothing", "muted": "muted", "bypassed": "bypassed"}
 
 
 # ---------------------------------------------------------------- the types the steps pass
@@ -153,6 +154,7 @@ class LockSummary:
     knowledge: str                       # "probe" | "scan": where node classes and model folders came from
     placed: list[Placed]
     picks: dict[str, dict[str, str]] = field(default_factory=dict)  # class -> {node, via, evidence} (step 3)
+    optional: list[dict] = field(default_factory=list)  # [{model, why, used_by}]: listed, not demanded, not locked
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -435,11 +437,15 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     for w, rel in draft.names:
         atomic_write_bytes(vdir / rel, w.read_bytes())
     versions.save(root, vid, lock)
+    optional = [{"model": k, "why": m.get("optional") or "inactive", "used_by": m["used_by"]}
+                 for k, m in sorted(rep.models.items()) if not m["active"] and k not in lock["models"]]
+    notes += [web.redact(f"model {o['model']}: optional (its node is {OPTIONAL_WHY.get(o['why'], o['why'])}): "
+                         "listed, not locked") for o in optional]
     placed = [Placed(k, m["folder"], m.get("source"), web.redact(m["url"]), m["used_by"])
               for k, m in sorted(rep.models.items()) if k in draft.added_models]
     return LockSummary(vid, sorted(lock["nodes"]), sorted(lock["models"]), lock["workflows"], sorted(draft.added),
                        draft.added_models, lock["python"], bool(req.python), notes, "probe" if probed else "scan",
-                       placed, dict(sorted(draft.picks.items())))
+                       placed, dict(sorted(draft.picks.items())), optional)
 
 
 # ---------------------------------------------------------------- the steps' parts
