@@ -186,3 +186,67 @@ def test_a_trailing_newline_in_a_pinned_sha256_is_refused(tmp_path):
 
     with pytest.raises(lockfile.LockError, match="does not match"):
         lockfile.read(write(tmp_path, mutate(pin)))
+
+
+# -- the lock's TypedDicts (lockfile.Lock ...) against the JSON Schema: the two cannot drift -----------------------
+
+def _schema_objects():
+    s = lockfile.schema()
+    d, p = s["$defs"], s["properties"]
+    return [
+        (lockfile.Lock, s),
+        (lockfile.Core, p["comfyui"]),
+        (lockfile.Python, p["python"]),
+        (lockfile.GitOriginal, d["gitOriginal"]),
+        (lockfile.GitLocked, d["gitLocked"]),
+        (lockfile.RegistryOriginal, d["registryOriginal"]),
+        (lockfile.ZipLocked, d["zipLocked"]),
+        (lockfile.Node, d["node"]),
+        (lockfile.Model, d["model"]),
+        (lockfile.ModelOriginal, d["model"]["properties"]["original"]),
+        (lockfile.ModelLocked, d["model"]["properties"]["locked"]),
+    ]
+
+
+@pytest.mark.parametrize(("td", "obj"), _schema_objects(), ids=lambda x: getattr(x, "__name__", ""))
+def test_typeddict_keys_match_the_schema(td, obj):
+    """Each TypedDict has exactly the schema object's properties, required where the schema requires them."""
+    assert obj.get("additionalProperties") is False, "a closed object in the schema: its keys are all named"
+    assert set(td.__annotations__) == set(obj["properties"]), td.__name__
+    assert td.__required_keys__ == set(obj.get("required", [])), td.__name__
+    assert td.__optional_keys__ == set(obj["properties"]) - set(obj.get("required", [])), td.__name__
+
+
+def test_every_closed_object_of_the_schema_has_its_typeddict():
+    """A new object in the schema (a new $defs entry or a new object property) needs its TypedDict here too."""
+    s = lockfile.schema()
+    covered = {id(obj) for _, obj in _schema_objects()}
+
+    def closed(obj, where):
+        if isinstance(obj, dict):
+            if obj.get("type") == "object" and obj.get("additionalProperties") is False:
+                yield where, obj
+            for k, v in obj.items():
+                yield from closed(v, f"{where}.{k}")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                yield from closed(v, f"{where}[{i}]")
+
+    missing = [where for where, obj in closed(s, "$") if id(obj) not in covered]
+    assert not missing, f"schema objects without a TypedDict in base/lockfile.py: {missing}"
+
+
+def test_typed_literals_match_the_schema():
+    """The const/enum values the TypedDicts spell as Literal are the schema's."""
+    from typing import get_args
+
+    s = lockfile.schema()
+    d = s["$defs"]
+    assert set(get_args(lockfile.Torch)) == set(s["properties"]["python"]["properties"]["torch"]["enum"])
+    assert set(get_args(lockfile.Platform)) == set(s["properties"]["python"]["properties"]["platforms"]["items"]["enum"])
+    auth = lockfile.ModelLocked.__annotations__["auth"]
+    assert set(get_args(get_args(auth)[0])) == set(d["model"]["properties"]["locked"]["properties"]["auth"]["enum"])
+    assert get_args(lockfile.Lock.__annotations__["schema"]) == (s["properties"]["schema"]["const"],)
+    for td, name in [(lockfile.GitOriginal, "gitOriginal"), (lockfile.GitLocked, "gitLocked"),
+                     (lockfile.RegistryOriginal, "registryOriginal"), (lockfile.ZipLocked, "zipLocked")]:
+        assert get_args(td.__annotations__["type"]) == (d[name]["properties"]["type"]["const"],), name

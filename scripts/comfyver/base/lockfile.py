@@ -6,15 +6,16 @@ credentials in them). An invalid lock is refused with the file, the JSON
 path and what is wrong; an unknown `schema` number is refused, not guessed.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: the TypedDicts keep their NotRequired at run time (the schema test reads it)
 
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Final, Literal, NotRequired, TypedDict, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import jsonschema
@@ -23,11 +24,117 @@ from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, dumps_json
 from comfyver.base.redaction import is_secret_query_key, redact_url
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 SCHEMA_FILE = Path(__file__).with_name("schema") / "version-1.schema.json"
 VERSION_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
-DEFAULT_PYTHON = {"requires": "==3.11.*", "torch": "cu128"}
+
+
+# -- the lock's shape, as types: one TypedDict per object of schema/version-1.schema.json (tests/test_lockfile.py
+# checks their keys against the schema's properties, required and optional, so the two cannot drift) ----------
+
+class GitOriginal(TypedDict):
+    """$defs.gitOriginal: a git source as the user gave it."""
+    type: Literal["git"]
+    url: str
+    ref: NotRequired[str]
+    submodules: NotRequired[bool]
+
+
+class GitLocked(TypedDict):
+    """$defs.gitLocked: a git source pinned to a commit and its NAR hash."""
+    type: Literal["git"]
+    url: str
+    rev: str
+    ref: NotRequired[str]
+    hash: str
+    submodules: bool
+
+
+class RegistryOriginal(TypedDict):
+    """$defs.registryOriginal: a node pack from the Comfy registry, by id and version."""
+    type: Literal["registry"]
+    id: str
+    version: str
+
+
+class ZipLocked(TypedDict):
+    """$defs.zipLocked: an archive pinned by its unpacked tree's NAR hash."""
+    type: Literal["zip"]
+    url: str
+    hash: str
+    stripRoot: bool
+    version: NotRequired[str]
+
+
+class Core(TypedDict):
+    """$.comfyui: the ComfyUI core."""
+    original: GitOriginal
+    locked: GitLocked
+
+
+NodeOriginal = GitOriginal | RegistryOriginal
+NodeLocked = GitLocked | ZipLocked
+
+
+class Node(TypedDict):
+    """$defs.node: one custom node pack."""
+    original: NodeOriginal
+    locked: NodeLocked
+    provides: NotRequired[list[str]]
+    writable: NotRequired[bool]
+
+
+class ModelOriginal(TypedDict):
+    """$defs.model.original: a model source as given (hf://, civitai://, https://, file://, gs://)."""
+    url: str
+    sha256: NotRequired[str]
+    size: NotRequired[int]
+
+
+class ModelLocked(TypedDict):
+    """$defs.model.locked: a model pinned by sha256 and size, with the URL that serves those bytes."""
+    url: str
+    sha256: str
+    size: int
+    auth: NotRequired[Literal["hf", "civitai", "gcs"]]
+    unverified: NotRequired[Literal[True]]
+
+
+# "from" is a Python keyword: the functional form
+Model = TypedDict("Model", {
+    "from": NotRequired[Literal["workflow"]],
+    "original": ModelOriginal,
+    "locked": ModelLocked,
+})
+Model.__doc__ = """$defs.model: one model file under models/."""
+
+Torch = Literal["cu128", "cu126", "cu124", "cu121", "cpu", "pypi"]
+Platform = Literal["linux-x86_64", "macos-arm64"]
+
+
+class Python(TypedDict):
+    """$.python: the Python requirement and the torch build."""
+    requires: str
+    torch: Torch
+    extra: NotRequired[list[str]]
+    platforms: NotRequired[list[Platform]]
+
+
+class Lock(TypedDict):
+    """The whole lock (versions/<id>/version.json)."""
+    schema: Literal[1]
+    id: str
+    description: NotRequired[str]
+    comfyui: Core
+    nodes: dict[str, Node]
+    models: dict[str, Model]
+    python: Python
+    workflows: list[str]
+    choices: NotRequired[dict[str, str]]
+
+
+DEFAULT_PYTHON: Python = {"requires": "==3.11.*", "torch": "cu128"}
 
 
 class LockError(ComfyverError):
@@ -35,11 +142,11 @@ class LockError(ComfyverError):
 
 
 @lru_cache(maxsize=1)
-def schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text())
+def schema() -> dict[str, Any]:
+    return cast("dict[str, Any]", json.loads(SCHEMA_FILE.read_text()))
 
 
-def _json_path(parts) -> str:
+def _json_path(parts: Iterable[str | int]) -> str:
     out = "$"
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (
@@ -52,7 +159,7 @@ RESERVED_IDS = frozenset({"default"})
 RESERVED_NODE_NAMES = frozenset({"comfyui"})
 
 
-def is_version_id(vid) -> bool:
+def is_version_id(vid: object) -> bool:
     """Whether `vid` may name a version: the one rule (the lock, the CLI and the handler's `version_id` read it)."""
     return isinstance(vid, str) and bool(VERSION_ID_RE.match(vid)) and vid not in RESERVED_IDS
 
@@ -78,7 +185,7 @@ def check_model_path(key: str) -> PurePosixPath:
     return p
 
 
-def from_workflow(model: dict) -> bool:
+def from_workflow(model: Model) -> bool:
     """Whether a lock's model entry has its source from a workflow (`"from": "workflow"`): untrusted content,
     fetched only inside `web.untrusted_fetches()`, at lock time and at every later fetch."""
     return model.get("from") == "workflow"
@@ -93,7 +200,7 @@ def check_url_has_no_secret(url: str) -> None:
             raise ValueError(f"URL {redact_url(url)!r} carries a secret query parameter {k!r}; tokens come from the environment")
 
 
-def validate(data: Any, source: str) -> dict:
+def validate(data: Any, source: str) -> Lock:
     """Validate a parsed lock; raise LockError naming `source`, the JSON path and the problem."""
     if not isinstance(data, dict):
         raise LockError(f"{source}: $: a version lock must be a JSON object")
@@ -135,10 +242,10 @@ def validate(data: Any, source: str) -> dict:
                     check_url_has_no_secret(url)
                 except ValueError as exc:
                     raise LockError(f"{source}: $.{name}.{side}.url: {exc}") from None
-    return data
+    return cast(Lock, data)
 
 
-def read(path: str | os.PathLike) -> dict:
+def read(path: str | os.PathLike[str]) -> Lock:
     path = Path(path)
     try:
         text = path.read_text()
@@ -156,32 +263,32 @@ def read(path: str | os.PathLike) -> dict:
     return data
 
 
-def write(path: str | os.PathLike, data: dict) -> None:
+def write(path: str | os.PathLike[str], data: Lock) -> None:
     """Validate, then write atomically (temp file + rename)."""
     validate(data, str(path))
     atomic_write_json(path, data)
 
 
-def canonical(data: dict) -> bytes:
+def canonical(data: Lock) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def lock_digest(data: dict) -> str:
+def lock_digest(data: Lock) -> str:
     """sha256 hex of the lock's canonical JSON: names one exact locked state."""
     return hashlib.sha256(canonical(data)).hexdigest()
 
 
-def empty(vid: str, comfyui_original: dict, comfyui_locked: dict) -> dict:
+def empty(vid: str, comfyui_original: GitOriginal, comfyui_locked: GitLocked) -> Lock:
     return {
         "schema": SCHEMA_VERSION,
         "id": vid,
         "comfyui": {"original": comfyui_original, "locked": comfyui_locked},
         "nodes": {},
         "models": {},
-        "python": dict(DEFAULT_PYTHON),
+        "python": DEFAULT_PYTHON.copy(),
         "workflows": [],
     }
 
 
-def render(data: dict) -> str:
+def render(data: Lock) -> str:
     return dumps_json(data)

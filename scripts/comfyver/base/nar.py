@@ -52,7 +52,7 @@ _ENTRY = _tok(b"entry") + _OPEN + _tok(b"name")
 _NODE = _tok(b"node")
 
 
-def _dump(path: bytes, emit: Callable[[bytes], None]) -> None:
+def _dump(path: bytes, emit: Callable[[bytes | memoryview], None]) -> None:
     st = os.lstat(path)
     mode = st.st_mode
     if stat.S_ISLNK(mode):
@@ -85,7 +85,7 @@ def _dump(path: bytes, emit: Callable[[bytes], None]) -> None:
         raise ValueError(f"{os.fsdecode(path)}: cannot archive a {stat.filemode(mode)[0]!r} file (only files, dirs, symlinks)")
 
 
-def _dump_excluding(path: bytes, rel: bytes, skip: set[bytes], emit: Callable[[bytes], None]) -> None:
+def _dump_excluding(path: bytes, rel: bytes, skip: set[bytes], emit: Callable[[bytes | memoryview], None]) -> None:
     if rel and not any(s.startswith(rel + b"/") for s in skip):
         _dump(path, emit)  # nothing below is excluded: the plain walker
         return
@@ -100,7 +100,7 @@ def _dump_excluding(path: bytes, rel: bytes, skip: set[bytes], emit: Callable[[b
     emit(_CLOSE)
 
 
-def dump(path: str | os.PathLike, emit: Callable[[bytes], None], exclude: Iterable[str] = ()) -> None:
+def dump(path: str | os.PathLike[str], emit: Callable[[bytes | memoryview], None], exclude: Iterable[str] = ()) -> None:
     """Stream the NAR serialisation of `path` into `emit` (== nix-store --dump).
 
     `exclude`: relative paths (posix, under a directory `path`) left out, as if absent."""
@@ -112,20 +112,20 @@ def dump(path: str | os.PathLike, emit: Callable[[bytes], None], exclude: Iterab
         _dump(os.fsencode(path), emit)
 
 
-def nar_bytes(path: str | os.PathLike) -> bytes:
+def nar_bytes(path: str | os.PathLike[str]) -> bytes:
     out = bytearray()
     dump(path, out.extend)
     return bytes(out)
 
 
-def nar_hash(path: str | os.PathLike, exclude: Iterable[str] = ()) -> bytes:
+def nar_hash(path: str | os.PathLike[str], exclude: Iterable[str] = ()) -> bytes:
     """sha256 digest of the NAR of `path` (with the relative paths in `exclude` left out)."""
     h = hashlib.sha256()
     dump(path, h.update, exclude)
     return h.digest()
 
 
-def flat_hash(path: str | os.PathLike) -> bytes:
+def flat_hash(path: str | os.PathLike[str]) -> bytes:
     """sha256 digest of a file's bytes (a flat fixed-output hash)."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
@@ -208,7 +208,7 @@ class GitTree:
 
     def __init__(self) -> None:
         # name (bytes) -> (mode, oid) for blobs/links, or GitTree for dirs
-        self.entries: dict[bytes, object] = {}
+        self.entries: dict[bytes, GitTree | tuple[bytes, bytes]] = {}
         self.attributes: list[bytes] = []  # root only: oids of every .gitattributes blob
 
 
@@ -226,7 +226,7 @@ def git_tree(repo: str, rev: str) -> GitTree:
         mode, kind, oid = meta.split(b" ")
         if mode == b"160000":
             # a gitlink (submodule) checks out as an empty directory
-            node: object = GitTree()
+            node: GitTree | tuple[bytes, bytes] = GitTree()
         else:
             node = (mode, oid)
         parts = path.split(b"/")
@@ -248,7 +248,7 @@ def _blob_order(tree: GitTree) -> Iterator[bytes]:
         if isinstance(node, GitTree):
             yield from _blob_order(node)
         else:
-            yield node[1]  # type: ignore[index]
+            yield node[1]
 
 
 def git_tree_nar_hash(repo: str, rev: str, root: GitTree | None = None) -> bytes:
@@ -270,11 +270,13 @@ def git_tree_nar_hash(repo: str, rev: str, root: GitTree | None = None) -> bytes
     # feed all requests from a thread so a full pipe never dead-locks us
     import threading
 
+    stdin = proc.stdin
+
     def feed() -> None:
         try:
             for oid in order:
-                proc.stdin.write(oid + b"\n")
-            proc.stdin.close()
+                stdin.write(oid + b"\n")
+            stdin.close()
         except BrokenPipeError:
             pass
 
@@ -306,7 +308,7 @@ def git_tree_nar_hash(repo: str, rev: str, root: GitTree | None = None) -> bytes
             if isinstance(node, GitTree):
                 walk(node)
             else:
-                mode, oid = node  # type: ignore[misc]
+                mode, oid = node
                 parts = read_blob(oid)
                 size = int.from_bytes(next(parts), "little")
                 if mode == b"120000":

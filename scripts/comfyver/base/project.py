@@ -9,7 +9,7 @@ from comfyver.base.errors import ComfyverError
 from comfyver.base.lockfile import check_version_id
 
 
-def find_root(start: str | os.PathLike | None = None) -> Path:
+def find_root(start: str | os.PathLike[str] | None = None) -> Path:
     """The project root: $COMFYVER_ROOT, else the nearest parent of `start` (cwd) with versions/."""
     env = os.environ.get("COMFYVER_ROOT")
     if env:

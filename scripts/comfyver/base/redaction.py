@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from urllib.parse import parse_qsl, urlsplit
 
 # the credentials comfyver and the worker read, by name
@@ -34,10 +35,10 @@ def is_secret_query_key(name: str) -> bool:
     return bool(SECRET_QUERY_KEY.fullmatch(name))
 
 
-def secret_values(env=None) -> list[str]:
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     """The secret values in `env` (default os.environ), longest first, with their escaped/split forms."""
     env = os.environ if env is None else env
-    values = {env.get(n) for n in SECRET_ENV}
+    values = {v for n in SECRET_ENV if (v := env.get(n))}
     values |= {v for n, v in env.items() if SECRET_NAME.search(n) and v and v.lower() not in NOT_SECRET_VALUES}
     values = {v for v in values if v and len(v) >= MIN_LEN}
     # a value with control characters may come back escaped (repr) or split over lines: mask those forms too
@@ -46,7 +47,7 @@ def secret_values(env=None) -> list[str]:
     return sorted(values | extra, key=len, reverse=True)
 
 
-def redact(text) -> str:
+def redact(text: object) -> str:
     """`text` (anything: str() of it) with every secret value, URL userinfo and credential query value masked."""
     if not isinstance(text, str):
         text = str(text)

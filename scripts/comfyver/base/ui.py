@@ -14,7 +14,7 @@ def console(stderr: bool = False) -> Console:
     return Console(file=stream, highlight=False, width=None if stream.isatty() else 250)
 
 
-def text(value) -> str:
+def text(value: object) -> str:
     """`value` as literal text inside rich markup: a model name, node id or job id with `[/]` in it is printed
     as it is, never read as a tag (an unmatched one raises MarkupError)."""
     return escape(str(value))

@@ -16,12 +16,12 @@ class Link(NamedTuple):
     type: Any
 
 
-def is_ui(data) -> bool:
+def is_ui(data: object) -> bool:
     """A UI-format workflow: an object whose `nodes` is a list (an API-format node is always an object)."""
     return isinstance(data, dict) and isinstance(data.get("nodes"), list)
 
 
-def read_link(link) -> Link | None:
+def read_link(link: object) -> Link | None:
     """A link as the editor writes it, `[id, origin id, origin slot, target id, target slot, type]` or an object
     with those keys (subgraphs); None for anything else. Values are not checked: callers check what they read."""
     if isinstance(link, dict):

@@ -12,8 +12,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -24,7 +26,7 @@ from urllib3.util import connection as _u3conn
 
 from comfyver import __version__
 from comfyver.base.errors import ComfyverError, Reason, UsageError
-from comfyver.base.redaction import redact  # the one rule; web.redact is what callers import
+from comfyver.base.redaction import redact as redact  # the one rule; web.redact is what callers import
 
 USER_AGENT = f"comfyver/{__version__}"
 TOKEN_ENV = {"hf": "HF_TOKEN", "civitai": "CIVITAI_TOKEN"}
@@ -58,7 +60,7 @@ UNTRUSTED_ENV = frozenset({
     "LC_IDENTIFICATION", "LC_MEASUREMENT", "LC_NAME", "LC_PAPER", "LC_TELEPHONE"})
 
 
-def untrusted_env(env) -> dict:
+def untrusted_env(env: Mapping[str, str]) -> dict[str, str]:
     """The variables of `env` a process that must hold no credential gets (pack code in the probe, the page's
     ComfyUI in `comfyver ui`): the names in UNTRUSTED_ENV, whatever their values."""
     return {k: v for k, v in env.items() if k in UNTRUSTED_ENV}
@@ -143,7 +145,7 @@ def _local_address(host: str) -> bool:
         addrs = [str(ipaddress.ip_address(host.strip("[]")))]
     except ValueError:
         try:
-            addrs = [a[4][0] for a in socket.getaddrinfo(host, None)]
+            addrs = [str(a[4][0]) for a in socket.getaddrinfo(host, None)]
         except (socket.gaierror, UnicodeError, ValueError):
             return host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost")
     return any(non_public_address(a) for a in addrs)
@@ -172,14 +174,14 @@ class NonPublicAddress(ComfyverError):
     """A fetch for an untrusted source tried to connect to a local or private address."""
 
 
-def _public_new_conn(self) -> socket.socket:
+def _public_new_conn(self: HTTPConnection) -> socket.socket:
     """urllib3's _new_conn, but the host's addresses are checked first and the socket goes to a checked address:
     a redirect to a private host, or a second DNS answer (rebinding), cannot reach this machine's network."""
     host = self._dns_host.rstrip(".")
     if is_trusted(host, self.port):
         return HTTPConnection._new_conn(self)
     try:
-        addrs = [ai[4][0] for ai in socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)]
+        addrs = [str(ai[4][0]) for ai in socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)]
     except socket.gaierror as e:
         raise NameResolutionError(self.host, self, e) from e
     bad = [a for a in addrs if non_public_address(a)]
@@ -211,14 +213,14 @@ class PublicOnlyAdapter(HTTPAdapter):
     """Every connection (each redirect hop included) goes to a checked public address. Behind a proxy, the proxy
     resolves names: each hop's host name is then checked by `check_untrusted_source` (see _check_redirect)."""
 
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
 
 
-def _check_redirect(r: requests.Response, *args, **kwargs):
+def _check_redirect(r: requests.Response, *args: Any, **kwargs: Any) -> None:
     if r.is_redirect and r.headers.get("Location"):
-        target = requests.compat.urljoin(r.url, r.headers["Location"])
+        target = urljoin(r.url, r.headers["Location"])
         try:
             check_untrusted_source(target, ("http", "https"))  # a hop: http(s) only
         except ValueError as exc:
@@ -232,7 +234,7 @@ _untrusted = threading.local()
 
 
 @contextmanager
-def untrusted_fetches():
+def untrusted_fetches() -> Iterator[None]:
     """Within this block, on this thread, `session()` (so `get` and downloads) only reaches public addresses:
     for sources named by untrusted content (a workflow), checked at every hop and at connect time."""
     before = fetching_untrusted()
@@ -274,7 +276,7 @@ def session() -> requests.Session:
 
 
 def get(url: str, *, what: str, retries: int = 3, timeout: float = 30, stream: bool = False,
-        headers: dict | None = None, allow: tuple[int, ...] = ()) -> requests.Response:
+        headers: dict[str, str] | None = None, allow: tuple[int, ...] = ()) -> requests.Response:
     """GET with auth for the URL's own service, retries on 429/5xx and connection errors.
 
     Raises ComfyverError naming `what` and the (redacted) URL on failure;

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
+from comfyver.base.lockfile import Lock
 from comfyver.lock import analyze, nodemap, nodesource, pylock, versions
 
 
@@ -60,7 +61,7 @@ def check_version(root: Path, vid: str, *, python: bool = True) -> list[dict]:
     return problems
 
 
-def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
+def _coverage(lock: Lock, vdir: Path, wfs: list, relock: str) -> list[dict]:
     if not wfs:
         return []
     mgr = nodemap.manager()
@@ -92,7 +93,7 @@ def _coverage(lock: dict, vdir: Path, wfs: list, relock: str) -> list[dict]:
     return out
 
 
-def _python(lock: dict, vdir: Path, vid: str) -> list[dict]:
+def _python(lock: Lock, vdir: Path, vid: str) -> list[dict]:
     pp, ul = vdir / "pyproject.toml", vdir / "uv.lock"
     fix = f"comfyver lock {vid} (regenerates pyproject.toml and uv.lock)"
     if not pp.is_file() or not ul.is_file():

@@ -26,6 +26,7 @@ from pathlib import Path
 from comfyver.base import nar, project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json
+from comfyver.base.lockfile import Lock
 from comfyver.lock import versions
 
 PROBE_VERSION = 1
@@ -74,7 +75,7 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
         return result
 
 
-def cache_key(lock: dict, uv_lock: bytes) -> str:
+def cache_key(lock: Lock, uv_lock: bytes) -> str:
     parts = [f"v{PROBE_VERSION}", lock["comfyui"]["locked"]["rev"], hashlib.sha256(uv_lock).hexdigest()]
     for name, n in sorted(lock.get("nodes", {}).items()):
         parts.append(f"{name}={n['locked'].get('hash') or n['locked'].get('rev')}")
@@ -85,7 +86,7 @@ def _cache_file(key: str) -> Path:
     return project.cache_dir() / "probe" / f"{key}.json"
 
 
-def cached(lock: dict, uv_lock: bytes) -> dict | None:
+def cached(lock: Lock, uv_lock: bytes) -> dict | None:
     try:
         return json.loads(_cache_file(cache_key(lock, uv_lock)).read_text())
     except (OSError, ValueError):
@@ -104,7 +105,7 @@ def _cached_run(key: str, make, refresh: bool) -> dict:
     return {**result, "cached": False}
 
 
-def for_version(lock: dict, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> dict:
+def for_version(lock: Lock, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> dict:
     """Probe a realized version (`tree`: its ComfyUI folder with custom_nodes/ and .venv/), cached."""
     python = tree / ".venv" / "bin" / "python"
 
@@ -121,7 +122,7 @@ def model_inputs(result: dict) -> dict[str, list[tuple[str, str]]]:
     return {c: [tuple(x) for x in info["model_inputs"]] for c, info in result["classes"].items()}
 
 
-def compare(lock: dict, result: dict) -> list[dict]:
+def compare(lock: Lock, result: dict) -> list[dict]:
     """What the lock records against what ComfyUI registered: a pack that failed to import, a class in
     `provides` that is not registered at runtime, a class registered but missing from `provides`."""
     out = []
@@ -183,7 +184,7 @@ def interpreter_identity(python: str) -> bytes:
     return f"python={python}\nprefix={lines[0]}\npurelib-mtime={mtime}".encode()
 
 
-def for_sources(lock: dict, python: str, *, refresh: bool = False) -> dict:
+def for_sources(lock: Lock, python: str, *, refresh: bool = False) -> dict:
     """Probe a lock before anything is realized: its core and nodes exported from the caches (git at their
     revs with submodules, registry archives unpacked) and loaded by `python`, an interpreter that has the
     version's requirements. Cached by the lock's inputs and the interpreter."""

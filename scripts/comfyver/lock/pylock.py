@@ -38,6 +38,7 @@ from packaging.version import InvalidVersion, Version
 from comfyver.base import project, uvtool
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
+from comfyver.base.lockfile import Lock
 from comfyver.lock import nodesource
 from comfyver.lock.versions import PROJECT_NAME
 from comfyver.sources import gitsource
@@ -97,7 +98,7 @@ def _pyproject_deps(text: str) -> list[str]:
     return [d for d in deps if isinstance(d, str)]
 
 
-def collect(lock: dict) -> Requirements:
+def collect(lock: Lock) -> Requirements:
     """Every requirement of the locked core and git nodes (read from the git cache)."""
     reqs = Requirements()
     core = lock["comfyui"]["locked"]
@@ -199,7 +200,7 @@ def _combine(pkg: str, reqs: list[Requirement]) -> str:
     return out
 
 
-def render(lock: dict, deps: list[str], overrides: list[str]) -> str:
+def render(lock: Lock, deps: list[str], overrides: list[str]) -> str:
     py = lock["python"]
     profile = py["torch"]
     lines = [
@@ -246,7 +247,7 @@ def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def generate(lock: dict) -> tuple[str, Requirements, list[str]]:
+def generate(lock: Lock) -> tuple[str, Requirements, list[str]]:
     """The pyproject.toml text for a lock, the collected requirements and the notes."""
     reqs = collect(lock)
     deps, overrides, notes = merge(reqs)
@@ -547,7 +548,7 @@ def _misnames(profile: str, held: tuple[int, int] | None, has_torch: bool = Fals
     return profile == "cpu" or (claimed is not None and claimed[0] != held[0])
 
 
-def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
+def profile_problem(lock: Lock, uv_lock_text: str) -> str | None:
     """Why python.torch misnames what uv.lock holds (None when it is honest)."""
     profile, held = lock["python"]["torch"], locked_cuda(uv_lock_text)
     if not _misnames(profile, held, "torch" in family(uv_lock_text)):
@@ -561,7 +562,7 @@ def profile_problem(lock: dict, uv_lock_text: str) -> str | None:
             f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
 
 
-def settle_profile(lock: dict, vdir: Path) -> str | None:
+def settle_profile(lock: Lock, vdir: Path) -> str | None:
     """After `uv lock`: a PyPI profile named for one CUDA (`cu128`, the default) that resolved to another
     (PyPI's torch moved to cu13 wheels) is renamed `pypi`, which builds the same; returns a note saying so.
     The PyTorch-index profiles are left alone (`comfyver check` reports a mismatch there)."""

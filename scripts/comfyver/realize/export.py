@@ -20,6 +20,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, project, uvtool, web
 from comfyver.base.errors import UsageError
+from comfyver.base.lockfile import Lock
 from comfyver.realize import realize
 
 FORMATS = ("script", "dockerfile", "report")
@@ -200,7 +201,7 @@ def _heredoc(text: str, path: str, tag: str) -> str:
     return f"cat > {path} <<'{tag}'\n" + _heredoc_body(text, tag)
 
 
-def marker_base(root: Path, vid: str, lock: dict) -> dict:
+def marker_base(root: Path, vid: str, lock: Lock) -> dict:
     st = realize.stamp(root, vid, lock, Path("."))
     st.pop("modelStore")
     return {**st, "comfyui": realize.source_record(lock["comfyui"]["locked"]),

@@ -35,6 +35,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from comfyver.base import lockfile, nar, project, ui, uvtool, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
+from comfyver.base.lockfile import Lock
 from comfyver.sources import archive, download, gitsource, modelstore
 
 MARKER = ".comfyver-realized.json"
@@ -97,7 +98,7 @@ def python_inputs(root: Path, vid: str) -> tuple[Path, Path]:
     return pyproject, uvlock
 
 
-def stamp(root: Path, vid: str, lock: dict, store: Path) -> dict:
+def stamp(root: Path, vid: str, lock: Lock, store: Path) -> dict:
     """What a realized folder must have been built from to count as up to date."""
     pyproject, uvlock = python_inputs(root, vid)
     return {"id": vid, "lock": lockfile.lock_digest(lock), "uvLock": _sha256_file(uvlock),
@@ -111,7 +112,7 @@ def read_marker(into: Path) -> dict | None:
         return None
 
 
-def choose_python(lock: dict) -> str:
+def choose_python(lock: Lock) -> str:
     """This interpreter if it satisfies the lock's python.requires, else the requirement for uv to find."""
     requires = lock["python"]["requires"]
     try:
@@ -182,7 +183,7 @@ def source_record(locked: dict) -> dict:
 
 # -- models ------------------------------------------------------------------
 
-def ensure_models(lock: dict, store: Path, offline: bool, rep: Reporter,
+def ensure_models(lock: Lock, store: Path, offline: bool, rep: Reporter,
                   cache: modelstore.StatCache) -> dict[str, Path]:
     blobs = {}
     for key, m in sorted(lock["models"].items()):
@@ -214,7 +215,7 @@ def link_models(blobs: dict[str, Path], tree: Path) -> list[str]:
     return created
 
 
-def extra_model_paths(lock: dict) -> str:
+def extra_model_paths(lock: Lock) -> str:
     """YAML for ComfyUI: every model folder of the version under models/ (relative to the yaml)."""
     folders = sorted({key.split("/", 1)[0] for key in lock["models"]})
     lines = ["# written by comfyver realize: every model folder of this version, under models/", "comfyver:",
@@ -241,7 +242,7 @@ def run_uv(args: list[str], what: str, env: dict) -> None:
                             hint="offline installs need `comfyver fetch <id>` first" if "--offline" in args else None)
 
 
-def build_venv(root: Path, vid: str, lock: dict, venv: Path, *, offline: bool, system_site_packages: bool,
+def build_venv(root: Path, vid: str, lock: Lock, venv: Path, *, offline: bool, system_site_packages: bool,
                uv_args: list[str]) -> None:
     pyproject, _ = python_inputs(root, vid)
     what = f"version {vid}: python environment"

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from comfyver.base import lockfile, nar, project, uvtool
+from comfyver.base.lockfile import Lock
 from comfyver.realize import realize
 from comfyver.realize.realize import EXTRA_PATHS, MARKER, MODELS_DIR, QUIET, VENV, Reporter
 from comfyver.sources import modelstore
@@ -51,7 +52,7 @@ def nar_hash_without(path: Path, skip: set[str]) -> str:
     return nar.to_sri(nar.nar_hash(path, exclude=skip))
 
 
-def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
+def check_sources(lock: Lock, marker: dict, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
     out = []
     core = into
     inputs = [("comfyui", "ComfyUI", lock["comfyui"]["locked"], marker.get("comfyui") or {}, core)]
@@ -85,7 +86,7 @@ def check_sources(lock: dict, marker: dict, into: Path, deep: bool, rep: Reporte
     return out
 
 
-def added_to_core(lock: dict, marker: dict, core: Path) -> set[str]:
+def added_to_core(lock: Lock, marker: dict, core: Path) -> set[str]:
     """Paths in the ComfyUI tree that realize added (left out of the core's NAR hash)."""
     skip = {f"custom_nodes/{n}" for n in lock["nodes"]} | {f"{MODELS_DIR}/{k}" for k in lock["models"]}
     skip |= {EXTRA_PATHS, VENV, MARKER} | set(marker.get("coreAdded", []))
@@ -163,7 +164,7 @@ def check_records(venv: Path) -> list[Mismatch]:
 
 # -- models ------------------------------------------------------------------
 
-def check_models(lock: dict, into: Path, rep: Reporter, cache: modelstore.StatCache) -> list[Mismatch]:
+def check_models(lock: Lock, into: Path, rep: Reporter, cache: modelstore.StatCache) -> list[Mismatch]:
     out = []
     total = sum(m["locked"]["size"] for m in lock["models"].values())
     with rep.bytes("models", total) as progress:
@@ -178,13 +179,13 @@ def check_models(lock: dict, into: Path, rep: Reporter, cache: modelstore.StatCa
 
 # -- runtime -----------------------------------------------------------------
 
-def workflow_classes(root: Path, vid: str, lock: dict) -> dict[str, str]:
+def workflow_classes(root: Path, vid: str, lock: Lock) -> dict[str, str]:
     """class_type -> the workflow file that uses it, as ComfyUI will run it: subgraphs and group nodes
     entered (their instances are not classes), frontend-only, muted and bypassed nodes left out."""
     return {c: rel for c, (rel, _) in _workflow_uses(root, vid, lock).items()}
 
 
-def _workflow_uses(root: Path, vid: str, lock: dict) -> dict[str, tuple[str, bool]]:
+def _workflow_uses(root: Path, vid: str, lock: Lock) -> dict[str, tuple[str, bool]]:
     """class -> (first workflow using it, whether any use of it is wired to another node)."""
     from comfyver.lock import analyze
 
@@ -198,7 +199,7 @@ def _workflow_uses(root: Path, vid: str, lock: dict) -> dict[str, tuple[str, boo
     return uses
 
 
-def check_runtime(root: Path, vid: str, lock: dict, into: Path, comfy_args: list[str], rep: Reporter,
+def check_runtime(root: Path, vid: str, lock: Lock, into: Path, comfy_args: list[str], rep: Reporter,
                   timeout: float = 300) -> list[Mismatch]:
     import socket
 
@@ -243,7 +244,7 @@ def runtime_mismatches(uses: dict[str, tuple[str, bool]], info: dict, listings: 
             for cls, (wf, linked) in sorted(uses.items()) if cls not in info and (linked or cls not in listings)]
 
 
-def _locked_pack_listings(lock: dict) -> set[str]:
+def _locked_pack_listings(lock: Lock) -> set[str]:
     """Every class ComfyUI-Manager's node map lists for the version's locked packs."""
     from comfyver.lock import nodemap
 

@@ -22,6 +22,7 @@ import requests
 
 from comfyver.base import web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import Lock
 from comfyver.ship.push import _COMPONENT, _HOST
 
 DEFAULT_REST_URL = "https://rest.runpod.io/v1"
@@ -70,7 +71,7 @@ def allowed_cuda_versions(torch: str | None, locked: tuple[int, int] | None = No
     return allowed
 
 
-def stale_tag_warning(vid: str, lock: dict, image: str) -> str | None:
+def stale_tag_warning(vid: str, lock: Lock, image: str) -> str | None:
     """A warning when the image's tag is a `comfyver push` default tag for another state of this version's lock."""
     from comfyver.ship.push import default_tag
 

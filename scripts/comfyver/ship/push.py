@@ -26,6 +26,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import Lock
 from comfyver.base.web import redact
 
 # REGISTRY/IMAGE[:TAG]; the registry part must name a host (a dot, a port or localhost)
@@ -62,7 +63,7 @@ class PushResult:
                 "reference": self.destination.with_digest(self.digest)}
 
 
-def default_tag(vid: str, lock: dict) -> str:
+def default_tag(vid: str, lock: Lock) -> str:
     """`<id>-<first 12 hex of the lock digest>`: two different locks never share a tag."""
     return f"{vid}-{lockfile.lock_digest(lock)[:12]}"
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from comfyver.base import lockfile, web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import Lock
 
 SCHEME = "runpod://"
 VOLUME_ID_RE = re.compile(r"[a-z0-9]{1,64}\Z")
@@ -396,7 +397,7 @@ def read_sha256(vol: Volume, sha256: str, progress: Progress | None = None) -> s
     return h.hexdigest()
 
 
-def deploy_warnings(lock: dict, volume_id: str | None, rest=None) -> list[str]:
+def deploy_warnings(lock: Lock, volume_id: str | None, rest=None) -> list[str]:
     """What `deploy` should say about the endpoint's network volume: the version's models it lacks, or why
     that could not be checked. Never raises: the deploy itself has already happened."""
     if not volume_id or not lock.get("models"):
@@ -420,7 +421,7 @@ def deploy_warnings(lock: dict, volume_id: str | None, rest=None) -> list[str]:
 
 
 # --- a version's models -----------------------------------------------------------------------------
-def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = None, offline: bool = False,
+def sync_version(lock: Lock, vol: Volume, *, store: Path, source: Path | None = None, offline: bool = False,
                  rehash: bool = False, part_size: int = DEFAULT_PART, workers: int = 4,
                  progress_for: Callable[[str, int], object] | None = None) -> dict:
     """Every model of `lock` onto `vol`. The bytes come from `source` (a models folder or store, used in place
@@ -466,14 +467,14 @@ def sync_version(lock: dict, vol: Volume, *, store: Path, source: Path | None = 
     return out
 
 
-def list_version(lock: dict, vol: Volume) -> dict[str, dict]:
+def list_version(lock: Lock, vol: Volume) -> dict[str, dict]:
     """key -> {sha256, size, status} for every model of `lock` on `vol` (from object metadata; nothing is read)."""
     return {key: {"sha256": m["locked"]["sha256"], "size": m["locked"]["size"],
                   "status": status(vol, m["locked"]["sha256"], m["locked"]["size"])}
             for key, m in sorted(lock["models"].items())}
 
 
-def verify_version(lock: dict, vol: Volume, progress_for: Callable[[str, int], object] | None = None) -> dict:
+def verify_version(lock: Lock, vol: Volume, progress_for: Callable[[str, int], object] | None = None) -> dict:
     """key -> ok | missing | what differs: every object read back and hashed."""
     from contextlib import nullcontext
     out = {}

@@ -30,6 +30,7 @@ from filelock import FileLock
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
+from comfyver.base.lockfile import Lock
 from comfyver.sources import download
 
 Progress = Callable[[int], None]
@@ -272,7 +273,7 @@ def seed_candidate(source: Path, key: str, sha256: str) -> Path | None:
     return None
 
 
-def sync(lock: dict, store: Path, *, source: Path | None = None, offline: bool = False, rehash: bool = False,
+def sync(lock: Lock, store: Path, *, source: Path | None = None, offline: bool = False, rehash: bool = False,
          progress_for: Callable[[str, int], AbstractContextManager] | None = None) -> dict[str, str]:
     """Put every model of `lock` into `store`; return key -> present | copied | downloaded.
 

@@ -23,6 +23,7 @@ import requests
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import Lock
 from comfyver.realize import localrun, realize
 from comfyver.ui.bridge import Bridge
 
@@ -34,7 +35,7 @@ def default_into(vid: str) -> Path:
     return project.cache_dir() / "ui" / lockfile.check_version_id(vid)
 
 
-def models_by_folder(lock: dict) -> dict[str, list[str]]:
+def models_by_folder(lock: Lock) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for key in lock["models"]:
         folder, name = key.split("/", 1)
