@@ -10,8 +10,8 @@ PKG = Path(__file__).resolve().parents[1] / "scripts" / "comfyver"
 HANDLER = Path(__file__).resolve().parents[1] / "handler"
 STAGES = ["base", "sources", "lock", "realize", "ship", "ui", "cli"]
 # inside a stage, lowest first: a module imports only modules earlier in its list (no circle can form)
-LOCK_ORDER = ["__init__", "probe_main", "nodescan", "versions", "nodesource", "probe", "pylock", "nodemap", "analyze",
-              "importers", "check", "pipeline"]
+LOCK_ORDER = ["__init__", "probe_main", "nodescan", "placement", "versions", "nodesource", "probe", "pylock", "nodemap",
+              "analyze", "proof", "importers", "check", "pipeline"]
 HANDLER_ORDER = ["__init__", "errors", "settings", "outputs", "comfy_client", "workflow", "fetch", "storage",
                  "comfy_process", "worker", "__main__"]
 # what the RunPod worker may use of comfyver: the base modules, and realize (its run-time realize, ComfyUI's state)

@@ -682,15 +682,16 @@ def test_the_probe_decides_what_a_pack_registers_not_the_static_scan(env, capsys
         return rc, json.loads(out)
 
     # ComfyUI registers Dyn (the pack adds it in a way no scan follows): locked, from the probe
+    core = {"SaveImage": {"pack": "comfy-core", "model_inputs": []}}  # the probe lists the core's classes too
     answer.update(packs={"comfyui-b": {"ok": True, "classes": ["SharedText", "Dyn"], "error": ""}},
                   classes={"SharedText": {"pack": "comfyui-b", "model_inputs": []},
-                           "Dyn": {"pack": "comfyui-b", "model_inputs": []}})
+                           "Dyn": {"pack": "comfyui-b", "model_inputs": []}, **core})
     rc, res = lock("pd")
     assert rc == 0 and res["knowledge"] == "probe", res
     assert "Dyn" in lockfile.read(vdir / "version.json")["nodes"]["comfyui-b"]["provides"]
     # ComfyUI does not register it: the probe's verdict
     answer.update(packs={"comfyui-b": {"ok": True, "classes": ["SharedText"], "error": ""}},
-                  classes={"SharedText": {"pack": "comfyui-b", "model_inputs": []}})
+                  classes={"SharedText": {"pack": "comfyui-b", "model_inputs": []}, **core})
     rc, res = lock("pd2")
     assert rc == 1 and "when ComfyUI loads it (probe)" in res["problems"][0]["problem"], res
     # the pack fails to import: nothing proves it, so the static verdict stands

@@ -36,6 +36,10 @@ def register(sub) -> None:
                    help="run ComfyUI's own node loading with this interpreter (one that has the version's "
                         "requirements, e.g. <realized>/.venv/bin/python): provides and model folders come from it, "
                         "and packs that fail to import against the locked core are named")
+    p.add_argument("--no-verify", action="store_true",
+                   help="write the lock even if its proof fails (with --probe: a class ComfyUI does not register, a "
+                        "model value its loader input does not offer); each failure is printed as a note, not "
+                        "recorded in the lock")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
     p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")
@@ -78,7 +82,8 @@ def run(args) -> int:
                            choices=pairs(args.choose, "--choose"), comfyui_ref=args.comfyui_ref,
                            comfyui_url=args.comfyui_url, torch=args.torch, platforms=args.platform,
                            python=not args.no_python,
-                           registry=not args.offline_registry, jobs=args.jobs, progress=not args.json)
+                           registry=not args.offline_registry, jobs=args.jobs, progress=not args.json,
+                           verify=not args.no_verify)
     except LockProblems as exc:
         if args.json:
             print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems}, indent=2))

@@ -5,6 +5,8 @@ A version is consistent when
 - every workflow it lists exists, and every file in workflows/ is listed;
 - every class its workflows use is built into the locked core or provided by a locked
   node (`provides`, `choices`, overrides.json), and every model they load is locked;
+- the lock's proof passes (lock/proof.py, against the version's cached runtime probe, else the static scan):
+  every model value among the options its loader input would offer;
 - pyproject.toml is exactly what `comfyver lock` generates from the locked core and
   nodes today, and uv.lock was made from that pyproject (same root requirements).
 Each problem names the version, the item and the command that fixes it.
@@ -17,7 +19,7 @@ from pathlib import Path
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
 from comfyver.base.lockfile import Lock
-from comfyver.lock import analyze, nodemap, nodesource, pylock, versions
+from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
 
 
 def _p(item: str, problem: str, fix: str) -> dict:
@@ -48,6 +50,10 @@ def check_version(root: Path, vid: str, *, python: bool = True) -> list[dict]:
         problems += _coverage(lock, vdir, wfs, relock)
     except ComfyverError as exc:
         problems.append(_p("sources", exc.message, exc.hint or "check the locked URLs and your network"))
+    try:
+        problems += proof_problems(lock, vdir, wfs)
+    except ComfyverError as exc:
+        problems.append(_p("proof", exc.message, exc.hint or "check the locked URLs and your network"))
     if python:
         problems += _python(lock, vdir, vid)
         if (vdir / "uv.lock").is_file():
@@ -90,6 +96,33 @@ def _coverage(lock: Lock, vdir: Path, wfs: list, relock: str) -> list[dict]:
         elif key not in lock["models"]:
             out.append(_p(f"model {key}", f"used by {m['used_by'][0]} but not in the lock",
                           f"{relock} --model '{key}=<url>'" if "url" not in m else relock))
+    return out
+
+
+def knowledge(lock: Lock, vdir: Path) -> proof.Knowledge:
+    """What the proof checks against: the version's cached runtime probe (`comfyver probe`, keyed by its uv.lock),
+    else the static scan of the locked sources."""
+    ul = vdir / "uv.lock"
+    result = probe.cached(lock, ul.read_bytes()) if ul.is_file() else None
+    if result is not None:
+        return proof.from_probe(result)
+    _, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=nodemap.manager())
+    return proof.from_scan(inputs)
+
+
+def proof_problems(lock: Lock, vdir: Path, wfs: list[analyze.Workflow]) -> list[dict]:
+    """The lock's proof (lock/proof.py), as `lock` runs it: a class ComfyUI does not register, a model value its
+    loader input does not offer from the lock. A value the lock holds under no key of its file name is a missing
+    model, named by the coverage above."""
+    if not wfs:
+        return []
+    know = knowledge(lock, vdir)
+    out = []
+    for p in proof.prove(lock, wfs, know, {str(vdir / w): w for w in lock["workflows"]}):
+        if p.kind == "model-not-offered" and not (p.closest and p.closest.rsplit("/", 1)[-1]
+                                                  == (p.value or "").replace("\\", "/").rsplit("/", 1)[-1]):
+            continue
+        out.append(_p(p.item, f"{p.problem} (proof, from the {know.source})", p.fix))
     return out
 
 

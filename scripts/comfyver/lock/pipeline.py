@@ -9,11 +9,13 @@ Steps (nothing is written unless every step succeeds):
 4. the packs found are resolved and scanned (`provides`, custom model loaders);
 5. every model gets a source (`--model`, the workflow's `models` entries, ComfyUI-Manager's
    model list) and is resolved and hashed;
+5b. with the runtime probe: the proof (lock/proof.py), every class registered and every model value among its
+   loader input's options, or nothing is written (unless --no-verify);
 6. workflows copied to versions/<id>/workflows/, version.json written, then
    pyproject.toml + uv.lock (pylock).
 
 Each step is one function below (`start`, `add_given_nodes`, `analyze_all`, `lock_packs`, `probe_packs`,
-`place_models`, `write`): a `LockRequest` (what was asked) and the `Draft` (the lock being built) in, the
+`place_models`, `prove`, `write`): a `LockRequest` (what was asked) and the `Draft` (the lock being built) in, the
 draft grown or a `LockProblems` (a table of `Problem`s) out; `write` returns the `LockSummary`.
 """
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
-from comfyver.lock import analyze, nodemap, nodesource, probe, pylock, versions
+from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
 from comfyver.sources import gitsource, resolve, schemes
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see schemes.check_untrusted)
@@ -98,6 +100,7 @@ class LockRequest:
     registry: bool = True                         # ask the Comfy Registry about unknown classes
     jobs: int = resolve.DEFAULT_JOBS
     progress: bool = True
+    verify: bool = True                           # --no-verify: write even if the proof (step 5b) fails
 
     @property
     def vdir(self) -> Path:
@@ -177,13 +180,13 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
 def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
                  pip=(), probe_python: str | None = None,
                  comfyui_ref=None, comfyui_url=None, torch=None, platforms=(), python=True,
-                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True) -> dict:
+                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True, verify: bool = True) -> dict:
     """Do it all (under the version's writer lock); return the summary as `lock --json` prints it.
     Raises LockProblems with the fix table."""
     req = LockRequest(root, vid, workflows, nodes=nodes, models=models, model_pins=model_pins, choices=choices,
                       pip=pip, probe_python=probe_python, comfyui_ref=comfyui_ref, comfyui_url=comfyui_url,
                       torch=torch, platforms=platforms, python=python, registry=registry, jobs=jobs,
-                      progress=progress)
+                      progress=progress, verify=verify)
     return run(req).to_json()
 
 
@@ -196,6 +199,7 @@ def run(req: LockRequest) -> LockSummary:
     lock_packs(req, draft, found)         # 4
     probe_packs(req, draft, found)        # 4b
     place_models(req, draft)              # 5
+    prove(req, draft)                     # 5b
     return write(req, draft)              # 6
 
 
@@ -368,6 +372,22 @@ def place_models(req: LockRequest, draft: Draft) -> None:
     if probs:
         raise LockProblems(req.vid, probs)
     _lock_models(req, draft, given)
+
+
+def prove(req: LockRequest, draft: Draft) -> list[proof.ProofProblem]:
+    """5b. With the probe's result: every workflow against what ComfyUI registers (classes) and what each loader
+    input would offer from the draft's models (lock/proof.py). A problem stops the lock (all of them in one table)
+    unless --no-verify, which writes it anyway and says so in a note (the lock's schema has no field for it)."""
+    if not draft.probed:
+        return []
+    # each workflow named as the version keeps it (workflows/<file>)
+    where = {str(w): rel for w, rel in draft.names} | {str(req.vdir / w): w for w in draft.lock["workflows"]}
+    found = proof.prove(draft.lock, draft.parsed, proof.from_probe(draft.probed), where)
+    if found and req.verify:
+        raise LockProblems(req.vid, [Problem(p.item, p.problem, p.fix, workflows=[p.workflow]) for p in found])
+    if found:
+        draft.notes += [f"--no-verify: written although the proof failed: {p.item}: {p.problem}" for p in found]
+    return found
 
 
 def _apply_given_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:

@@ -6,7 +6,8 @@ given interpreter on the CPU, and returns:
 
     {"core_seconds", "seconds", "python",
      "packs":   {pack: {"ok", "error", "seconds", "classes": [...]}},
-     "classes": {class: {"pack", "model_inputs": [[input, folder], ...], "folders_called": [...], "error"?}}}
+     "classes": {class: {"pack", "model_inputs": [[input, folder], ...], "input_folders": {input: [[prefix, folder], ...]},
+                         "folders_called": [...], "error"?}}}
 
 `for_version` runs it on a realized version (its `.venv`), cached by (core rev, node hashes, uv.lock digest).
 """
@@ -29,7 +30,7 @@ from comfyver.base.fsutil import atomic_write_json
 from comfyver.base.lockfile import Lock
 from comfyver.lock import versions
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: input_folders (every [prefix, folder] an input lists)
 TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
 
 

@@ -6,7 +6,9 @@ only read. It imports no comfyver module (the version's environment need not hav
     python probe_main.py <comfyui-dir> <out.json> [<pack-dir> ...]
 
 For each pack: loaded or not, its error, its seconds, the classes it added. For each class: every input
-that lists a model folder, in declaration order, found by watching `folder_paths.get_filename_list`:
+that lists a model folder, in declaration order, found by watching `folder_paths.get_filename_list`
+(`model_inputs`: [input, folder] where an option starts with the marker; `input_folders`: input -> every
+[prefix, folder] its options draw from, a loader's own prefix such as Impact's `bbox/` kept):
 while the probe runs it returns marker names (`<MARK>/<folder>/x<ext>`), so a list built in a local
 variable, filtered, prefixed with "None" or cached at import time still shows which folder it came from.
 """
@@ -49,6 +51,34 @@ def _folder_of(options) -> str | None:
     return None
 
 
+def _prefixed_folders(options) -> list[list[str]]:
+    """Every [prefix, folder] an option list draws from: a loader may prefix the names it lists (Impact:
+    `"bbox/" + f` for each file of ultralytics_bbox), so the marker is looked for anywhere in an option."""
+    out: list[list[str]] = []
+    for o in options if isinstance(options, (list, tuple)) else ():
+        at = o.find(MARK + "/") if isinstance(o, str) else -1
+        if at >= 0:
+            pair = [o[:at], o[at + len(MARK) + 1:].rsplit("/", 1)[0]]
+            if pair not in out:
+                out.append(pair)
+    return out
+
+
+def _input_folders(spec: dict) -> dict:
+    """input -> [[prefix, folder], ...] for every input whose options come from folder_paths, in declaration order."""
+    out = {}
+    for section in ("required", "optional"):
+        for name, s in (spec.get(section) or {}).items():
+            if not isinstance(s, (list, tuple)) or not s:
+                continue
+            pairs = _prefixed_folders(s[0])
+            if not pairs and len(s) > 1 and isinstance(s[1], dict):
+                pairs = _prefixed_folders(s[1].get("options"))
+            if pairs:
+                out[name] = pairs
+    return out
+
+
 def _model_inputs(spec: dict) -> list[list[str]]:
     out = []
     for section in ("required", "optional"):
@@ -70,9 +100,10 @@ def _class_info(cls) -> dict:
             spec = cls.GET_NODE_INFO_V1().get("input") or {}
         else:
             spec = cls.INPUT_TYPES()
-        info = {"model_inputs": _model_inputs(spec if isinstance(spec, dict) else {})}
+        spec = spec if isinstance(spec, dict) else {}
+        info = {"model_inputs": _model_inputs(spec), "input_folders": _input_folders(spec)}
     except Exception as exc:
-        info = {"model_inputs": [], "error": f"{type(exc).__name__}: {exc}"}
+        info = {"model_inputs": [], "input_folders": {}, "error": f"{type(exc).__name__}: {exc}"}
     info["folders_called"] = sorted(set(CALLS))
     return info
 

@@ -6,7 +6,8 @@ every model's size and sha256 (a stat cache skips files unchanged since their
 last check). `deep`: every model byte hashed again, the NAR hash of ComfyUI and of every node folder, and the
 RECORD hash of every file of every installed Python package. `runtime`: start
 ComfyUI and check that /object_info lists every class the version's
-workflows use.
+workflows use, then the lock's proof (lock/proof.py) against the runtime probe: every
+model value among the options its loader input offers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 
 @dataclass
 class Mismatch:
-    kind: str  # folder | comfyui | node | python | model | runtime
+    kind: str  # folder | comfyui | node | python | model | runtime | proof
     name: str
     expected: str
     found: str
@@ -234,7 +235,24 @@ def check_runtime(root: Path, vid: str, lock: Lock, into: Path, comfy_args: list
     if info is None:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return [Mismatch("runtime", "ComfyUI", "starts and serves /object_info", f"did not start (log {log}: {tail[0]})")]
-    return runtime_mismatches(_workflow_uses(root, vid, lock), info, _locked_pack_listings(lock))
+    out = runtime_mismatches(_workflow_uses(root, vid, lock), info, _locked_pack_listings(lock))
+    rep.step("the lock's proof (runtime probe: model values among their loaders' options)")
+    return out + proof_mismatches(root, vid, lock, into, {m.name for m in out})
+
+
+def proof_mismatches(root: Path, vid: str, lock: Lock, into: Path,
+                     named: set[str] | frozenset[str] = frozenset()) -> list[Mismatch]:
+    """The proof `lock` runs (lock/proof.py) against the runtime probe of the realized folder (cached by core rev,
+    node hashes and uv.lock digest): a model value its loader input does not offer, a class not registered (one
+    /object_info already lacks, `named`, is not said twice)."""
+    from comfyver.lock import analyze, probe, proof
+
+    vdir = project.version_dir(root, vid)
+    result = probe.for_version(lock, (vdir / "uv.lock").read_bytes(), into)
+    wfs = [analyze.load(vdir / rel) for rel in lock["workflows"]]
+    found = proof.prove(lock, wfs, proof.from_probe(result), {str(vdir / w): w for w in lock["workflows"]})
+    return [Mismatch("proof", p.item, p.fix, p.problem) for p in found
+            if not (p.kind == "class-not-registered" and p.class_type in named)]
 
 
 def runtime_mismatches(uses: dict[str, tuple[str, bool]], info: dict, listings: set[str]) -> list[Mismatch]:
