@@ -19,7 +19,12 @@ EXPECTED = [re.compile(r"git ls-remote failed: .*repository '.*/([^/]+/[^/]+)/' 
             # the probe's interpreter (this test venv) lacks some of comfy_mtb's requirements (onnxruntime, ...):
             # comfy_mtb skips those modules, and the probe says so instead of letting a lock promise a class
             # ComfyUI will not have
-            re.compile(r"node comfy_mtb at \w+ does not register '[^']+ \(mtb\)' when ComfyUI loads it")]
+            re.compile(r"node comfy_mtb at \w+ does not register '[^']+ \(mtb\)' when ComfyUI loads it"),
+            # the lock's proof: two packs do not import on the probe's interpreter (UltimateSDUpscale downloads at
+            # import, offline here; InstantID needs insightface, which this venv lacks), so ComfyUI would not have
+            # their classes and the lock is refused instead of written with a note (3 workflows)
+            re.compile(r"(UltimateSDUpscale|InstantID\w*): the class is not registered when ComfyUI loads the "
+                       r"version's nodes")]
 
 
 def test_the_corpus_example_workflows_lock_with_one_command(tmp_path):
@@ -30,7 +35,7 @@ def test_the_corpus_example_workflows_lock_with_one_command(tmp_path):
     finally:
         srv.close()
     ok = [o for o in outcomes if o.ok]
-    assert len(outcomes) == 44 and len(ok) >= 20, [(o.workflow, o.problems[:1]) for o in outcomes if not o.ok]
+    assert len(outcomes) == 44 and len(ok) >= 17, [(o.workflow, o.problems[:1]) for o in outcomes if not o.ok]
     for o in ok:  # check and a warm re-lock agree with the lock
         assert (o.check_rc, o.relock_rc, o.relock_added) == (0, 0, []), o
         assert o.knowledge == "probe"
