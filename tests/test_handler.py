@@ -234,7 +234,14 @@ def test_a_websocket_gap_loses_no_output(worker):
         async def job_with_gap():
             await w.client.ensure_ws()
             task = asyncio.ensure_future(w.handle({"id": "gap", "input": {"workflow": wf, "output_mode": "base64"}}))
-            await asyncio.sleep(0.2)
+            # the gap starts once ComfyUI runs the prompt (asked of ComfyUI itself, not through the proxy): a fixed
+            # wait made the gap swallow POST /prompt on a loaded machine, a different failure than the one tested
+            queue = f"http://127.0.0.1:{worker.process.port}/queue"
+            for _ in range(400):
+                running = (await asyncio.to_thread(requests.get, queue, timeout=5)).json()["queue_running"]
+                if running or task.done():
+                    break
+                await asyncio.sleep(0.02)
             proxy.blackhole = True
             await asyncio.sleep(2.5)
             proxy.cut_all()
