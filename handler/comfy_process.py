@@ -17,7 +17,7 @@ from comfyver.realize import comfystate
 
 from handler.settings import Settings
 
-DIGEST = re.compile(r"[0-9a-f]{64}")
+DIGEST = re.compile(r"[0-9a-f]{64}")  # a lock digest (lockfile.lock_digest): what a job may name, what a marker holds
 
 
 def realized_digest(home: Path) -> str | None:

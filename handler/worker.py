@@ -12,7 +12,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from comfyver.base.errors import ComfyverError
 
 from handler import outputs as out_mod
 from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
-from handler.comfy_process import ComfyProcess, realized_digest
+from handler.comfy_process import DIGEST, ComfyProcess, realized_digest
 from handler.errors import JobError, bad_input, redact
 from handler.fetch import decode_image, fetch_url, safe_name
 from handler.settings import Settings
@@ -46,7 +45,6 @@ log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "lock_digest", "output_mode",
                 "gcs_bucket", "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
-DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 PROGRESS_INTERVAL = 0.5
 
 
@@ -275,7 +273,7 @@ class Worker:
         mounted at COMFYVER_ROOT: another version, or this one when its mounted lock changed since its tree was
         realized, is realized first (not when the job names the lock of the tree that runs). `lock_digest` must
         then be the lock of the tree that runs."""
-        if digest is not None and (not isinstance(digest, str) or not DIGEST.match(digest)):
+        if digest is not None and (not isinstance(digest, str) or not DIGEST.fullmatch(digest)):
             raise bad_input(f"lock_digest: {str(digest)[:80]!r} is not a sha256 hex digest",
                             "send the lockDigest `comfyver export <id> --format report` prints, or omit lock_digest")
         if vid is not None and not lockfile.is_version_id(vid):  # the lock's own rule

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 from comfyver.base.errors import ComfyverError
@@ -82,17 +83,22 @@ def test_a_wrong_size_in_a_lock_never_deletes_the_right_blob(tmp_path, http_serv
     assert modelstore.ensure(store, "loras/m.bin", good).read_bytes() == data
 
 
+def served_model(tmp_path, http_server) -> tuple[bytes, str, Path]:
+    """A model file served at <http_server>/m.bin: its bytes, their sha256, and an empty model store."""
+    data = b"the real model bytes" * 100
+    store = tmp_path / "store"
+    (store / "sha256").mkdir(parents=True)
+    (http_server.files_root / "m.bin").write_bytes(data)
+    return data, hashlib.sha256(data).hexdigest(), store
+
+
 @pytest.mark.parametrize("target_bytes", [b"private, not the model", b"the real model bytes" * 100])
 def test_a_link_planted_in_the_store_is_never_followed(tmp_path, http_server, target_bytes):
     """A symlink where a blob belongs is replaced by the verified blob; what it points at keeps its mode and
     bytes, whether or not they hash to the blob's name (issue 24 M3)."""
     from comfyver.sources import modelstore
 
-    data = b"the real model bytes" * 100
-    sha = hashlib.sha256(data).hexdigest()
-    store = tmp_path / "store"
-    (store / "sha256").mkdir(parents=True)
-    (http_server.files_root / "m.bin").write_bytes(data)
+    data, sha, store = served_model(tmp_path, http_server)
     target = tmp_path / "elsewhere.bin"
     target.write_bytes(target_bytes)
     os.chmod(target, 0o600)
@@ -107,11 +113,7 @@ def test_a_link_planted_as_a_partial_download_is_never_written_through(tmp_path,
     and the blob arrives whole (issue 24 M3)."""
     from comfyver.sources import modelstore
 
-    data = b"the real model bytes" * 100
-    sha = hashlib.sha256(data).hexdigest()
-    store = tmp_path / "store"
-    (store / "sha256").mkdir(parents=True)
-    (http_server.files_root / "m.bin").write_bytes(data)
+    data, sha, store = served_model(tmp_path, http_server)
     target = tmp_path / "elsewhere.txt"
     target.write_bytes(b"private")
     os.chmod(target, 0o600)

@@ -49,20 +49,17 @@ def write_lock(root: Path, vid: str, rev_char: str) -> str:
     return lockfile.lock_digest(lockfile.read(path))
 
 
-def test_lock_digest_is_the_realized_trees_and_a_changed_lock_is_realized_again(tmp_path, monkeypatch):
-    """A `git pull` on the volume changes the mounted lock from d1 to d2 while the tree realized from d1 runs:
-    a job naming d1 runs there; a job naming d2 without asking for the version is refused naming both; a job
-    asking for the version with d2 gets it realized again and runs on the tree built from d2."""
+def realizing_worker(tmp_path: Path, root: Path, monkeypatch):
+    """A worker with COMFYVER_REALIZE=1 whose realize is a stand-in: it builds one tree from the mounted lock and
+    records what it was built from in the marker, as realize does. Returns the worker, the stand-in and the
+    digests it built, in order."""
     from comfyver.base import lockfile, project
     from comfyver.realize import realize as realize_mod
 
-    root = tmp_path / "proj"
-    d1 = write_lock(root, "v", "a")
     tree = env.comfy_tree(tmp_path)
-    built = []
+    built: list[str] = []
 
     def fake_realize(root_, vid, into=None, models_dir=None, offline=False, **kw):
-        """Builds `tree` from the mounted lock, recording what it was built from in the marker, as realize does."""
         digest = lockfile.lock_digest(lockfile.read(project.lock_path(root_, vid)))
         (tree / realize_mod.MARKER).write_text(json.dumps({"id": vid, "lock": digest}))
         built.append(digest)
@@ -71,6 +68,17 @@ def test_lock_digest_is_the_realized_trees_and_a_changed_lock_is_realized_again(
     monkeypatch.setattr(realize_mod, "realize", fake_realize)
     w = Worker(Settings(comfy_home=tmp_path / "baked", comfy_port=env.free_port(), comfy_url=None,
                         output_mode="base64", comfy_state_dir=tmp_path / "state", versions_root=root, realize=True))
+    return w, fake_realize, built
+
+
+def test_lock_digest_is_the_realized_trees_and_a_changed_lock_is_realized_again(tmp_path, monkeypatch):
+    """A `git pull` on the volume changes the mounted lock from d1 to d2 while the tree realized from d1 runs:
+    a job naming d1 runs there; a job naming d2 without asking for the version is refused naming both; a job
+    asking for the version with d2 gets it realized again and runs on the tree built from d2."""
+
+    root = tmp_path / "proj"
+    d1 = write_lock(root, "v", "a")
+    w, _, built = realizing_worker(tmp_path, root, monkeypatch)
     wf = env.invert_workflow()
     try:
         ok(run_job(w, {"workflow": wf, "version_id": "v", "lock_digest": d1}))
@@ -95,21 +103,10 @@ def test_the_running_lock_is_what_comfyui_loaded_not_the_marker_on_disk_now(tmp_
     """Outside review of M2: with COMFYVER_REALIZE_DIR on a shared volume, another worker realizes the version
     from d2 into the same tree while this worker's ComfyUI still runs the d1 code: d1 must still run here and
     d2 be refused (the marker on disk already says d2)."""
-    from comfyver.base import lockfile, project
-    from comfyver.realize import realize as realize_mod
 
     root = tmp_path / "proj"
     d1 = write_lock(root, "v", "a")
-    tree = env.comfy_tree(tmp_path)
-
-    def fake_realize(root_, vid, into=None, models_dir=None, offline=False, **kw):
-        digest = lockfile.lock_digest(lockfile.read(project.lock_path(root_, vid)))
-        (tree / realize_mod.MARKER).write_text(json.dumps({"id": vid, "lock": digest}))
-        return tree
-
-    monkeypatch.setattr(realize_mod, "realize", fake_realize)
-    w = Worker(Settings(comfy_home=tmp_path / "baked", comfy_port=env.free_port(), comfy_url=None,
-                        output_mode="base64", comfy_state_dir=tmp_path / "state", versions_root=root, realize=True))
+    w, fake_realize, _ = realizing_worker(tmp_path, root, monkeypatch)
     wf = env.invert_workflow()
     try:
         ok(run_job(w, {"workflow": wf, "version_id": "v", "lock_digest": d1}))
