@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from typing import Any
 
 LEGACY_FOLDERS = {"unet": "diffusion_models", "clip": "text_encoders"}
 ID_CONSTANTS = ("node_id", "NodeId", "NODE_ID")
@@ -38,11 +39,11 @@ class Scan:
     inherits: dict[str, list[str]] = field(default_factory=dict)              # id -> base class names
     unfollowed: list[str] = field(default_factory=list)                       # "file:line: source"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"classes": self.classes, "inherits": self.inherits, "unfollowed": self.unfollowed}
 
     @classmethod
-    def from_json(cls, d: dict) -> Scan:
+    def from_json(cls, d: dict[str, Any]) -> Scan:
         return cls({k: [tuple(x) for x in v] for k, v in d["classes"].items()}, d.get("inherits", {}),
                    d.get("unfollowed", []))
 
@@ -73,15 +74,15 @@ class _Eval:
     def __init__(self, mod: _Module, cls: ast.ClassDef | None, local: dict[str, str], depth: int = 0):
         self.mod, self.cls, self.local, self.depth = mod, cls, local, depth
 
-    def _callee(self, func) -> ast.FunctionDef | None:
+    def _callee(self, func: ast.expr) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
         name = getattr(func, "attr", None) or getattr(func, "id", None)
         if self.cls is not None:
             for f in self.cls.body:
                 if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name == name:
                     return f
-        return self.mod.functions.get(name) if isinstance(func, ast.Name) else None
+        return self.mod.functions.get(func.id) if isinstance(func, ast.Name) else None
 
-    def returns(self, fn) -> str | None:
+    def returns(self, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
         if self.depth > 4:
             return None
         key = id(fn)
@@ -95,7 +96,7 @@ class _Eval:
         self.mod.returns[key] = found
         return found
 
-    def bind(self, body: list) -> dict[str, str]:
+    def bind(self, body: list[ast.stmt]) -> dict[str, str]:
         """name -> folder for `name = <folder expr>` anywhere in `body` (loops and branches included)."""
         local = dict(self.local)
         for stmt in body:
@@ -107,7 +108,7 @@ class _Eval:
         self.local = local
         return local
 
-    def folder(self, node) -> str | None:
+    def folder(self, node: ast.expr) -> str | None:
         if self.depth > 8:  # class attributes referring to each other, helpers calling helpers
             return None
         if isinstance(node, ast.Call):
@@ -137,7 +138,7 @@ class _Eval:
         return None
 
 
-def _const_int(node, local_ints: dict) -> int | None:
+def _const_int(node: ast.expr, local_ints: dict[str, int]) -> int | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
         return node.value
     if isinstance(node, ast.Name):
@@ -149,7 +150,7 @@ def _const_int(node, local_ints: dict) -> int | None:
     return None
 
 
-def _key_names(key, loops: list[tuple[str, list[int]]]) -> list[str]:
+def _key_names(key: ast.expr | None, loops: list[tuple[str, list[int]]]) -> list[str]:
     """An input's name(s): a constant, or an f-string over enclosing range() loop variables."""
     if isinstance(key, ast.Constant) and isinstance(key.value, str):
         return [key.value]
@@ -175,22 +176,23 @@ def _class_inputs(mod: _Module, cls: ast.ClassDef) -> list[tuple[str, str]]:
     for fn in [f for f in cls.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]:
         ev = _Eval(mod, cls, {})
         ev.bind(fn.body)
-        ints = {}
+        ints: dict[str, int] = {}
         for node in ast.walk(fn):
             if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and (v := _const_int(node.value, ints)) is not None):
-                ints[node.targets[0].id] = v
+                    and (n := _const_int(node.value, ints)) is not None):
+                ints[node.targets[0].id] = n
 
-        def visit(node, loops, ints=ints, ev=ev):  # this pass's names, bound (visit runs within the pass)
+        def visit(node: ast.AST, loops: list[tuple[str, list[int]]], ints: dict[str, int] = ints,
+                  ev: _Eval = ev) -> None:  # this pass's names, bound (visit runs within the pass)
             if isinstance(node, ast.For) and isinstance(node.target, ast.Name) and isinstance(node.iter, ast.Call) \
                     and getattr(node.iter.func, "id", None) == "range":
-                bounds = [_const_int(a, ints) for a in node.iter.args]
-                if bounds and all(b is not None for b in bounds) and len(bounds) <= 2:
+                bounds = [b for a in node.iter.args if (b := _const_int(a, ints)) is not None]
+                if bounds and len(bounds) == len(node.iter.args) <= 2:
                     lo, hi = (0, bounds[0]) if len(bounds) == 1 else bounds
                     loops = [*loops, (node.target.id, list(range(lo, min(hi, lo + MAX_LOOP))))]
             if isinstance(node, ast.Dict):
                 for k, v in zip(node.keys, node.values):
-                    if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)):
+                    if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)) and k is not None:
                         for i, name in enumerate(_key_names(k, loops)):
                             found.append((k.lineno, k.col_offset, i, name, f))
             elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Subscript):
@@ -213,7 +215,7 @@ def _class_inputs(mod: _Module, cls: ast.ClassDef) -> list[tuple[str, str]]:
             for node in ast.walk(stmt):
                 if isinstance(node, ast.Dict):
                     for k, v in zip(node.keys, node.values):
-                        if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)):
+                        if isinstance(v, (ast.Tuple, ast.List)) and v.elts and (f := _spec_folder(ev, v)) and k is not None:
                             for i, name in enumerate(_key_names(k, [])):
                                 found.append((k.lineno, k.col_offset, i, name, f))
     found.sort()
@@ -225,7 +227,7 @@ def _class_inputs(mod: _Module, cls: ast.ClassDef) -> list[tuple[str, str]]:
     return out
 
 
-def _spec_folder(ev: _Eval, spec) -> str | None:
+def _spec_folder(ev: _Eval, spec: ast.Tuple | ast.List) -> str | None:
     """The folder of an input spec tuple: its options (first element) or a V3-style `{"options": X}`."""
     f = ev.folder(spec.elts[0])
     if f is None and len(spec.elts) > 1 and isinstance(spec.elts[1], ast.Dict):
@@ -235,7 +237,7 @@ def _spec_folder(ev: _Eval, spec) -> str | None:
     return f
 
 
-def _is_mapping(node) -> bool:
+def _is_mapping(node: ast.AST) -> bool:
     return getattr(node, "id", None) == "NODE_CLASS_MAPPINGS" or getattr(node, "attr", None) == "NODE_CLASS_MAPPINGS"
 
 
@@ -492,9 +494,9 @@ def scan(files: dict[str, str]) -> Scan:
                 for t in stmt.targets:
                     if isinstance(t, ast.Name):
                         dicts.setdefault(t.id, []).append(stmt.value)
-    cache: dict[int, list] = {}
+    cache: dict[int, list[tuple[str, str]]] = {}
 
-    def inputs_of(m: _Module, cls_name: str | None):
+    def inputs_of(m: _Module, cls_name: str | None) -> tuple[ast.ClassDef | None, list[tuple[str, str]]]:
         hits = index.get(cls_name or "", [])
         hit = next(((mm, c) for mm, c in hits if mm is m), hits[0] if hits else None)
         if hit is None:
@@ -508,22 +510,17 @@ def scan(files: dict[str, str]) -> Scan:
                 out.unfollowed.append(f"{mm.path}:{c.lineno}: inputs of {c.name} not analysed ({type(exc).__name__})")
         return c, cache[id(c)]
 
-    def add(m: _Module, cid: str, cls_name: str | None):
+    def add(m: _Module, cid: str, cls_name: str | None) -> None:
         c, inputs = inputs_of(m, cls_name)
         if inputs or cid not in out.classes:
             out.classes[cid] = inputs
         if c is not None and not inputs:
-            bases = [getattr(b, "attr", None) or getattr(b, "id", None) for b in c.bases]
-            bases = [b for b in bases if b and b not in ("object", "ComfyNode")]
+            names = [getattr(b, "attr", None) or getattr(b, "id", None) for b in c.bases]
+            bases = [b for b in names if b and b not in ("object", "ComfyNode")]
             if bases:
                 out.inherits[cid] = bases
 
-    def value_class(v) -> str | None:
-        if isinstance(v, ast.Call) and not v.args and not v.keywords:  # rare: an instance
-            v = v.func
-        return getattr(v, "id", None) or getattr(v, "attr", None)
-
-    def take_dict(m: _Module, d: ast.Dict, seen: tuple = ()):
+    def take_dict(m: _Module, d: ast.Dict, seen: tuple[int, ...] = ()) -> None:
         for k, v in zip(d.keys, d.values):
             if k is None:  # {**OTHER}
                 name = getattr(v, "id", None) or getattr(v, "attr", None)
@@ -533,11 +530,11 @@ def scan(files: dict[str, str]) -> Scan:
                 if name not in dicts and name not in m.imported and not isinstance(v, ast.Dict):
                     unfollowed(m, v)
             elif isinstance(k, ast.Constant) and isinstance(k.value, str):
-                add(m, k.value, value_class(v))
+                add(m, k.value, _value_class(v))
             else:
                 unfollowed(m, k)
 
-    def unfollowed(m: _Module, node):
+    def unfollowed(m: _Module, node: ast.AST) -> None:
         out.unfollowed.append(f"{m.path}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)[:120]}")
 
     for m in mods:
@@ -546,7 +543,7 @@ def scan(files: dict[str, str]) -> Scan:
             if ((isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets))
                     or (isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None)):
                 value = node.value
-            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "update"
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
                   and _is_mapping(node.func.value) and node.args):
                 value = node.args[0]
             elif isinstance(node, ast.Assign) and (slot := _mapping_slot(node.targets)) is not None:
@@ -562,7 +559,7 @@ def scan(files: dict[str, str]) -> Scan:
                 elif isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":
                     for kw in value.keywords:
                         if kw.arg:
-                            add(m, kw.arg, value_class(kw.value))
+                            add(m, kw.arg, _value_class(kw.value))
                     for a in value.args:
                         take_dict(m, a) if isinstance(a, ast.Dict) else None
                 elif isinstance(value, ast.Name) and value.id in dicts:
@@ -575,19 +572,19 @@ def scan(files: dict[str, str]) -> Scan:
                 for t in node.targets:
                     if isinstance(t, ast.Subscript) and _is_mapping(t.value):
                         if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
-                            add(m, t.slice.value, value_class(node.value))
+                            add(m, t.slice.value, _value_class(node.value))
                         else:
                             unfollowed(m, t)
         for cls in m.classes.values():
-            for stmt in ast.walk(cls):
-                if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                        and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
-                        and (getattr(stmt.targets[0], "id", None) in ID_CONSTANTS
-                             or getattr(stmt.targets[0], "attr", None) == "node_id")):
-                    add(m, stmt.value.value, cls.name)
-                if isinstance(stmt, ast.Call) and (getattr(stmt.func, "attr", None)
-                                                   or getattr(stmt.func, "id", None)) == "Schema":
-                    for kw in stmt.keywords:
+            for n in ast.walk(cls):
+                if (isinstance(n, ast.Assign) and len(n.targets) == 1
+                        and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                        and (getattr(n.targets[0], "id", None) in ID_CONSTANTS
+                             or getattr(n.targets[0], "attr", None) == "node_id")):
+                    add(m, n.value.value, cls.name)
+                if isinstance(n, ast.Call) and (getattr(n.func, "attr", None)
+                                                or getattr(n.func, "id", None)) == "Schema":
+                    for kw in n.keywords:
                         if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
                             add(m, kw.value.value, cls.name)
     for cid in list(out.inherits):  # bases inside the pack; the rest is left for the caller (core loaders)
@@ -604,7 +601,8 @@ def scan(files: dict[str, str]) -> Scan:
     return out
 
 
-def resolve_inherited(classes: dict, inherits: dict, known: dict) -> None:
+def resolve_inherited(classes: dict[str, list[tuple[str, str]]], inherits: dict[str, list[str]],
+                      known: dict[str, list[tuple[str, str]]]) -> None:
     """Give a class with no model inputs of its own those of a base class found in `known` (e.g. core loaders)."""
     for cid, bases in inherits.items():
         if not classes.get(cid):
