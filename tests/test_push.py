@@ -15,7 +15,7 @@ from comfyver.base import lockfile
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.ship import push
 
-from tests.support.registry import Registry, free_port, write_docker_archive
+from tests.support.registry import Registry, free_port, fresh_runner_path, write_docker_archive
 
 USERS = {"alice": "correct-horse-battery"}
 
@@ -107,6 +107,43 @@ def test_second_push_sends_only_new_layers(tmp_path, registry, creds):
     assert not set(uploaded_second) & set(uploaded_first)
 
 
+def test_a_fresh_runner_sends_only_new_layers(tmp_path, registry, creds, monkeypatch):
+    """Each push as on a fresh CI runner (no skopeo blob-info cache): the layers the registry has are not sent
+    again, because their compressed digests are known before sending (deterministic compression, then HEAD)."""
+    monkeypatch.setenv("PATH", fresh_runner_path(tmp_path / "bin"))
+    base = layers(12, 3)
+    first, second = tmp_path / "one.tar", tmp_path / "two.tar"
+    write_docker_archive(first, base)
+    write_docker_archive(second, base[:2] + [{"node/data.bin": random.Random(13).randbytes(256 * 1024)}])
+    r1 = push.push(first, push.parse_destination(f"{registry.host}/team/comfyui:one", "x"))
+    sent_first = registry.uploaded_digests()
+    assert len(sent_first) == 4 and (r1.layers_sent, r1.layers_reused) == (3, 0)
+    r2 = push.push(second, push.parse_destination(f"{registry.host}/team/comfyui:two", "x"))
+    sent_second = registry.uploaded_digests()[len(sent_first):]
+    assert len(sent_second) == 2  # the new layer and the new config, from a runner that never saw the first push
+    assert (r2.layers_sent, r2.layers_reused) == (1, 2) and 0 < r2.bytes_sent < r2.bytes_total / 2
+    again = push.push(second, push.parse_destination(f"{registry.host}/team/comfyui:three", "x"))
+    assert again.digest == r2.digest and registry.uploaded_digests()[len(sent_first) + 2:] == []  # nothing but a manifest
+    assert again.as_json()["layers"] == {"sent": 0, "reused": 3, "bytes_sent": 0, "bytes_total": r2.bytes_total}
+
+
+def test_the_flakes_zstd_archive_is_pushed(tmp_path, registry, creds):
+    """`nix build .#image-<id>` writes a zstd-compressed docker-archive (compressor = "zstd" in nix/image.nix)."""
+    tar = tmp_path / "image.tar"
+    built = write_docker_archive(tar, layers(14, 2))
+    zst = tmp_path / "image.tar.zst"
+    subprocess.run(["zstd", "-q", str(tar), "-o", str(zst)], check=True)
+    assert zst.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    res = push.push(zst, push.parse_destination(f"{registry.host}/team/zstd:v1", "x"))
+    info = inspect(registry, res.destination.with_digest(res.digest), tmp_path)
+    assert len(info["Layers"]) == 2 and res.layers_sent == 2
+    (tmp_path / "a").mkdir()
+    raw = subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false",
+                          f"--authfile={push.write_authfile(registry.host, 'alice', USERS['alice'], tmp_path / 'a')}",
+                          f"docker://{res.destination.with_digest(res.digest)}"], check=True, capture_output=True, text=True)
+    assert json.loads(raw.stdout)["rootfs"]["diff_ids"] == built["diff_ids"]
+
+
 def test_stream_script_source(tmp_path, registry, creds):
     tar = tmp_path / "inner.tar"
     write_docker_archive(tar, layers(4, 1))
@@ -190,6 +227,7 @@ def test_human_output(tmp_path, registry, creds, monkeypatch, capsys):
     tag = f"demo-{lockfile.lock_digest(lock)[:12]}"
     assert f"pushed {registry.host}/team/comfyui:{tag}" in cap.out
     assert f"image  {registry.host}/team/comfyui@sha256:" in cap.out
+    assert "layers 1 sent (" in cap.out and "0 already in the registry" in cap.out
     assert "Copying blob" in cap.err and USERS["alice"] not in cap.out + cap.err
 
 

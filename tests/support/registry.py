@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -116,3 +117,25 @@ def write_docker_archive(path: Path, layers: list[dict[str, bytes]], tag: str = 
                                             "Layers": [f"{d[7:]}/layer.tar" for d in diff_ids]}]).encode()
     Path(path).write_bytes(_tar_bytes(members))
     return {"diff_ids": diff_ids, "layer_sizes": [len(t) for t in layer_tars]}
+
+
+def fresh_runner_path(folder: Path) -> str:
+    """A PATH whose `skopeo` runs as on a fresh CI runner: no blob-info cache from earlier runs.
+
+    skopeo remembers which compressed blob a layer became (`$HOME/.local/share/containers/cache` for a user,
+    `/var/lib/containers/cache` for root) and skips layers the registry already has only through it. The
+    wrapper gives every skopeo call an empty HOME and, for root, an empty tmpfs over /var/lib/containers in
+    a private mount namespace (nothing of the machine's cache is read or changed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("skopeo") or "/usr/bin/skopeo"
+    wrapper = folder / "skopeo"
+    fresh_home = 'home=$(mktemp -d) && export HOME="$home" XDG_DATA_HOME="$home/.local/share"'
+    if os.geteuid() == 0:
+        private = f"mkdir -p /var/lib/containers && mount -t tmpfs none /var/lib/containers && exec {real} \\\"\\$@\\\""
+        run = f'exec unshare -m sh -c "{private}" sh "$@"'
+    else:
+        run = f'exec {real} "$@"'
+    wrapper.write_text(f"#!/bin/sh\n{fresh_home}\n{run}\n")
+    wrapper.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -46,4 +46,6 @@ def run(args) -> int:
         print(f"pushed {result.destination.tagged}")
         print(f"digest {result.digest}")
         print(f"image  {result.destination.with_digest(result.digest)}")
+        print(f"layers {result.layers_sent} sent ({result.bytes_sent / 2**20:.1f} MiB), {result.layers_reused} already "
+              f"in the registry (of {result.bytes_total / 2**20:.1f} MiB)")
     return 0

@@ -1,10 +1,15 @@
 """Push a version's OCI image (what `nix build .#image-<id>` produced) to a registry with skopeo.
 
-The source is a docker-archive tar (`dockerTools.buildLayeredImage`, possibly
-gzipped) or the script that `dockerTools.streamLayeredImage` builds, whose
-stdout is such a tar: it is run into a temp file first. skopeo asks the
-registry for every blob before sending it, so layers the registry already
-has are not sent again.
+The source is a docker-archive tar (`dockerTools.buildLayeredImage`: plain, gzip or zstd, which is what
+the flake writes) or the script that `dockerTools.streamLayeredImage` builds, whose stdout is such a tar:
+it is run into a temp file first.
+
+A push is two skopeo copies. The archive's layers are first compressed into an OCI layout in a temp folder;
+skopeo's gzip is deterministic, so a layer compresses to the same blob on every machine, and its digest is
+known before anything is sent. The layout is then copied to the registry; skopeo asks the registry for
+every blob (HEAD) and sends only those it lacks. So a fresh CI runner, with no skopeo blob-info cache,
+sends only the layers that changed (pushing the archive directly compresses while sending, and only that
+cache would tell skopeo what a layer became). Which blobs were skipped is read from skopeo's debug log.
 
 Credentials come from $REGISTRY_USERNAME / $REGISTRY_PASSWORD (written to a
 0600 authfile in a private temp folder, never put on a command line) or from
@@ -23,6 +28,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError, UsageError
@@ -57,10 +63,16 @@ class Destination:
 class PushResult:
     destination: Destination
     digest: str
+    layers_sent: int = 0
+    layers_reused: int = 0  # the registry had them: not sent
+    bytes_sent: int = 0  # compressed layer bytes sent
+    bytes_total: int = 0  # compressed layer bytes of the whole image
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"image": self.destination.tagged, "digest": self.digest,
-                "reference": self.destination.with_digest(self.digest)}
+                "reference": self.destination.with_digest(self.digest),
+                "layers": {"sent": self.layers_sent, "reused": self.layers_reused,
+                           "bytes_sent": self.bytes_sent, "bytes_total": self.bytes_total}}
 
 
 def default_tag(vid: str, lock: Lock) -> str:
@@ -85,10 +97,13 @@ def is_local_registry(registry: str) -> bool:
     return host in ("localhost", "127.0.0.1", "[::1]")
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
 def _kind(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(512)
-    if head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar":
+    if head[:2] == b"\x1f\x8b" or head[:4] == ZSTD_MAGIC or head[257:262] == b"ustar":
         return "archive"
     if head[:2] == b"#!":
         return "stream-script"
@@ -146,42 +161,75 @@ def _explain(stderr: str, dest: Destination) -> ComfyverError:
     return ComfyverError(f"push to {dest.tagged} failed: {last}", hint=hint)
 
 
+_SKIPPED = re.compile(r"Skipping blob (sha256:[0-9a-f]{64}) \(already present\)")
+
+
+def _skopeo(cmd: list[str], env: dict[str, str], dest: Destination, on_line: Callable[[str], None] | None) -> set[str]:
+    """Run one skopeo copy (stderr folded into stdout, so neither pipe can fill); return the blobs it skipped."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    skipped: set[str] = set()
+    messages: list[str] = []
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = raw.rstrip("\n")
+        if 'level=debug' in line:
+            if m := _SKIPPED.search(line):
+                skipped.add(m[1])
+            continue
+        messages.append(line)
+        if on_line and not line.startswith("time="):
+            on_line(redact(line))
+    if proc.wait() != 0:
+        raise _explain("\n".join(messages[-50:]), dest)
+    return skipped
+
+
+def _layout_layers(layout: Path) -> list[tuple[str, int]]:
+    """(digest, size) of each layer of the one image in an OCI layout."""
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":", 1)[1]).read_text())
+    return [(layer["digest"], int(layer["size"])) for layer in manifest["layers"]]
+
+
 def push(archive: Path, dest: Destination, *, authfile: Path | None = None, tls_verify: bool | None = None,
          retries: int = 3, on_line: Callable[[str], None] | None = None) -> PushResult:
-    """Copy `archive` (docker-archive or stream script) to `dest` with skopeo; return the manifest digest."""
+    """Copy `archive` (docker-archive or stream script) to `dest` with skopeo; return the manifest digest and
+    what was sent."""
     skopeo = shutil.which("skopeo")
     if not skopeo:
         raise ComfyverError("skopeo is not installed",
                             hint="install it (Debian/Ubuntu: apt-get install skopeo; Nix: nix shell nixpkgs#skopeo)")
     if tls_verify is None:
         tls_verify = not is_local_registry(dest.registry)
-    with tempfile.TemporaryDirectory(prefix="comfyver-push-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="comfyver-push-") as tmp_name:
+        tmp = Path(tmp_name)
         src = materialize_archive(Path(archive), tmp)
         env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_PASSWORD", "REGISTRY_USERNAME")}
-        cmd = [skopeo, "copy", f"--retry-times={int(retries)}", f"--dest-tls-verify={'true' if tls_verify else 'false'}",
-               f"--digestfile={tmp / 'digest'}"]
+        auth: list[str] = []
         user, password = os.environ.get("REGISTRY_USERNAME"), os.environ.get("REGISTRY_PASSWORD")
         if authfile:
             if not Path(authfile).is_file():
                 raise UsageError(f"--authfile {authfile}: no such file")
-            cmd.append(f"--dest-authfile={authfile}")
+            auth.append(f"--dest-authfile={authfile}")
         elif user and password:
-            cmd.append(f"--dest-authfile={write_authfile(dest.registry, user, password, tmp)}")
+            auth.append(f"--dest-authfile={write_authfile(dest.registry, user, password, tmp)}")
         elif user or password:
             raise UsageError("set both REGISTRY_USERNAME and REGISTRY_PASSWORD (or neither)")
-        cmd += [f"docker-archive:{src}", f"docker://{dest.tagged}"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-        for line in proc.stdout:
-            if on_line:
-                on_line(redact(line.rstrip("\n")))
-        stderr = proc.stderr.read()
-        if proc.wait() != 0:
-            raise _explain(stderr, dest)
+        layout = tmp / "oci"
+        if on_line:
+            on_line("compressing the layers (the same bytes on every machine)")
+        _skopeo([skopeo, "copy", "--quiet", "--dest-compress", "--dest-compress-format=gzip",
+                 f"docker-archive:{src}", f"oci:{layout}:image"], env, dest, None)
+        layers = _layout_layers(layout)
+        skipped = _skopeo([skopeo, "--debug", "copy", f"--retry-times={int(retries)}",
+                           f"--dest-tls-verify={'true' if tls_verify else 'false'}", f"--digestfile={tmp / 'digest'}",
+                           *auth, f"oci:{layout}:image", f"docker://{dest.tagged}"], env, dest, on_line)
         digest = (tmp / "digest").read_text().strip()
     if not DIGEST_RE.match(digest):
         raise ComfyverError(f"push to {dest.tagged}: skopeo reported no manifest digest ({digest!r})")
-    return PushResult(dest, digest)
+    sent = [(d, size) for d, size in layers if d not in skipped]
+    return PushResult(dest, digest, layers_sent=len(sent), layers_reused=len(layers) - len(sent),
+                      bytes_sent=sum(size for _, size in sent), bytes_total=sum(size for _, size in layers))
 
 
 def push_version(root: Path, vid: str, to: str, archive: Path | None = None, **kw) -> PushResult:
