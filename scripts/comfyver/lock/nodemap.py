@@ -28,10 +28,12 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, TypedDict
 from urllib.parse import quote
 
 from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError, Reason
+from comfyver.base.lockfile import GitOriginal, Lock, Node, NodeOriginal
 from comfyver.lock import nodescan, nodesource, placement, probe
 from comfyver.lock.nodesource import SCAN_VERSION, scan_locked, scan_tree, scan_tree_full  # noqa: F401 - callers outside the stage
 from comfyver.sources import gitsource
@@ -67,13 +69,13 @@ def norm_url(url: str) -> str:
 @dataclass
 class ManagerData:
     exact: dict[str, list[str]] = field(default_factory=dict)        # class -> [repo url]
-    patterns: list[tuple[re.Pattern, str]] = field(default_factory=list)
+    patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
     preempt: dict[str, list[str]] = field(default_factory=dict)      # class -> [repo url]
     urls: dict[str, str] = field(default_factory=dict)               # registry id -> repo url
-    models: dict[str, list[dict]] = field(default_factory=dict)      # file name -> model-list entries
+    models: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # file name -> model-list entries
     basenames: dict[str, list[str]] = field(default_factory=dict)    # lower repo name -> [repo url]
     found: bool = False                                              # any data was read
-    by_url: dict[str, set] = field(default_factory=dict)             # repo url -> classes it lists
+    by_url: dict[str, set[str]] = field(default_factory=dict)        # repo url -> classes it lists
 
     def pattern_owners(self, class_type: str) -> list[str]:
         return sorted({u for rx, u in self.patterns if rx.search(class_type)})
@@ -117,7 +119,7 @@ class ManagerData:
         m.found = any(x for x in (ext, m.urls, m.models))
         return m
 
-    def model_sources(self, name: str, folder: str | None) -> list[dict]:
+    def model_sources(self, name: str, folder: str | None) -> list[dict[str, Any]]:
         """Model-list entries for a file name, narrowed to the folder where it is known; one per URL."""
         hits = self.models.get(name.replace("\\", "/").rsplit("/", 1)[-1], [])
         if folder is not None:
@@ -134,7 +136,7 @@ MANAGER_TYPE_FOLDERS = {"checkpoint": "checkpoints", "checkpoints": "checkpoints
                         "gligen": "gligen", "taesd": "vae_approx", "unclip": "checkpoints"}
 
 
-def manager_folder(entry: dict) -> str | None:
+def manager_folder(entry: dict[str, Any]) -> str | None:
     """The models/ folder a model-list entry installs into (first part of save_path, legacy names mapped)."""
     save = str(entry.get("save_path") or "default").strip("/")
     if save == "default":
@@ -143,7 +145,7 @@ def manager_folder(entry: dict) -> str | None:
     return nodescan.LEGACY_FOLDERS.get(first, first)
 
 
-def _read_json(p: Path):
+def _read_json(p: Path) -> Any:
     try:
         return json.loads(p.read_text())
     except FileNotFoundError:
@@ -160,11 +162,17 @@ def manager(where: str | None = None) -> ManagerData:
 
 # ---------------------------------------------------------------- Comfy Registry
 
-_registry_cache: dict[str, dict | None] = {}
+class RegistryHit(TypedDict):
+    """The pack the Comfy Registry names for a class."""
+    id: str
+    repository: str | None
+
+
+_registry_cache: dict[str, RegistryHit | None] = {}
 _registry_down: list[ComfyverError] = []  # set by the first lookup that could not reach the registry
 
 
-def registry_lookup(class_name: str) -> dict | None:
+def registry_lookup(class_name: str) -> RegistryHit | None:
     """`GET /comfy-nodes/{name}/node` -> {"id", "repository"} of the pack, None if unknown (404)."""
     if class_name in _registry_cache:
         return _registry_cache[class_name]
@@ -178,7 +186,7 @@ def registry_lookup(class_name: str) -> dict | None:
         _registry_down.append(ComfyverError(f"the Comfy Registry at {web.registry_endpoint()} cannot be reached "
                                             f"({reason}; asked once for this run)"))
         raise _registry_down[0] from None
-    found = None
+    found: RegistryHit | None = None
     if status == 200 and isinstance(data, dict) and data.get("id"):
         found = {"id": str(data["id"]), "repository": data.get("repository") or None}
     _registry_cache[class_name] = found
@@ -195,13 +203,13 @@ class Pack:
     registry_id: str | None = None
     version: str | None = None      # ref / registry version asked for (None = latest)
 
-    def original(self) -> dict:
+    def original(self) -> NodeOriginal:
         if self.url:
-            o = {"type": "git", "url": self.url}
+            o: GitOriginal = {"type": "git", "url": self.url}
             if self.version:
                 o["ref"] = self.version
             return o
-        return {"type": "registry", "id": self.registry_id, "version": self.version or "latest"}
+        return {"type": "registry", "id": self.registry_id or self.name, "version": self.version or "latest"}
 
 
 @dataclass
@@ -222,16 +230,18 @@ def pack_name_for_url(url: str) -> str:
 class NodeMap:
     """Decides class -> pack for one version (core scan, lock, user input, manager data, registry)."""
 
-    def __init__(self, *, core_classes: dict | None = None, locked_nodes: dict | None = None,
-                 choices: dict | None = None, overrides: dict | None = None,
-                 manager_data: ManagerData | None = None, registry: bool = False):
+    def __init__(self, *, core_classes: dict[str, list[tuple[str, str]]] | None = None,
+                 locked_nodes: dict[str, Node] | None = None, choices: dict[str, str] | None = None,
+                 overrides: dict[str, Pack] | None = None, manager_data: ManagerData | None = None,
+                 registry: bool = False) -> None:
         self.core = core_classes            # None: no core scan (fall back to manager's ComfyUI entry)
-        self.locked = {}                    # class -> [node name]
-        self.locked_urls = {}               # node name -> url
+        self.locked: dict[str, list[str]] = {}  # class -> [node name]
+        self.locked_urls: dict[str, str] = {}   # node name -> url
         for name, n in (locked_nodes or {}).items():
             for c in n.get("provides") or []:
                 self.locked.setdefault(c, []).append(name)
-            url = n.get("original", {}).get("url") or n.get("locked", {}).get("url")
+            o = n["original"]
+            url = (o["url"] if o["type"] == "git" else None) or n["locked"]["url"]
             if url:
                 self.locked_urls[name] = url
         self.choices = choices or {}
@@ -352,15 +362,15 @@ class NodeMap:
                                why="several packs' name patterns match it")
         if self.registry:
             try:
-                hit = registry_lookup(class_type)
+                reg = registry_lookup(class_type)
             except ComfyverError as exc:
                 return ClassResult(class_type, "unresolved", why=f"Comfy Registry lookup failed: {exc.message}")
-            if hit:
-                why = f"the Comfy Registry says {hit['id']} provides it"
-                if hit.get("repository"):
-                    p = self._url_pack(hit["repository"])
-                    return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), p.url, hit["id"]), why=why)
-                return ClassResult(class_type, "pack", "registry", Pack(hit["id"].lower(), None, hit["id"]), why=why)
+            if reg:
+                why = f"the Comfy Registry says {reg['id']} provides it"
+                if reg["repository"]:
+                    p = self._url_pack(reg["repository"])
+                    return ClassResult(class_type, "pack", "registry", Pack(reg["id"].lower(), p.url, reg["id"]), why=why)
+                return ClassResult(class_type, "pack", "registry", Pack(reg["id"].lower(), None, reg["id"]), why=why)
         where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
         return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
 
@@ -432,19 +442,19 @@ def pack_from_spec(spec: str, what: str) -> Pack:
         name, original = resolve.parse_node_spec(spec)
     except ImportError:
         name, original = _parse_spec_fallback(spec, what)
-    if original.get("type") == "git":
+    if original["type"] == "git":
         return Pack(name, original["url"], None, original.get("ref"))
     v = original.get("version")
     return Pack(name, None, original.get("id", name), None if v in (None, "latest") else v)
 
 
-def _parse_spec_fallback(spec: str, what: str) -> tuple[str, dict]:
+def _parse_spec_fallback(spec: str, what: str) -> tuple[str, NodeOriginal]:
     from comfyver.sources import gitsource
 
     if "://" in spec:
         url, _, ref = spec.rpartition("@") if re.search(r"@[^/]+$", spec) else (spec, "", "")
         gitsource.check_url(url, what)
-        o = {"type": "git", "url": url}
+        o: GitOriginal = {"type": "git", "url": url}
         if ref:
             o["ref"] = gitsource.check_ref(ref, what)
         return pack_name_for_url(url), o
@@ -454,8 +464,8 @@ def _parse_spec_fallback(spec: str, what: str) -> tuple[str, dict]:
     return rid, {"type": "registry", "id": rid, "version": ver or "latest"}
 
 
-def for_lock(lock: dict, vdir: Path | None, *, registry: bool = False, scan_nodes: bool = True,
-             manager_data: ManagerData | None = None) -> tuple[NodeMap, dict]:
+def for_lock(lock: Lock, vdir: Path | None, *, registry: bool = False, scan_nodes: bool = True,
+             manager_data: ManagerData | None = None) -> tuple[NodeMap, dict[str, list[tuple[str, str]]]]:
     """The NodeMap and class -> model inputs of a version: its locked core and nodes, scanned (a cached runtime
     probe of the same lock and uv.lock, when there is one, wins)."""
     core_l = lock["comfyui"]["locked"]
