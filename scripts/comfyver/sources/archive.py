@@ -24,6 +24,9 @@ from pathlib import Path, PurePosixPath
 
 from comfyver.base.errors import ComfyverError
 
+# one archive entry to write: (info, path below the target, is a link, mode bits)
+PlanEntry = tuple[zipfile.ZipInfo, PurePosixPath, bool, int]
+
 
 def _check_name(name: str, what: str) -> PurePosixPath:
     p = PurePosixPath(name.replace("\\", "/"))
@@ -82,7 +85,7 @@ def has_single_root(names: list[str]) -> bool:
     return len({p[0] for p in parts}) == 1 and any(len(p) > 1 for p in parts)
 
 
-def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_root: bool, what: str) -> None:
+def extract_zip(zip_path: str | os.PathLike[str], dest: str | os.PathLike[str], *, strip_root: bool, what: str) -> None:
     """Unpack `zip_path` into the new folder `dest` (must not exist)."""
     dest = Path(dest)
     try:
@@ -121,10 +124,13 @@ def extract_zip(zip_path: str | os.PathLike, dest: str | os.PathLike, *, strip_r
             raise
 
 
-def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> list:
+def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> tuple[list[PlanEntry], dict[PurePosixPath, str]]:
     """(info, path, is_link, mode) per entry and the links' targets, after checking the tree as a whole;
     raises on any escape."""
-    plan, kinds, links, folded_kinds = [], {}, {}, {}
+    plan: list[PlanEntry] = []
+    kinds: dict[PurePosixPath, str] = {}
+    links: dict[PurePosixPath, str] = {}
+    folded_kinds: dict[PurePosixPath, str] = {}
     for info in zf.infolist():
         p = _check_name(info.filename, what)
         mode = info.external_attr >> 16

@@ -20,7 +20,7 @@ from comfyver.sources import schemes
 from comfyver.sources.partfile import CHUNK, Progress, hash_file, open_part  # noqa: F401 - callers use them here
 
 
-def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, size: int | None = None,
+def download(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, size: int | None = None,
              what: str | None = None, progress: Progress | None = None, retries: int = 4) -> str:
     """Fetch `url` into `dest` (via `dest.part`) and return its sha256 hex.
 
@@ -45,6 +45,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, si
             part.unlink()
         else:
             h = hash_file(part)
+    assert row.fetch is not None  # for_fetch gives only a row with a fetch function
     h = row.fetch(url, part, h, what=what, progress=progress, retries=retries, limit=size)
     part.touch()
     got_size = part.stat().st_size

@@ -26,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 
 from comfyver.base import nar, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
+from comfyver.base.lockfile import GitLocked, GitOriginal
 from comfyver.sources import resolvecache
 
 # the cache repos are ours: no auto gc/maintenance (pins keep what matters), no FETCH_HEAD
@@ -77,8 +78,8 @@ def check_ref(ref: str, what: str) -> str:
     return ref
 
 
-def git(*args: str, cwd: str | os.PathLike | None = None, what: str = "git", input: bytes | None = None,
-        check: bool = True) -> subprocess.CompletedProcess:
+def git(*args: str, cwd: str | os.PathLike[str] | None = None, what: str = "git", input: bytes | None = None,
+        check: bool = True) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, **GIT_ENV}
     p = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, input=input)
     if check and p.returncode:
@@ -137,9 +138,9 @@ def resolve_ref(url: str, ref: str | None, what: str) -> Resolved:
         if not head or head not in refs:
             raise ComfyverError(f"{what}: {web.redact(url)} has no default branch (HEAD)")
         return Resolved(refs[head], head)
-    for name in (ref if ref.startswith("refs/") else None, f"refs/tags/{ref}", f"refs/heads/{ref}"):
-        if name and name in refs:
-            return Resolved(refs[name], name)
+    for full in (ref if ref.startswith("refs/") else None, f"refs/tags/{ref}", f"refs/heads/{ref}"):
+        if full and full in refs:
+            return Resolved(refs[full], full)
     if SHORT_HEX.match(ref):
         repo = fetch_all(url, what)
         p = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", cwd=repo, what=what, check=False)
@@ -264,9 +265,9 @@ def export(repo: Path, rev: str, dest: Path, url: str, submodules: bool, what: s
     with tempfile.TemporaryDirectory(prefix="comfyver-index-") as idx:
         env = {"GIT_INDEX_FILE": os.path.join(idx, "index"), "GIT_DIR": str(repo), "GIT_WORK_TREE": str(dest)}
         for args in (["read-tree", rev], ["checkout-index", "--all", "--force"]):
-            p = subprocess.run(["git", *args], env={**os.environ, **GIT_ENV, **env}, capture_output=True, cwd=dest)
-            if p.returncode:
-                raise ComfyverError(f"{what}: git {args[0]} failed: {p.stderr.decode(errors='replace').strip()}")
+            proc = subprocess.run(["git", *args], env={**os.environ, **GIT_ENV, **env}, capture_output=True, cwd=dest)
+            if proc.returncode:
+                raise ComfyverError(f"{what}: git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
 def nar_hash_rev(repo: Path, rev: str, url: str, submodules: bool, what: str) -> str:
@@ -284,21 +285,19 @@ def nar_hash_rev(repo: Path, rev: str, url: str, submodules: bool, what: str) ->
         return nar.to_sri(nar.nar_hash(dest))
 
 
-def lock(original: dict, what: str) -> dict:
+def lock(original: GitOriginal, what: str) -> GitLocked:
     """original {type: git, url, ref?, submodules?} -> locked {type, url, rev, ref?, hash, submodules}."""
     url = check_url(original["url"], what)
     submodules = bool(original.get("submodules", False))
     res = resolve_ref(url, original.get("ref"), what)
     hit = resolvecache.get("git", url, res.rev, submodules)
+    sri: str
     if hit:
         sri = hit["hash"]
     else:
         repo = fetch(url, res.rev, what)
         sri = resolvecache.put({"hash": nar_hash_rev(repo, res.rev, url, submodules, what)},
                                "git", url, res.rev, submodules)["hash"]
-    locked = {"type": "git", "url": url, "rev": res.rev}
-    if res.ref:
-        locked["ref"] = res.ref
-    locked["hash"] = sri
-    locked["submodules"] = submodules
-    return locked
+    if res.ref:  # the keys in the lock's order
+        return {"type": "git", "url": url, "rev": res.rev, "ref": res.ref, "hash": sri, "submodules": submodules}
+    return {"type": "git", "url": url, "rev": res.rev, "hash": sri, "submodules": submodules}

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from comfyver.base import web
 from comfyver.base.errors import ComfyverError
+from comfyver.base.lockfile import ModelLocked, ModelOriginal
 from comfyver.sources import download, modelstore, schemes
 from comfyver.sources.schemes import CIVITAI_RE, HF_RE  # noqa: F401 - their home is the table
 
@@ -69,17 +70,17 @@ def _hash_by_download(url: str, what: str, expect: str | None) -> tuple[str, int
                 os.unlink(p)
 
 
-def pinned_without_download(original: dict) -> dict:
+def pinned_without_download(original: ModelOriginal) -> ModelLocked:
     """original {url, sha256, size}: what is known, recorded as is (`unverified` until fetch/realize check it)."""
     row = schemes.check(original["url"], original["url"])
     url = row.pin(original["url"]) if row.pin else original["url"]
-    locked = {"url": url, "sha256": original["sha256"], "size": original["size"], "unverified": True}
+    locked: ModelLocked = {"url": url, "sha256": original["sha256"], "size": original["size"], "unverified": True}
     if auth := schemes.locked_auth(url):
         locked["auth"] = auth
     return locked
 
 
-def lock(original: dict, what: str) -> dict:
+def lock(original: ModelOriginal, what: str) -> ModelLocked:
     """original {url, sha256?, size?} -> locked {url, sha256, size, auth?}; an expected sha256 is checked.
     With both sha256 and size nothing is downloaded (pinned_without_download)."""
     row = schemes.check(original["url"], what)
@@ -87,7 +88,7 @@ def lock(original: dict, what: str) -> dict:
     if original.get("sha256") and original.get("size") is not None:
         return pinned_without_download(original)
     expect = original.get("sha256")
-    locked = dict(row.lock(url, what, expect, _hash_by_download))
+    locked = row.lock(url, what, expect, _hash_by_download).copy()
     if "auth" not in locked and (auth := schemes.locked_auth(locked["url"])):
         locked["auth"] = auth
     if expect and locked["sha256"] != expect:

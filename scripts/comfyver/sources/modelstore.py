@@ -24,14 +24,16 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
-from comfyver.base.lockfile import Lock
+from comfyver.base.lockfile import Lock, ModelLocked
 from comfyver.sources import download
+from comfyver.sources.partfile import hash_file, open_part
 
 Progress = Callable[[int], None]
 
@@ -61,10 +63,11 @@ class StatCache:
     def __init__(self, path: Path | None = None, *, rehash: bool = False):
         self.path = Path(path) if path else project.cache_dir() / "statcache.json"
         self.rehash = rehash
-        self._data: dict[str, list] | None = None
-        self._dirty: dict[str, list | None] = {}
+        # path -> [size, mtime_ns, inode, device, sha256] as read from the JSON file
+        self._data: dict[str, list[Any]] | None = None
+        self._dirty: dict[str, list[Any] | None] = {}
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, list[Any]]:
         if self._data is None:
             try:
                 self._data = json.loads(self.path.read_text())
@@ -121,11 +124,11 @@ def _sha256_overlapped(path: Path, progress: Progress | None = None, block: int 
     Both `read` and `sha256.update` release the GIL, so on a slow volume the
     time is about max(read, hash) instead of their sum."""
     h = hashlib.sha256()
-    blocks: queue.Queue = queue.Queue(maxsize=4)
+    blocks: queue.Queue[bytes | OSError | None] = queue.Queue(maxsize=4)
 
     stop = threading.Event()
 
-    def put(item) -> None:
+    def put(item: bytes | OSError | None) -> None:
         while not stop.is_set():
             try:
                 return blocks.put(item, timeout=0.1)
@@ -174,7 +177,7 @@ def check_blob(blob: Path, sha256: str, size: int, cache: StatCache | None = Non
     return check_file(blob, sha256, size, cache)
 
 
-def ensure(store: Path, key: str, locked: dict, *, offline: bool = False, cache: StatCache | None = None,
+def ensure(store: Path, key: str, locked: ModelLocked, *, offline: bool = False, cache: StatCache | None = None,
            progress: Progress | None = None, seed: Path | None = None, untrusted: bool = False) -> Path:
     """The verified blob for model `key` (locked {url, sha256, size}) in `store`; fetch it if needed.
 
@@ -254,9 +257,9 @@ def _read_only(blob: Path) -> None:
 def _copy_verified(src: Path, blob: Path, sha: str, what: str) -> None:
     part = blob.with_name(blob.name + ".part")
     part.unlink(missing_ok=True)  # a link there is removed, never written through
-    with open(src, "rb") as fi, download.open_part(part, "wb") as fo:
+    with open(src, "rb") as fi, open_part(part, "wb") as fo:
         shutil.copyfileobj(fi, fo, 4 << 20)
-    got = download.hash_file(part).hexdigest()
+    got = hash_file(part).hexdigest()
     if got != sha:
         part.unlink()
         raise ComfyverError(f"{what}: {src} changed while it was copied (sha256 {got}, locked {sha})")
@@ -274,13 +277,13 @@ def seed_candidate(source: Path, key: str, sha256: str) -> Path | None:
 
 
 def sync(lock: Lock, store: Path, *, source: Path | None = None, offline: bool = False, rehash: bool = False,
-         progress_for: Callable[[str, int], AbstractContextManager] | None = None) -> dict[str, str]:
+         progress_for: Callable[[str, int], AbstractContextManager[Progress | None]] | None = None) -> dict[str, str]:
     """Put every model of `lock` into `store`; return key -> present | copied | downloaded.
 
     `progress_for(key, size)` gives a context manager yielding a byte-count callback (or None);
     `rehash`: hash every blob again instead of trusting the stat cache."""
     cache = StatCache(rehash=rehash)
-    done = {}
+    done: dict[str, str] = {}
     try:
         for key, m in sorted(lock["models"].items()):
             locked = m["locked"]

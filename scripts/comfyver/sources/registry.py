@@ -13,17 +13,22 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import quote
 
 from comfyver.base import nar, web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import RegistryOriginal, ZipLocked
 from comfyver.sources import archive, download, resolvecache
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
-def _version_info(node_id: str, version: str, what: str) -> dict:
+def _version_info(node_id: str, version: str, what: str) -> Any:
+    """The registry's NodeVersion (JSON, read key by key) of `version`; for `latest`, the node's latest_version."""
     base = web.registry_endpoint()
+    node: Any
+    info: Any
     if version == "latest":
         _, node = web.get_json(f"{base}/nodes/{quote(node_id)}", what=what)
         info = (node or {}).get("latest_version")
@@ -46,7 +51,7 @@ def unpack_and_hash(zip_path: Path, what: str) -> tuple[str, bool]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def lock(original: dict, what: str) -> dict:
+def lock(original: RegistryOriginal, what: str) -> ZipLocked:
     node_id, version = original["id"], original["version"]
     if not ID_RE.match(node_id):
         raise UsageError(f"{what}: {node_id!r} is not a Comfy Registry node id")
@@ -61,10 +66,10 @@ def lock(original: dict, what: str) -> dict:
                             hint="pick another version")
     hit = resolvecache.get("registry", node_id, resolved_version, url)
     if hit:
-        return hit
+        return cast(ZipLocked, hit)
     with tempfile.TemporaryDirectory(prefix="comfyver-reg-") as tmp:
         z = Path(tmp) / "node.zip"
         download.download(url, z, what=what)
         sri, strip = unpack_and_hash(z, what)
-    locked = {"type": "zip", "url": url, "hash": sri, "stripRoot": strip, "version": resolved_version}
+    locked: ZipLocked = {"type": "zip", "url": url, "hash": sri, "stripRoot": strip, "version": resolved_version}
     return resolvecache.put(locked, "registry", node_id, resolved_version, url)

@@ -9,23 +9,30 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Any
 
 from comfyver.base import ui, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
+from comfyver.base.lockfile import GitOriginal, ModelLocked, ModelOriginal, NodeLocked, NodeOriginal
 from comfyver.base.web import redact
 from comfyver.sources import gitsource, modelsource, registry
 
 DEFAULT_JOBS = min(8, (os.cpu_count() or 2) * 2)
-LOCKERS = {"git": gitsource.lock, "registry": registry.lock, "model": modelsource.lock}
+Original = NodeOriginal | ModelOriginal  # an input as given
+Locked = NodeLocked | ModelLocked  # what it resolves to
+# kind -> locker; each takes the original of its own kind (Item.kind says which)
+LOCKERS: dict[str, Callable[[Any, str], Locked]] = {"git": gitsource.lock, "registry": registry.lock,
+                                                    "model": modelsource.lock}
 
 
 @dataclass(frozen=True)
 class Item:
     key: str  # "comfyui", "nodes.<name>", "models.<folder>/<name>" or any caller key
     kind: str  # git | registry | model
-    original: dict
+    original: Original
     untrusted: bool = False  # named by workflow content: fetched through web.untrusted_fetches()
 
 
@@ -34,7 +41,7 @@ class ResolveFailed(ComfyverError):
     `results`: what did resolve (key -> locked), so a caller retrying the failures with other sources need not
     resolve the rest again."""
 
-    def __init__(self, failures: dict[str, str], results: dict[str, dict] | None = None,
+    def __init__(self, failures: dict[str, str], results: dict[str, Locked] | None = None,
                  reasons: dict[str, Reason] | None = None):
         self.failures, self.results, self.reasons = failures, results or {}, reasons or {}
         lines = "\n".join(f"  {k}: {v}" for k, v in sorted(failures.items()))
@@ -42,7 +49,7 @@ class ResolveFailed(ComfyverError):
                          hint="fix the inputs above (`comfyver show <id>` lists them) and run the command again")
 
 
-def lock_one(kind: str, original: dict, what: str, untrusted: bool = False) -> dict:
+def lock_one(kind: str, original: Original, what: str, untrusted: bool = False) -> Locked:
     try:
         locker = LOCKERS[kind]
     except KeyError:
@@ -53,9 +60,9 @@ def lock_one(kind: str, original: dict, what: str, untrusted: bool = False) -> d
     return locker(original, what)
 
 
-def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = True) -> dict[str, dict]:
+def lock_items(items: list[Item], *, jobs: int = DEFAULT_JOBS, progress: bool = True) -> dict[str, Locked]:
     """Resolve all `items` (at most `jobs` at once); return key -> locked or raise ResolveFailed."""
-    results: dict[str, dict] = {}
+    results: dict[str, Locked] = {}
     failures: dict[str, str] = {}
     reasons: dict[str, Reason] = {}
     if not items:
@@ -108,7 +115,7 @@ def _name_from_url(url: str) -> str:
     return name
 
 
-def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
+def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, NodeOriginal]:
     """`<git-url>[@ref]` or `<registry-id>[@version]` -> (node name, original)."""
     if "://" in spec:
         scheme_end = spec.index("://") + 3
@@ -117,7 +124,7 @@ def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
         if at > scheme_end and "/" not in spec[at:] and ":" not in spec[at:]:
             url, ref = spec[:at], spec[at + 1:]
         gitsource.check_url(url, spec)
-        original = {"type": "git", "url": url, "ref": ref or "latest"}
+        original: GitOriginal = {"type": "git", "url": url, "ref": ref or "latest"}
         if ref:
             gitsource.check_ref(ref, spec)
         if submodules:
@@ -129,12 +136,12 @@ def parse_node_spec(spec: str, submodules: bool = False) -> tuple[str, dict]:
     return node_id.lower(), {"type": "registry", "id": node_id, "version": version or "latest"}
 
 
-def parse_model_source(src: str, sha256: str | None = None, size: int | None = None) -> dict:
+def parse_model_source(src: str, sha256: str | None = None, size: int | None = None) -> ModelOriginal:
     """A model source as the lock's `original`; a Hugging Face file URL becomes its hf:// path. With sha256
     and size it is pinned without a download."""
     modelsource.check_source(src, src)
     src = modelsource.hf_path_for_url(src) or src
-    original = {"url": src}
+    original: ModelOriginal = {"url": src}
     if sha256:
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise UsageError(f"--sha256 {sha256!r} is not 64 lowercase hex digits")
@@ -146,5 +153,6 @@ def parse_model_source(src: str, sha256: str | None = None, size: int | None = N
     return original
 
 
-def kind_of(original: dict) -> str:
-    return {"git": "git", "registry": "registry"}.get(original.get("type"), "model")
+def kind_of(original: Original) -> str:
+    kind = original.get("type")  # a model's original has no type
+    return kind if isinstance(kind, str) and kind in ("git", "registry") else "model"

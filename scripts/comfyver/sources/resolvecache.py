@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Mapping
+from typing import Any, TypeVar, cast
 
 from filelock import FileLock
 
@@ -19,6 +21,7 @@ from comfyver.base import project
 
 _local = threading.local()
 _init = threading.Lock()
+Value = TypeVar("Value", bound=Mapping[str, Any])  # a locked entry (a TypedDict of lockfile) or a part of one
 
 
 def _db() -> sqlite3.Connection:
@@ -35,20 +38,21 @@ def _db() -> sqlite3.Connection:
     return conn
 
 
-def _key(parts: tuple) -> str:
+def _key(parts: tuple[object, ...]) -> str:
     return json.dumps(parts, separators=(",", ":"))
 
 
-def get(*parts) -> dict | None:
-    """The cached result, or None (a cache that cannot be read is a miss, never an error)."""
+def get(*parts: object) -> dict[str, Any] | None:
+    """The cached result, or None (a cache that cannot be read is a miss, never an error). The caller knows
+    which shape it `put` under these parts."""
     try:
         row = _db().execute("SELECT value FROM resolved WHERE key = ?", (_key(parts),)).fetchone()
     except sqlite3.Error:
         return None
-    return json.loads(row[0]) if row else None
+    return cast("dict[str, Any]", json.loads(row[0])) if row else None
 
 
-def put(value: dict, *parts) -> dict:
+def put(value: Value, *parts: object) -> Value:
     try:
         _db().execute("INSERT OR REPLACE INTO resolved (key, value) VALUES (?, ?)", (_key(parts), json.dumps(value)))
     except sqlite3.Error:

@@ -26,38 +26,47 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, Protocol, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import requests
 
 from comfyver.base import web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import ModelLocked
 from comfyver.sources import resolvecache
 from comfyver.sources.partfile import CHUNK, Progress, hash_file, open_part
 
 # (url, what, expected sha256 or None) -> (sha256, size), downloading into the model store: the lockers that
 # must hash bytes get it from the caller (modelsource), so this table imports nothing that imports it
 HashByDownload = Callable[[str, str, "str | None"], "tuple[str, int]"]
-# (url, part, running sha256, what, progress, retries, limit) -> the sha256 of everything in `part`
-Fetch = Callable[..., "hashlib._Hash"]
+# which token a locked URL needs (lockfile.ModelLocked's `auth`)
+Auth = Literal["hf", "civitai", "gcs"]
+
+
+class Fetch(Protocol):
+    """(url, part, running sha256, what, progress, retries, limit) -> the sha256 of everything in `part`."""
+
+    def __call__(self, url: str, part: Path, h: hashlib._Hash, *, what: str, progress: Progress | None = None,
+                 retries: int = 4, limit: int | None = None) -> hashlib._Hash: ...
 
 
 @dataclass(frozen=True)
 class Scheme:
     name: str
-    lock: Callable[[str, str, str | None, HashByDownload], dict]
+    lock: Callable[[str, str, str | None, HashByDownload], ModelLocked]
     fetch: Fetch | None = None
-    form: re.Pattern | None = None
+    form: re.Pattern[str] | None = None
     form_hint: str = ""
-    auth: str | None = None
+    auth: Auth | None = None
     untrusted: bool = False
     pin: Callable[[str], str] | None = None
 
 
 # ------------------------------------------------------------------ fetch functions (locked URL -> .part)
 
-def fetch_http(url: str, part: Path, h, *, what: str, progress: Progress | None = None, retries: int = 4,
-               limit: int | None = None):
+def fetch_http(url: str, part: Path, h: hashlib._Hash, *, what: str, progress: Progress | None = None, retries: int = 4,
+               limit: int | None = None) -> hashlib._Hash:
     """Append `url`'s bytes to `part` (resuming with Range); never more than `limit` bytes in all."""
     delay = 0.5
     for attempt in range(retries + 1):
@@ -68,7 +77,7 @@ def fetch_http(url: str, part: Path, h, *, what: str, progress: Progress | None 
             with r:
                 if r.status_code == 416:
                     return h  # nothing left to fetch; verification decides
-                mode = "ab"
+                mode: Literal["ab", "wb"] = "ab"
                 if have and r.status_code != 206:  # Range ignored: start over
                     mode, h = "wb", hashlib.sha256()
                 with open_part(part, mode) as f:
@@ -97,7 +106,8 @@ def fetch_http(url: str, part: Path, h, *, what: str, progress: Progress | None 
     return h
 
 
-def fetch_file(url: str, part: Path, h, *, what: str, progress: Progress | None = None, **_):
+def fetch_file(url: str, part: Path, h: hashlib._Hash, *, what: str, progress: Progress | None = None,
+               **_: object) -> hashlib._Hash:
     src = Path(unquote(urlsplit(url).path))
     with open(src, "rb") as fi, open_part(part, "ab") as fo:
         fi.seek(fo.tell())
@@ -109,17 +119,18 @@ def fetch_file(url: str, part: Path, h, *, what: str, progress: Progress | None 
     return h
 
 
-def gcs_client(storage):
+def gcs_client(storage: Any) -> Any:
     """A storage.Client; anonymous against an emulator (STORAGE_EMULATOR_HOST), else default credentials."""
     project = os.environ.get("GCS_PROJECT") or None
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
-        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())
+        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
     return storage.Client(project=project)
 
 
-def fetch_gs(url: str, part: Path, h, *, what: str, progress: Progress | None = None, **_):
+def fetch_gs(url: str, part: Path, h: hashlib._Hash, *, what: str, progress: Progress | None = None,
+             **_: object) -> hashlib._Hash:
     from google.cloud import storage  # heavy import: only when used
 
     p = urlsplit(url)
@@ -143,27 +154,40 @@ HF_RE = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/]+
 CIVITAI_RE = re.compile(r"^civitai://(?:(?P<vid>\d+)|sha256/(?P<hash>[0-9A-Fa-f]{64}))/?(?:\?.*)?\Z", re.S)
 
 
-def lock_by_download(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> dict:
+def _form(regex: re.Pattern[str], url: str) -> re.Match[str]:
+    """The match of a URL that `check` already gave its row's form."""
+    m = regex.match(url)
+    assert m is not None, url
+    return m
+
+
+def _get_json(url: str, what: str) -> Any:
+    """An API's JSON answer (None for an HTTP error status), read key by key by the caller."""
+    _, data = web.get_json(url, what=what)
+    return data
+
+
+def lock_by_download(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> ModelLocked:
     """No API to ask: download once (into the model store) and hash."""
     sha, size = hash_by_download(url, what, expect)
     return {"url": url, "sha256": sha, "size": size}
 
 
-def lock_hf(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> dict:
+def lock_hf(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> ModelLocked:
     """Hugging Face: the revision API gives the commit, the tree API the LFS sha256 and size (no download)."""
-    m = HF_RE.match(url)
+    m = _form(HF_RE, url)
     repo, rev, path = m["repo"], m["rev"] or "main", m["path"]
     base = web.hf_endpoint()
-    _, info = web.get_json(f"{base}/api/models/{repo}/revision/{quote(rev, safe='')}", what=what)
+    info = _get_json(f"{base}/api/models/{repo}/revision/{quote(rev, safe='')}", what)
     commit = (info or {}).get("sha")
     if not isinstance(commit, str) or not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise ComfyverError(f"{what}: Hugging Face did not return a commit for {repo}@{rev}")
     hit = resolvecache.get("hf", base, repo, commit, path)
     if hit:
-        return hit
+        return cast(ModelLocked, hit)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     tree_url = f"{base}/api/models/{repo}/tree/{commit}" + (f"/{quote(parent)}" if parent else "")
-    _, entries = web.get_json(tree_url, what=what)
+    entries = _get_json(tree_url, what)
     entry = next((e for e in entries or [] if e.get("path") == path and e.get("type") == "file"), None)
     if entry is None:
         raise ComfyverError(f"{what}: {path!r} not found in {repo}@{commit[:12]}", hint="check the file path in the hf:// URL")
@@ -173,7 +197,8 @@ def lock_hf(url: str, what: str, expect: str | None, hash_by_download: HashByDow
         sha, size = lfs["oid"], int(lfs.get("size", entry.get("size")))
     else:  # a plain git file: its oid is a git sha1, so hash the bytes
         sha, size = hash_by_download(locked_url, what, None)
-    return resolvecache.put({"url": locked_url, "sha256": sha, "size": size, "auth": "hf"}, "hf", base, repo, commit, path)
+    locked: ModelLocked = {"url": locked_url, "sha256": sha, "size": size, "auth": "hf"}
+    return resolvecache.put(locked, "hf", base, repo, commit, path)
 
 
 def _content_length(url: str) -> int | None:
@@ -185,20 +210,20 @@ def _content_length(url: str) -> int | None:
     return int(n) if r.ok and n and n.isdigit() else None
 
 
-def lock_civitai(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> dict:
+def lock_civitai(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> ModelLocked:
     """Civitai: the model-version API (by id or by hash) gives the file's SHA256 and download URL."""
     parts = urlsplit(url)
-    m = CIVITAI_RE.match(url)
+    m = _form(CIVITAI_RE, url)
     want_file = parse_qs(parts.query).get("file", [None])[0]
     base = web.civitai_endpoint()
     if m["vid"]:
         api = f"{base}/api/v1/model-versions/{m['vid']}"
         hit = resolvecache.get("civitai", base, m["vid"], want_file)
         if hit:
-            return hit
+            return cast(ModelLocked, hit)
     else:
         api = f"{base}/api/v1/model-versions/by-hash/{m['hash'].upper()}"
-    _, info = web.get_json(api, what=what)
+    info = _get_json(api, what)
     files = (info or {}).get("files") or []
     if want_file:
         f = next((f for f in files if f.get("name") == want_file), None)
@@ -215,13 +240,13 @@ def lock_civitai(url: str, what: str, expect: str | None, hash_by_download: Hash
         sha, size = hash_by_download(dl, what, None)
     else:
         size = _content_length(dl) or round(float(f.get("sizeKB", 0)) * 1024)
-    locked = {"url": dl, "sha256": sha, "size": size, "auth": "civitai"}
+    locked: ModelLocked = {"url": dl, "sha256": sha, "size": size, "auth": "civitai"}
     return resolvecache.put(locked, "civitai", base, str(info.get("id")), want_file)
 
 
-def lock_http(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> dict:
+def lock_http(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> ModelLocked:
     """http(s): a download that hashes, remembered by the server's validator (ETag / Last-Modified)."""
-    key = None
+    key: tuple[str | None, ...] | None = None
     try:
         r = web.session().head(url, headers=web.auth_headers(url), allow_redirects=True, timeout=30)
         validator = r.headers.get("ETag") or r.headers.get("Last-Modified")
@@ -229,17 +254,17 @@ def lock_http(url: str, what: str, expect: str | None, hash_by_download: HashByD
             key = ("http", url, validator, r.headers.get("Content-Length"))
             hit = resolvecache.get(*key)
             if hit:
-                return hit
+                return cast(ModelLocked, hit)
     except Exception:
         pass
     sha, size = hash_by_download(url, what, expect)
-    locked = {"url": url, "sha256": sha, "size": size}
-    if web.auth_kind_for(url):
-        locked["auth"] = web.auth_kind_for(url)
+    locked: ModelLocked = {"url": url, "sha256": sha, "size": size}
+    if auth := locked_auth(url):  # http(s): the host's token (web.auth_kind_for)
+        locked["auth"] = auth
     return resolvecache.put(locked, *key) if key else locked
 
 
-def lock_file(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> dict:
+def lock_file(url: str, what: str, expect: str | None, hash_by_download: HashByDownload) -> ModelLocked:
     """file://: hashed once, remembered by (size, mtime, inode)."""
     path = Path(unquote(urlsplit(url).path))
     try:
@@ -249,18 +274,19 @@ def lock_file(url: str, what: str, expect: str | None, hash_by_download: HashByD
     key = ("file", str(path), st.st_size, st.st_mtime_ns, st.st_ino)
     hit = resolvecache.get(*key)
     if hit and (expect is None or hit["sha256"] == expect):
-        return hit
+        return cast(ModelLocked, hit)
     sha, size = hash_by_download(url, what, expect)
-    return resolvecache.put({"url": url, "sha256": sha, "size": size}, *key)
+    locked: ModelLocked = {"url": url, "sha256": sha, "size": size}
+    return resolvecache.put(locked, *key)
 
 
 def pin_hf(url: str) -> str:
-    m = HF_RE.match(url)
+    m = _form(HF_RE, url)
     return f"{web.hf_endpoint()}/{m['repo']}/resolve/{quote(m['rev'] or 'main', safe='')}/{quote(m['path'])}"
 
 
 def pin_civitai(url: str) -> str:
-    m = CIVITAI_RE.match(url)
+    m = _form(CIVITAI_RE, url)
     if not m["vid"]:
         raise UsageError(f"{url}: civitai://sha256/... needs the API; pin a civitai://<modelVersionId> offline")
     return f"{web.civitai_endpoint()}/api/download/models/{m['vid']}"
@@ -318,10 +344,11 @@ def for_fetch(url: str, what: str) -> Scheme:
     return _row(url, fetchable(), what)
 
 
-def locked_auth(url: str) -> str | None:
+def locked_auth(url: str) -> Auth | None:
     """Which token a locked URL needs: its scheme's own, else its host's (the HF / Civitai endpoint)."""
     row = TABLE.get(urlsplit(url).scheme)
-    return (row.auth if row and row.fetch is not None else None) or web.auth_kind_for(url)
+    # web.auth_kind_for names a key of web.TOKEN_ENV: "hf" or "civitai"
+    return (row.auth if row and row.fetch is not None else None) or cast("Auth | None", web.auth_kind_for(url))
 
 
 def check_untrusted(url: str) -> None:
