@@ -23,9 +23,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comfyver.base import uiworkflow
 from comfyver.base.errors import ComfyverError
+from comfyver.base.lockfile import Model
 from comfyver.lock import nodemap as nodemap_mod  # the module; `nodemap` below is the NodeMap a report asks
 from comfyver.lock import placement
 from comfyver.lock.nodemap import VIRTUAL_CLASSES
@@ -60,8 +62,8 @@ class NodeUse:
     cnr_id: str | None = None
     aux_id: str | None = None
     ver: str | None = None
-    named: dict = field(default_factory=dict)    # input name -> value (API format, dict widgets, promoted widgets)
-    positional: list = field(default_factory=list)  # UI widgets_values (list form)
+    named: dict[str, Any] = field(default_factory=dict)  # input name -> value (API format, dict widgets, promoted widgets)
+    positional: list[Any] = field(default_factory=list)  # UI widgets_values (list form)
     linked: bool = True        # UI format: False when no link enters or leaves it (a frontend-only node looks so)
     feeds: bool = True         # UI format: False when it has outputs and none is linked (ComfyUI does not run it)
 
@@ -104,14 +106,14 @@ class Workflow:
     format: str                # "api" | "ui"
     nodes: list[NodeUse]
     sources: list[ModelSource]
-    node_versions: dict = field(default_factory=dict)  # extra.node_versions: pack -> version or commit
+    node_versions: dict[str, str] = field(default_factory=dict)  # extra.node_versions: pack -> version or commit
 
 
 class WorkflowError(ComfyverError):
     pass
 
 
-def load(path: str | os.PathLike) -> Workflow:
+def load(path: str | os.PathLike[str]) -> Workflow:
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -123,7 +125,7 @@ def load(path: str | os.PathLike) -> Workflow:
     return parse(data, str(path))
 
 
-def parse(data, name: str) -> Workflow:
+def parse(data: Any, name: str) -> Workflow:
     if uiworkflow.is_ui(data):
         return _parse_ui(data, name)
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and "nodes" not in data:
@@ -135,30 +137,39 @@ def parse(data, name: str) -> Workflow:
                         hint="export it from ComfyUI with Workflow > Export (or Export (API))")
 
 
-def _parse_api(data: dict, name: str) -> Workflow:
+def _parse_api(data: dict[str, Any], name: str) -> Workflow:
     nodes = []
     for nid, n in data.items():
         ct = n.get("class_type")
         if not isinstance(ct, str) or not ct:
             raise WorkflowError(f"workflow {name}: node {nid} has no class_type")
-        inputs = n.get("inputs") if isinstance(n.get("inputs"), dict) else {}
-        named = {k: v for k, v in inputs.items() if not _is_link(v)}
+        named = {k: v for k, v in _dict(n.get("inputs")).items() if not _is_link(v)}
         nodes.append(NodeUse(ct, str(nid), name, named=named))
     return Workflow(name, "api", nodes, [])
 
 
-def _is_link(v) -> bool:
+def _dict(v: Any) -> dict[str, Any]:
+    """A JSON value that should be an object, else {}."""
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    """A JSON value that should be an array, else []."""
+    return v if isinstance(v, list) else []
+
+
+def _is_link(v: Any) -> bool:
     return isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int)
 
 
-def _mode(n: dict) -> str:
+def _mode(n: dict[str, Any]) -> str:
     m = n.get("mode", 0)
     return MODES.get(m, f"mode-{m}") if isinstance(m, int) else "active"
 
 
-def _sources(entries, folder_default=None) -> list[ModelSource]:
+def _sources(entries: Any, folder_default: str | None = None) -> list[ModelSource]:
     out = []
-    for m in entries if isinstance(entries, list) else []:
+    for m in _list(entries):
         if isinstance(m, dict) and isinstance(m.get("name"), str):
             h = m.get("hash") if str(m.get("hash_type", "sha256")).lower() == "sha256" else None
             h = h.lower() if isinstance(h, str) and re.fullmatch(r"[0-9a-fA-F]{64}", h) else None
@@ -167,16 +178,16 @@ def _sources(entries, folder_default=None) -> list[ModelSource]:
     return out
 
 
-def _parse_ui(data: dict, name: str) -> Workflow:
-    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-    groups = extra.get("groupNodes") if isinstance(extra.get("groupNodes"), dict) else {}
-    defs = data.get("definitions") if isinstance(data.get("definitions"), dict) else {}
+def _parse_ui(data: dict[str, Any], name: str) -> Workflow:
+    extra = _dict(data.get("extra"))
+    groups = _dict(extra.get("groupNodes"))
+    defs = _dict(data.get("definitions"))
     subgraphs = {sg["id"]: sg for sg in defs.get("subgraphs", []) or [] if isinstance(sg, dict) and "id" in sg}
     out: list[NodeUse] = []
     sources = _sources(data.get("models"))
 
-    def walk(nodes, prefix: str, outer_mode: str | None, stack: tuple):
-        for n in nodes if isinstance(nodes, list) else []:
+    def walk(nodes: Any, prefix: str, outer_mode: str | None, stack: tuple[str, ...]) -> None:
+        for n in _list(nodes):
             if not isinstance(n, dict):
                 continue
             t = n.get("type")
@@ -186,7 +197,7 @@ def _parse_ui(data: dict, name: str) -> Workflow:
             mode = _mode(n)
             if outer_mode and outer_mode != "active":
                 mode = outer_mode
-            props = n.get("properties") if isinstance(n.get("properties"), dict) else {}
+            props = _dict(n.get("properties"))
             sources.extend(_sources(props.get("models")))
             if t in subgraphs:
                 if t in stack:
@@ -207,20 +218,17 @@ def _parse_ui(data: dict, name: str) -> Workflow:
                                feeds=_feeds(n)))
 
     walk(data["nodes"], "", None, ())
-    versions = extra.get("node_versions") if isinstance(extra.get("node_versions"), dict) else {}
-    versions = {k: v for k, v in versions.items() if isinstance(k, str) and isinstance(v, str) and v
+    versions = {k: v for k, v in _dict(extra.get("node_versions")).items() if isinstance(k, str) and isinstance(v, str) and v
                 and re.fullmatch(r"[\w.+-]{1,100}", v)}
     return Workflow(name, "ui", out, sources, versions)
 
 
-def _has_links(n: dict) -> bool:
-    ins = n.get("inputs") if isinstance(n.get("inputs"), list) else []
-    outs = n.get("outputs") if isinstance(n.get("outputs"), list) else []
-    return (any(isinstance(i, dict) and i.get("link") is not None for i in ins)
-            or any(isinstance(o, dict) and o.get("links") for o in outs))
+def _has_links(n: dict[str, Any]) -> bool:
+    return (any(isinstance(i, dict) and i.get("link") is not None for i in _list(n.get("inputs")))
+            or any(isinstance(o, dict) and o.get("links") for o in _list(n.get("outputs"))))
 
 
-def _feeds(n: dict) -> bool:
+def _feeds(n: dict[str, Any]) -> bool:
     """False for a node with outputs none of which is linked: ComfyUI runs only what leads to an output node, so
     its models are optional. A node without an outputs list (an output node, a group's inner node) feeds."""
     outs = n.get("outputs")
@@ -229,19 +237,19 @@ def _feeds(n: dict) -> bool:
     return any(isinstance(o, dict) and o.get("links") for o in outs)
 
 
-def _str(v) -> str | None:
+def _str(v: Any) -> str | None:
     return v if isinstance(v, str) and v else None
 
 
-def _walk_group(group: dict, inst: dict, prefix: str, mode: str, name: str, out: list) -> None:
+def _walk_group(group: dict[str, Any], inst: dict[str, Any], prefix: str, mode: str, name: str,
+                out: list[NodeUse]) -> None:
     """A legacy group node: its inner nodes, with the instance's widget values spread over them."""
-    inner = group.get("nodes") if isinstance(group.get("nodes"), list) else []
-    values = list(inst.get("widgets_values") or []) if isinstance(inst.get("widgets_values"), list) else []
-    for i, n in enumerate(inner):
+    values = _list(inst.get("widgets_values"))
+    for i, n in enumerate(_list(group.get("nodes"))):
         if not isinstance(n, dict) or not isinstance(n.get("type"), str):
             continue
         wv = n.get("widgets_values")
-        props = n.get("properties") if isinstance(n.get("properties"), dict) else {}
+        props = _dict(n.get("properties"))
         out.append(NodeUse(n["type"], f"{prefix}{n.get('index', i)}", name,
                            mode if mode != "active" else _mode(n), _str(props.get("cnr_id")),
                            _str(props.get("aux_id")), _str(props.get("ver")),
@@ -257,10 +265,9 @@ def _walk_group(group: dict, inst: dict, prefix: str, mode: str, name: str, out:
                 use.positional = [next(it, v) if _looks_like_model(v) else v for v in use.positional]
 
 
-def _apply_promoted(sg: dict, inst: dict, out: list, prefix: str) -> None:
+def _apply_promoted(sg: dict[str, Any], inst: dict[str, Any], out: list[NodeUse], prefix: str) -> None:
     """Widgets promoted to a subgraph instance (`properties.proxyWidgets`) override inner values."""
-    props = inst.get("properties") if isinstance(inst.get("properties"), dict) else {}
-    proxies = props.get("proxyWidgets")
+    proxies = _dict(inst.get("properties")).get("proxyWidgets")
     values = inst.get("widgets_values")
     if not isinstance(proxies, list) or not isinstance(values, list):
         return
@@ -292,7 +299,7 @@ def _apply_promoted(sg: dict, inst: dict, out: list, prefix: str) -> None:
                 use.named[w] = value
 
 
-def _looks_like_model(v) -> bool:
+def _looks_like_model(v: Any) -> bool:
     return isinstance(v, str) and v.lower().endswith(MODEL_EXTS) and "\n" not in v and len(v) < 400
 
 
@@ -356,13 +363,13 @@ def model_key(folder: str, name: str) -> str:
 class Report:
     workflows: list[str]
     core: list[str]                      # built-in classes used
-    packs: dict[str, dict]               # node name -> {url?, registry_id?, version?, classes, via, active}
-    models: dict[str, dict]              # "<folder>/<name>" (or "?/<name>") -> {folder, name, url?, sha256?, ...}
-    unresolved: dict[str, dict]          # class -> {why, workflows, active}
-    ambiguous: dict[str, dict]           # class -> {candidates, workflows, active}
+    packs: dict[str, dict[str, Any]]     # node name -> {url?, registry_id?, version?, classes, via, active}
+    models: dict[str, dict[str, Any]]    # "<folder>/<name>" (or "?/<name>") -> {folder, name, url?, sha256?, ...}
+    unresolved: dict[str, dict[str, Any]]  # class -> {why, workflows, active}
+    ambiguous: dict[str, dict[str, Any]]   # class -> {candidates, workflows, active}
     notes: list[str]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "workflows": self.workflows,
             "packs": sorted({p["url"] for p in self.packs.values() if p.get("url")}),
@@ -375,12 +382,11 @@ class Report:
         }
 
 
-def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dict, notes: list) -> None:
+def _settle_ambiguous(workflows: list[Workflow], nm: nodemap_mod.NodeMap, packs: dict[str, dict[str, Any]],
+                      ambiguous: dict[str, dict[str, Any]], notes: list[str]) -> None:
     """Classes several packs provide, decided by the workflows' own evidence where it is decisive
     (nodemap.pick_by_evidence); the evidence goes into the pack's `evidence` and the notes."""
-    mgr = getattr(nm, "mgr", None)
-    if mgr is None:
-        return
+    mgr = nm.mgr
     used = {u.class_type for wf in workflows for u in wf.nodes if u.mode not in ("muted", "bypassed")}
     for c in list(ambiguous):
         decided = {nodemap_mod.norm_url(p["url"]) for p in packs.values() if p.get("url") and p["active"]}
@@ -401,7 +407,7 @@ def _settle_ambiguous(workflows: list[Workflow], nm, packs: dict, ambiguous: dic
         notes.append(f"class {c}: picked {p.name} among {len(e['candidates'])} candidates: {why}")
 
 
-def settle_folders_from_lock(models: dict, locked: dict) -> None:
+def settle_folders_from_lock(models: dict[str, dict[str, Any]], locked: dict[str, Model]) -> None:
     """A model whose folder the analysis cannot tell (`?/<name>`) that the lock holds under exactly one folder
     (given once with --model) takes that folder: lock again and check agree with what lock decided."""
     for key in [k for k in models if k.startswith("?/")]:
@@ -415,7 +421,7 @@ def settle_folders_from_lock(models: dict, locked: dict) -> None:
             del models[key]
 
 
-def _saved_versions(workflows: list[Workflow], packs: dict) -> None:
+def _saved_versions(workflows: list[Workflow], packs: dict[str, dict[str, Any]]) -> None:
     """A pack decided without a version takes the one the workflow recorded in `extra.node_versions` (keyed by
     registry id or repository name), so it is locked as it was saved with."""
     saved = {k.lower(): v for wf in workflows for k, v in wf.node_versions.items()}
@@ -430,7 +436,7 @@ def _saved_versions(workflows: list[Workflow], packs: dict) -> None:
             p["version"], p["version_from"] = hit, "extra.node_versions"
 
 
-def _place_by_manager(models: dict[str, dict], manager: nodemap_mod.ManagerData) -> None:
+def _place_by_manager(models: dict[str, dict[str, Any]], manager: nodemap_mod.ManagerData) -> None:
     """A model whose folder the analysis cannot tell (`?/<name>`, a loader the scan could not follow) that
     ComfyUI-Manager's model list installs into exactly one folder goes there: that folder is known."""
     for key in [k for k in models if k.startswith("?/")]:
@@ -445,9 +451,14 @@ def _place_by_manager(models: dict[str, dict], manager: nodemap_mod.ManagerData)
         del models[key]
 
 
-def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None) -> Report:
+def report(workflows: list[Workflow], nodemap: nodemap_mod.NodeMap, model_inputs: dict[str, list[tuple[str, str]]],
+           manager: nodemap_mod.ManagerData | None = None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
-    core, packs, unresolved, ambiguous, notes = set(), {}, {}, {}, []
+    core: set[str] = set()
+    packs: dict[str, dict[str, Any]] = {}
+    unresolved: dict[str, dict[str, Any]] = {}
+    ambiguous: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
     for wf in workflows:
         saved = frozenset(k.lower() for k in wf.node_versions) - {nodemap_mod.CORE_PACK}
         for u in wf.nodes:
@@ -455,8 +466,7 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
             active = u.mode not in ("muted", "bypassed")
             if r.status == "core":
                 core.add(u.class_type)
-            elif r.status == "pack":
-                p = r.pack
+            elif r.status == "pack" and (p := r.pack) is not None:
                 cur = packs.setdefault(p.name, {"name": p.name, "url": p.url, "registry_id": p.registry_id,
                                                 "version": p.version, "via": r.via, "classes": [], "active": False})
                 cur["url"] = cur["url"] or p.url
@@ -483,9 +493,9 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                 e["active"] = e["active"] or active
     _settle_ambiguous(workflows, nodemap, packs, ambiguous, notes)
     _saved_versions(workflows, packs)
-    models: dict[str, dict] = {}
+    models: dict[str, dict[str, Any]] = {}
     for wf in workflows:
-        srcs = {}
+        srcs: dict[str, ModelSource] = {}
         for s in wf.sources:
             srcs.setdefault(s.name, s)
             srcs.setdefault(_base(s.name), s)
@@ -509,7 +519,7 @@ def report(workflows: list[Workflow], nodemap, model_inputs: dict, manager=None)
                 e["source"] = "workflow"
             if src and src.sha256 and "sha256" not in e:
                 e["sha256"] = src.sha256
-    if manager is not None and not getattr(manager, "found", True):
+    if manager is not None and not manager.found:
         notes.append("no ComfyUI-Manager data was found (its extension-node-map.json, custom-node-list.json, "
                      "model-list.json): classes and models are only looked up in the workflow, the locked sources "
                      "and the Comfy Registry; set COMFYVER_MANAGER_DATA to a folder holding them")
