@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -25,6 +26,7 @@ from packaging.utils import canonicalize_name
 
 from comfyver.base import lockfile
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import GitLocked, GitOriginal, Lock, ModelLocked, ModelOriginal, Node, NodeLocked, NodeOriginal
 from comfyver.lock import nodesource, versions
 from comfyver.sources import resolve
 
@@ -33,15 +35,15 @@ from comfyver.sources import resolve
 class Plan:
     """What an import asks for, before resolution."""
     kind: str                                           # snapshot | config
-    comfyui: dict
-    nodes: dict[str, dict] = field(default_factory=dict)     # name -> original
-    models: dict[str, dict] = field(default_factory=dict)    # path -> original
+    comfyui: GitOriginal
+    nodes: dict[str, NodeOriginal] = field(default_factory=dict)     # name -> original
+    models: dict[str, ModelOriginal] = field(default_factory=dict)   # path -> original
     optional: set[str] = field(default_factory=set)          # model paths that may fail
     pips: dict[str, str] = field(default_factory=dict)       # package -> pinned version (snapshot evidence)
     notes: list[str] = field(default_factory=list)
 
 
-def read(path: str | Path) -> dict:
+def read(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         text = p.read_text()
@@ -56,7 +58,7 @@ def read(path: str | Path) -> dict:
     return data
 
 
-def plan(data: dict, source: str, comfyui_url: str = versions.DEFAULT_COMFYUI_URL) -> Plan:
+def plan(data: dict[str, Any], source: str, comfyui_url: str = versions.DEFAULT_COMFYUI_URL) -> Plan:
     if "git_custom_nodes" in data or "cnr_custom_nodes" in data or isinstance(data.get("comfyui"), str):
         return _snapshot(data, source, comfyui_url)
     if "nodes" in data or "models" in data:
@@ -65,14 +67,14 @@ def plan(data: dict, source: str, comfyui_url: str = versions.DEFAULT_COMFYUI_UR
                         "nor a config.yml (nodes, models)")
 
 
-def _add_node(pl: Plan, name: str, original: dict, source: str) -> None:
+def _add_node(pl: Plan, name: str, original: NodeOriginal, source: str) -> None:
     if name in pl.nodes and pl.nodes[name] != original:
         raise ComfyverError(f"{source}: two different entries for node {name!r}",
                             hint="keep one of them in the file")
     pl.nodes[name] = original
 
 
-def _snapshot(data: dict, source: str, comfyui_url: str) -> Plan:
+def _snapshot(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
     core = data.get("comfyui")
     if not isinstance(core, str) or not core:
         raise ComfyverError(f"{source}: $.comfyui: expected the ComfyUI commit")
@@ -121,7 +123,7 @@ def model_path(destination: str, url: str, what: str) -> str:
     return key
 
 
-def _config(data: dict, source: str, comfyui_url: str) -> Plan:
+def _config(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
     core = data.get("comfyui") or {}
     if isinstance(core, str):
         core = {"version": core}
@@ -146,7 +148,7 @@ def _config(data: dict, source: str, comfyui_url: str) -> Plan:
     return pl
 
 
-def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: bool = True) -> dict:
+def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: bool = True) -> Lock:
     """Resolve a plan into a lock (in memory); optional models that fail become notes."""
     items = [resolve.Item("comfyui", "git", pl.comfyui)]
     items += [resolve.Item(f"nodes.{n}", resolve.kind_of(o), o) for n, o in pl.nodes.items()]
@@ -160,17 +162,18 @@ def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: boo
             pl.notes.append(f"optional {k} skipped: {msg}")
         ok = [it for it in optional if it.key not in exc.failures]
         locked.update(resolve.lock_items(ok, jobs=jobs, progress=False) if ok else {})
-    lock = lockfile.empty(vid, pl.comfyui, locked["comfyui"])
+    # each item is locked by its kind's locker: GitLocked for the core, NodeLocked for nodes, ModelLocked for models
+    lock = lockfile.empty(vid, pl.comfyui, cast(GitLocked, locked["comfyui"]))
     for name, o in sorted(pl.nodes.items()):
-        loc = locked[f"nodes.{name}"]
-        entry = {"original": o, "locked": loc}
+        loc = cast(NodeLocked, locked[f"nodes.{name}"])
+        entry: Node = {"original": o, "locked": loc}
         provides = nodesource.scan_locked_node(name, loc)
         if provides:
             entry["provides"] = sorted(provides)
         lock["nodes"][name] = entry
-    for key, o in sorted(pl.models.items()):
+    for key, mo in sorted(pl.models.items()):
         if f"models.{key}" in locked:
-            lock["models"][key] = {"original": o, "locked": locked[f"models.{key}"]}
+            lock["models"][key] = {"original": mo, "locked": cast(ModelLocked, locked[f"models.{key}"])}
     return lock
 
 
