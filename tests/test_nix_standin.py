@@ -100,3 +100,19 @@ def test_delete_if_dead_frees_a_dead_closure_and_keeps_what_a_root_or_a_live_pat
         root.unlink()
         h.delete_if_dead(d)
     assert not c.exists() and not d.exists()
+
+
+@pytest.mark.parametrize("flattened", [True, False])
+def test_the_harness_accepts_shared_inputs_with_the_real_symlink_or_a_flattened_one(tmp_path, flattened):
+    """../shared's pyproject.nix copy flattened doc/src/reference-std.md (a file holding the link's target); a
+    fixed copy keeps the real link. Both become the same tree (the narHash check in seed_real_inputs proves it)."""
+    tree = tmp_path / "source"
+    (tree / "doc/src").mkdir(parents=True)
+    (tree / "doc/lib.md").write_text("the real text\n")
+    link = tree / "doc/src/reference-std.md"
+    if flattened:
+        link.write_text("../lib.md")
+    else:
+        link.symlink_to("../lib.md")
+    h.restore_symlinks(tree, ["doc/src/reference-std.md"])
+    assert link.is_symlink() and os.readlink(link) == "../lib.md" and link.read_text() == "the real text\n"

@@ -212,6 +212,18 @@ FLATTENED_SYMLINKS = {"pyproject-nix": ["doc/src/reference-std.md"]}
 _seeded: dict[str, Path] = {}  # input -> its store path (seeded again if a test deleted it)
 
 
+def restore_symlinks(tree: Path, rels: list[str]) -> None:
+    """Put back, as symlinks, the files a copy flattened (a regular file whose text is the link's target);
+    a copy that kept the real symlink is left as it is."""
+    for rel in rels:
+        f = tree / rel
+        if f.is_symlink():
+            continue
+        target = f.read_text()
+        f.unlink()
+        f.symlink_to(target)
+
+
 def seed_real_inputs() -> None:
     """Add the real uv2nix, pyproject.nix and build-system-pkgs trees to the store under the name a github
     input gets ("source"): Nix then resolves flake.lock's entries for them (same narHash) offline."""
@@ -222,11 +234,7 @@ def seed_real_inputs() -> None:
         tmp = workdir("comfyver-seed-")
         try:
             shutil.copytree(SHARED_INPUTS / folder, tmp / "source", symlinks=True)
-            for rel in FLATTENED_SYMLINKS.get(folder, []):
-                f = tmp / "source" / rel
-                target = f.read_text()
-                f.unlink()
-                f.symlink_to(target)
+            restore_symlinks(tmp / "source", FLATTENED_SYMLINKS.get(folder, []))
             path = subprocess.run(["nix-store", "--add-fixed", "--recursive", "sha256", str(tmp / "source")],
                                   env=nix_env(), check=True, capture_output=True, text=True).stdout.strip()
         finally:
