@@ -12,14 +12,26 @@
 # Python set share every env layer. `maxLayers` is checked at build time by `layerCheck`.
 #
 # NVIDIA container toolkit: it injects the driver's libraries (libcuda.so.1 ...) into /usr/lib64 or
-# /usr/lib/x86_64-linux-gnu and runs ldconfig (the image has /sbin/ldconfig for it; triton finds libcuda
-# with `ldconfig -p`, TRITON_LIBCUDA_PATH would have to name one folder); its binaries need the /lib64 loader. LD_LIBRARY_PATH names those folders for the
-# patched wheels (their RUNPATHs name no host folder).
+# /usr/lib/x86_64-linux-gnu and registers them in /etc/ld.so.cache: it runs the host's ldconfig (or, configured
+# so, the image's /sbin/ldconfig) in the container's root as `ldconfig -f /etc/ld.so.conf -C /etc/ld.so.cache
+# <folders>`; its binaries need the /lib64 loader. LD_LIBRARY_PATH names those folders for the patched wheels
+# (their RUNPATHs name no host folder).
+#
+# Triton (torch.compile's kernels on CUDA) needs two things before its first kernel
+# (tests/test_nix_cuda_triton.py runs them in the image's root):
+# - libcuda's folder, from `/sbin/ldconfig -p` (TRITON_LIBCUDA_PATH, unset here, would have to name that one
+#   folder, which depends on the host). nixpkgs' glibc compiles its own prefix's etc/ld.so.cache and
+#   etc/ld.so.conf into ldconfig (dont-use-system-ld-so-cache.patch); no glibc holds them, so its `ldconfig -p`
+#   exits 1 and triton raises. /sbin/ldconfig is therefore glibc's ldconfig given /etc/ld.so.cache and
+#   /etc/ld.so.conf, the files the toolkit writes (a caller's own -C/-f still win);
+# - a C compiler for its cuda_utils and launcher modules: triton takes $CC, else `gcc`, else `clang` on PATH,
+#   never `cc`; CC names the image's /bin/cc (stdenv.cc: its closure holds gcc, binutils, glibc's headers).
 { pkgs, lib }:
 let
   maxLayers = 100;
   ownLayerBytes = 16 * 1024 * 1024;
   driverLibPath = "/usr/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/nvidia/lib64";
+  cc = "/bin/cc";
 
   # Image config: plain data (the golden tests compare it).
   # cuda/driver: what the version's uv.lock holds (python.nix lockedCuda/driverFloor), null for CPU.
@@ -31,6 +43,7 @@ let
       "NVIDIA_DRIVER_CAPABILITIES=compute,utility"
       "LD_LIBRARY_PATH=${driverLibPath}"
       "PATH=/bin:/usr/bin"
+      "CC=${cc}"
       "HOME=/root"
       "TMPDIR=/tmp"
       "COMFYUI_STATE_DIR=/var/lib/comfyui"
@@ -48,8 +61,13 @@ let
     };
   };
 
+  # glibc's ldconfig on the files the NVIDIA container toolkit writes (see the top of this file).
+  ldconfig = pkgs.writeShellScriptBin "ldconfig" ''
+    exec ${pkgs.glibc.bin or pkgs.glibc}/bin/ldconfig -C /etc/ld.so.cache -f /etc/ld.so.conf "$@"
+  '';
+
   # The root file system: NSS files (passwd, group, nsswitch.conf, hosts), /usr/bin/env, /bin/sh,
-  # the CA bundle, ldconfig, a C compiler driver for triton's launcher stubs when the image has one.
+  # the CA bundle, ldconfig, the C compiler triton builds its launcher with.
   rootfs = pkgs.runCommand "comfyver-rootfs" { } ''
     mkdir -p $out/etc/ssl/certs $out/usr/bin $out/bin $out/sbin
     printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' > $out/etc/passwd
@@ -61,8 +79,8 @@ let
     ln -s ${pkgs.coreutils}/bin/env $out/usr/bin/env
     ln -s ${pkgs.runtimeShellPackage}/bin/bash $out/bin/sh
     ln -s ${pkgs.runtimeShellPackage}/bin/bash $out/bin/bash
-    ln -s ${pkgs.glibc.bin or pkgs.glibc}/bin/ldconfig $out/sbin/ldconfig
-    ln -s ${pkgs.stdenv.cc}/bin/cc $out/bin/cc
+    ln -s ${ldconfig}/bin/ldconfig $out/sbin/ldconfig
+    ln -s ${pkgs.stdenv.cc}/bin/cc $out${cc}
   '';
 
   # Folders made in the customisation layer: the toolkit's mount points, the state folder, the loader link.
@@ -101,5 +119,5 @@ let
     };
 in
 {
-  inherit image flatten rootfs config extraCommands fakeRootCommands maxLayers ownLayerBytes driverLibPath;
+  inherit image flatten rootfs ldconfig config extraCommands fakeRootCommands maxLayers ownLayerBytes driverLibPath;
 }

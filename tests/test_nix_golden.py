@@ -98,3 +98,15 @@ def test_patch_level_python_requires_is_a_named_error():
                        env={**os.environ, "NIX_CONFIG": "experimental-features = nix-command flakes"})
     assert p.returncode != 0
     assert "version 'demo': python.requires: ==3.11.7 pins a patch release" in p.stderr
+
+
+def test_docs_name_exactly_the_image_env():
+    """docs/nix.md's image config names every variable the image sets and no other (it once named
+    TRITON_LIBCUDA_PATH, which no image set)."""
+    import re
+
+    text = (h.ROOT / "docs" / "nix.md").read_text()
+    para = text[text.index("`Env`:"):text.index("The root file system (`comfyver-rootfs`)")]
+    documented = {m.split("=", 1)[0] for m in re.findall(r"`([A-Z][A-Z0-9_]*(?:=[^`]*)?)`", para)}
+    env = evaluate("minimal", FUNCTIONS["image.config"])["Env"]
+    assert documented == {e.split("=", 1)[0] for e in env}

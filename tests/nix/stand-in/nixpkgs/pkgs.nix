@@ -99,7 +99,17 @@ let
   '';
 
   glibc = hostLibsAnd "glibc-${host.glibcVersion}" [ "libc.so.6" "libm.so.6" "libdl.so.2" "libpthread.so.0" "librt.so.1" "libutil.so.1" "libresolv.so.2" "libmvec.so.1" "libanl.so.1" "libcrypt.so.1" "ld-linux-x86-64.so.2" ] ''mkdir -p "$out/bin"; cp /sbin/ldconfig "$out/bin/ldconfig"''
-    // { pname = "glibc"; version = host.glibcVersion; linuxHeaders.version = "6.1"; };
+    // { pname = "glibc"; version = host.glibcVersion; linuxHeaders.version = "6.1"; bin = glibcBin; };
+  # glibc.bin/bin/ldconfig as nixpkgs builds it: its dont-use-system-ld-so-cache.patch compiles in
+  # PREFIX "/etc/ld.so.cache" and PREFIX "/etc/ld.so.conf", PREFIX being glibc's out path (which holds neither),
+  # so `ldconfig -p` fails there and a caller's -C/-f win. Here: Debian's ldconfig given those two first.
+  # (glibc's own bin/ldconfig above, Debian's as it is, stays: glibc's path is in every patched wheel.)
+  glibcBin = run "glibc-${host.glibcVersion}-bin" { } ''
+    mkdir -p "$out/bin" "$out/libexec"
+    cp /sbin/ldconfig "$out/libexec/ldconfig"
+    printf '#!/bin/bash\nexec %s -C %s -f %s "$@"\n' "$out/libexec/ldconfig" ${glibc}/etc/ld.so.cache ${glibc}/etc/ld.so.conf > "$out/bin/ldconfig"
+    chmod +x "$out/bin/ldconfig"
+  '';
   gccLib = hostLibs "gcc-lib" [ "libstdc++.so.6" "libgcc_s.so.1" "libgomp.so.1" "libquadmath.so.0" "libatomic.so.1" ];
   zlib = hostLibs "zlib" [ "libz.so.1" ];
 
