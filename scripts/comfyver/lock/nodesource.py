@@ -11,11 +11,13 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json
+from comfyver.base.lockfile import Node, NodeLocked, ZipLocked
 from comfyver.lock import nodescan
 
 CORE_SCAN_PREFIXES = ("nodes.py", "comfy_extras/", "comfy_api_nodes/")
@@ -31,11 +33,11 @@ def scan_files(files: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
     return nodescan.scan(files).classes
 
 
-def scan_tree(path: str | os.PathLike, core: bool = False) -> dict[str, list[tuple[str, str]]]:
+def scan_tree(path: str | os.PathLike[str], core: bool = False) -> dict[str, list[tuple[str, str]]]:
     return scan_tree_full(path, core).classes
 
 
-def scan_tree_full(path: str | os.PathLike, core: bool = False) -> nodescan.Scan:
+def scan_tree_full(path: str | os.PathLike[str], core: bool = False) -> nodescan.Scan:
     root = Path(path)
     files = {}
     for f in root.rglob("*.py"):
@@ -48,7 +50,7 @@ def scan_tree_full(path: str | os.PathLike, core: bool = False) -> nodescan.Scan
     return nodescan.scan(files)
 
 
-def _git_blobs(repo: Path, rev: str, keep) -> dict[str, str]:
+def _git_blobs(repo: Path, rev: str, keep: Callable[[str], bool]) -> dict[str, str]:
     """Text of the files at `rev` whose path `keep(path)` accepts, read in one `git cat-file --batch`."""
     ls = subprocess.run(["git", "ls-tree", "-r", "-z", "--full-tree", rev], cwd=repo, capture_output=True, check=True).stdout
     wanted = []
@@ -82,7 +84,7 @@ def scan_locked(url: str, rev: str, what: str, core: bool = False) -> dict[str, 
     return scan_locked_full(url, rev, what, core).classes
 
 
-def _cached_scan(cache: Path, make) -> nodescan.Scan:
+def _cached_scan(cache: Path, make: Callable[[], nodescan.Scan]) -> nodescan.Scan:
     try:
         return nodescan.Scan.from_json(json.loads(cache.read_text()))
     except (OSError, ValueError, KeyError, TypeError):
@@ -100,18 +102,18 @@ def scan_locked_full(url: str, rev: str, what: str, core: bool = False) -> nodes
     return _cached_scan(cache, lambda: nodescan.scan(_git_files(gitsource.fetch(url, rev, what), rev, core)))
 
 
-def frontend_mentions(loc: dict, names: set[str], what: str) -> set[str]:
+def frontend_mentions(loc: NodeLocked, names: set[str], what: str) -> set[str]:
     """Which of `names` a locked git pack's JavaScript files name as a string literal (its frontend-only nodes)."""
-    if loc.get("type") != "git" or not names:
+    if loc["type"] != "git" or not names:
         return set()
-    from comfyver.sources import gitsource
+    from comfyver.sources import locked as locked_source
 
-    repo = gitsource.fetch(loc["url"], loc["rev"], f"node {what}")
+    repo = locked_source.fetch(loc, f"node {what}")
     text = "\n".join(_git_blobs(repo, loc["rev"], lambda p: p.endswith((".js", ".mjs"))).values())
     return {n for n in names if any(q + n + q in text for q in ('"', "'", "`"))}
 
 
-def frontend_only(nodes: dict, names: set[str]) -> dict[str, str]:
+def frontend_only(nodes: Mapping[str, Node], names: set[str]) -> dict[str, str]:
     """class -> node, for each of `names` that a locked node's web files name (see frontend_mentions)."""
     found: dict[str, str] = {}
     for name, n in nodes.items():
@@ -120,7 +122,7 @@ def frontend_only(nodes: dict, names: set[str]) -> dict[str, str]:
     return found
 
 
-def newest_cached_core() -> tuple[str | None, dict | None]:
+def newest_cached_core() -> tuple[str | None, dict[str, list[tuple[str, str]]] | None]:
     """(rev, classes) of the most recently written core scan in the cache, or (None, None)."""
     scans = sorted((project.cache_dir() / "nodescan").glob(f"core-*-v{SCAN_VERSION}.json"),
                    key=lambda f: f.stat().st_mtime, reverse=True)
@@ -132,41 +134,37 @@ def newest_cached_core() -> tuple[str | None, dict | None]:
     return None, None
 
 
-def read_locked_zip(loc: dict, what: str) -> dict[str, str]:
+def read_locked_zip(loc: ZipLocked, what: str) -> dict[str, str]:
     """Text of the .py files and requirement files of a locked registry archive, its hash verified."""
     import tempfile
-    import zipfile
 
-    from comfyver.sources import download, registry
+    from comfyver.sources import locked as locked_source
 
     with tempfile.TemporaryDirectory(prefix="comfyver-zipread-") as tmp:
-        z = Path(tmp) / "node.zip"
-        download.download(loc["url"], z, what=what)
-        sri, _ = registry.unpack_and_hash(z, what)
-        if sri != loc["hash"]:
-            raise ComfyverError(f"{what}: archive at {web.redact(loc['url'])} has hash {sri}, the lock says {loc['hash']}",
-                                hint="the registry changed a published archive; re-lock the node")
-        out = {}
-        with zipfile.ZipFile(z) as zf:
-            for name in zf.namelist():
-                rel = name.split("/", 1)[1] if loc.get("stripRoot") and "/" in name else name
-                if rel.endswith((".py", "requirements.txt", "pyproject.toml")) and not name.endswith("/"):
-                    out[rel] = zf.read(name).decode("utf-8", errors="replace")
-        return out
+        tree = Path(tmp) / "node"
+        try:
+            locked_source.place(loc, tree, what)
+        except locked_source.HashMismatch as exc:
+            raise ComfyverError(f"{what}: archive at {web.redact(loc['url'])} has hash {exc.got}, the lock says "
+                                f"{loc['hash']}", hint="the registry changed a published archive; re-lock the node") from None
+        return {f.relative_to(tree).as_posix(): f.read_bytes().decode("utf-8", errors="replace")
+                for f in sorted(tree.rglob("*"))
+                if f.name.endswith((".py", "requirements.txt", "pyproject.toml")) and f.is_file() and not f.is_symlink()}
 
 
-def scan_locked_node(name: str, loc: dict) -> dict[str, list[tuple[str, str]]]:
+def scan_locked_node(name: str, loc: NodeLocked) -> dict[str, list[tuple[str, str]]]:
     return scan_locked_node_full(name, loc).classes
 
 
-def scan_locked_node_full(name: str, loc: dict) -> nodescan.Scan:
+def scan_locked_node_full(name: str, loc: NodeLocked) -> nodescan.Scan:
     """Scan a locked node of either kind (git commit or registry archive); cached."""
     if loc["type"] == "git":
         return scan_locked_full(loc["url"], loc["rev"], f"node {name}")
-    key = hashlib.sha256(loc["hash"].encode()).hexdigest()[:32]
+    zloc: ZipLocked = loc  # narrowed: the closure below cannot see that
+    key = hashlib.sha256(zloc["hash"].encode()).hexdigest()[:32]
 
-    def make():
-        files = {p: t for p, t in read_locked_zip(loc, f"node {name}").items()
+    def make() -> nodescan.Scan:
+        files = {p: t for p, t in read_locked_zip(zloc, f"node {name}").items()
                  if p.endswith(".py") and not any(part in ("tests", "test") for part in p.split("/")[:-1])}
         return nodescan.scan(files)
     return _cached_scan(project.cache_dir() / "nodescan" / f"zip-{key}-v{SCAN_VERSION}.json", make)

@@ -24,13 +24,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NotRequired, TypedDict, cast
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
+from comfyver.base.lockfile import (
+    GitLocked,
+    GitOriginal,
+    Lock,
+    Model,
+    ModelLocked,
+    ModelOriginal,
+    Node,
+    NodeLocked,
+    Python,
+    Torch,
+)
 from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
 from comfyver.sources import gitsource, resolve, schemes
 
@@ -39,6 +52,28 @@ OPTIONAL_WHY = {"unconnected": "connected to nothing", "muted": "muted", "bypass
 
 
 # ---------------------------------------------------------------- the types the steps pass
+
+
+class ProblemRow(TypedDict):
+    """A problem as `lock --json` and `check --json` print it."""
+    item: str
+    problem: str
+    fix: str
+    workflows: NotRequired[list[str]]
+    used_by: NotRequired[list[str] | None]
+
+
+class ModelPin(TypedDict, total=False):
+    """--sha256/--size of a --model: both, checked by `checked_request`."""
+    sha256: str
+    size: int
+
+
+class OptionalModel(TypedDict):
+    """A model listed by a workflow, neither demanded nor locked (the summary's `optional`)."""
+    model: str
+    why: str
+    used_by: list[str]
 
 
 @dataclass(frozen=True)
@@ -56,12 +91,13 @@ class Problem:
         """The class a problem is about (its item is "class <name>"), else None."""
         return self.item.removeprefix("class ") if self.item.startswith("class ") else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> ProblemRow:
         """The row `lock --json` prints under "problems" (keys in the order it always had)."""
-        out: dict = {"item": self.item, "problem": self.problem}
+        out: ProblemRow
         if self.used_by_first:
-            out["used_by"] = self.used_by
-        out["fix"] = self.fix
+            out = {"item": self.item, "problem": self.problem, "used_by": self.used_by, "fix": self.fix}
+        else:
+            out = {"item": self.item, "problem": self.problem, "fix": self.fix}
         if self.workflows is not None:
             out["workflows"] = self.workflows
         if self.used_by is not None and not self.used_by_first:
@@ -88,13 +124,13 @@ class LockRequest:
     workflows: Sequence[str]                      # new workflow files
     nodes: Sequence[str] = ()                     # --node specs
     models: dict[str, str] | None = None          # --model <folder>/<name> -> source
-    model_pins: dict[str, dict] | None = None     # <folder>/<name> -> {sha256, size} (--sha256/--size)
+    model_pins: dict[str, ModelPin] | None = None  # <folder>/<name> -> {sha256, size} (--sha256/--size)
     choices: dict[str, str] | None = None         # --choose class -> node
     pip: Sequence[str] = ()                       # --pip requirements
     probe_python: str | None = None               # --probe interpreter
     comfyui_ref: str | None = None                # a new version's ComfyUI
     comfyui_url: str | None = None
-    torch: str | None = None
+    torch: Torch | None = None
     platforms: Sequence[str] = ()                 # --platform: python.platforms (new lock: pylock.default_platforms)
     python: bool = True                           # write pyproject.toml + uv.lock
     registry: bool = True                         # ask the Comfy Registry about unknown classes
@@ -110,13 +146,13 @@ class LockRequest:
 @dataclass
 class Draft:
     """The lock being built, and what the steps learn on the way (nothing of it is written before `write`)."""
-    lock: dict
+    lock: Lock
     notes: list[str] = field(default_factory=list)                   # notes of the steps ({id}: the version)
     added: dict[str, nodemap.Pack] = field(default_factory=dict)     # nodes this run locked (--node, found)
     names: list[tuple[Path, str]] = field(default_factory=list)      # new workflow -> workflows/<file>
     parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
     mgr: nodemap.ManagerData | None = None
-    probed: dict | None = None                                       # the runtime probe's result (--probe)
+    probed: probe.ProbeResult | None = None                          # the runtime probe's result (--probe)
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
     held: dict[str, list[Problem]] = field(default_factory=dict)      # node -> static "does not register", for the probe
@@ -151,15 +187,15 @@ class LockSummary:
     workflows: list[str]
     added_nodes: list[str]
     added_models: list[str]
-    python: dict
+    python: Python
     uv_lock: bool
     notes: list[str]
     knowledge: str                       # "probe" | "scan": where node classes and model folders came from
     placed: list[Placed]
     picks: dict[str, dict[str, str]] = field(default_factory=dict)  # class -> {node, via, evidence} (step 3)
-    optional: list[dict] = field(default_factory=list)  # [{model, why, used_by}]: listed, not demanded, not locked
+    optional: list[OptionalModel] = field(default_factory=list)  # listed, not demanded, not locked
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:  # JSON
         return dataclasses.asdict(self)
 
 
@@ -177,10 +213,12 @@ def pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 @versions.one_writer()
-def lock_version(root: Path, vid: str, workflows: list[str], *, nodes=(), models=None, model_pins=None, choices=None,
-                 pip=(), probe_python: str | None = None,
-                 comfyui_ref=None, comfyui_url=None, torch=None, platforms=(), python=True,
-                 registry=True, jobs=resolve.DEFAULT_JOBS, progress=True, verify: bool = True) -> dict:
+def lock_version(root: Path, vid: str, workflows: list[str], *, nodes: Sequence[str] = (),
+                 models: dict[str, str] | None = None, model_pins: dict[str, ModelPin] | None = None,
+                 choices: dict[str, str] | None = None, pip: Sequence[str] = (), probe_python: str | None = None,
+                 comfyui_ref: str | None = None, comfyui_url: str | None = None, torch: Torch | None = None,
+                 platforms: Sequence[str] = (), python: bool = True, registry: bool = True,
+                 jobs: int = resolve.DEFAULT_JOBS, progress: bool = True, verify: bool = True) -> dict[str, Any]:
     """Do it all (under the version's writer lock); return the summary as `lock --json` prints it.
     Raises LockProblems with the fix table."""
     req = LockRequest(root, vid, workflows, nodes=nodes, models=models, model_pins=model_pins, choices=choices,
@@ -222,9 +260,9 @@ def start(req: LockRequest) -> Draft:
                              hint=f"change its ComfyUI with `comfyver update {vid} comfyui`, or lock a new version id")
         lock = versions.load(root, vid)
     else:
-        original = {"type": "git", "url": req.comfyui_url or versions.DEFAULT_COMFYUI_URL,
-                    "ref": req.comfyui_ref or "latest"}
-        loc = _resolve_or_table([resolve.Item("comfyui", "git", original)], req)["comfyui"]
+        original: GitOriginal = {"type": "git", "url": req.comfyui_url or versions.DEFAULT_COMFYUI_URL,
+                                 "ref": req.comfyui_ref or "latest"}
+        loc = cast(GitLocked, _resolve_or_table([resolve.Item("comfyui", "git", original)], req)["comfyui"])
         lock = lockfile.empty(vid, original, loc)
     new = "platforms" not in lock["python"] and not versions.exists(root, vid)
     if req.torch:
@@ -242,7 +280,7 @@ def start(req: LockRequest) -> Draft:
 
 def add_given_nodes(req: LockRequest, draft: Draft) -> None:
     """2. --node specs resolved and scanned first: their classes become evidence."""
-    given = {}
+    given: dict[str, nodemap.Pack] = {}
     for spec in req.nodes:
         p = nodemap.pack_from_spec(spec, f"--node {spec}")
         given[p.name] = p
@@ -310,7 +348,7 @@ def lock_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
             raise LockProblems(req.vid, [p for p in found.problems if p.class_name not in js])
         draft.notes += [f"class {c}: wired to nothing and named only in {n}'s web files: a frontend-only node of "
                         f"{n}, not needed to run the workflow" for c, n in sorted(js.items())]
-    probs = []
+    probs: list[Problem] = []
     for name, classes in attributed.items():  # classes an already locked node is asked for: verified too
         n = lock["nodes"].get(name)
         if n is not None and name not in need and not set(classes) <= set(n.get("provides", [])):
@@ -333,7 +371,8 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
         return
     attributed = {name: p["classes"] for name, p in found.report.packs.items()}
     # a pack ComfyUI loaded: its verdict is the probe's (below); one it could not load keeps the static verdict
-    probs = [p for name, ps in draft.held.items() if not (draft.probed["packs"].get(name) or {}).get("ok") for p in ps]
+    loaded = {name for name, p in draft.probed["packs"].items() if p["ok"]}
+    probs = [p for name, ps in draft.held.items() if name not in loaded for p in ps]
     for name, n in lock["nodes"].items():
         p = draft.probed["packs"].get(name)
         if p and p["ok"]:
@@ -346,7 +385,7 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
                 probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
         elif p:
             draft.notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
-                               f"{p['error'][-300:]}")
+                               f"{(p['error'] or '')[-300:]}")
     if probs:
         raise LockProblems(req.vid, probs)
 
@@ -360,18 +399,21 @@ def place_models(req: LockRequest, draft: Draft) -> None:
         inputs.update(probe.model_inputs(draft.probed))
     rep = draft.report = analyze.report(draft.parsed, nm, inputs, draft.mgr)
     given = dict(req.models or {})
-    _apply_given_models(req, draft, given)
+    _apply_given_models(req, draft, rep, given)
     analyze.settle_folders_from_lock(rep.models, lock["models"])
     for key, m in rep.models.items():  # a model the version already locks keeps the source it was locked from
         if key in lock["models"] and key not in given:
             o = lock["models"][key]["original"]
             m.update(url=o["url"], source="lock")
             m.pop("sha256", None), m.pop("size", None)
-            m.update({k: o[k] for k in ("sha256", "size") if k in o})
+            if "sha256" in o:
+                m["sha256"] = o["sha256"]
+            if "size" in o:
+                m["size"] = o["size"]
     probs = _model_problems(rep.models, req.vid)
     if probs:
         raise LockProblems(req.vid, probs)
-    _lock_models(req, draft, given)
+    _lock_models(req, draft, rep, given)
 
 
 def prove(req: LockRequest, draft: Draft) -> list[proof.ProofProblem]:
@@ -390,9 +432,9 @@ def prove(req: LockRequest, draft: Draft) -> list[proof.ProofProblem]:
     return found
 
 
-def _apply_given_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:
+def _apply_given_models(req: LockRequest, draft: Draft, rep: analyze.Report, given: dict[str, str]) -> None:
     """--model <folder>/<name>=<source> (and its --sha256/--size pin) onto the report's models."""
-    models = draft.report.models
+    models = rep.models
     for key, src in given.items():
         try:
             lockfile.check_model_path(key)
@@ -412,11 +454,12 @@ def _apply_given_models(req: LockRequest, draft: Draft, given: dict[str, str]) -
         models[key] = m
 
 
-def _lock_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:
+def _lock_models(req: LockRequest, draft: Draft, rep: analyze.Report, given: dict[str, str]) -> None:
     """The models whose source is new or changed, resolved and written into the draft's lock."""
     lock = draft.lock
-    items, originals = [], {}
-    for key, m in draft.report.models.items():
+    items: list[resolve.Item] = []
+    originals: dict[str, tuple[ModelOriginal, bool]] = {}
+    for key, m in rep.models.items():
         if not m["active"] and key not in given:
             continue
         original = resolve.parse_model_source(m["url"], m.get("sha256"), m.get("size"))
@@ -428,8 +471,10 @@ def _lock_models(req: LockRequest, draft: Draft, given: dict[str, str]) -> None:
     locked = _resolve_or_table(items, req)
     for key, (original, untrusted) in originals.items():
         # a source from a workflow stays untrusted for every later fetch (realize, update, recheck, models sync)
-        lock["models"][key] = {"original": original, "locked": locked[f"models.{key}"],
-                               **({"from": "workflow"} if untrusted else {})}
+        model: Model = {"original": original, "locked": cast(ModelLocked, locked[f"models.{key}"])}
+        if untrusted:
+            model["from"] = "workflow"
+        lock["models"][key] = model
     lock["models"] = dict(sorted(lock["models"].items()))
     draft.added_models = sorted(originals)
 
@@ -438,6 +483,7 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     """6. Workflows listed, the lock validated, pyproject.toml + uv.lock (pylock), the workflows copied,
     version.json written."""
     root, vid, vdir, lock, rep = req.root, req.vid, req.vdir, draft.lock, draft.report
+    assert rep is not None, "place_models (step 5) runs before write"
     for _, rel in draft.names:
         if rel not in lock["workflows"]:
             lock["workflows"].append(rel)
@@ -457,8 +503,8 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     for w, rel in draft.names:
         atomic_write_bytes(vdir / rel, w.read_bytes())
     versions.save(root, vid, lock)
-    optional = [{"model": k, "why": m.get("optional") or "inactive", "used_by": m["used_by"]}
-                 for k, m in sorted(rep.models.items()) if not m["active"] and k not in lock["models"]]
+    optional: list[OptionalModel] = [{"model": k, "why": m.get("optional") or "inactive", "used_by": m["used_by"]}
+                                     for k, m in sorted(rep.models.items()) if not m["active"] and k not in lock["models"]]
     notes += [web.redact(f"model {o['model']}: optional (its node is {OPTIONAL_WHY.get(o['why'], o['why'])}): "
                          "listed, not locked") for o in optional]
     placed = [Placed(k, m["folder"], m.get("source"), web.redact(m["url"]), m["used_by"])
@@ -492,7 +538,7 @@ def _problem_fix_table(rep: analyze.Report, vid: str) -> list[Problem]:
     return probs
 
 
-def _model_problems(models: dict, vid: str) -> list[Problem]:
+def _model_problems(models: dict[str, dict[str, Any]], vid: str) -> list[Problem]:  # analyze.Report.models
     probs = []
     for key, m in models.items():
         if not m["active"]:
@@ -530,27 +576,27 @@ def _failure_table(vid: str, failures: dict[str, str]) -> LockProblems:
                               for k, v in sorted(failures.items())])
 
 
-def _resolve_or_table(items: list, req: LockRequest) -> dict:
+def _resolve_or_table(items: list[resolve.Item], req: LockRequest) -> dict[str, resolve.Locked]:
     try:
         return resolve.lock_items(items, jobs=req.jobs, progress=req.progress)
     except resolve.ResolveFailed as exc:
         raise _failure_table(req.vid, exc.failures) from None
 
 
-def _not_registered(name: str, loc: dict, c: str, how: str = "") -> Problem:
+def _not_registered(name: str, loc: NodeLocked, c: str, how: str = "") -> Problem:
     """The problem for class `c`, asked of node `name` whose pinned tree does not register it."""
-    at = loc.get("rev") or loc.get("hash")
+    at = loc["rev"] if loc["type"] == "git" else loc["hash"]
     return Problem(f"class {c}", f"node {name} at {at} does not register {c!r}{how}",
                    f"pin a ref of {name} that has it (--node <url>@<ref>), or choose another pack "
                    f"(--choose '{c}=<node>' / overrides.json)")
 
 
-def verified_provides(name: str, loc: dict, wanted: list[str], notes: list[str]) -> tuple[list[str], list[Problem]]:
+def verified_provides(name: str, loc: NodeLocked, wanted: list[str], notes: list[str]) -> tuple[list[str], list[Problem]]:
     """A node's `provides`: the classes its pinned tree registers (scanned). A class the evidence asked for
     that the tree does not register is a problem; where the scan met a registration it cannot follow, it is
     kept with a note (the runtime probe settles it)."""
     found = nodesource.scan_locked_node_full(name, loc)
-    provides, probs = set(found.classes), []
+    provides, probs = set(found.classes), list[Problem]()
     for c in sorted(set(wanted) - provides):
         if found.unfollowed:
             provides.add(c)
@@ -583,7 +629,7 @@ def _release_tag(url: str, version: str, name: str) -> str | None:
     return next((t for t in (f"v{version}", version) if f"refs/tags/{t}" in refs), None)
 
 
-def _fallbacks(packs: dict[str, nodemap.Pack], failed: resolve.ResolveFailed, saved: set[str],
+def _fallbacks(packs: dict[str, nodemap.Pack], failed: resolve.ResolveFailed, saved: Set[str],
                mgr: nodemap.ManagerData | None) -> dict[str, tuple[nodemap.Pack, str]]:
     """Second choices for packs that failed to resolve: a version the workflow saved that the repository no
     longer has (Reason.NOT_FOUND) -> its newest; the Comfy Registry unreachable (or without that version) -> the
@@ -608,7 +654,7 @@ def _fallbacks(packs: dict[str, nodemap.Pack], failed: resolve.ResolveFailed, sa
 
 
 def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], attributed: dict[str, list[str]],
-               saved: set[str] = frozenset(), mgr: nodemap.ManagerData | None = None) -> None:
+               saved: Set[str] = frozenset(), mgr: nodemap.ManagerData | None = None) -> None:
     """Resolve `packs` (a failed one takes its fallback where it has one), verify what each provides, and put
     them into the draft's lock."""
     lock, vid = draft.lock, req.vid
@@ -626,13 +672,15 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
         draft.notes += [why for _, why in second.values()]
         # only the fallbacks are resolved again; the rest keep their first results
         locked = {**exc.results, **_resolve_or_table([item(n, p) for n, (p, _) in second.items()], req)}
-    probs = []
+    probs: list[Problem] = []
     for name, p in packs.items():
-        loc = locked[f"nodes.{name}"]
+        loc = cast(NodeLocked, locked[f"nodes.{name}"])
         provides, bad = _hold_for_probe(req, draft, name, *verified_provides(name, loc, attributed.get(name, []),
                                                                              draft.notes))
         probs += bad
-        entry = {**lock["nodes"].get(name, {}), "original": p.original(), "locked": loc}
+        entry: Node = {"original": p.original(), "locked": loc}
+        if name in lock["nodes"]:
+            entry = {**lock["nodes"][name], **entry}
         if provides:
             entry["provides"] = provides
         lock["nodes"][name] = entry
@@ -641,7 +689,7 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
     lock["nodes"] = dict(sorted(lock["nodes"].items()))
 
 
-def add_extra_requirements(lock: dict, specs: list[str]) -> None:
+def add_extra_requirements(lock: Lock, specs: list[str]) -> None:
     """`--pip REQ`: requirements a pack imports without listing them, kept in the lock's python.extra (one per
     package; a later one replaces an earlier one)."""
     from packaging.requirements import InvalidRequirement, Requirement
@@ -660,7 +708,8 @@ def add_extra_requirements(lock: dict, specs: list[str]) -> None:
         lock["python"]["extra"] = sorted(extra.values())
 
 
-def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.Report:
+def analyze_workflows(paths: Iterable[str | Path], vid: str | None = None, comfyui: str | Path | None = None,
+                      registry: bool = True) -> analyze.Report:
     """`comfyver analyze`: the report for workflow files, against a locked version, a local ComfyUI or nothing."""
     wfs = [analyze.load(w) for w in paths]
     mgr = nodemap.manager()
@@ -669,8 +718,8 @@ def analyze_workflows(paths, vid=None, comfyui=None, registry=True) -> analyze.R
         lock = lockfile.read(project.lock_path(root, vid))
         nm, inputs = nodemap.for_lock(lock, project.version_dir(root, vid), registry=registry, manager_data=mgr)
     elif comfyui:
-        core = nodesource.scan_tree(comfyui, core=True)
-        nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core
+        inputs = nodesource.scan_tree(comfyui, core=True)
+        nm = nodemap.NodeMap(core_classes=inputs, manager_data=mgr, registry=registry)
     else:
         rev, core = nodesource.newest_cached_core()
         nm, inputs = nodemap.NodeMap(core_classes=core, manager_data=mgr, registry=registry), core or {}

@@ -22,9 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NotRequired, TypedDict, cast
 
-from comfyver.base import nar, project, web
+from comfyver.base import project, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json
 from comfyver.base.lockfile import Lock
@@ -34,21 +36,56 @@ PROBE_VERSION = 2  # 2: input_folders (every [prefix, folder] an input lists)
 TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
 
 
-def _skip(top: Path):
+class PackResult(TypedDict):
+    """One pack as ComfyUI's node loading met it (probe_main)."""
+    ok: bool
+    error: str | None
+    seconds: float
+    classes: list[str]                       # the classes it added
+
+
+class ClassResult(TypedDict):
+    """One registered class (probe_main)."""
+    pack: str                                # "comfy-core" for the core's
+    model_inputs: list[list[str]]            # [[input, folder], ...]
+    input_folders: dict[str, list[list[str]]]  # input -> [[prefix, folder], ...]
+    folders_called: list[str]
+    error: NotRequired[str]
+
+
+class ProbeResult(TypedDict):
+    """What `run` returns (the shape the module docstring shows); `key` and `cached` where it was cached."""
+    core_seconds: float
+    packs: dict[str, PackResult]
+    classes: dict[str, ClassResult]
+    seconds: float
+    python: str
+    key: NotRequired[str]
+    cached: NotRequired[bool]
+
+
+class Finding(TypedDict):
+    """A difference between the lock and the probe (`compare`)."""
+    node: str
+    kind: str                                # not-loaded | import-failed | not-registered | unrecorded
+    detail: str
+
+
+def _skip(top: Path) -> Callable[[str, list[str]], set[str]]:
     def ignore(folder: str, names: list[str]) -> set[str]:
         out = {n for n in names if n in (".git", "__pycache__")}
         return out | (set(names) & TOP_SKIP if Path(folder) == top else set())
     return ignore
 
 
-def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: float = 900) -> dict:
+def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: float = 900) -> ProbeResult:
     """Probe ComfyUI at `comfyui` with the node packs `packs` (folders), in `python` (default: this one)."""
     with tempfile.TemporaryDirectory(prefix="comfyver-probe-") as tmp:
         core = Path(tmp) / "ComfyUI"
         shutil.copytree(comfyui, core, symlinks=True, ignore=_skip(Path(comfyui)))
         (core / "custom_nodes").mkdir()
-        for p in packs:
-            shutil.copytree(p, core / "custom_nodes" / Path(p).name, symlinks=True,
+        for pack_dir in packs:
+            shutil.copytree(pack_dir, core / "custom_nodes" / Path(pack_dir).name, symlinks=True,
                             ignore=shutil.ignore_patterns(".git", "__pycache__"))
         # ComfyUI's own order (os.listdir): a pack that shadows a module name affects the packs after it
         copies = [str(core / "custom_nodes" / n) for n in os.listdir(core / "custom_nodes")]
@@ -68,7 +105,7 @@ def run(comfyui: Path, packs: list[Path], python: str | None = None, timeout: fl
             tail = "\n".join((p.stderr or p.stdout).strip().splitlines()[-40:])
             raise ComfyverError(f"probe of {comfyui}: ComfyUI's node loading failed (exit {p.returncode}):\n{tail}",
                                 hint="the version's environment must import ComfyUI; `comfyver verify <id> --deep`")
-        result = json.loads(out.read_text())
+        result = cast(ProbeResult, json.loads(out.read_text()))  # probe_main's, the shape above
         for pack in result["packs"].values():  # import errors may quote tokens from the environment
             pack["error"] = web.redact(pack["error"]) if pack.get("error") else pack.get("error")
         result["seconds"] = round(time.perf_counter() - t0, 3)
@@ -87,30 +124,30 @@ def _cache_file(key: str) -> Path:
     return project.cache_dir() / "probe" / f"{key}.json"
 
 
-def cached(lock: Lock, uv_lock: bytes) -> dict | None:
+def cached(lock: Lock, uv_lock: bytes) -> ProbeResult | None:
     try:
-        return json.loads(_cache_file(cache_key(lock, uv_lock)).read_text())
+        return cast(ProbeResult, json.loads(_cache_file(cache_key(lock, uv_lock)).read_text()))
     except (OSError, ValueError):
         return None
 
 
-def _cached_run(key: str, make, refresh: bool) -> dict:
+def _cached_run(key: str, make: Callable[[], ProbeResult], refresh: bool) -> ProbeResult:
     """The probe result stored under `key`, or `make()`'s, stored; `cached` says which."""
     if not refresh:
         try:
-            return {**json.loads(_cache_file(key).read_text()), "cached": True}
+            return cast(ProbeResult, {**json.loads(_cache_file(key).read_text()), "cached": True})
         except (OSError, ValueError):
             pass
-    result = {**make(), "key": key}
+    result: ProbeResult = {**make(), "key": key}
     atomic_write_json(_cache_file(key), result)
     return {**result, "cached": False}
 
 
-def for_version(lock: Lock, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> dict:
+def for_version(lock: Lock, uv_lock: bytes, tree: Path, *, refresh: bool = False) -> ProbeResult:
     """Probe a realized version (`tree`: its ComfyUI folder with custom_nodes/ and .venv/), cached."""
     python = tree / ".venv" / "bin" / "python"
 
-    def make():
+    def make() -> ProbeResult:
         if not python.exists():
             raise ComfyverError(f"probe of version {lock['id']}: {tree} has no .venv",
                                 hint=f"realize it first: comfyver realize {lock['id']}")
@@ -118,18 +155,18 @@ def for_version(lock: Lock, uv_lock: bytes, tree: Path, *, refresh: bool = False
     return _cached_run(cache_key(lock, uv_lock), make, refresh)
 
 
-def model_inputs(result: dict) -> dict[str, list[tuple[str, str]]]:
+def model_inputs(result: ProbeResult) -> dict[str, list[tuple[str, str]]]:
     """class -> [(input, folder)] as analyze.model_uses takes it."""
-    return {c: [tuple(x) for x in info["model_inputs"]] for c, info in result["classes"].items()}
+    return {c: [(x[0], x[1]) for x in info["model_inputs"]] for c, info in result["classes"].items()}
 
 
-def compare(lock: Lock, result: dict) -> list[dict]:
+def compare(lock: Lock, result: ProbeResult) -> list[Finding]:
     """What the lock records against what ComfyUI registered: a pack that failed to import, a class in
     `provides` that is not registered at runtime, a class registered but missing from `provides`."""
-    out = []
+    out: list[Finding] = []
     for name, n in sorted(lock.get("nodes", {}).items()):
         p = result["packs"].get(name)
-        at = n["locked"].get("rev") or n["locked"].get("hash")
+        at = n["locked"]["rev"] if n["locked"]["type"] == "git" else n["locked"]["hash"]
         if p is None:
             out.append({"node": name, "kind": "not-loaded", "detail": "ComfyUI did not try to load it"})
             continue
@@ -147,7 +184,7 @@ def compare(lock: Lock, result: dict) -> list[dict]:
 
 
 @versions.one_writer()
-def record(root: Path, vid: str, result: dict) -> list[str]:
+def record(root: Path, vid: str, result: ProbeResult) -> list[str]:
     """Set each node's `provides` to the classes the probe saw it register (packs that imported); return them."""
     lock = versions.load(root, vid)
     changed = []
@@ -185,31 +222,26 @@ def interpreter_identity(python: str) -> bytes:
     return f"python={python}\nprefix={lines[0]}\npurelib-mtime={mtime}".encode()
 
 
-def for_sources(lock: Lock, python: str, *, refresh: bool = False) -> dict:
+def for_sources(lock: Lock, python: str, *, refresh: bool = False) -> ProbeResult:
     """Probe a lock before anything is realized: its core and nodes exported from the caches (git at their
     revs with submodules, registry archives unpacked) and loaded by `python`, an interpreter that has the
     version's requirements. Cached by the lock's inputs and the interpreter."""
-    from comfyver.sources import archive, download, gitsource
+    from comfyver.sources import locked as locked_source
 
-    def make():
+    def make() -> ProbeResult:
         with tempfile.TemporaryDirectory(prefix="comfyver-probe-src-") as tmp:
-            core_l = lock["comfyui"]["locked"]
             core = Path(tmp) / "ComfyUI"
-            repo = gitsource.fetch(core_l["url"], core_l["rev"], f"comfyui ({lock['id']})")
-            gitsource.export(repo, core_l["rev"], core, core_l["url"], core_l.get("submodules", False), "comfyui")
+            locked_source.place(lock["comfyui"]["locked"], core, f"comfyui ({lock['id']})")
             packs = []
-            for name, n in sorted(lock.get("nodes", {}).items()):
+            for name, n in sorted(lock["nodes"].items()):
                 loc, dest = n["locked"], Path(tmp) / "nodes" / name
-                if loc["type"] == "git":
-                    repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
-                    gitsource.export(repo, loc["rev"], dest, loc["url"], loc.get("submodules", False), f"node {name}")
-                else:
-                    z = Path(tmp) / f"{name}.zip"
-                    download.download(loc["url"], z, what=f"node {name}")
-                    archive.extract_zip(z, dest, strip_root=loc.get("stripRoot", False), what=f"node {name}")
-                    if (got := nar.to_sri(nar.nar_hash(dest))) != loc["hash"]:  # never run code the lock did not pin
-                        raise ComfyverError(f"node {name}: archive {web.redact(loc['url'])} unpacks to {got}, the lock "
-                                            f"says {loc['hash']}", hint="the registry changed a published archive; re-lock")
+                try:  # never run code the lock did not pin
+                    locked_source.place(loc, dest, f"node {name}")
+                except locked_source.HashMismatch as exc:
+                    if loc["type"] == "git":
+                        raise
+                    raise ComfyverError(f"node {name}: archive {web.redact(loc['url'])} unpacks to {exc.got}, the lock "
+                                        f"says {loc['hash']}", hint="the registry changed a published archive; re-lock") from None
                 packs.append(dest)
             return run(core, packs, python)
     return _cached_run(cache_key(lock, interpreter_identity(python)), make, refresh)

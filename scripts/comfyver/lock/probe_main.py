@@ -22,6 +22,7 @@ import os
 import sys
 import time
 import traceback
+from typing import Any
 
 MARK = "__comfyver_probe__"
 EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl", ".yaml", ".json",
@@ -29,10 +30,10 @@ EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft"
 CALLS: list[str] = []  # folders asked for since the last reset
 
 
-def _patch_folder_paths(folder_paths) -> None:
+def _patch_folder_paths(folder_paths: Any) -> None:  # ComfyUI's module, patched in place
     real = folder_paths.get_filename_list
 
-    def get_filename_list(folder_name):
+    def get_filename_list(folder_name: str) -> list[str]:
         folder = folder_paths.map_legacy(folder_name) if hasattr(folder_paths, "map_legacy") else folder_name
         CALLS.append(folder)
         try:
@@ -44,14 +45,14 @@ def _patch_folder_paths(folder_paths) -> None:
     folder_paths.get_filename_list = get_filename_list
 
 
-def _folder_of(options) -> str | None:
+def _folder_of(options: object) -> str | None:
     for o in options if isinstance(options, (list, tuple)) else ():
         if isinstance(o, str) and o.startswith(MARK + "/"):
             return o[len(MARK) + 1:].rsplit("/", 1)[0]
     return None
 
 
-def _prefixed_folders(options) -> list[list[str]]:
+def _prefixed_folders(options: object) -> list[list[str]]:
     """Every [prefix, folder] an option list draws from: a loader may prefix the names it lists (Impact:
     `"bbox/" + f` for each file of ultralytics_bbox), so the marker is looked for anywhere in an option."""
     out: list[list[str]] = []
@@ -64,9 +65,9 @@ def _prefixed_folders(options) -> list[list[str]]:
     return out
 
 
-def _input_folders(spec: dict) -> dict:
+def _input_folders(spec: dict[str, Any]) -> dict[str, list[list[str]]]:
     """input -> [[prefix, folder], ...] for every input whose options come from folder_paths, in declaration order."""
-    out = {}
+    out: dict[str, list[list[str]]] = {}
     for section in ("required", "optional"):
         for name, s in (spec.get(section) or {}).items():
             if not isinstance(s, (list, tuple)) or not s:
@@ -79,7 +80,7 @@ def _input_folders(spec: dict) -> dict:
     return out
 
 
-def _model_inputs(spec: dict) -> list[list[str]]:
+def _model_inputs(spec: dict[str, Any]) -> list[list[str]]:
     out = []
     for section in ("required", "optional"):
         for name, s in (spec.get(section) or {}).items():
@@ -93,7 +94,7 @@ def _model_inputs(spec: dict) -> list[list[str]]:
     return out
 
 
-def _class_info(cls) -> dict:
+def _class_info(cls: Any) -> dict[str, Any]:  # a pack's class: anything
     CALLS.clear()
     try:
         if hasattr(cls, "GET_NODE_INFO_V1"):
@@ -101,7 +102,7 @@ def _class_info(cls) -> dict:
         else:
             spec = cls.INPUT_TYPES()
         spec = spec if isinstance(spec, dict) else {}
-        info = {"model_inputs": _model_inputs(spec), "input_folders": _input_folders(spec)}
+        info: dict[str, Any] = {"model_inputs": _model_inputs(spec), "input_folders": _input_folders(spec)}
     except Exception as exc:
         info = {"model_inputs": [], "input_folders": {}, "error": f"{type(exc).__name__}: {exc}"}
     info["folders_called"] = sorted(set(CALLS))
@@ -109,15 +110,15 @@ def _class_info(cls) -> dict:
 
 
 class _Capture(logging.Handler):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
 
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
 
 
-async def _load(comfy: str, packs: list[str]) -> dict:
+async def _load(comfy: str, packs: list[str]) -> dict[str, Any]:  # probe.ProbeResult, as JSON
     from comfy.cli_args import args
 
     args.cpu = True
@@ -135,7 +136,7 @@ async def _load(comfy: str, packs: list[str]) -> dict:
     t0 = time.perf_counter()
     await nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False)
     core = set(nodes.NODE_CLASS_MAPPINGS)
-    result = {"core_seconds": round(time.perf_counter() - t0, 3), "packs": {}, "classes": {}}
+    result: dict[str, Any] = {"core_seconds": round(time.perf_counter() - t0, 3), "packs": {}, "classes": {}}
     for name in sorted(core):
         result["classes"][name] = {"pack": "comfy-core", **_class_info(nodes.NODE_CLASS_MAPPINGS[name])}
     for path in packs:

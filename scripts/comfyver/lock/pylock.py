@@ -27,9 +27,10 @@ import shutil
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -38,7 +39,7 @@ from packaging.version import InvalidVersion, Version
 from comfyver.base import project, uvtool
 from comfyver.base.errors import ComfyverError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
-from comfyver.base.lockfile import Lock
+from comfyver.base.lockfile import Lock, Platform, ZipLocked
 from comfyver.lock import nodesource
 from comfyver.lock.versions import PROJECT_NAME
 from comfyver.sources import gitsource
@@ -52,9 +53,10 @@ TORCH_INDEX = {p: f"https://download.pytorch.org/whl/{p}" for p in ("cu126", "cu
 LINUX = "sys_platform == 'linux' and platform_machine == 'x86_64'"
 MACOS = "sys_platform == 'darwin' and platform_machine == 'arm64'"
 # python.platforms (lock --platform) -> the uv environment; a lock without the field keeps the old default
-PLATFORMS = {"linux-x86_64": LINUX, "macos-arm64": MACOS}
-PLATFORM_NAMES = {"linux-x86_64": "Linux x86_64", "macos-arm64": "macOS arm64"}
-PLATFORM_MARK = {"linux-x86_64": "sys_platform == 'linux'", "macos-arm64": "sys_platform == 'darwin'"}  # in uv's message
+PLATFORMS: dict[Platform, str] = {"linux-x86_64": LINUX, "macos-arm64": MACOS}
+PLATFORM_NAMES: dict[Platform, str] = {"linux-x86_64": "Linux x86_64", "macos-arm64": "macOS arm64"}
+PLATFORM_MARK: dict[Platform, str] = {"linux-x86_64": "sys_platform == 'linux'",  # in uv's message
+                                       "macos-arm64": "sys_platform == 'darwin'"}
 CORE = "comfyui"
 EXTRA = "python.extra (lock --pip)"  # who the version's declared extras are: they win over the core and every node
 
@@ -110,27 +112,28 @@ def collect(lock: Lock) -> Requirements:
             reqs.notes.append(f"comfyui: {path} imports {pkg!r} without listing it in requirements.txt: added")
     for name, n in sorted(lock.get("nodes", {}).items()):
         loc = n["locked"]
-        if loc.get("type") == "git":
+        texts: Mapping[str, str | None]
+        if loc["type"] == "git":
             repo = gitsource.fetch(loc["url"], loc["rev"], f"node {name}")
             texts = {f: _git_show(repo, loc["rev"], f) for f in ("requirements.txt", "pyproject.toml")}
         else:
             texts = _zip_texts(loc, f"node {name}")
-        if texts.get("requirements.txt") is not None:
-            reqs.add(name, texts["requirements.txt"], "requirements.txt")
-        elif texts.get("pyproject.toml"):
-            reqs.add(name, "\n".join(_pyproject_deps(texts["pyproject.toml"])), "pyproject.toml")
+        if (listed := texts.get("requirements.txt")) is not None:
+            reqs.add(name, listed, "requirements.txt")
+        elif pyproject := texts.get("pyproject.toml"):
+            reqs.add(name, "\n".join(_pyproject_deps(pyproject)), "pyproject.toml")
     if lock.get("python", {}).get("extra"):
         reqs.add(EXTRA, "\n".join(lock["python"]["extra"]), "version.json")
     return reqs
 
 
-def _zip_texts(loc: dict, what: str) -> dict[str, str]:
+def _zip_texts(loc: ZipLocked, what: str) -> dict[str, str]:
     """Root requirements.txt / pyproject.toml of a locked registry archive, cached per hash."""
     cache = project.cache_dir() / "node-requirements" / f"{hashlib.sha256(loc['hash'].encode()).hexdigest()[:32]}.json"
     if cache.is_file():
-        return json.loads(cache.read_text())
+        return cast("dict[str, str]", json.loads(cache.read_text()))  # written below
     files = nodesource.read_locked_zip(loc, what)
-    out = {f: files[f] for f in ("requirements.txt", "pyproject.toml") if f in files}
+    out: dict[str, str] = {f: files[f] for f in ("requirements.txt", "pyproject.toml") if f in files}
     atomic_write_json(cache, out)
     return out
 
@@ -228,7 +231,7 @@ def render(lock: Lock, deps: list[str], overrides: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def environments(profile: str, platforms: list[str] | None = None) -> list[str]:
+def environments(profile: str, platforms: Sequence[str] | None = None) -> list[str]:
     """The uv environments of `python.platforms`; a lock without them (written before the field): Linux x86_64
     always (RunPod, images), macOS arm64 too when torch comes from PyPI."""
     if platforms:
@@ -236,7 +239,7 @@ def environments(profile: str, platforms: list[str] | None = None) -> list[str]:
     return [LINUX] if profile in TORCH_INDEX else [LINUX, MACOS]
 
 
-def default_platforms(profile: str) -> list[str]:
+def default_platforms(profile: str) -> list[Platform]:
     """What a new lock targets: a CUDA or CPU profile locks Linux x86_64 only (RunPod, images: a pack needing a
     Linux-only package such as onnxruntime-gpu locks); `pypi` adds macOS arm64 (realize on a laptop).
     `lock --platform` asks for others."""
@@ -367,7 +370,7 @@ def _norm(text: str) -> str:
     return str(req)
 
 
-def _req_str(r: dict) -> str:
+def _req_str(r: dict[str, Any]) -> str:  # a requires-dist entry of uv.lock
     return _norm(r["name"] + (f"[{','.join(r['extras'])}]" if r.get("extras") else "")
                  + (f" @ {r['url']}" if r.get("url") else r.get("specifier", ""))
                  + (f"; {r['marker']}" if r.get("marker") else ""))
@@ -554,11 +557,12 @@ def profile_problem(lock: Lock, uv_lock_text: str) -> str | None:
     if not _misnames(profile, held, "torch" in family(uv_lock_text)):
         return None
     claimed = profile_cuda(profile)
+    cuda = f"CUDA {claimed[0]}.{claimed[1]}" if claimed else "no CUDA"  # a profile that misnames claims one
     if held is None:
-        return f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock's torch has no CUDA wheels"
+        return f"python.torch is {profile!r} ({cuda}) but uv.lock's torch has no CUDA wheels"
     if profile == "cpu":
         return f"python.torch is 'cpu' but uv.lock pins CUDA {held[0]}.{held[1]} wheels"
-    return (f"python.torch is {profile!r} (CUDA {claimed[0]}.{claimed[1]}) but uv.lock pins CUDA "
+    return (f"python.torch is {profile!r} ({cuda}) but uv.lock pins CUDA "
             f"{held[0]}.{held[1]} wheels (nvidia-cuda-runtime)")
 
 

@@ -15,18 +15,47 @@ import shutil
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import NotRequired, ParamSpec, TypedDict, TypeVar, cast
 
 from filelock import FileLock, Timeout
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import GitLocked, GitOriginal, Lock, Model, ModelLocked, Node, NodeLocked, Python
 from comfyver.sources import resolve
 
 DEFAULT_COMFYUI_URL = "https://github.com/comfyanonymous/ComfyUI"
 # The version's Python project (pylock writes it): the same name in every version, so a version's Python env
 # (built from its pyproject.toml + uv.lock only) is one store path for every version with the same packages.
 PROJECT_NAME = "comfyver-version"
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+Locked = GitLocked | NodeLocked | ModelLocked  # one locked input: the core, a node, a model
+# what `diff` and `update` print ("from" is a keyword: the functional form)
+Change = TypedDict("Change", {"from": str, "to": str})
+ProfileChange = TypedDict("ProfileChange", {"from": Python, "to": Python})
+
+
+class MapDiff(TypedDict):
+    """One section of `diff`: keys added, removed, and changed (from one pin to another)."""
+    added: list[str]
+    removed: list[str]
+    changed: dict[str, Change]
+    moved: NotRequired[dict[str, Change]]     # nodes: another URL
+    profile: NotRequired[ProfileChange]       # python: another requires/torch/platforms
+
+
+class Diff(TypedDict):
+    """`comfyver diff a b --json`."""
+    a: str
+    b: str
+    comfyui: Change | dict[str, str]          # {} when the core is the same
+    nodes: MapDiff
+    models: MapDiff
+    python: MapDiff
 
 
 def _check_argument_url(url: str | None, what: str) -> None:
@@ -45,7 +74,7 @@ def writer_lock_path(root: Path, vid: str) -> Path:
 
 
 @contextlib.contextmanager
-def writing(root: Path, vid: str):
+def writing(root: Path, vid: str) -> Iterator[None]:
     """Hold version `vid`'s writer lock: wait for another writer (saying so), or fail at once with
     $COMFYVER_NO_WAIT (`comfyver --no-wait`)."""
     path = writer_lock_path(root, vid)
@@ -65,18 +94,19 @@ def writing(root: Path, vid: str):
         lock.release()
 
 
-def one_writer(arg: int = 1):
-    """Decorator: run the function under the writer lock of the version id in positional argument `arg`."""
-    def wrap(fn):
+def one_writer(arg: int = 1) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: run the function under the writer lock of the version id in positional argument `arg`
+    (the project root is argument 0)."""
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
-        def inner(*args, **kw):
-            with writing(args[0], args[arg]):
+        def inner(*args: P.args, **kw: P.kwargs) -> R:
+            with writing(cast(Path, args[0]), cast(str, args[arg])):
                 return fn(*args, **kw)
         return inner
     return wrap
 
 
-def load(root: Path, vid: str) -> dict:
+def load(root: Path, vid: str) -> Lock:
     data = lockfile.read(project.lock_path(root, vid))
     if data["id"] != vid:
         raise lockfile.LockError(f"{project.lock_path(root, vid)}: $.id: is {data['id']!r} but the folder is {vid!r}",
@@ -84,7 +114,7 @@ def load(root: Path, vid: str) -> dict:
     return data
 
 
-def save(root: Path, vid: str, data: dict) -> None:
+def save(root: Path, vid: str, data: Lock) -> None:
     lockfile.write(project.lock_path(root, vid), data)
 
 
@@ -94,12 +124,12 @@ def exists(root: Path, vid: str) -> bool:
 
 @one_writer()
 def create(root: Path, vid: str, comfyui_ref: str = "latest", comfyui_url: str = DEFAULT_COMFYUI_URL,
-           jobs: int = resolve.DEFAULT_JOBS) -> dict:
+           jobs: int = resolve.DEFAULT_JOBS) -> Lock:
     if exists(root, vid):
         raise UsageError(f"version {vid!r} already exists at {project.version_dir(root, vid)}",
                          hint="pick another id, or `comfyver delete` it first")
-    original = {"type": "git", "url": comfyui_url, "ref": comfyui_ref}
-    locked = resolve.lock_items([resolve.Item("comfyui", "git", original)], jobs=jobs)["comfyui"]
+    original: GitOriginal = {"type": "git", "url": comfyui_url, "ref": comfyui_ref}
+    locked = cast(GitLocked, resolve.lock_items([resolve.Item("comfyui", "git", original)], jobs=jobs)["comfyui"])
     data = lockfile.empty(vid, original, locked)
     save(root, vid, data)
     return data
@@ -107,10 +137,11 @@ def create(root: Path, vid: str, comfyui_ref: str = "latest", comfyui_url: str =
 
 @one_writer()
 def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodules: bool = False,
-             replace: bool = False) -> tuple[str, dict]:
+             replace: bool = False) -> tuple[str, Node]:
     data = load(root, vid)
     derived, original = resolve.parse_node_spec(spec, submodules)
-    _check_argument_url(original.get("url"), f"add-node {spec.split('@')[0] if '://' not in spec else 'URL'}")
+    _check_argument_url(original["url"] if original["type"] == "git" else None,
+                        f"add-node {spec.split('@')[0] if '://' not in spec else 'URL'}")
     name = name or derived
     if name == "comfyui" or not lockfile.NODE_NAME_RE.match(name):
         raise UsageError(f"{name!r} cannot be a node name",
@@ -118,8 +149,9 @@ def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodule
     if name in data["nodes"] and not replace:
         raise UsageError(f"version {vid!r} already has a node named {name!r}",
                          hint="use --replace, or --name to pick another name")
-    locked = resolve.lock_items([resolve.Item(f"nodes.{name}", resolve.kind_of(original), original)])[f"nodes.{name}"]
-    entry = {"original": original, "locked": locked}
+    locked = cast(NodeLocked, resolve.lock_items([resolve.Item(f"nodes.{name}", resolve.kind_of(original), original)])[
+        f"nodes.{name}"])
+    entry: Node = {"original": original, "locked": locked}
     if name in data["nodes"]:
         entry = {**data["nodes"][name], **entry}
     data["nodes"][name] = entry
@@ -129,7 +161,7 @@ def add_node(root: Path, vid: str, spec: str, name: str | None = None, submodule
 
 
 @one_writer()
-def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None = None, replace: bool = False) -> dict:
+def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None = None, replace: bool = False) -> Model:
     data = load(root, vid)
     try:
         lockfile.check_model_path(path)
@@ -139,7 +171,7 @@ def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None =
         raise UsageError(f"version {vid!r} already has a model at {path!r}", hint="use --replace to change its source")
     original = resolve.parse_model_source(source, sha256)
     _check_argument_url(original.get("url"), f"add-model {path}: source")
-    locked = resolve.lock_items([resolve.Item(f"models.{path}", "model", original)])[f"models.{path}"]
+    locked = cast(ModelLocked, resolve.lock_items([resolve.Item(f"models.{path}", "model", original)])[f"models.{path}"])
     data["models"][path] = {"original": original, "locked": locked}
     data["models"] = dict(sorted(data["models"].items()))
     save(root, vid, data)
@@ -147,7 +179,7 @@ def add_model(root: Path, vid: str, path: str, source: str, sha256: str | None =
 
 
 @one_writer(2)
-def clone(root: Path, src: str, dst: str) -> dict:
+def clone(root: Path, src: str, dst: str) -> Lock:
     data = load(root, src)
     if exists(root, dst) or project.version_dir(root, dst).exists():
         raise UsageError(f"version {dst!r} already exists", hint="pick another id")
@@ -204,29 +236,30 @@ def python_packages(root: Path, vid: str) -> dict[str, str]:
     return {pkg["name"]: str(pkg.get("version", "")) for pkg in doc.get("package", []) if "name" in pkg}
 
 
-def _input_id(locked: dict) -> str:
-    return locked.get("rev") or locked.get("hash") or locked.get("sha256") or ""
+def _input_id(locked: Mapping[str, object]) -> str:
+    """What pins a locked input: a git commit, an archive's NAR hash, a model's sha256."""
+    return str(locked.get("rev") or locked.get("hash") or locked.get("sha256") or "")
 
 
-def _diff_map(a: dict, b: dict, ident) -> dict:
-    out = {"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b)), "changed": {}}
+def _diff_map(a: Mapping[str, T], b: Mapping[str, T], ident: Callable[[T], str]) -> MapDiff:
+    out: MapDiff = {"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b)), "changed": {}}
     for k in sorted(set(a) & set(b)):
         if ident(a[k]) != ident(b[k]):
             out["changed"][k] = {"from": ident(a[k]), "to": ident(b[k])}
     return out
 
 
-def diff(root: Path, va: str, vb: str) -> dict:
+def diff(root: Path, va: str, vb: str) -> Diff:
     a, b = load(root, va), load(root, vb)
-    core = {}
+    core: Change | dict[str, str] = {}
     if (a["comfyui"]["locked"]["rev"] != b["comfyui"]["locked"]["rev"]
             or a["comfyui"]["locked"]["url"] != b["comfyui"]["locked"]["url"]):
         core = {"from": a["comfyui"]["locked"]["rev"], "to": b["comfyui"]["locked"]["rev"]}
     nodes = _diff_map(a["nodes"], b["nodes"], lambda n: _input_id(n["locked"]))
     # a node whose source moved (another URL or registry id) is reported as moved
-    nodes["moved"] = {k: {"from": a["nodes"][k]["locked"].get("url"), "to": b["nodes"][k]["locked"].get("url")}
+    nodes["moved"] = {k: {"from": a["nodes"][k]["locked"]["url"], "to": b["nodes"][k]["locked"]["url"]}
                       for k in set(a["nodes"]) & set(b["nodes"])
-                      if a["nodes"][k]["locked"].get("url") != b["nodes"][k]["locked"].get("url")}
+                      if a["nodes"][k]["locked"]["url"] != b["nodes"][k]["locked"]["url"]}
     models = _diff_map(a["models"], b["models"], lambda m: m["locked"]["sha256"])
     python = _diff_map(python_packages(root, va), python_packages(root, vb), lambda v: v)
     if a["python"] != b["python"]:
@@ -234,7 +267,7 @@ def diff(root: Path, va: str, vb: str) -> dict:
     return {"a": va, "b": vb, "comfyui": core, "nodes": nodes, "models": models, "python": python}
 
 
-def inputs_of(data: dict) -> dict[str, resolve.Item]:
+def inputs_of(data: Lock) -> dict[str, resolve.Item]:
     """Every input of a lock as the item that resolves it. Keys: comfyui, <node name>, <model path>."""
     out = {"comfyui": resolve.Item("comfyui", "git", data["comfyui"]["original"])}
     for name, n in data["nodes"].items():
@@ -245,7 +278,7 @@ def inputs_of(data: dict) -> dict[str, resolve.Item]:
 
 
 @one_writer()
-def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict:
+def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict[str, Change]:
     """Re-resolve the `original` of the named inputs (all if none); return {key: {from, to}} of what moved."""
     data = load(root, vid)
     inputs = inputs_of(data)
@@ -255,47 +288,45 @@ def update(root: Path, vid: str, names: list[str] | None = None, jobs: int = res
                          hint="inputs are: " + ", ".join(inputs))
     chosen = names or list(inputs)
     locked = resolve.lock_items([inputs[k] for k in chosen], jobs=jobs)
-    changes = {}
+    changes: dict[str, Change] = {}
     for key, new in locked.items():
-        if key == "comfyui":
-            slot = data["comfyui"]
+        old: Locked = (data["comfyui"]["locked"] if key == "comfyui" else
+                       data["nodes"][key]["locked"] if key in data["nodes"] else data["models"][key]["locked"])
+        if old == new:
+            continue
+        changes[key] = {"from": _input_id(old), "to": _input_id(new)}
+        if key == "comfyui":  # each input resolves to a locked entry of its own kind
+            data["comfyui"]["locked"] = cast(GitLocked, new)
         elif key in data["nodes"]:
-            slot = data["nodes"][key]
+            data["nodes"][key]["locked"] = cast(NodeLocked, new)
         else:
-            slot = data["models"][key]
-        if slot["locked"] != new:
-            changes[key] = {"from": _input_id(slot["locked"]), "to": _input_id(new)}
-            slot["locked"] = new
+            data["models"][key]["locked"] = cast(ModelLocked, new)
     if changes:
         save(root, vid, data)
     return changes
 
 
-def _recheck_one(kind: str, locked: dict, what: str) -> None:
-    """Fetch a locked input by its pin alone and recompute its hash; raise on any difference."""
-    import tempfile
+def _recheck_source(locked: NodeLocked, what: str) -> None:
+    """Fetch a locked core or node by its pin alone and recompute its hash; raise on any difference."""
+    from comfyver.sources import locked as locked_source
 
-    from comfyver.sources import download, gitsource, registry
-
-    if kind == "git":
-        gitsource.check_remote_has(locked["url"], locked["rev"], what)  # the remote, not the cache
-        repo = gitsource.fetch(locked["url"], locked["rev"], what)
-        got = gitsource.nar_hash_rev(repo, locked["rev"], locked["url"], locked["submodules"], what)
-        if got != locked["hash"]:
+    try:
+        locked_source.recheck(locked, what)
+    except locked_source.HashMismatch as exc:
+        if locked["type"] == "git":
             raise ComfyverError(f"{what}: hash mismatch for {locked['url']} at {locked['rev']}: lock has {locked['hash']}, "
-                                f"the source gives {got}",
-                                hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`")
-        return
+                                f"the source gives {exc.got}",
+                                hint="someone edited the lock, or the pin is wrong; re-lock with `comfyver update`") from None
+        raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, "
+                            f"the archive gives {exc.got}") from None
+
+
+def _recheck_model(locked: ModelLocked, what: str) -> None:
+    """Download a locked model afresh; its sha256 and size are checked on the way."""
+    from comfyver.sources import download
+
     with tempfile.TemporaryDirectory(prefix="comfyver-recheck-") as tmp:
-        if kind == "zip":
-            z = Path(tmp) / "node.zip"
-            download.download(locked["url"], z, what=what)
-            got, strip = registry.unpack_and_hash(z, what)
-            if got != locked["hash"] or strip != locked["stripRoot"]:
-                raise ComfyverError(f"{what}: hash mismatch for {locked['url']}: lock has {locked['hash']}, "
-                                    f"the archive gives {got}")
-        else:
-            download.download(locked["url"], Path(tmp) / "model", sha256=locked["sha256"], size=locked["size"], what=what)
+        download.download(locked["url"], Path(tmp) / "model", sha256=locked["sha256"], size=locked["size"], what=what)
 
 
 def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = resolve.DEFAULT_JOBS) -> dict[str, str]:
@@ -303,22 +334,25 @@ def recheck(root: Path, vid: str, names: list[str] | None = None, jobs: int = re
     from concurrent.futures import ThreadPoolExecutor
 
     data = load(root, vid)
-    entries = {"comfyui": ("git", data["comfyui"]["locked"])}
-    entries.update({k: (n["locked"]["type"], n["locked"]) for k, n in data["nodes"].items()})
-    entries.update({k: ("model", m["locked"]) for k, m in data["models"].items()})
+    sources: dict[str, NodeLocked] = {"comfyui": data["comfyui"]["locked"]}
+    sources.update({k: n["locked"] for k, n in data["nodes"].items()})
+    models = {k: m["locked"] for k, m in data["models"].items()}
     untrusted = {k for k, m in data["models"].items() if lockfile.from_workflow(m)}
-    unknown = [n for n in names or [] if n not in entries]
+    unknown = [n for n in names or [] if n not in sources and n not in models]
     if unknown:
         raise UsageError(f"version {vid!r} has no input named {', '.join(map(repr, unknown))}")
     problems: dict[str, str] = {}
 
-    def one(key):
+    def one(key: str) -> None:
         try:
             with web.untrusted_fetches() if key in untrusted else contextlib.nullcontext():
-                _recheck_one(entries[key][0], entries[key][1], key)
+                if key in models:
+                    _recheck_model(models[key], key)
+                else:
+                    _recheck_source(sources[key], key)
         except ComfyverError as exc:
             problems[key] = exc.message.removeprefix(f"{key}: ") + (f" (hint: {exc.hint})" if exc.hint else "")
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, names or list(entries)))
+        list(pool.map(one, names or [*sources, *models]))
     return problems

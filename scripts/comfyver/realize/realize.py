@@ -32,11 +32,12 @@ from pathlib import Path
 from filelock import FileLock
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from comfyver.base import lockfile, nar, project, ui, uvtool, web
+from comfyver.base import lockfile, project, ui, uvtool, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_json, atomic_write_text
-from comfyver.base.lockfile import Lock
-from comfyver.sources import archive, download, gitsource, modelstore
+from comfyver.base.lockfile import Lock, NodeLocked
+from comfyver.sources import locked as locked_source
+from comfyver.sources import modelstore
 
 MARKER = ".comfyver-realized.json"
 MODELS_DIR = "models"
@@ -125,58 +126,10 @@ def choose_python(lock: Lock) -> str:
 
 # -- sources -----------------------------------------------------------------
 
-def _check_nar(path: Path, expected: str, what: str) -> None:
-    got = nar.to_sri(nar.nar_hash(path))
-    if got != expected:
-        raise ComfyverError(f"{what}: NAR hash of the checkout is {got}, the lock says {expected}",
-                            hint="the source changed after locking (force-push or tampered cache); "
-                                 "re-lock with `comfyver update`, or clear the cache entry")
-
-
-def fetch_git(locked: dict, what: str, offline: bool) -> Path:
-    return gitsource.fetch(locked["url"], locked["rev"], what, offline=offline)
-
-
-def zip_cache_path(locked: dict) -> Path:
-    return project.cache_dir() / "archives" / (nar.parse_hash(locked["hash"]).hex() + ".zip")
-
-
-def fetch_zip(locked: dict, what: str, offline: bool) -> Path:
-    path = zip_cache_path(locked)
-    if path.is_file():
-        return path
-    if offline:
-        raise ComfyverError(f"{what}: archive {web.redact(locked['url'])} is not cached and --offline was given",
-                            hint="run `comfyver fetch <id>` while online first")
-    with FileLock(str(path) + ".lock"):
-        if not path.is_file():
-            download.download(locked["url"], path, what=what)
-    return path
-
-
-def place_source(locked: dict, dest: Path, what: str, offline: bool) -> None:
-    """Write one locked input (git or zip) at `dest` and check its NAR hash."""
-    if locked["type"] == "git":
-        repo = fetch_git(locked, what, offline)
-        gitsource.export(repo, locked["rev"], dest, locked["url"], locked["submodules"], what)
-    else:
-        zpath = fetch_zip(locked, what, offline)
-        try:
-            archive.extract_zip(zpath, dest, strip_root=locked["stripRoot"], what=what)
-            _check_nar(dest, locked["hash"], what)
-        except (ComfyverError, OSError) as exc:  # extract_zip names corrupt entries itself
-            zpath.unlink(missing_ok=True)  # a wrong archive is not kept for next time
-            if isinstance(exc, ComfyverError):
-                raise
-            raise ComfyverError(f"{what}: archive {web.redact(locked['url'])} is damaged: {exc}",
-                                hint="run again to download it afresh; if it persists, the source changed") from None
-        return
-    _check_nar(dest, locked["hash"], what)
-
-
-def source_record(locked: dict) -> dict:
+def source_record(locked: NodeLocked) -> dict[str, str]:
+    """What the marker records of a placed source: its type, hash and (git) rev."""
     rec = {"type": locked["type"], "hash": locked["hash"]}
-    if "rev" in locked:
+    if locked["type"] == "git":
         rec["rev"] = locked["rev"]
     return rec
 
@@ -326,20 +279,21 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
         os.chmod(tmp, 0o755)
         try:
             rep.step(f"ComfyUI {lock['comfyui']['locked']['rev'][:12]}")
-            place_source(lock["comfyui"]["locked"], tmp, f"version {vid}: comfyui", offline)
+            locked_source.place(lock["comfyui"]["locked"], tmp, f"version {vid}: comfyui", offline=offline)
             for name in (EXTRA_PATHS, VENV, MARKER):
                 if (tmp / name).exists():
                     raise ComfyverError(f"version {vid}: the ComfyUI tree itself has {name}; realize cannot add its own")
             added = [] if (tmp / "custom_nodes").is_dir() else ["custom_nodes"]
-            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": {}}
+            node_records: dict[str, dict[str, str]] = {}
+            sources = {"comfyui": source_record(lock["comfyui"]["locked"]), "nodes": node_records}
             for name, node in sorted(lock["nodes"].items()):
                 dest = tmp / "custom_nodes" / name
                 what = f"version {vid}: node {name}"
                 if dest.exists() or dest.is_symlink():
                     raise ComfyverError(f"{what}: ComfyUI already has custom_nodes/{name}; rename the node in the lock")
                 rep.step(f"node {name}")
-                place_source(node["locked"], dest, what, offline)
-                sources["nodes"][name] = source_record(node["locked"])
+                locked_source.place(node["locked"], dest, what, offline=offline)
+                node_records[name] = source_record(node["locked"])
             added += models_into(tmp)
             atomic_write_text(tmp / EXTRA_PATHS, extra_model_paths(lock))
             rep.step("python environment (uv sync --frozen)")
@@ -362,10 +316,9 @@ def fetch(root: Path, vid: str, models_dir: Path | None = None, *, uv_args: list
     lock = lockfile.read(project.lock_path(root, vid))
     store = _store_folder(models_dir)
     rep.step("git sources")
-    fetch_git(lock["comfyui"]["locked"], f"version {vid}: comfyui", False)
+    locked_source.fetch(lock["comfyui"]["locked"], f"version {vid}: comfyui")
     for name, node in sorted(lock["nodes"].items()):
-        what = f"version {vid}: node {name}"
-        (fetch_git if node["locked"]["type"] == "git" else fetch_zip)(node["locked"], what, False)
+        locked_source.fetch(node["locked"], f"version {vid}: node {name}")
     ensure_models(lock, store, False, rep, modelstore.StatCache())
     rep.step("wheels (uv sync --frozen into a scratch environment)")
     with tempfile.TemporaryDirectory(prefix="comfyver-fetch-") as tmp:
