@@ -107,11 +107,12 @@ let
     } else { });
 
   torchFlavours = [ "cu128" "cu126" "cu124" "cu121" "cpu" "pypi" ];
+  platforms = [ "linux-x86_64" "macos-arm64" ];
 
   validate = id: lock:
     let
       l = onlyKeys id "version.json" [ "schema" "id" "description" "comfyui" "nodes" "models" "python" "workflows" "choices" ] lock;
-      py = onlyKeys id "python" [ "requires" "torch" "extra" ] (has id "version.json" l "python");
+      py = onlyKeys id "python" [ "requires" "torch" "extra" "platforms" ] (has id "version.json" l "python");
       core = onlyKeys id "comfyui" [ "original" "locked" ] (has id "version.json" l "comfyui");
       nodes = has id "version.json" l "nodes";
       models = has id "version.json" l "models";
@@ -138,6 +139,13 @@ let
         torch = need id "python.torch" (v: elem v torchFlavours) "one of ${builtins.concatStringsSep ", " torchFlavours}" (has id "python" py "torch");
       } // (if py ? extra then {
         extra = need id "python.extra" (v: isList v && builtins.all isString v) "a list of requirement strings" py.extra;
+      } else { }) // (if py ? platforms then {
+        # what the Python lock is resolved for (comfyver lock --platform); the flake builds x86_64-linux only
+        platforms =
+          let ps = need id "python.platforms" (v: isList v && v != [ ] && builtins.all (p: elem p platforms) v)
+                     "a non-empty list of ${builtins.concatStringsSep ", " platforms}" py.platforms;
+          in if elem "linux-x86_64" ps then ps
+             else fail id "python.platforms" "the Python lock is resolved for ${builtins.concatStringsSep ", " ps} only, and the flake builds x86_64-linux; re-lock with `comfyver lock ${id} --platform linux-x86_64`";
       } else { });
       workflows = need id "workflows" isList "a list" (l.workflows or [ ]);
     };

@@ -156,3 +156,16 @@ def test_a_model_a_workflow_named_reads(tmp_path):
     assert p.returncode == 0, p.stderr
     p = read(tmp_path / "w", bad(marked("user")))
     assert p.returncode != 0 and ".from: expected \"workflow\"" in p.stderr
+
+
+def test_the_platforms_lock_writes_read_and_a_lock_without_linux_is_refused(tmp_path):
+    """`lock --platform` writes python.platforms (versions/public has it): the flake reads it; a lock resolved
+    for macOS only cannot build the x86_64-linux env, and says how to re-lock."""
+    for i, (value, needle) in enumerate([(["linux-x86_64"], None), (["linux-x86_64", "macos-arm64"], None),
+                                         (["macos-arm64"], "--platform linux-x86_64"), ([], "non-empty list"),
+                                         (["windows"], "non-empty list")]):
+        p = read(tmp_path / str(i), bad(_set(["python", "platforms"], value)))
+        if needle is None:
+            assert p.returncode == 0, p.stderr
+        else:
+            assert p.returncode != 0 and "python.platforms" in p.stderr and needle in p.stderr, p.stderr
