@@ -14,13 +14,53 @@ Each problem names the version, the item and the command that fixes it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
 from comfyver.base.lockfile import Lock
 from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
-from comfyver.lock.pipeline import Problem, ProblemRow
+
+
+class ProblemRow(TypedDict):
+    """A problem as `lock --json` and `check --json` print it."""
+    item: str
+    problem: str
+    fix: str
+    workflows: NotRequired[list[str]]
+    used_by: NotRequired[list[str] | None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One item of a version that is wrong (cannot be locked, or is inconsistent), with the flag, command or lock
+    field that fixes it: a row of `lock`'s fix table (pipeline.LockProblems) and of `check`."""
+    item: str                            # "class <name>", "model <folder>/<name>", "nodes.<name>", ...
+    problem: str
+    fix: str
+    workflows: list[str] | None = None   # a class's: the workflows that use it
+    used_by: list[str] | None = None     # a model's: what uses it
+    used_by_first: bool = False          # a bad model name or URL: `lock --json` has always listed used_by first
+
+    @property
+    def class_name(self) -> str | None:
+        """The class a problem is about (its item is "class <name>"), else None."""
+        return self.item.removeprefix("class ") if self.item.startswith("class ") else None
+
+    def to_json(self) -> ProblemRow:
+        """The row `lock --json` and `check --json` print under "problems" (keys in the order they always had)."""
+        out: ProblemRow
+        if self.used_by_first:
+            out = {"item": self.item, "problem": self.problem, "used_by": self.used_by, "fix": self.fix}
+        else:
+            out = {"item": self.item, "problem": self.problem, "fix": self.fix}
+        if self.workflows is not None:
+            out["workflows"] = self.workflows
+        if self.used_by is not None and not self.used_by_first:
+            out["used_by"] = self.used_by
+        return out
 
 
 def check_version(root: Path, vid: str, *, python: bool = True) -> list[Problem]:

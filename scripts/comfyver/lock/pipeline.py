@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
@@ -45,6 +45,7 @@ from comfyver.base.lockfile import (
     Torch,
 )
 from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
+from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, resolve, schemes
 
 UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see schemes.check_untrusted)
@@ -52,15 +53,6 @@ OPTIONAL_WHY = {"unconnected": "connected to nothing", "muted": "muted", "bypass
 
 
 # ---------------------------------------------------------------- the types the steps pass
-
-
-class ProblemRow(TypedDict):
-    """A problem as `lock --json` and `check --json` print it."""
-    item: str
-    problem: str
-    fix: str
-    workflows: NotRequired[list[str]]
-    used_by: NotRequired[list[str] | None]
 
 
 class ModelPin(TypedDict, total=False):
@@ -74,35 +66,6 @@ class OptionalModel(TypedDict):
     model: str
     why: str
     used_by: list[str]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One item that cannot be locked, with the flag or lock field that fixes it."""
-    item: str                            # "class <name>", "model <folder>/<name>", "nodes.<name>", ...
-    problem: str
-    fix: str
-    workflows: list[str] | None = None   # a class's: the workflows that use it
-    used_by: list[str] | None = None     # a model's: what uses it
-    used_by_first: bool = False          # a bad model name or URL: `lock --json` has always listed used_by first
-
-    @property
-    def class_name(self) -> str | None:
-        """The class a problem is about (its item is "class <name>"), else None."""
-        return self.item.removeprefix("class ") if self.item.startswith("class ") else None
-
-    def to_json(self) -> ProblemRow:
-        """The row `lock --json` prints under "problems" (keys in the order it always had)."""
-        out: ProblemRow
-        if self.used_by_first:
-            out = {"item": self.item, "problem": self.problem, "used_by": self.used_by, "fix": self.fix}
-        else:
-            out = {"item": self.item, "problem": self.problem, "fix": self.fix}
-        if self.workflows is not None:
-            out["workflows"] = self.workflows
-        if self.used_by is not None and not self.used_by_first:
-            out["used_by"] = self.used_by
-        return out
 
 
 class LockProblems(ComfyverError):
