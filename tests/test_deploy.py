@@ -59,7 +59,7 @@ def echo_template(handler, body):
 def test_update_via_endpoint(runpod, capsys):
     runpod.routes["/v1/endpoints/ep42"] = {"id": "ep42", "name": "prod", "templateId": "tpl9", "workersMax": 3}
     runpod.routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    rc = main(["deploy", "demo", "--image", IMAGE, "--endpoint", "ep42", "--json"])
+    rc = main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--endpoint", "ep42", "--json"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out) == {"templateId": "tpl9", "endpointId": "ep42", "image": IMAGE,
                                                    "networkVolumeId": None, "warnings": []}
@@ -70,7 +70,7 @@ def test_update_via_endpoint(runpod, capsys):
 
 def test_update_template_directly_with_registry_auth(runpod):
     runpod.routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    assert main(["deploy", "demo", "--image", IMAGE, "--template", "tpl9", "--registry-auth", "cra77"]) == 0
+    assert main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--template", "tpl9", "--registry-auth", "cra77"]) == 0
     assert sent(runpod) == [("PATCH", "/v1/templates/tpl9", {"imageName": IMAGE, "containerRegistryAuthId": "cra77"})]
 
 
@@ -80,7 +80,7 @@ def test_create_template_endpoint_and_registry_auth(runpod, monkeypatch, capsys)
     runpod.routes["/v1/containerregistryauth"] = {"id": "cra1", "name": "sdxl-prod-registry"}
     runpod.routes["/v1/templates"] = echo_template
     runpod.routes["/v1/endpoints"] = lambda h, b: (200, {}, {"id": "ep-new", **json.loads(b)})
-    rc = main(["deploy", "demo", "--image", IMAGE, "--create", "sdxl-prod", "--gpu", "NVIDIA GeForce RTX 4090",
+    rc = main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--create", "sdxl-prod", "--gpu", "NVIDIA GeForce RTX 4090",
                "--gpu", "NVIDIA RTX A6000", "--workers-min", "1", "--workers-max", "4", "--idle-timeout", "30",
                "--network-volume", "vol5", "--env", "OUTPUT_MODE=gcs"])
     out = capsys.readouterr()
@@ -128,7 +128,7 @@ def test_the_cuda_floor_comes_from_what_the_uv_lock_holds():
                                            (400, "rejected the request")])
 def test_api_errors_are_clear_and_not_retried(runpod, capsys, status, needle):
     runpod.routes["/v1/templates/tpl9"] = lambda h, b: (status, {}, {"error": "bad thing happened"})
-    rc = main(["deploy", "demo", "--image", IMAGE, "--template", "tpl9"])
+    rc = main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--template", "tpl9"])
     err = capsys.readouterr().err
     assert rc == 1
     assert f"template tpl9: RunPod answered HTTP {status}: bad thing happened" in err and needle in err
@@ -158,13 +158,13 @@ def test_persistent_429_gives_up_with_hint(runpod):
 
 def test_missing_key_and_bad_inputs(runpod, monkeypatch, capsys):
     monkeypatch.delenv("RUNPOD_API_KEY")
-    assert main(["deploy", "demo", "--image", IMAGE, "--template", "tpl9"]) == 2
+    assert main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--template", "tpl9"]) == 2
     assert "RUNPOD_API_KEY is not set" in capsys.readouterr().err
     monkeypatch.setenv("RUNPOD_API_KEY", KEY)
-    assert main(["deploy", "demo", "--image", "not an image", "--template", "tpl9"]) == 2
+    assert main(["deploy", "demo", "--api", "v1", "--image", "not an image", "--template", "tpl9"]) == 2
     assert "'not an image'" in capsys.readouterr().err
-    assert main(["deploy", "demo", "--image", IMAGE, "--template", "../admin"]) == 2
-    assert main(["deploy", "demo", "--image", IMAGE, "--create", "x"]) == 2
+    assert main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--template", "../admin"]) == 2
+    assert main(["deploy", "demo", "--api", "v1", "--image", IMAGE, "--create", "x"]) == 2
     assert "--gpu is required" in capsys.readouterr().err
     assert runpod.requests == []
     with pytest.raises(UsageError):
@@ -178,7 +178,7 @@ def test_stale_tag_warning(runpod, tmp_path, capsys):
     assert deploy.stale_tag_warning("demo", lock, "ghcr.io/acme/comfyui:v1") is None
     runpod.routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
     old = "ghcr.io/acme/comfyui:demo-0123456789ab@sha256:" + "cd" * 32
-    assert main(["deploy", "demo", "--image", old, "--template", "tpl9"]) == 0
+    assert main(["deploy", "demo", "--api", "v1", "--image", old, "--template", "tpl9"]) == 0
     err = capsys.readouterr().err
     assert "'demo-0123456789ab' was pushed from another lock of 'demo'" in err and current in err
 

@@ -21,6 +21,9 @@ from comfyver.base.errors import ComfyverError
 COMMAND_MODULES = [
     "comfyver.cli.push",
     "comfyver.cli.deploy",
+    "comfyver.cli.releases",
+    "comfyver.cli.rollback",
+    "comfyver.cli.test",
     "comfyver.cli.run",
     "comfyver.cli.ui",
     "comfyver.cli.hash",

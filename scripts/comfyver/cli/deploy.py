@@ -1,9 +1,12 @@
-"""`comfyver deploy <id> --image REF (--template ID | --endpoint ID | --create NAME)`."""
+"""`comfyver deploy <id> --image REF (--endpoint ID | --create NAME) [--test --staging ID]` (REST API v2), and
+`--api v1` (--template ID | --endpoint ID | --create NAME) for v1 templates."""
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
@@ -13,20 +16,32 @@ from comfyver.ship import deploy, volume
 
 
 def register(sub) -> None:
-    p = verb(sub, "deploy", run, help="point a RunPod serverless template/endpoint at an image, or create one",
-        description="Update a RunPod template's image (RunPod then rolls the endpoint's workers), found by "
-                    "--template or --endpoint, or --create a serverless template + endpoint for the image. "
-                    "allowedCudaVersions follows the lock's torch build (cu128 -> CUDA 12.8 and newer). "
-                    "Needs $RUNPOD_API_KEY; private images: --registry-auth ID, or $REGISTRY_USERNAME and "
-                    "$REGISTRY_PASSWORD to create one. Example: comfyver deploy sdxl-base --image "
-                    "ghcr.io/acme/comfyui@sha256:... --create sdxl-prod --gpu 'NVIDIA GeForce RTX 4090'")
+    p = verb(sub, "deploy", run, help="point a RunPod serverless endpoint at an image (a release), tested first with --test",
+        description="REST API v2 (default): create (--create NAME) or update (--endpoint ID) a serverless endpoint "
+                    "to run the image by digest, with gpu.minCudaVersion from the lock's CUDA, the network volume "
+                    "and env; RunPod records each deploy as a release, whose env names the version, lock digest and "
+                    "image (`comfyver releases`, `comfyver rollback`). --test deploys to --staging ID first, runs "
+                    "versions/<id>/tests there, and updates the live endpoint only when all pass. --api v1 updates "
+                    "a template's image (--template, or --endpoint's template) or creates a template + endpoint. "
+                    "Needs $RUNPOD_API_KEY. Example: comfyver deploy sdxl-base --image "
+                    "ghcr.io/acme/comfyui@sha256:... --endpoint abc123 --test --staging stg456")
     p.add_argument("version", metavar="ID", help="version id (its lock gives the CUDA floor)")
-    p.add_argument("--image", required=True, metavar="REF", help="image reference (as printed by comfyver push)")
+    p.add_argument("--image", required=True, metavar="REF",
+                   help="image reference by digest, as printed by comfyver push (REGISTRY/IMAGE@sha256:...)")
+    p.add_argument("--api", choices=["v2", "v1"], default="v2", help="RunPod REST API (default v2; v1: templates)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--template", metavar="ID", help="update this template's image")
-    target.add_argument("--endpoint", metavar="ID", help="update the image of this endpoint's template")
-    target.add_argument("--create", metavar="NAME", help="create a template and an endpoint with this name")
-    p.add_argument("--gpu", action="append", default=[], metavar="TYPE", help="GPU type id (repeatable; --create)")
+    target.add_argument("--template", metavar="ID", help="--api v1: update this template's image")
+    target.add_argument("--endpoint", metavar="ID", help="update this endpoint (v1: its template's image)")
+    target.add_argument("--create", metavar="NAME", help="create an endpoint with this name (v1: and a template)")
+    p.add_argument("--test", action="store_true",
+                   help="v2: deploy to --staging first, run the version's tests there, promote only if all pass")
+    p.add_argument("--staging", metavar="ID", help="v2 --test: the staging endpoint the tests run on")
+    p.add_argument("--out", metavar="DIR", help="--test: keep the tests' outputs here (default: a temp folder)")
+    p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help="--test: job status poll interval")
+    p.add_argument("--gpu-pool", action="append", default=[], metavar="POOL",
+                   help="v2 --create: serverless GPU pool id, repeatable (e.g. ADA_24)")
+    p.add_argument("--gpu", action="append", default=[], metavar="TYPE",
+                   help="--api v1 --create: GPU type id (repeatable)")
     p.add_argument("--gpu-count", type=int, default=1, metavar="N", help="GPUs per worker (default 1)")
     p.add_argument("--workers-min", type=int, default=0, metavar="N", help="always-on workers (default 0)")
     p.add_argument("--workers-max", type=int, default=3, metavar="N", help="max workers (default 3)")
@@ -34,7 +49,7 @@ def register(sub) -> None:
     p.add_argument("--no-flashboot", dest="flashboot", action="store_false", help="turn FlashBoot off")
     p.add_argument("--network-volume", metavar="ID", help="network volume to attach (models)")
     p.add_argument("--disk", type=int, default=20, metavar="GB", help="container disk in GB (default 20)")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="template environment (repeatable)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="endpoint/template environment (repeatable)")
     p.add_argument("--registry-auth", metavar="ID", help="existing RunPod container registry auth id")
 
 
@@ -56,6 +71,10 @@ def _locked_cuda(root, vid: str):
 def run(args) -> int:
     root = project.find_root()
     lock = lockfile.read(project.lock_path(root, args.version))
+    if args.api == "v2":
+        return _run_v2(args, root, lock)
+    if args.test or args.staging or args.gpu_pool:
+        raise UsageError("--test, --staging and --gpu-pool are for REST API v2", hint="leave out --api v1")
     stale = deploy.stale_tag_warning(args.version, lock, args.image)
     if stale and not args.json:
         print(f"warning: {stale}", file=sys.stderr)
@@ -88,3 +107,66 @@ def run(args) -> int:
         if result.get("endpointId"):
             print(f"submit jobs with: comfyver run --endpoint {result['endpointId']} WORKFLOW")
     return 0
+
+
+def _run_v2(args, root, lock) -> int:
+    from comfyver.cli.test import print_result
+    from comfyver.ship import promote, versiontests
+
+    if args.template:
+        raise UsageError("--template: REST API v2 endpoints hold their image themselves, without a template",
+                         hint="use --endpoint ID, or --api v1 --template ID for a v1 template")
+    if args.gpu:
+        raise UsageError("--gpu names GPU types for --api v1; v2 endpoints take GPU pools",
+                         hint="--gpu-pool POOL (e.g. ADA_24; GET /v2/catalog/gpus gives each type's pool)")
+    if args.staging and not args.test:
+        raise UsageError("--staging is for --test")
+    deploy.require_digest(args.image)
+    stale = deploy.stale_tag_warning(args.version, lock, args.image)
+    if stale and not args.json:
+        print(f"warning: {stale}", file=sys.stderr)
+    spec = deploy.V2Spec(env=_env(args.env), network_volume_id=args.network_volume, registry_auth_id=args.registry_auth,
+                         gpu_pools=args.gpu_pool, gpu_count=args.gpu_count, workers_min=args.workers_min,
+                         workers_max=args.workers_max, idle_timeout=args.idle_timeout, flashboot=args.flashboot,
+                         container_disk_gb=args.disk)
+    min_cuda = deploy.min_cuda_version(lock.get("python", {}).get("torch"), _locked_cuda(root, args.version))
+    api = deploy.RunPodV2()
+    if not args.test:
+        done = deploy.deploy_v2(api, args.version, lock, args.image, endpoint_id=args.endpoint,
+                                create_name=args.create, spec=spec, min_cuda=min_cuda)
+        if args.json:
+            print(json.dumps(done.as_json(), indent=2))
+        else:
+            _print_deployed(done, "live")
+        return 0
+    if not args.staging:
+        raise UsageError("--test needs --staging ID: REST API v2 has no release that takes no traffic",
+                         hint="create a second endpoint for staging (comfyver deploy ... --create NAME-staging)")
+    tests = versiontests.load_tests(root, args.version)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="comfyver-test-"))
+    quiet = args.json
+    result = promote.deploy_tested(
+        api, args.version, lock, args.image, tests, staging_id=args.staging, endpoint_id=args.endpoint,
+        create_name=args.create, spec=spec, min_cuda=min_cuda, out_dir=out, poll=args.poll,
+        on_staged=None if quiet else (lambda d: _print_deployed(d, "staging")),
+        on_result=None if quiet else print_result)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+    elif result.live is not None:
+        _print_deployed(result.live, "live")
+        print(f"promoted: all {len(result.tests.results)} test(s) passed on staging {result.staging.endpoint_id}")
+    else:
+        failed = [r.name for r in result.tests.results if not r.passed]
+        print(f"not promoted: {len(failed)} test(s) failed on staging ({', '.join(failed)}); "
+              "the live endpoint is unchanged", file=sys.stderr)
+    return 0 if result.promoted else 1
+
+
+def _print_deployed(d: deploy.Deployed, role: str) -> None:
+    for w in d.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    verb_ = "created" if d.created else "updated"
+    print(f"{role} endpoint {d.endpoint_id} ({d.name}) {verb_}: release {d.release_id} (v{d.release_version}) runs "
+          f"{d.image}")
+    print(f"  version {d.version_id}, lock {d.lock_digest[:12]}..., minCudaVersion {d.min_cuda_version or 'none'}"
+          + (f", network volume {', '.join(d.network_volumes)}" if d.network_volumes else ""))

@@ -1,12 +1,21 @@
-"""Point RunPod at an image: RunPod's REST API (https://rest.runpod.io/v1, Bearer $RUNPOD_API_KEY).
+"""Point RunPod at an image.
 
+REST API v2 (the default; https://api.runpod.io/v2, Bearer $RUNPOD_API_KEY, base overridable with
+$RUNPOD_API_V2_URL): a serverless endpoint holds its image, env, GPU/CUDA settings and network volumes itself;
+`deploy_v2` creates one (POST /v2/serverless) or updates one (PATCH /v2/serverless/{id}) with an image by
+digest, `gpu.minCudaVersion` from the lock's CUDA (the same rule as v1's allowedCudaVersions: its floor), the
+network volume and env. RunPod makes each such change a release; comfyver writes what it deployed into the
+endpoint's env (`COMFYVER_RELEASE_*`: version id, lock digest, image by digest), which the release's diff keeps
+(ship/releases.py reads it back).
+
+REST API v1 (`--api v1`; https://rest.runpod.io/v1):
 - update a serverless template's image (RunPod then rolls the endpoints that use it),
   found directly (`--template`) or through an endpoint (`--endpoint` -> its templateId);
 - or create a serverless template + endpoint (GPU types, workers, idle timeout,
   FlashBoot, network volume, `allowedCudaVersions` from the lock's torch build),
   with a container registry auth for private images.
 
-The base URL is overridable with $RUNPOD_REST_URL (tests point it at a local
+The v1 base URL is overridable with $RUNPOD_REST_URL (tests point it at a local
 server). 429 and 5xx answers and connection errors are retried with backoff.
 The API key and registry password are never printed.
 """
@@ -84,6 +93,8 @@ def stale_tag_warning(vid: str, lock: Lock, image: str) -> str | None:
 
 
 class RunPodREST:
+    url_env = "RUNPOD_REST_URL"  # the variable that overrides the base URL
+
     def __init__(self, api_key: str | None = None, base: str | None = None, retries: int = 4, backoff: float = 0.5):
         self.api_key = api_key or os.environ.get("RUNPOD_API_KEY")
         if not self.api_key:
@@ -106,7 +117,7 @@ class RunPodREST:
                     delay *= 2
                     continue
                 raise ComfyverError(f"{what}: cannot reach RunPod at {web.redact(url)}: {type(exc).__name__}",
-                                    hint="check your network (or $RUNPOD_REST_URL)") from None
+                                    hint=f"check your network (or ${self.url_env})") from None
             if r.status_code in RETRY_STATUS and attempt < self.retries:
                 retry_after = r.headers.get("Retry-After", "")
                 time.sleep(min(float(retry_after), 30) if retry_after.isdigit() else delay)
@@ -124,7 +135,11 @@ class RunPodREST:
     def _error(r: requests.Response, what: str) -> ComfyverError:
         try:
             detail = r.json()
-            detail = detail.get("error") or detail.get("message") or detail if isinstance(detail, dict) else detail
+            if isinstance(detail, dict):  # v1: {"error"} or {"message"}; v2: ErrorResponse {title, status, detail, errors}
+                errors = detail.get("errors")
+                detail = detail.get("error") or detail.get("message") or detail.get("detail") or detail
+                if isinstance(errors, list) and errors:
+                    detail = f"{detail} ({'; '.join(str(e) for e in errors[:5])})"
         except ValueError:
             detail = r.text[:300]
         detail = web.redact(str(detail))
@@ -192,6 +207,8 @@ def update_image(api: RunPodREST, image: str, *, template_id: str | None = None,
         if not template_id:
             raise ComfyverError(f"endpoint {endpoint_id}: RunPod returned no templateId",
                                 hint="use --template ID with the endpoint's template id instead")
+    if not template_id:
+        raise UsageError("deploy --api v1 needs --template ID or --endpoint ID")
     changes = {"imageName": image}
     if registry_auth_id:
         changes["containerRegistryAuthId"] = check_id(registry_auth_id, "registry auth")
@@ -223,3 +240,199 @@ def create(api: RunPodREST, image: str, spec: EndpointSpec, *, registry_auth_id:
     ep = api.create_endpoint(endpoint)
     return {"templateId": tpl["id"], "endpointId": ep["id"], "image": image, "registryAuthId": auth_id,
             "networkVolumeId": spec.network_volume_id}
+
+
+# ================================================================ REST API v2
+DEFAULT_V2_URL = "https://api.runpod.io"
+DIGEST_RE = re.compile(r"@(sha256:[0-9a-f]{64})\Z")
+
+# What comfyver writes into an endpoint's env at each deploy. The env is part of every release RunPod keeps (its
+# diff's `template.env`), so a release names what it runs. Not COMFYVER_VERSION_ID / COMFYVER_LOCK_DIGEST: the
+# worker checks jobs against those, and they must stay what the image itself was built with.
+ENV_VERSION_ID = "COMFYVER_RELEASE_VERSION_ID"
+ENV_LOCK_DIGEST = "COMFYVER_RELEASE_LOCK_DIGEST"
+ENV_IMAGE = "COMFYVER_RELEASE_IMAGE"
+ENV_NOTE = "COMFYVER_RELEASE_NOTE"
+ENV_AT = "COMFYVER_RELEASE_AT"  # a new value at each deploy: every deploy changes the env, so each is a release
+RELEASE_ENV = (ENV_VERSION_ID, ENV_LOCK_DIGEST, ENV_IMAGE, ENV_NOTE, ENV_AT)
+
+
+def v2_url() -> str:
+    return os.environ.get("RUNPOD_API_V2_URL", DEFAULT_V2_URL).rstrip("/")
+
+
+def image_digest(ref: str) -> str | None:
+    m = DIGEST_RE.search(ref or "")
+    return m.group(1) if m else None
+
+
+def require_digest(ref: str) -> str:
+    """The `sha256:...` digest `ref` names; a tag alone is refused (a release must name one exact image)."""
+    check_image(ref)
+    digest = image_digest(ref)
+    if digest is None:
+        raise UsageError(f"--image {ref!r} names a tag, not a digest: a release must name one exact image "
+                         "(a tag can move, and RunPod may keep serving what it cached under it)",
+                         hint="deploy the reference `comfyver push` printed (REGISTRY/IMAGE@sha256:...); "
+                              "for an image pushed otherwise, `skopeo inspect docker://REF` gives its digest")
+    return digest
+
+
+def min_cuda_version(torch: str | None, locked: tuple[int, int] | None = None) -> str | None:
+    """v2's `gpu.minCudaVersion`: the floor of allowed_cuda_versions (one rule for both APIs); None for CPU."""
+    allowed = allowed_cuda_versions(torch, locked)
+    return allowed[0] if allowed else None
+
+
+def now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def release_env(version_id: str, lock_digest: str, image: str, note: str) -> dict[str, str]:
+    return {ENV_VERSION_ID: version_id, ENV_LOCK_DIGEST: lock_digest, ENV_IMAGE: image, ENV_NOTE: note,
+            ENV_AT: now()}
+
+
+class RunPodV2(RunPodREST):
+    """RunPod's REST API v2 (api-reference-v2/openapi.json): serverless endpoints, their releases, volumes."""
+
+    url_env = "RUNPOD_API_V2_URL"
+
+    def __init__(self, api_key: str | None = None, base: str | None = None, retries: int = 4, backoff: float = 0.5):
+        super().__init__(api_key, base or v2_url(), retries, backoff)
+
+    def get_endpoint(self, endpoint_id: str) -> dict:
+        return self.call("GET", f"/v2/serverless/{check_id(endpoint_id, 'endpoint')}", f"endpoint {endpoint_id}")
+
+    def create_endpoint(self, body: dict) -> dict:
+        return self.call("POST", "/v2/serverless", f"endpoint {body.get('name')!r}", body)
+
+    def update_endpoint(self, endpoint_id: str, body: dict) -> dict:
+        return self.call("PATCH", f"/v2/serverless/{check_id(endpoint_id, 'endpoint')}", f"endpoint {endpoint_id}",
+                         body)
+
+    def list_releases(self, endpoint_id: str) -> dict:
+        return self.call("GET", f"/v2/serverless/{check_id(endpoint_id, 'endpoint')}/releases",
+                         f"releases of endpoint {endpoint_id}")
+
+    def get_network_volume(self, volume_id: str) -> dict:
+        info = self.call("GET", f"/v2/network-volumes/{check_id(volume_id, 'network volume')}",
+                         f"network volume {volume_id}")
+        # v2 names the datacenter `dataCenter`; volume.open_volume reads v1's `dataCenterId`
+        return {**info, "dataCenterId": info.get("dataCenter")} if isinstance(info, dict) else info
+
+
+@dataclass
+class V2Spec:
+    """What a v2 deploy sets besides the image and the CUDA floor. The GPU pools, workers, idle timeout,
+    FlashBoot and disk are used when creating an endpoint; an update keeps the endpoint's own."""
+    env: dict[str, str] = field(default_factory=dict)
+    network_volume_id: str | None = None
+    registry_auth_id: str | None = None
+    gpu_pools: list[str] = field(default_factory=list)
+    gpu_count: int = 1
+    workers_min: int = 0
+    workers_max: int = 3
+    idle_timeout: int = 5
+    flashboot: bool = True
+    container_disk_gb: int = 20
+
+
+@dataclass
+class Deployed:
+    """One v2 deploy: the endpoint and the release it made."""
+    endpoint_id: str
+    name: str
+    image: str
+    image_digest: str
+    version_id: str
+    lock_digest: str
+    min_cuda_version: str | None
+    network_volumes: list[str]
+    created: bool
+    release_id: str | None = None
+    release_version: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"api": "v2", "endpointId": self.endpoint_id, "name": self.name, "created": self.created,
+                "image": self.image, "imageDigest": self.image_digest, "versionId": self.version_id,
+                "lockDigest": self.lock_digest, "minCudaVersion": self.min_cuda_version,
+                "networkVolumes": self.network_volumes,
+                "release": ({"id": self.release_id, "version": self.release_version} if self.release_id else None),
+                "warnings": self.warnings}
+
+
+def _create_body(name: str, image: str, spec: V2Spec, env: dict[str, str], min_cuda: str | None) -> dict:
+    if spec.workers_min < 0 or spec.workers_max < max(1, spec.workers_min):
+        raise UsageError(f"workers {spec.workers_min}..{spec.workers_max}: need 0 <= min <= max and max >= 1")
+    if not spec.gpu_pools:
+        raise UsageError("--gpu-pool is required with --create", hint="a serverless GPU pool id, e.g. --gpu-pool ADA_24 "
+                         "(GET /v2/catalog/gpus lists each GPU type's pool)")
+    gpu: dict = {"pools": spec.gpu_pools, "count": spec.gpu_count}
+    if min_cuda:
+        gpu["minCudaVersion"] = min_cuda
+    body: dict = {"name": name, "type": "QUEUE", "image": image, "env": env, "gpu": gpu,
+                  "workers": {"min": spec.workers_min, "max": spec.workers_max, "idleTimeout": spec.idle_timeout},
+                  "scaling": {"type": "QUEUE_DELAY", "queueDelay": 4}, "disk": spec.container_disk_gb,
+                  "flashboot": "FLASHBOOT" if spec.flashboot else "OFF"}
+    if spec.network_volume_id:
+        body["networkVolumes"] = [check_id(spec.network_volume_id, "network volume")]
+    if spec.registry_auth_id:
+        body["registry"] = check_id(spec.registry_auth_id, "registry auth")
+    return body
+
+
+def _update_body(current: dict, image: str, spec: V2Spec, env: dict[str, str], min_cuda: str | None) -> dict:
+    # PATCH replaces the endpoint's env: keep what it has, then the deploy's own keys
+    body: dict = {"image": image, "env": {**(current.get("env") or {}), **env}}
+    if min_cuda and current.get("gpu") is not None:  # a floor; a set left from before would clash with it
+        body["gpu"] = {"minCudaVersion": min_cuda, "allowedCudaVersions": []}
+    volumes = current.get("networkVolumes") or []
+    if spec.network_volume_id and spec.network_volume_id not in volumes:
+        body["networkVolumes"] = [check_id(spec.network_volume_id, "network volume")]
+    if spec.registry_auth_id:
+        body["registry"] = check_id(spec.registry_auth_id, "registry auth")
+    return body
+
+
+def newest_release(api: RunPodV2, endpoint_id: str) -> tuple[str | None, int | None]:
+    """(id, version) of the endpoint's live release: the one of its current configuration version."""
+    listing = api.list_releases(endpoint_id)
+    releases = listing.get("releases") or []
+    live = next((r for r in releases if r.get("version") is not None
+                 and r.get("version") == listing.get("endpointVersion")), releases[0] if releases else None)
+    return (live.get("id"), live.get("version")) if live else (None, None)
+
+
+def deploy_v2(api: RunPodV2, version_id: str, lock: Lock, image: str, *, endpoint_id: str | None = None,
+              create_name: str | None = None, spec: V2Spec | None = None, min_cuda: str | None = None,
+              note: str = "deploy") -> Deployed:
+    """Create (`create_name`) or update (`endpoint_id`) a v2 endpoint to run `image` (by digest); RunPod records
+    the change as a release, whose env names the version, lock digest and image."""
+    from comfyver.base.lockfile import lock_digest
+    from comfyver.ship import volume
+
+    digest = require_digest(image)
+    spec = spec or V2Spec()
+    ldigest = lock_digest(lock)
+    env = {**spec.env, **release_env(version_id, ldigest, image, note)}
+    if create_name:
+        ep = api.create_endpoint(_create_body(create_name, image, spec, env, min_cuda))
+    elif endpoint_id:
+        ep = api.update_endpoint(endpoint_id, _update_body(api.get_endpoint(endpoint_id), image, spec, env, min_cuda))
+    else:
+        raise UsageError("deploy needs --endpoint ID or --create NAME")
+    eid = ep.get("id") or endpoint_id
+    if not isinstance(eid, str):
+        raise ComfyverError("RunPod returned no endpoint id", hint="see the endpoint in the RunPod console")
+    rel_id, rel_version = newest_release(api, eid)
+    volumes = [v for v in ep.get("networkVolumes") or [] if isinstance(v, str)]
+    warnings = volume.deploy_warnings(lock, volumes[0], api) if volumes else []
+    return Deployed(endpoint_id=eid, name=str(ep.get("name") or create_name or ""), image=image, image_digest=digest,
+                    version_id=version_id, lock_digest=ldigest,
+                    min_cuda_version=((ep.get("gpu") or {}).get("minCudaVersion") or None),
+                    network_volumes=volumes, created=bool(create_name), release_id=rel_id,
+                    release_version=rel_version, warnings=warnings)
