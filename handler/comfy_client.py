@@ -32,10 +32,10 @@ class ComfyClient:
         self.url = url.rstrip("/")
         self.client_id = uuid.uuid4().hex
         self._session: aiohttp.ClientSession | None = None
-        self._loop = None
-        self._ws = None
-        self._reader: asyncio.Task | None = None
-        self._listeners: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._listeners: dict[str, asyncio.Queue[dict]] = {}
         self.object_info: dict | None = None
         self.ws_connects = 0
 
@@ -97,11 +97,11 @@ class ComfyClient:
 
     # --- websocket ------------------------------------------------------------------------
     async def ensure_ws(self) -> None:
-        await self.session()
+        session = await self.session()
         if self._ws is not None and not self._ws.closed:
             return
         try:
-            ws = await self._session.ws_connect(f"{self.url}/ws?clientId={self.client_id}", heartbeat=None,
+            ws = await session.ws_connect(f"{self.url}/ws?clientId={self.client_id}", heartbeat=None,
                                                 max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ComfyUnreachable(f"websocket: {type(exc).__name__}: {exc}") from None
@@ -109,7 +109,7 @@ class ComfyClient:
         self.ws_connects += 1
         self._reader = asyncio.get_running_loop().create_task(self._read(ws))
 
-    async def _read(self, ws) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
@@ -132,8 +132,8 @@ class ComfyClient:
                 q.put_nowait(WS_CLOSED)
 
     # --- prompts ----------------------------------------------------------------------------
-    def listen(self, prompt_id: str) -> asyncio.Queue:
-        q = asyncio.Queue()
+    def listen(self, prompt_id: str) -> asyncio.Queue[dict]:
+        q: asyncio.Queue[dict] = asyncio.Queue()
         self._listeners[prompt_id] = q
         return q
 

@@ -121,10 +121,12 @@ class ComfyProcess:
         self._reader = threading.Thread(target=self._read_log, args=(self.proc,), daemon=True)
         self._reader.start()
 
-    def _read_log(self, proc: subprocess.Popen) -> None:
-        for raw in proc.stdout:
+    def _read_log(self, proc: subprocess.Popen[bytes]) -> None:
+        out = proc.stdout
+        assert out is not None  # started with stdout=PIPE
+        for raw in out:
             self.log.append(raw.decode("utf-8", "replace").rstrip("\n"))
-        proc.stdout.close()
+        out.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

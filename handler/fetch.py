@@ -55,7 +55,8 @@ def check_url(url: str, what: str, allow: list[str]) -> list[str] | None:
     if host.lower() in METADATA_HOSTS:
         raise bad_input(f"{what}: {host} is a cloud metadata address; refused", "use a public URL")
     try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)}
+        # an IPv4/IPv6 sockaddr starts with the address as text (typeshed also allows AF_PACKET's int)
+        addrs = {str(ai[4][0]) for ai in socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)}
     except (socket.gaierror, UnicodeError) as exc:
         raise bad_input(f"{what}: cannot resolve host {host!r} ({exc})", "check the URL") from None
     for a in addrs:
@@ -65,7 +66,7 @@ def check_url(url: str, what: str, allow: list[str]) -> list[str] | None:
     return sorted(addrs)
 
 
-def _open(url: str, address: str | None, timeout: float):
+def _open(url: str, address: str | None, timeout: float) -> urllib3.BaseHTTPResponse:
     """GET `url` without following redirects. With `address`, connect to exactly that address (the one
     check_url approved; a second DNS answer cannot rebind it), sending the URL's host as Host and TLS name."""
     parts = urlsplit(url)
@@ -73,14 +74,16 @@ def _open(url: str, address: str | None, timeout: float):
         return urllib3.PoolManager(retries=False).urlopen("GET", url, redirect=False, preload_content=False,
                                                            timeout=urllib3.Timeout(connect=timeout, read=timeout))
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    kw = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "retries": False}
+    pool_timeout = urllib3.Timeout(connect=timeout, read=timeout)
+    pool: urllib3.HTTPConnectionPool
     if parts.scheme == "https":
         import certifi
         pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=parts.hostname,
                                            assert_hostname=parts.hostname, cert_reqs="CERT_REQUIRED",
-                                           ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where(), **kw)
+                                           ca_certs=os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where(),
+                                           timeout=pool_timeout, retries=False)
     else:
-        pool = urllib3.HTTPConnectionPool(address, port, **kw)
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=pool_timeout, retries=False)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return pool.urlopen("GET", target, headers={"Host": parts.netloc.rsplit("@", 1)[-1]}, redirect=False,
                         preload_content=False)
@@ -103,7 +106,8 @@ def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: fl
         return min(timeout, rest)
 
     for _ in range(6):
-        address = (check_url(url, what, allow) or [None])[0]
+        addrs = check_url(url, what, allow)
+        address = addrs[0] if addrs else None
         try:
             r = _open(url, address, left())
         except urllib3.exceptions.HTTPError as exc:

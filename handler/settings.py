@@ -111,6 +111,7 @@ class Settings:
 
     @property
     def state_dir(self) -> Path:
+        assert self.comfy_state_dir is not None  # __post_init__ sets it
         return self.comfy_state_dir
 
     def comfy_dir_arg(self, flag: str, default: str) -> Path | None:

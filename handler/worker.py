@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
@@ -51,10 +51,14 @@ PROGRESS_INTERVAL = 0.5
 class Worker:
     def __init__(self, settings: Settings | None = None, process: ComfyProcess | None = None):
         self.settings = s = settings or Settings()
-        if process is None and not s.comfy_url:
-            process = ComfyProcess(s)
+        if s.comfy_url:
+            url = s.comfy_url
+        else:
+            if process is None:
+                process = ComfyProcess(s)
+            url = process.url
         self.process = process
-        self.client = ComfyClient(s.comfy_url or process.url)
+        self.client = ComfyClient(url)
         self.active_version = s.version_id
         self._restart: concurrent.futures.Future | None = None
         self._stores: dict = {}
@@ -160,6 +164,7 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 ok, why = False, str(exc)
             else:
+                assert self.process is not None  # only a ComfyUI this worker runs is restarted
                 why = self.process.exit_note()
             if not ok:
                 self._restart = None
@@ -184,7 +189,7 @@ class Worker:
         try:
             return await self.run_job(job)
         except JobError as exc:
-            err = {"error": json.dumps(exc.to_dict())}
+            err: dict[str, object] = {"error": json.dumps(exc.to_dict())}
             if exc.refresh_worker:
                 err["refresh_worker"] = True
             return err
@@ -314,8 +319,11 @@ class Worker:
 
     def _mounted_digest(self, vid: str) -> str | None:
         """The lock digest of `vid` as mounted at COMFYVER_ROOT now (None when it cannot be read)."""
+        root = self.settings.versions_root
+        if root is None:
+            return None
         try:
-            return lockfile.lock_digest(lockfile.read(project.lock_path(self.settings.versions_root, vid)))
+            return lockfile.lock_digest(lockfile.read(project.lock_path(root, vid)))
         except (ComfyverError, OSError):
             return None
 
@@ -330,6 +338,7 @@ class Worker:
         if self.process is None:
             raise JobError("version", f"version_id {vid!r}: cannot switch versions of an external ComfyUI "
                            "(COMFY_URL)", hint="unset COMFY_URL so the worker runs ComfyUI itself")
+        assert s.versions_root is not None  # _check_version realizes only with COMFYVER_ROOT set
         try:
             home = realize(s.versions_root, vid, s.realize_dir / vid if s.realize_dir else None, s.models_dir, False,
                            system_site_packages=s.realize_system_site_packages)
@@ -365,7 +374,7 @@ class Worker:
             raise bad_input("gcs_bucket: expected a bucket name")
         store = None
         if mode == "gcs":
-            bucket = inp.get("gcs_bucket") or s.gcs_bucket
+            bucket = inp.get("gcs_bucket") or s.gcs_bucket or ""  # none: GCSStore says a bucket is needed
             store = self._stores.get(("gcs", bucket)) or GCSStore(s, bucket)
             self._stores[("gcs", bucket)] = store
         elif mode == "s3":
@@ -641,7 +650,9 @@ class Worker:
 
     async def _deliver(self, ui: dict, mode: str, store, prefix: str, job: dict, out_dir: Path | None) -> dict:
         files, texts = out_mod.collect(ui)
-        entries, opened, sources = [], [], []
+        entries: list[dict[str, Any]] = []  # the result's outputs (JSON)
+        opened: list[tuple[dict[str, Any], BinaryIO]] = []
+        sources: list[Path] = []
         with contextlib.ExitStack() as stack:
             for f in files:
                 fh, path = await self._open(f)
@@ -655,6 +666,7 @@ class Worker:
             if mode == "base64":
                 base64_entries(opened, self.settings.base64_max_bytes)  # sizes checked before anything is read
             elif mode == "dir":
+                assert out_dir is not None  # _output_target's mode "dir" is the job's out_dir
                 for entry, fh in opened:
                     dest = out_dir / entry["filename"]
                     await asyncio.to_thread(_copy_to, fh, dest, entry["size"])
@@ -671,7 +683,7 @@ class Worker:
             if p.resolve() not in keep:
                 p.unlink(missing_ok=True)
         self._kept = sources
-        result = {"outputs": entries + texts}
+        result: dict[str, Any] = {"outputs": entries + texts}
         if mode == "gcs" and entries:
             result["gcs_url"], result["size"] = entries[0]["gcs_url"], entries[0]["size"]
         return result
