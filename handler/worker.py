@@ -97,7 +97,7 @@ class Worker:
             threading.Thread(target=self._watch, name="comfyui-watch", daemon=True).start()
         if s.gcs_validate and s.output_mode == "gcs":
             try:
-                GCSStore(s, s.gcs_bucket).check()
+                GCSStore(s, s.gcs_bucket or "").check()  # none: GCSStore says a bucket is needed
             except JobError as exc:
                 raise RuntimeError(f"GCS_VALIDATE: bucket {s.gcs_bucket!r} is not usable: {exc.message}"
                                    + (f" ({exc.hint})" if exc.hint else "")) from None
@@ -657,8 +657,9 @@ class Worker:
             for f in files:
                 fh, path = await self._open(f)
                 stack.callback(fh.close)
-                entry = {"node_id": f.node_id, "kind": f.kind, "filename": str(out_mod.relative_path(f)),
-                         "content_type": f.content_type, "size": os.fstat(fh.fileno()).st_size}
+                entry: dict[str, Any] = {"node_id": f.node_id, "kind": f.kind,
+                                         "filename": str(out_mod.relative_path(f)), "content_type": f.content_type,
+                                         "size": os.fstat(fh.fileno()).st_size}
                 entries.append(entry)
                 opened.append((entry, fh))
                 if path is not None:
