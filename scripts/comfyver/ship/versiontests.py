@@ -40,8 +40,7 @@ SCHEMA: dict[str, Any] = {
         "timeout": {"type": "number", "exclusiveMinimum": 0},
         "input": {
             "type": "object", "required": ["workflow"],
-            "properties": {"workflow": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "object"}]},
-                           "version_id": False, "lock_digest": False},
+            "properties": {"workflow": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "object"}]}},
         },
         "expect": {
             "type": "object", "required": ["status"], "additionalProperties": False,
@@ -155,11 +154,11 @@ def load_test(path: Path, vdir: Path, version_id: str, lock_digest: str) -> Vers
     errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
-        where = "/".join(str(p) for p in e.absolute_path) or "(top)"
-        message = (f"{where}: set by comfyver test (the version's own), leave it out" if e.validator == "false"
-                   else f"{where}: {e.message}")
-        raise _bad(path, message)
+        raise _bad(path, f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}")
     job = dict(data["input"])
+    for key in ("version_id", "lock_digest"):
+        if key in job:
+            raise _bad(path, f"input.{key}: set by comfyver test (the version's own); leave it out")
     if isinstance(job["workflow"], str):
         job["workflow"] = _workflow(vdir, path, job["workflow"])
     job.update({"version_id": version_id, "lock_digest": lock_digest})
