@@ -95,10 +95,12 @@ def test_every_call_the_client_makes_is_in_the_document_and_every_body_validates
     assert main(["releases", eid, "--json"]) == 0
     assert main(["rollback", eid, "--json"]) == 0
     capsys.readouterr()
+    # what deploy's model check asks of a volume (volume.open_volume reads v1's dataCenterId)
+    assert deploy.RunPodV2().get_network_volume("vol1")["dataCenterId"] == "EU-RO-1"
     methods = {(r.method, doc_route(r.method, r.path)) for r in v2.requests}
     assert None not in {t for _, t in methods}, [(r.method, r.path) for r in v2.requests]
     assert methods == {("POST", "/v2/serverless"), ("GET", "/v2/serverless/{id}"), ("PATCH", "/v2/serverless/{id}"),
-                       ("GET", "/v2/serverless/{id}/releases")}
+                       ("GET", "/v2/serverless/{id}/releases"), ("GET", "/v2/network-volumes/{id}")}
     bodies = [(r, request_schema(doc_route(r.method, r.path) or "", r.method)) for r in v2.requests if r.body]
     assert {s for _, s in bodies} == {"CreateEndpointRequest", "UpdateEndpointRequest"}
     for r, schema in bodies:
