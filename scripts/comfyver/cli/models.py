@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypedDict, final
 
 from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
+from comfyver.base.lockfile import Lock
 from comfyver.cli.args import verb
 from comfyver.realize import realize
 from comfyver.ship import volume
 from comfyver.sources import modelstore
+
+
+@final  # no other keys: `"bytes_sent" in r` tells a volume's SyncResult from it
+class StoreSync(TypedDict):
+    """What sync did in a store folder."""
+    target: str
+    models: dict[str, str]  # key -> what was done
 
 
 def register(sub) -> None:
@@ -82,7 +91,7 @@ def run_sync(args) -> int:
         rep.step(f"model {key} ({size} bytes)")
         return rep.bytes(key, size)
 
-    results = []
+    results: list[volume.SyncResult | StoreSync] = []
     for t in targets:
         if volume.is_target(t):
             vol = volumes[t]
@@ -108,7 +117,7 @@ def run_sync(args) -> int:
     return 0
 
 
-def _versions(root: Path, ids: list[str]) -> dict[str, dict]:
+def _versions(root: Path, ids: list[str]) -> dict[str, Lock]:
     ids = ids or sorted(p.parent.name for p in (root / "versions").glob("*/version.json"))
     return {vid: lockfile.read(project.lock_path(root, vid)) for vid in ids}
 

@@ -28,9 +28,11 @@ import os
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 from comfyver.base import lockfile, web
 from comfyver.base.errors import ComfyverError, UsageError
@@ -49,6 +51,8 @@ DEFAULT_PART = 16 << 20
 
 MAX_COPY = 5 << 30  # the largest object one CopyObject may copy
 Progress = Callable[[int], None]
+# progress_for(label, size): a context manager yielding a byte-count callback (or None)
+ProgressFor = Callable[[str, int], AbstractContextManager[Progress | None]]
 
 
 class SourceChanged(ComfyverError):
@@ -107,7 +111,7 @@ class Volume:
     id: str
     datacenter: str
     endpoint: str
-    client: object = field(repr=False)
+    client: Any = field(repr=False)  # boto3's S3 client (boto3 has no type information)
     prefix: str = PREFIX
 
     @property
@@ -329,7 +333,8 @@ def _in_progress(vol: Volume, key: str) -> tuple[str | None, dict[int, tuple[str
         marker = nxt
 
 
-def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tuple[str, int, str]:
+def _multipart(vol: Volume, src: Path, key: str, sha256: str, size: int, part_size: int, workers: int,
+               progress: Progress | None) -> tuple[str, int, str]:
     """Parts are read in order by this thread, which hashes the whole file on the way, and sent by `workers`
     threads, which MD5 them; at most `workers` parts are in memory. A file whose bytes no longer hash to
     `sha256` is not completed: the volume never holds an object whose recorded hash is false."""
@@ -344,7 +349,8 @@ def _multipart(vol, src, key, sha256, size, part_size, workers, progress) -> tup
         upload_id = vol.client.create_multipart_upload(Bucket=vol.id, Key=key, Metadata={"sha256": sha256},
                                                        ContentType="application/octet-stream")["UploadId"]
     count = -(-size // psize)
-    whole, digests, futures = hashlib.sha256(), [b""] * count, []
+    whole, digests = hashlib.sha256(), [b""] * count
+    futures: list[Future[int]] = []
     slots = threading.Semaphore(max(1, workers))
 
     def send(n: int, data: bytes) -> int:
@@ -421,9 +427,25 @@ def deploy_warnings(lock: Lock, volume_id: str | None, rest=None) -> list[str]:
 
 
 # --- a version's models -----------------------------------------------------------------------------
+class SyncResult(TypedDict):
+    """What sync_version did on one volume."""
+    target: str
+    datacenter: str
+    models: dict[str, str]  # key -> present | uploaded | resumed
+    bytes_sent: int
+    bytes_skipped: int
+    verified: int
+
+
+class ModelOnVolume(TypedDict):
+    sha256: str
+    size: int
+    status: str  # present | missing | what differs
+
+
 def sync_version(lock: Lock, vol: Volume, *, store: Path, source: Path | None = None, offline: bool = False,
                  rehash: bool = False, part_size: int = DEFAULT_PART, workers: int = 4,
-                 progress_for: Callable[[str, int], object] | None = None) -> dict:
+                 progress_for: ProgressFor | None = None) -> SyncResult:
     """Every model of `lock` onto `vol`. The bytes come from `source` (a models folder or store, used in place
     when they match the lock) or the local store `store` (downloaded there first if needed).
     `rehash`: read back each object that looks present and upload it again unless its bytes hash right."""
@@ -431,8 +453,8 @@ def sync_version(lock: Lock, vol: Volume, *, store: Path, source: Path | None = 
 
     from comfyver.sources import modelstore
     cache = modelstore.StatCache(rehash=rehash)
-    out = {"target": vol.target, "datacenter": vol.datacenter, "models": {}, "bytes_sent": 0, "bytes_skipped": 0,
-           "verified": 0}
+    out: SyncResult = {"target": vol.target, "datacenter": vol.datacenter, "models": {}, "bytes_sent": 0,
+                       "bytes_skipped": 0, "verified": 0}
     try:
         for key, m in sorted(lock["models"].items()):
             sha, size = m["locked"]["sha256"], m["locked"]["size"]
@@ -467,17 +489,17 @@ def sync_version(lock: Lock, vol: Volume, *, store: Path, source: Path | None = 
     return out
 
 
-def list_version(lock: Lock, vol: Volume) -> dict[str, dict]:
+def list_version(lock: Lock, vol: Volume) -> dict[str, ModelOnVolume]:
     """key -> {sha256, size, status} for every model of `lock` on `vol` (from object metadata; nothing is read)."""
     return {key: {"sha256": m["locked"]["sha256"], "size": m["locked"]["size"],
                   "status": status(vol, m["locked"]["sha256"], m["locked"]["size"])}
             for key, m in sorted(lock["models"].items())}
 
 
-def verify_version(lock: Lock, vol: Volume, progress_for: Callable[[str, int], object] | None = None) -> dict:
+def verify_version(lock: Lock, vol: Volume, progress_for: ProgressFor | None = None) -> dict[str, str]:
     """key -> ok | missing | what differs: every object read back and hashed."""
     from contextlib import nullcontext
-    out = {}
+    out: dict[str, str] = {}
     for key, m in sorted(lock["models"].items()):
         sha, size = m["locked"]["sha256"], m["locked"]["size"]
         found = status(vol, sha, size)
