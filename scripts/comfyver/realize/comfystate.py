@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 # flag -> sub-folder of the state folder ("" = the folder itself: ComfyUI adds "temp" to --temp-directory)
@@ -42,7 +43,7 @@ def database_url(state: Path) -> str:
     return f"sqlite:///{Path(state).absolute() / 'user' / 'comfyui.db'}"
 
 
-def state_args(state: Path, args: list[str] = ()) -> list[str]:
+def state_args(state: Path, args: Sequence[str] = ()) -> list[str]:
     """ComfyUI flags putting input, output, temp, user and the database in `state`; flags already in `args` win."""
     state = Path(state).absolute()
     out: list[str] = []

@@ -246,8 +246,9 @@ def script(root: Path, vid: str) -> str:
         out.append(f"\"$PY\" \"$WORK/helper.py\" nar {what} {dest} {q(locked['hash'])}\n")
     out.append("\n")
     for key, m in sorted(lock["models"].items()):
-        locked = m["locked"]
-        out.append(f"model {q(key)} {locked['sha256']} {locked['size']} {q(locked['url'])} {locked.get('auth', 'none')}\n")
+        mlocked = m["locked"]
+        out.append(f"model {q(key)} {mlocked['sha256']} {mlocked['size']} {q(mlocked['url'])} "
+                   f"{mlocked.get('auth', 'none')}\n")
     out.append("\n" + _heredoc(realize.extra_model_paths(lock), '"$TMP/extra_model_paths.yaml"', "COMFYVER_YAML"))
     out.append(f"\"$PY\" \"$WORK/helper.py\" marker {q(vid)} {q(json.dumps(marker_base(root, vid, lock)))} "
                "\"$MODELS\" \"$SSP\" \"$TMP/.comfyver-realized.json\" \"${ADDED[@]}\"\n")
@@ -272,7 +273,8 @@ def dockerfile(root: Path, vid: str, base: str = DEFAULT_BASE) -> str:
     body = script(root, vid)
     pin_note = "" if "@sha256:" in base else \
         f"# NOTE: the base image {base} is a tag, not a digest; pass --base NAME@sha256:<digest> to pin it.\n"
-    secrets = ",".join(sorted({m["locked"].get("auth") for m in lock["models"].values()} & {"hf", "civitai"}))
+    secrets = ",".join(sorted({auth for m in lock["models"].values()
+                               if (auth := m["locked"].get("auth")) in ("hf", "civitai")}))
     mounts = "".join(f"--mount=type=secret,id={k.upper()}_TOKEN,env={k.upper()}_TOKEN "
                      for k in ("hf", "civitai") if k in secrets)
     return (

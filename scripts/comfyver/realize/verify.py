@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from comfyver.base import lockfile, nar, project, uvtool
-from comfyver.base.lockfile import Lock
+from comfyver.base.lockfile import Lock, Node, NodeLocked
 from comfyver.realize import realize
 from comfyver.realize.realize import EXTRA_PATHS, MARKER, MODELS_DIR, QUIET, VENV, Reporter
 from comfyver.sources import modelstore
@@ -56,19 +56,22 @@ def nar_hash_without(path: Path, skip: set[str]) -> str:
 def check_sources(lock: Lock, marker: dict, into: Path, deep: bool, rep: Reporter) -> list[Mismatch]:
     out = []
     core = into
-    inputs = [("comfyui", "ComfyUI", lock["comfyui"]["locked"], marker.get("comfyui") or {}, core)]
+    inputs: list[tuple[str, str, NodeLocked, dict, Path]] = [
+        ("comfyui", "ComfyUI", lock["comfyui"]["locked"], marker.get("comfyui") or {}, core)]
     for name, node in sorted(lock["nodes"].items()):
         inputs.append(("node", name, node["locked"], (marker.get("nodes") or {}).get(name) or {},
                        core / "custom_nodes" / name))
     for name in sorted(set(marker.get("nodes") or {}) - set(lock["nodes"])):
         out.append(Mismatch("node", name, "not in the lock", "installed"))
     for kind, name, locked, have, folder in inputs:
+        # what realize recorded of it: a git source's rev and hash, a zip's hash
+        pins = {"rev": locked["rev"], "hash": locked["hash"]} if locked["type"] == "git" else {"hash": locked["hash"]}
         if not folder.is_dir():
-            out.append(Mismatch(kind, name, locked.get("rev") or locked["hash"], f"missing folder {folder}"))
+            out.append(Mismatch(kind, name, pins.get("rev") or pins["hash"], f"missing folder {folder}"))
             continue
-        for key in ("rev", "hash"):
-            if key in locked and have.get(key) != locked[key]:
-                out.append(Mismatch(kind, name, f"{key} {locked[key]}", f"{key} {have.get(key)}"))
+        for key, want in pins.items():
+            if have.get(key) != want:
+                out.append(Mismatch(kind, name, f"{key} {want}", f"{key} {have.get(key)}"))
                 break
         else:
             if deep:
@@ -94,7 +97,7 @@ def added_to_core(lock: Lock, marker: dict, core: Path) -> set[str]:
     return skip | {d for d in RUNTIME_DIRS if (core / d).is_dir() and not any((core / d).iterdir())}
 
 
-def changed_hint(folder: Path, skip: set[str] = frozenset()) -> str:
+def changed_hint(folder: Path, skip: set[str] | frozenset[str] = frozenset()) -> str:
     """Name the most recently modified file: usually the tampered one."""
     newest, when = None, -1.0
     for d, dirs, files in os.walk(folder):
@@ -124,7 +127,8 @@ def check_python(root: Path, vid: str, into: Path, deep: bool, rep: Reporter) ->
                         "--project", str(pyproject.parent)], env=realize.uv_env(venv), capture_output=True, text=True)
     out = []
     if p.returncode:
-        removed, added = {}, {}
+        removed: dict[str, str] = {}
+        added: dict[str, str] = {}
         for line in (p.stdout + p.stderr).splitlines():
             if m := UV_LINE.match(line):
                 (removed if m[1] == "-" else added)[m[2]] = m[3]
@@ -267,8 +271,14 @@ def _locked_pack_listings(lock: Lock) -> set[str]:
     from comfyver.lock import nodemap
 
     mgr = nodemap.manager()
-    urls = {nodemap.norm_url(n.get("original", {}).get("url") or n["locked"].get("url") or "") for n in lock["nodes"].values()}
+    urls = {nodemap.norm_url(_pack_url(n)) for n in lock["nodes"].values()}
     return {c for u, classes in mgr.by_url.items() if nodemap.norm_url(u) in urls for c in classes}
+
+
+def _pack_url(n: Node) -> str:
+    """A node pack's URL: its git original's (as the user gave it), else the locked one."""
+    orig = n.get("original")
+    return (orig["url"] if orig and orig["type"] == "git" else "") or n["locked"].get("url") or ""
 
 
 # -- all ---------------------------------------------------------------------
