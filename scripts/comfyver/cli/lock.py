@@ -9,6 +9,7 @@ import sys
 from comfyver.base import project
 from comfyver.base.errors import UsageError
 from comfyver.lock import versions
+from comfyver.lock.check import ProblemRow
 from comfyver.lock.pipeline import LockProblems, lock_version, pairs
 from comfyver.sources import resolve
 
@@ -104,7 +105,7 @@ def run(args) -> int:
     return 0
 
 
-def _print_problems(vid: str, problems: list[dict]) -> None:
+def _print_problems(vid: str, problems: list[ProblemRow]) -> None:
     from rich.table import Table
 
     from comfyver.base import ui

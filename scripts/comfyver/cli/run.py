@@ -45,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--into", type=Path, default=None, metavar="DIR", help="(start form) realized folder to run")
     p.set_defaults(comfy_args=[])
-    p.parse_known_args = _after_dashdash(p.parse_known_args)
+    # this subparser's own parse_known_args (argparse calls it for the `run` words): an override of one instance
+    p.parse_known_args = _after_dashdash(p.parse_known_args)  # type: ignore[method-assign]
 
 
 def _after_dashdash(parse):

@@ -126,7 +126,7 @@ def cmd_add_node(args) -> int:
     else:
         lk = entry["locked"]
         out.print(f"{T(args.id)}: node [bold]{T(name)}[/] "
-                  + T(f"-> {_short(lk.get('rev') or lk.get('version'))}  {lk['hash']}"))
+                  + T(f"-> {_short(lk['rev'] if lk['type'] == 'git' else lk.get('version'))}  {lk['hash']}"))
     return 0
 
 
@@ -206,7 +206,7 @@ def cmd_show(args) -> int:
     for name, n in d["nodes"].items():
         o, lk = n["original"], n["locked"]
         asked = f"{o.get('url', o.get('id'))} @ {o.get('ref', o.get('version', ''))}"
-        t.add_row(T(name), T(asked), T(_short(lk.get("rev") or lk.get("version"))), T(lk["hash"]))
+        t.add_row(T(name), T(asked), T(_short(lk["rev"] if lk["type"] == "git" else lk.get("version"))), T(lk["hash"]))
     out.print(t)
     t = Table("model", "source", "sha256", "size", title="models")
     for path, m in d["models"].items():

@@ -72,7 +72,7 @@ class Bridge:
             job.status = "IN_PROGRESS"
             status, output, error = jobclient.outcome(self._follow(job))
             if status == "COMPLETED":
-                job.outputs = self._save(job, output or {})
+                job.outputs = self._save(job, output if isinstance(output, dict) else {})
             elif error:
                 job.error = web.redact(jobclient.describe_error(error))
                 job.node_id = error.get("node_id") if isinstance(error, dict) else None
@@ -98,7 +98,7 @@ class Bridge:
             out = state.get("output")
             if status == "IN_PROGRESS" and isinstance(out, dict):
                 prog = jobclient.parse_progress(out)
-                event = {"node": str(out["node_id"]) if out.get("node_id") is not None else None}
+                event: dict[str, object] = {"node": str(out["node_id"]) if out.get("node_id") is not None else None}
                 if prog and prog.total:
                     event.update(value=prog.completed, max=prog.total)
                 if not job.events or job.events[-1] != event:
