@@ -469,3 +469,57 @@ def _manager_file(save_path: str) -> str:
     unique = [n for n in names if sum(e["filename"] == n for e in entries) == 1]
     assert unique, f"the model list has no {save_path} file"
     return unique[0]
+
+
+def test_an_aux_id_names_a_github_repository_and_nothing_else():
+    """nodemap.aux_id_url: `owner/repo` is that GitHub repository; a path, `..`, a URL or a blank is no evidence."""
+    assert nodemap.aux_id_url("rgthree/rgthree-comfy") == "https://github.com/rgthree/rgthree-comfy"
+    assert nodemap.aux_id_url("o.k/re_po-1.x") == "https://github.com/o.k/re_po-1.x"
+    for bad in (None, "", "../..", "owner/..", "./repo", "a/b/c", "https://github.com/a/b", "owner repo/x", "repo"):
+        assert nodemap.aux_id_url(bad) is None, bad
+
+
+def test_a_cnr_id_takes_a_release_from_the_registry_and_a_commit_from_the_repository():
+    """nodemap.cnr_pack: a saved release version is the registry's; a saved commit (or none) is the repository's
+    where ComfyUI-Manager knows it; else the registry's latest (a commit the registry cannot serve is dropped)."""
+    url, commit = "https://github.com/ltdrdata/ComfyUI-Impact-Pack", "a" * 40
+    assert nodemap.cnr_pack("ComfyUI-Impact-Pack", "8.8.1", url) == nodemap.Pack(
+        "comfyui-impact-pack", None, "ComfyUI-Impact-Pack", "8.8.1")
+    assert nodemap.cnr_pack("ComfyUI-Impact-Pack", commit, url) == nodemap.Pack(
+        "comfyui-impact-pack", url, "ComfyUI-Impact-Pack", commit)
+    assert nodemap.cnr_pack("ComfyUI-Impact-Pack", None, url).version is None
+    assert nodemap.cnr_pack("ComfyUI-Impact-Pack", commit, None) == nodemap.Pack(
+        "comfyui-impact-pack", None, "ComfyUI-Impact-Pack", None)
+
+
+def test_preemptions_decide_only_when_one_pack_claims_the_class():
+    """nodemap.preempting: among several listers the one whose `preemptions` claim the class; claimers that list
+    it count first; two claimers (or none) decide nothing."""
+    a, b, c = "https://github.com/x/a", "https://github.com/x/b", "https://github.com/x/c"
+    assert nodemap.preempting([a, b], [b]) == b
+    assert nodemap.preempting([a, b], [b, c]) == b       # c claims it but does not list it
+    assert nodemap.preempting([a, b], [c]) == c          # no lister claims it: the one claimer
+    assert nodemap.preempting([a, b], [a, b]) is None
+    assert nodemap.preempting([a, b], []) is None
+
+
+def test_the_evidence_order_of_decide():
+    """NodeMap.decide takes the first step that decides, in docs/lock.md's order: what you gave (overrides.json,
+    --choose, the lock, the locked core) before the node's properties, those before ComfyUI-Manager's node map."""
+    mgr = nodemap.ManagerData()
+    mgr.exact = {"C": ["https://github.com/x/listed-pack"]}
+    override = nodemap.Pack("mine", "https://github.com/me/mine")
+    locked = {"locked-pack": {"original": {"type": "git", "url": "https://github.com/x/locked-pack"},
+                              "locked": {"url": "https://github.com/x/locked-pack"}, "provides": ["C"]}}
+
+    def via(**kw):
+        return nodemap.NodeMap(manager_data=mgr, **kw).decide("C", cnr_id="some-pack", ver="1.0.0").via
+
+    assert via(core_classes={"C": []}, overrides={"C": override}, choices={"C": "listed-pack"}, locked_nodes=locked) \
+        == "override"
+    assert via(core_classes={"C": []}, choices={"C": "listed-pack"}, locked_nodes=locked) == "choice"
+    assert via(core_classes={"C": []}, locked_nodes=locked) == "lock"
+    assert via(core_classes={"C": []}) == "core-scan"
+    assert via(core_classes={}) == "cnr_id"
+    assert nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("C").via == "manager"
+    assert nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("Note").status == "virtual"

@@ -222,6 +222,38 @@ class ClassResult:
     why: str = ""
 
 
+@dataclass(frozen=True)
+class NodeEvidence:
+    """What one workflow node says about its class: the class, its properties' cnr_id / aux_id / ver, and the
+    lowercased keys of its workflow's `extra.node_versions`."""
+    class_type: str
+    cnr_id: str | None = None
+    aux_id: str | None = None
+    ver: str | None = None
+    saved: Collection[str] = frozenset()
+
+    @property
+    def at_ver(self) -> str:
+        return f" at {self.ver}" if self.ver else ""
+
+
+@dataclass(frozen=True)
+class ManagerListing:
+    """ComfyUI-Manager's candidates for one class, ComfyUI's own repository set apart (the core is no pack)."""
+    exact: list[str]        # packs whose extension-node-map entry lists the class, in the map's order
+    owners: list[str]       # packs whose nodename_pattern matches it
+    core: bool              # ComfyUI's repository lists it
+
+    @property
+    def candidates(self) -> list[str]:
+        return list(dict.fromkeys(self.exact + self.owners))
+
+    @property
+    def others(self) -> list[str]:
+        """Pattern owners besides the one exact lister: claims looser than its exact listing."""
+        return [u for u in self.owners if self.exact and norm_url(u) != norm_url(self.exact[0])]
+
+
 def pack_name_for_url(url: str) -> str:
     """A node's lock name from its repository: the repository name, lowercased (the registry's convention)."""
     return gitsource.node_name_for_url(url) or "node"  # the one rule, shared with `--node URL`
@@ -266,113 +298,205 @@ class NodeMap:
                 if pack_name_for_url(u) in saved or ids.get(norm_url(u), "\0") in saved]
         return hits[0] if len(hits) == 1 else None
 
+    def _named(self, urls: list[str]) -> list[str]:
+        """Candidates as the report lists them: "<lock name> <url>" (the name the lock would give each)."""
+        return [self._url_pack(u).name + " " + u for u in urls]
+
+    def _listing(self, class_type: str) -> ManagerListing:
+        """ComfyUI-Manager's exact listers and pattern owners of a class, ComfyUI's own repository set apart."""
+        urls = self.mgr.exact.get(class_type, [])
+        return ManagerListing(exact=[u for u in urls if norm_url(u) not in CORE_URLS],
+                              owners=[u for u in self.mgr.pattern_owners(class_type) if norm_url(u) not in CORE_URLS],
+                              core=any(norm_url(u) in CORE_URLS for u in urls))
+
     def decide(self, class_type: str, cnr_id: str | None = None, aux_id: str | None = None,
                ver: str | None = None, saved: Collection[str] = frozenset()) -> ClassResult:
-        """Which pack provides `class_type`, and the evidence (`why`). `saved`: the lowercased keys of the
-        workflow's `extra.node_versions`, which break a tie among ComfyUI-Manager's candidates."""
-        if class_type in VIRTUAL_CLASSES:
-            return ClassResult(class_type, "virtual", "frontend")
-        if class_type in self.overrides:
-            return ClassResult(class_type, "pack", "override", self.overrides[class_type],
-                               why="versions/<id>/overrides.json names it")
-        if class_type in self.choices:
-            name = self.choices[class_type]
-            url = self.locked_urls.get(name) or next(
-                (u for u in self.mgr.exact.get(class_type, []) + self.mgr.pattern_owners(class_type)
-                 if pack_name_for_url(u) == name), None)
-            if url is None and name not in self.locked_urls:
-                return ClassResult(class_type, "unresolved", "choice",
-                                   why=f"the choice {name!r} is neither a locked node nor a known provider of it")
-            return ClassResult(class_type, "pack", "choice", Pack(name, url), why=f"chosen: {name} (--choose)")
-        if len(self.locked.get(class_type, [])) == 1:
-            name = self.locked[class_type][0]
-            return ClassResult(class_type, "pack", "lock", Pack(name, self.locked_urls.get(name)),
-                               why=f"the locked node {name} provides it")
-        if len(self.locked.get(class_type, [])) > 1:
-            return ClassResult(class_type, "ambiguous", "lock", candidates=sorted(self.locked[class_type]),
+        """Which pack provides `class_type`, and the evidence (`why`): the first step that decides, in the order
+        docs/lock.md gives. `saved`: the lowercased keys of the workflow's `extra.node_versions`, which break a tie
+        among ComfyUI-Manager's candidates."""
+        node = NodeEvidence(class_type, cnr_id, aux_id, ver, saved)
+        # what you gave (overrides.json, --choose, the lock, the locked core), then the node's own properties
+        for step in (self._frontend, self._override, self._choice, self._locked, self._core_scan,
+                     self._core_cnr_id, self._aux_id, self._cnr_id):
+            if (found := step(node)) is not None:
+                return found
+        # ComfyUI-Manager's node map: the workflow's extra.node_versions among its candidates first
+        listing = self._listing(class_type)
+        for listed in (self._listed_core, self._node_versions, self._several_listers, self._bundle_copy,
+                       self._unique_lister):
+            if (found := listed(node, listing)) is not None:
+                return found
+        # name patterns, then the Comfy Registry; else nothing decides
+        return self._name_patterns(node) or self._registry(node) or self._unresolved(node)
+
+    def _frontend(self, node: NodeEvidence) -> ClassResult | None:
+        """A class the frontend draws and runs itself (a note, a reroute) is no pack's: it needs nothing."""
+        return ClassResult(node.class_type, "virtual", "frontend") if node.class_type in VIRTUAL_CLASSES else None
+
+    def _override(self, node: NodeEvidence) -> ClassResult | None:
+        """versions/<id>/overrides.json names the pack: the user's file beats every other evidence."""
+        if node.class_type not in self.overrides:
+            return None
+        return ClassResult(node.class_type, "pack", "override", self.overrides[node.class_type],
+                           why="versions/<id>/overrides.json names it")
+
+    def _choice(self, node: NodeEvidence) -> ClassResult | None:
+        """`--choose C=N`: N, a locked node or a pack that lists C or whose pattern matches it; else unresolved."""
+        if node.class_type not in self.choices:
+            return None
+        c, name = node.class_type, self.choices[node.class_type]
+        url = self.locked_urls.get(name) or next(
+            (u for u in self.mgr.exact.get(c, []) + self.mgr.pattern_owners(c) if pack_name_for_url(u) == name), None)
+        if url is None and name not in self.locked_urls:
+            return ClassResult(c, "unresolved", "choice",
+                               why=f"the choice {name!r} is neither a locked node nor a known provider of it")
+        return ClassResult(c, "pack", "choice", Pack(name, url), why=f"chosen: {name} (--choose)")
+
+    def _locked(self, node: NodeEvidence) -> ClassResult | None:
+        """A class one locked node provides is that node's; several locked providers are a tie for the user."""
+        names = self.locked.get(node.class_type, [])
+        if len(names) == 1:
+            return ClassResult(node.class_type, "pack", "lock", Pack(names[0], self.locked_urls.get(names[0])),
+                               why=f"the locked node {names[0]} provides it")
+        if len(names) > 1:
+            return ClassResult(node.class_type, "ambiguous", "lock", candidates=sorted(names),
                                why="several locked nodes provide it")
-        if self.core is not None and class_type in self.core:
-            return ClassResult(class_type, "core", "core-scan")
-        if cnr_id == CORE_PACK:
-            if self.core is None:
-                return ClassResult(class_type, "core", "cnr_id")
-            return ClassResult(class_type, "unresolved", "cnr_id",
-                               why=f"built into ComfyUI {ver or '(newer)'} but not in the locked core",
-                               candidates=[])
-        if (aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id)
-                and not set(aux_id.split("/")) & {".", ".."}):
-            url = f"https://github.com/{aux_id}"
-            return ClassResult(class_type, "pack", "aux_id", self._url_pack(url, ver),
-                               why=f"the workflow's node says aux_id {aux_id}" + (f" at {ver}" if ver else ""))
-        if cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", cnr_id):
-            url = self.mgr.url_for_id(cnr_id)
-            why = f"the workflow's node says cnr_id {cnr_id}" + (f" at {ver}" if ver else "")
-            if ver and not HEX40.match(ver):
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, ver), why=why)
-            if url:
-                return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), url, cnr_id, ver), why=why)
-            return ClassResult(class_type, "pack", "cnr_id", Pack(cnr_id.lower(), None, cnr_id, None), why=why)
-        urls = self.mgr.exact.get(class_type, [])
-        core_urls = [u for u in urls if norm_url(u) in CORE_URLS]
-        if core_urls and self.core is None:
-            return ClassResult(class_type, "core", "manager")
-        urls = [u for u in urls if norm_url(u) not in CORE_URLS]
-        owners = [u for u in self.mgr.pattern_owners(class_type) if norm_url(u) not in CORE_URLS]
-        cands = list(dict.fromkeys(urls + owners))
-        if len(cands) > 1 and (hit := self._saved_pick(cands, saved)):  # the workflow's own evidence first
-            return ClassResult(class_type, "pack", "node_versions", self._url_pack(hit),
-                               candidates=[self._url_pack(u).name + " " + u for u in cands],
-                               why=f"the workflow's extra.node_versions names {self._url_pack(hit).name}, one of "
-                                   f"{len(cands)} candidates")
-        if len(urls) > 1:
-            pre = [u for u in self.mgr.preempt.get(class_type, []) if u in urls] or self.mgr.preempt.get(class_type, [])
-            if len(pre) == 1:
-                return ClassResult(class_type, "pack", "manager-preemption", self._url_pack(pre[0]),
-                                   candidates=[self._url_pack(u).name + " " + u for u in urls],
-                                   why=f"{len(urls)} packs in ComfyUI-Manager's node map list it; "
-                                       f"{self._url_pack(pre[0]).name} claims it (preemptions)")
-            return ClassResult(class_type, "ambiguous", "manager",
-                               candidates=[self._url_pack(u).name + " " + u for u in urls],
-                               why=f"{len(urls)} packs in ComfyUI-Manager's node map provide it")
-        others = [u for u in owners if urls and norm_url(u) != norm_url(urls[0])]
-        if (len(urls) == 1 and len(others) == 1 and carries_name(others[0], class_type)
-                and not carries_name(urls[0], class_type)):
-            # a bundle's copy: the class carries the name of the pack whose pattern it matches (`Seed (rgthree)`)
-            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(others[0]),
-                               candidates=[self._url_pack(u).name + " " + u for u in urls + others],
-                               why=f"its name carries {self._url_pack(others[0]).name}'s name and matches its pattern "
-                                   f"{self._patterns_of(others[0], class_type)} (the owner), although {urls[0]} also "
-                                   "lists it (a bundle)")
-        if len(urls) == 1:
-            name = self._url_pack(urls[0]).name
-            return ClassResult(class_type, "pack", "manager", self._url_pack(urls[0]),
-                               candidates=[self._url_pack(u).name + " " + u for u in urls + others] if others else [],
-                               why=f"ComfyUI-Manager's node map lists it for {name} only (a unique exact match"
-                                   + ("; it beats the looser name pattern(s) "
-                                      + ", ".join(f"{self._patterns_of(u, class_type)} of {self._url_pack(u).name}"
-                                                  for u in others) if others else "") + ")")
-        pats = [u for rx, u in self.mgr.patterns if rx.search(class_type)]
+        return None
+
+    def _core_scan(self, node: NodeEvidence) -> ClassResult | None:
+        """A class the locked core's source registers is built in."""
+        if self.core is None or node.class_type not in self.core:
+            return None
+        return ClassResult(node.class_type, "core", "core-scan")
+
+    def _core_cnr_id(self, node: NodeEvidence) -> ClassResult | None:
+        """`cnr_id: comfy-core` is built in; where the locked core was scanned and lacks it, a newer core's: unresolved."""
+        if node.cnr_id != CORE_PACK:
+            return None
+        if self.core is None:
+            return ClassResult(node.class_type, "core", "cnr_id")
+        return ClassResult(node.class_type, "unresolved", "cnr_id",
+                           why=f"built into ComfyUI {node.ver or '(newer)'} but not in the locked core", candidates=[])
+
+    def _aux_id(self, node: NodeEvidence) -> ClassResult | None:
+        """`aux_id: owner/repo`: that GitHub repository (the lock's node of that URL if there is one), at `ver`."""
+        url = aux_id_url(node.aux_id)
+        if url is None:
+            return None
+        return ClassResult(node.class_type, "pack", "aux_id", self._url_pack(url, node.ver),
+                           why=f"the workflow's node says aux_id {node.aux_id}" + node.at_ver)
+
+    def _cnr_id(self, node: NodeEvidence) -> ClassResult | None:
+        """`cnr_id: <registry id>`: that pack, at the saved version (cnr_pack says from where)."""
+        if not (node.cnr_id and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", node.cnr_id)):
+            return None
+        return ClassResult(node.class_type, "pack", "cnr_id", cnr_pack(node.cnr_id, node.ver, self.mgr.url_for_id(node.cnr_id)),
+                           why=f"the workflow's node says cnr_id {node.cnr_id}" + node.at_ver)
+
+    def _listed_core(self, node: NodeEvidence, listing: ManagerListing) -> ClassResult | None:
+        """ComfyUI's own repository lists it and no core was scanned: built in, on the node map's word."""
+        return ClassResult(node.class_type, "core", "manager") if listing.core and self.core is None else None
+
+    def _node_versions(self, node: NodeEvidence, listing: ManagerListing) -> ClassResult | None:
+        """Several candidates, and the workflow's extra.node_versions names exactly one: the workflow's own evidence."""
+        cands = listing.candidates
+        if not (len(cands) > 1 and (hit := self._saved_pick(cands, node.saved))):
+            return None
+        return ClassResult(node.class_type, "pack", "node_versions", self._url_pack(hit), candidates=self._named(cands),
+                           why=f"the workflow's extra.node_versions names {self._url_pack(hit).name}, one of "
+                               f"{len(cands)} candidates")
+
+    def _several_listers(self, node: NodeEvidence, listing: ManagerListing) -> ClassResult | None:
+        """Several packs list it exactly: the one that claims it (preemptions) wins, else a tie for the user."""
+        urls = listing.exact
+        if len(urls) <= 1:
+            return None
+        pre = preempting(urls, self.mgr.preempt.get(node.class_type, []))
+        if pre is not None:
+            return ClassResult(node.class_type, "pack", "manager-preemption", self._url_pack(pre),
+                               candidates=self._named(urls),
+                               why=f"{len(urls)} packs in ComfyUI-Manager's node map list it; "
+                                   f"{self._url_pack(pre).name} claims it (preemptions)")
+        return ClassResult(node.class_type, "ambiguous", "manager", candidates=self._named(urls),
+                           why=f"{len(urls)} packs in ComfyUI-Manager's node map provide it")
+
+    def _bundle_copy(self, node: NodeEvidence, listing: ManagerListing) -> ClassResult | None:
+        """One pack lists it, but it carries the name of another whose pattern matches it (`Seed (rgthree)`): a
+        bundle's copy, so the pattern's owner wins."""
+        urls, others, c = listing.exact, listing.others, node.class_type
+        if not (len(urls) == 1 and len(others) == 1 and carries_name(others[0], c) and not carries_name(urls[0], c)):
+            return None
+        return ClassResult(c, "pack", "manager-pattern", self._url_pack(others[0]), candidates=self._named(urls + others),
+                           why=f"its name carries {self._url_pack(others[0]).name}'s name and matches its pattern "
+                               f"{self._patterns_of(others[0], c)} (the owner), although {urls[0]} also lists it (a bundle)")
+
+    def _unique_lister(self, node: NodeEvidence, listing: ManagerListing) -> ClassResult | None:
+        """Exactly one pack lists it: that one (a unique exact match beats other packs' looser name patterns)."""
+        urls, others, c = listing.exact, listing.others, node.class_type
+        if len(urls) != 1:
+            return None
+        beats = ("; it beats the looser name pattern(s) "
+                 + ", ".join(f"{self._patterns_of(u, c)} of {self._url_pack(u).name}" for u in others)) if others else ""
+        return ClassResult(c, "pack", "manager", self._url_pack(urls[0]),
+                           candidates=self._named(urls + others) if others else [],
+                           why=f"ComfyUI-Manager's node map lists it for {self._url_pack(urls[0]).name} only "
+                               f"(a unique exact match{beats})")
+
+    def _name_patterns(self, node: NodeEvidence) -> ClassResult | None:
+        """No pack lists it: the one pack whose nodename_pattern matches it; several patterns are a tie."""
+        pats = [u for rx, u in self.mgr.patterns if rx.search(node.class_type)]
         if len(set(pats)) == 1:
-            return ClassResult(class_type, "pack", "manager-pattern", self._url_pack(pats[0]),
+            return ClassResult(node.class_type, "pack", "manager-pattern", self._url_pack(pats[0]),
                                why=f"its name matches only {self._url_pack(pats[0]).name}'s name pattern "
-                                   f"{self._patterns_of(pats[0], class_type)} (no pack lists it exactly)")
+                                   f"{self._patterns_of(pats[0], node.class_type)} (no pack lists it exactly)")
         if len(set(pats)) > 1:
-            return ClassResult(class_type, "ambiguous", "manager-pattern",
+            return ClassResult(node.class_type, "ambiguous", "manager-pattern",
                                candidates=sorted({self._url_pack(u).name + " " + u for u in pats}),
                                why="several packs' name patterns match it")
-        if self.registry:
-            try:
-                reg = registry_lookup(class_type)
-            except ComfyverError as exc:
-                return ClassResult(class_type, "unresolved", why=f"Comfy Registry lookup failed: {exc.message}")
-            if reg:
-                why = f"the Comfy Registry says {reg['id']} provides it"
-                if reg["repository"]:
-                    p = self._url_pack(reg["repository"])
-                    return ClassResult(class_type, "pack", "registry", Pack(reg["id"].lower(), p.url, reg["id"]), why=why)
-                return ClassResult(class_type, "pack", "registry", Pack(reg["id"].lower(), None, reg["id"]), why=why)
+        return None
+
+    def _registry(self, node: NodeEvidence) -> ClassResult | None:
+        """The Comfy Registry's pack for the class (only when asked to look there); a failed lookup says so."""
+        if not self.registry:
+            return None
+        try:
+            reg = registry_lookup(node.class_type)
+        except ComfyverError as exc:
+            return ClassResult(node.class_type, "unresolved", why=f"Comfy Registry lookup failed: {exc.message}")
+        if not reg:
+            return None
+        url = self._url_pack(reg["repository"]).url if reg["repository"] else None
+        return ClassResult(node.class_type, "pack", "registry", Pack(reg["id"].lower(), url, reg["id"]),
+                           why=f"the Comfy Registry says {reg['id']} provides it")
+
+    def _unresolved(self, node: NodeEvidence) -> ClassResult:
+        """Nothing decided: unresolved, naming where it was looked for."""
         where = "the locked core, ComfyUI-Manager's node map" + (" or the Comfy Registry" if self.registry else "")
-        return ClassResult(class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
+        return ClassResult(node.class_type, "unresolved", why=f"no pack found in the workflow's metadata, {where}")
+
+
+def aux_id_url(aux_id: str | None) -> str | None:
+    """The GitHub repository a node's `aux_id` names (`owner/repo`); None for anything else (a path, `..`)."""
+    if (aux_id and re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", aux_id)
+            and not set(aux_id.split("/")) & {".", ".."}):
+        return f"https://github.com/{aux_id}"
+    return None
+
+
+def cnr_pack(cnr_id: str, ver: str | None, url: str | None) -> Pack:
+    """The pack a node's `cnr_id` names: a release version comes from the registry; a commit (or no version) from
+    the pack's repository where it is known; else the registry's latest."""
+    if ver and not HEX40.match(ver):
+        return Pack(cnr_id.lower(), None, cnr_id, ver)
+    if url:
+        return Pack(cnr_id.lower(), url, cnr_id, ver)
+    return Pack(cnr_id.lower(), None, cnr_id, None)
+
+
+def preempting(listers: list[str], claimers: list[str]) -> str | None:
+    """The one pack whose `preemptions` claim a class (claimers that also list it first); None unless exactly one."""
+    pre = [u for u in claimers if u in listers] or claimers
+    return pre[0] if len(pre) == 1 else None
 
 
 # words too common to say a class belongs to a pack whose name is only that word (ComfyUI-Image, comfy-utils)
