@@ -287,13 +287,13 @@ def test_deploy_warns_when_the_endpoints_volume_lacks_a_model(proj, dcs, capsys)
     small = proj.model_bytes[SMALL]
     dcs["eu"].client().put_object(Bucket="vol1eu", Key=f"models/sha256/{sha(small)}", Body=small,
                                   Metadata={"sha256": sha(small)})
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", image, "--endpoint", "ep42"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", image, "--endpoint", "ep42"])
     err = capsys.readouterr().err
     assert rc == 0
     assert f"runpod://vol1eu (EU-RO-1) lacks 1 model(s) of version {proj.vid}: {BIG}" in err
     assert f"comfyver models sync {proj.vid} --to runpod://vol1eu" in err
     assert cli(capsys, proj, "sync", proj.vid, "--to", "runpod://vol1eu")[0] == 0
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", image, "--endpoint", "ep42", "--json"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", image, "--endpoint", "ep42", "--json"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["warnings"] == []
 
 
@@ -301,7 +301,7 @@ def test_deploy_says_when_the_volume_cannot_be_checked(proj, dcs, capsys, monkey
     monkeypatch.delenv("RUNPOD_S3_SECRET_KEY")
     dcs["rest"].routes["/v1/endpoints/ep42"] = {"id": "ep42", "templateId": "tpl9", "networkVolumeId": "vol1eu"}
     dcs["rest"].routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
     err = capsys.readouterr().err
     assert rc == 0 and "could not check runpod://vol1eu for the version's models" in err and "RUNPOD_S3_" in err
 
@@ -310,7 +310,7 @@ def test_deploy_says_when_the_volume_cannot_be_checked(proj, dcs, capsys, monkey
 def test_deploy_survives_a_junk_volume_id_from_runpod(proj, dcs, capsys):
     dcs["rest"].routes["/v1/endpoints/ep42"] = {"id": "ep42", "templateId": "tpl9", "networkVolumeId": 123}
     dcs["rest"].routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
     out, err = capsys.readouterr()
     assert rc == 0 and "now runs ghcr.io/acme/comfyui:v1" in out and "could not check" in err
 
