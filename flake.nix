@@ -30,7 +30,7 @@
 
   # Every folder in versions/ with a version.json (git-tracked: a flake sees
   # nothing else) becomes version-<id>, models-<id>, image-<id>,
-  # image-<id>-with-models and devShells.<id>. flake.nix only wires; the
+  # image-<id>-with-models, devShells.<id> (no models) and devShells.<id>-with-models. flake.nix only wires; the
   # functions live in nix/.
   outputs = { self, nixpkgs, pyproject-nix, uv2nix, pyproject-build-systems }:
     let
@@ -65,6 +65,12 @@
           inherit id lock venv;
           sources = src;
           models = modelsTree;
+        };
+        # devShells.<id>: the same without models (they come from the model store, shell.nix)
+        shellTree = comfyui.tree {
+          inherit id lock venv;
+          sources = src;
+          models = null;
         };
         # image-<id>[-with-models]: the same plus bin/comfyui-handler, on flattened envs (image.nix)
         worker = workers.${python.pythonAttr id lock.python.requires};
@@ -121,7 +127,11 @@
       checks.${system} = perVersion checksFor;
 
       devShells.${system} =
-        perVersion (id: v: [ (lib.nameValuePair id (shell.version { inherit id comfyver; inherit (v) tree venv; })) ])
+        perVersion (id: v: [
+          (lib.nameValuePair id (shell.version { inherit id; inherit (v) venv; tree = v.shellTree; comfyver = v.worker; }))
+          (lib.nameValuePair "${id}-with-models"
+            (shell.version { inherit id; inherit (v) tree venv; comfyver = v.worker; withModels = true; }))
+        ])
         // { default = shell.default { python = pkgs.python312 or pkgs.python311; }; };
 
       apps.${system}.comfyver = {

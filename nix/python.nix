@@ -174,7 +174,10 @@ let
     lib.genAttrs present patched;
 
   # The version's Python project alone (pyproject.toml + uv.lock, the project named `comfyver-version` in every
-  # version): what the env is built from, so a node, model or docs change leaves the env's store paths as they are.
+  # version): the root project's source, so a node, model or docs change leaves the env's store paths as they
+  # are. uv2nix reads the two files from the version folder itself (mkEnv's workspaceRoot): `nix flake check
+  # --no-build` evaluates with a read-only store, where this filtered copy is computed but never written, so
+  # reading it failed ("path ... is not valid") on any machine that had not built the version before.
   projectSource = dir: builtins.path {
     path = dir;
     name = "comfyver-version-python";
@@ -182,7 +185,9 @@ let
   };
 
   # A venv from a uv workspace by uv2nix (wheels preferred), with build-system-pkgs and wheelOverrides.
-  mkEnv = { name, workspaceRoot, python, overrides }:
+  # workspaceRoot: where uv2nix reads pyproject.toml and uv.lock; src: the root project's source when it
+  # should be another copy of them (projectSource).
+  mkEnv = { name, workspaceRoot, python, overrides, src ? null, project ? "comfyver-version" }:
     let
       workspace = uv2nix.lib.workspace.loadWorkspace { inherit workspaceRoot; };
       pythonSet = (pkgs.callPackage pyproject-nix.build.packages { inherit python; }).overrideScope (
@@ -190,6 +195,9 @@ let
           pyproject-build-systems.overlays.default
           (workspace.mkPyprojectOverlay { sourcePreference = "wheel"; })
           (wheelOverrides overrides)
+          (final: prev: lib.optionalAttrs (src != null) {
+            ${project} = prev.${project}.overrideAttrs (_: { inherit src; });
+          })
         ]);
     in
     (pythonSet.mkVirtualEnv name workspace.deps.default).overrideAttrs (old: {
@@ -211,7 +219,8 @@ let
         graph = lockGraph { uvLockText = builtins.readFile (dir + "/uv.lock"); root = "comfyver-version"; };
         envs = lib.genAttrs interpreterAttrs (attr: mkEnv {
           name = "comfyui-env";
-          workspaceRoot = projectSource dir;
+          workspaceRoot = dir;
+          src = projectSource dir;
           python = pkgs.${attr};
           overrides = { inherit graph; };
         });
@@ -262,8 +271,9 @@ let
     if builtins.pathExists (root + "/uv.lock") then
       mkEnv {
         name = "comfyver-env";
-        workspaceRoot = src;
-        inherit python;
+        workspaceRoot = root;  # read here; built from `src` (see projectSource)
+        project = "comfyver";
+        inherit python src;
         # the worker links no CUDA library: only the driver's may be missing (runpod's gpu_test)
         overrides = { graph = lockGraph { uvLockText = builtins.readFile (root + "/uv.lock"); root = "comfyver"; }; cuda = false; };
       }
