@@ -29,9 +29,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -81,9 +82,9 @@ def read_image(path: Path) -> dict:
     return {"name": Path(path).name, "image": base64.b64encode(data).decode()}
 
 
-def build_input(workflow: Path, images: list[Path] = (), sets: list[str] = (), output_mode: str | None = None,
-                version_id: str | None = None) -> dict:
-    job = {"workflow": read_workflow(workflow)}
+def build_input(workflow: Path, images: Sequence[Path] = (), sets: Sequence[str] = (), output_mode: str | None = None,
+                version_id: str | None = None) -> dict[str, Any]:
+    job: dict[str, Any] = {"workflow": read_workflow(workflow)}
     if version_id:
         job["version_id"] = version_id  # the worker refuses a job meant for another version
     if images:
@@ -149,7 +150,7 @@ class RunPodBackend:
         self.endpoint_id = endpoint_id
         self.endpoint = runpod.Endpoint(endpoint_id, api_key=key)
         self.endpoint.rp_client.endpoint_url_base = os.environ.get("RUNPOD_ENDPOINT_BASE_URL", runpod.endpoint_url_base)
-        self.jobs = {}
+        self.jobs: dict[str, Any] = {}
 
     @property
     def where(self) -> str:
@@ -330,12 +331,13 @@ def save_output(entry: dict, dest: Path) -> None:
         _fetch_public(url, dest, what)
 
 
-def save_outputs(output: dict, out_dir: Path) -> list[dict]:
+def save_outputs(output: object, out_dir: Path) -> list[dict[str, Any]]:
     """Save every output of a finished job into `out_dir`, each under its own name (no output replaces
     another); returns [{node_id, kind, path, bytes}], one per output."""
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = output.get("outputs") if isinstance(output, dict) else None
-    saved, used = [], set()
+    saved: list[dict[str, Any]] = []
+    used: set[str] = set()
     for i, entry in enumerate(entries or []):
         if not isinstance(entry, dict):
             continue
