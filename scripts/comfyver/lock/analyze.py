@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from comfyver.base import uiworkflow
 from comfyver.base.errors import ComfyverError
@@ -451,48 +451,99 @@ def _place_by_manager(models: dict[str, dict[str, Any]], manager: nodemap_mod.Ma
         del models[key]
 
 
+@dataclass
+class _Decisions:
+    """Every class of the workflows, decided: the built-in ones, the packs (by lock name), the classes left
+    unresolved or ambiguous, and the notes said on the way. The entries are the report's (and --json's)."""
+    core: set[str] = field(default_factory=set)
+    packs: dict[str, dict[str, Any]] = field(default_factory=dict)       # node name -> Report.packs entry
+    unresolved: dict[str, dict[str, Any]] = field(default_factory=dict)  # class -> {why, candidates, workflows, active}
+    ambiguous: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class _Slot(NamedTuple):
+    """Where a used model is kept: its lock key, folder (None: not known) and file name there."""
+    key: str
+    folder: str | None
+    name: str
+
+
 def report(workflows: list[Workflow], nodemap: nodemap_mod.NodeMap, model_inputs: dict[str, list[tuple[str, str]]],
            manager: nodemap_mod.ManagerData | None = None) -> Report:
     """Decide every class with `nodemap`, collect every model with its best-known source."""
-    core: set[str] = set()
-    packs: dict[str, dict[str, Any]] = {}
-    unresolved: dict[str, dict[str, Any]] = {}
-    ambiguous: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
+    found = _Decisions()
     for wf in workflows:
-        saved = frozenset(k.lower() for k in wf.node_versions) - {nodemap_mod.CORE_PACK}
-        for u in wf.nodes:
-            r = nodemap.decide(u.class_type, u.cnr_id, u.aux_id, u.ver, saved=saved)
-            active = u.mode not in ("muted", "bypassed")
-            if r.status == "core":
-                core.add(u.class_type)
-            elif r.status == "pack" and (p := r.pack) is not None:
-                cur = packs.setdefault(p.name, {"name": p.name, "url": p.url, "registry_id": p.registry_id,
-                                                "version": p.version, "via": r.via, "classes": [], "active": False})
-                cur["url"] = cur["url"] or p.url
-                if p.version and cur["version"] and p.version != cur["version"] and cur["via"] not in ("override", "choice"):
-                    notes.append(f"node {p.name}: workflows were saved with different versions "
-                                 f"({cur['version']}, {p.version}); asking for the newest (latest)")
-                    cur["version"] = None
-                    cur["conflict"] = True
-                elif p.version and not cur["version"] and not cur.get("conflict"):
-                    cur["version"] = p.version
-                if u.class_type not in cur["classes"]:
-                    cur["classes"].append(u.class_type)
-                cur["active"] = cur["active"] or active
-                if r.why and u.class_type not in cur.setdefault("evidence", {}):  # every pick says why
-                    cur["evidence"][u.class_type] = r.why
-                    if r.candidates or r.via in ("manager-pattern", "node_versions"):  # others were possible
-                        notes.append(f"class {u.class_type}: picked {p.name}: {r.why}")
-            elif r.status in ("unresolved", "ambiguous"):
-                target = unresolved if r.status == "unresolved" else ambiguous
-                e = target.setdefault(u.class_type, {"why": r.why, "candidates": r.candidates, "workflows": [],
-                                                     "active": False})
-                if wf.path not in e["workflows"]:
-                    e["workflows"].append(wf.path)
-                e["active"] = e["active"] or active
-    _settle_ambiguous(workflows, nodemap, packs, ambiguous, notes)
-    _saved_versions(workflows, packs)
+        _decide_classes(wf, nodemap, found)
+    _settle_ambiguous(workflows, nodemap, found.packs, found.ambiguous, found.notes)
+    _saved_versions(workflows, found.packs)
+    models = _collect_models(workflows, model_inputs)
+    if manager is not None:
+        found.notes += _manager_missing(manager)
+        _place_by_manager(models, manager)
+        _sources_by_manager(models, manager)
+    return Report([w.path for w in workflows], sorted(found.core), dict(sorted(found.packs.items())),
+                  dict(sorted(models.items())), dict(sorted(found.unresolved.items())),
+                  dict(sorted(found.ambiguous.items())), sorted(set(found.notes)))
+
+
+def _decide_classes(wf: Workflow, nodemap: nodemap_mod.NodeMap, found: _Decisions) -> None:
+    """Each node's class decided by `nodemap` (with the workflow's `extra.node_versions` to break ties), filed as
+    built in, a pack's, or open (unresolved, ambiguous)."""
+    saved = frozenset(k.lower() for k in wf.node_versions) - {nodemap_mod.CORE_PACK}
+    for u in wf.nodes:
+        r = nodemap.decide(u.class_type, u.cnr_id, u.aux_id, u.ver, saved=saved)
+        active = u.mode not in ("muted", "bypassed")
+        if r.status == "core":
+            found.core.add(u.class_type)
+        elif r.status == "pack" and r.pack is not None:
+            _add_to_pack(found, u.class_type, r, r.pack, active)
+        elif r.status in ("unresolved", "ambiguous"):
+            _add_open(found.unresolved if r.status == "unresolved" else found.ambiguous, wf.path, u.class_type, r, active)
+
+
+def _add_to_pack(found: _Decisions, class_type: str, r: nodemap_mod.ClassResult, p: nodemap_mod.Pack,
+                 active: bool) -> None:
+    """A class decided for pack `p`: the pack's entry gains the class, its URL and version, and why (a pick where
+    others were possible is also a note)."""
+    cur = found.packs.setdefault(p.name, {"name": p.name, "url": p.url, "registry_id": p.registry_id,
+                                          "version": p.version, "via": r.via, "classes": [], "active": False})
+    cur["url"] = cur["url"] or p.url
+    _merge_version(cur, p, found.notes)
+    if class_type not in cur["classes"]:
+        cur["classes"].append(class_type)
+    cur["active"] = cur["active"] or active
+    if r.why and class_type not in cur.setdefault("evidence", {}):  # every pick says why
+        cur["evidence"][class_type] = r.why
+        if r.candidates or r.via in ("manager-pattern", "node_versions"):  # others were possible
+            found.notes.append(f"class {class_type}: picked {p.name}: {r.why}")
+
+
+def _merge_version(cur: dict[str, Any], p: nodemap_mod.Pack, notes: list[str]) -> None:
+    """Workflows saved with different versions of a pack ask for the newest (latest), saying so, unless the user
+    named the pack (overrides.json, --choose); else the first version saved is kept."""
+    if p.version and cur["version"] and p.version != cur["version"] and cur["via"] not in ("override", "choice"):
+        notes.append(f"node {p.name}: workflows were saved with different versions "
+                     f"({cur['version']}, {p.version}); asking for the newest (latest)")
+        cur["version"] = None
+        cur["conflict"] = True
+    elif p.version and not cur["version"] and not cur.get("conflict"):
+        cur["version"] = p.version
+
+
+def _add_open(target: dict[str, dict[str, Any]], workflow: str, class_type: str, r: nodemap_mod.ClassResult,
+              active: bool) -> None:
+    """A class nothing decided (unresolved, or a tie): listed once with the first why and candidates, and every
+    workflow that uses it; active when any use is."""
+    e = target.setdefault(class_type, {"why": r.why, "candidates": r.candidates, "workflows": [], "active": False})
+    if workflow not in e["workflows"]:
+        e["workflows"].append(workflow)
+    e["active"] = e["active"] or active
+
+
+def _collect_models(workflows: list[Workflow], model_inputs: dict[str, list[tuple[str, str]]]) -> dict[str, dict[str, Any]]:
+    """Every model the workflows use, by lock key, with who uses it, whether it is demanded, and the source the
+    workflow itself gives (its first, by file name or base name)."""
     models: dict[str, dict[str, Any]] = {}
     for wf in workflows:
         srcs: dict[str, ModelSource] = {}
@@ -501,38 +552,56 @@ def report(workflows: list[Workflow], nodemap: nodemap_mod.NodeMap, model_inputs
             srcs.setdefault(_base(s.name), s)
         for m in model_uses(wf, model_inputs):
             src = srcs.get(m.name) or srcs.get(_base(m.name))
-            folder = m.folder or (src.folder if src else None)
-            folder = placement.loader_folder(folder) if folder else None  # the folder the loader really lists
-            name = placement.file_name(folder, m.name) if folder else m.name.replace("\\", "/")
-            key = model_key(folder, name) if folder else f"?/{m.name}"
-            e = models.setdefault(key, {"folder": folder, "name": name, "used_by": [],
-                                        "active": False})
+            slot = _model_slot(m, src)
+            e = models.setdefault(slot.key, {"folder": slot.folder, "name": slot.name, "used_by": [], "active": False})
             e["used_by"].append(f"{m.workflow}#{m.node_id} {m.class_type}.{m.input or '?'}")
-            # a model only nodes ComfyUI will not run use (bypassed, muted, unconnected) is optional: not demanded
-            e["active"] = e["active"] or m.optional is None
-            if e["active"]:
-                e.pop("optional", None)
-            else:
-                e.setdefault("optional", m.optional)
+            _mark_optional(e, m)
             if src and src.url and "url" not in e:
                 e["url"] = src.url
                 e["source"] = "workflow"
             if src and src.sha256 and "sha256" not in e:
                 e["sha256"] = src.sha256
-    if manager is not None and not manager.found:
-        notes.append("no ComfyUI-Manager data was found (its extension-node-map.json, custom-node-list.json, "
-                     "model-list.json): classes and models are only looked up in the workflow, the locked sources "
-                     "and the Comfy Registry; set COMFYVER_MANAGER_DATA to a folder holding them")
-    if manager is not None:
-        _place_by_manager(models, manager)
-        for e in models.values():
-            if "url" not in e:
-                hits = manager.model_sources(e["name"], e["folder"])
-                if len(hits) == 1:
-                    e["url"] = hits[0]["url"]
-                    e["source"] = "comfyui-manager model-list"
-                elif hits:
-                    e["candidates"] = [f"{h['url']} ({h.get('name') or h.get('type')})" for h in hits]
-    return Report([w.path for w in workflows], sorted(core), dict(sorted(packs.items())),
-                  dict(sorted(models.items())), dict(sorted(unresolved.items())), dict(sorted(ambiguous.items())),
-                  sorted(set(notes)))
+    return models
+
+
+def _model_slot(m: ModelUse, src: ModelSource | None) -> _Slot:
+    """The folder the loader really lists (the input's, else the workflow's source's) and the file name there;
+    `?/<name>` where neither tells."""
+    folder = m.folder or (src.folder if src else None)
+    folder = placement.loader_folder(folder) if folder else None
+    if not folder:
+        return _Slot(f"?/{m.name}", folder, m.name.replace("\\", "/"))
+    name = placement.file_name(folder, m.name)
+    return _Slot(model_key(folder, name), folder, name)
+
+
+def _mark_optional(e: dict[str, Any], m: ModelUse) -> None:
+    """A model only nodes ComfyUI will not run use (bypassed, muted, unconnected) is optional: not demanded; one
+    active use makes it demanded."""
+    e["active"] = e["active"] or m.optional is None
+    if e["active"]:
+        e.pop("optional", None)
+    else:
+        e.setdefault("optional", m.optional)
+
+
+def _manager_missing(manager: nodemap_mod.ManagerData) -> list[str]:
+    """The note that ComfyUI-Manager's data was not found, so classes and models were looked up in fewer places."""
+    if manager.found:
+        return []
+    return ["no ComfyUI-Manager data was found (its extension-node-map.json, custom-node-list.json, "
+            "model-list.json): classes and models are only looked up in the workflow, the locked sources "
+            "and the Comfy Registry; set COMFYVER_MANAGER_DATA to a folder holding them"]
+
+
+def _sources_by_manager(models: dict[str, dict[str, Any]], manager: nodemap_mod.ManagerData) -> None:
+    """A model the workflow gives no URL for takes ComfyUI-Manager's model list's, if it has exactly one; several
+    are listed as candidates, never picked."""
+    for e in models.values():
+        if "url" not in e:
+            hits = manager.model_sources(e["name"], e["folder"])
+            if len(hits) == 1:
+                e["url"] = hits[0]["url"]
+                e["source"] = "comfyui-manager model-list"
+            elif hits:
+                e["candidates"] = [f"{h['url']} ({h.get('name') or h.get('type')})" for h in hits]
