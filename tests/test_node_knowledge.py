@@ -523,3 +523,29 @@ def test_the_evidence_order_of_decide():
     assert via(core_classes={}) == "cnr_id"
     assert nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("C").via == "manager"
     assert nodemap.NodeMap(core_classes={}, manager_data=mgr).decide("Note").status == "virtual"
+
+
+def test_a_registration_without_model_inputs_never_erases_one_with_them():
+    """nodescan.scan: a class id registered twice keeps the model inputs either registration found (a later one
+    with inputs wins, one without erases nothing); a class with none of its own takes its first pack base's that
+    has some, and a base outside the pack stays in `inherits` for the caller."""
+    src = '''
+import folder_paths
+class Loader:
+    @classmethod
+    def INPUT_TYPES(s):
+        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),)}}
+class Plain:
+    pass
+class Child(Plain, Loader):
+    pass
+class Outside(CheckpointLoaderSimple):
+    pass
+NODE_CLASS_MAPPINGS = {"X": Plain, "Y": Loader, "C": Child, "O": Outside}
+NODE_CLASS_MAPPINGS["X"] = Loader
+NODE_CLASS_MAPPINGS["Y"] = Plain
+'''
+    scan = nodescan.scan({"n.py": src})
+    ckpt = [("ckpt_name", "checkpoints")]
+    assert scan.classes == {"X": ckpt, "Y": ckpt, "C": ckpt, "O": []}
+    assert scan.inherits == {"O": ["CheckpointLoaderSimple"]} and scan.unfollowed == []

@@ -476,128 +476,193 @@ def _assignments(body: list[ast.stmt], loop: ast.For | None) -> list[tuple[ast.A
     return out
 
 
-def scan(files: dict[str, str]) -> Scan:
-    """Scan {relative path: source}."""
-    mods, out = [], Scan()
+@dataclass
+class _PackIndex:
+    """What registrations refer to across the pack's files: its modules, classes by name, module-level dicts by name."""
+    mods: list[_Module]
+    classes: dict[str, list[tuple[_Module, ast.ClassDef]]] = field(default_factory=dict)
+    dicts: dict[str, list[ast.Dict]] = field(default_factory=dict)  # module-level mapping dicts, for {**A, **B}
+
+    @classmethod
+    def of(cls, mods: list[_Module]) -> _PackIndex:
+        """Index every class and every module-level `NAME = {...}` of the modules, in file order."""
+        pack = cls(mods)
+        for m in mods:
+            for name, c in m.classes.items():
+                pack.classes.setdefault(name, []).append((m, c))
+            for stmt in m.tree.body:
+                if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict):
+                    for t in stmt.targets:
+                        if isinstance(t, ast.Name):
+                            pack.dicts.setdefault(t.id, []).append(stmt.value)
+        return pack
+
+
+def _parse_modules(files: dict[str, str], out: Scan) -> list[_Module]:
+    """Every file parsed, in path order; one that cannot be is listed in `unfollowed`, never skipped silently."""
+    mods: list[_Module] = []
     for path in sorted(files):
         try:
             mods.append(_Module(path, ast.parse(files[path])))
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # never silently: say which file
             out.unfollowed.append(f"{path}:0: not analysed ({type(exc).__name__})")
-    index: dict[str, list[tuple[_Module, ast.ClassDef]]] = {}
-    dicts: dict[str, list[ast.Dict]] = {}  # module-level mapping dicts by name, for {**A, **B}
-    for m in mods:
-        for name, c in m.classes.items():
-            index.setdefault(name, []).append((m, c))
-        for stmt in m.tree.body:
-            if isinstance(stmt, ast.Assign) and isinstance(stmt.value, ast.Dict):
-                for t in stmt.targets:
-                    if isinstance(t, ast.Name):
-                        dicts.setdefault(t.id, []).append(stmt.value)
-    cache: dict[int, list[tuple[str, str]]] = {}
+    return mods
 
-    def inputs_of(m: _Module, cls_name: str | None) -> tuple[ast.ClassDef | None, list[tuple[str, str]]]:
-        hits = index.get(cls_name or "", [])
-        hit = next(((mm, c) for mm, c in hits if mm is m), hits[0] if hits else None)
-        if hit is None:
-            return None, []
-        mm, c = hit
-        if id(c) not in cache:
-            try:
-                cache[id(c)] = _class_inputs(mm, c)
-            except (RecursionError, ValueError, MemoryError) as exc:  # a pathological class: its inputs unknown
-                cache[id(c)] = []
-                out.unfollowed.append(f"{mm.path}:{c.lineno}: inputs of {c.name} not analysed ({type(exc).__name__})")
-        return c, cache[id(c)]
 
-    def add(m: _Module, cid: str, cls_name: str | None) -> None:
-        c, inputs = inputs_of(m, cls_name)
-        if inputs or cid not in out.classes:
-            out.classes[cid] = inputs
-        if c is not None and not inputs:
-            names = [getattr(b, "attr", None) or getattr(b, "id", None) for b in c.bases]
-            bases = [b for b in names if b and b not in ("object", "ComfyNode")]
-            if bases:
-                out.inherits[cid] = bases
+def _mapping_value(node: ast.AST) -> ast.expr | None:
+    """The value a statement gives NODE_CLASS_MAPPINGS (`= v`, `: T = v`, `.update(v)`); None for any other."""
+    if ((isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets))
+            or (isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None)):
+        return node.value
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
+            and _is_mapping(node.func.value) and node.args):
+        return node.args[0]
+    return None
 
-    def take_dict(m: _Module, d: ast.Dict, seen: tuple[int, ...] = ()) -> None:
-        for k, v in zip(d.keys, d.values):
-            if k is None:  # {**OTHER}
-                name = getattr(v, "id", None) or getattr(v, "attr", None)
-                for other in dicts.get(name or "", []):
-                    if id(other) not in seen:
-                        take_dict(m, other, (*seen, id(other)))
-                if name not in dicts and name not in m.imported and not isinstance(v, ast.Dict):
-                    unfollowed(m, v)
-            elif isinstance(k, ast.Constant) and isinstance(k.value, str):
-                add(m, k.value, _value_class(v))
-            else:
-                unfollowed(m, k)
 
-    def unfollowed(m: _Module, node: ast.AST) -> None:
-        out.unfollowed.append(f"{m.path}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)[:120]}")
+class _Registrations:
+    """Fills a Scan from the pack's registrations: each class id with the model inputs of the class it names."""
 
-    for m in mods:
-        for node in ast.walk(m.tree):
-            value = None
-            if ((isinstance(node, ast.Assign) and any(_is_mapping(t) for t in node.targets))
-                    or (isinstance(node, ast.AnnAssign) and _is_mapping(node.target) and node.value is not None)):
-                value = node.value
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update"
-                  and _is_mapping(node.func.value) and node.args):
-                value = node.args[0]
-            elif isinstance(node, ast.Assign) and (slot := _mapping_slot(node.targets)) is not None:
-                # `NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = helper(CONFIG)` (ComfyUI-KJNodes) or a tuple
-                found = None if slot < 0 else _TupleRegistration(m, mods, dicts).entries(node.value, slot)
-                if found is None:
-                    unfollowed(m, node.value)  # the probe decides, never "does not register"
-                for cid, cls_name in found or []:
-                    add(m, cid, cls_name)
-            if value is not None:
-                if isinstance(value, ast.Dict):
-                    take_dict(m, value)
-                elif isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":
-                    for kw in value.keywords:
-                        if kw.arg:
-                            add(m, kw.arg, _value_class(kw.value))
-                    for a in value.args:
-                        take_dict(m, a) if isinstance(a, ast.Dict) else None
-                elif isinstance(value, ast.Name) and value.id in dicts:
-                    for d in dicts[value.id]:
-                        take_dict(m, d)
-                elif not ((isinstance(value, ast.Attribute) and value.attr == "NODE_CLASS_MAPPINGS")
-                          or (isinstance(value, ast.Name) and value.id in m.imported)):
-                    unfollowed(m, value)  # another module's mapping (imported) is scanned in that module
-            if isinstance(node, ast.Assign):
-                for t in node.targets:
-                    if isinstance(t, ast.Subscript) and _is_mapping(t.value):
-                        if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
-                            add(m, t.slice.value, _value_class(node.value))
-                        else:
-                            unfollowed(m, t)
+    def __init__(self, pack: _PackIndex, out: Scan):
+        self.pack, self.out = pack, out
+        self.cache: dict[int, list[tuple[str, str]]] = {}  # id(class node) -> its model inputs
+
+    def statement(self, m: _Module, node: ast.AST) -> None:
+        """One node of a module: NODE_CLASS_MAPPINGS given a value (also through a tuple target) or one entry."""
+        value = _mapping_value(node)
+        if value is not None:
+            self.mapping_value(m, value)
+        elif isinstance(node, ast.Assign) and (slot := _mapping_slot(node.targets)) is not None:
+            self.tuple_target(m, node.value, slot)
+        if isinstance(node, ast.Assign):
+            self.entry_stores(m, node)
+
+    def mapping_value(self, m: _Module, value: ast.expr) -> None:
+        """A dict literal, `dict(...)` or a dict of the pack by name is read; another module's mapping (imported) is
+        scanned in that module; anything else is unfollowed."""
+        if isinstance(value, ast.Dict):
+            self.take_dict(m, value)
+        elif isinstance(value, ast.Call) and getattr(value.func, "id", None) == "dict":
+            for kw in value.keywords:
+                if kw.arg:
+                    self.add(m, kw.arg, _value_class(kw.value))
+            for a in value.args:
+                if isinstance(a, ast.Dict):
+                    self.take_dict(m, a)
+        elif isinstance(value, ast.Name) and value.id in self.pack.dicts:
+            for d in self.pack.dicts[value.id]:
+                self.take_dict(m, d)
+        elif not ((isinstance(value, ast.Attribute) and value.attr == "NODE_CLASS_MAPPINGS")
+                  or (isinstance(value, ast.Name) and value.id in m.imported)):
+            self.unfollowed(m, value)
+
+    def tuple_target(self, m: _Module, value: ast.expr, slot: int) -> None:
+        """`NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = helper(CONFIG)` (ComfyUI-KJNodes) or a tuple: the
+        entries _TupleRegistration can evaluate, else unfollowed."""
+        found = None if slot < 0 else _TupleRegistration(m, self.pack.mods, self.pack.dicts).entries(value, slot)
+        if found is None:
+            self.unfollowed(m, value)  # the probe decides, never "does not register"
+        for cid, cls_name in found or []:
+            self.add(m, cid, cls_name)
+
+    def entry_stores(self, m: _Module, node: ast.Assign) -> None:
+        """`NODE_CLASS_MAPPINGS["id"] = Cls` registers one class; a key that is not a constant is unfollowed."""
+        for t in node.targets:
+            if isinstance(t, ast.Subscript) and _is_mapping(t.value):
+                if isinstance(t.slice, ast.Constant) and isinstance(t.slice.value, str):
+                    self.add(m, t.slice.value, _value_class(node.value))
+                else:
+                    self.unfollowed(m, t)
+
+    def class_ids(self, m: _Module) -> None:
+        """V3 / entrypoint style: a class holding a `node_id` constant or `Schema(node_id="...")` registers itself."""
         for cls in m.classes.values():
             for n in ast.walk(cls):
                 if (isinstance(n, ast.Assign) and len(n.targets) == 1
                         and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
                         and (getattr(n.targets[0], "id", None) in ID_CONSTANTS
                              or getattr(n.targets[0], "attr", None) == "node_id")):
-                    add(m, n.value.value, cls.name)
-                if isinstance(n, ast.Call) and (getattr(n.func, "attr", None)
-                                                or getattr(n.func, "id", None)) == "Schema":
+                    self.add(m, n.value.value, cls.name)
+                if isinstance(n, ast.Call) and (getattr(n.func, "attr", None) or getattr(n.func, "id", None)) == "Schema":
                     for kw in n.keywords:
                         if kw.arg == "node_id" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
-                            add(m, kw.value.value, cls.name)
-    for cid in list(out.inherits):  # bases inside the pack; the rest is left for the caller (core loaders)
-        for base in out.inherits[cid]:
+                            self.add(m, kw.value.value, cls.name)
+
+    def take_dict(self, m: _Module, d: ast.Dict, seen: tuple[int, ...] = ()) -> None:
+        """A mapping dict literal: constant keys registered, `{**OTHER}` followed into the pack's dicts of that name
+        (each once), anything else unfollowed."""
+        for k, v in zip(d.keys, d.values):
+            if k is None:  # {**OTHER}
+                name = getattr(v, "id", None) or getattr(v, "attr", None)
+                for other in self.pack.dicts.get(name or "", []):
+                    if id(other) not in seen:
+                        self.take_dict(m, other, (*seen, id(other)))
+                if name not in self.pack.dicts and name not in m.imported and not isinstance(v, ast.Dict):
+                    self.unfollowed(m, v)
+            elif isinstance(k, ast.Constant) and isinstance(k.value, str):
+                self.add(m, k.value, _value_class(v))
+            else:
+                self.unfollowed(m, k)
+
+    def add(self, m: _Module, cid: str, cls_name: str | None) -> None:
+        """Register `cid` as the class named: its model inputs (a later registration with inputs wins), or, having
+        none of its own, its base classes to inherit them from."""
+        c, inputs = self.inputs_of(m, cls_name)
+        if inputs or cid not in self.out.classes:
+            self.out.classes[cid] = inputs
+        if c is not None and not inputs:
+            names = [getattr(b, "attr", None) or getattr(b, "id", None) for b in c.bases]
+            bases = [b for b in names if b and b not in ("object", "ComfyNode")]
+            if bases:
+                self.out.inherits[cid] = bases
+
+    def inputs_of(self, m: _Module, cls_name: str | None) -> tuple[ast.ClassDef | None, list[tuple[str, str]]]:
+        """The class a name means (this module's, else the pack's first) and its model inputs, each class analysed
+        once; a class too pathological to analyse has none, and says so in `unfollowed`."""
+        hits = self.pack.classes.get(cls_name or "", [])
+        hit = next(((mm, c) for mm, c in hits if mm is m), hits[0] if hits else None)
+        if hit is None:
+            return None, []
+        mm, c = hit
+        if id(c) not in self.cache:
+            try:
+                self.cache[id(c)] = _class_inputs(mm, c)
+            except (RecursionError, ValueError, MemoryError) as exc:  # a pathological class: its inputs unknown
+                self.cache[id(c)] = []
+                self.out.unfollowed.append(f"{mm.path}:{c.lineno}: inputs of {c.name} not analysed ({type(exc).__name__})")
+        return c, self.cache[id(c)]
+
+    def unfollowed(self, m: _Module, node: ast.AST) -> None:
+        """A registration the scan cannot read is listed (file:line: source), never dropped: the probe decides."""
+        self.out.unfollowed.append(f"{m.path}:{getattr(node, 'lineno', 0)}: {ast.unparse(node)[:120]}")
+
+    def inherit_within_pack(self) -> None:
+        """A class with no model inputs of its own takes those of the first of its bases in the pack that has some;
+        the others stay in `inherits` for the caller (core loaders)."""
+        out = self.out
+        for cid in list(out.inherits):
+            for base in out.inherits[cid]:
+                if out.classes.get(cid):
+                    break
+                hits = self.pack.classes.get(base)
+                if hits:
+                    _, inputs = self.inputs_of(hits[0][0], base)
+                    if inputs:
+                        out.classes[cid] = inputs
             if out.classes.get(cid):
-                break
-            hits = index.get(base)
-            if hits:
-                _, inputs = inputs_of(hits[0][0], base)
-                if inputs:
-                    out.classes[cid] = inputs
-        if out.classes.get(cid):
-            del out.inherits[cid]
+                del out.inherits[cid]
+
+
+def scan(files: dict[str, str]) -> Scan:
+    """Scan {relative path: source}: every module's registrations in file order, then inputs inherited in the pack."""
+    out = Scan()
+    pack = _PackIndex.of(_parse_modules(files, out))
+    reg = _Registrations(pack, out)
+    for m in pack.mods:
+        for node in ast.walk(m.tree):
+            reg.statement(m, node)
+        reg.class_ids(m)
+    reg.inherit_within_pack()
     return out
 
 
