@@ -301,7 +301,8 @@ def test_deploy_says_when_the_volume_cannot_be_checked(proj, dcs, capsys, monkey
     monkeypatch.delenv("RUNPOD_S3_SECRET_KEY")
     dcs["rest"].routes["/v1/endpoints/ep42"] = {"id": "ep42", "templateId": "tpl9", "networkVolumeId": "vol1eu"}
     dcs["rest"].routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1",
+               "--endpoint", "ep42"])
     err = capsys.readouterr().err
     assert rc == 0 and "could not check runpod://vol1eu for the version's models" in err and "RUNPOD_S3_" in err
 
@@ -310,7 +311,8 @@ def test_deploy_says_when_the_volume_cannot_be_checked(proj, dcs, capsys, monkey
 def test_deploy_survives_a_junk_volume_id_from_runpod(proj, dcs, capsys):
     dcs["rest"].routes["/v1/endpoints/ep42"] = {"id": "ep42", "templateId": "tpl9", "networkVolumeId": 123}
     dcs["rest"].routes["/v1/templates/tpl9"] = lambda h, b: (200, {}, {"id": "tpl9", **json.loads(b)})
-    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1", "--endpoint", "ep42"])
+    rc = main(["--root", str(proj.root), "deploy", proj.vid, "--api", "v1", "--image", "ghcr.io/acme/comfyui:v1",
+               "--endpoint", "ep42"])
     out, err = capsys.readouterr()
     assert rc == 0 and "now runs ghcr.io/acme/comfyui:v1" in out and "could not check" in err
 

@@ -30,6 +30,7 @@ import jsonschema
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.realize import comfystate
 from comfyver.ship import jobclient
 
 DEFAULT_TIMEOUT = 600.0
@@ -280,7 +281,7 @@ def local_worker(tree: Path, version_id: str, lock_digest: str, log: Path, *,
     python = tree / ".venv" / "bin" / "python"
     env = {**os.environ, "COMFY_HOME": str(tree), "COMFY_PORT": str(comfy_port), "OUTPUT_MODE": "base64",
            "COMFYVER_VERSION_ID": version_id, "COMFYVER_LOCK_DIGEST": lock_digest,
-           "COMFYUI_STATE_DIR": str(log.parent / "comfyui-state")}
+           comfystate.STATE_DIR_ENV: str(log.parent / "comfyui-state")}
     if python.is_file():
         env["COMFY_PYTHON"] = str(python)
     url = f"http://127.0.0.1:{port}"
