@@ -13,9 +13,11 @@ assembled tree starts the real ComfyUI on the CPU and runs a workflow.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -321,8 +323,11 @@ def check_unpacked(root: Path, conf: dict) -> None:
 
     entry = conf["config"]["Entrypoint"][0]
     assert chain(entry).endswith("/bin/comfyui-handler")
-    assert (root / "etc/passwd").read_text().startswith("root:x:0:0:")
-    assert "hosts: files dns" in (root / "etc/nsswitch.conf").read_text()
+    def read(path: str) -> str:  # through the image's own links, never the host's store
+        return (root / chain(path).lstrip("/")).read_text()
+
+    assert read("/etc/passwd").startswith("root:x:0:0:")
+    assert "hosts: files dns" in read("/etc/nsswitch.conf")
     for link, target in (("usr/bin/env", "/bin/env"), ("bin/sh", "/bin/bash"), ("sbin/ldconfig", "/bin/ldconfig"),
                          ("bin/cc", "/bin/cc"), ("lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-x86-64.so.2"),
                          ("etc/ssl/certs/ca-certificates.crt", "/ca-bundle.crt")):
@@ -333,16 +338,51 @@ def check_unpacked(root: Path, conf: dict) -> None:
 
 
 def test_dev_shell_and_app(env):
+    """devShells.<id>: the version's ComfyUI and env, comfyver's tools, no model in its closure (entering it
+    downloads none; devShells.<id>-with-models has them), one interpreter, the uv2nix template's settings and
+    the host driver's libraries found off NixOS."""
     drvs = h.show_derivation(env["flake"], f"devShells.{h.SYSTEM}.full", env["ov"])
     shell = drv_named(drvs, "comfyver-full")["env"]
     inputs = shell["nativeBuildInputs"].split()
-    tree = out_path(build(env, "version-full"))
-    assert str(tree) in inputs
-    for tool in ("-uv", "-skopeo", "-nix-prefetch-git", "-comfyver-env", "-comfyui-env"):
+    for tool in ("-uv", "-skopeo", "-nix-prefetch-git", "-comfyver-env", "-comfyui-env", "-comfyui-full"):
         assert any(i.endswith(tool) for i in inputs), tool
-    assert "COMFYVER_VERSION_ID=full" in shell["shellHook"]
+    names = {d["env"].get("name", "") for d in drvs.values()}
+    assert not {n for n in names if "tiny" in n or "gated" in n}, "a model in the shell's closure"
+    pythons = {n for n in names if re.fullmatch(r"python3-3\.\d+\.\d+", n)}
+    assert len(pythons) == 1, pythons
+    assert (shell["UV_NO_SYNC"], shell["UV_PYTHON_DOWNLOADS"], shell["COMFYVER_VERSION_ID"]) == ("1", "never", "full")
+    assert shell["UV_PYTHON"].endswith("-comfyui-env/bin/python")
+    hook = shell["shellHook"]
+    assert "unset PYTHONPATH" in hook and "MODELS_DIR" in hook and "COMFYVER_DRIVER_DIR" in hook
+    with_models = h.show_derivation(env["flake"], f"devShells.{h.SYSTEM}.full-with-models", env["ov"])
+    assert {d["env"].get("name", "") for d in with_models.values()} >= {n for n in names if n != "comfyver-full"}
+    assert any("tiny" in d["env"].get("name", "") for d in with_models.values())
+    tree = out_path(build(env, "version-full"))
+    assert str(tree) in drv_named(with_models, "comfyver-full-with-models")["env"]["nativeBuildInputs"].split()
     program = json.loads(h.nix("eval", "--json", f"{env['flake']}#apps.{h.SYSTEM}.comfyver.program", *env["ov"]).stdout)
     assert program.endswith("-comfyver-env/bin/comfyver")
+
+
+def test_the_dev_shell_finds_the_host_driver_off_nixos(env, tmp_path):
+    """Off NixOS (no /run/opengl-driver/lib), the shell hook links a driver folder's libcuda*/libnvidia-*, and
+    nothing else, into a private folder on LD_LIBRARY_PATH."""
+    drvs = h.show_derivation(env["flake"], f"devShells.{h.SYSTEM}.full", env["ov"])
+    hook = drv_named(drvs, "comfyver-full")["env"]["shellHook"]
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    for name in ("libcuda.so.1", "libnvidia-ml.so.1", "libc.so.6"):
+        (driver / name).write_text("")
+    script = f"set -e\nexport HOME={tmp_path} TMPDIR={tmp_path} COMFYVER_DRIVER_DIR={driver}\n{hook}\n" \
+             'echo "LD=$LD_LIBRARY_PATH"; ls "${LD_LIBRARY_PATH%%:*}"; echo "MODELS=$MODELS_DIR"\n'
+    p = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": os.environ["PATH"],
+                                                                                   "PYTHONPATH": "/somewhere"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split()
+    if Path("/run/opengl-driver/lib/libcuda.so.1").exists():  # NixOS: the driver link is used as it is
+        return
+    assert any(line.startswith(f"LD={tmp_path}/comfyver-driver-") for line in lines)
+    assert "libcuda.so.1" in lines and "libnvidia-ml.so.1" in lines and "libc.so.6" not in lines
+    assert f"MODELS={tmp_path}/.cache/comfyver/models" in lines
 
 
 def test_assembled_tree_runs_a_workflow_on_the_real_comfyui(env):
@@ -535,6 +575,10 @@ def test_repository_flake_evaluates_over_its_own_versions(env, tmp_path):
         if rel and (h.ROOT / rel).is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(h.ROOT / rel, repo / rel)
+    # `flake check --no-build` evaluates with a read-only store: a source Nix copies and then reads must not be
+    # one only a build would write (a fresh machine has none of them): unique Python projects and worker here
+    for f in [*(repo / "versions").glob("*/pyproject.toml"), repo / "pyproject.toml"]:
+        f.write_text(f.read_text() + f"# {os.urandom(8).hex()}\n")
     h.git("init", "-q", "-b", "main", cwd=repo)
     h.git("add", "-A", cwd=repo)
     h.git("commit", "-q", "-m", "snapshot", cwd=repo)
@@ -599,3 +643,107 @@ def test_checks_run_a_cpu_job_through_the_image_entrypoint(env):
     assert [o["node_id"] for o in result["outputs"]] == ["2"]
     drvs = out_path(build(env, f"checks.{h.SYSTEM}.eval-bare")).read_text().split()
     assert len(drvs) == 4 and all(d.endswith(".drv") for d in drvs)
+
+
+@pytest.mark.timeout(1800)
+def test_the_ship_chain_on_one_artifact(env, tmp_path, monkeypatch):
+    """The image `nix build .#image-<id>` writes, as it is: `comfyver push` sends it to a registry (each skopeo
+    call as on a fresh runner), `comfyver deploy` points a RunPod endpoint (REST stand-in) at the digest push
+    printed, the image is pulled back from the registry by the reference the endpoint holds, unpacked, its entrypoint
+    started in that root file system (chroot) as RunPod's worker loop, and `comfyver run --endpoint` gets the
+    job's output through RunPod's job queue (stand-in). Every seam is the previous step's own output."""
+    from comfyver import cli
+
+    from tests.nix import imageroot
+    from tests.support.jobqueue import JobQueue
+    from tests.support.registry import Registry, fresh_runner_path
+    from tests.support.runpodv2 import RunPodV2
+
+    t0 = time.monotonic()
+    lap = lambda what: print(f"chain: {what} at {time.monotonic() - t0:.0f} s", flush=True)  # noqa: E731
+    archive = out_path(build(env, "image-full"))
+    conf = image_conf(env, "image-full")
+    lap("built")
+    monkeypatch.setenv("COMFYVER_ROOT", str(env["flake"]))
+    monkeypatch.setenv("PATH", fresh_runner_path(tmp_path / "fresh-bin"))
+    reg = Registry(tmp_path / "registry")
+    queue = JobQueue()
+    worker = api = None
+    try:
+        # push: the flake's own output (a zstd docker-archive)
+        assert archive.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+        out = tmp_path / "push.json"
+        with open(out, "w") as f, contextlib.redirect_stdout(f):
+            assert cli.main(["push", "full", "--to", f"{reg.host}/team/full", "--archive", str(archive), "--json"]) == 0
+        pushed = json.loads(out.read_text())
+        lap(f"pushed {pushed['layers']}")
+        assert pushed["layers"]["sent"] == len(conf["store_layers"]) + 1 and pushed["layers"]["reused"] == 0
+        # deploy (REST v2): an endpoint created with the digest push printed, as a release
+        api = RunPodV2("rpa_CHAINKEY_000")
+        monkeypatch.setenv("RUNPOD_API_V2_URL", api.url)
+        monkeypatch.setenv("RUNPOD_API_KEY", "rpa_CHAINKEY_000")
+        with open(out, "w") as f, contextlib.redirect_stdout(f):
+            assert cli.main(["deploy", "full", "--image", pushed["reference"], "--create", "chain", "--gpu-pool",
+                             "ADA_24", "--json"]) == 0
+        deployed = json.loads(out.read_text())
+        endpoint_id = deployed["endpointId"]
+        image_ref = api.endpoints[endpoint_id]["image"]  # what RunPod's workers would pull
+        assert image_ref == pushed["reference"] and "@sha256:" in image_ref and deployed["versionId"] == "full"
+        assert deployed["release"]["version"] == 1
+        # pull back what the endpoint would pull, unpack it
+        oci, bundle = tmp_path / "oci", tmp_path / "bundle"
+        subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{image_ref}", f"oci:{oci}:pulled"],
+                       check=True)
+        h.delete_if_dead(archive, closure=False)  # 2.8 GB no later step reads
+        subprocess.run(["umoci", "unpack", "--image", f"{oci}:pulled", str(bundle)], check=True, capture_output=True)
+        shutil.rmtree(oci)
+        lap("pulled and unpacked")
+        root = bundle / "rootfs"
+        check_unpacked(root, conf)
+        # the entrypoint, in the image's root, as RunPod starts it: the config's Env, the worker loop on the queue
+        image_env = dict(e.split("=", 1) for e in conf["config"]["Env"])
+        endpoint_env = api.endpoints[endpoint_id].get("env") or {}  # RunPod gives the worker the endpoint's env
+        job_env = {**image_env, **endpoint_env, **queue.worker_env(endpoint_id), "COMFY_ARGS": "--cpu",
+                   "COMFY_PORT": str(comfyui_support.free_port()), "OUTPUT_MODE": "base64"}
+        store_paths = [f"/nix/store/{p.name}" for p in (root / "nix/store").iterdir()]
+        log = open(tmp_path / "worker.log", "wb")
+        worker = imageroot.start(root, store_paths, job_env, [conf["config"]["Entrypoint"][0]], stdout=log,
+                                 stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while not queue.takes:  # the worker polls RunPod's queue once its start-up is done
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "the worker never asked for a job"
+            time.sleep(0.5)
+        lap("worker polling")
+        # run: the endpoint deploy created, through RunPod's job API
+        monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", queue.url + "/v2")
+        wf = tmp_path / "wf.json"
+        wf.write_text(json.dumps({
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+            "2": {"class_type": "ComfyverProbe", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "chain"}}}))
+        with open(out, "w") as f, contextlib.redirect_stdout(f):
+            rc = cli.main(["run", "--endpoint", endpoint_id, str(wf), "--out", str(tmp_path / "outputs"), "--json",
+                           "--poll", "0.5", "--timeout", "600"])
+        result = json.loads(out.read_text())
+        lap("job done")
+        assert rc == 0, (result, (tmp_path / "worker.log").read_text()[-4000:])
+        [saved] = result["outputs"]
+        assert saved["node_id"] == "3" and Path(saved["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        [job] = queue.jobs.values()
+        assert job["status"] == "COMPLETED"
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        queue.close()
+        reg.close()
+        if api is not None:
+            api.close()
+        subprocess.run(["umount", "-R", str(tmp_path / "bundle/rootfs/dev")], capture_output=True)
+        shutil.rmtree(tmp_path / "bundle", ignore_errors=True)
+        shutil.rmtree(tmp_path / "oci", ignore_errors=True)

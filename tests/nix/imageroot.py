@@ -100,3 +100,25 @@ def json_tail(p: subprocess.CompletedProcess) -> dict:
     if p.returncode or not lines:
         raise AssertionError(f"probe failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return json.loads(lines[-1])
+
+
+def start(root: Path, store_paths: list[str], env: dict[str, str], argv: list[str], **popen: object) -> subprocess.Popen:
+    """Start `argv` in an unpacked image root (umoci's rootfs: the image's own store paths are in it) with `env`
+    and nothing else: the host files the stand-in's store links name bound at their paths (see the top), /dev
+    and /proc; no driver. For a long-running program (a worker): the caller stops it."""
+    lines = ["set -eu", f"root={shlex.quote(str(root))}",
+             'bind() { src=$1; dst=$root$2; if [ -e "$dst" ] || [ -L "$dst" ]; then return 0; fi',
+             '  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi',
+             '  mount --bind "$src" "$dst"; mount -o remount,bind,ro "$dst"; }',
+             *[f"bind {shlex.quote(t)} {shlex.quote(t)}" for t in host_targets(store_paths)],
+             # what those host programs link (bash: libtinfo ...): the host's library folder, at /lib/<triplet>
+             # only: /usr/lib/<triplet> is the image's empty driver folder, first on its LD_LIBRARY_PATH, where
+             # the host's libraries (libpython of another build) would shadow what the interpreters' RUNPATHs name
+             'mkdir -p "$root/lib/x86_64-linux-gnu"',
+             f'mount --bind {HOST_LIBS} "$root/lib/x86_64-linux-gnu"; mount -o remount,bind,ro "$root/lib/x86_64-linux-gnu"',
+             'mkdir -p "$root/dev" "$root/proc"; mount --rbind /dev "$root/dev"; mount --rbind /proc "$root/proc"',
+             'exec env -i "$@"']
+    cmd = [shutil.which("unshare") or "unshare", "-m", "--propagation", "private", "bash", "-c", "\n".join(lines),
+           "in-image-root", *[f"{k}={v}" for k, v in env.items()], shutil.which("chroot") or "/usr/sbin/chroot",
+           str(root), *argv]
+    return subprocess.Popen(cmd, **popen)  # type: ignore[call-overload]

@@ -26,6 +26,7 @@ class JobQueue:
         self.jobs: dict[str, dict] = {}
         self.progress_posts: list[dict] = []
         self.to_stop: list[str] = []
+        self.takes = 0  # job-take requests seen: a worker is polling
         queue = self
 
         class H(BaseHTTPRequestHandler):
@@ -81,6 +82,7 @@ class JobQueue:
                 self.lock.notify_all()
                 return 200, {"id": job["id"], "status": "CANCELLED"}
             if verb == "job-take":  # worker: take a job (204 = none)
+                self.takes += 1
                 self.lock.wait_for(lambda: self.queue, timeout=1)
                 while self.queue:
                     job = self.jobs[self.queue.pop(0)]
