@@ -74,3 +74,12 @@ def test_recheck_fetches_every_pin_from_github(tmp_path, monkeypatch, capsys):
         assert len(srv.requests) > 0 and os.environ["COMFYVER_ROOT"] == str(proj)
     finally:
         srv.close()
+
+
+def test_its_own_tests_load():
+    """versions/public/tests/*.json: what `comfyver test public` and `deploy --test` run (schema-checked, the
+    workflow named from versions/public/workflows)."""
+    from comfyver.ship import versiontests
+
+    tests = versiontests.load_tests(ROOT, "public")
+    assert [t.name for t in tests] == ["invert"]
