@@ -74,6 +74,43 @@ def cli_main(argv: list[str]) -> int:
     return 1 if "error" in result else 0
 
 
+def _warm_up(worker, path: Path) -> str | None:
+    """Run COMFY_WARMUP's job once, before the worker takes jobs, so the first real job does not pay model loading
+    (worker-comfyui #90: ~45 s cold against 15 s warm). The file holds a job (`{"input": {...}}`, as `cli` takes) or
+    a bare workflow; its outputs go to a temp folder and are dropped. Returns why it failed (the worker then exits:
+    a version that cannot run its own warm-up should not take jobs), or None."""
+    import tempfile
+    import time
+
+    from handler.errors import JobError
+
+    try:
+        job = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"COMFY_WARMUP={path}: cannot read it ({exc})"
+    if not isinstance(job, dict):
+        return f"COMFY_WARMUP={path}: must hold a JSON object (a job or a workflow)"
+    inp = job.get("input", job)
+    if not isinstance(inp, dict) or "workflow" not in inp:
+        inp = {"workflow": inp}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="comfyver-warmup-") as out:
+        async def run() -> dict:
+            try:
+                return await worker.run_job({"id": "warmup", "input": inp}, out_dir=Path(out))
+            finally:
+                await worker.client.close()
+        try:
+            result = asyncio.run(run())
+        except JobError as exc:
+            result = {"error": exc.to_dict()}
+    if "error" in result:
+        e = result["error"]
+        return f"COMFY_WARMUP={path}: the warm-up job failed ({e.get('type')}): {e.get('message')}"
+    print(f"handler: warm-up job done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return None
+
+
 def _fast_cpu_brand() -> None:
     """The runpod SDK asks py-cpuinfo for the CPU's name at import, which spends ~1 s of CPU in a subprocess
     (while ComfyUI is starting). /proc/cpuinfo has the same name for free."""
@@ -187,6 +224,10 @@ def main() -> int:
         worker.close()
         return 1
     print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
+    if settings.warmup is not None and (problem := _warm_up(worker, settings.warmup)):
+        print(f"handler: {problem}", file=sys.stderr)
+        worker.close()
+        return 1
     try:
         with _sigterm_deadline(worker, settings.stop_grace):
             runpod.serverless.start({"handler": worker.handle})  # returns after the SDK's own SIGTERM/SIGINT stop

@@ -69,6 +69,8 @@ class Settings:
     hang_check: float = field(default_factory=lambda: _num("COMFY_HANG_CHECK", 30.0))
     # seconds a SIGTERM leaves running jobs before ComfyUI is stopped and the worker exits
     stop_grace: float = field(default_factory=lambda: _num("COMFY_STOP_GRACE", 20.0))
+    # a job (or a workflow) run once before the worker takes jobs: the first real job finds its models loaded
+    warmup: Path | None = field(default_factory=lambda: _opt_path("COMFY_WARMUP"))
 
     output_mode: str = field(default_factory=lambda: _default_output_mode())
     # "comfyver" (outputs[...]) or "worker-comfyui" (its images[{filename, type, data}] as well; docs/handler.md)
