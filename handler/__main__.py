@@ -193,6 +193,14 @@ def _sigterm_deadline(worker, grace: float):
 def main() -> int:
     if sys.argv[1:2] == ["cli"]:
         return cli_main(sys.argv[2:])
+    if sys.argv[1:2] == ["preflight"]:  # the GPU fitness check, by hand
+        from handler import preflight
+        try:
+            print(json.dumps(preflight.gpu_preflight(Settings())))
+        except RuntimeError as exc:
+            print(f"handler: {exc}", file=sys.stderr)
+            return 1
+        return 0
     # the SDK logs every job result (base64 payloads, presigned URLs) at DEBUG, its default: INFO unless asked
     os.environ.setdefault("RUNPOD_DEBUG_LEVEL", "INFO")
     settings = Settings()
@@ -228,6 +236,8 @@ def main() -> int:
         print(f"handler: {problem}", file=sys.stderr)
         worker.close()
         return 1
+    from handler import preflight
+    preflight.register(settings)  # the SDK runs it before the first job, on RunPod only
     try:
         with _sigterm_deadline(worker, settings.stop_grace):
             runpod.serverless.start({"handler": worker.handle})  # returns after the SDK's own SIGTERM/SIGINT stop

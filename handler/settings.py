@@ -69,6 +69,12 @@ class Settings:
     hang_check: float = field(default_factory=lambda: _num("COMFY_HANG_CHECK", 30.0))
     # seconds a SIGTERM leaves running jobs before ComfyUI is stopped and the worker exits
     stop_grace: float = field(default_factory=lambda: _num("COMFY_STOP_GRACE", 20.0))
+    # the GPU pre-flight (handler/preflight.py), a RunPod fitness check; the smallest GPU memory a worker may have
+    # (off with COMFY_GPU_CHECK=0, or RUNPOD_SKIP_GPU_CHECK=true: the SDK's own switch for its GPU check)
+    gpu_check: bool = field(default_factory=lambda: os.environ.get("COMFY_GPU_CHECK", "1").strip().lower()
+                            not in ("0", "false", "no", "off")
+                            and os.environ.get("RUNPOD_SKIP_GPU_CHECK", "").strip().lower() != "true")
+    min_vram_gb: float = field(default_factory=lambda: _num("COMFY_MIN_VRAM_GB", 0.0))
     # a job (or a workflow) run once before the worker takes jobs: the first real job finds its models loaded
     warmup: Path | None = field(default_factory=lambda: _opt_path("COMFY_WARMUP"))
 

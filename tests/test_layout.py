@@ -13,7 +13,7 @@ STAGES = ["base", "sources", "lock", "realize", "ship", "ui", "cli"]
 LOCK_ORDER = ["__init__", "probe_main", "nodescan", "placement", "versions", "nodesource", "probe", "pylock", "nodemap",
               "analyze", "proof", "importers", "check", "pipeline"]
 HANDLER_ORDER = ["__init__", "errors", "settings", "outputs", "comfy_client", "workflow", "fetch", "storage",
-                 "comfy_process", "worker", "__main__"]
+                 "comfy_process", "preflight", "worker", "__main__"]
 # what the RunPod worker may use of comfyver: the base modules, and realize (its run-time realize, ComfyUI's state)
 HANDLER_MAY_IMPORT = ("comfyver.base", "comfyver.realize")
 
