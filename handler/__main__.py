@@ -40,7 +40,6 @@ def cli_main(argv: list[str]) -> int:
         job = {"input": job}
     job.setdefault("id", "cli")
     settings = Settings()
-    from handler.errors import JobError
     from handler.worker import Worker, configure_logging
     configure_logging()
     worker = Worker(settings)
@@ -50,15 +49,7 @@ def cli_main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        async def run():
-            try:
-                return await worker.run_job(job, out_dir=Path(a.out))
-            finally:
-                await worker.client.close()
-        try:
-            result = asyncio.run(run())
-        except JobError as exc:
-            result = {"error": exc.to_dict()}
+        result = _run_once(worker, job, Path(a.out))
     finally:
         worker.close()
     if a.json:
@@ -74,6 +65,22 @@ def cli_main(argv: list[str]) -> int:
     return 1 if "error" in result else 0
 
 
+def _run_once(worker, job: dict, out_dir: Path) -> dict:
+    """One job on its own event loop (its client session closed with it), outputs written to `out_dir`; a JobError
+    becomes the job's `{"error": ...}` result, as a job of the SDK's gets it."""
+    from handler.errors import JobError
+
+    async def run() -> dict:
+        try:
+            return await worker.run_job(job, out_dir=out_dir)
+        finally:
+            await worker.client.close()
+    try:
+        return asyncio.run(run())
+    except JobError as exc:
+        return {"error": exc.to_dict()}
+
+
 def _warm_up(worker, path: Path) -> str | None:
     """Run COMFY_WARMUP's job once, before the worker takes jobs, so the first real job does not pay model loading
     (worker-comfyui #90: ~45 s cold against 15 s warm). The file holds a job (`{"input": {...}}`, as `cli` takes) or
@@ -81,8 +88,6 @@ def _warm_up(worker, path: Path) -> str | None:
     a version that cannot run its own warm-up should not take jobs), or None."""
     import tempfile
     import time
-
-    from handler.errors import JobError
 
     try:
         job = json.loads(path.read_text())
@@ -95,15 +100,7 @@ def _warm_up(worker, path: Path) -> str | None:
         inp = {"workflow": inp}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="comfyver-warmup-") as out:
-        async def run() -> dict:
-            try:
-                return await worker.run_job({"id": "warmup", "input": inp}, out_dir=Path(out))
-            finally:
-                await worker.client.close()
-        try:
-            result = asyncio.run(run())
-        except JobError as exc:
-            result = {"error": exc.to_dict()}
+        result = _run_once(worker, {"id": "warmup", "input": inp}, Path(out))
     if "error" in result:
         e = result["error"]
         return f"COMFY_WARMUP={path}: the warm-up job failed ({e.get('type')}): {e.get('message')}"
