@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -273,7 +271,7 @@ def worker(tmp_path_factory):
     """RunPod's job queue stand-in in front of the real handler (the SDK's production worker loop) and a real
     ComfyUI on the CPU, serving version `demo` of a project made here."""
     from tests.handler import env
-    from tests.support.jobqueue import JobQueue
+    from tests.support.jobqueue import JobQueue, handler_worker
 
     base = tmp_path_factory.mktemp("deploy-v2")
     lock = project(base / "proj")
@@ -287,20 +285,12 @@ def worker(tmp_path_factory):
                                                       "max_bytes": 100000}]}}))
     home = env.comfy_tree(base)
     q = JobQueue()
-    log = open(base / "worker.log", "wb")
-    wenv = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "OUTPUT_MODE": "base64",
+    wenv = {"COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "OUTPUT_MODE": "base64",
             "COMFYVER_VERSION_ID": "demo", "COMFYVER_LOCK_DIGEST": lockfile.lock_digest(lock),
-            "COMFYUI_STATE_DIR": str(base / "state"), **q.worker_env("any")}
-    proc = subprocess.Popen([sys.executable, "-m", "handler"], cwd=ROOT, env=wenv, stdout=log, stderr=subprocess.STDOUT)
-    q.root, q.log_path = base / "proj", base / "worker.log"
-    yield q
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+            "COMFYUI_STATE_DIR": str(base / "state")}
+    with handler_worker(q, wenv, base / "worker.log"):
+        q.root, q.log_path = base / "proj", base / "worker.log"
+        yield q
     q.close()
 
 

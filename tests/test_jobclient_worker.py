@@ -11,7 +11,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.handler import env
-from tests.support.jobqueue import JobQueue
+from tests.support.jobqueue import JobQueue, handler_worker
 from tests.support.procs import Watched
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,20 +29,10 @@ def platform(tmp_path_factory):
     base = tmp_path_factory.mktemp("worker-loop")
     home = env.comfy_tree(base)
     q = JobQueue()
-    log = open(base / "worker.log", "wb")
-    worker_env = {**os.environ, "COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "OUTPUT_MODE": "base64",
-                  **q.worker_env("ep-loop")}
-    proc = subprocess.Popen([sys.executable, "-m", "handler"], cwd=ROOT, env=worker_env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    q.worker, q.log_path = proc, base / "worker.log"
-    yield q
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+    worker_env = {"COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "OUTPUT_MODE": "base64"}
+    with handler_worker(q, worker_env, base / "worker.log", "ep-loop") as proc:
+        q.worker, q.log_path = proc, base / "worker.log"
+        yield q
     q.close()
     # a terminated worker takes its ComfyUI along (no orphan keeps the port)
     import socket

@@ -303,38 +303,31 @@ def test_a_lock_digest_mismatch_is_refused_by_the_worker_and_shown(site, browser
 def test_cancel_in_the_page_cancels_the_remote_job(site, browser, monkeypatch):
     """Through the runpod SDK's client API (a local queue) and the real handler in the SDK's worker loop: the
     page's Cancel reaches the endpoint's job, and the page stays usable."""
-    from tests.test_jobclient_worker import JobQueue
+    from tests.support.jobqueue import JobQueue, handler_worker
 
     q = JobQueue()
-    log = open(site["tmp"] / "worker-loop.log", "wb")
-    worker = subprocess.Popen([sys.executable, "-m", "handler"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={
-        **os.environ, "COMFY_URL": f"http://127.0.0.1:{remote_comfy_port(site)}",
-        "COMFY_HOME": site["api"].env["COMFY_HOME"], "OUTPUT_MODE": "base64",
-        "COMFYVER_VERSION_ID": site["proj"].vid, "COMFYVER_LOCK_DIGEST": site["digest"],
-        "RUNPOD_WEBHOOK_GET_JOB": f"{q.url}/v2/ep-ui/job-take/$ID?gpu=cpu",
-        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{q.url}/v2/ep-ui/job-done/$RUNPOD_POD_ID/$ID?gpu=cpu",
-        "RUNPOD_POD_ID": "worker-1", "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
-        "RUNPOD_AI_API_KEY": "", "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""})
+    worker_env = {"COMFY_URL": f"http://127.0.0.1:{remote_comfy_port(site)}",
+                  "COMFY_HOME": site["api"].env["COMFY_HOME"], "OUTPUT_MODE": "base64",
+                  "COMFYVER_VERSION_ID": site["proj"].vid, "COMFYVER_LOCK_DIGEST": site["digest"],
+                  "GCS_BUCKET": "", "BUCKET_ENDPOINT_URL": ""}
     try:
-        ui = UI(site, "cancel", "--endpoint", "ep-ui", extra_env={"RUNPOD_ENDPOINT_BASE_URL": q.url + "/v2"})
-        open_page(browser, ui.address)
-        listen(browser)
-        queue(browser, henv.slow_workflow(seconds=60, steps=60))
-        deadline = time.monotonic() + 120
-        while not any(j["status"] == "IN_PROGRESS" and j.get("output") for j in q.jobs.values()):
-            assert time.monotonic() < deadline, (site["tmp"] / "worker-loop.log").read_text()[-3000:]
-            time.sleep(0.2)
-        browser.wait_for("window.__ev.some(e => e.type === 'progress')", 30, "remote progress in the page")
-        browser.run(f"await {APP}.api.interrupt();")
-        browser.wait_for("window.__ev.some(e => e.type === 'execution_interrupted')", 60, "the interruption")
-        [job] = q.jobs.values()
-        assert job["status"] == "CANCELLED"
-        queue(browser, invert(0x010203))  # the page and the endpoint go on
-        browser.wait_for("window.__ev.some(e => e.type === 'executed')", 120, "the next job's output")
+        with handler_worker(q, worker_env, site["tmp"] / "worker-loop.log", "ep-ui"):
+            ui = UI(site, "cancel", "--endpoint", "ep-ui", extra_env={"RUNPOD_ENDPOINT_BASE_URL": q.url + "/v2"})
+            open_page(browser, ui.address)
+            listen(browser)
+            queue(browser, henv.slow_workflow(seconds=60, steps=60))
+            deadline = time.monotonic() + 120
+            while not any(j["status"] == "IN_PROGRESS" and j.get("output") for j in q.jobs.values()):
+                assert time.monotonic() < deadline, (site["tmp"] / "worker-loop.log").read_text()[-3000:]
+                time.sleep(0.2)
+            browser.wait_for("window.__ev.some(e => e.type === 'progress')", 30, "remote progress in the page")
+            browser.run(f"await {APP}.api.interrupt();")
+            browser.wait_for("window.__ev.some(e => e.type === 'execution_interrupted')", 60, "the interruption")
+            [job] = q.jobs.values()
+            assert job["status"] == "CANCELLED"
+            queue(browser, invert(0x010203))  # the page and the endpoint go on
+            browser.wait_for("window.__ev.some(e => e.type === 'executed')", 120, "the next job's output")
     finally:
-        worker.terminate()
-        worker.wait(30)
-        log.close()
         q.close()
 
 

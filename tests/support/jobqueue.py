@@ -7,16 +7,24 @@
   ($RUNPOD_WEBHOOK_POST_OUTPUT) for progress updates (status IN_PROGRESS) and the final result.
 
 `worker_env(endpoint)` gives the variables that point a worker (`python -m handler`, or an image's
-entrypoint) at it.
+entrypoint) at it; `handler_worker` runs this repository's worker on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class JobQueue:
@@ -117,3 +125,21 @@ class JobQueue:
                 "RUNPOD_WEBHOOK_POST_OUTPUT": f"{self.url}/v2/{endpoint}/job-done/$RUNPOD_POD_ID/$ID?gpu=cpu",
                 "RUNPOD_POD_ID": pod, "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true", "RUNPOD_SKIP_GPU_CHECK": "true",
                 "RUNPOD_AI_API_KEY": ""}
+
+
+@contextlib.contextmanager
+def handler_worker(queue: JobQueue, env: dict[str, str], log: Path, endpoint: str = "any") -> Iterator[subprocess.Popen]:
+    """`python -m handler` (the runpod SDK's production worker loop) taking jobs from `queue`, with `env` over this
+    process's environment, its output in `log`; stopped (SIGTERM, then SIGKILL after 15 s) on leaving."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "handler"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env, **queue.worker_env(endpoint)})
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
