@@ -29,6 +29,10 @@ HOST_LIBS = "/usr/lib/x86_64-linux-gnu"
 HOST_TOOLCHAIN = ["/usr/lib/gcc", "/usr/libexec/gcc", "/usr/include", "/lib/x86_64-linux-gnu"]
 HOST_PATH_TOOLS = ["as", "ld"]
 NEVER_BOUND = {"gcc", "clang"}  # triton's lookups (besides $CC)
+# `bind SRC DST`: SRC read-only at $root/DST, unless something is there already (shell lines)
+BIND = ['bind() { src=$1; dst=$root$2; if [ -e "$dst" ] || [ -L "$dst" ]; then return 0; fi',
+        '  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi',
+        '  mount --bind "$src" "$dst"; mount -o remount,bind,ro "$dst"; }']
 
 
 def unpack(conf: dict, root: Path) -> list[str]:
@@ -65,9 +69,7 @@ def run(conf: dict, root: Path, store_paths: list[str], driver: Path, argv: list
     binds = host_targets(store_paths) + [d for d in HOST_TOOLCHAIN if os.path.isdir(d)]
     binds += [os.path.realpath(shutil.which(t) or f"/usr/bin/{t}") + "=/usr/bin/" + t for t in HOST_PATH_TOOLS]
     lines = ["set -eu", f"root={shlex.quote(str(root))}",
-             'bind() { src=$1; dst=$root$2; if [ -e "$dst" ] || [ -L "$dst" ]; then return 0; fi',
-             '  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi',
-             '  mount --bind "$src" "$dst"; mount -o remount,bind,ro "$dst"; }',
+             *BIND,
              # the store paths first: a host file never stands in for one
              *[f"bind {shlex.quote(p)} {shlex.quote(p)}" for p in store_paths if not os.path.islink(p)],
              *[f"ln -s {shlex.quote(os.readlink(p))} \"$root\"{shlex.quote(p)}" for p in store_paths if os.path.islink(p)],
@@ -107,9 +109,7 @@ def start(root: Path, store_paths: list[str], env: dict[str, str], argv: list[st
     and nothing else: the host files the stand-in's store links name bound at their paths (see the top), /dev
     and /proc; no driver. For a long-running program (a worker): the caller stops it."""
     lines = ["set -eu", f"root={shlex.quote(str(root))}",
-             'bind() { src=$1; dst=$root$2; if [ -e "$dst" ] || [ -L "$dst" ]; then return 0; fi',
-             '  if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; : > "$dst"; fi',
-             '  mount --bind "$src" "$dst"; mount -o remount,bind,ro "$dst"; }',
+             *BIND,
              *[f"bind {shlex.quote(t)} {shlex.quote(t)}" for t in host_targets(store_paths)],
              # what those host programs link (bash: libtinfo ...): the host's library folder, at /lib/<triplet>
              # only: /usr/lib/<triplet> is the image's empty driver folder, first on its LD_LIBRARY_PATH, where
