@@ -53,6 +53,9 @@ def register(sub) -> None:
                         "--platform linux-x86_64 drops macOS from an older lock (a pack needing onnxruntime-gpu)")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
     p.add_argument("--offline-registry", action="store_true", help="do not ask the Comfy Registry about unknown classes")
+    p.add_argument("--no-search", action="store_true",
+                   help="do not search Hugging Face and Civitai for a model no workflow or ComfyUI-Manager entry gives "
+                        "a source for (also COMFYVER_MODEL_SEARCH=0)")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=run)
@@ -84,7 +87,7 @@ def run(args) -> int:
                            comfyui_url=args.comfyui_url, torch=args.torch, platforms=args.platform,
                            python=not args.no_python,
                            registry=not args.offline_registry, jobs=args.jobs, progress=not args.json,
-                           verify=not args.no_verify)
+                           verify=not args.no_verify, search=not args.no_search)
     except LockProblems as exc:
         if args.json:
             print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems}, indent=2))

@@ -31,6 +31,7 @@ from comfyver.base.lockfile import Model
 from comfyver.lock import nodemap as nodemap_mod  # the module; `nodemap` below is the NodeMap a report asks
 from comfyver.lock import placement
 from comfyver.lock.nodemap import VIRTUAL_CLASSES
+from comfyver.sources import modelsearch
 
 MODES = {0: "active", 1: "on-event", 2: "muted", 3: "always", 4: "bypassed"}
 MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl", ".pt2", ".engine")
@@ -470,8 +471,9 @@ class _Slot(NamedTuple):
 
 
 def report(workflows: list[Workflow], nodemap: nodemap_mod.NodeMap, model_inputs: dict[str, list[tuple[str, str]]],
-           manager: nodemap_mod.ManagerData | None = None) -> Report:
-    """Decide every class with `nodemap`, collect every model with its best-known source."""
+           manager: nodemap_mod.ManagerData | None = None, search: modelsearch.Search | None = None) -> Report:
+    """Decide every class with `nodemap`, collect every model with its best-known source (with `search`: a
+    model no workflow or ComfyUI-Manager entry gives one for is searched, sources/modelsearch.py)."""
     found = _Decisions()
     for wf in workflows:
         _decide_classes(wf, nodemap, found)
@@ -482,6 +484,8 @@ def report(workflows: list[Workflow], nodemap: nodemap_mod.NodeMap, model_inputs
         found.notes += _manager_missing(manager)
         _place_by_manager(models, manager)
         _sources_by_manager(models, manager)
+    if search is not None:
+        found.notes += search.apply(models)
     return Report([w.path for w in workflows], sorted(found.core), dict(sorted(found.packs.items())),
                   dict(sorted(models.items())), dict(sorted(found.unresolved.items())),
                   dict(sorted(found.ambiguous.items())), sorted(set(found.notes)))

@@ -46,9 +46,10 @@ from comfyver.base.lockfile import (
 )
 from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
 from comfyver.lock.check import Problem
-from comfyver.sources import gitsource, resolve, schemes
+from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
-UNTRUSTED_ORIGINS = ("workflow",)  # model sources read from workflow content (see schemes.check_untrusted)
+# model sources read from workflow content, or found by searching a name it gave (see schemes.check_untrusted)
+UNTRUSTED_ORIGINS = ("workflow", *modelsearch.ORIGINS.values())
 OPTIONAL_WHY = {"unconnected": "connected to nothing", "muted": "muted", "bypassed": "bypassed"}
 
 
@@ -100,6 +101,7 @@ class LockRequest:
     jobs: int = resolve.DEFAULT_JOBS
     progress: bool = True
     verify: bool = True                           # --no-verify: write even if the proof (step 5b) fails
+    search: bool = True                           # --no-search: no model source search (sources/modelsearch.py)
 
     @property
     def vdir(self) -> Path:
@@ -181,13 +183,14 @@ def lock_version(root: Path, vid: str, workflows: list[str], *, nodes: Sequence[
                  choices: dict[str, str] | None = None, pip: Sequence[str] = (), probe_python: str | None = None,
                  comfyui_ref: str | None = None, comfyui_url: str | None = None, torch: Torch | None = None,
                  platforms: Sequence[str] = (), python: bool = True, registry: bool = True,
-                 jobs: int = resolve.DEFAULT_JOBS, progress: bool = True, verify: bool = True) -> dict[str, Any]:
+                 jobs: int = resolve.DEFAULT_JOBS, progress: bool = True, verify: bool = True,
+                 search: bool = True) -> dict[str, Any]:
     """Do it all (under the version's writer lock); return the summary as `lock --json` prints it.
     Raises LockProblems with the fix table."""
     req = LockRequest(root, vid, workflows, nodes=nodes, models=models, model_pins=model_pins, choices=choices,
                       pip=pip, probe_python=probe_python, comfyui_ref=comfyui_ref, comfyui_url=comfyui_url,
                       torch=torch, platforms=platforms, python=python, registry=registry, jobs=jobs,
-                      progress=progress, verify=verify)
+                      progress=progress, verify=verify, search=search)
     return run(req).to_json()
 
 
@@ -360,7 +363,9 @@ def place_models(req: LockRequest, draft: Draft) -> None:
     nm, inputs = nodemap.for_lock(lock, req.vdir, registry=False, manager_data=draft.mgr)
     if draft.probed:
         inputs.update(probe.model_inputs(draft.probed))
-    rep = draft.report = analyze.report(draft.parsed, nm, inputs, draft.mgr)
+    search = (modelsearch.Search(skip=frozenset(lock["models"]) | frozenset(req.models or {}))
+              if req.search and modelsearch.enabled() else None)
+    rep = draft.report = analyze.report(draft.parsed, nm, inputs, draft.mgr, search)
     given = dict(req.models or {})
     _apply_given_models(req, draft, rep, given)
     analyze.settle_folders_from_lock(rep.models, lock["models"])
@@ -525,6 +530,8 @@ def _model_problems(models: dict[str, dict[str, Any]], vid: str) -> list[Problem
             probs.append(Problem(f"model {key}", "ComfyUI-Manager's model list has several files of this "
                                  f"name for {m['folder']}: " + "; ".join(m["candidates"]),
                                  f"--model '{key}=<one of those URLs>'", used_by=m["used_by"]))
+        elif "url" not in m and m.get("search"):  # several files found by search (sources/modelsearch.py)
+            probs.append(Problem(f"model {key}", m["search"]["problem"], m["search"]["fix"], used_by=m["used_by"]))
         elif "url" not in m:
             probs.append(Problem(f"model {key}", "no download source in the workflow or ComfyUI-Manager's model list",
                                  f"--model '{key}=<hf://|civitai://|https://...>' (lock field "
