@@ -34,18 +34,39 @@ let
         else throw "comfyver: version '${id}': python.requires: cannot pick a Python from ${requires}; use a specifier such as \"==3.12.*\"";
     in "python3${minor}";
 
+  # Wheels that link torch's or the nvidia-* wheels' libraries although their metadata names neither (so the
+  # lock cannot say it): torchaudio links libtorch and libcudart but declares no torch; onnxruntime-gpu's CUDA
+  # provider links cuBLAS, cuDNN, cuFFT, cuRAND and the CUDA runtime and declares no nvidia-* wheel. A wheel
+  # missing here fails its build naming itself and this list (`cudaNeededCheck`).
+  linksCudaUndeclared = [ "torchaudio" "onnxruntime-gpu" ];
+
+  # The sonames of torch's and the nvidia-* wheels' libraries (shell patterns), less the driver's: what a wheel
+  # built without them must not need (`cudaNeededCheck`).
+  cudaSonames = [ "libcudart.so*" "libcublas*.so*" "libcudnn*.so*" "libcufft*.so*" "libcurand.so*"
+    "libcusolver*.so*" "libcusparse*.so*" "libcupti.so*" "libcufile*.so*" "libnvrtc*.so*" "libnvJitLink.so*"
+    "libnvToolsExt.so*" "libnvshmem*.so*" "libnccl.so*" "libnvperf*.so*" "libtorch*.so*" "libc10*.so*"
+    "libshm.so*" ];
+
   # How auto-patchelf treats the CUDA binaries of a Python set; plain data, so tests can check it
   # against nixpkgs' real auto-patchelf.py (tests/nix/test_cuda_runpath.py).
   #   names:        every package of the set
   #   deps:         name -> names it depends on (dependencies and optional dependencies, as locked)
   #   path:         name -> its store path (or any prefix holding lib/pythonX.Y/site-packages)
   #   sitePackages: "lib/python3.12/site-packages"
+  #   pure:         name -> whether every wheel of it is `-none-any` (no ELF file: it gets no plan)
   # -> when the set holds torch or an nvidia-* wheel, name -> { searchPaths; appendRunpaths; ignoreMissing; }
-  #    for every package: the library folders of the CUDA packages it may link (see `searched`), `$ORIGIN`
-  #    (a library finds the siblings it dlopens by name: libcudnn.so.9 loads libcudnn_graph.so.9 from its
-  #    own folder, NixOS/nixpkgs#113105), NixOS' driver link; the driver's libraries (and, for nvidia-*,
-  #    the optional transports') may stay missing.
-  cudaPlan = { names, deps, path, sitePackages }:
+  #    for the packages whose ELF files may link a CUDA package (`linksCuda`): the library folders of the CUDA
+  #    packages they may link (see `searched`), `$ORIGIN` (a library finds the siblings it dlopens by name:
+  #    libcudnn.so.9 loads libcudnn_graph.so.9 from its own folder, NixOS/nixpkgs#113105), NixOS' driver link;
+  #    the driver's libraries (and, for nvidia-*, the optional transports') may stay missing. Any other
+  #    package has no entry: it is built without torch and the nvidia-* wheels (no store path of theirs is in
+  #    its derivation), so a torch bump leaves it as it is and its build does not wait for torch.
+  #
+  # Which wheels link CUDA is decided at evaluation, from the lock: build inputs are fixed before any build,
+  # and reading the wheels' ELF NEEDED entries at evaluation would be import-from-derivation (every wheel
+  # fetched to evaluate; `nix flake check --no-build` could not). A build checks the decision
+  # (`cudaNeededCheck`): a wheel without a plan whose ELF files need a CUDA library fails, naming them.
+  cudaPlan = { names, deps, path, sitePackages, pure ? (_: false) }:
     let
       isCuda = n: n == "torch" || lib.hasPrefix "nvidia-" n;
       closureOf = n: map (i: i.key) (builtins.genericClosure {
@@ -53,6 +74,9 @@ let
         operator = i: map (d: { key = d; }) (filter (d: builtins.elem d names) (deps i.key));
       });
       cudaNames = filter isCuda names;
+      # torch and nvidia-* themselves; a wheel that depends on one of them, as locked (torchvision, xformers,
+      # flash-attn, bitsandbytes: their extensions link libtorch / libcudart); the undeclared ones above.
+      linksCuda = n: !(pure n) && (builtins.any isCuda (closureOf n) || builtins.elem n linksCudaUndeclared);
       libDirs = n:
         if n == "torch" then [ "${path n}/${sitePackages}/torch/lib" ]
         else if lib.hasPrefix "nvidia-" n then [ "${path n}/${sitePackages}/nvidia/*/lib" ]
@@ -69,7 +93,7 @@ let
         ignoreMissing = driverLibs ++ lib.optionals (lib.hasPrefix "nvidia-" n) optionalTransportLibs;
       };
     in
-    if cudaNames == [ ] then { } else lib.genAttrs names planFor;
+    if cudaNames == [ ] then { } else lib.genAttrs (filter linksCuda names) planFor;
 
   # The package graph of a uv.lock (its text), read without touching the package set (the overlay's
   # attribute names must not depend on the set's values): the wheel packages reachable from the root project's
@@ -142,23 +166,54 @@ let
       throw "${field}: is \"${profile}\" but the torch versions/${id}/uv.lock pins has no CUDA wheels"
     else held;
 
+  # A build step of the platform wheels a CUDA set builds without torch and the nvidia-* wheels (no cudaPlan
+  # entry): it reads the NEEDED entries of the wheel's ELF files (patchelf --print-needed) and fails, naming the
+  # files and libraries, when one needs a library of theirs (`cudaSonames`) that the wheel does not ship itself.
+  # Runs before auto-patchelf, whose own error would not say why the library is not there.
+  cudaNeededCheck = name: ''
+    comfyverCudaNeeded() {
+      local f so bad=""
+      while IFS= read -r -d "" f; do
+        [ "$(head -c 4 "$f" | tail -c 3)" = ELF ] || continue
+        for so in $(patchelf --print-needed "$f" 2>/dev/null); do
+          case "$so" in
+            ${lib.concatStringsSep "|" cudaSonames})
+              if [ -z "$(find "$out" -name "$so" -print -quit)" ]; then bad="$bad  ''${f#"$out"/} needs $so"$'\n'; fi ;;
+          esac
+        done
+      done < <(find "$out" -type f \( -name "*.so" -o -name "*.so.*" -o -perm -u+x \) -print0)
+      if [ -n "$bad" ]; then
+        printf '%s\n' "comfyver: ${name}: the uv.lock says it depends on neither torch nor an nvidia-* wheel, so it is built without their libraries, but its ELF files need them:" "$bad" "Add \"${name}\" to linksCudaUndeclared in nix/python.nix (wheels that link torch's or CUDA's libraries without declaring it)." >&2
+        exit 1
+      fi
+    }
+    comfyverCudaNeeded
+  '';
+
   # graph: lockGraph of the set's uv.lock. Every locked package the set built from a wheel may leave the
   # driver's libraries unresolved (even a `-none-any` wheel may ship a binary: runpod's gpu_test links
-  # libnvidia-ml); with `cuda`, the platform wheels also search the CUDA packages' library folders
-  # (cudaPlan). `-none-any` wheels do not: they do not depend on torch's build.
+  # libnvidia-ml); with `cuda`, the platform wheels cudaPlan gives an entry also search the CUDA packages'
+  # library folders. The other wheels (`-none-any` ones, and platform wheels such as pillow, pyyaml, scipy
+  # that depend on no CUDA package) do not depend on torch's build; in a CUDA set the platform ones run
+  # `cudaNeededCheck`.
   wheelOverrides = { graph, cuda ? true }: final: prev:
     let
       inherit (final.python) sitePackages;
       present = filter (n: prev ? ${n}) graph.names;
       plan = if !cuda then { } else cudaPlan {
         names = present;
-        inherit (graph) deps;
+        inherit (graph) deps pure;
         inherit sitePackages;
         path = n: final.${n};
       };
       patched = name: prev.${name}.overrideAttrs (old:
         if (old.passthru.format or null) != "wheel" then { }
-        else if !(plan ? ${name}) || graph.pure name then { autoPatchelfIgnoreMissingDeps = driverLibs; }
+        else if graph.pure name || (plan == { }) then { autoPatchelfIgnoreMissingDeps = driverLibs; }
+        else if !(plan ? ${name}) then {
+          autoPatchelfIgnoreMissingDeps = driverLibs;
+          nativeBuildInputs = (old.nativeBuildInputs or [ ]) ++ [ pkgs.patchelf ];
+          preFixup = (old.preFixup or "") + cudaNeededCheck name;
+        }
         else {
           # libstdc++.so.6 / libgcc_s.so.1: the CUDA libraries need them, glibc does not have them
           buildInputs = lib.unique ((old.buildInputs or [ ]) ++ [ pkgs.stdenv.cc.cc.lib ]);
@@ -283,5 +338,5 @@ let
     '';
 in
 {
-  inherit env mkEnv envTable interpreterAttrs interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph;
+  inherit env mkEnv envTable interpreterAttrs interpreter worker projectSource pythonAttr lockedCuda driverFloor checkProfile checkFamily driverLink driverLibs optionalTransportLibs wheelOverrides cudaPlan lockGraph linksCudaUndeclared cudaSonames cudaNeededCheck;
 }

@@ -171,3 +171,104 @@ def test_without_origin_the_first_cudnn_call_aborts(the_plan, tmp_path):
     patch(base, prefixes, the_plan, drop_origin=True)
     r = probe(base, prefixes)
     assert r.returncode != 0 and "loaded all" not in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
+
+
+# ---- cudaPlan only where needed (issue 27) ---------------------------------------------------------------------
+
+def test_the_plan_covers_only_wheels_that_may_link_cuda():
+    """torch, the nvidia-* wheels, what depends on them as locked (torchvision) and the undeclared ones
+    (torchaudio); no plan for pillow, pyyaml, scipy, av, numpy...: they are built without torch."""
+    expr = f"""
+    let
+      lib = import {LIB};
+      python = import {ROOT}/nix/python.nix {{ pkgs = {{ }}; inherit lib; pyproject-nix = null; uv2nix = null;
+                                              pyproject-build-systems = null; }};
+      graph = python.lockGraph {{ uvLockText = builtins.readFile {ROOT}/versions/example/uv.lock; root = "comfyver-version"; }};
+    in builtins.attrNames (python.cudaPlan {{ inherit (graph) names deps pure; path = n: n; sitePackages = "{SITE}"; }})
+    """
+    got = set(json.loads(h.nix("eval", "--json", "--impure", "--expr", expr).stdout))
+    lock = tomllib.loads((ROOT / "versions" / "example" / "uv.lock").read_text())
+    nvidia = {p["name"] for p in lock["package"] if p["name"].startswith("nvidia-")}
+    assert got == {"torch", "torchvision", "torchaudio"} | nvidia, sorted(got)
+
+
+def drv_closure(drvs: dict, start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        d = todo.pop()
+        if d not in seen:
+            seen.add(d)
+            todo += list(drvs.get(d, {}).get("inputDrvs", {}))
+    return seen
+
+
+def wheel_drvs(drvs: dict) -> dict[str, str]:
+    """package name-version -> drv path, for the packages of the env (not their fetched .whl files)."""
+    return {d["env"]["name"]: p for p, d in drvs.items()
+            if "pname" in d["env"] and not d["env"]["name"].endswith((".whl", ".tar.gz", ".zip"))}
+
+
+@pytest.fixture(scope="module")
+def bumped(tmp_path_factory):
+    """The example env, and the same env whose torch wheel is another file (its hash changed in uv.lock): the
+    derivations of both (`nix show-derivation -r`; nothing is built)."""
+    base = tmp_path_factory.mktemp("bump")
+    core = h.git_input(h.git_repo(base / "src" / "comfyui", {"main.py": "print('core')\n"}), "comfyui")
+    versions = {vid: h.version_lock(vid, core, torch="pypi") for vid in ("gpu", "bumped")}
+    flake = h.make_flake(base / "flake", versions)
+    uv_lock = flake / "versions" / "bumped" / "uv.lock"
+    text = uv_lock.read_text()
+    lock = tomllib.loads(text)
+    [torch] = [p for p in lock["package"] if p["name"] == "torch"]
+    old = next(w["hash"] for w in torch["wheels"] if "x86_64" in w["url"])
+    assert text.count(old) == 1
+    uv_lock.write_text(text.replace(old, "sha256:" + hashlib.sha256(b"another torch").hexdigest()))
+    h.git("commit", "-q", "-am", "torch bumped", cwd=flake)
+    ov = h.stand_ins(base / "stand-in")
+    return {vid: h.show_derivation(flake, f"packages.{h.SYSTEM}.version-{vid}.venv", ov) for vid in versions}
+
+
+def test_a_torch_bump_leaves_pure_c_wheels_as_they_are(bumped):
+    before, after = (wheel_drvs(bumped[v]) for v in ("gpu", "bumped"))
+    v = {p["name"]: p["version"] for p in tomllib.loads((ROOT / "versions" / "example" / "uv.lock").read_text())["package"]}
+    torch = f"torch-{v['torch']}"
+    assert before[torch] != after[torch]  # the bump is real
+    for name in ("pillow", "pyyaml", "scipy", "av", "numpy", "safetensors", "sentencepiece", "triton"):
+        key = f"{name}-{v[name]}"
+        assert before[key] == after[key], f"{name}'s derivation changed with torch's"
+        inputs = {bumped["gpu"][d]["env"].get("name", "") for d in drv_closure(bumped["gpu"], before[key])}
+        assert not any(n.startswith(("torch-", "nvidia-")) for n in inputs), (name, sorted(inputs))
+    for name in ("torchvision", "torchaudio"):  # they link libtorch / libcudart: torch's path is in their build
+        key = f"{name}-{v[name]}"
+        assert before[key] != after[key], name
+        assert bumped["gpu"][before[torch]]["outputs"]["out"]["path"] in bumped["gpu"][before[key]]["env"]["preFixup"]
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert all(k.startswith(("torch", "nvidia-", "comfyui-env", "comfyver-version-")) for k in changed), sorted(changed)
+
+
+def needed_check(name: str) -> str:
+    expr = f"""(import {ROOT}/nix/python.nix {{ pkgs = {{ }}; lib = import {LIB};
+                pyproject-nix = null; uv2nix = null; pyproject-build-systems = null; }}).cudaNeededCheck "{name}" """
+    return json.loads(h.nix("eval", "--json", "--impure", "--expr", expr).stdout)
+
+
+def test_a_wheel_built_without_cuda_that_needs_it_fails_naming_the_library(tmp_path):
+    """The build step that checks the lock-time decision: ELF NEEDED entries read with patchelf."""
+    out = tmp_path / "out"
+    lib = out / "lib" / "python3.11" / "site-packages" / "demo"
+    lib.mkdir(parents=True)
+    shutil.copy2(HOST_LIBS / "libz.so.1", lib / "_plain.so")  # needs libc only: passes
+    script = needed_check("demo")
+    ok = subprocess.run(["bash", "-ec", script], env={**os.environ, "out": str(out)}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    shutil.copy2(HOST_LIBS / "libz.so.1", lib / "_ext.so")
+    subprocess.run(["patchelf", "--add-needed", "libtorch_cuda.so", "--add-needed", "libcuda.so.1", str(lib / "_ext.so")],
+                   check=True)
+    bad = subprocess.run(["bash", "-ec", script], env={**os.environ, "out": str(out)}, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "comfyver: demo:" in bad.stderr and "_ext.so needs libtorch_cuda.so" in bad.stderr
+    assert "linksCudaUndeclared in nix/python.nix" in bad.stderr and "libcuda.so.1" not in bad.stderr  # the driver's
+    # a library the wheel ships itself is found there (triton bundles its own)
+    shutil.copy2(HOST_LIBS / "libz.so.1", lib / "libtorch_cuda.so")
+    shipped = subprocess.run(["bash", "-ec", script], env={**os.environ, "out": str(out)}, capture_output=True, text=True)
+    assert shipped.returncode == 0, shipped.stderr
