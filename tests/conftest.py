@@ -22,6 +22,8 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # handlers' ComfyUI state, per test
     for var in ("HF_TOKEN", "CIVITAI_TOKEN", "COMFYVER_ROOT", "HF_ENDPOINT", "CIVITAI_ENDPOINT", "COMFY_REGISTRY_URL"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COMFYVER_MODEL_SEARCH", "0")  # no test asks the real Hugging Face / Civitai (test_modelsearch
+    # turns it on against its stand-ins)
     from comfyver.lock import nodemap
 
     nodemap._registry_cache.clear()  # the registry's answers (and "cannot be reached") are per run

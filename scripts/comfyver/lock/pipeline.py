@@ -44,7 +44,7 @@ from comfyver.base.lockfile import (
     Python,
     Torch,
 )
-from comfyver.lock import analyze, nodemap, nodesource, probe, proof, pylock, versions
+from comfyver.lock import analyze, fit, nodemap, nodesource, probe, proof, pylock, versions
 from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
@@ -114,6 +114,7 @@ class Draft:
     lock: Lock
     notes: list[str] = field(default_factory=list)                   # notes of the steps ({id}: the version)
     added: dict[str, nodemap.Pack] = field(default_factory=dict)     # nodes this run locked (--node, found)
+    chosen: set[str] = field(default_factory=set)                    # of those, the ones found (no user pin)
     names: list[tuple[Path, str]] = field(default_factory=list)      # new workflow -> workflows/<file>
     parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
     mgr: nodemap.ManagerData | None = None
@@ -308,6 +309,7 @@ def lock_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
                  if p["version"] and (p["via"] in ("aux_id", "cnr_id") or p.get("version_from"))}
         _add_nodes(req, draft, need, attributed, saved, draft.mgr)
     draft.added.update(need)
+    draft.chosen.update(need)
     if found.js_only:
         js = nodesource.frontend_only({n: lock["nodes"][n] for n in rep.packs if n in lock["nodes"]}, found.js_only)
         if set(js) != found.js_only:
@@ -335,6 +337,8 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
         if draft.held:  # nothing loaded to prove them: the static verdicts stand
             raise LockProblems(req.vid, [p for ps in draft.held.values() for p in ps])
         return
+    _fit_revisions(req, draft, found)
+    assert draft.probed is not None
     attributed = {name: p["classes"] for name, p in found.report.packs.items()}
     # a pack ComfyUI loaded: its verdict is the probe's (below); one it could not load keeps the static verdict
     loaded = {name for name, p in draft.probed["packs"].items() if p["ok"]}
@@ -351,9 +355,36 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
                 probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
         elif p:
             draft.notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
-                               f"{(p['error'] or '')[-300:]}")
+                               f"{(p['error'] or '')[-300:]}; pin a revision that imports on this core "
+                               f"(--node <url>@<ref>) or lock a newer core (--comfyui-ref <tag>)")
     if probs:
         raise LockProblems(req.vid, probs)
+
+
+def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis) -> None:
+    """4b, first: a pack this run chose that does not import on the locked core is locked at its newest earlier
+    release that does (lock/fit.py), then the version is probed again. Packs the user pinned are never moved."""
+    assert draft.probed is not None and req.probe_python is not None
+    python, changed = req.probe_python, False
+    for name, p in sorted(draft.probed["packs"].items()):
+        if p["ok"] or name not in draft.chosen:
+            continue
+        info = found.report.packs.get(name, {})
+        python_side = set(draft.lock["nodes"][name].get("provides", [])) | found.linked  # not frontend-only
+        needed = [c for c in info.get("classes", []) if c in python_side]
+        saved = info.get("version")
+        got = fit.fit(draft.lock, name, needed, p["error"] or "",
+                      saved if isinstance(saved, str) and gitsource.HEX40.match(saved) else None,
+                      lambda lk: probe.for_sources(lk, python))
+        if isinstance(got, fit.Fitted):
+            node = draft.lock["nodes"][name]
+            node["original"], node["locked"], node["provides"] = got.original, got.locked, got.classes
+            draft.notes.append(got.note)
+            changed = True
+        elif got.tried:
+            draft.notes.append(f"node {name}: no earlier revision fits the locked core: {'; '.join(got.tried)}")
+    if changed:
+        draft.probed = probe.for_sources(draft.lock, python)
 
 
 def place_models(req: LockRequest, draft: Draft) -> None:

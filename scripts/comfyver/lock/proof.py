@@ -174,13 +174,16 @@ def prove(lock: Mapping[str, Any], workflows: Iterable[analyze.Workflow], knowle
     path -> the name a problem gives it (the version's workflows/<file>)."""
     model_keys = sorted(lock.get("models") or {})
     inputs = knowledge.model_inputs()
+    # classes a locked pack registers in Python (its scan, or the probe where the pack loaded): never frontend-only
+    claimed = {c for n in (lock.get("nodes") or {}).values() for c in n.get("provides") or []}
     out: list[ProofProblem] = []
     for wf in workflows:
         name = (names or {}).get(wf.path, wf.path)
         if knowledge.classes is not None:
             seen: set[str] = set()
             for u in wf.nodes:
-                if (u.virtual or u.class_type in FRONTEND_ONLY or u.mode in ("muted", "bypassed") or not u.linked
+                if (u.virtual or u.class_type in FRONTEND_ONLY or u.mode in ("muted", "bypassed")
+                        or (not u.linked and u.class_type not in claimed)
                         or u.class_type in knowledge.classes or u.class_type in seen):
                     continue  # a node wired to nothing that no pack registers is a frontend-only (JS) node
                 seen.add(u.class_type)

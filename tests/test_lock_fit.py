@@ -1,0 +1,92 @@
+"""issue 28, revisions that fit: a pack the lock chose whose newest revision does not import on the locked core is
+locked at its newest earlier release that does (lock/fit.py), proven by ComfyUI's own node loading (the probe, real
+ComfyUI 0.3.75 on the CPU); a revision the user pinned is never moved."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from comfyver.base import lockfile
+from comfyver.lock import fit, nodemap
+
+from tests.support import comfyui
+from tests.support.gitserver import git, make_repo
+from tests.test_lock_workflow import env, run  # noqa: F401  (fixture)
+
+NODE = ("class FitNode:\n"
+        "    @classmethod\n"
+        "    def INPUT_TYPES(s):\n"
+        "        return {'required': {'text': ('STRING', {})}}\n"
+        "    RETURN_TYPES = ('STRING',)\n"
+        "    FUNCTION = 'f'\n"
+        "    OUTPUT_NODE = True\n"
+        "    def f(self, text):\n"
+        "        return (text,)\n")
+OLD = {"__init__.py": NODE + "NODE_CLASS_MAPPINGS = {'FitNode': FitNode}\n"}
+# the newest release needs an API of a newer core than the locked one
+NEW = {"__init__.py": "from comfy_api.v99_newer_core import io  # noqa\n" + NODE
+       + "NODE_CLASS_MAPPINGS = {'FitNode': FitNode}\n"}
+NEWER_LACKING = {"__init__.py": NODE + "NODE_CLASS_MAPPINGS = {'OtherNode': FitNode}\n"}
+
+
+def _setup(env, tmp_path: Path) -> tuple[Path, str, dict[str, str]]:
+    core = tmp_path / "RealComfyUI"
+    shutil.copytree(comfyui.source(), core, ignore=shutil.ignore_patterns("__pycache__"))
+    git("init", "-q", "-b", "master", cwd=core)
+    git("add", "-A", cwd=core)
+    git("commit", "-q", "-m", "ComfyUI 0.3.75", cwd=core)
+    git("tag", "v0.3.75", cwd=core)
+    core_url = env.git_server.publish(core, "RealComfyUI")
+    revs = {"v1.0.0": make_repo(tmp_path / "ComfyUI-Fit", OLD, "works", tag="v1.0.0"),
+            "v1.1.0": make_repo(tmp_path / "ComfyUI-Fit", NEWER_LACKING, "renamed the class", tag="v1.1.0"),
+            "v2.0.0": make_repo(tmp_path / "ComfyUI-Fit", NEW, "needs a newer core", tag="v2.0.0")}
+    url = env.git_server.publish(tmp_path / "ComfyUI-Fit", "ComfyUI-Fit")
+    revs["url"] = url
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "extension-node-map.json").write_text(json.dumps({url: [["FitNode", "OtherNode"], {"title_aux": "Fit"}]}))
+    nodemap.manager.cache_clear()
+    wf = tmp_path / "fit.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "FitNode", "mode": 0, "widgets_values": ["hi"]}],
+                              "links": []}))
+    return wf, core_url, revs
+
+
+def test_candidates_are_earlier_releases_newest_first_then_the_saved_commit(env, tmp_path):
+    _, _, revs = _setup(env, tmp_path)
+    url = revs["url"]
+    got = fit.candidates(url, revs["v2.0.0"], "a" * 40, "node x")
+    assert [c.ref for c in got] == ["v1.1.0", "v1.0.0", "a" * 40]
+    # locked at a commit no release has (a branch head): every release is a candidate
+    assert [c.ref for c in fit.candidates(url, "b" * 40, None, "node x")] == ["v2.0.0", "v1.1.0", "v1.0.0"]
+
+
+def test_a_chosen_pack_that_does_not_import_on_the_core_is_locked_at_an_earlier_release(env, capsys, tmp_path):
+    wf, core_url, revs = _setup(env, tmp_path)
+    args = ["lock", "fit", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref", "v0.3.75",
+            "--offline-registry", "--no-python", "--json", "--probe", sys.executable]
+    rc, out, err = run(capsys, *args)
+    assert rc == 0, out + err
+    res = json.loads(out)
+    [note] = [n for n in res["notes"] if "does not import on the locked ComfyUI" in n]
+    assert f"{revs['v2.0.0'][:12]} does not import" in note and "v99_newer_core" in note
+    assert "locked release v1.0.0" in note, note
+    assert "v1.1.0: imports but lacks FitNode" in note
+    assert "--comfyui-ref" in note
+    node = lockfile.read(env.root / "versions" / "fit" / "version.json")["nodes"]["comfyui-fit"]
+    assert node["original"] == {"type": "git", "url": revs["url"], "ref": "v1.0.0"}
+    assert node["locked"]["rev"] == revs["v1.0.0"] and node["provides"] == ["FitNode"]
+    assert res["knowledge"] == "probe"
+
+
+def test_a_revision_the_user_pinned_is_never_moved(env, capsys, tmp_path):
+    wf, core_url, revs = _setup(env, tmp_path)
+    rc, out, err = run(capsys, "lock", "pinned", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref",
+                       "v0.3.75", "--node", f"{revs['url']}@v2.0.0", "--offline-registry", "--no-python", "--json",
+                       "--probe", sys.executable)
+    assert rc == 1, out + err
+    res = json.loads(out)
+    assert [p["item"] for p in res["problems"]] == ["class FitNode"], res
+    assert not (env.root / "versions" / "pinned" / "version.json").exists()
