@@ -44,7 +44,7 @@ from comfyver.base.lockfile import (
     Python,
     Torch,
 )
-from comfyver.lock import analyze, fit, nodemap, nodesource, probe, proof, pylock, versions
+from comfyver.lock import analyze, fit, installsteps, nodemap, nodesource, probe, proof, pylock, versions
 from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
@@ -160,6 +160,7 @@ class LockSummary:
     placed: list[Placed]
     picks: dict[str, dict[str, str]] = field(default_factory=dict)  # class -> {node, via, evidence} (step 3)
     optional: list[OptionalModel] = field(default_factory=list)  # listed, not demanded, not locked
+    install_steps: list[installsteps.StepReport] = field(default_factory=list)  # packs' install.py etc., not run
 
     def to_json(self) -> dict[str, Any]:  # JSON
         return dataclasses.asdict(self)
@@ -508,9 +509,11 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
                          "listed, not locked") for o in optional]
     placed = [Placed(k, m["folder"], m.get("source"), web.redact(m["url"]), m["used_by"])
               for k, m in sorted(rep.models.items()) if k in draft.added_models]
+    steps, step_notes = installsteps.for_lock(lock)  # what each pack's install.py would do; comfyver never runs it
+    notes += step_notes
     return LockSummary(vid, sorted(lock["nodes"]), sorted(lock["models"]), lock["workflows"], sorted(draft.added),
                        draft.added_models, lock["python"], bool(req.python), notes, "probe" if probed else "scan",
-                       placed, dict(sorted(draft.picks.items())), optional)
+                       placed, dict(sorted(draft.picks.items())), optional, install_steps=steps)
 
 
 # ---------------------------------------------------------------- the steps' parts
