@@ -61,6 +61,11 @@ def test_candidates_are_earlier_releases_newest_first_then_the_saved_commit(env,
     assert [c.ref for c in got] == ["v1.1.0", "v1.0.0", "a" * 40]
     # locked at a commit no release has (a branch head): every release is a candidate
     assert [c.ref for c in fit.candidates(url, "b" * 40, None, "node x")] == ["v2.0.0", "v1.1.0", "v1.0.0"]
+    # the default branch moved past the newest release: its head first
+    make_repo(tmp_path / "ComfyUI-Fit", OLD, "after the release")
+    env.git_server.publish(tmp_path / "ComfyUI-Fit", "ComfyUI-Fit")
+    got = fit.candidates(url, revs["v2.0.0"], None, "node x")
+    assert [c.ref for c in got] == ["main", "v1.1.0", "v1.0.0"] and "default branch head" in got[0].why
 
 
 def test_a_chosen_pack_that_does_not_import_on_the_core_is_locked_at_an_earlier_release(env, capsys, tmp_path):
@@ -89,4 +94,24 @@ def test_a_revision_the_user_pinned_is_never_moved(env, capsys, tmp_path):
     assert rc == 1, out + err
     res = json.loads(out)
     assert [p["item"] for p in res["problems"]] == ["class FitNode"], res
+    # a failed lock still prints what the steps learned: here why the class is missing and the levers
+    assert any("fails to import" in n and "v99_newer_core" in n and "--comfyui-ref" in n for n in res["notes"])
     assert not (env.root / "versions" / "pinned" / "version.json").exists()
+
+
+def test_a_newest_release_years_behind_the_branch_gives_way_to_its_head(env, capsys, tmp_path):
+    """comfyui-inpaint-nodes' only tag v1.0.0 (2024) does not import on ComfyUI 0.3.75; its default branch head does."""
+    wf, core_url, _ = _setup(env, tmp_path)
+    work = tmp_path / "ComfyUI-Old"
+    make_repo(work, NEW, "old API", tag="v1.0.0")
+    head = make_repo(work, OLD, "ported to the new API")
+    url = env.git_server.publish(work, "ComfyUI-Old")
+    mgr = Path(__import__("os").environ["COMFYVER_MANAGER_DATA"])
+    (mgr / "extension-node-map.json").write_text(json.dumps({url: [["FitNode"], {"title_aux": "Old"}]}))
+    nodemap.manager.cache_clear()
+    rc, out, err = run(capsys, "lock", "old", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref",
+                       "v0.3.75", "--offline-registry", "--no-python", "--json", "--probe", sys.executable)
+    assert rc == 0, out + err
+    assert any("locked the default branch head" in n for n in json.loads(out)["notes"]), out
+    node = lockfile.read(env.root / "versions" / "old" / "version.json")["nodes"]["comfyui-old"]
+    assert node["original"]["ref"] == "main" and node["locked"]["rev"] == head

@@ -90,9 +90,11 @@ def run(args) -> int:
                            verify=not args.no_verify, search=not args.no_search)
     except LockProblems as exc:
         if args.json:
-            print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems}, indent=2))
+            print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems, "notes": exc.notes}, indent=2))
         else:
             _print_problems(args.vid, exc.problems)
+            for n in exc.notes:
+                print(f"note: {n}")
         return 1
     if args.json:
         print(json.dumps({"ok": True, **out}, indent=2))

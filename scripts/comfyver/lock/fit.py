@@ -45,15 +45,20 @@ Probe = Callable[[Lock], probe.ProbeResult]
 
 
 def candidates(url: str, rev: str, saved: str | None, what: str) -> list[Candidate]:
-    """Earlier revisions to try for a pack locked at `rev`: its release tags newest first (those older than `rev`
-    when `rev` is itself a release; else every release but `rev`), then the commit the workflow saved."""
+    """Other revisions to try for a pack locked at `rev`: where `rev` is a release and the default branch has moved
+    on, its head first (a release years old rarely fits a newer core); then its release tags newest first (those
+    older than `rev` when `rev` is itself a release; else every release but `rev`), then the commit the workflow
+    saved."""
     try:
-        tags = gitsource.release_tags(url, what)
+        refs, head = gitsource.ls_remote(url, what)
     except ComfyverError:
-        tags = []
+        refs, head = {}, None
+    tags = gitsource.release_tags(refs)
     at = next((i for i, (_, sha) in enumerate(tags) if sha == rev), None)
     older = tags[at + 1:] if at is not None else [(t, sha) for t, sha in tags if sha != rev]
     out = [Candidate(t, f"release {t}") for t, _ in older]
+    if at is not None and head and refs.get(head) not in (None, rev):
+        out.insert(0, Candidate(head.removeprefix("refs/heads/"), "the default branch head (newer than the release)"))
     if saved and saved != rev and not any(sha == saved for _, sha in older):
         out.append(Candidate(saved, "the commit the workflow saved"))
     return out[:MAX_TRIES]
@@ -88,7 +93,7 @@ def fit(lock: Lock, name: str, needed: Collection[str], error: str, saved: str |
             continue
         first = error.strip().splitlines()[-1] if error.strip() else "import failed"
         note = (f"node {name}: {loc['rev'][:12]} does not import on the locked ComfyUI ({first[-200:]}); locked "
-                f"{c.why} ({locked['rev'][:12]}), the newest that imports and registers what the workflows use"
+                f"{c.why} ({locked['rev'][:12]}), the first that imports and registers what the workflows use"
                 + (f" (tried first: {'; '.join(out.tried)})" if out.tried else "")
                 + "; or keep the newer pack with a newer core: --comfyui-ref <tag>")
         return Fitted(name, original, locked, sorted(got["classes"]), note)

@@ -76,6 +76,7 @@ class LockProblems(ComfyverError):
     def __init__(self, vid: str, problems: list[Problem]):
         self.items = list(problems)
         self.problems = [p.to_json() for p in self.items]
+        self.notes: list[str] = []  # what the steps learned before stopping (picks, fallbacks, revisions tried)
         lines = "\n".join(f"  {p.item}: {p.problem}\n    fix: {p.fix}" for p in self.items)
         super().__init__(f"version {vid}: {len(self.items)} item(s) cannot be locked:\n{lines}")
 
@@ -200,12 +201,16 @@ def run(req: LockRequest) -> LockSummary:
     """The steps in order; the caller holds the version's writer lock."""
     req = checked_request(req)
     draft = start(req)                    # 1
-    add_given_nodes(req, draft)           # 2
-    found = analyze_all(req, draft)       # 3
-    lock_packs(req, draft, found)         # 4
-    probe_packs(req, draft, found)        # 4b
-    place_models(req, draft)              # 5
-    prove(req, draft)                     # 5b
+    try:
+        add_given_nodes(req, draft)       # 2
+        found = analyze_all(req, draft)   # 3
+        lock_packs(req, draft, found)     # 4
+        probe_packs(req, draft, found)    # 4b
+        place_models(req, draft)          # 5
+        prove(req, draft)                 # 5b
+    except LockProblems as exc:
+        exc.notes = [web.redact(n.replace("{id}", req.vid)) for n in dict.fromkeys(draft.notes)]
+        raise
     return write(req, draft)              # 6
 
 

@@ -121,9 +121,8 @@ def _semver(tag: str) -> Version | None:
     return None if v.is_prerelease or v.is_devrelease else v
 
 
-def release_tags(url: str, what: str) -> list[tuple[str, str]]:
-    """The repository's release tags (semver, no pre-releases) as (tag, commit), newest first."""
-    refs, _ = ls_remote(url, what)
+def release_tags(refs: dict[str, str]) -> list[tuple[str, str]]:
+    """The release tags (semver, no pre-releases) among `refs` (ls_remote's) as (tag, commit), newest first."""
     tags = sorted(((v, n[10:]) for n in refs if n.startswith("refs/tags/") and (v := _semver(n[10:]))), reverse=True)
     return [(t, refs[f"refs/tags/{t}"]) for _, t in tags]
 
