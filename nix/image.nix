@@ -1,15 +1,20 @@
 # A layered OCI image per version (dockerTools.buildLayeredImage), entrypoint the RunPod handler.
 #
 # Layers are store paths, found from the tree's closure (nothing listed by hand: a new reference is in the
-# image because Nix says so). dockerTools gives each path its own layer, in popularity order, up to
-# maxLayers - 1; so the image is built from few paths:
+# image because Nix says so). dockerTools orders the closure by popularity (most referred-to first), gives each
+# path its own layer up to its limit (maxLayers, less the customisation layer) and merges the rest, the LEAST
+# popular, into one last layer: those are the nodes, the models and the tree, the paths that change between
+# versions. So the image is built from few paths:
 # - the version env and the worker env are each flattened into one store path (flatten_env.py), except
 #   their packages of at least `ownLayerBytes` (torch, every nvidia-* wheel, triton, ...), which stay
 #   store paths of their own;
 # - one interpreter (the version's; the worker runs on it), glibc and friends;
 # - the tree, core, each node, each model file, the wrappers: small paths of their own.
 # So a node or model change touches only its own layers and the tree's, and two versions with the same
-# Python set share every env layer. `maxLayers` is checked at build time by `layerCheck`.
+# Python set share every env layer. maxLayers is 125, docker's limit (moby's maxLayerDepth: an image of more
+# layers does not load); a real nixpkgs closure is about 75-80 paths before any node or model, which leaves
+# some 45 for nodes and models (docs/nix.md). `layerCheck` fails the image's build when the layer plan
+# dockerTools made merges paths into one layer, naming maxLayers, the closure's size, the merged paths and the fix.
 #
 # NVIDIA container toolkit: it injects the driver's libraries (libcuda.so.1 ...) into /usr/lib64 or
 # /usr/lib/x86_64-linux-gnu and registers them in /etc/ld.so.cache: it runs the host's ldconfig (or, configured
@@ -28,7 +33,7 @@
 #   never `cc`; CC names the image's /bin/cc (stdenv.cc: its closure holds gcc, binutils, glibc's headers).
 { pkgs, lib }:
 let
-  maxLayers = 100;
+  maxLayers = 125;
   ownLayerBytes = 16 * 1024 * 1024;
   driverLibPath = "/usr/lib64:/usr/lib/x86_64-linux-gnu:/usr/local/nvidia/lib64";
   cc = "/bin/cc";
@@ -102,22 +107,65 @@ let
     ${env.python or env.passthru.python}/bin/python3 ${./flatten_env.py} ${env} $out ${toString ownLayerBytes}
   '';
 
+  # The layer plan of a streamLayeredImage (its conf.json's store_layers, as nixpkgs' dockerTools wrote it:
+  # a list of layers, each a list of store paths) checked: one path per layer, or the build fails. Built with
+  # the image's own interpreter (no other package). Its output is the plan's summary (tests, bench).
+  layerCheck = { name, conf, python }: pkgs.runCommand "${name}-layer-check" {
+    inherit conf maxLayers;
+    imageName = name;
+    withModels = lib.hasSuffix "-with-models" name;
+  } ''
+    ${python}/bin/python3 - <<'EOF'
+    import json, os
+    e = os.environ
+    layers = json.load(open(e["conf"]))["store_layers"]
+    paths = sum(len(layer) for layer in layers)
+    merged = [p for layer in layers if len(layer) > 1 for p in layer]
+    json.dump({"maxLayers": int(e["maxLayers"]), "storeLayers": len(layers), "paths": paths, "merged": merged},
+              open(e["out"], "w"), indent=1)
+    if merged:
+        names = sorted(p.split("/")[-1].split("-", 1)[1] for p in merged)
+        fix = (["build the image without models (image-<id>: models come from /runpod-volume/models)"]
+               if e["withModels"] else []) + [
+            "lock fewer nodes or models into this version",
+            "or raise maxLayers in nix/image.nix (docker loads at most 125 layers)"]
+        raise SystemExit(
+            f"comfyver: {e['imageName']}: the image's closure has {paths} store paths, but maxLayers = {e['maxLayers']} "
+            f"gives only {len(layers) - 1} of them a layer of their own; dockerTools would merge the other "
+            f"{len(merged)}, the least popular, into one layer, and those change between versions (any change to "
+            f"one of them pushes that whole layer again): {', '.join(names)}.\n"
+            f"Fix: {'; '.join(fix)}.")
+    EOF
+  '';
+
   image = { id, tree, withModels }:
-    pkgs.dockerTools.buildLayeredImage {
-      name = "comfyver-${id}";
-      tag = if withModels then "with-models" else "latest";
-      contents = [ rootfs ];
-      config = config {
-        inherit id withModels;
-        entrypoint = "${tree}/bin/comfyui-handler";
-        cuda = tree.venv.cuda or null;
-        driver = tree.venv.driver or null;
+    let
+      img = pkgs.dockerTools.buildLayeredImage {
+        name = "comfyver-${id}";
+        tag = if withModels then "with-models" else "latest";
+        contents = [ rootfs ];
+        config = config {
+          inherit id withModels;
+          entrypoint = "${tree}/bin/comfyui-handler";
+          cuda = tree.venv.cuda or null;
+          driver = tree.venv.driver or null;
+        };
+        inherit extraCommands fakeRootCommands maxLayers;
+        passthru = { inherit tree; };
+        compressor = "zstd";  # gzip is the slowest step of a 7 GB image; docker, podman and skopeo read zstd
       };
-      inherit extraCommands fakeRootCommands maxLayers;
-      passthru = { inherit tree; };
-      compressor = "zstd";  # gzip is the slowest step of a 7 GB image; docker, podman and skopeo read zstd
-    };
+      check = layerCheck {
+        name = "comfyver-${id}" + lib.optionalString withModels "-with-models";
+        inherit (img.stream) conf;
+        python = tree.venv.python or pkgs.python3;
+      };
+    in
+    # the archive's build waits for the check (its output is not in the archive)
+    img.overrideAttrs (old: {
+      comfyverLayerCheck = check;
+      passthru = (old.passthru or { }) // { layerCheck = check; };
+    });
 in
 {
-  inherit image flatten rootfs ldconfig config extraCommands fakeRootCommands maxLayers ownLayerBytes driverLibPath;
+  inherit image flatten rootfs ldconfig config extraCommands fakeRootCommands maxLayers ownLayerBytes driverLibPath layerCheck;
 }
