@@ -1,10 +1,11 @@
-"""One `comfyver lock` per example workflow of the real node-pack corpus, offline (see tests/support/corpuslock.py).
+"""One `comfyver lock` per example workflow of the real node-pack corpus (node-packs-v2, 139 workflows, the real
+ComfyUI history), offline (see tests/support/corpuslock.py).
 
     python bench/corpus_lock.py [--json] [--no-probe]
 
 By default each lock runs `--probe` with this interpreter (so provides is what ComfyUI registers).
 
-Prints per workflow: locked or why not, the models pinned by hand (--model --sha256 --size, only for models
+Prints per workflow: locked or why not (corpuslock.classify), the models pinned by hand (--model --sha256 --size, only for models
 with no source reachable offline), lock wall time cold and warm (a second lock of the same version), and
 whether `check` agrees; then the totals and the warm/cold ratio.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,21 +35,29 @@ def main() -> int:
         finally:
             srv.close()
     if "--json" in sys.argv:
-        print(json.dumps([asdict(o) for o in outcomes], indent=2))
+        print(json.dumps([asdict(o) | {"why": corpuslock.classify(o)} for o in outcomes], indent=2))
         return 0
-    print(f"{'workflow':<48} {'result':<8} {'pins':>4} {'cold s':>7} {'warm s':>7} check")
+    print(f"{'workflow':<48} {'result':<8} {'pins':>4} {'cold s':>7} {'warm s':>7} check / why not")
     for o in outcomes:
         if o.ok:
             print(f"{o.workflow[:48]:<48} {'locked':<8} {o.pins:>4} {o.cold_s:>7.2f} {o.warm_s:>7.2f} "
                   f"{'ok' if o.check_rc == 0 else 'FAIL'}")
         else:
-            why = o.problems[0]["problem"][:70] if o.problems else "?"
-            print(f"{o.workflow[:48]:<48} {'no':<8} {'':>4} {o.cold_s:>7.2f} {'':>7} {why}")
+            print(f"{o.workflow[:48]:<48} {'no':<8} {'':>4} {o.cold_s:>7.2f} {'':>7} {corpuslock.classify(o)}")
     ok = [o for o in outcomes if o.ok]
+    why = Counter(corpuslock.classify(o) for o in outcomes)
+    servable = len(outcomes) - why[corpuslock.UNSERVABLE]
+    print(f"\n{len(outcomes)} workflows; {why[corpuslock.UNSERVABLE]} need a pack the corpus lacks; of the other "
+          f"{servable}, {len(ok)} locked with one command ({100 * len(ok) / max(servable, 1):.0f} %), each proven by the "
+          f"probe; check agrees on {sum(o.check_rc == 0 for o in ok)}, a warm re-lock adds nothing on "
+          f"{sum(o.relock_rc == 0 and not o.relock_added for o in ok)}")
+    for w, n in why.most_common():
+        if w not in ("locked", corpuslock.UNSERVABLE):
+            print(f"  not locked: {n:>3}  {w}")
+    print(f"hand-given model pins (no source offline): {sum(o.pins for o in ok)} over {sum(1 for o in ok if o.pins)} "
+          f"workflows; other manual steps: 0")
     cold = sum(o.cold_s for o in ok)
     warm = sum(o.warm_s for o in ok)
-    print(f"\n{len(ok)}/{len(outcomes)} locked with one command; hand-given model pins: "
-          f"{sum(o.pins for o in ok)} over {sum(1 for o in ok if o.pins)} workflows; other manual steps: 0")
     print(f"lock wall time over the locked ones: cold {cold:.1f} s, warm {warm:.1f} s (warm/cold {warm / max(cold, 1e-9):.2f})")
     return 0
 

@@ -1,6 +1,6 @@
 """Lock every example workflow of the real node-pack corpus, the way a user would, offline.
 
-GitHub is played by the test git server (the corpus bundles and ComfyUI 0.3.75 as
+GitHub is played by the test git server (the corpus' packs with their history and the real ComfyUI history as
 `comfyanonymous/ComfyUI`, reached through git's `url.<server>.insteadOf https://github.com/`); the Comfy
 Registry and Hugging Face are unreachable (a closed port). Each workflow gets ONE `comfyver lock ID --workflow W`;
 when the only problems left are models whose source cannot be reached or is unknown offline, it is run again with
@@ -11,29 +11,24 @@ second `lock` (warm) must agree. Used by tests/test_corpus_lock.py and bench/cor
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
-import shutil
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import comfyui, nodepacks
-from tests.support.gitserver import GitServer, git
+from tests.support import nodepacks
+from tests.support.gitserver import GitServer
 
 UNREACHABLE = "http://127.0.0.1:9"
 
 
 def setup(tmp: Path) -> tuple[GitServer, Path, dict]:
     srv = GitServer(tmp / "served")
-    env_git = nodepacks.serve(srv)
-    work = tmp / "work" / "ComfyUI"
-    shutil.copytree(comfyui.source(), work, ignore=shutil.ignore_patterns("__pycache__", "extra_model_paths.yaml"))
-    for args in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "ComfyUI 0.3.75"), ("tag", "v0.3.75")):
-        git(*args, cwd=work)
-    srv.publish(work, "comfyanonymous/ComfyUI")
-    (tmp / "served" / "comfyanonymous" / "ComfyUI").symlink_to("ComfyUI.git")
+    env_git = nodepacks.serve(srv)  # the packs and the real ComfyUI history
     proj = tmp / "proj"
     (proj / "versions").mkdir(parents=True)
     (proj / "pyproject.toml").write_text("[project]\nname='p'\n")
@@ -56,6 +51,7 @@ class Outcome:
     nodes: list = field(default_factory=list)
     problems: list = field(default_factory=list)
     knowledge: str = ""
+    notes: list = field(default_factory=list)
 
 
 def _cli(proj: Path, env: dict, *args: str) -> tuple[int, str, float]:
@@ -98,13 +94,16 @@ def _pin_args(problems: list[dict]) -> list[str] | None:
 
 
 def workflows() -> list[tuple[str, Path]]:
-    out = []
+    out: list[tuple[str, Path]] = []
     for p in nodepacks.packs():
         tree = nodepacks.checkout(p)
         for w in p["example_workflows"]:
             path = w["path"] if isinstance(w, dict) else w
-            vid = "".join(c if c.isalnum() else "-" for c in f"{p['name'][:20]}-{Path(path).stem[:24]}".lower())
-            out.append((vid.strip("-"), tree / path))
+            vid = "".join(c if c.isalnum() else "-" for c in f"{p['name'][:20]}-{Path(path).stem}".lower())[:56]
+            vid = vid.strip("-")
+            if any(v == vid for v, _ in out):  # long names that share their first 56 characters
+                vid = f"{vid}-{len(out)}"
+            out.append((vid, tree / path))
     return out
 
 
@@ -127,6 +126,7 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
             cold += cold3
             res = json.loads(out)
     o = Outcome(wf.name, rc == 0, len(pins) // 6, round(cold, 2))
+    o.notes = res.get("notes") or []
     if rc != 0:
         o.problems = res.get("problems", [])
         return o
@@ -139,3 +139,46 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
     if o.relock_rc == 0:
         o.relock_added = json.loads(out)["added_models"] + json.loads(out)["added_nodes"]
     return o
+
+
+# why a corpus workflow does not lock here, by the first problem's text (see `classify`)
+UNSERVABLE = "a pack the corpus lacks"
+NEWER_CORE = "a core newer than 0.3.75 (whose requirements the probe's interpreter lacks)"
+INTERPRETER = "a pack the probe's interpreter cannot import"
+OFFLINE_UNKNOWN = "a class of a corpus pack that no offline data names"
+REASONS = [
+    (re.compile(r"git ls-remote failed: .*repository '.*/([^/]+/[^/]+)/' not found"), UNSERVABLE),
+    (re.compile(r"built into ComfyUI [0-9.]+ but not in the locked core"), NEWER_CORE),
+    # the probe's interpreter (the test venv: ComfyUI 0.3.75's requirements, torch 2.14.1, no torchaudio) lacks
+    # what some packs import (InstantID: insightface; comfy_mtb: onnxruntime, ...) or they download at import
+    # (UltimateSDUpscale), so ComfyUI would not have their classes: refused, not written with a note
+    (re.compile(r"(UltimateSDUpscale|InstantID\w*): the class is not registered when ComfyUI loads the version's nodes"
+                r"|node comfy_mtb at \w+ does not register '[^']+ \(mtb\)' when ComfyUI loads it"), INTERPRETER),
+]
+REGISTRY_DOWN = re.compile(r"Comfy Registry lookup failed: the Comfy Registry at .* cannot be reached")
+AMBIGUOUS = re.compile(r"\d+ packs in ComfyUI-Manager's node map provide it")
+
+
+@functools.cache
+def _corpus_sources() -> str:
+    return "\n".join(f.read_text(errors="replace") for p in nodepacks.packs() for f in nodepacks.checkout(p).rglob("*.py"))
+
+
+def classify(o: Outcome) -> str:
+    """"locked", or why not: a pack the corpus lacks (its repository, or a class no corpus pack has: the registry
+    or a choice between absent packs would name it), a class of a corpus pack that no offline data names (the
+    Comfy Registry is down, ComfyUI-Manager's map lists the pack's newer class names), or one of `REASONS`."""
+    if o.ok:
+        return "locked"
+    for pm in o.problems:
+        text = pm["problem"]
+        for rx, why in REASONS:
+            if rx.search(text):
+                return why
+        if REGISTRY_DOWN.search(text) or AMBIGUOUS.search(text):
+            cls = pm["item"].removeprefix("class ")
+            if f'"{cls}"' not in _corpus_sources() and f"'{cls}'" not in _corpus_sources():
+                return UNSERVABLE
+    if all(REGISTRY_DOWN.search(pm["problem"]) for pm in o.problems):
+        return OFFLINE_UNKNOWN
+    return "other: " + (o.problems[0]["problem"][:120] if o.problems else "?")
