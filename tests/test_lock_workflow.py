@@ -127,6 +127,16 @@ def test_lock_reports_every_missing_item_with_its_fix_and_writes_nothing(env, ca
     assert "comfyui-b" in items["class SharedText"]["problem"] and "comfyui-c" in items["class SharedText"]["problem"]
     assert "--choose 'SharedText=" in items["class SharedText"]["fix"]
     assert not (env.root / "versions" / "demo").exists()
+    # the lock stopped on a class, before its models step: still, every model value it saw is named, with the
+    # source known so far (the workflow's own entry, ComfyUI-Manager's list) or none
+    # (FancySAMLoader's folder is known once its pack is locked and scanned: `?/` until then)
+    seen = {m["model"]: m for m in res["models"]}
+    assert set(seen) == {"checkpoints/sd/base.safetensors", "loras/detail.safetensors", "?/sam_b.pth"}, seen
+    assert seen["checkpoints/sd/base.safetensors"]["source"] == "workflow"
+    assert seen["loras/detail.safetensors"]["url"] == env.files["detail.safetensors"][0]
+    assert seen["?/sam_b.pth"]["url"] is None and seen["?/sam_b.pth"]["demanded"]
+    rc, out, _ = run(capsys, *[a for a in base_args(env) if a != "--json"])
+    assert rc == 1 and "model ?/sam_b.pth: no source yet" in out
 
 
 def test_lock_then_model_without_source_is_named_with_its_flag(env, capsys):

@@ -90,9 +90,13 @@ def run(args) -> int:
                            verify=not args.no_verify, search=not args.no_search)
     except LockProblems as exc:
         if args.json:
-            print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems, "notes": exc.notes}, indent=2))
+            print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems, "notes": exc.notes,
+                              "models": exc.models}, indent=2))
         else:
             _print_problems(args.vid, exc.problems)
+            for m in exc.models:  # every model value seen, even where the lock stopped before the models step
+                print(f"model {m['model']}: " + (f"from {m['url']} ({m['source']})" if m["url"] else "no source yet")
+                      + ("" if m["demanded"] else " (optional)"))
             for n in exc.notes:
                 print(f"note: {n}")
         return 1

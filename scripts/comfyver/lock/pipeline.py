@@ -69,6 +69,15 @@ class OptionalModel(TypedDict):
     used_by: list[str]
 
 
+class SeenModel(TypedDict):
+    """A model value a failed lock saw (`lock --json`'s `models`): named even when the lock stopped before models."""
+    model: str
+    source: str | None
+    url: str | None
+    demanded: bool
+    used_by: list[str]
+
+
 class LockProblems(ComfyverError):
     """What is missing, each with the flag or lock field that fixes it. `items`: the Problems; `problems`:
     the same as the dicts `lock --json` prints."""
@@ -77,6 +86,7 @@ class LockProblems(ComfyverError):
         self.items = list(problems)
         self.problems = [p.to_json() for p in self.items]
         self.notes: list[str] = []  # what the steps learned before stopping (picks, fallbacks, revisions tried)
+        self.models: list[SeenModel] = []  # every model value the workflows named, with the source known so far
         lines = "\n".join(f"  {p.item}: {p.problem}\n    fix: {p.fix}" for p in self.items)
         super().__init__(f"version {vid}: {len(self.items)} item(s) cannot be locked:\n{lines}")
 
@@ -210,6 +220,10 @@ def run(req: LockRequest) -> LockSummary:
         prove(req, draft)                 # 5b
     except LockProblems as exc:
         exc.notes = [web.redact(n.replace("{id}", req.vid)) for n in dict.fromkeys(draft.notes)]
+        if draft.report is not None:
+            exc.models = [{"model": k, "source": m.get("source"), "url": web.redact(m["url"]) if m.get("url") else None,
+                           "demanded": bool(m["active"]), "used_by": m["used_by"]}
+                          for k, m in sorted(draft.report.models.items())]
         raise
     return write(req, draft)              # 6
 
@@ -291,7 +305,7 @@ def analyze_all(req: LockRequest, draft: Draft) -> Analysis:
     draft.parsed = [analyze.load(w) for w, _ in draft.names] + [analyze.load(w) for w in wf_files]
     draft.mgr = nodemap.manager()
     nm, inputs = nodemap.for_lock(draft.lock, vdir, registry=req.registry, manager_data=draft.mgr)
-    rep = analyze.report(draft.parsed, nm, inputs, draft.mgr)
+    rep = draft.report = analyze.report(draft.parsed, nm, inputs, draft.mgr)
     draft.picks = {c: {"node": name, "via": p["via"], "evidence": why}
                    for name, p in rep.packs.items() for c, why in sorted(p.get("evidence", {}).items())}
     draft.notes += [n for n in rep.notes if n.startswith("class ") and ": picked " in n]  # every pick, with why
