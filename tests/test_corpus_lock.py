@@ -20,11 +20,11 @@ from tests.support import corpuslock
 LOCKS = ["lora_workflow.json", "image_tiles.json", "06-seamless_equilateral.json", "general_tests.json",
          "workflow_all_nodes.json", "CR_Simple_Banner_demo2.json", "ipadapter_faceid.json",
          "canny_workflow.json",     # comfyui_controlnet_aux, its snapshot head unsendable: served at the pinned commit
-         "inpaint-simple.json"]     # comfyui-inpaint-nodes: its only tag does not import on 0.3.75, its head does
+         "inpaint-simple.json",     # comfyui-inpaint-nodes: its only tag does not import on 0.3.75, its head does
+         "basic-usdu.json",         # ComfyUI_UltimateSDUpscale: locked with its submodule (else it downloads at import)
+         "InstantID_IPAdapter.json"]  # ComfyUI_InstantID: insightface in the probe's interpreter (the test extra)
 FAILS = {"CR_Image_Grid_Panel_demo2.json": corpuslock.UNSERVABLE,
          "LTX-2_I2V_Distilled_wLora.json": corpuslock.NEWER_CORE,
-         "basic-usdu.json": corpuslock.INTERPRETER,
-         "InstantID_IPAdapter.json": corpuslock.INTERPRETER,
          "inpaint-cropandstitch_example_workflow.json": corpuslock.OFFLINE_UNKNOWN}
 
 
@@ -43,6 +43,7 @@ def test_the_corpus_example_workflows_lock_with_one_command(tmp_path):
         o = outcomes[name]
         assert (o.check_rc, o.relock_rc, o.relock_added, o.knowledge) == (0, 0, [], "probe"), o
     assert any("the default branch head" in n for n in outcomes["inpaint-simple.json"].notes)
+    assert any("locked with its git submodules" in n for n in outcomes["basic-usdu.json"].notes)
     # provides equals what ComfyUI registers, for every pack that imports
     probes = [json.loads(f.read_text()) for f in (tmp_path / "cache" / "probe").glob("*.json")]
     checked = 0

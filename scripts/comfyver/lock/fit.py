@@ -14,7 +14,7 @@ from typing import cast
 
 from comfyver.base.errors import ComfyverError
 from comfyver.base.lockfile import GitLocked, GitOriginal, Lock
-from comfyver.lock import probe
+from comfyver.lock import probe, submodules
 from comfyver.sources import gitsource, resolve
 
 MAX_TRIES = 4  # earlier revisions probed per pack (each is one ComfyUI node load)
@@ -81,6 +81,7 @@ def fit(lock: Lock, name: str, needed: Collection[str], error: str, saved: str |
         except resolve.ResolveFailed as exc:
             out.tried.append(f"{c.ref}: {next(iter(exc.failures.values()))[-200:]}")
             continue
+        locked = submodules.with_submodules({name: (original, locked)})[0].get(name, locked)  # as Manager installs
         trial = copy.deepcopy(lock)
         trial["nodes"] = {name: {"original": original, "locked": locked}}
         got = run(trial)["packs"].get(name)

@@ -44,7 +44,7 @@ from comfyver.base.lockfile import (
     Python,
     Torch,
 )
-from comfyver.lock import analyze, fit, installsteps, nodemap, nodesource, probe, proof, pylock, versions
+from comfyver.lock import analyze, fit, installsteps, nodemap, nodesource, probe, proof, pylock, submodules, versions
 from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
@@ -695,6 +695,11 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
         draft.notes += [why for _, why in second.values()]
         # only the fallbacks are resolved again; the rest keep their first results
         locked = {**exc.results, **_resolve_or_table([item(n, p) for n, (p, _) in second.items()], req)}
+    git = {n: (cast(GitOriginal, p.original()), cast(GitLocked, locked[f"nodes.{n}"])) for n, p in packs.items()
+           if cast(NodeLocked, locked[f"nodes.{n}"])["type"] == "git"}
+    recursive, sub_notes = submodules.with_submodules(git, jobs=req.jobs)  # as ComfyUI-Manager installs packs
+    locked.update({f"nodes.{n}": loc for n, loc in recursive.items()})
+    draft.notes += sub_notes
     probs: list[Problem] = []
     for name, p in packs.items():
         loc = cast(NodeLocked, locked[f"nodes.{name}"])
