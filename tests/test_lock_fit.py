@@ -97,6 +97,16 @@ def test_a_revision_the_user_pinned_is_never_moved(env, capsys, tmp_path):
     # a failed lock still prints what the steps learned: here why the class is missing and the levers
     assert any("fails to import" in n and "v99_newer_core" in n and "--comfyui-ref" in n for n in res["notes"])
     assert not (env.root / "versions" / "pinned" / "version.json").exists()
+    # written anyway (--no-verify): `check` reuses the probe the lock ran (no uv.lock here, no realized version) and
+    # fails it as the lock's proof did; the static scan alone finds FitNode in the pack's source and passed it
+    rc, out, err = run(capsys, "lock", "pinned", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref",
+                       "v0.3.75", "--node", f"{revs['url']}@v2.0.0", "--offline-registry", "--no-python", "--json",
+                       "--probe", sys.executable, "--no-verify")
+    assert rc == 0, out + err
+    rc, out, _ = run(capsys, "check", "pinned", "--no-python", "--json")
+    probs = json.loads(out)["versions"]["pinned"]["problems"]
+    assert rc == 1 and [p["item"] for p in probs] == ["class FitNode"], out
+    assert "(proof, from the probe)" in probs[0]["problem"]
 
 
 def test_a_newest_release_years_behind_the_branch_gives_way_to_its_head(env, capsys, tmp_path):

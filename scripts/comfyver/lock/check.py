@@ -137,10 +137,10 @@ def _coverage(lock: Lock, vdir: Path, wfs: list[analyze.Workflow], relock: str) 
 
 
 def knowledge(lock: Lock, vdir: Path) -> proof.Knowledge:
-    """What the proof checks against: the version's cached runtime probe (`comfyver probe`, keyed by its uv.lock),
-    else the static scan of the locked sources."""
+    """What the proof checks against: the version's cached runtime probe (`comfyver probe`, keyed by its uv.lock;
+    else the probe `lock --probe` proved it with), else the static scan of the locked sources."""
     ul = vdir / "uv.lock"
-    result = probe.cached(lock, ul.read_bytes()) if ul.is_file() else None
+    result = probe.cached(lock, ul.read_bytes() if ul.is_file() else b"")
     if result is not None:
         return proof.from_probe(result)
     _, inputs = nodemap.for_lock(lock, vdir, registry=False, manager_data=nodemap.manager())

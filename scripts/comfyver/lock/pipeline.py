@@ -522,6 +522,9 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     for w, rel in draft.names:
         atomic_write_bytes(vdir / rel, w.read_bytes())
     versions.save(root, vid, lock)
+    if draft.probed:  # `check` reuses the proof this lock was written with
+        ul = vdir / "uv.lock"
+        probe.record_lock_probe(lock, ul.read_bytes() if ul.is_file() else b"", draft.probed)
     optional: list[OptionalModel] = [{"model": k, "why": m.get("optional") or "inactive", "used_by": m["used_by"]}
                                      for k, m in sorted(rep.models.items()) if not m["active"] and k not in lock["models"]]
     notes += [web.redact(f"model {o['model']}: optional (its node is {OPTIONAL_WHY.get(o['why'], o['why'])}): "

@@ -124,11 +124,26 @@ def _cache_file(key: str) -> Path:
     return project.cache_dir() / "probe" / f"{key}.json"
 
 
+LOCK_PROOF = "-lock"  # the suffix of the lock's own probe's record (see `record_lock_probe`)
+
+
 def cached(lock: Lock, uv_lock: bytes) -> ProbeResult | None:
-    try:
-        return cast(ProbeResult, json.loads(_cache_file(cache_key(lock, uv_lock)).read_text()))
-    except (OSError, ValueError):
-        return None
+    """The version's probe: of its realized environment (`comfyver probe`, `verify --runtime`) where there is one,
+    else the one `lock --probe` proved the lock with (its `python` says which interpreter)."""
+    key = cache_key(lock, uv_lock)
+    for name in (key, key + LOCK_PROOF):
+        try:
+            return cast(ProbeResult, json.loads(_cache_file(name).read_text()))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def record_lock_probe(lock: Lock, uv_lock: bytes, result: ProbeResult) -> None:
+    """Keep the probe `lock --probe` proved `lock` with for `check` (under the version's key, uv.lock's digest
+    included, with a suffix of its own: a probe of the realized version (`for_version`) never takes it for its own)."""
+    atomic_write_json(_cache_file(cache_key(lock, uv_lock) + LOCK_PROOF),
+                      {k: v for k, v in result.items() if k not in ("key", "cached")} | {"from": "lock --probe"})
 
 
 def _cached_run(key: str, make: Callable[[], ProbeResult], refresh: bool) -> ProbeResult:
