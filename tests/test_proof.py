@@ -192,7 +192,8 @@ def test_the_probe_records_every_folder_and_prefix_an_input_lists(tmp_path: Path
         "    def INPUT_TYPES(s):\n"
         "        b = ['bbox/' + x for x in folder_paths.get_filename_list('ultralytics_bbox')]\n"
         "        g = ['segm/' + x for x in folder_paths.get_filename_list('ultralytics_segm')]\n"
-        "        return {'required': {'model_name': (b + g,), 'ckpt': (folder_paths.get_filename_list('checkpoints'),)}}\n"
+        "        return {'required': {'model_name': (b + g,), 'ckpt': (folder_paths.get_filename_list('checkpoints'),),\n"
+        "                             'image': ('IMAGE',), 'n': ('INT', {'default': 1})}}\n"
         "    RETURN_TYPES = ()\n"
         "    FUNCTION = 'f'\n"
         "NODE_CLASS_MAPPINGS = {'Det': Det}\n")
@@ -200,8 +201,36 @@ def test_the_probe_records_every_folder_and_prefix_an_input_lists(tmp_path: Path
     info = result["classes"]["Det"]
     assert info["input_folders"] == {**IMPACT_INPUT, "ckpt": [["", "checkpoints"]]}
     assert info["model_inputs"] == [["ckpt", "checkpoints"]]  # unchanged: what analyze places by
-    wf = analyze.parse({"1": {"class_type": "Det", "inputs": {"model_name": VALUE, "ckpt": "a.safetensors"}}}, "w")
+    assert info["required_links"] == ["image"]  # a link fills it; INT and the options are widgets
+    wf = analyze.parse({"1": {"class_type": "Det", "inputs": {"model_name": VALUE, "ckpt": "a.safetensors",
+                                                              "image": ["2", 0]}}}, "w")
     know = proof.from_probe(result)
     assert proof.prove(_lock(["ultralytics_bbox/face_yolov8m.pt", "checkpoints/a.safetensors"]), [wf], know) == []
     assert [p.value for p in proof.prove(_lock(["ultralytics_bbox/bbox/face_yolov8m.pt", "loras/a.safetensors"]),
                                          [wf], know)] == [VALUE, "a.safetensors"]
+
+
+def test_a_required_input_only_a_link_fills_is_proven_connected() -> None:
+    """ComfyUI refuses a prompt whose node leaves a required MODEL/IMAGE... input without a link ("Required input
+    is missing"): the proof names it (the probe records `required_links`); bypassed, muted and unrun nodes are not
+    checked, nor nodes inside a subgraph."""
+    answer = _answer()
+    answer["classes"]["KSampler"]["required_links"] = ["model", "positive"]
+    know = proof.from_probe(answer)
+
+    def ui(inputs: list[dict[str, Any]], mode: int = 0, nid: int = 3) -> analyze.Workflow:
+        return analyze.parse({"nodes": [{"id": nid, "type": "KSampler", "mode": mode, "inputs": inputs,
+                                         "outputs": [{"name": "LATENT", "links": [9]}], "widgets_values": [1]}],
+                              "links": []}, "workflows/k.json")
+
+    half = [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING", "link": None}]
+    [p] = proof.prove(_lock([]), [ui(half)], know)
+    assert (p.kind, p.item, p.node_id, p.input) == ("input-not-connected", "input KSampler.positive", "3", "positive")
+    assert "Required input is missing" in p.problem and p.problem.startswith("workflows/k.json#3 KSampler")
+    full = [{"name": "model", "type": "MODEL", "link": 1}, {"name": "positive", "type": "CONDITIONING", "link": 2}]
+    assert proof.prove(_lock([]), [ui(full)], know) == []
+    assert proof.prove(_lock([]), [ui(half, mode=4)], know) == []  # bypassed
+    api = analyze.parse({"3": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 1}}}, "workflows/a.json")
+    assert [p.input for p in proof.prove(_lock([]), [api], know)] == ["positive"]
+    # the static scan records no required inputs: nothing is claimed
+    assert proof.prove(_lock([]), [ui(half)], proof.from_scan({})) == []

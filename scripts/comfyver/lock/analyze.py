@@ -67,6 +67,7 @@ class NodeUse:
     positional: list[Any] = field(default_factory=list)  # UI widgets_values (list form)
     linked: bool = True        # UI format: False when no link enters or leaves it (a frontend-only node looks so)
     feeds: bool = True         # UI format: False when it has outputs and none is linked (ComfyUI does not run it)
+    connected: frozenset[str] | None = None  # inputs a link fills (None: not known)
 
     @property
     def virtual(self) -> bool:
@@ -144,8 +145,10 @@ def _parse_api(data: dict[str, Any], name: str) -> Workflow:
         ct = n.get("class_type")
         if not isinstance(ct, str) or not ct:
             raise WorkflowError(f"workflow {name}: node {nid} has no class_type")
-        named = {k: v for k, v in _dict(n.get("inputs")).items() if not _is_link(v)}
-        nodes.append(NodeUse(ct, str(nid), name, named=named))
+        inputs = _dict(n.get("inputs"))
+        named = {k: v for k, v in inputs.items() if not _is_link(v)}
+        nodes.append(NodeUse(ct, str(nid), name, named=named,
+                             connected=frozenset(str(k) for k, v in inputs.items() if _is_link(v))))
     return Workflow(name, "api", nodes, [])
 
 
@@ -216,12 +219,17 @@ def _parse_ui(data: dict[str, Any], name: str) -> Workflow:
             out.append(NodeUse(t, nid, name, mode, _str(props.get("cnr_id")), _str(props.get("aux_id")),
                                _str(props.get("ver")), named=dict(wv) if isinstance(wv, dict) else {},
                                positional=list(wv) if isinstance(wv, list) else [], linked=_has_links(n),
-                               feeds=_feeds(n)))
+                               feeds=_feeds(n), connected=_connected(n)))
 
     walk(data["nodes"], "", None, ())
     versions = {k: v for k, v in _dict(extra.get("node_versions")).items() if isinstance(k, str) and isinstance(v, str) and v
                 and re.fullmatch(r"[\w.+-]{1,100}", v)}
     return Workflow(name, "ui", out, sources, versions)
+
+
+def _connected(n: dict[str, Any]) -> frozenset[str]:
+    return frozenset(str(i["name"]) for i in _list(n.get("inputs"))
+                     if isinstance(i, dict) and i.get("link") is not None and isinstance(i.get("name"), str))
 
 
 def _has_links(n: dict[str, Any]) -> bool:

@@ -32,7 +32,7 @@ from comfyver.base.fsutil import atomic_write_json
 from comfyver.base.lockfile import Lock
 from comfyver.lock import versions
 
-PROBE_VERSION = 2  # 2: input_folders (every [prefix, folder] an input lists)
+PROBE_VERSION = 3  # 2: input_folders (every [prefix, folder] an input lists); 3: required_links
 TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
 
 
@@ -50,6 +50,7 @@ class ClassResult(TypedDict):
     model_inputs: list[list[str]]            # [[input, folder], ...]
     input_folders: dict[str, list[list[str]]]  # input -> [[prefix, folder], ...]
     folders_called: list[str]
+    required_links: NotRequired[list[str]]   # required inputs only a link fills (MODEL, IMAGE, ...)
     error: NotRequired[str]
 
 

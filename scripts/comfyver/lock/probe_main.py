@@ -94,6 +94,19 @@ def _model_inputs(spec: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+
+def _required_links(spec: dict[str, Any]) -> list[str]:
+    """Required inputs that only a link can fill (a type such as MODEL or IMAGE, not a widget's INT/FLOAT/STRING/
+    BOOLEAN/COMBO or a list of options): a prompt without them is refused ("Required input is missing")."""
+    out = []
+    for name, s in (spec.get("required") or {}).items():
+        if isinstance(s, (list, tuple)) and s and isinstance(s[0], str) and s[0] not in WIDGET_TYPES:
+            out.append(str(name))
+    return out
+
+
 def _class_info(cls: Any) -> dict[str, Any]:  # a pack's class: anything
     CALLS.clear()
     try:
@@ -102,7 +115,8 @@ def _class_info(cls: Any) -> dict[str, Any]:  # a pack's class: anything
         else:
             spec = cls.INPUT_TYPES()
         spec = spec if isinstance(spec, dict) else {}
-        info: dict[str, Any] = {"model_inputs": _model_inputs(spec), "input_folders": _input_folders(spec)}
+        info: dict[str, Any] = {"model_inputs": _model_inputs(spec), "input_folders": _input_folders(spec),
+                                "required_links": _required_links(spec)}
     except Exception as exc:
         info = {"model_inputs": [], "input_folders": {}, "error": f"{type(exc).__name__}: {exc}"}
     info["folders_called"] = sorted(set(CALLS))

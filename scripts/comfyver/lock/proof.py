@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from comfyver.lock import analyze, nodescan, placement
@@ -31,7 +31,7 @@ CORE_SHIPPED = frozenset({"configs"})
 FRONTEND_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 
 Source = Literal["probe", "scan"]
-Kind = Literal["class-not-registered", "model-not-offered"]
+Kind = Literal["class-not-registered", "model-not-offered", "input-not-connected"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Knowledge:
     source: Source
     classes: frozenset[str] | None
     inputs: Mapping[str, Mapping[str, tuple[tuple[str | None, str], ...]]]
+    links: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # class -> required inputs a link fills
 
     def model_inputs(self) -> dict[str, list[tuple[str, str]]]:
         """class -> [(input, first folder)] in declaration order, as analyze.model_uses takes it."""
@@ -58,7 +59,9 @@ def from_probe(result: Mapping[str, Any]) -> Knowledge:
         if isinstance(recorded, dict):  # probes that record every (prefix, folder) an input lists
             per = {name: tuple((str(p), str(f)) for p, f in pairs) for name, pairs in recorded.items() if pairs}
         inputs[c] = per
-    return Knowledge("probe", frozenset((result.get("classes") or {}).keys()), inputs)
+    links = {c: tuple(str(x) for x in info.get("required_links") or [])
+             for c, info in (result.get("classes") or {}).items() if info.get("required_links")}
+    return Knowledge("probe", frozenset((result.get("classes") or {}).keys()), inputs, links)
 
 
 def from_scan(model_inputs: Mapping[str, Iterable[tuple[str, str]]]) -> Knowledge:
@@ -89,6 +92,8 @@ class ProofProblem:
     def item(self) -> str:
         if self.kind == "class-not-registered":
             return f"class {self.class_type}"
+        if self.kind == "input-not-connected":
+            return f"input {self.class_type}.{self.input}"
         return f"model {self.value}"
 
     @property
@@ -96,6 +101,9 @@ class ProofProblem:
         where = f"{self.workflow}#{self.node_id} {self.class_type}"
         if self.kind == "class-not-registered":
             return f"{where}: the class is not registered when ComfyUI loads the version's nodes"
+        if self.kind == "input-not-connected":
+            return (f"{where}: required input {self.input!r} has no link (ComfyUI refuses the prompt: "
+                    "\"Required input is missing\")")
         held = f"the lock holds {self.closest}" if self.closest else "the lock holds no model of that name"
         return (f"{where}.{self.input}: {self.value!r} is not among the options of the input, which lists "
                 f"{', '.join(self.folders)} ({held})")
@@ -168,6 +176,23 @@ def _model_fix(lock: Mapping[str, Any], right: str, closest: str | None) -> str:
     return f"lock it: {lever}"
 
 
+def _unconnected(wf: analyze.Workflow, name: str, knowledge: Knowledge) -> list[ProofProblem]:
+    """Required inputs only a link fills (the probe's `required_links`) that a node ComfyUI runs leaves empty. Nodes
+    inside subgraphs and group nodes are not checked (their links cross the instance's boundary)."""
+    out = []
+    for u in wf.nodes:
+        want = knowledge.links.get(u.class_type)
+        if (not want or u.connected is None or ":" in u.node_id or u.virtual or u.mode in ("muted", "bypassed")
+                or not u.linked or not u.feeds):
+            continue
+        for i in want:
+            if i not in u.connected:
+                out.append(ProofProblem("input-not-connected", name, u.node_id, u.class_type, i,
+                                        fix=f"connect {u.class_type}.{i} in {name} (node {u.node_id}), or bypass "
+                                            "the node"))
+    return out
+
+
 def prove(lock: Mapping[str, Any], workflows: Iterable[analyze.Workflow], knowledge: Knowledge,
           names: Mapping[str, str] | None = None) -> list[ProofProblem]:
     """Every node ComfyUI will run, against `knowledge`: the problems, in workflow order. `names`: a workflow's
@@ -190,6 +215,7 @@ def prove(lock: Mapping[str, Any], workflows: Iterable[analyze.Workflow], knowle
                 out.append(ProofProblem("class-not-registered", name, u.node_id, u.class_type,
                                         fix="pin a revision of its pack that registers it (--node <url>@<ref>), "
                                             "choose another pack (--choose), or a newer ComfyUI for a core class"))
+        out += _unconnected(wf, name, knowledge)
         for m in analyze.model_uses(wf, inputs):
             pairs = knowledge.inputs.get(m.class_type, {}).get(m.input or "")
             if m.optional is not None or not pairs or any(f in CORE_SHIPPED for _, f in pairs):
