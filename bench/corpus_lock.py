@@ -5,7 +5,9 @@ ComfyUI history), offline (see tests/support/corpuslock.py).
 
 By default each lock runs `--probe` with this interpreter (so provides is what ComfyUI registers).
 
-Prints per workflow: locked or why not (corpuslock.classify), the models pinned by hand (--model --sha256 --size, only for models
+Prints per workflow: locked or why not (corpuslock.classify), the lock commands it took (1, or 2-3 where
+models were pinned by hand), the proof's own seconds cold and warm (lock --json's proof_seconds), the models
+pinned by hand (--model --sha256 --size, only for models
 with no source reachable offline), lock wall time cold and warm (a second lock of the same version), and
 whether `check` agrees; then the totals and the warm/cold ratio.
 """
@@ -37,13 +39,15 @@ def main() -> int:
     if "--json" in sys.argv:
         print(json.dumps([asdict(o) | {"why": corpuslock.classify(o)} for o in outcomes], indent=2))
         return 0
-    print(f"{'workflow':<48} {'result':<8} {'pins':>4} {'cold s':>7} {'warm s':>7} check / why not")
+    print(f"{'workflow':<48} {'result':<7} {'cmds':>4} {'pins':>4} {'cold s':>7} {'proof s':>7} {'warm s':>7} "
+          f"{'proof s':>7} check / why not")
     for o in outcomes:
         if o.ok:
-            print(f"{o.workflow[:48]:<48} {'locked':<8} {o.pins:>4} {o.cold_s:>7.2f} {o.warm_s:>7.2f} "
-                  f"{'ok' if o.check_rc == 0 else 'FAIL'}")
+            print(f"{o.workflow[:48]:<48} {'locked':<7} {o.commands:>4} {o.pins:>4} {o.cold_s:>7.2f} {o.proof_s:>7.2f} "
+                  f"{o.warm_s:>7.2f} {o.proof_warm_s:>7.2f} {'ok' if o.check_rc == 0 else 'FAIL'}")
         else:
-            print(f"{o.workflow[:48]:<48} {'no':<8} {'':>4} {o.cold_s:>7.2f} {'':>7} {corpuslock.classify(o)}")
+            print(f"{o.workflow[:48]:<48} {'no':<7} {o.commands:>4} {'':>4} {o.cold_s:>7.2f} {o.proof_s:>7.2f} {'':>7} "
+                  f"{'':>7} {corpuslock.classify(o)}")
     ok = [o for o in outcomes if o.ok]
     why = Counter(corpuslock.classify(o) for o in outcomes)
     servable = len(outcomes) - why[corpuslock.UNSERVABLE]
@@ -59,6 +63,10 @@ def main() -> int:
     cold = sum(o.cold_s for o in ok)
     warm = sum(o.warm_s for o in ok)
     print(f"lock wall time over the locked ones: cold {cold:.1f} s, warm {warm:.1f} s (warm/cold {warm / max(cold, 1e-9):.2f})")
+    most = max((o.proof_s for o in ok), default=0)
+    print(f"the proof's own cost over them: cold {sum(o.proof_s for o in ok):.1f} s (most {most:.1f} s "
+          f"for one workflow, probes of packs already probed are cached), warm {sum(o.proof_warm_s for o in ok):.1f} s "
+          f"(most {max((o.proof_warm_s for o in ok), default=0):.2f} s)")
     return 0
 
 

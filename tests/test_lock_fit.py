@@ -84,6 +84,7 @@ def test_a_chosen_pack_that_does_not_import_on_the_core_is_locked_at_an_earlier_
     assert node["original"] == {"type": "git", "url": revs["url"], "ref": "v1.0.0"}
     assert node["locked"]["rev"] == revs["v1.0.0"] and node["provides"] == ["FitNode"]
     assert res["knowledge"] == "probe"
+    assert res["proof_seconds"] > 0  # the probes ran (lock --json reports the proof's own cost)
 
 
 def test_a_revision_the_user_pinned_is_never_moved(env, capsys, tmp_path):

@@ -52,6 +52,9 @@ class Outcome:
     problems: list = field(default_factory=list)
     knowledge: str = ""
     notes: list = field(default_factory=list)
+    commands: int = 1                  # lock commands until it locked (or gave up): 1, or 2-3 with hand pins
+    proof_s: float = 0.0               # the proof's own seconds over those commands (lock --json: proof_seconds)
+    proof_warm_s: float = 0.0          # and in the warm re-lock
 
 
 def _cli(proj: Path, env: dict, *args: str) -> tuple[int, str, float]:
@@ -114,18 +117,22 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
         base += ["--probe", probe_python]
     rc, out, cold = _cli(proj, env, *base)
     res = json.loads(out)
+    runs = [res]
     pins: list[str] = []
     if rc == 1 and (more := _pin_args(res["problems"])) is not None:
         pins = more
         rc, out, cold2 = _cli(proj, env, *base, *pins)
         cold += cold2
         res = json.loads(out)
+        runs.append(res)
         if rc == 1 and (more := _pin_args(res["problems"])) is not None:  # a model seen only after the first pins
             pins += more
             rc, out, cold3 = _cli(proj, env, *base, *pins)
             cold += cold3
             res = json.loads(out)
-    o = Outcome(wf.name, rc == 0, len(pins) // 6, round(cold, 2))
+            runs.append(res)
+    o = Outcome(wf.name, rc == 0, len(pins) // 6, round(cold, 2), commands=len(runs),
+                proof_s=round(sum(r.get("proof_seconds") or 0.0 for r in runs), 2))
     o.notes = res.get("notes") or []
     if rc != 0:
         o.problems = res.get("problems", [])
@@ -137,7 +144,9 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
     o.relock_rc, out, o.warm_s = _cli(proj, env, *again)
     o.warm_s = round(o.warm_s, 2)
     if o.relock_rc == 0:
-        o.relock_added = json.loads(out)["added_models"] + json.loads(out)["added_nodes"]
+        warm = json.loads(out)
+        o.relock_added = warm["added_models"] + warm["added_nodes"]
+        o.proof_warm_s = round(warm.get("proof_seconds") or 0.0, 2)
     return o
 
 

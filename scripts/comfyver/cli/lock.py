@@ -91,7 +91,7 @@ def run(args) -> int:
     except LockProblems as exc:
         if args.json:
             print(json.dumps({"version": args.vid, "ok": False, "problems": exc.problems, "notes": exc.notes,
-                              "models": exc.models}, indent=2))
+                              "models": exc.models, "proof_seconds": exc.proof_seconds}, indent=2))
         else:
             _print_problems(args.vid, exc.problems)
             for m in exc.models:  # every model value seen, even where the lock stopped before the models step

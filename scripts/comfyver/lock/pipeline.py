@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class LockProblems(ComfyverError):
         self.problems = [p.to_json() for p in self.items]
         self.notes: list[str] = []  # what the steps learned before stopping (picks, fallbacks, revisions tried)
         self.models: list[SeenModel] = []  # every model value the workflows named, with the source known so far
+        self.proof_seconds = 0.0
         lines = "\n".join(f"  {p.item}: {p.problem}\n    fix: {p.fix}" for p in self.items)
         super().__init__(f"version {vid}: {len(self.items)} item(s) cannot be locked:\n{lines}")
 
@@ -130,6 +132,7 @@ class Draft:
     parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
     mgr: nodemap.ManagerData | None = None
     probed: probe.ProbeResult | None = None                          # the runtime probe's result (--probe)
+    proof_seconds: float = 0.0                                       # spent in steps 4b and 5b
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
     held: dict[str, list[Problem]] = field(default_factory=dict)      # node -> static "does not register", for the probe
@@ -172,6 +175,7 @@ class LockSummary:
     picks: dict[str, dict[str, str]] = field(default_factory=dict)  # class -> {node, via, evidence} (step 3)
     optional: list[OptionalModel] = field(default_factory=list)  # listed, not demanded, not locked
     install_steps: list[installsteps.StepReport] = field(default_factory=list)  # packs' install.py etc., not run
+    proof_seconds: float = 0.0  # the proof's own cost: the probe (steps 4b, ~0 when cached) and the checks (5b)
 
     def to_json(self) -> dict[str, Any]:  # JSON
         return dataclasses.asdict(self)
@@ -215,11 +219,16 @@ def run(req: LockRequest) -> LockSummary:
         add_given_nodes(req, draft)       # 2
         found = analyze_all(req, draft)   # 3
         lock_packs(req, draft, found)     # 4
+        t = time.perf_counter()
         probe_packs(req, draft, found)    # 4b
+        draft.proof_seconds = time.perf_counter() - t
         place_models(req, draft)          # 5
+        t = time.perf_counter()
         prove(req, draft)                 # 5b
+        draft.proof_seconds += time.perf_counter() - t
     except LockProblems as exc:
         exc.notes = [web.redact(n.replace("{id}", req.vid)) for n in dict.fromkeys(draft.notes)]
+        exc.proof_seconds = round(draft.proof_seconds, 3)
         if draft.report is not None:
             exc.models = [{"model": k, "source": m.get("source"), "url": web.redact(m["url"]) if m.get("url") else None,
                            "demanded": bool(m["active"]), "used_by": m["used_by"]}
@@ -535,7 +544,8 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     notes += step_notes
     return LockSummary(vid, sorted(lock["nodes"]), sorted(lock["models"]), lock["workflows"], sorted(draft.added),
                        draft.added_models, lock["python"], bool(req.python), notes, "probe" if probed else "scan",
-                       placed, dict(sorted(draft.picks.items())), optional, install_steps=steps)
+                       placed, dict(sorted(draft.picks.items())), optional, install_steps=steps,
+                       proof_seconds=round(draft.proof_seconds, 3))
 
 
 # ---------------------------------------------------------------- the steps' parts
