@@ -79,6 +79,9 @@
           venv = image.flatten "comfyui-env" venv;
           worker = image.flatten "comfyver-env" worker;
           lockDigest = lockLib.digest versionsDir id;
+          # versions/<id>/warmup.json, when the version has one: the worker runs it before taking jobs
+          warmup = let f = versionsDir + "/${id}/warmup.json"; in
+            if builtins.pathExists f then builtins.path { path = f; name = "comfyver-warmup-${id}.json"; } else null;
           sources = src;
           models = if withModels then modelsTree else null;
         };

@@ -81,8 +81,9 @@ def _run_once(worker, job: dict, out_dir: Path) -> dict:
         return {"error": exc.to_dict()}
 
 
-def _warm_up(worker, path: Path) -> str | None:
-    """Run COMFY_WARMUP's job once, before the worker takes jobs, so the first real job does not pay model loading
+def _warm_up(worker, label: str, path: Path) -> str | None:
+    """Run the warm-up job once (COMFY_WARMUP's, else the version's warmup.json: Settings.warmup_job, which gives
+    `label`), before the worker takes jobs, so the first real job does not pay model loading
     (worker-comfyui #90: ~45 s cold against 15 s warm). The file holds a job (`{"input": {...}}`, as `cli` takes) or
     a bare workflow; its outputs go to a temp folder and are dropped. Returns why it failed (the worker then exits:
     a version that cannot run its own warm-up should not take jobs), or None."""
@@ -92,9 +93,9 @@ def _warm_up(worker, path: Path) -> str | None:
     try:
         job = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        return f"COMFY_WARMUP={path}: cannot read it ({exc})"
+        return f"{label}: cannot read it ({exc})"
     if not isinstance(job, dict):
-        return f"COMFY_WARMUP={path}: must hold a JSON object (a job or a workflow)"
+        return f"{label}: must hold a JSON object (a job or a workflow)"
     inp = job.get("input", job)
     if not isinstance(inp, dict) or "workflow" not in inp:
         inp = {"workflow": inp}
@@ -103,7 +104,7 @@ def _warm_up(worker, path: Path) -> str | None:
         result = _run_once(worker, {"id": "warmup", "input": inp}, Path(out))
     if "error" in result:
         e = result["error"]
-        return f"COMFY_WARMUP={path}: the warm-up job failed ({e.get('type')}): {e.get('message')}"
+        return f"{label}: the warm-up job failed ({e.get('type')}): {e.get('message')}"
     print(f"handler: warm-up job done in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     return None
 
@@ -229,7 +230,8 @@ def main() -> int:
         worker.close()
         return 1
     print(f"handler: ComfyUI ready at {worker.client.url}", file=sys.stderr, flush=True)
-    if settings.warmup is not None and (problem := _warm_up(worker, settings.warmup)):
+    warmup = settings.warmup_job()
+    if warmup is not None and (problem := _warm_up(worker, *warmup)):
         print(f"handler: {problem}", file=sys.stderr)
         worker.close()
         return 1

@@ -77,6 +77,8 @@ class Settings:
     min_vram_gb: float = field(default_factory=lambda: _num("COMFY_MIN_VRAM_GB", 0.0))
     # a job (or a workflow) run once before the worker takes jobs: the first real job finds its models loaded
     warmup: Path | None = field(default_factory=lambda: _opt_path("COMFY_WARMUP"))
+    # the version's own warm-up (its versions/<id>/warmup.json): the image's copy, named by its launcher
+    version_warmup: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_WARMUP"))
 
     output_mode: str = field(default_factory=lambda: _default_output_mode())
     # "comfyver" (outputs[...]) or "worker-comfyui" (its images[{filename, type, data}] as well; docs/handler.md)
@@ -116,6 +118,21 @@ class Settings:
         if self.comfy_state_dir is None:  # fixed once: COMFYUI_STATE_DIR, else the XDG state folder per port
             base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
             self.comfy_state_dir = Path(base).absolute() / "comfyver" / f"handler-{self.comfy_port}"
+
+    def warmup_job(self) -> tuple[str, Path] | None:
+        """The warm-up job file the worker runs before taking jobs, named as errors name it: COMFY_WARMUP, else the
+        version's warmup.json (the image's, COMFYVER_WARMUP; else versions/<id>/warmup.json under COMFYVER_ROOT
+        when that file is there), else None."""
+        if self.warmup is not None:
+            return f"COMFY_WARMUP={self.warmup}", self.warmup
+        if self.version_warmup is not None:
+            return f"COMFYVER_WARMUP={self.version_warmup}", self.version_warmup
+        vid = self.version_id
+        if self.versions_root is not None and vid and vid == Path(vid).name and vid not in (".", ".."):
+            path = self.versions_root / "versions" / vid / "warmup.json"
+            if path.is_file():
+                return f"the version's warm-up {path}", path
+        return None
 
     @property
     def state_dir(self) -> Path:

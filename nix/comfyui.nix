@@ -61,7 +61,8 @@ let
   # models: the models tree or null.
   # worker: a Python env with the `handler` package and its dependencies (or null)
   # lockDigest: the lock's digest, given to the worker so it refuses jobs made for another lock
-  tree = { id, lock, sources, venv, models, worker ? null, lockDigest ? null }:
+  # warmup: versions/<id>/warmup.json (or null), the job the worker runs before it takes jobs (COMFYVER_WARMUP)
+  tree = { id, lock, sources, venv, models, worker ? null, lockDigest ? null, warmup ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -92,6 +93,7 @@ let
         export MODELS_DIR="''${MODELS_DIR:-${modelsPath}}"
         export COMFYVER_VERSION_ID=${id}
         ${lib.optionalString (lockDigest != null) "export COMFYVER_LOCK_DIGEST=${lockDigest}"}
+        ${lib.optionalString (warmup != null) "export COMFYVER_WARMUP=${warmup}"}
         exec ${worker}/bin/python -m handler "$@"
       '';
     in
