@@ -65,6 +65,9 @@ class ComfyProcess:
 
     def __init__(self, settings: Settings, home: Path | None = None, python: str | None = None):
         self.settings = settings
+        # COMFY_MODELS=cached: the worker's own tree gets the version's HF models from the cache (handler/hfcache.py)
+        self.cached_models = settings.models_placement == "cached" and home is None
+        self._cached_yaml: Path | None = None
         self.home = Path(home or settings.comfy_home or "")
         self.lock_digest: str | None = None  # the tree's lock when this ComfyUI was started (realized_digest)
         self.python = python or settings.comfy_python or sys.executable
@@ -85,6 +88,10 @@ class ComfyProcess:
             args.append("--cpu")
         if self.settings.models_dir:
             args += ["--extra-model-paths-config", str(self._models_yaml(self.settings.models_dir))]
+        if self._cached_yaml is not None:
+            args += ["--extra-model-paths-config", str(self._cached_yaml)]
+        from handler import jobmodels  # the folders that show each job its own models (job input `models`)
+        args += jobmodels.comfy_args(self.settings)
         return args + comfystate.state_args(self.settings.state_dir, self.settings.comfy_args) + self.settings.comfy_args
 
     def _models_yaml(self, models_dir: Path) -> Path:
@@ -104,6 +111,12 @@ class ComfyProcess:
             if self.closed:  # e.g. the watcher restarting it while the worker stops: nothing may outlive close()
                 raise RuntimeError("ComfyUI is not started again: the worker is stopping")
             comfystate.prepare(self.settings.state_dir, self.home, self.settings.input_dir)
+            if self.cached_models and self._cached_yaml is None:  # once: verified, linked, in a yaml for ComfyUI
+                from handler import hfcache
+                try:
+                    self._cached_yaml = hfcache.place(self.settings).yaml
+                except hfcache.CachedModelError as exc:
+                    raise RuntimeError(str(exc)) from None
             # what this ComfyUI loads: the tree on disk may be realized again later (a shared volume) while it runs
             self.lock_digest = realized_digest(self.home)
             cmd = self.command()

@@ -111,10 +111,19 @@ class Settings:
     realize_dir: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_REALIZE_DIR"))
     # realized .venvs may see the image's own packages (a preinstalled torch shared by every version)
     realize_system_site_packages: bool = field(default_factory=lambda: _bool("COMFYVER_REALIZE_SYSTEM_SITE_PACKAGES"))
+    # model placement (handler/hfcache.py): `cached` links the lock's Hugging Face models from RunPod's HF cache
+    models_placement: str = field(default_factory=lambda: (os.environ.get("COMFY_MODELS") or "").strip().lower())
+    hf_cache_dir: Path = field(default_factory=lambda: _abs(os.environ.get("COMFY_HF_CACHE"))
+                               or Path("/runpod-volume/huggingface-cache/hub"))
+    hf_cached_repos: list[str] = field(default_factory=lambda: [
+        r.strip() for r in os.environ.get("COMFY_HF_CACHED_MODEL", "").split(",") if r.strip()])
+    lock_file: Path | None = field(default_factory=lambda: _opt_path("COMFYVER_LOCK"))  # the version's version.json
 
     def __post_init__(self):
         if self.output_format not in ("comfyver", "worker-comfyui"):
             raise SystemExit(f"handler: OUTPUT_FORMAT={self.output_format!r}: use comfyver or worker-comfyui")
+        if self.models_placement not in ("", "baked", "volume", "cached"):
+            raise SystemExit(f"handler: COMFY_MODELS={self.models_placement!r}: use cached, volume or baked (or unset)")
         if self.comfy_state_dir is None:  # fixed once: COMFYUI_STATE_DIR, else the XDG state folder per port
             base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
             self.comfy_state_dir = Path(base).absolute() / "comfyver" / f"handler-{self.comfy_port}"

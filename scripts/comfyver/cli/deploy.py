@@ -12,7 +12,7 @@ from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
 from comfyver.lock import pylock
-from comfyver.ship import deploy, volume
+from comfyver.ship import cachedmodels, deploy, volume
 
 
 def register(sub) -> None:
@@ -51,6 +51,10 @@ def register(sub) -> None:
     p.add_argument("--disk", type=int, default=20, metavar="GB", help="container disk in GB (default 20)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="endpoint/template environment (repeatable)")
     p.add_argument("--registry-auth", metavar="ID", help="existing RunPod container registry auth id")
+    p.add_argument("--models", choices=cachedmodels.PLACEMENTS, metavar="PLACEMENT",
+                   help="v2: where the worker takes the models from, recorded in the endpoint's env (COMFY_MODELS): "
+                        "cached (the Hugging Face cache RunPod fills; prints the repository to set as the endpoint's "
+                        "cached model), volume or baked")
 
 
 def _env(pairs: list[str]) -> dict[str, str]:
@@ -73,8 +77,8 @@ def run(args) -> int:
     lock = lockfile.read(project.lock_path(root, args.version))
     if args.api == "v2":
         return _run_v2(args, root, lock)
-    if args.test or args.staging or args.gpu_pool:
-        raise UsageError("--test, --staging and --gpu-pool are for REST API v2", hint="leave out --api v1")
+    if args.test or args.staging or args.gpu_pool or args.models:
+        raise UsageError("--test, --staging, --gpu-pool and --models are for REST API v2", hint="leave out --api v1")
     stale = deploy.stale_tag_warning(args.version, lock, args.image)
     if stale and not args.json:
         print(f"warning: {stale}", file=sys.stderr)
@@ -125,7 +129,9 @@ def _run_v2(args, root, lock) -> int:
     stale = deploy.stale_tag_warning(args.version, lock, args.image)
     if stale and not args.json:
         print(f"warning: {stale}", file=sys.stderr)
-    spec = deploy.V2Spec(env=_env(args.env), network_volume_id=args.network_volume, registry_auth_id=args.registry_auth,
+    placement = _placement(args.models, lock)
+    env = {**_env(args.env), **(placement[1] if placement else {})}  # the placement's keys win over --env
+    spec = deploy.V2Spec(env=env, network_volume_id=args.network_volume, registry_auth_id=args.registry_auth,
                          gpu_pools=args.gpu_pool, gpu_count=args.gpu_count, workers_min=args.workers_min,
                          workers_max=args.workers_max, idle_timeout=args.idle_timeout, flashboot=args.flashboot,
                          container_disk_gb=args.disk)
@@ -135,9 +141,10 @@ def _run_v2(args, root, lock) -> int:
         done = deploy.deploy_v2(api, args.version, lock, args.image, endpoint_id=args.endpoint,
                                 create_name=args.create, spec=spec, min_cuda=min_cuda)
         if args.json:
-            print(json.dumps(done.as_json(), indent=2))
+            print(json.dumps({**done.as_json(), **_placement_json(placement)}, indent=2))
         else:
             _print_deployed(done, "live")
+            _print_placement(placement, args.version)
         return 0
     if not args.staging:
         raise UsageError("--test needs --staging ID: REST API v2 has no release that takes no traffic",
@@ -151,9 +158,10 @@ def _run_v2(args, root, lock) -> int:
         on_staged=None if quiet else (lambda d: _print_deployed(d, "staging")),
         on_result=None if quiet else print_result)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2))
+        print(json.dumps({**result.as_json(), **_placement_json(placement)}, indent=2))
     elif result.live is not None:
         _print_deployed(result.live, "live")
+        _print_placement(placement, args.version)
         print(f"promoted: all {len(result.tests.results)} test(s) passed on staging {result.staging.endpoint_id}")
     else:
         failed = [r.name for r in result.tests.results if not r.passed]
@@ -170,3 +178,30 @@ def _print_deployed(d: deploy.Deployed, role: str) -> None:
           f"{d.image}")
     print(f"  version {d.version_id}, lock {d.lock_digest[:12]}..., minCudaVersion {d.min_cuda_version or 'none'}"
           + (f", network volume {', '.join(d.network_volumes)}" if d.network_volumes else ""))
+
+
+def _placement(models: str | None, lock) -> tuple[cachedmodels.Plan | None, dict[str, str]] | None:
+    """--models: the plan (for `cached`) and the env it records; the other placements clear the cached repo."""
+    if models is None:
+        return None
+    if models == "cached":
+        plan = cachedmodels.plan(lock)
+        return plan, cachedmodels.env(plan)
+    return None, {cachedmodels.ENV_PLACEMENT: models, cachedmodels.ENV_REPOS: ""}
+
+
+def _placement_json(placement) -> dict:
+    if placement is None:
+        return {}
+    plan, env = placement
+    return {"models": plan.as_json() if plan else {"placement": env[cachedmodels.ENV_PLACEMENT]}}
+
+
+def _print_placement(placement, vid: str) -> None:
+    if placement is None:
+        return
+    plan, env = placement
+    print(f"  models: {env[cachedmodels.ENV_PLACEMENT]} ({cachedmodels.ENV_PLACEMENT} in the endpoint's env)")
+    if plan is not None:
+        for line in cachedmodels.instructions(plan, vid):
+            print(f"  cached models: {line}")
