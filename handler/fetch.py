@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -90,10 +91,13 @@ def _open(url: str, address: str | None, timeout: float) -> urllib3.BaseHTTPResp
 
 
 def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: float = 60,
-              deadline: float | None = None, stop: threading.Event | None = None) -> bytes:
+              deadline: float | None = None, stop: threading.Event | None = None,
+              sink: Callable[[bytes], object] | None = None,
+              too_large_hint: str = "send a smaller file or raise MAX_INPUT_BYTES") -> bytes:
     """GET `url`, re-checking every redirect hop, reading at most `max_bytes`, done by `deadline`
     (time.monotonic(); the job's own timeout) or raise a `timeout` JobError; `stop` set: give up at the
-    next read (the job was cancelled or the worker is stopping)."""
+    next read (the job was cancelled or the worker is stopping). With `sink`, each piece goes to it as it
+    arrives (a large file is never held in memory; per-job models) and b"" is returned."""
     def left() -> float:
         if stop is not None and stop.is_set():
             raise JobError("cancelled", f"{what}: the download of {redact(url)} was stopped")
@@ -122,17 +126,21 @@ def fetch_url(url: str, what: str, allow: list[str], max_bytes: int, timeout: fl
             if r.status != 200:
                 raise bad_input(f"{what}: HTTP {r.status} from {redact(url)}", "check the URL")
             buf = bytearray()
+            got = 0
             try:
                 # read1: whatever has arrived (a dripping server cannot hold one read past the deadline)
                 while chunk := r.read1(1 << 16):
-                    buf += chunk
+                    got += len(chunk)
                     left()
-                    if len(buf) > max_bytes:
-                        raise bad_input(f"{what}: {redact(url)} is larger than {max_bytes} bytes",
-                                        "send a smaller file or raise MAX_INPUT_BYTES")
+                    if got > max_bytes:
+                        raise bad_input(f"{what}: {redact(url)} is larger than {max_bytes} bytes", too_large_hint)
+                    if sink is None:
+                        buf += chunk
+                    else:
+                        sink(chunk)
             except urllib3.exceptions.HTTPError as exc:  # cut, truncated, too slow
                 left()
-                raise bad_input(f"{what}: the download of {redact(url)} broke off after {len(buf)} bytes "
+                raise bad_input(f"{what}: the download of {redact(url)} broke off after {got} bytes "
                                 f"({type(exc).__name__})", "check the URL and resubmit") from None
             return bytes(buf)
         finally:

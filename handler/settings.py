@@ -102,6 +102,10 @@ class Settings:
     max_input_bytes: int = field(default_factory=lambda: _num("MAX_INPUT_BYTES", 100_000_000, int))
     allowed_fetch_hosts: list[str] = field(default_factory=lambda: [
         h.strip() for h in os.environ.get("ALLOWED_FETCH_HOSTS", "").split(",") if h.strip()])
+    # per-job models (job input `models`, handler/jobmodels.py): their store (default: on the network volume when one
+    # is mounted, else in the state folder) and its size bound, least recently used evicted first
+    job_models_dir: Path | None = field(default_factory=lambda: _opt_path("COMFY_JOB_MODELS_DIR"))
+    job_models_max_gb: float = field(default_factory=lambda: _num("COMFY_JOB_MODELS_MAX_GB", 20.0))
 
     version_id: str | None = field(default_factory=lambda: os.environ.get("COMFYVER_VERSION_ID") or None)
     # sha256 of the version's lock (comfyver's lock digest): a job naming another lock_digest is refused

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from comfyver.base import lockfile, project
 from comfyver.base.errors import ComfyverError
 
+from handler import jobmodels
 from handler import outputs as out_mod
 from handler.comfy_client import WS_CLOSED, ComfyClient, ComfyUnreachable, PromptRejected
 from handler.comfy_process import DIGEST, ComfyProcess, realized_digest
@@ -44,7 +45,7 @@ from handler.workflow import (
 log = logging.getLogger("handler")
 JOB_INPUTS = "comfyver-jobs"  # input/<JOB_INPUTS>/<job>/: each job's images, beside (never over) shipped files
 INPUT_FIELDS = {"workflow", "workflow_url", "images", "overrides", "version_id", "lock_digest", "output_mode",
-                "gcs_bucket", "gcs_prefix", "timeout", "verbose", "comfy_org_api_key"}
+                "gcs_bucket", "gcs_prefix", "timeout", "verbose", "comfy_org_api_key", "models"}
 PROGRESS_INTERVAL = 0.5
 
 
@@ -223,6 +224,7 @@ class Worker:
             raise bad_input(f"timeout: expected a finite number of seconds, got {timeout!r}", "0 means no limit")
         # one deadline for the whole job: input downloads, the run (and its delivery starts before it passes)
         deadline = time.monotonic() + timeout if timeout else None
+        models = jobmodels.parse(inp.get("models"), s)  # per-job models: checked before anything is fetched
 
         if ("workflow" in inp) == ("workflow_url" in inp):
             raise bad_input("input: give exactly one of workflow or workflow_url",
@@ -238,8 +240,12 @@ class Worker:
         prompt = ui_to_api(wf, object_info) if is_ui_format(wf) else copy.deepcopy(wf)  # the job's own copy
         apply_overrides(prompt, inp.get("overrides"), object_info)
         job_dir = f"{JOB_INPUTS}/{uuid.uuid4().hex}"
+        job_models = jobmodels.JobView(s)  # this job's models, shown to ComfyUI until the job ends
         try:
             written = await self._write_images(inp.get("images"), job_dir, deadline)
+            if models:
+                await _stoppable(jobmodels.provide, job_models, models, s, deadline)
+                job_models.point(prompt, object_info)
             _point_at_job_inputs(prompt, {name: f"{job_dir}/{name}" for name in written}, object_info)
             problems = validate(prompt, object_info, s.input_dir)
             if problems:  # models or nodes may have appeared since /object_info was read
@@ -261,6 +267,7 @@ class Worker:
                 result = await self._deliver(ui, mode, store, prefix, job, out_dir)
         finally:
             self._drop_job_inputs(job_dir)
+            job_models.close()
         t_end = time.perf_counter()
         result.update({"status": "success", "prompt_id": pid,
                        "timings_ms": {"prepare": round((t_run - t0) * 1000, 2), "run": round((t_up - t_run) * 1000, 2),

@@ -113,5 +113,22 @@ class ComfyverFail:
         raise ValueError(message)
 
 
+class ComfyverLoraDigest:
+    """Reads a file of the loras folder as a loader would (chosen from ComfyUI's list): its name, sha256 and size."""
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"lora_name": (folder_paths.get_filename_list("loras"),)}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "comfyver/test"
+
+    def run(self, lora_name):
+        import hashlib
+        with open(folder_paths.get_full_path_or_raise("loras", lora_name), "rb") as fh:
+            data = fh.read()
+        return {"ui": {"text": [f"{lora_name} {hashlib.sha256(data).hexdigest()} {len(data)}"]}}
+
+
 NODE_CLASS_MAPPINGS = {c.__name__: c for c in (ComfyverSaveText, ComfyverSaveTone, ComfyverSaveMesh, ComfyverSlow,
-                                               ComfyverFail)}
+                                               ComfyverFail, ComfyverLoraDigest)}
