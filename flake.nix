@@ -82,6 +82,8 @@
           # versions/<id>/warmup.json, when the version has one: the worker runs it before taking jobs
           warmup = let f = versionsDir + "/${id}/warmup.json"; in
             if builtins.pathExists f then builtins.path { path = f; name = "comfyver-warmup-${id}.json"; } else null;
+          # the lock itself, for the worker's model placement (COMFYVER_LOCK)
+          lockFile = builtins.path { path = versionsDir + "/${id}/version.json"; name = "comfyver-lock-${id}.json"; };
           sources = src;
           models = if withModels then modelsTree else null;
         };

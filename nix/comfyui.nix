@@ -62,7 +62,9 @@ let
   # worker: a Python env with the `handler` package and its dependencies (or null)
   # lockDigest: the lock's digest, given to the worker so it refuses jobs made for another lock
   # warmup: versions/<id>/warmup.json (or null), the job the worker runs before it takes jobs (COMFYVER_WARMUP)
-  tree = { id, lock, sources, venv, models, worker ? null, lockDigest ? null, warmup ? null }:
+  # lockFile: versions/<id>/version.json in the store (or null), the lock the worker reads its models from
+  #   (COMFYVER_LOCK: COMFY_MODELS=cached takes the Hugging Face ones from RunPod's cache)
+  tree = { id, lock, sources, venv, models, worker ? null, lockDigest ? null, warmup ? null, lockFile ? null }:
     let
       core = sources.comfyui;
       nodes = sources.nodes;
@@ -94,6 +96,7 @@ let
         export COMFYVER_VERSION_ID=${id}
         ${lib.optionalString (lockDigest != null) "export COMFYVER_LOCK_DIGEST=${lockDigest}"}
         ${lib.optionalString (warmup != null) "export COMFYVER_WARMUP=${warmup}"}
+        ${lib.optionalString (lockFile != null) "export COMFYVER_LOCK=${lockFile}"}
         exec ${worker}/bin/python -m handler "$@"
       '';
     in

@@ -542,6 +542,10 @@ def test_handler_entry_point_runs_a_job_on_the_tree(env, tmp_path):
     from comfyver.base import lockfile
     script = Path(os.path.realpath(tree / "bin/comfyui-handler")).read_text()
     assert f"export COMFYVER_LOCK_DIGEST={lockfile.lock_digest(env['versions']['full'])}" in script
+    # and reads the lock itself from the store (COMFYVER_LOCK: the cached model placement needs its models)
+    locked = re.search(r"^\s*export COMFYVER_LOCK=(\S+)$", script, re.M)
+    assert locked, script
+    assert lockfile.lock_digest(lockfile.read(Path(locked[1]))) == lockfile.lock_digest(env['versions']['full'])
 
 
 def test_bad_lock_fails_evaluation_through_the_flake(env, tmp_path):
