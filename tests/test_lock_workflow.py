@@ -192,6 +192,13 @@ def test_lock_end_to_end(env, capsys):
                        "--json")
     assert rc == 0, out + err
     assert json.loads(out)["added_models"] == [] and len(env.http.requests) == requests_before
+    assert "tests_written" not in json.loads(out) and not (vdir / "tests").exists()  # only when asked
+    # --write-tests: a first test per workflow, kept on the next run
+    rc, out, err = run(capsys, "lock", "demo", "--offline-registry", "--no-python", "--json", "--write-tests")
+    assert rc == 0 and json.loads(out)["tests_written"] == ["tests/flow.json"], out + err
+    assert json.loads((vdir / "tests/flow.json").read_text())["input"] == {"workflow": "flow.json"}
+    rc, out, err = run(capsys, "lock", "demo", "--offline-registry", "--no-python", "--write-tests")
+    assert rc == 0 and "test kept: versions/demo/tests/flow.json" in out, out + err
 
 
 def test_lock_names_failed_downloads(env, capsys):

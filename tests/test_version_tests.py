@@ -184,3 +184,51 @@ def test_load_test_errors_are_comfyver_errors(tmp_path):
     vdir = make_version(tmp_path / "proj", {"x": {"input": {}, "expect": {"status": "success"}}})
     with pytest.raises(ComfyverError, match=r"x\.json: input: 'workflow' is a required property"):
         versiontests.load_test(vdir / "tests/x.json", vdir, "demo", "0" * 64)
+
+
+# ------------------------------------------------------------------ a first test written from a workflow
+def ui_invert(bypass_second_save: bool = True) -> dict:
+    """The invert workflow as the editor saves it, with a second SaveImage that is bypassed (mode 4)."""
+    return {"nodes": [
+        {"id": 1, "type": "EmptyImage", "mode": 0, "inputs": [], "outputs": [{"name": "IMAGE", "type": "IMAGE",
+                                                                              "links": [1]}],
+         "widgets_values": [16, 16, 1, 0x336699]},
+        {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+         "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2, 3, 4]}], "widgets_values": []},
+        {"id": 7, "type": "SaveImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 2}],
+         "outputs": [], "widgets_values": ["first"]},
+        {"id": 9, "type": "SaveImage", "mode": 4 if bypass_second_save else 0,
+         "inputs": [{"name": "images", "type": "IMAGE", "link": 3}], "outputs": [], "widgets_values": ["skipped"]},
+        {"id": 11, "type": "PreviewImage", "mode": 0, "inputs": [{"name": "images", "type": "IMAGE", "link": 4}],
+         "outputs": [], "widgets_values": []},  # a preview: not a saved output, not expected
+    ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 7, 0, "IMAGE"], [3, 2, 0, 9, 0, "IMAGE"], [4, 2, 0, 11, 0, "IMAGE"]]}
+
+
+def test_first_test_expects_a_file_of_each_active_core_save_node():
+    t = versiontests.first_test(ui_invert(), "ui.json")
+    assert t["input"] == {"workflow": "ui.json"} and t["expect"]["status"] == "success"
+    assert t["expect"]["outputs"] == [{"node_id": "7", "kind": "image", "min_bytes": 1}]  # not the bypassed 9
+    assert [o["node_id"] for o in versiontests.first_test(ui_invert(False), "ui.json")["expect"]["outputs"]] == ["7", "9"]
+    api = versiontests.first_test(env.invert_workflow(), "invert.json")
+    assert api["expect"]["outputs"] == [{"node_id": "3", "kind": "image", "min_bytes": 1}]
+    assert "add counts" in api["description"]
+
+
+def test_first_tests_written_by_lock_pass_on_the_worker_and_an_existing_test_is_kept(handler_api, tmp_path,
+                                                                                        monkeypatch, capsys):
+    """lock --write-tests' files are tests `comfyver test` runs: the next stage passes on them."""
+    root = handler_api.root
+    vdir = make_version(root, {})
+    (vdir / "workflows/ui.json").write_text(json.dumps(ui_invert()))
+    (vdir / "tests/invert.json").write_text(json.dumps(PASSING))
+    written, kept = versiontests.write_first_tests(root, "demo", ["workflows/invert.json", "workflows/ui.json"])
+    assert written == ["tests/ui.json"] and kept == ["tests/invert.json"]
+    assert json.loads((vdir / "tests/invert.json").read_text()) == PASSING  # kept as it was
+    monkeypatch.setenv("COMFYVER_ROOT", str(root))
+    try:
+        rc, res = run_json(capsys, ["test", "demo", "--local", handler_api.url, "--poll", "0.2", "--only", "ui",
+                                    "--out", str(tmp_path / "o")])
+        assert rc == 0 and res["results"][0]["passed"], json.dumps(res)
+        assert [o["node_id"] for o in res["results"][0]["outputs"]] == ["7"]
+    finally:
+        (vdir / "tests/ui.json").unlink()

@@ -56,6 +56,10 @@ def register(sub) -> None:
     p.add_argument("--no-search", action="store_true",
                    help="do not search Hugging Face and Civitai for a model no workflow or ComfyUI-Manager entry gives "
                         "a source for (also COMFYVER_MODEL_SEARCH=0)")
+    p.add_argument("--write-tests", action="store_true",
+                   help="write a first test per workflow, versions/<id>/tests/<workflow>.json (it must succeed and "
+                        "each core save node must write a file; an existing test is kept): `comfyver test <id>` "
+                        "runs them and `deploy --test` promotes only when they pass")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions")
     p.add_argument("--json", action="store_true", help="machine output")
     p.set_defaults(func=run)
@@ -100,6 +104,10 @@ def run(args) -> int:
             for n in exc.notes:
                 print(f"note: {n}")
         return 1
+    if args.write_tests:
+        from comfyver.ship import versiontests
+
+        out["tests_written"], out["tests_kept"] = versiontests.write_first_tests(root, args.vid, out["workflows"])
     if args.json:
         print(json.dumps({"ok": True, **out}, indent=2))
     else:
@@ -111,6 +119,10 @@ def run(args) -> int:
                   + (" ..." if len(m["used_by"]) > 3 else ""))
         for n in out["notes"]:
             print(f"note: {n}")
+        for t in out.get("tests_written", []):
+            print(f"test written: versions/{args.vid}/{t} (`comfyver test {args.vid}` runs it)")
+        for t in out.get("tests_kept", []):
+            print(f"test kept: versions/{args.vid}/{t} (it exists)")
     return 0
 
 

@@ -196,6 +196,59 @@ def load_tests(root: Path, version_id: str, only: list[str] | None = None) -> li
     return [load_test(f, vdir, version_id, digest) for f in files]
 
 
+# ---------------------------------------------------------------- a first test from a workflow
+# core nodes that save a file, and the kind the worker reports it as (handler/outputs.py)
+SAVE_KINDS = {"SaveImage": "image", "SaveAnimatedWEBP": "video", "SaveAnimatedPNG": "video", "SaveVideo": "video",
+              "SaveWEBM": "video", "SaveAudio": "audio", "SaveAudioMP3": "audio", "SaveAudioOpus": "audio",
+              "SaveGLB": "3d"}
+UI_ACTIVE = (0, None)  # a UI node's mode: 0 runs, 2 muted, 4 bypassed
+
+
+def first_test(workflow: dict[str, Any], name: str) -> dict[str, Any]:
+    """A first test of the version's workflow `name` (versions/<id>/workflows/<name>): it must succeed and each
+    active core save node at its top level must write at least one file of its kind. Other outputs (a pack's
+    own save or preview node) cannot be known before a run: the description says to add them."""
+    saves: list[tuple[str, str]] = []
+    if isinstance(workflow.get("nodes"), list):  # UI format: the API prompt's ids are the nodes' ids
+        for n in workflow["nodes"]:
+            if isinstance(n, dict) and n.get("type") in SAVE_KINDS and n.get("mode") in UI_ACTIVE:
+                saves.append((str(n.get("id")), SAVE_KINDS[n["type"]]))
+    else:
+        for nid, n in workflow.items():
+            if isinstance(n, dict) and n.get("class_type") in SAVE_KINDS:
+                saves.append((str(nid), SAVE_KINDS[n["class_type"]]))
+    saves.sort(key=lambda s: (len(s[0]), s[0]))
+    outputs = [{"node_id": nid, "kind": kind, "min_bytes": 1} for nid, kind in saves]
+    return {"description": f"written by comfyver lock from workflows/{name}: the job succeeds"
+                           + (" and each core save node writes a file" if outputs else "")
+                           + "; add counts, sizes, a sha256 for a deterministic CPU job, and the outputs of "
+                             "other nodes (docs/ship.md)",
+            "input": {"workflow": name},
+            "expect": {"status": "success", "outputs": outputs},
+            "timeout": DEFAULT_TIMEOUT}
+
+
+def write_first_tests(root: Path, version_id: str, workflows: list[str]) -> tuple[list[str], list[str]]:
+    """For each of the version's `workflows` (`workflows/<name>.json`), versions/<id>/tests/<stem>.json unless a test
+    of that name exists: (written, kept), as paths under versions/<id>/."""
+    from comfyver.base.fsutil import atomic_write_text
+
+    vdir = project.version_dir(root, version_id)
+    written, kept = [], []
+    for rel in workflows:
+        name = Path(rel).name
+        target = vdir / "tests" / f"{Path(name).stem}.json"
+        if target.exists():
+            kept.append(str(target.relative_to(vdir)))
+            continue
+        test = first_test(jobclient.read_workflow(vdir / rel), name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(target, json.dumps(test, indent=2) + "\n")
+        load_test(target, vdir, version_id, "0" * 64)  # what it wrote is a test `comfyver test` reads
+        written.append(str(target.relative_to(vdir)))
+    return written, kept
+
+
 # ---------------------------------------------------------------- checking
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
