@@ -29,6 +29,21 @@ def register(sub) -> None:
     p.add_argument("--rehash", action="store_true",
                    help="hash every model again instead of trusting the stat cache (size, mtime, inode)")
 
+    s = verb(sub, "switch", run_switch, help="make a folder (e.g. /workspace/ComfyUI) the realized tree of a version",
+             description="Realize version ID beside PATH (.<name>.comfyver/versions/<id>, kept for switching back), "
+                         "then point PATH at it with one atomic link swap; a `comfyver run --at PATH` running there "
+                         "restarts ComfyUI on it. PATH must be new or a link `switch` made. Models stay shared through "
+                         "the model store. Example: comfyver switch sdxl-v2 --at /workspace/ComfyUI "
+                         "--models-dir /runpod-volume/models")
+    s.add_argument("id", help="version id (versions/<id>/version.json)")
+    s.add_argument("--at", type=Path, required=True, metavar="PATH", help="the ComfyUI folder to switch (a link)")
+    s.add_argument("--models-dir", type=Path, metavar="DIR",
+                   help="model store, <DIR>/sha256/<hex> (default: $COMFYVER_MODELS or <cache>/models)")
+    s.add_argument("--offline", action="store_true", help="use only the caches (fill them with `comfyver fetch`)")
+    s.add_argument("--system-site-packages", action="store_true",
+                   help="let the .venv see the interpreter's own packages (e.g. a preinstalled torch)")
+    s.add_argument("--find-links", metavar="DIR", action="append", default=[], help="extra wheel folder for uv")
+
     f = sub.add_parser("fetch", help="fill the caches for a later `realize --offline`",
                        description="Fetch git objects, node archives, wheels (into uv's cache) and models "
                                    "(into the model store) of a version, so that `comfyver realize <id> "
@@ -53,6 +68,22 @@ def run_realize(args) -> int:
         print(json.dumps({"id": args.id, "path": str(into)}))
     else:
         print(into)
+    return 0
+
+
+def run_switch(args) -> int:
+    from comfyver.realize import switch
+
+    done = switch.switch(project.find_root(), args.id, args.at, models_dir=args.models_dir, offline=args.offline,
+                         system_site_packages=args.system_site_packages, uv_args=_uv_args(args),
+                         reporter=realize.Reporter(quiet=args.json))
+    if args.json:
+        print(json.dumps(switch.as_json(done)))
+        return 0
+    print(f"{done.at} -> version {done.version}" + (f" (was {done.previous}; `comfyver switch {done.previous} --at "
+                                                    f"{done.at}` goes back)" if done.previous else ""))
+    if done.restarted:
+        print(f"ComfyUI restarted on it (comfyver run --at, pid {done.restarted})")
     return 0
 
 

@@ -30,7 +30,7 @@ def register(sub) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--endpoint", metavar="ID", help="RunPod serverless endpoint id")
     target.add_argument("--local", metavar="URL", help="local handler API, e.g. http://127.0.0.1:8000")
-    p.add_argument("version_or_workflow", metavar="WORKFLOW|ID",
+    p.add_argument("version_or_workflow", metavar="WORKFLOW|ID", nargs="?",
                    help="workflow JSON file (with --endpoint/--local), else the version id to start")
     p.add_argument("--image", action="append", default=[], type=Path, metavar="FILE",
                    help="input image sent with the job (repeatable); nodes refer to it by file name")
@@ -44,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="cancel the job if not done by then")
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.add_argument("--into", type=Path, default=None, metavar="DIR", help="(start form) realized folder to run")
+    p.add_argument("--at", type=Path, default=None, metavar="PATH",
+                   help="(start form, no ID) run the version `comfyver switch` put at PATH; a later switch restarts "
+                        "ComfyUI on the new version")
     p.set_defaults(comfy_args=[])
     # this subparser's own parse_known_args (argparse calls it for the `run` words): an override of one instance
     p.parse_known_args = _after_dashdash(p.parse_known_args)  # type: ignore[method-assign]
@@ -67,6 +70,16 @@ def _after_dashdash(parse):
 
 def run(args) -> int:
     comfy_args = args.comfy_args
+    if args.at is not None:
+        if args.endpoint or args.local or args.into or args.version_or_workflow:
+            raise UsageError("--at PATH runs the version switched there: no ID, --into, --endpoint or --local with it",
+                             hint="comfyver run --at /workspace/ComfyUI -- --listen")
+        from comfyver.realize import switch
+
+        return switch.run_at(project.find_root(), args.at, comfy_args)
+    if not args.version_or_workflow:
+        raise UsageError("give a WORKFLOW (with --endpoint/--local) or the version ID to start",
+                         hint="comfyver run sdxl-base, or comfyver run --local http://127.0.0.1:8000 flow.json")
     if not (args.endpoint or args.local):
         from comfyver.realize.localrun import run_local
 

@@ -38,9 +38,9 @@ def check_realized(root: Path, vid: str, into: Path) -> None:
         raise ComfyverError(f"version {vid}: {into} was realized from an older lock ({', '.join(stale)} changed)", hint=hint)
 
 
-def command(vid: str, into: Path, comfy_args: list[str]) -> tuple[list[str], dict, Path]:
-    """argv, environment and working folder for ComfyUI in `into`."""
-    state = comfystate.prepare(state_dir(vid), into)
+def command(vid: str, into: Path, comfy_args: list[str], state: Path | None = None) -> tuple[list[str], dict, Path]:
+    """argv, environment and working folder for ComfyUI in `into` (its state in `state`, else state_dir(vid))."""
+    state = comfystate.prepare(state or state_dir(vid), into)
     (state / "pycache").mkdir(exist_ok=True)
     venv = into / realize.VENV
     argv = [str(venv / "bin" / "python"), "main.py", *comfystate.state_args(state, comfy_args), *comfy_args]
@@ -50,10 +50,11 @@ def command(vid: str, into: Path, comfy_args: list[str]) -> tuple[list[str], dic
     return argv, env, into
 
 
-def start(root: Path, vid: str, into: Path | None, comfy_args: list[str], **popen_kw) -> subprocess.Popen:
+def start(root: Path, vid: str, into: Path | None, comfy_args: list[str], state: Path | None = None,
+          **popen_kw) -> subprocess.Popen:
     into = Path(into or realize.default_into(vid)).absolute()
     check_realized(root, vid, into)
-    argv, env, cwd = command(vid, into, comfy_args)
+    argv, env, cwd = command(vid, into, comfy_args, state)
     return subprocess.Popen(argv, cwd=cwd, env=env, **popen_kw)
 
 
