@@ -1,24 +1,35 @@
-"""`comfyver import <id> FILE`: a version from a ComfyUI-Manager snapshot or a config.yml."""
+"""`comfyver import <id> FILE`: a version from a ComfyUI-Manager snapshot or a config.yml; `comfyver import <id>
+--from-install DIR`: from a ComfyUI install on this machine (lock/install.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from comfyver.base import project
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
-from comfyver.lock import importers, pylock, versions
+from comfyver.lock import importers, install, pylock, versions
+from comfyver.sources import resolve
 
 
 def register(sub) -> None:
-    p = verb(sub, "import", run, help="create a version from a ComfyUI-Manager snapshot or a config.yml",
+    p = verb(sub, "import", run, help="create a version from a ComfyUI-Manager snapshot, a config.yml or a ComfyUI install",
                        description="Create a version from what you have today: a ComfyUI-Manager snapshot "
                                    "(comfyui commit, git_custom_nodes, cnr_custom_nodes; pips are compared with the "
-                                   "Python lock) or a config.yml (nodes with url/version, models with "
-                                   "url/destination/optional). Example: comfyver import prod snapshot.json")
+                                   "Python lock), a config.yml (nodes with url/version, models with "
+                                   "url/destination/optional), or with --from-install DIR the ComfyUI folder itself "
+                                   "(core and node revs, registry versions, every model hashed; nothing in DIR is "
+                                   "written). Example: comfyver import prod snapshot.json; "
+                                   "comfyver import pod --from-install /workspace/ComfyUI")
     p.add_argument("vid", metavar="ID", help="new version id")
-    p.add_argument("file", metavar="FILE", help="snapshot (.json/.yaml) or config.yml")
-    p.add_argument("--comfyui-url", default=versions.DEFAULT_COMFYUI_URL, help="ComfyUI repository")
+    p.add_argument("file", metavar="FILE", nargs="?", help="snapshot (.json/.yaml) or config.yml")
+    p.add_argument("--from-install", metavar="DIR",
+                   help="a ComfyUI folder on this machine or a mounted volume: its git rev (else comfyui_version.py), "
+                        "each custom_nodes/* git checkout or registry install, every file under models/ by sha256")
+    p.add_argument("--comfyui-url", help=f"ComfyUI repository (default: {versions.DEFAULT_COMFYUI_URL}; "
+                                         "with --from-install, the install's own remote)")
+    p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
 
 
@@ -31,8 +42,16 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
-    pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url)
-    lock = importers.build(args.vid, pl, progress=not args.json)
+    if (args.file is None) == (args.from_install is None):
+        raise UsageError("give a snapshot or config.yml FILE, or --from-install DIR (one of them)",
+                         hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
+    found = None
+    if args.from_install:
+        found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json)
+        pl = install.plan(found, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
+    else:
+        pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
+    lock = importers.build(args.vid, pl, jobs=args.jobs, progress=not args.json)
     vdir = project.version_dir(root, args.vid)
     if not args.no_python:
         text, reqs, pynotes = pylock.generate(lock)
@@ -45,11 +64,18 @@ def _run(root, args) -> int:
         pl.notes.extend(importers.pip_differences(pl, versions.python_packages(root, args.vid)))
     out = {"version": args.vid, "from": pl.kind, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
            "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes}
+    if found is not None:
+        out["install"] = {"dir": str(found.dir), "core": dataclasses.asdict(found.core),
+                          "disabled": found.disabled, "hash": dataclasses.asdict(found.stats)}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"imported {pl.kind} into version {args.vid}: ComfyUI {out['comfyui'][:12]}, "
               f"{len(out['nodes'])} node(s), {len(out['models'])} model(s)")
+        if found is not None:
+            st = found.stats
+            print(f"models: {st.files} file(s), {st.hashed} hashed ({st.bytes_hashed / 1e6:.1f} MB in {st.seconds:.1f} s), "
+                  f"{st.cached} from the stat cache")
         for n in pl.notes:
             print(f"note: {n}")
     return 0

@@ -34,7 +34,7 @@ from comfyver.sources import resolve
 @dataclass
 class Plan:
     """What an import asks for, before resolution."""
-    kind: str                                           # snapshot | config
+    kind: str                                           # snapshot | config | install
     comfyui: GitOriginal
     nodes: dict[str, NodeOriginal] = field(default_factory=dict)     # name -> original
     models: dict[str, ModelOriginal] = field(default_factory=dict)   # path -> original
@@ -67,7 +67,7 @@ def plan(data: dict[str, Any], source: str, comfyui_url: str = versions.DEFAULT_
                         "nor a config.yml (nodes, models)")
 
 
-def _add_node(pl: Plan, name: str, original: NodeOriginal, source: str) -> None:
+def add_node(pl: Plan, name: str, original: NodeOriginal, source: str) -> None:
     if name in pl.nodes and pl.nodes[name] != original:
         raise ComfyverError(f"{source}: two different entries for node {name!r}",
                             hint="keep one of them in the file")
@@ -86,10 +86,10 @@ def _snapshot(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
             continue
         spec = f"{url}@{info['hash']}" if info.get("hash") else url
         name, original = resolve.parse_node_spec(spec)
-        _add_node(pl, name, original, source)
+        add_node(pl, name, original, source)
     for nid, ver in (data.get("cnr_custom_nodes") or {}).items():
         name, original = resolve.parse_node_spec(f"{nid}@{ver}" if ver else nid)
-        _add_node(pl, name, original, source)
+        add_node(pl, name, original, source)
     for f in data.get("file_custom_nodes") or []:
         fname = f.get("filename") if isinstance(f, dict) else f
         pl.notes.append(f"{source}: single-file node {fname!r} skipped (no source to pin; publish it in a git repo "
@@ -136,7 +136,7 @@ def _config(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
         name, original = resolve.parse_node_spec(f"{n['url']}@{ver}")
         if n.get("name"):
             name = str(n["name"])
-        _add_node(pl, name, original, source)
+        add_node(pl, name, original, source)
     for i, m in enumerate(data.get("models") or []):
         what = f"{source}: models[{i}]"
         if not isinstance(m, dict) or not isinstance(m.get("url"), str) or not m.get("destination"):

@@ -1,0 +1,585 @@
+"""`comfyver import <id> --from-install DIR`: a ComfyUI install on this machine read into an import plan.
+
+Read, never written: git runs with `--no-optional-locks` (no index refresh) and `core.fsmonitor=false`; files are
+opened read-only with O_NOFOLLOW and checked to be the very file the scan saw (device, inode); folders are walked by
+file descriptor, so a link swapped in mid-scan is never followed out of DIR. Nothing is followed: a link anywhere under
+custom_nodes/ or models/, a file that is not a regular file, an unreadable one or a name with control characters is
+a problem named in the error, all of them in one run.
+
+- the core: DIR's git HEAD (a dirty tree, or a commit on no remote branch or tag, is a problem), else
+  `comfyui_version.py`'s version as the release tag `v<version>` (the resolve step checks the tag exists);
+- each `custom_nodes/*`: a git checkout -> its remote URL at its rev (changes, untracked files and unpushed commits are
+  problems; Python byte-code caches are not changes), a Comfy Registry install (`.tracking` or pyproject
+  `[tool.comfy]`) -> registry id @ version; `*.disabled` (and ComfyUI-Manager's `.disabled/`) left out and listed;
+- models: every regular file under `models/<folder>/` hashed with sha256 (a thread pool; a stat cache in the cache
+  folder keyed by path, size, mtime_ns, inode and device makes an unchanged re-import hash nothing), recorded as a
+  local `file://` source with its sha256 and size (what `lock --model K=file://... --sha256 --size` records).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from filelock import FileLock
+
+from comfyver.base import fsutil, project, ui
+from comfyver.base.errors import ComfyverError, UsageError
+from comfyver.base.lockfile import GitOriginal
+from comfyver.lock import importers
+from comfyver.sources import gitsource, resolve
+
+CHUNK = 1 << 20
+CACHE_NAME = "install-hashes.json"      # in project.cache_dir()
+PLACEHOLDER = re.compile(r"put_\w*_here")  # ComfyUI's empty `models/<folder>/put_..._here` files
+VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([0-9][0-9A-Za-z.+-]{0,40})["']""", re.M)
+_GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                 "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES")
+_OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_OPEN_DIR = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+# ---------------------------------------------------------------- what an install holds
+
+@dataclass(frozen=True)
+class Problem:
+    item: str      # `custom_nodes/X`, `models/a/b`, `ComfyUI` (names shown escaped when not printable)
+    problem: str
+
+
+class InstallProblems(ComfyverError):
+    """Everything in DIR that cannot be pinned as it is, all at once."""
+
+    def __init__(self, root: Path, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  {p.item}: {p.problem}" for p in problems)
+        super().__init__(f"{root}: {len(problems)} item(s) of the install cannot be imported as they are:\n{lines}",
+                         hint="commit and push local changes (or `git stash` them), rename a pack you do not need to "
+                              "<name>.disabled, replace links by the files they point to, then import again; "
+                              "nothing in the install was changed")
+
+
+@dataclass(frozen=True)
+class GitState:
+    rev: str
+    url: str | None                 # the remote's configured URL (origin, else the only remote)
+    changed: list[str]              # tracked paths that differ from HEAD
+    untracked: list[str]
+    on_remote: bool                 # HEAD is on a remote-tracking branch or a tag this checkout knows
+    submodules: bool                # the checkout has submodules (gitlinks in its index)
+
+
+@dataclass(frozen=True)
+class Core:
+    source: Literal["git", "comfyui_version.py"]
+    ref: str                        # the rev, or `v<version>`
+    url: str | None
+    version: str | None             # comfyui_version.py's version
+
+
+@dataclass(frozen=True)
+class NodeFound:
+    folder: str                     # its folder name under custom_nodes/
+    spec: str                       # `<url>@<rev>` or `<registry id>@<version>` (resolve.parse_node_spec)
+    kind: Literal["git", "registry"]
+    submodules: bool = False
+
+
+@dataclass(frozen=True)
+class ModelFound:
+    key: str                        # `<folder>/<rel>`, the lock's model key
+    path: str                       # absolute path
+    size: int
+    sha256: str
+
+
+@dataclass
+class HashStats:
+    files: int = 0
+    hashed: int = 0                 # files read and hashed in this run
+    cached: int = 0                 # files whose sha256 came from the stat cache
+    bytes_hashed: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Install:
+    dir: Path
+    core: Core
+    nodes: list[NodeFound] = field(default_factory=list)
+    models: list[ModelFound] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+    stats: HashStats = field(default_factory=HashStats)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A model file as the scan saw it (lstat)."""
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int
+    dev: int
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else ascii(name)
+
+
+def _bad_name(name: str) -> str | None:
+    if not name.isprintable():
+        return "its name has control characters"
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8"
+    return None
+
+
+# ---------------------------------------------------------------- git, read-only
+
+def _git(work: Path, *args: str) -> tuple[int, bytes, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
+    env.update(gitsource.GIT_ENV, GIT_OPTIONAL_LOCKS="0")
+    import subprocess
+
+    p = subprocess.run(["git", "--no-optional-locks", "-c", "core.fsmonitor=false", f"--git-dir={work / '.git'}",
+                        f"--work-tree={work}", *args], cwd=work, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout, p.stderr.decode(errors="replace").strip()
+
+
+def _is_bytecode(path: str) -> bool:
+    return "__pycache__" in path.split("/") or path.endswith((".pyc", ".pyo"))
+
+
+def git_state(work: Path) -> GitState:
+    """HEAD, the remote URL and what differs from HEAD in the checkout at `work` (whose .git is a real folder)."""
+    rc, out, err = _git(work, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if rc:
+        raise ComfyverError(f"no commit checked out ({err or 'git rev-parse HEAD failed'})")
+    rev = out.decode().strip()
+    _, out, _ = _git(work, "remote")
+    remotes = out.decode(errors="replace").split()
+    remote = "origin" if "origin" in remotes else remotes[0] if len(remotes) == 1 else None
+    url = None
+    if remote:
+        _, out, _ = _git(work, "config", "--get", f"remote.{remote}.url")  # as configured: no insteadOf applied
+        url = out.decode(errors="replace").strip() or None
+    rc, out, err = _git(work, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=none")
+    if rc:
+        raise ComfyverError(f"git status failed: {err.splitlines()[-1] if err else rc}")
+    changed: list[str] = []
+    untracked: list[str] = []
+    recs = out.split(b"\0")
+    i = 0
+    while i < len(recs):
+        rec = recs[i].decode(errors="surrogateescape")
+        i += 1
+        if len(rec) < 4:
+            continue
+        xy, path = rec[:2], rec[3:]
+        if xy[0] in "RC":
+            i += 1  # a rename's source path follows
+        if _is_bytecode(path):
+            continue
+        (untracked if xy == "??" else changed).append(path)
+    _, out, _ = _git(work, "for-each-ref", "--count=1", "--contains", rev, "--format=%(refname)", "refs/remotes", "refs/tags")
+    on_remote = bool(out.strip())
+    _, out, _ = _git(work, "ls-files", "--stage", "-z")
+    return GitState(rev, url, changed, untracked, on_remote, any(r.startswith(b"160000 ") for r in out.split(b"\0")))
+
+
+def _git_problems(state: GitState) -> list[str]:
+    out = []
+    for what, paths in (("changed", state.changed), ("untracked", state.untracked)):
+        if paths:
+            shown = ", ".join(_shown(p) for p in paths[:5]) + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+            out.append(f"{len(paths)} {what} file(s): {shown}")
+    if not state.on_remote:
+        out.append(f"commit {state.rev[:12]} is on no remote branch or tag this checkout knows (a local commit: push it)")
+    return out
+
+
+def _usable_url(url: str | None) -> str | None:
+    """The remote URL as a fetchable git URL: scp-style `git@host:o/r` as `ssh://git@host/o/r`; None if unusable."""
+    if not url:
+        return None
+    m = re.fullmatch(r"([\w.-]+)@([\w.-]+):(?!/)(.+)", url)
+    if m:
+        url = f"ssh://{m.group(1)}@{m.group(2)}/{m.group(3)}"
+    try:
+        return gitsource.check_url(url, "remote")
+    except ComfyverError:
+        return None
+
+
+# ---------------------------------------------------------------- small safe reads
+
+def _read_small(path: Path, limit: int = 1 << 20) -> bytes:
+    """A regular file's first `limit` bytes, never through a link at its last component."""
+    fd = os.open(path, _OPEN_FILE)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------- the core and the custom nodes
+
+def _core(root: Path, problems: list[Problem], comfyui_url: str | None) -> tuple[Core, set[str]]:
+    """The core, and the paths under custom_nodes/ and models/ its git tracks (the core's own files there)."""
+    st = _lstat(root / ".git")
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        try:
+            state = git_state(root)
+        except ComfyverError as exc:
+            problems.append(Problem("ComfyUI", exc.message))
+            return Core("git", "0" * 40, comfyui_url, None), set()
+        problems += [Problem("ComfyUI", p) for p in _git_problems(state)]
+        url = comfyui_url or _usable_url(state.url)
+        if url is None:
+            why = (f"its remote URL {state.url!r} is not a git URL comfyver can fetch" if state.url
+                   else "its checkout has no remote to fetch it from")
+            problems.append(Problem("ComfyUI", why + "; give --comfyui-url URL"))
+        _, out, _ = _git(root, "ls-files", "-z", "--", "custom_nodes", "models")
+        return Core("git", state.rev, url, None), {p.decode(errors="surrogateescape") for p in out.split(b"\0") if p}
+    if st is not None:
+        problems.append(Problem("ComfyUI", ".git is not a folder (a worktree, a submodule or a link): not followed; "
+                                           "import the main checkout"))
+        return Core("git", "0" * 40, comfyui_url, None), set()
+    try:
+        m = VERSION_RE.search(_read_small(root / "comfyui_version.py").decode(errors="replace"))
+    except FileNotFoundError:
+        m = None
+        problems.append(Problem("ComfyUI", "neither a git checkout nor a comfyui_version.py: is this a ComfyUI folder?"))
+    except OSError as exc:
+        m = None
+        problems.append(Problem("ComfyUI", f"comfyui_version.py cannot be read ({exc.strerror or exc})"))
+    else:
+        if not m:
+            problems.append(Problem("ComfyUI", "comfyui_version.py names no __version__"))
+    version = m.group(1) if m else "0"
+    return Core("comfyui_version.py", f"v{version}", comfyui_url, version), set()
+
+
+def _registry_spec(pack: Path) -> str | None:
+    """`<id>@<version>` for a Comfy Registry install (`.tracking`, or a pyproject with [tool.comfy]), else None."""
+    tracking = _lstat(pack / ".tracking") is not None
+    try:
+        data: dict[str, Any] = tomllib.loads(_read_small(pack / "pyproject.toml").decode())
+    except FileNotFoundError:
+        data = {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        if tracking:
+            raise ComfyverError(f"a registry install whose pyproject.toml cannot be read ({exc})") from None
+        return None
+    tool, proj = data.get("tool"), data.get("project")
+    if not tracking and not (isinstance(tool, dict) and isinstance(tool.get("comfy"), dict)):
+        return None
+    proj = proj if isinstance(proj, dict) else {}
+    nid, ver = proj.get("name"), proj.get("version")
+    if not isinstance(nid, str) or not isinstance(ver, str) or not re.fullmatch(r"[\w.-]+", nid + ver):
+        raise ComfyverError("a Comfy Registry install without a usable [project] name and version in pyproject.toml")
+    return f"{nid.lower()}@{ver}"
+
+
+def _node(pack: Path, problems: list[Problem]) -> NodeFound | None:
+    item = f"custom_nodes/{_shown(pack.name)}"
+    st = _lstat(pack / ".git")
+    try:
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            state = git_state(pack)
+            bad = _git_problems(state)
+            url = _usable_url(state.url)
+            if url is None:
+                bad.append(f"its remote URL {state.url!r} is not a git URL comfyver can fetch" if state.url
+                           else "its checkout has no remote to fetch it from")
+            problems += [Problem(item, p) for p in bad]
+            return NodeFound(pack.name, f"{url}@{state.rev}", "git", state.submodules)
+        if st is not None:
+            problems.append(Problem(item, ".git is not a folder (a worktree, a submodule or a link): not followed"))
+            return None
+        spec = _registry_spec(pack)
+    except PermissionError as exc:
+        problems.append(Problem(item, f"cannot be read ({exc.strerror})"))
+        return None
+    except ComfyverError as exc:
+        problems.append(Problem(item, exc.message))
+        return None
+    if spec is None:
+        problems.append(Problem(item, "neither a git checkout nor a Comfy Registry install: nothing to pin it by"))
+        return None
+    return NodeFound(pack.name, spec, "registry")
+
+
+def _nodes(root: Path, inst: Install, problems: list[Problem], core_files: set[str]) -> None:
+    base = root / "custom_nodes"
+    st = _lstat(base)
+    if st is None:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        problems.append(Problem("custom_nodes", "not a folder (a link?): not followed"))
+        return
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError as exc:
+        problems.append(Problem("custom_nodes", f"cannot be read ({exc.strerror})"))
+        return
+    for e in entries:
+        item = f"custom_nodes/{_shown(e.name)}"
+        if e.name == "__pycache__" or f"custom_nodes/{e.name}" in core_files:
+            continue
+        if bad := _bad_name(e.name):
+            problems.append(Problem(item, f"{bad}: refused"))
+        elif e.is_symlink():
+            problems.append(Problem(item, f"a symbolic link (to {_shown(os.readlink(e.path))}): not followed"))
+        elif e.name == ".disabled" and e.is_dir(follow_symlinks=False):  # ComfyUI-Manager's folder of disabled packs
+            try:
+                inst.disabled += sorted(f".disabled/{_shown(x.name)}" for x in os.scandir(e.path))
+            except OSError:
+                inst.disabled.append(".disabled")
+        elif e.name.endswith(".disabled"):
+            inst.disabled.append(_shown(e.name))
+        elif not e.is_dir(follow_symlinks=False):
+            if e.is_file(follow_symlinks=False) and e.name.endswith(".py"):
+                inst.left_out.append(f"{item}: a single-file node (no source to pin; publish it in a git repository)")
+            elif not e.name.endswith(".example"):
+                inst.left_out.append(f"{item}: not a node folder")
+        elif e.name.startswith("."):
+            inst.left_out.append(f"{item}: a hidden folder")
+        elif (node := _node(Path(e.path), problems)) is not None:
+            inst.nodes.append(node)
+
+
+# ---------------------------------------------------------------- models
+
+@contextmanager
+def _opendir(name: str, dir_fd: int | None) -> Iterator[int]:
+    fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _scan_models(root: Path, problems: list[Problem], left_out: list[str], core_files: set[str],
+                 from_version_file: bool) -> list[_Seen]:
+    """Every regular file under models/<folder>/, walked by descriptor (a link is never followed)."""
+    base = root / "models"
+    st = _lstat(base)
+    if st is None:
+        return []
+    if not stat.S_ISDIR(st.st_mode):
+        problems.append(Problem("models", "not a folder (a link?): not followed"))
+        return []
+    seen: list[_Seen] = []
+
+    def walk(fd: int, rel: list[str]) -> None:
+        for e in sorted(os.scandir(fd), key=lambda x: x.name):
+            parts = rel + [e.name]
+            shown = "models/" + "/".join(_shown(p) for p in parts)
+            key = "/".join(parts)
+            if f"models/{key}" in core_files or (from_version_file and PLACEHOLDER.fullmatch(e.name)):
+                continue
+            if bad := _bad_name(e.name):
+                problems.append(Problem(shown, f"{bad}: refused"))
+                continue
+            if e.name.startswith("."):
+                left_out.append(f"{shown}: hidden")
+                continue
+            est = e.stat(follow_symlinks=False)
+            if stat.S_ISLNK(est.st_mode):
+                problems.append(Problem(shown, f"a symbolic link (to {_shown(os.readlink(e.name, dir_fd=fd))}): "
+                                               "not followed"))
+            elif stat.S_ISDIR(est.st_mode):
+                try:
+                    with _opendir(e.name, fd) as sub:
+                        walk(sub, parts)
+                except OSError as exc:
+                    problems.append(Problem(shown, f"cannot be read ({exc.strerror})"))
+            elif not stat.S_ISREG(est.st_mode):
+                problems.append(Problem(shown, "not a regular file (a pipe, socket or device): refused"))
+            elif not rel:
+                left_out.append(f"{shown}: not inside a model folder (models/<folder>/...)")
+            elif from_version_file and rel[0] == "configs":
+                left_out.append(f"{shown}: models/configs/ holds ComfyUI's own files")
+            else:
+                seen.append(_Seen(key, str(base.joinpath(*parts)), est.st_size, est.st_mtime_ns, est.st_ino, est.st_dev))
+
+    try:
+        with _opendir(str(base), None) as fd:
+            walk(fd, [])
+    except OSError as exc:
+        problems.append(Problem("models", f"cannot be read ({exc.strerror})"))
+    return seen
+
+
+class _StatCache:
+    """sha256 by (path, size, mtime_ns, inode, device), kept in the cache folder; written atomically."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, dict) and data.get("schema") == 1 and isinstance(data.get("entries"), dict):
+                self.entries = data["entries"]
+        except (OSError, ValueError):
+            pass
+
+    def get(self, f: _Seen) -> str | None:
+        e = self.entries.get(f.path)
+        return e[4] if isinstance(e, list) and e[:4] == [f.size, f.mtime_ns, f.ino, f.dev] else None
+
+    def save(self, fresh: dict[str, list[Any]], under: str) -> None:
+        with FileLock(str(self.path) + ".lock"):
+            try:  # another import may have written meanwhile: keep its entries for other folders
+                data = json.loads(self.path.read_text())
+                entries: dict[str, list[Any]] = data["entries"] if data.get("schema") == 1 else {}
+            except (OSError, ValueError, KeyError, AttributeError):
+                entries = {}
+            entries = {p: e for p, e in entries.items() if not p.startswith(under)}
+            entries.update(fresh)
+            fsutil.atomic_write_json(self.path, {"schema": 1, "entries": entries})
+
+
+def _open_seen(f: _Seen) -> int:
+    """The file the scan saw, opened read-only: not through a link, and the same inode, or an error."""
+    fd = os.open(f.path, _OPEN_FILE)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino):
+        os.close(fd)
+        raise ComfyverError("replaced while importing (not the file the scan saw): refused")
+    return fd
+
+
+def _hash_one(f: _Seen, advance: Callable[[int], None]) -> str:
+    fd = _open_seen(f)
+    try:
+        h = hashlib.sha256()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
+            while n := fh.readinto(buf):
+                h.update(view[:n])
+                advance(n)
+        st = os.fstat(fd)
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+            raise ComfyverError("changed while it was hashed: import again when nothing writes to it")
+        return h.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs: int, progress: bool) -> tuple[
+        list[ModelFound], HashStats]:
+    t0 = time.monotonic()
+    cache = _StatCache(project.cache_dir() / CACHE_NAME)
+    stats = HashStats(files=len(seen))
+    found: dict[str, str] = {}
+    todo: list[_Seen] = []
+    for f in seen:
+        if (sha := cache.get(f)) is not None:
+            found[f.key] = sha
+            stats.cached += 1
+        else:
+            todo.append(f)
+    bar = None
+    advance: Callable[[int], None] = lambda n: None  # noqa: E731
+    if todo and progress and sys.stderr.isatty():
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+        bar = Progress(TextColumn(f"hashing {len(todo)} model(s)"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       TimeRemainingColumn(), console=ui.console(stderr=True), transient=True)
+        task = bar.add_task("", total=sum(f.size for f in todo))
+        bar.start()
+        advance = lambda n: bar.update(task, advance=n)  # noqa: E731
+    started = time.time_ns()
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [(f, pool.submit(_hash_one, f, advance)) for f in todo]
+            for f, fut in futures:
+                try:
+                    found[f.key] = fut.result()
+                    stats.hashed += 1
+                    stats.bytes_hashed += f.size
+                except ComfyverError as exc:
+                    problems.append(Problem(f"models/{_shown(f.key)}", exc.message))
+                except OSError as exc:
+                    problems.append(Problem(f"models/{_shown(f.key)}", f"cannot be read ({exc.strerror or exc})"))
+    finally:
+        if bar:
+            bar.stop()
+    # a file written in the last 2 s may change again within the same mtime tick: not remembered (hashed next time)
+    fresh = {f.path: [f.size, f.mtime_ns, f.ino, f.dev, found[f.key]] for f in seen
+             if f.key in found and f.mtime_ns < started - 2_000_000_000}
+    cache.save(fresh, str(root / "models") + os.sep)
+    stats.seconds = round(time.monotonic() - t0, 3)
+    return [ModelFound(f.key, f.path, f.size, found[f.key]) for f in seen if f.key in found], stats
+
+
+# ---------------------------------------------------------------- the whole install, then the plan
+
+def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
+         progress: bool = True) -> Install:
+    """Read the install at `directory` (nothing in it is written); raise InstallProblems naming every item that
+    cannot be pinned. Models are hashed only once the rest of the install is known to import."""
+    root = Path(directory).resolve()  # DIR itself may be a link the user names; nothing inside it is followed
+    if not root.is_dir():
+        raise UsageError(f"--from-install {directory}: not a folder", hint="give the ComfyUI folder (it holds main.py)")
+    problems: list[Problem] = []
+    core, core_files = _core(root, problems, comfyui_url)
+    inst = Install(root, core)
+    _nodes(root, inst, problems, core_files)
+    seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
+    if problems:
+        raise InstallProblems(root, problems)
+    inst.models, inst.stats = hash_models(root, seen, problems, jobs=jobs, progress=progress)
+    if problems:
+        raise InstallProblems(root, problems)
+    return inst
+
+
+def plan(inst: Install, comfyui_url: str) -> importers.Plan:
+    """The install as an import plan: the core at its rev (or release tag), each node at its rev or registry version,
+    each model a local file:// source pinned by its sha256 and size."""
+    core: GitOriginal = {"type": "git", "url": inst.core.url or comfyui_url, "ref": inst.core.ref}
+    source = str(inst.dir)
+    pl = importers.Plan("install", core)
+    if inst.core.source != "git":
+        pl.notes.append(f"ComfyUI is not a git checkout: comfyui_version.py says {inst.core.version}, locked as the "
+                        f"release tag {inst.core.ref} (the files on disk were not compared with it)")
+    for n in inst.nodes:
+        name, original = resolve.parse_node_spec(n.spec, submodules=n.submodules)
+        importers.add_node(pl, name, original, source)
+    for m in inst.models:
+        pl.models[m.key] = resolve.parse_model_source(Path(m.path).as_uri(), m.sha256, m.size)
+    if inst.models:
+        pl.notes.append(f"{len(inst.models)} model(s) recorded as local files of {source} (file:// with sha256 and size): "
+                        "fetchable on this machine only; `comfyver add-model` gives one a public source")
+    pl.notes += [f"disabled, left out: custom_nodes/{d}" for d in inst.disabled]
+    pl.notes += [f"left out: {x}" for x in inst.left_out]
+    return pl

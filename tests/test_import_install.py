@@ -1,0 +1,259 @@
+"""`comfyver import ID --from-install DIR`: a real install (the real ComfyUI history at a tag, real corpus packs from
+../shared/data/node-packs-v2, a Comfy Registry install, model files in nested folders) read into a version, offline:
+`https://github.com/` reaches a local forge of bare repositories through git's insteadOf; nothing in DIR is written."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from comfyver import cli
+from comfyver.base import lockfile
+from comfyver.lock import install
+
+from tests.support import nodepacks
+from tests.support.gitserver import git
+
+CORE_TAG, CORE_REV = "v0.3.75", "8402c8700a29a97bc5d706d6a0b14c41bc2c2d8a"
+PACKS = {"masquerade-nodes-comfyui": "BadCafeCode/masquerade-nodes-comfyui",   # at its pinned commit (= head)
+         "ComfyUI-DepthAnythingV2": "kijai/ComfyUI-DepthAnythingV2",
+         "comfyui-tooling-nodes": "Acly/comfyui-tooling-nodes",                # pinned commit, older than its head
+         "ComfyUI_essentials.disabled": "cubiq/ComfyUI_essentials"}            # disabled: left out, listed
+MODELS = {"checkpoints/sd/base.safetensors": 3_000_000, "loras/a.safetensors": 200_000,
+          "loras/style/deep/b.pt": 50_000, "upscale_models/x4.pth": 1_000_000}
+OLD = 1_700_000_000 * 10**9  # models are old files: the stat cache remembers only files not written in the last 2 s
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    rc = cli.main(list(args))
+    o = capsys.readouterr()
+    return rc, o.out, o.err
+
+
+@pytest.fixture
+def forge(tmp_path, monkeypatch, http_server):
+    """Bare repositories of ComfyUI and the packs, reached as https://github.com/<owner>/<name> (file://, no
+    network); a Comfy Registry stand-in serving rgthree-comfy 1.0.2; a project to import into."""
+    root = tmp_path / "forge"
+    packs = nodepacks.by_repo()
+    for repo in PACKS.values():
+        owner, name = repo.split("/")
+        bare = nodepacks.bare(packs[repo], nodepacks.cache_dir() / "bare-v2" / owner / name)
+        (root / owner).mkdir(parents=True, exist_ok=True)
+        (root / owner / name).symlink_to(bare)
+    (root / "comfyanonymous").mkdir()
+    (root / "comfyanonymous" / "ComfyUI").symlink_to(nodepacks.CORE)
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.file://{root}/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__init__.py", "NODE_CLASS_MAPPINGS = {'Power Lora Loader (rgthree)': object}\n")
+    (http_server.files_root / "rgthree-1.0.2.zip").write_bytes(buf.getvalue())
+    http_server.routes["/nodes/rgthree-comfy/versions/1.0.2"] = {
+        "id": "v1", "version": "1.0.2", "downloadUrl": f"{http_server.url}/rgthree-1.0.2.zip", "deprecated": False}
+    monkeypatch.setenv("COMFY_REGISTRY_URL", http_server.url)
+    monkeypatch.setenv("COMFYVER_TRUSTED_HOSTS", "127.0.0.1")
+    proj = tmp_path / "proj"
+    (proj / "versions").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text("[project]\nname='p'\n")
+    monkeypatch.chdir(proj)
+    return proj
+
+
+def make_install(where: Path) -> Path:
+    """ComfyUI cloned at a tag, corpus packs cloned at their pinned commits, a registry install, models."""
+    d = where / "ComfyUI"
+    git("clone", "-q", "--depth", "1", "--branch", CORE_TAG, "https://github.com/comfyanonymous/ComfyUI", str(d))
+    packs = nodepacks.by_repo()
+    for folder, repo in PACKS.items():
+        dest = d / "custom_nodes" / folder
+        git("clone", "-q", f"https://github.com/{repo}", str(dest))
+        git("-c", "advice.detachedHead=false", "checkout", "-q", packs[repo]["commit"], cwd=dest)
+    (d / "custom_nodes" / "masquerade-nodes-comfyui" / "__pycache__").mkdir(exist_ok=True)  # byte-code: no change
+    (d / "custom_nodes" / "masquerade-nodes-comfyui" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    reg = d / "custom_nodes" / "rgthree-comfy"
+    reg.mkdir()
+    (reg / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    (reg / "pyproject.toml").write_text('[project]\nname = "rgthree-comfy"\nversion = "1.0.2"\n'
+                                        '[tool.comfy]\nPublisherId = "rgthree"\n')
+    (reg / ".tracking").write_text("__init__.py\npyproject.toml\n")
+    (d / "custom_nodes" / "my_node.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    for key, size in MODELS.items():
+        f = d / "models" / key
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(hashlib.sha256(key.encode()).digest() * (size // 32) + b"x" * (size % 32))
+        os.utime(f, ns=(OLD, OLD))
+    (d / "models" / "loose.bin").write_bytes(b"not in a folder")
+    (d / "models" / "loras" / ".DS_Store").write_bytes(b"mac")
+    return d
+
+
+def listing(d: Path) -> dict[str, tuple]:
+    """Every path under `d` (links not followed) with its type, size, mode and mtime."""
+    out = {}
+    for top, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = os.path.join(top, name)
+            st = os.lstat(p)
+            out[os.path.relpath(p, d)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+def expected_sha(key: str) -> str:
+    size = MODELS[key]
+    return hashlib.sha256(hashlib.sha256(key.encode()).digest() * (size // 32) + b"x" * (size % 32)).hexdigest()
+
+
+def test_import_from_install_pins_revs_and_models_and_writes_nothing(forge, tmp_path, capsys):
+    d = make_install(tmp_path / "pod")
+    before = listing(d)
+    t0 = time.monotonic()
+    rc, out, err = run(capsys, "import", "pod", "--from-install", str(d), "--no-python", "--json")
+    cold = time.monotonic() - t0
+    assert rc == 0, out + err
+    res = json.loads(out)
+    lock = lockfile.read(forge / "versions" / "pod" / "version.json")
+    assert lock["comfyui"]["original"] == {"type": "git", "url": "https://github.com/comfyanonymous/ComfyUI", "ref": CORE_REV}
+    assert lock["comfyui"]["locked"]["rev"] == CORE_REV
+    packs = nodepacks.by_repo()
+    assert set(lock["nodes"]) == {"masquerade-nodes-comfyui", "comfyui-depthanythingv2", "comfyui-tooling-nodes",
+                                  "rgthree-comfy"}
+    for folder in ("masquerade-nodes-comfyui", "ComfyUI-DepthAnythingV2", "comfyui-tooling-nodes"):
+        repo = PACKS[folder]
+        node = lock["nodes"][folder.lower()]
+        assert node["original"] == {"type": "git", "url": f"https://github.com/{repo}", "ref": packs[repo]["commit"]}
+        assert node["locked"]["rev"] == packs[repo]["commit"]
+        assert node["locked"]["hash"] == packs[repo]["nar_hash"]  # the real NAR hash of the pinned tree
+    assert lock["nodes"]["rgthree-comfy"]["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
+    # every model placed by folder, pinned by its sha256 and size as a local file (no download, `unverified`)
+    assert set(lock["models"]) == set(MODELS)
+    for key, size in MODELS.items():
+        m = lock["models"][key]
+        assert m["locked"] == {"url": (d / "models" / key).as_uri(), "sha256": expected_sha(key), "size": size,
+                               "unverified": True}
+    assert res["install"]["hash"]["hashed"] == len(MODELS) and res["install"]["hash"]["cached"] == 0
+    assert res["install"]["core"] == {"source": "git", "ref": CORE_REV, "url": "https://github.com/comfyanonymous/ComfyUI",
+                                      "version": None}
+    assert res["install"]["disabled"] == ["ComfyUI_essentials.disabled"]
+    notes = "\n".join(res["notes"])
+    for left in ("ComfyUI_essentials.disabled", "custom_nodes/my_node.py", "models/loose.bin", "models/loras/.DS_Store"):
+        assert left in notes
+    assert "put_checkpoints_here" not in notes and "websocket_image_save" not in notes  # the core's own files
+
+    # a second import of the unchanged install hashes nothing (the stat cache), and gives the same lock
+    t0 = time.monotonic()
+    rc, out, err = run(capsys, "import", "pod2", "--from-install", str(d), "--no-python", "--json")
+    warm = time.monotonic() - t0
+    assert rc == 0, out + err
+    res2 = json.loads(out)
+    assert res2["install"]["hash"]["hashed"] == 0 and res2["install"]["hash"]["cached"] == len(MODELS)
+    lock2 = lockfile.read(forge / "versions" / "pod2" / "version.json")
+    assert lock2["models"] == lock["models"] and lock2["nodes"] == lock["nodes"]
+    assert listing(d) == before  # nothing in DIR written: not a file, not git's index
+    with capsys.disabled():
+        print(f"\nimport of the test install: cold {cold:.2f} s, warm {warm:.2f} s")
+
+    # one model rewritten (same size, other bytes): only it is hashed again, and its new sha256 recorded
+    f = d / "models" / "loras" / "a.safetensors"
+    f.write_bytes(b"y" * MODELS["loras/a.safetensors"])
+    os.utime(f, ns=(OLD + 10**9, OLD + 10**9))
+    rc, out, err = run(capsys, "import", "pod3", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    assert json.loads(out)["install"]["hash"]["hashed"] == 1
+    lock3 = lockfile.read(forge / "versions" / "pod3" / "version.json")
+    assert lock3["models"]["loras/a.safetensors"]["locked"]["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+def test_dirty_packs_are_refused_by_name(forge, tmp_path, capsys):
+    d = make_install(tmp_path / "pod")
+    dap = d / "custom_nodes" / "ComfyUI-DepthAnythingV2"
+    (dap / "nodes.py").write_text((dap / "nodes.py").read_text() + "\n# local edit\n")
+    (dap / "notes.txt").write_text("mine")
+    tooling = d / "custom_nodes" / "comfyui-tooling-nodes"
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "local", cwd=tooling)
+    before = listing(d)
+    rc, _, err = run(capsys, "import", "dirty", "--from-install", str(d), "--no-python")
+    assert rc == 1
+    assert "custom_nodes/ComfyUI-DepthAnythingV2: 1 changed file(s): nodes.py" in err
+    assert "custom_nodes/ComfyUI-DepthAnythingV2: 1 untracked file(s): notes.txt" in err
+    assert "custom_nodes/comfyui-tooling-nodes: commit" in err and "on no remote branch or tag" in err
+    assert "masquerade" not in err and "hint:" in err
+    assert not (forge / "versions" / "dirty").exists()
+    assert not (tmp_path / "cache" / install.CACHE_NAME).exists()  # refused before any model was hashed
+    assert listing(d) == before
+
+
+def test_hostile_install_is_refused_by_name_and_never_followed(forge, tmp_path, capsys):
+    d = make_install(tmp_path / "pod")
+    (d / "custom_nodes" / "root").symlink_to("/")
+    (d / "custom_nodes" / "evil\nname").mkdir()
+    (d / "models" / "loras" / "passwd.safetensors").symlink_to("/etc/passwd")
+    (d / "models" / "volume").symlink_to(tmp_path)                    # a model folder that leaves DIR
+    (d / "models" / "checkpoints" / "two\nlines.safetensors").write_bytes(b"x")
+    os.mkfifo(d / "models" / "checkpoints" / "pipe.safetensors")    # would block a plain open
+    before = listing(d)
+    rc, out, _ = run(capsys, "import", "evil", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 1
+    msg = json.loads(out)["error"]
+    assert "custom_nodes/root: a symbolic link (to /): not followed" in msg
+    assert "custom_nodes/'evil\\nname': its name has control characters: refused" in msg
+    assert "models/loras/passwd.safetensors: a symbolic link (to /etc/passwd): not followed" in msg
+    assert f"models/volume: a symbolic link (to {tmp_path}): not followed" in msg
+    assert "models/checkpoints/'two\\nlines.safetensors': its name has control characters" in msg
+    assert "models/checkpoints/pipe.safetensors: not a regular file" in msg
+    assert not (forge / "versions" / "evil").exists()
+    assert listing(d) == before
+
+
+def test_unreadable_model_is_named(forge, tmp_path, capsys, monkeypatch):
+    d = make_install(tmp_path / "pod")
+    f = d / "models" / "loras" / "a.safetensors"
+    if os.geteuid() == 0:  # root reads a mode-000 file: make its open fail as it fails for anyone else
+        real = install._open_seen
+
+        def deny(seen):
+            if seen.path == str(f):
+                raise PermissionError(13, "Permission denied")
+            return real(seen)
+        monkeypatch.setattr(install, "_open_seen", deny)
+    f.chmod(0)
+    try:
+        rc, _, err = run(capsys, "import", "locked", "--from-install", str(d), "--no-python")
+    finally:
+        f.chmod(0o644)
+    assert rc == 1 and "models/loras/a.safetensors: cannot be read (Permission denied)" in err
+    assert not (forge / "versions" / "locked").exists()
+
+
+def test_core_from_comfyui_version_py(forge, tmp_path, capsys):
+    """A ComfyUI that is no git checkout (a release archive): comfyui_version.py's version, locked as its tag."""
+    d = tmp_path / "ComfyUI"
+    d.mkdir()
+    (d / "comfyui_version.py").write_text('# auto\n__version__ = "0.3.75"\n')
+    (d / "models" / "checkpoints").mkdir(parents=True)
+    (d / "models" / "checkpoints" / "put_checkpoints_here").write_text("")
+    (d / "models" / "configs").mkdir()
+    (d / "models" / "configs" / "v1-inference.yaml").write_text("model: {}\n")
+    rc, out, err = run(capsys, "import", "rel", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(forge / "versions" / "rel" / "version.json")
+    assert lock["comfyui"]["original"]["ref"] == "v0.3.75" and lock["comfyui"]["locked"]["rev"] == CORE_REV
+    assert lock["models"] == {}
+    notes = "\n".join(json.loads(out)["notes"])
+    assert "comfyui_version.py says 0.3.75" in notes and "models/configs/v1-inference.yaml" in notes
+
+
+def test_usage(forge, tmp_path, capsys):
+    rc, _, err = run(capsys, "import", "x")
+    assert rc == 2 and "--from-install DIR" in err
+    rc, _, err = run(capsys, "import", "x", "--from-install", str(tmp_path / "nope"), "--no-python")
+    assert rc == 2 and "not a folder" in err
+    rc, _, err = run(capsys, "import", "x", "--from-install", str(tmp_path), "--no-python")
+    assert rc == 1 and "neither a git checkout nor a comfyui_version.py" in err
