@@ -201,13 +201,19 @@ def test_hostile_install_is_refused_by_name_and_never_followed(forge, tmp_path, 
     before = listing(d)
     rc, out, _ = run(capsys, "import", "evil", "--from-install", str(d), "--no-python", "--json")
     assert rc == 1
-    msg = json.loads(out)["error"]
-    assert "custom_nodes/root: a symbolic link (to /): not followed" in msg
-    assert "custom_nodes/'evil\\nname': its name has control characters: refused" in msg
-    assert "models/loras/passwd.safetensors: a symbolic link (to /etc/passwd): not followed" in msg
-    assert f"models/volume: a symbolic link (to {tmp_path}): not followed" in msg
-    assert "models/checkpoints/'two\\nlines.safetensors': its name has control characters" in msg
-    assert "models/checkpoints/pipe.safetensors: not a regular file" in msg
+    res = json.loads(out)
+    problems = {p["item"]: p["problem"] for p in res["problems"]}
+    assert problems == {
+        "custom_nodes/root": "a symbolic link (to /): not followed",
+        "custom_nodes/'evil\\nname'": "its name has control characters: refused",
+        "models/loras/passwd.safetensors": "a symbolic link (to /etc/passwd): not followed",
+        "models/volume": f"a symbolic link (to {tmp_path}): not followed",
+        "models/checkpoints/'two\\nlines.safetensors'": "its name has control characters: refused",
+        "models/checkpoints/pipe.safetensors": "not a regular file (a pipe, socket or device): refused",
+    }
+    assert res["ok"] is False and "custom_nodes/root: a symbolic link (to /)" in res["error"] and res["hint"]
+    rc, _, err = run(capsys, "import", "evil", "--from-install", str(d), "--no-python")  # human: the same, one a line
+    assert rc == 1 and "models/checkpoints/pipe.safetensors: not a regular file" in err
     assert not (forge / "versions" / "evil").exists()
     assert listing(d) == before
 
@@ -257,3 +263,25 @@ def test_usage(forge, tmp_path, capsys):
     assert rc == 2 and "not a folder" in err
     rc, _, err = run(capsys, "import", "x", "--from-install", str(tmp_path), "--no-python")
     assert rc == 1 and "neither a git checkout nor a comfyui_version.py" in err
+
+
+def test_a_file_swapped_after_the_scan_is_not_read(tmp_path):
+    """Between the scan and the hash, a model replaced (here by a link out of DIR, then by another file) is refused:
+    the file hashed is the very inode the scan saw, opened without following a link."""
+    d = tmp_path / "ComfyUI"
+    (d / "models" / "loras").mkdir(parents=True)
+    for n in ("a.safetensors", "b.safetensors"):
+        (d / "models" / "loras" / n).write_bytes(n.encode())
+    problems: list[install.Problem] = []
+    seen = install._scan_models(d, problems, [], set(), False)
+    assert [s.key for s in seen] == ["loras/a.safetensors", "loras/b.safetensors"] and not problems
+    (d / "models" / "loras" / "a.safetensors").unlink()
+    (d / "models" / "loras" / "a.safetensors").symlink_to("/etc/passwd")
+    (tmp_path / "other").write_bytes(b"other")
+    os.replace(tmp_path / "other", d / "models" / "loras" / "b.safetensors")
+    found, stats = install.hash_models(d, seen, problems, jobs=2, progress=False)
+    assert found == [] and stats.hashed == 0
+    assert {p.item for p in problems} == {"models/loras/a.safetensors", "models/loras/b.safetensors"}
+    why = {p.item.rsplit("/", 1)[1]: p.problem for p in problems}
+    assert why == {"a.safetensors": "replaced by a symbolic link while importing: not followed",
+                   "b.safetensors": "replaced while importing (not the file the scan saw): refused"}

@@ -47,7 +47,14 @@ def _run(root, args) -> int:
                          hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
     found = None
     if args.from_install:
-        found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json)
+        try:
+            found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json)
+        except install.InstallProblems as exc:
+            if not args.json:
+                raise
+            print(json.dumps({"version": args.vid, "ok": False, "error": exc.message, "hint": exc.hint,
+                              "problems": [dataclasses.asdict(p) for p in exc.problems]}, indent=2))
+            return 1
         pl = install.plan(found, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
     else:
         pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)

@@ -18,6 +18,7 @@ a problem named in the error, all of them in one run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -468,7 +469,12 @@ class _StatCache:
 
 def _open_seen(f: _Seen) -> int:
     """The file the scan saw, opened read-only: not through a link, and the same inode, or an error."""
-    fd = os.open(f.path, _OPEN_FILE)
+    try:
+        fd = os.open(f.path, _OPEN_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ComfyverError("replaced by a symbolic link while importing: not followed") from None
+        raise
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (f.dev, f.ino):
         os.close(fd)
