@@ -15,7 +15,7 @@ from pathlib import Path
 from comfyver.base import fsutil, project
 from comfyver.realize import comfystate
 
-from handler.settings import Settings
+from handler.settings import MODEL_FOLDERS, Settings
 
 DIGEST = re.compile(r"[0-9a-f]{64}")  # a lock digest (lockfile.lock_digest): what a job may name, what a marker holds
 
@@ -30,10 +30,6 @@ def realized_digest(home: Path) -> str | None:
     lock = marker.get("lock") if isinstance(marker, dict) else None
     return lock if isinstance(lock, str) and DIGEST.fullmatch(lock) else None
 
-# Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml.
-MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffusers", "diffusion_models",
-                 "embeddings", "gligen", "hypernetworks", "loras", "photomaker", "style_models", "text_encoders",
-                 "unet", "upscale_models", "vae", "vae_approx", "model_patches", "audio_encoders", "latent_upscale_models")
 
 
 def has_gpu() -> bool:

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from comfyver.ship.cachedmodels import ENV_REPOS, HFModel, hf_models, repo_folder_name
+from comfyver.sources.cachedmodels import ENV_REPOS, HFModel, hf_models, repo_folder_name
 
 from handler.settings import Settings
 

@@ -35,10 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from handler.comfy_process import MODEL_FOLDERS
 from handler.errors import JobError, bad_input
 from handler.fetch import fetch_url, safe_name
-from handler.settings import Settings
+from handler.settings import MODEL_FOLDERS, Settings
 
 FIELDS = ("folder", "name", "url", "sha256")
 MAX_MODELS = 32

@@ -10,6 +10,12 @@ from pathlib import Path
 from comfyver.realize import comfystate
 from comfyver.realize.comfystate import given
 
+# Model folders ComfyUI knows; MODELS_DIR/<folder> is added to each through an extra_model_paths.yaml (and the
+# per-job models' folder, handler/jobmodels.py).
+MODEL_FOLDERS = ("checkpoints", "clip", "clip_vision", "configs", "controlnet", "diffusers", "diffusion_models",
+                 "embeddings", "gligen", "hypernetworks", "loras", "photomaker", "style_models", "text_encoders",
+                 "unet", "upscale_models", "vae", "vae_approx", "model_patches", "audio_encoders", "latent_upscale_models")
+
 
 def _bool(name: str, default: bool = False) -> bool:
     v = os.environ.get(name)

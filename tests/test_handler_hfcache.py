@@ -1,6 +1,6 @@
 """Model placement `cached` (issue 25): the worker takes the lock's Hugging Face models from the Hugging Face cache
 RunPod fills on the host (handler/hfcache.py), and `comfyver deploy --models cached` records the placement and
-names the repository the endpoint must cache (comfyver/ship/cachedmodels.py), against the REST v2 stand-in.
+names the repository the endpoint must cache (comfyver/sources/cachedmodels.py), against the REST v2 stand-in.
 
 The worker runs for real (`python -m handler --rp_serve_api`, a real ComfyUI on the CPU); the cache is a tmp
 folder in the Hugging Face layout (models--ORG--NAME/{blobs,refs,snapshots}) holding a tiny model whose real

@@ -10,12 +10,13 @@ PKG = Path(__file__).resolve().parents[1] / "scripts" / "comfyver"
 HANDLER = Path(__file__).resolve().parents[1] / "handler"
 STAGES = ["base", "sources", "lock", "realize", "ship", "ui", "cli"]
 # inside a stage, lowest first: a module imports only modules earlier in its list (no circle can form)
-LOCK_ORDER = ["__init__", "probe_main", "nodescan", "placement", "versions", "nodesource", "probe", "pylock", "nodemap",
-              "analyze", "proof", "importers", "check", "pipeline"]
+LOCK_ORDER = ["__init__", "probe_main", "nodescan", "placement", "versions", "nodesource", "probe", "submodules", "fit",
+              "pylock", "installsteps", "nodemap", "analyze", "proof", "importers", "install", "check", "pipeline"]
 HANDLER_ORDER = ["__init__", "errors", "settings", "outputs", "comfy_client", "workflow", "fetch", "storage",
-                 "comfy_process", "preflight", "worker", "__main__"]
-# what the RunPod worker may use of comfyver: the base modules, and realize (its run-time realize, ComfyUI's state)
-HANDLER_MAY_IMPORT = ("comfyver.base", "comfyver.realize")
+                 "hfcache", "jobmodels", "comfy_process", "preflight", "worker", "__main__"]
+# what the RunPod worker may use of comfyver: the base modules, sources (the model store's verified hashing, the
+# lock's Hugging Face models) and realize (its run-time realize, ComfyUI's state)
+HANDLER_MAY_IMPORT = ("comfyver.base", "comfyver.sources", "comfyver.realize")
 
 
 def imported_modules(path: Path) -> set[str]:

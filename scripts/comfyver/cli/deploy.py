@@ -12,7 +12,8 @@ from comfyver.base import lockfile, project
 from comfyver.base.errors import UsageError
 from comfyver.cli.args import verb
 from comfyver.lock import pylock
-from comfyver.ship import cachedmodels, deploy, volume
+from comfyver.ship import deploy, volume
+from comfyver.sources import cachedmodels
 
 
 def register(sub) -> None:

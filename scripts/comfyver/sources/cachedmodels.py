@@ -75,7 +75,7 @@ class Plan:
     elsewhere: list[str] = field(default_factory=list)  # keys of the models that need a volume or a baked image
     gated: bool = False                                  # a model of `repo` was locked with `auth: hf`
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, object]:
         return {"placement": "cached", "model": self.repo, "revisions": self.revisions, "cached": self.cached,
                 "cachedBytes": self.cached_bytes, "elsewhere": self.elsewhere}
 
