@@ -285,3 +285,86 @@ def test_a_file_swapped_after_the_scan_is_not_read(tmp_path):
     why = {p.item.rsplit("/", 1)[1]: p.problem for p in problems}
     assert why == {"a.safetensors": "replaced by a symbolic link while importing: not followed",
                    "b.safetensors": "replaced while importing (not the file the scan saw): refused"}
+
+
+def _old_file(f: Path, data: bytes) -> None:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(data)
+    os.utime(f, ns=(OLD, OLD))
+
+
+def test_extra_model_paths_yaml_folders_are_read_by_comfyuis_rules(forge, tmp_path, capsys):
+    """extra_model_paths.yaml as ComfyUI's utils/extra_config.py reads it: an absolute base_path outside DIR (read,
+    is_default: its file wins a key models/ also has), a `|` block of two paths, a legacy key (`clip` ->
+    text_encoders), a relative base_path inside DIR, a missing folder (noted), and the stat cache covers it all."""
+    d = make_install(tmp_path / "pod")
+    vol = tmp_path / "volume"
+    _old_file(vol / "models" / "checkpoints" / "big.safetensors", b"big" * 1000)
+    _old_file(vol / "models" / "checkpoints" / "sd" / "base.safetensors", b"the volume's base")
+    _old_file(vol / "models" / "clip" / "t5.safetensors", b"t5")
+    _old_file(vol / "models" / "text" / "nested" / "l.safetensors", b"clip-l")
+    _old_file(vol / "models" / "checkpoints" / "put_checkpoints_here", b"")
+    _old_file(d / "extra" / "Lora" / "c.safetensors", b"c")
+    (d / "extra_model_paths.yaml").write_text(
+        f"comfyui:\n  base_path: {vol}\n  is_default: true\n  checkpoints: models/checkpoints/\n"
+        "  clip: |\n    models/clip\n    models/text\n"
+        "a111:\n  base_path: extra\n  loras: Lora\n  vae: VAE\n"
+        "empty:\n")
+    before, vol_before = listing(d), listing(vol)
+    rc, out, err = run(capsys, "import", "pod", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    lock = lockfile.read(forge / "versions" / "pod" / "version.json")
+    extra = {"checkpoints/big.safetensors": vol / "models" / "checkpoints" / "big.safetensors",
+             "checkpoints/sd/base.safetensors": vol / "models" / "checkpoints" / "sd" / "base.safetensors",
+             "text_encoders/t5.safetensors": vol / "models" / "clip" / "t5.safetensors",
+             "text_encoders/nested/l.safetensors": vol / "models" / "text" / "nested" / "l.safetensors",
+             "loras/c.safetensors": d / "extra" / "Lora" / "c.safetensors"}
+    assert set(lock["models"]) == set(MODELS) | set(extra)
+    for key, f in extra.items():
+        assert lock["models"][key]["locked"] == {"url": f.as_uri(), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
+                                                 "size": f.stat().st_size, "unverified": True}
+    assert res["install"]["extra_model_paths"] == [
+        {"entry": "comfyui.checkpoints", "folder": "checkpoints", "path": str(vol / "models" / "checkpoints"),
+         "outside": True, "files": 2, "note": None},
+        {"entry": "comfyui.clip", "folder": "text_encoders", "path": str(vol / "models" / "clip"), "outside": True,
+         "files": 1, "note": None},
+        {"entry": "comfyui.clip", "folder": "text_encoders", "path": str(vol / "models" / "text"), "outside": True,
+         "files": 1, "note": None},
+        {"entry": "a111.loras", "folder": "loras", "path": str(d / "extra" / "Lora"), "outside": False, "files": 1,
+         "note": None},
+        {"entry": "a111.vae", "folder": "vae", "path": str(d / "extra" / "VAE"), "outside": False, "files": 0,
+         "note": "does not exist"}]
+    notes = "\n".join(res["notes"])
+    assert "models/checkpoints/sd/base.safetensors: hidden by " in notes  # is_default: ComfyUI finds the volume's
+    assert f"extra_model_paths.yaml comfyui.checkpoints: {vol / 'models' / 'checkpoints'}: 2 model file(s) read" in notes
+    assert res["install"]["hash"]["hashed"] == len(MODELS) - 1 + len(extra)
+    rc, out, err = run(capsys, "import", "pod2", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    assert json.loads(out)["install"]["hash"]["hashed"] == 0  # the stat cache covers the yaml's folders too
+    assert listing(d) == before and listing(vol) == vol_before
+
+
+def test_extra_model_paths_never_lead_out_of_dir_unasked(forge, tmp_path, capsys):
+    """A relative path that climbs out of DIR, a link on the way to a folder inside DIR and a link inside an
+    absolute folder the yaml names are refused by name; none is followed."""
+    d = make_install(tmp_path / "pod")
+    vol = tmp_path / "volume"
+    _old_file(vol / "loras" / "ok.safetensors", b"ok")
+    (vol / "loras" / "passwd.safetensors").symlink_to("/etc/passwd")
+    (vol / "up").mkdir()
+    _old_file(vol / "up" / "x.pth", b"x")
+    (d / "linked").symlink_to(vol)
+    (d / "extra_model_paths.yaml").write_text(
+        f"vol:\n  loras: {vol}/loras\nrel:\n  upscale_models: ../../volume/up\nvia:\n  base_path: linked\n  vae: up\n")
+    before = listing(d)
+    rc, out, err = run(capsys, "import", "bad", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert problems == {
+        f"{vol}/loras/passwd.safetensors": "a symbolic link (to /etc/passwd): not followed",
+        f"extra_model_paths.yaml rel.upscale_models: {vol / 'up'}":
+            "leads outside the install (a relative path); name the folder by an absolute path in the yaml to read it",
+        "extra_model_paths.yaml via.vae: linked/up": "linked on its way is a symbolic link: not followed",
+        "ComfyUI": "1 untracked file(s): linked"}  # the link itself: not a folder the yaml reads
+    assert not (forge / "versions" / "bad").exists() and listing(d) == before

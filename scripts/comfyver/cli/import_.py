@@ -73,7 +73,8 @@ def _run(root, args) -> int:
            "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes}
     if found is not None:
         out["install"] = {"dir": str(found.dir), "core": dataclasses.asdict(found.core),
-                          "disabled": found.disabled, "hash": dataclasses.asdict(found.stats)}
+                          "disabled": found.disabled, "hash": dataclasses.asdict(found.stats),
+                          "extra_model_paths": [dataclasses.asdict(x) for x in found.extra]}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

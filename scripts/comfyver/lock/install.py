@@ -13,11 +13,19 @@ a problem named in the error, all of them in one run.
   `[tool.comfy]`) -> registry id @ version; `*.disabled` (and ComfyUI-Manager's `.disabled/`) left out and listed;
 - models: every regular file under `models/<folder>/` hashed with sha256 (a thread pool; a stat cache in the cache
   folder keyed by path, size, mtime_ns, inode and device makes an unchanged re-import hash nothing), recorded as a
-  local `file://` source with its sha256 and size (what `lock --model K=file://... --sha256 --size` records).
+  local `file://` source with its sha256 and size (what `lock --model K=file://... --sha256 --size` records);
+- `extra_model_paths.yaml` in DIR, read by ComfyUI's own rules (utils/extra_config.py): each section's `base_path`
+  (`~` and `$VARS` expanded, relative to DIR), `is_default`, and one path a line (a `|` block holds several); each
+  folder key as ComfyUI's folder_paths.map_legacy names it (`clip` -> `text_encoders`, `unet` -> `diffusion_models`).
+  Its folders' files are read as models/ is (same rules, same hashing and cache). A folder inside DIR is opened
+  from DIR by descriptor (a link on the way is a problem); one outside DIR is read only where the yaml names it by
+  an absolute path (an absolute `base_path` or entry), and nothing inside it is followed. Where two folders give
+  one key, the file ComfyUI finds first is kept (is_default folders, then models/, then the yaml's order).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -27,23 +35,25 @@ import stat
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from filelock import FileLock
 
 from comfyver.base import fsutil, project, ui
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitOriginal
-from comfyver.lock import importers
+from comfyver.lock import importers, nodescan
 from comfyver.sources import gitsource, resolve
 
 CHUNK = 1 << 20
 CACHE_NAME = "install-hashes.json"      # in project.cache_dir()
+EXTRA_YAML = "extra_model_paths.yaml"   # read by ComfyUI's main.py from its own folder
 PLACEHOLDER = re.compile(r"put_\w*_here")  # ComfyUI's empty `models/<folder>/put_..._here` files
 VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([0-9][0-9A-Za-z.+-]{0,40})["']""", re.M)
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -106,6 +116,17 @@ class ModelFound:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ExtraFolder:
+    """A folder `extra_model_paths.yaml` adds, and what was read of it."""
+    entry: str                      # `<section>.<key>` in the yaml
+    folder: str                     # ComfyUI's folder name (legacy names mapped): the model keys' first part
+    path: str                       # the folder as ComfyUI normalizes it (os.path.normpath)
+    outside: bool                   # outside DIR (read because the yaml names it by an absolute path)
+    files: int                      # model files found in it
+    note: str | None = None         # why nothing was read: missing, already read, not a model folder
+
+
 @dataclass
 class HashStats:
     files: int = 0
@@ -123,6 +144,7 @@ class Install:
     models: list[ModelFound] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
+    extra: list[ExtraFolder] = field(default_factory=list)
     stats: HashStats = field(default_factory=HashStats)
 
 
@@ -135,6 +157,7 @@ class _Seen:
     mtime_ns: int
     ino: int
     dev: int
+    item: str                       # as problems name it: `models/a/b`, `<DIR-relative or absolute folder>/b`
 
 
 def _shown(name: str) -> str:
@@ -250,8 +273,10 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 # ---------------------------------------------------------------- the core and the custom nodes
 
-def _core(root: Path, problems: list[Problem], comfyui_url: str | None) -> tuple[Core, set[str]]:
-    """The core, and the paths under custom_nodes/ and models/ its git tracks (the core's own files there)."""
+def _core(root: Path, problems: list[Problem], comfyui_url: str | None, model_dirs: Sequence[str] = ()) -> tuple[
+        Core, set[str]]:
+    """The core, and the paths under custom_nodes/ and models/ its git tracks (the core's own files there).
+    `model_dirs`: DIR-relative folders extra_model_paths.yaml reads as models (their untracked files are no change)."""
     st = _lstat(root / ".git")
     if st is not None and stat.S_ISDIR(st.st_mode):
         try:
@@ -259,6 +284,9 @@ def _core(root: Path, problems: list[Problem], comfyui_url: str | None) -> tuple
         except ComfyverError as exc:
             problems.append(Problem("ComfyUI", exc.message))
             return Core("git", "0" * 40, comfyui_url, None), set()
+        if model_dirs:
+            state = dataclasses.replace(state, untracked=[p for p in state.untracked if not any(
+                p.startswith(d.rstrip("/") + "/") for d in model_dirs)])
         problems += [Problem("ComfyUI", p) for p in _git_problems(state)]
         url = comfyui_url or _usable_url(state.url)
         if url is None:
@@ -386,6 +414,39 @@ def _opendir(name: str, dir_fd: int | None) -> Iterator[int]:
         os.close(fd)
 
 
+def _walk(fd: int, label: str, problems: list[Problem], left_out: list[str], skip: Callable[[list[str]], bool],
+          rel: list[str] | None = None) -> Iterator[tuple[list[str], os.stat_result]]:
+    """Each regular file under the folder open at `fd` (its parts, its lstat), walked by descriptor: a link, a pipe,
+    an unreadable folder or a name with control characters is a problem named `<label>/<parts>`; hidden names are
+    left out; `skip(parts)` drops a path silently."""
+    rel = rel or []
+    for e in sorted(os.scandir(fd), key=lambda x: x.name):
+        parts = [*rel, e.name]
+        shown = label + "/" + "/".join(_shown(p) for p in parts)
+        if skip(parts):
+            continue
+        if bad := _bad_name(e.name):
+            problems.append(Problem(shown, f"{bad}: refused"))
+            continue
+        if e.name.startswith("."):
+            left_out.append(f"{shown}: hidden")
+            continue
+        est = e.stat(follow_symlinks=False)
+        if stat.S_ISLNK(est.st_mode):
+            problems.append(Problem(shown, f"a symbolic link (to {_shown(os.readlink(e.name, dir_fd=fd))}): "
+                                           "not followed"))
+        elif stat.S_ISDIR(est.st_mode):
+            try:
+                with _opendir(e.name, fd) as sub:
+                    yield from _walk(sub, label, problems, left_out, skip, parts)
+            except OSError as exc:
+                problems.append(Problem(shown, f"cannot be read ({exc.strerror})"))
+        elif not stat.S_ISREG(est.st_mode):
+            problems.append(Problem(shown, "not a regular file (a pipe, socket or device): refused"))
+        else:
+            yield parts, est
+
+
 def _scan_models(root: Path, problems: list[Problem], left_out: list[str], core_files: set[str],
                  from_version_file: bool) -> list[_Seen]:
     """Every regular file under models/<folder>/, walked by descriptor (a link is never followed)."""
@@ -398,44 +459,189 @@ def _scan_models(root: Path, problems: list[Problem], left_out: list[str], core_
         return []
     seen: list[_Seen] = []
 
-    def walk(fd: int, rel: list[str]) -> None:
-        for e in sorted(os.scandir(fd), key=lambda x: x.name):
-            parts = rel + [e.name]
-            shown = "models/" + "/".join(_shown(p) for p in parts)
-            key = "/".join(parts)
-            if f"models/{key}" in core_files or (from_version_file and PLACEHOLDER.fullmatch(e.name)):
-                continue
-            if bad := _bad_name(e.name):
-                problems.append(Problem(shown, f"{bad}: refused"))
-                continue
-            if e.name.startswith("."):
-                left_out.append(f"{shown}: hidden")
-                continue
-            est = e.stat(follow_symlinks=False)
-            if stat.S_ISLNK(est.st_mode):
-                problems.append(Problem(shown, f"a symbolic link (to {_shown(os.readlink(e.name, dir_fd=fd))}): "
-                                               "not followed"))
-            elif stat.S_ISDIR(est.st_mode):
-                try:
-                    with _opendir(e.name, fd) as sub:
-                        walk(sub, parts)
-                except OSError as exc:
-                    problems.append(Problem(shown, f"cannot be read ({exc.strerror})"))
-            elif not stat.S_ISREG(est.st_mode):
-                problems.append(Problem(shown, "not a regular file (a pipe, socket or device): refused"))
-            elif not rel:
-                left_out.append(f"{shown}: not inside a model folder (models/<folder>/...)")
-            elif from_version_file and rel[0] == "configs":
-                left_out.append(f"{shown}: models/configs/ holds ComfyUI's own files")
-            else:
-                seen.append(_Seen(key, str(base.joinpath(*parts)), est.st_size, est.st_mtime_ns, est.st_ino, est.st_dev))
+    def skip(parts: list[str]) -> bool:
+        return (f"models/{'/'.join(parts)}" in core_files
+                or (from_version_file and PLACEHOLDER.fullmatch(parts[-1]) is not None))
 
     try:
         with _opendir(str(base), None) as fd:
-            walk(fd, [])
+            for parts, est in _walk(fd, "models", problems, left_out, skip):
+                shown = "models/" + "/".join(_shown(p) for p in parts)
+                if len(parts) == 1:
+                    left_out.append(f"{shown}: not inside a model folder (models/<folder>/...)")
+                elif from_version_file and parts[0] == "configs":
+                    left_out.append(f"{shown}: models/configs/ holds ComfyUI's own files")
+                else:
+                    seen.append(_Seen("/".join(parts), str(base.joinpath(*parts)), est.st_size, est.st_mtime_ns,
+                                      est.st_ino, est.st_dev, shown))
     except OSError as exc:
         problems.append(Problem("models", f"cannot be read ({exc.strerror})"))
     return seen
+
+
+# ---------------------------------------------------------------- extra_model_paths.yaml
+
+@dataclass(frozen=True)
+class _Entry:
+    """One folder path of extra_model_paths.yaml, as ComfyUI's load_extra_path_config computes it."""
+    entry: str                      # `<section>.<key>`
+    folder: str                     # the key, legacy names mapped
+    path: str                       # normalized full path
+    absolute: bool                  # the yaml names it by an absolute path (the entry, or its base_path)
+    is_default: bool
+
+
+def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
+    """The folders of DIR/extra_model_paths.yaml, in the yaml's order (ComfyUI's rules: utils/extra_config.py)."""
+    item = EXTRA_YAML
+    if _lstat(root / EXTRA_YAML) is None:
+        return []
+    try:
+        config = yaml.safe_load(_read_small(root / EXTRA_YAML).decode())
+    except OSError as exc:
+        why = "a symbolic link: not followed" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
+        problems.append(Problem(item, why))
+        return []
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        problems.append(Problem(item, f"not valid YAML ({str(exc).splitlines()[0]})"))
+        return []
+    if config is None:
+        return []
+    if not isinstance(config, dict):
+        problems.append(Problem(item, "not a mapping of sections (`comfyui: {base_path: ..., checkpoints: ...}`)"))
+        return []
+    out: list[_Entry] = []
+    for section, conf in config.items():
+        if conf is None:
+            continue
+        if not isinstance(conf, dict):
+            problems.append(Problem(f"{item} {section}", "not a mapping of folder names to paths"))
+            continue
+        conf = dict(conf)
+        base = conf.pop("base_path", None)
+        base_abs = False
+        if base:
+            base = os.path.expandvars(os.path.expanduser(str(base)))
+            base_abs = os.path.isabs(base)
+            if not base_abs:
+                base = os.path.abspath(os.path.join(root, base))
+        is_default = bool(conf.pop("is_default", False))
+        for key, value in conf.items():
+            if not isinstance(value, str):
+                problems.append(Problem(f"{item} {section}.{key}", "not a path (ComfyUI reads a string, one path a line)"))
+                continue
+            for line in value.split("\n"):
+                if not line:
+                    continue
+                if base:
+                    full, absolute = os.path.join(base, line), base_abs or os.path.isabs(line)
+                else:
+                    absolute = os.path.isabs(line)
+                    full = line if absolute else os.path.abspath(os.path.join(root, line))
+                out.append(_Entry(f"{section}.{key}", nodescan.LEGACY_FOLDERS.get(str(key), str(key)),
+                                  os.path.normpath(full), absolute, is_default))
+    return out
+
+
+def _within(path: str, folder: Path) -> bool:
+    return path == str(folder) or path.startswith(str(folder) + os.sep)
+
+
+def _open_extra(root: Path, e: _Entry) -> tuple[int | None, str, str | None]:
+    """The folder of `e` opened (fd), its label, else None and why it is not read (a str starting with '!' is a
+    problem). Inside DIR: opened part by part from DIR, a link on the way refused; outside: only an absolute path
+    the yaml names (the path itself resolved as DIR is), never a relative one that climbs out."""
+    if _within(e.path, root):
+        label = os.path.relpath(e.path, root)
+        if _within(e.path, root / "models"):
+            return None, label, "already read under models/"
+        fd = os.open(str(root), _OPEN_DIR)
+        try:
+            for part in Path(label).parts:
+                try:
+                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return None, label, "does not exist"
+                if stat.S_ISLNK(st.st_mode):
+                    return None, label, f"!{_shown(part)} on its way is a symbolic link: not followed"
+                if not stat.S_ISDIR(st.st_mode):
+                    return None, label, "not a folder"
+                sub = os.open(part, _OPEN_DIR, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+            out, fd = fd, -1
+            return out, label, None
+        finally:
+            if fd >= 0:
+                os.close(fd)
+    if not e.absolute:
+        return None, e.path, ("!leads outside the install (a relative path); name the folder by an absolute path in "
+                              "the yaml to read it")
+    real = os.path.realpath(e.path)
+    if _within(real, root / "models"):
+        return None, e.path, "already read under models/"
+    try:
+        return os.open(real, _OPEN_DIR), e.path, None
+    except FileNotFoundError:
+        return None, e.path, "does not exist"
+    except NotADirectoryError:
+        return None, e.path, "not a folder"
+
+
+def _scan_extra(root: Path, entries: list[_Entry], problems: list[Problem], left_out: list[str]) -> tuple[
+        list[ExtraFolder], list[tuple[bool, list[_Seen]]]]:
+    """The folders of extra_model_paths.yaml and the files read in each (with its is_default)."""
+    folders: list[ExtraFolder] = []
+    found: list[tuple[bool, list[_Seen]]] = []
+    done: dict[tuple[str, str], str] = {}  # (folder, path) -> the entry that read it
+    for e in entries:
+        outside = not _within(e.path, root)
+        if e.folder == "custom_nodes":
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, "packs outside custom_nodes/ are not read"))
+            continue
+        if (e.folder, e.path) in done:
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, f"already read as {done[e.folder, e.path]}"))
+            continue
+        try:
+            fd, label, why = _open_extra(root, e)
+        except OSError as exc:
+            fd, label, why = None, e.path, f"!cannot be read ({exc.strerror or exc})"
+        if fd is None:
+            why = why or "not read"
+            if why.startswith("!"):
+                why = why[1:]
+                problems.append(Problem(f"{EXTRA_YAML} {e.entry}: {_shown(label)}", why))
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, why))
+            continue
+        done[e.folder, e.path] = e.entry
+        base = Path(os.path.realpath(e.path)) if outside else Path(e.path)
+        seen: list[_Seen] = []
+        try:
+            for parts, est in _walk(fd, _shown(label), problems, left_out,
+                                    lambda parts: PLACEHOLDER.fullmatch(parts[-1]) is not None):
+                seen.append(_Seen(f"{e.folder}/{'/'.join(parts)}", str(base.joinpath(*parts)), est.st_size,
+                                  est.st_mtime_ns, est.st_ino, est.st_dev,
+                                  _shown(label) + "/" + "/".join(_shown(p) for p in parts)))
+        except OSError as exc:
+            problems.append(Problem(_shown(label), f"cannot be read ({exc.strerror})"))
+        finally:
+            os.close(fd)
+        folders.append(ExtraFolder(e.entry, e.folder, str(base), outside, len(seen)))
+        found.append((e.is_default, seen))
+    return folders, found
+
+
+def _by_search_order(models: list[_Seen], extra: list[tuple[bool, list[_Seen]]], left_out: list[str]) -> list[_Seen]:
+    """One file per key, the one ComfyUI finds first: the is_default folders (the last one added first), then
+    models/, then the others in the yaml's order; each file it hides is left out by name."""
+    order = [s for d, s in reversed(extra) if d] + [models] + [s for d, s in extra if not d]
+    kept: dict[str, _Seen] = {}
+    for f in (f for group in order for f in group):
+        if f.key in kept:
+            left_out.append(f"{f.item}: hidden by {kept[f.key].item} (ComfyUI finds that one first as {f.key})")
+        else:
+            kept[f.key] = f
+    return list(kept.values())
 
 
 class _StatCache:
@@ -455,14 +661,14 @@ class _StatCache:
         e = self.entries.get(f.path)
         return e[4] if isinstance(e, list) and e[:4] == [f.size, f.mtime_ns, f.ino, f.dev] else None
 
-    def save(self, fresh: dict[str, list[Any]], under: str) -> None:
+    def save(self, fresh: dict[str, list[Any]], under: tuple[str, ...]) -> None:
         with FileLock(str(self.path) + ".lock"):
             try:  # another import may have written meanwhile: keep its entries for other folders
                 data = json.loads(self.path.read_text())
                 entries: dict[str, list[Any]] = data["entries"] if data.get("schema") == 1 else {}
             except (OSError, ValueError, KeyError, AttributeError):
                 entries = {}
-            entries = {p: e for p, e in entries.items() if not p.startswith(under)}
+            entries = {p: e for p, e in entries.items() if not p.startswith(under)}  # the folders read now
             entries.update(fresh)
             fsutil.atomic_write_json(self.path, {"schema": 1, "entries": entries})
 
@@ -500,8 +706,10 @@ def _hash_one(f: _Seen, advance: Callable[[int], None]) -> str:
         os.close(fd)
 
 
-def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs: int, progress: bool) -> tuple[
-        list[ModelFound], HashStats]:
+def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs: int, progress: bool,
+                folders: Sequence[str] = ()) -> tuple[list[ModelFound], HashStats]:
+    """sha256 of each file (the stat cache first); `folders`: the folders read besides models/ (their cache entries
+    are replaced by this run's)."""
     t0 = time.monotonic()
     cache = _StatCache(project.cache_dir() / CACHE_NAME)
     stats = HashStats(files=len(seen))
@@ -533,16 +741,16 @@ def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs:
                     stats.hashed += 1
                     stats.bytes_hashed += f.size
                 except ComfyverError as exc:
-                    problems.append(Problem(f"models/{_shown(f.key)}", exc.message))
+                    problems.append(Problem(f.item, exc.message))
                 except OSError as exc:
-                    problems.append(Problem(f"models/{_shown(f.key)}", f"cannot be read ({exc.strerror or exc})"))
+                    problems.append(Problem(f.item, f"cannot be read ({exc.strerror or exc})"))
     finally:
         if bar:
             bar.stop()
     # a file written in the last 2 s may change again within the same mtime tick: not remembered (hashed next time)
     fresh = {f.path: [f.size, f.mtime_ns, f.ino, f.dev, found[f.key]] for f in seen
              if f.key in found and f.mtime_ns < started - 2_000_000_000}
-    cache.save(fresh, str(root / "models") + os.sep)
+    cache.save(fresh, tuple(str(d).rstrip(os.sep) + os.sep for d in (root / "models", *folders)))
     stats.seconds = round(time.monotonic() - t0, 3)
     return [ModelFound(f.key, f.path, f.size, found[f.key]) for f in seen if f.key in found], stats
 
@@ -557,13 +765,18 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     if not root.is_dir():
         raise UsageError(f"--from-install {directory}: not a folder", hint="give the ComfyUI folder (it holds main.py)")
     problems: list[Problem] = []
-    core, core_files = _core(root, problems, comfyui_url)
+    entries = _yaml_entries(root, problems)
+    core, core_files = _core(root, problems, comfyui_url,
+                             [os.path.relpath(e.path, root) for e in entries if _within(e.path, root) and e.path != str(root)])
     inst = Install(root, core)
     _nodes(root, inst, problems, core_files)
     seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
+    inst.extra, extra = _scan_extra(root, entries, problems, inst.left_out)
     if problems:
         raise InstallProblems(root, problems)
-    inst.models, inst.stats = hash_models(root, seen, problems, jobs=jobs, progress=progress)
+    seen = _by_search_order(seen, extra, inst.left_out)
+    inst.models, inst.stats = hash_models(root, seen, problems, jobs=jobs, progress=progress,
+                                          folders=[x.path for x in inst.extra if x.note is None])
     if problems:
         raise InstallProblems(root, problems)
     return inst
@@ -586,6 +799,8 @@ def plan(inst: Install, comfyui_url: str) -> importers.Plan:
     if inst.models:
         pl.notes.append(f"{len(inst.models)} model(s) recorded as local files of {source} (file:// with sha256 and size): "
                         "fetchable on this machine only; `comfyver add-model` gives one a public source")
+    pl.notes += [f"{EXTRA_YAML} {x.entry}: {x.path}: " + (f"{x.files} model file(s) read" if x.note is None else
+                 f"not read ({x.note})") for x in inst.extra]
     pl.notes += [f"disabled, left out: custom_nodes/{d}" for d in inst.disabled]
     pl.notes += [f"left out: {x}" for x in inst.left_out]
     return pl
