@@ -368,3 +368,35 @@ def test_extra_model_paths_never_lead_out_of_dir_unasked(forge, tmp_path, capsys
         "extra_model_paths.yaml via.vae: linked/up": "linked on its way is a symbolic link: not followed",
         "ComfyUI": "1 untracked file(s): linked"}  # the link itself: not a folder the yaml reads
     assert not (forge / "versions" / "bad").exists() and listing(d) == before
+
+
+def test_workflows_are_offered_and_copied_with_workflows(forge, tmp_path, capsys):
+    """user/default/workflows/*.json listed; with --workflows saved as `lock --workflow` saves them (its naming:
+    unsafe characters -> '-'); a link, a subfolder and a non-JSON file there are left out by name."""
+    d = make_install(tmp_path / "pod")
+    wf = d / "user" / "default" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "my flow (v2).json").write_text('{"nodes": [], "links": []}')
+    (wf / "api.json").write_text('{"1": {"class_type": "SaveImage", "inputs": {}}}')
+    (wf / "notes.txt").write_text("x")
+    (wf / "linked.json").symlink_to("/etc/passwd")
+    (wf / "sub").mkdir()
+    rc, out, err = run(capsys, "import", "listed", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["install"]["workflows"] == [{"name": "api.json", "size": 48, "copied_as": None},
+                                           {"name": "my flow (v2).json", "size": 26, "copied_as": None}]
+    assert res["workflows"] == [] and not (forge / "versions" / "listed" / "workflows").exists()
+    notes = "\n".join(res["notes"])
+    assert "user/default/workflows/linked.json: a symbolic link: not followed" in notes
+    assert "user/default/workflows/sub: a subfolder: not offered" in notes
+    rc, out, err = run(capsys, "import", "copied", "--from-install", str(d), "--no-python", "--workflows")
+    assert rc == 0, out + err
+    assert "workflows in user/default/workflows/: api.json, my flow (v2).json (copied into" in out
+    vdir = forge / "versions" / "copied"
+    lock = lockfile.read(vdir / "version.json")
+    assert lock["workflows"] == ["workflows/api.json", "workflows/my-flow--v2-.json"]
+    assert (vdir / "workflows" / "my-flow--v2-.json").read_bytes() == (wf / "my flow (v2).json").read_bytes()
+    assert (vdir / "workflows" / "api.json").read_bytes() == (wf / "api.json").read_bytes()
+    rc, _, err = run(capsys, "import", "x", "snap.json", "--workflows")
+    assert rc == 2 and "--from-install" in err

@@ -8,8 +8,9 @@ import json
 
 from comfyver.base import project
 from comfyver.base.errors import UsageError
+from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.cli.args import verb
-from comfyver.lock import importers, install, pylock, versions
+from comfyver.lock import importers, install, pipeline, pylock, versions
 from comfyver.sources import resolve
 
 
@@ -27,6 +28,9 @@ def register(sub) -> None:
     p.add_argument("--from-install", metavar="DIR",
                    help="a ComfyUI folder on this machine or a mounted volume: its git rev (else comfyui_version.py), "
                         "each custom_nodes/* git checkout or registry install, every file under models/ by sha256")
+    p.add_argument("--workflows", action="store_true",
+                   help="with --from-install: copy the install's user/default/workflows/*.json into the version "
+                        "(versions/ID/workflows/, as `lock --workflow` saves them); without it they are only listed")
     p.add_argument("--comfyui-url", help=f"ComfyUI repository (default: {versions.DEFAULT_COMFYUI_URL}; "
                                          "with --from-install, the install's own remote)")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
@@ -42,6 +46,8 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
+    if args.workflows and not args.from_install:
+        raise UsageError("--workflows copies an install's workflows: give it with --from-install DIR")
     if (args.file is None) == (args.from_install is None):
         raise UsageError("give a snapshot or config.yml FILE, or --from-install DIR (one of them)",
                          hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
@@ -66,15 +72,27 @@ def _run(root, args) -> int:
         pylock.uv_lock(vdir, text, reqs, f"version {args.vid}")
         if note := pylock.settle_profile(lock, vdir):
             pl.notes.append(note)
+    copied: dict[str, str] = {}  # workflow file name -> workflows/<file> in the version
+    if found is not None and args.workflows and found.workflows:
+        named = {str(p): rel for p, rel in pipeline._workflow_names(
+            pipeline.LockRequest(root, args.vid, [w.path for w in found.workflows]))}  # lock --workflow's naming
+        data = {named[w.path]: install.read_workflow(w) for w in found.workflows}  # all read before one is written
+        for w in found.workflows:
+            copied[w.key] = named[w.path]
+            atomic_write_bytes(vdir / named[w.path], data[named[w.path]])
+            lock["workflows"].append(named[w.path])
     versions.save(root, args.vid, lock)
     if not args.no_python and pl.pips:
         pl.notes.extend(importers.pip_differences(pl, versions.python_packages(root, args.vid)))
     out = {"version": args.vid, "from": pl.kind, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
+           "workflows": lock["workflows"],
            "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes}
     if found is not None:
         out["install"] = {"dir": str(found.dir), "core": dataclasses.asdict(found.core),
                           "disabled": found.disabled, "hash": dataclasses.asdict(found.stats),
-                          "extra_model_paths": [dataclasses.asdict(x) for x in found.extra]}
+                          "extra_model_paths": [dataclasses.asdict(x) for x in found.extra],
+                          "workflows": [{"name": w.key, "size": w.size, "copied_as": copied.get(w.key)}
+                                        for w in found.workflows]}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -84,6 +102,9 @@ def _run(root, args) -> int:
             st = found.stats
             print(f"models: {st.files} file(s), {st.hashed} hashed ({st.bytes_hashed / 1e6:.1f} MB in {st.seconds:.1f} s), "
                   f"{st.cached} from the stat cache")
+            if found.workflows:
+                print(f"workflows in {install.WORKFLOWS}/: {', '.join(w.key for w in found.workflows)}"
+                      + (f" (copied into versions/{args.vid}/workflows/)" if copied else " (--workflows copies them)"))
         for n in pl.notes:
             print(f"note: {n}")
     return 0

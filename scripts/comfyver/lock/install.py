@@ -20,7 +20,9 @@ a problem named in the error, all of them in one run.
   Its folders' files are read as models/ is (same rules, same hashing and cache). A folder inside DIR is opened
   from DIR by descriptor (a link on the way is a problem); one outside DIR is read only where the yaml names it by
   an absolute path (an absolute `base_path` or entry), and nothing inside it is followed. Where two folders give
-  one key, the file ComfyUI finds first is kept (is_default folders, then models/, then the yaml's order).
+  one key, the file ComfyUI finds first is kept (is_default folders, then models/, then the yaml's order);
+- workflows: each regular `user/default/workflows/*.json` is offered (listed; read, by the inode the scan saw, only
+  when the import copies them); links, subfolders and other files there are left out by name.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from comfyver.sources import gitsource, resolve
 CHUNK = 1 << 20
 CACHE_NAME = "install-hashes.json"      # in project.cache_dir()
 EXTRA_YAML = "extra_model_paths.yaml"   # read by ComfyUI's main.py from its own folder
+WORKFLOWS = "user/default/workflows"    # where ComfyUI's frontend saves the default user's workflows
+WORKFLOW_LIMIT = 256 << 20
 PLACEHOLDER = re.compile(r"put_\w*_here")  # ComfyUI's empty `models/<folder>/put_..._here` files
 VERSION_RE = re.compile(r"""^__version__\s*=\s*["']([0-9][0-9A-Za-z.+-]{0,40})["']""", re.M)
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
@@ -145,6 +149,7 @@ class Install:
     disabled: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     extra: list[ExtraFolder] = field(default_factory=list)
+    workflows: list[_Seen] = field(default_factory=list)   # user/default/workflows/*.json (key: the file name)
     stats: HashStats = field(default_factory=HashStats)
 
 
@@ -547,6 +552,30 @@ def _within(path: str, folder: Path) -> bool:
     return path == str(folder) or path.startswith(str(folder) + os.sep)
 
 
+def _open_inside(root: Path, rel: str) -> tuple[int | None, str | None]:
+    """The folder DIR/`rel` opened one part at a time from DIR, else None and why (`!`: a problem): a link on the
+    way is never followed."""
+    fd = os.open(str(root), _OPEN_DIR)
+    try:
+        for part in Path(rel).parts:
+            try:
+                st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None, "does not exist"
+            if stat.S_ISLNK(st.st_mode):
+                return None, f"!{_shown(part)} on its way is a symbolic link: not followed"
+            if not stat.S_ISDIR(st.st_mode):
+                return None, "not a folder"
+            sub = os.open(part, _OPEN_DIR, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        out, fd = fd, -1
+        return out, None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _open_extra(root: Path, e: _Entry) -> tuple[int | None, str, str | None]:
     """The folder of `e` opened (fd), its label, else None and why it is not read (a str starting with '!' is a
     problem). Inside DIR: opened part by part from DIR, a link on the way refused; outside: only an absolute path
@@ -555,25 +584,8 @@ def _open_extra(root: Path, e: _Entry) -> tuple[int | None, str, str | None]:
         label = os.path.relpath(e.path, root)
         if _within(e.path, root / "models"):
             return None, label, "already read under models/"
-        fd = os.open(str(root), _OPEN_DIR)
-        try:
-            for part in Path(label).parts:
-                try:
-                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    return None, label, "does not exist"
-                if stat.S_ISLNK(st.st_mode):
-                    return None, label, f"!{_shown(part)} on its way is a symbolic link: not followed"
-                if not stat.S_ISDIR(st.st_mode):
-                    return None, label, "not a folder"
-                sub = os.open(part, _OPEN_DIR, dir_fd=fd)
-                os.close(fd)
-                fd = sub
-            out, fd = fd, -1
-            return out, label, None
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        fd, why = _open_inside(root, label)
+        return fd, label, why
     if not e.absolute:
         return None, e.path, ("!leads outside the install (a relative path); name the folder by an absolute path in "
                               "the yaml to read it")
@@ -755,6 +767,49 @@ def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs:
     return [ModelFound(f.key, f.path, f.size, found[f.key]) for f in seen if f.key in found], stats
 
 
+# ---------------------------------------------------------------- workflows
+
+def _scan_workflows(root: Path, left_out: list[str]) -> list[_Seen]:
+    """user/default/workflows/*.json, regular files only (anything else there is left out by name)."""
+    try:
+        fd, why = _open_inside(root, WORKFLOWS)
+    except OSError as exc:
+        fd, why = None, f"cannot be read ({exc.strerror or exc})"
+    if fd is None:
+        if why != "does not exist":
+            left_out.append(f"{WORKFLOWS}: {(why or '').lstrip('!')}")
+        return []
+    out: list[_Seen] = []
+    try:
+        for e in sorted(os.scandir(fd), key=lambda x: x.name):
+            shown = f"{WORKFLOWS}/{_shown(e.name)}"
+            est = e.stat(follow_symlinks=False)
+            why = (_bad_name(e.name) or ("a symbolic link: not followed" if stat.S_ISLNK(est.st_mode) else None)
+                   or ("a subfolder: not offered" if stat.S_ISDIR(est.st_mode) else None)
+                   or (None if stat.S_ISREG(est.st_mode) else "not a regular file"))
+            if why:
+                left_out.append(f"{shown}: {why}")
+            elif e.name.endswith(".json") and not e.name.startswith("."):
+                out.append(_Seen(e.name, str(root / WORKFLOWS / e.name), est.st_size, est.st_mtime_ns, est.st_ino,
+                                 est.st_dev, shown))
+    finally:
+        os.close(fd)
+    return out
+
+
+def read_workflow(w: _Seen) -> bytes:
+    """A workflow the scan offered: the very file it saw (not through a link, same inode), whole."""
+    fd = _open_seen(w)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(WORKFLOW_LIMIT + 1)
+    finally:
+        os.close(fd)
+    if len(data) > WORKFLOW_LIMIT:
+        raise ComfyverError(f"{w.item}: larger than {WORKFLOW_LIMIT >> 20} MiB: not a workflow")
+    return data
+
+
 # ---------------------------------------------------------------- the whole install, then the plan
 
 def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
@@ -772,6 +827,7 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     _nodes(root, inst, problems, core_files)
     seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
     inst.extra, extra = _scan_extra(root, entries, problems, inst.left_out)
+    inst.workflows = _scan_workflows(root, inst.left_out)
     if problems:
         raise InstallProblems(root, problems)
     seen = _by_search_order(seen, extra, inst.left_out)
