@@ -80,6 +80,9 @@ def run_switch(args) -> int:
     if args.json:
         print(json.dumps(switch.as_json(done)))
         return 0
+    if not done.changed:
+        print(f"{done.at} is version {done.version} already (realized from its current lock): nothing to do")
+        return 0
     print(f"{done.at} -> version {done.version}" + (f" (was {done.previous}; `comfyver switch {done.previous} --at "
                                                     f"{done.at}` goes back)" if done.previous else ""))
     if done.restarted:

@@ -240,7 +240,7 @@ def _swap_into_place(tmp: Path, into: Path) -> None:
         os.rename(tmp, into)
 
 
-def _store_folder(models_dir: Path | None) -> Path:
+def store_folder(models_dir: Path | None) -> Path:
     """The model store folder (--models-dir, $COMFYVER_MODELS, <cache>/models); a file there is an error."""
     store = Path(models_dir or modelstore.default_store()).absolute()
     if store.exists() and not store.is_dir():
@@ -256,7 +256,7 @@ def realize(root: Path, vid: str, into: Path | None = None, models_dir: Path | N
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
     into = Path(into or default_into(vid)).absolute()
-    store = _store_folder(models_dir)
+    store = store_folder(models_dir)
     want = {**stamp(root, vid, lock, store), "systemSitePackages": system_site_packages}
     if not with_models:
         want["withModels"] = False  # absent (older markers) means with models
@@ -314,7 +314,7 @@ def fetch(root: Path, vid: str, models_dir: Path | None = None, *, uv_args: list
     """Fill the caches (git objects, node archives, wheels, models) so `realize --offline` works."""
     rep = reporter
     lock = lockfile.read(project.lock_path(root, vid))
-    store = _store_folder(models_dir)
+    store = store_folder(models_dir)
     rep.step("git sources")
     locked_source.fetch(lock["comfyui"]["locked"], f"version {vid}: comfyui")
     for name, node in sorted(lock["nodes"].items()):
