@@ -209,6 +209,12 @@ def test_first_test_expects_a_file_of_each_active_core_save_node():
     assert t["input"] == {"workflow": "ui.json"} and t["expect"]["status"] == "success"
     assert t["expect"]["outputs"] == [{"node_id": "7", "kind": "image", "min_bytes": 1}]  # not the bypassed 9
     assert [o["node_id"] for o in versiontests.first_test(ui_invert(False), "ui.json")["expect"]["outputs"]] == ["7", "9"]
+    on_event = ui_invert()
+    on_event["nodes"][3]["mode"] = 3  # "on trigger": the worker runs it
+    assert [o["node_id"] for o in versiontests.first_test(on_event, "ui.json")["expect"]["outputs"]] == ["7", "9"]
+    with pytest.raises(versiontests.NoFirstTest, match="subgraphs, which the worker refuses") as e:
+        versiontests.first_test({**ui_invert(), "definitions": {"subgraphs": [{"id": "s1"}]}}, "sub.json")
+    assert "API format" in (e.value.hint or "")
     api = versiontests.first_test(env.invert_workflow(), "invert.json")
     assert api["expect"]["outputs"] == [{"node_id": "3", "kind": "image", "min_bytes": 1}]
     assert "add counts" in api["description"]
@@ -221,8 +227,12 @@ def test_first_tests_written_by_lock_pass_on_the_worker_and_an_existing_test_is_
     vdir = make_version(root, {})
     (vdir / "workflows/ui.json").write_text(json.dumps(ui_invert()))
     (vdir / "tests/invert.json").write_text(json.dumps(PASSING))
-    written, kept = versiontests.write_first_tests(root, "demo", ["workflows/invert.json", "workflows/ui.json"])
+    (vdir / "workflows/sub.json").write_text(json.dumps({**ui_invert(), "definitions": {"subgraphs": [{"id": "s"}]}}))
+    written, kept, skipped = versiontests.write_first_tests(
+        root, "demo", ["workflows/invert.json", "workflows/ui.json", "workflows/sub.json"])
     assert written == ["tests/ui.json"] and kept == ["tests/invert.json"]
+    assert len(skipped) == 1 and "workflows/sub.json" in skipped[0] and not (vdir / "tests/sub.json").exists()
+    assert sorted(p.name for p in (vdir / "tests").iterdir()) == ["invert.json", "ui.json"]  # no part file left
     assert json.loads((vdir / "tests/invert.json").read_text()) == PASSING  # kept as it was
     monkeypatch.setenv("COMFYVER_ROOT", str(root))
     try:

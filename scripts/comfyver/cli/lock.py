@@ -107,7 +107,9 @@ def run(args) -> int:
     if args.write_tests:
         from comfyver.ship import versiontests
 
-        out["tests_written"], out["tests_kept"] = versiontests.write_first_tests(root, args.vid, out["workflows"])
+        out["tests_written"], out["tests_kept"], skipped = versiontests.write_first_tests(root, args.vid,
+                                                                                          out["workflows"])
+        out["notes"] += skipped
     if args.json:
         print(json.dumps({"ok": True, **out}, indent=2))
     else:

@@ -201,7 +201,11 @@ def load_tests(root: Path, version_id: str, only: list[str] | None = None) -> li
 SAVE_KINDS = {"SaveImage": "image", "SaveAnimatedWEBP": "video", "SaveAnimatedPNG": "video", "SaveVideo": "video",
               "SaveWEBM": "video", "SaveAudio": "audio", "SaveAudioMP3": "audio", "SaveAudioOpus": "audio",
               "SaveGLB": "3d"}
-UI_ACTIVE = (0, None)  # a UI node's mode: 0 runs, 2 muted, 4 bypassed
+UI_SKIPPED = (2, 4)  # a UI node's mode: 2 muted, 4 bypassed (the worker runs every other mode)
+
+
+class NoFirstTest(ComfyverError):
+    """The workflow cannot get a first test (the message says why and what to do)."""
 
 
 def first_test(workflow: dict[str, Any], name: str) -> dict[str, Any]:
@@ -210,8 +214,13 @@ def first_test(workflow: dict[str, Any], name: str) -> dict[str, Any]:
     own save or preview node) cannot be known before a run: the description says to add them."""
     saves: list[tuple[str, str]] = []
     if isinstance(workflow.get("nodes"), list):  # UI format: the API prompt's ids are the nodes' ids
+        definitions = workflow.get("definitions")
+        if isinstance(definitions, dict) and definitions.get("subgraphs"):
+            raise NoFirstTest(f"workflows/{name}: a UI-format workflow with subgraphs, which the worker refuses; "
+                              "no test written", hint="export it in API format (Workflow > Export (API)), lock that "
+                                                      "file, and write its test")
         for n in workflow["nodes"]:
-            if isinstance(n, dict) and n.get("type") in SAVE_KINDS and n.get("mode") in UI_ACTIVE:
+            if isinstance(n, dict) and n.get("type") in SAVE_KINDS and n.get("mode") not in UI_SKIPPED:
                 saves.append((str(n.get("id")), SAVE_KINDS[n["type"]]))
     else:
         for nid, n in workflow.items():
@@ -228,25 +237,35 @@ def first_test(workflow: dict[str, Any], name: str) -> dict[str, Any]:
             "timeout": DEFAULT_TIMEOUT}
 
 
-def write_first_tests(root: Path, version_id: str, workflows: list[str]) -> tuple[list[str], list[str]]:
+def write_first_tests(root: Path, version_id: str, workflows: list[str]) -> tuple[list[str], list[str], list[str]]:
     """For each of the version's `workflows` (`workflows/<name>.json`), versions/<id>/tests/<stem>.json unless a test
-    of that name exists: (written, kept), as paths under versions/<id>/."""
+    of that name exists: (written, kept) as paths under versions/<id>/, and why others got none."""
     from comfyver.base.fsutil import atomic_write_text
 
     vdir = project.version_dir(root, version_id)
-    written, kept = [], []
+    written, kept, skipped = [], [], []
     for rel in workflows:
         name = Path(rel).name
         target = vdir / "tests" / f"{Path(name).stem}.json"
         if target.exists():
             kept.append(str(target.relative_to(vdir)))
             continue
-        test = first_test(jobclient.read_workflow(vdir / rel), name)
+        try:
+            test = first_test(jobclient.read_workflow(vdir / rel), name)
+        except NoFirstTest as exc:
+            skipped.append(f"{exc.message}; {exc.hint}")
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(target, json.dumps(test, indent=2) + "\n")
-        load_test(target, vdir, version_id, "0" * 64)  # what it wrote is a test `comfyver test` reads
+        part = target.with_name(f".{target.name}.part")  # checked as `comfyver test` reads it before it is named
+        atomic_write_text(part, json.dumps(test, indent=2) + "\n")
+        try:
+            load_test(part, vdir, version_id, "0" * 64)
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, target)
         written.append(str(target.relative_to(vdir)))
-    return written, kept
+    return written, kept, skipped
 
 
 # ---------------------------------------------------------------- checking
