@@ -400,3 +400,58 @@ def test_workflows_are_offered_and_copied_with_workflows(forge, tmp_path, capsys
     assert (vdir / "workflows" / "api.json").read_bytes() == (wf / "api.json").read_bytes()
     rc, _, err = run(capsys, "import", "x", "snap.json", "--workflows")
     assert rc == 2 and "--from-install" in err
+
+
+def _dist(site: Path, name: str, version: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nSummary: x\n\nbody\n")
+
+
+def test_the_venv_is_evidence_torch_profile_and_differences(forge, tmp_path, capsys, monkeypatch):
+    """DIR/.venv read (never run): torch's +cu126 build becomes python.torch cu126 (the PyTorch index in the
+    pyproject uv locks), and each required package whose uv.lock version is not the venv's is reported."""
+    from comfyver.lock import pylock
+
+    d = make_install(tmp_path / "pod")
+    site = d / ".venv" / "lib" / "python3.11" / "site-packages"
+    for name, version in {"torch": "2.7.1+cu126", "torchvision": "0.22.1+cu126", "torchaudio": "2.7.1+cu126",
+                          "numpy": "1.26.4", "Pillow": "10.4.0", "einops": "0.8.0", "rich": "13.0.0"}.items():
+        _dist(site, name, version)
+    (site / "evil-1.0.dist-info").mkdir()
+    (site / "evil-1.0.dist-info" / "METADATA").symlink_to("/etc/passwd")  # not followed: not a package
+    (d / ".venv" / "bin").mkdir()
+    (d / ".venv" / "bin" / "python").write_text("#!/bin/sh\ntouch ran\n")  # never executed
+    (d / ".venv" / "bin" / "python").chmod(0o755)
+    locked = {"torch": "2.7.1+cu126", "torchvision": "0.22.1+cu126", "torchaudio": "2.7.1+cu126", "numpy": "2.1.0",
+              "pillow": "10.4.0", "einops": "0.8.1", "scipy": "1.14.0"}
+    seen: dict[str, str] = {}
+
+    def fake_uv_lock(vdir, pyproject, reqs, what, timeout=600):  # uv's resolution, offline: the versions above
+        seen["pyproject"] = pyproject
+        vdir.mkdir(parents=True, exist_ok=True)
+        (vdir / "pyproject.toml").write_text(pyproject)
+        (vdir / "uv.lock").write_text("version = 1\n" + "".join(
+            f'[[package]]\nname = "{n}"\nversion = "{v}"\n' for n, v in locked.items()))
+    monkeypatch.setattr(pylock, "uv_lock", fake_uv_lock)
+    rc, out, err = run(capsys, "import", "py", "--from-install", str(d), "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(forge / "versions" / "py" / "version.json")
+    assert lock["python"]["torch"] == "cu126" and 'name = "pytorch-cu126"' in seen["pyproject"]
+    py = json.loads(out)["install"]["python"]
+    assert py["venv"] == str(d / ".venv") and py["python"] == "python3.11" and py["torch_profile"] == "cu126"
+    assert py["torch"] == {"torch": "2.7.1+cu126", "torchaudio": "2.7.1+cu126", "torchvision": "0.22.1+cu126"}
+    assert py["differences"] == [{"package": "einops", "installed": "0.8.0", "locked": "0.8.1"},
+                                 {"package": "numpy", "installed": "1.26.4", "locked": "2.1.0"},
+                                 {"package": "scipy", "installed": None, "locked": "1.14.0"}]
+    assert not (d / "ran").exists() and not (forge / "ran").exists()
+    rc, out, err = run(capsys, "import", "py2", "--from-install", str(d), "--python-env", str(d / ".venv"))
+    assert rc == 0, out + err
+    assert "3 required package(s) lock at another version than the venv's" in out
+    assert "numpy" in out and "1.26.4" in out and "2.1.0" in out
+    assert install_profile_cases() == ["pypi", "cpu", "cu128", None, None]
+
+
+def install_profile_cases() -> list:
+    from comfyver.lock import installpython
+    return [installpython.profile(v) for v in ("2.7.1", "2.7.1+cpu", "2.8.0+cu128", "2.7.1+cu118", None)]

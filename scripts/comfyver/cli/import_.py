@@ -7,10 +7,10 @@ import dataclasses
 import json
 
 from comfyver.base import project
-from comfyver.base.errors import UsageError
+from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.cli.args import verb
-from comfyver.lock import importers, install, pipeline, pylock, versions
+from comfyver.lock import importers, install, installpython, pipeline, pylock, versions
 from comfyver.sources import resolve
 
 
@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--workflows", action="store_true",
                    help="with --from-install: copy the install's user/default/workflows/*.json into the version "
                         "(versions/ID/workflows/, as `lock --workflow` saves them); without it they are only listed")
+    p.add_argument("--python-env", metavar="VENV",
+                   help="with --from-install: the venv ComfyUI ran in (default: DIR/.venv or DIR/venv); read, never "
+                        "run: torch's build picks the torch profile, the versions that ran are compared with uv.lock")
     p.add_argument("--comfyui-url", help=f"ComfyUI repository (default: {versions.DEFAULT_COMFYUI_URL}; "
                                          "with --from-install, the install's own remote)")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
@@ -46,12 +49,12 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
-    if args.workflows and not args.from_install:
-        raise UsageError("--workflows copies an install's workflows: give it with --from-install DIR")
+    if (args.workflows or args.python_env) and not args.from_install:
+        raise UsageError("--workflows and --python-env read an install: give them with --from-install DIR")
     if (args.file is None) == (args.from_install is None):
         raise UsageError("give a snapshot or config.yml FILE, or --from-install DIR (one of them)",
                          hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
-    found = None
+    found = venv = None
     if args.from_install:
         try:
             found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json)
@@ -62,12 +65,18 @@ def _run(root, args) -> int:
                               "problems": [dataclasses.asdict(p) for p in exc.problems]}, indent=2))
             return 1
         pl = install.plan(found, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
+        venv = _venv(found, args.python_env, pl.notes)
     else:
         pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
     lock = importers.build(args.vid, pl, jobs=args.jobs, progress=not args.json)
     vdir = project.version_dir(root, args.vid)
+    if venv is not None and venv.torch_profile is not None:  # what `lock --torch` sets
+        lock["python"]["torch"] = venv.torch_profile
+        pl.notes.append(f"python.torch: {venv.torch_profile}, the build of the venv's torch {venv.torch['torch']}")
+    required: set[str] = set()
     if not args.no_python:
         text, reqs, pynotes = pylock.generate(lock)
+        required = set(reqs.by_package)
         pl.notes.extend(pynotes)
         pylock.uv_lock(vdir, text, reqs, f"version {args.vid}")
         if note := pylock.settle_profile(lock, vdir):
@@ -87,12 +96,18 @@ def _run(root, args) -> int:
     out = {"version": args.vid, "from": pl.kind, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
            "workflows": lock["workflows"],
            "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes}
+    diffs = ([] if venv is None or args.no_python
+             else installpython.differences(venv, required, versions.python_packages(root, args.vid)))
     if found is not None:
         out["install"] = {"dir": str(found.dir), "core": dataclasses.asdict(found.core),
                           "disabled": found.disabled, "hash": dataclasses.asdict(found.stats),
                           "extra_model_paths": [dataclasses.asdict(x) for x in found.extra],
                           "workflows": [{"name": w.key, "size": w.size, "copied_as": copied.get(w.key)}
-                                        for w in found.workflows]}
+                                        for w in found.workflows],
+                          "python": None if venv is None else {
+                              "venv": venv.path, "python": venv.python, "torch": venv.torch,
+                              "torch_profile": venv.torch_profile, "packages": len(venv.packages),
+                              "differences": [dataclasses.asdict(x) for x in diffs]}}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -105,6 +120,31 @@ def _run(root, args) -> int:
             if found.workflows:
                 print(f"workflows in {install.WORKFLOWS}/: {', '.join(w.key for w in found.workflows)}"
                       + (f" (copied into versions/{args.vid}/workflows/)" if copied else " (--workflows copies them)"))
+        if venv is not None:
+            print(f"Python: {venv.path} ({venv.python}, {len(venv.packages)} distribution(s)); "
+                  + (f"{len(diffs)} required package(s) lock at another version than the venv's:" if diffs else
+                     "uv.lock has the venv's version of every required package" if not args.no_python else
+                     "not compared (--no-python)"))
+            for x in diffs:
+                print(f"  {x.package:<32} venv {x.installed or '-':<20} uv.lock {x.locked or '-'}")
         for n in pl.notes:
             print(f"note: {n}")
     return 0
+
+
+def _venv(found: install.Install, given: str | None, notes: list[str]) -> installpython.Venv | None:
+    """The install's venv read as evidence (None where there is none); one found by itself that is no venv is a note."""
+    path = installpython.find(found.dir, given)
+    if path is None:
+        return None
+    try:
+        venv = installpython.read(path)
+    except ComfyverError as exc:
+        if given:
+            raise
+        notes.append(f"Python: not read ({exc.message})")
+        return None
+    if "torch" in venv.torch and venv.torch_profile is None:
+        notes.append(f"python.torch: the venv's torch {venv.torch['torch']} is a build no torch profile makes "
+                     "(cu128, cu126, cu124, cu121, cpu, pypi); the lock keeps its default")
+    return venv
