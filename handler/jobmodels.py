@@ -25,8 +25,11 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import shutil
+import stat
 import threading
 import time
 import uuid
@@ -38,6 +41,8 @@ from urllib.parse import urlsplit
 from handler.errors import JobError, bad_input
 from handler.fetch import fetch_url, safe_name
 from handler.settings import MODEL_FOLDERS, Settings
+
+log = logging.getLogger("handler")
 
 FIELDS = ("folder", "name", "url", "sha256")
 MAX_MODELS = 32
@@ -205,6 +210,33 @@ class JobView:
             os.close(fd)
 
 
+def _open_blob(path: Path) -> int | None:
+    """The stored model at `path`, opened for reading; None when there is none. Anything but a regular file under
+    that name (a link, a folder, a FIFO: never written by the store) is removed as a stray entry, never followed,
+    linked for a job or waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:  # ELOOP: a symbolic link
+        _remove_stray(path)
+        return None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    _remove_stray(path)
+    return None
+
+
+def _remove_stray(path: Path) -> None:
+    log.warning("per-job model store: removing %s, which is not a regular file", path)
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def _now_ns() -> tuple[int, int]:
     """Now, to the nanosecond (a bare utime takes the kernel's coarse clock: two uses a few ms apart tie)."""
     t = time.time_ns()
@@ -237,9 +269,8 @@ class Store:
     def pin(self, digest: str) -> int | None:
         """Hold the model `digest` for a job (under locked()): an open file with a shared flock, its last use now;
         None when the store does not have it."""
-        try:
-            fd = os.open(self.blobs / digest, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        fd = _open_blob(self.blobs / digest)
+        if fd is None:
             return None
         fcntl.flock(fd, fcntl.LOCK_SH)
         os.utime(fd, ns=_now_ns())
@@ -252,7 +283,10 @@ class Store:
             if HEX64.fullmatch(p.name):
                 with contextlib.suppress(FileNotFoundError):
                     st = p.lstat()
-                    out.append((st.st_mtime, st.st_size, p))
+                    if stat.S_ISREG(st.st_mode):
+                        out.append((st.st_mtime, st.st_size, p))
+                    else:
+                        _remove_stray(p)
         return sorted(out)
 
     def make_room(self, size: int) -> None:
@@ -268,9 +302,8 @@ class Store:
         for _, s, p in files:
             if total + size <= self.limit:
                 break
-            try:
-                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
-            except FileNotFoundError:
+            fd = _open_blob(p)
+            if fd is None:  # gone, or a stray entry (removed)
                 total -= s
                 continue
             try:

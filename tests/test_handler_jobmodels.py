@@ -271,3 +271,29 @@ def test_the_store_defaults_to_the_network_volume_when_one_is_mounted(settings, 
     monkeypatch.setattr(jobmodels, "VOLUME", tmp_path / "volume")
     assert jobmodels.store_dir(s) == tmp_path / "volume" / "comfyver" / "job-models"
     assert jobmodels.store_dir(settings) == tmp_path / "store"
+
+
+@pytest.mark.parametrize("stray", ["link", "folder", "fifo"])
+def test_a_stray_entry_under_a_models_digest_is_removed_never_followed_linked_or_waited_on(settings, http_server,
+                                                                                           tmp_path, stray):
+    """Only the store writes sha256/<hex>, and only regular files; anything else there (a link to another file, a
+    folder, a FIFO that would block an open while the store's lock is held) is removed and the model downloaded."""
+    a, b = (serve(http_server, f"{n}.safetensors", 1000) for n in "ab")
+    blobs = settings.job_models_dir / "sha256"
+    blobs.mkdir(parents=True)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not a model")
+    for m in (a, b):  # b's entry is the least recently used one when eviction runs
+        entry = blobs / m["sha256"]
+        {"link": lambda e: e.symlink_to(secret), "folder": lambda e: e.mkdir(),
+         "fifo": lambda e: os.mkfifo(e)}[stray](entry)
+    view = use(settings, a)  # pin: the stray a is removed, a downloaded
+    try:
+        target = Path(os.readlink(next(iter(links(settings.state_dir)))))
+        assert target == blobs / a["sha256"] and target.is_file() and not target.is_symlink()
+        assert sha(target.read_bytes()) == a["sha256"]
+    finally:
+        view.close()
+    use(settings, serve(http_server, "c.safetensors", 3000)).close()  # eviction walks past the stray b
+    assert secret.read_bytes() == b"not a model"
+    assert all(p.is_file() and not p.is_symlink() for p in blobs.iterdir())
