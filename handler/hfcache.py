@@ -90,7 +90,7 @@ def candidates(root: Path, m: HFModel) -> list[Path]:
         for ref in names:
             try:
                 commit = ref.read_text().strip()
-            except OSError:
+            except (OSError, ValueError):  # unreadable, or not text (UnicodeDecodeError): not a ref
                 continue
             revs += [commit, ref.relative_to(refs).as_posix()]  # a snapshot folder named by the ref itself too
     seen: list[Path] = []
@@ -111,13 +111,14 @@ def locate(root: Path, m: HFModel, cache, vid: str | None = None) -> Path:
         looked.append(str(path))
         if not path.is_file():
             continue
-        try:
-            digest = modelstore.file_sha256(path, cache)
+        real = Path(os.path.realpath(path))  # the file itself (a snapshot entry links to its blob): it is what is
+        try:                                 # checked and linked, so a link retargeted later changes nothing
+            digest = modelstore.file_sha256(real, cache)
         except OSError as exc:
             wrong.append(f"{path} cannot be read ({exc.strerror})")
             continue
         if digest == m.sha256:
-            return path
+            return real
         wrong.append(f"{path} has sha256 {digest}")
     what = (f"model {m.key} (Hugging Face {m.repo}@{m.rev[:12]}, file {m.path}, {m.size} bytes): expected sha256 "
             f"{m.sha256}; ")
@@ -139,6 +140,15 @@ def _link(links: Path, key: str, target: Path) -> None:
     tmp = link.with_name(f".{link.name}.{uuid.uuid4().hex}.link")
     tmp.symlink_to(target)
     os.replace(tmp, link)
+
+
+def _drop_stale_links(links: Path, keys: set[str]) -> None:
+    """Links an earlier lock left (a model this version does not have must not be listed to ComfyUI)."""
+    if not links.is_dir():
+        return
+    for p in links.rglob("*"):
+        if p.is_symlink() and p.relative_to(links).as_posix() not in keys:
+            p.unlink(missing_ok=True)
 
 
 def _elsewhere(settings: Settings, key: str, sha256: str, links: Path) -> str | None:
@@ -183,6 +193,7 @@ def place(settings: Settings) -> Placed:
         raise CachedModelError(f"COMFY_MODELS=cached: {len(problems)} model(s) cannot be taken from the Hugging Face "
                                "cache:\n  " + "\n  ".join(problems))
     links = links_dir(settings)
+    _drop_stale_links(links, set(lock["models"]))
     placed = Placed(links=links)
     for key, path in found.items():
         _link(links, key, path)

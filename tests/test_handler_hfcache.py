@@ -165,7 +165,7 @@ def test_the_verification_runs_once_a_second_start_answers_from_the_stat_cache(t
     monkeypatch.setattr(modelstore, "_sha256_overlapped", lambda p, *a: hashed.append(p) or real_hash(p, *a))
 
     first = hfcache.place(settings(tmp_path, lock, tmp_path / "hub"))
-    assert first.cached == {KEY_HF: snap} and hashed == [snap.resolve()]
+    assert first.cached == {KEY_HF: snap.resolve()} and hashed == [snap.resolve()]
     assert first.missing == [KEY_OTHER]
     # the stat cache in the state folder: the verified file's real path -> its stat and sha256
     verified = json.loads((tmp_path / "state" / hfcache.VERIFIED).read_text())
@@ -178,7 +178,7 @@ def test_the_verification_runs_once_a_second_start_answers_from_the_stat_cache(t
         fh.write(b"A")
     os.utime(snap.resolve(), ns=(st.st_atime_ns, st.st_mtime_ns))
     second = hfcache.place(settings(tmp_path, lock, tmp_path / "hub"))
-    assert second.cached == {KEY_HF: snap} and hashed == [snap.resolve()]
+    assert second.cached == {KEY_HF: snap.resolve()} and hashed == [snap.resolve()]
 
     # a file whose stat changed is hashed again (and refused)
     snap.resolve().write_bytes(DATA + b"x")
@@ -193,7 +193,7 @@ def test_a_cache_filled_at_a_newer_commit_of_main_serves_the_same_bytes(tmp_path
 
     lock = demo_lock(tmp_path / "proj")
     snap = hf_cache(tmp_path / "hub", REPO, NEWER, FILE, DATA)  # refs/main -> NEWER, no snapshot of COMMIT
-    assert hfcache.place(settings(tmp_path, lock, tmp_path / "hub")).cached == {KEY_HF: snap}
+    assert hfcache.place(settings(tmp_path, lock, tmp_path / "hub")).cached == {KEY_HF: snap.resolve()}
 
 
 def test_a_missing_cached_file_names_the_paths_looked_at(tmp_path):
@@ -279,3 +279,25 @@ def test_deploy_models_cached_records_the_placement_and_names_the_repository_to_
     capsys.readouterr()
     env_now = v2.endpoints[res["endpointId"]]["env"]
     assert env_now["COMFY_MODELS"] == "volume" and env_now["COMFY_HF_CACHED_MODEL"] == ""
+
+
+def test_the_link_is_to_the_verified_file_and_odd_refs_and_old_links_do_not_matter(tmp_path):
+    """ComfyUI reads the very file whose sha256 was checked (a snapshot entry retargeted afterwards changes
+    nothing); a ref that is not text is skipped, not a crash; a link an earlier lock left is removed."""
+    from handler import hfcache
+
+    lock = demo_lock(tmp_path / "proj")
+    snap = hf_cache(tmp_path / "hub", REPO, COMMIT, FILE, DATA)
+    (snap.parents[2].parent / "refs" / "odd").write_bytes(b"\xff\xfe not utf-8")
+    stale = tmp_path / "state" / "models" / "loras" / "old.safetensors"
+    stale.parent.mkdir(parents=True)
+    stale.symlink_to(snap)
+    placed = hfcache.place(settings(tmp_path, lock, tmp_path / "hub"))
+    link = placed.links / KEY_HF
+    assert Path(os.readlink(link)) == snap.resolve()
+    evil = tmp_path / "evil.bin"
+    evil.write_bytes(b"evil")
+    snap.unlink()
+    snap.symlink_to(evil)  # retargeted after the check
+    assert link.read_bytes() == DATA
+    assert not stale.is_symlink()  # not a model of this lock: ComfyUI must not list it
