@@ -30,29 +30,6 @@ DATA = b"a tiny model for the cached placement\n" * 32
 KEY_HF = "loras/tiny.safetensors"
 KEY_OTHER = "vae/other.bin"  # not on Hugging Face: must come another way
 
-PROBE = '''
-import hashlib
-
-import folder_paths
-
-
-class ComfyverModelDigest:
-    """The sha256 of a model file as ComfyUI finds it (through its model folders), as text."""
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"lora_name": (folder_paths.get_filename_list("loras"),)}}
-    RETURN_TYPES = ()
-    FUNCTION = "run"
-    OUTPUT_NODE = True
-    CATEGORY = "comfyver/test"
-
-    def run(self, lora_name):
-        with open(folder_paths.get_full_path("loras", lora_name), "rb") as fh:
-            return {"ui": {"text": [hashlib.sha256(fh.read()).hexdigest()]}}
-
-
-NODE_CLASS_MAPPINGS = {"ComfyverModelDigest": ComfyverModelDigest}
-'''
 
 
 def hf_locked(repo: str, commit: str, path: str, data: bytes) -> dict:
@@ -100,10 +77,7 @@ def _hf_host(monkeypatch):
 
 
 def worker_env(tmp_path: Path, lock: Path, hub: Path) -> dict[str, str]:
-    home = env.comfy_tree(tmp_path)
-    probe = home / "custom_nodes" / "comfyver_model_digest"
-    probe.mkdir()
-    (probe / "__init__.py").write_text(PROBE)
+    home = env.comfy_tree(tmp_path)  # its test nodes: ComfyverLoraDigest reads a loras file as a loader would
     return {"COMFY_HOME": str(home), "COMFY_PORT": str(env.free_port()), "OUTPUT_MODE": "base64",
             "COMFYUI_STATE_DIR": str(tmp_path / "state"), "COMFY_MODELS": "cached", "COMFY_HF_CACHE": str(hub),
             "COMFYVER_LOCK": str(lock), "COMFYVER_VERSION_ID": "demo", "COMFY_HF_CACHED_MODEL": REPO}
@@ -123,13 +97,13 @@ def test_a_job_runs_with_its_model_from_the_hugging_face_cache(tmp_path):
     api = env.LocalAPI(worker_env(tmp_path, lock, tmp_path / "hub"), tmp_path / "api.log")
     try:
         # ComfyUI lists the model under the lock's name (loras/tiny.safetensors -> tiny.safetensors)
-        result = api.runsync({"workflow": {"1": {"class_type": "ComfyverModelDigest",
+        result = api.runsync({"workflow": {"1": {"class_type": "ComfyverLoraDigest",
                                                  "inputs": {"lora_name": "tiny.safetensors"}}}})
     finally:
         api.stop()
     assert result["status"] == "COMPLETED", (result, (tmp_path / "api.log").read_text()[-3000:])
     texts = [o["text"] for o in result["output"]["outputs"] if o["kind"] == "text"]
-    assert texts == [hashlib.sha256(DATA).hexdigest()]
+    assert texts == [f"tiny.safetensors {hashlib.sha256(DATA).hexdigest()} {len(DATA)}"]
     link = tmp_path / "state" / "models" / KEY_HF
     assert link.is_symlink() and link.resolve() == snap.resolve()
     # the model that is not on Hugging Face is named: it must come another way
