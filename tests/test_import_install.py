@@ -455,3 +455,19 @@ def test_the_venv_is_evidence_torch_profile_and_differences(forge, tmp_path, cap
 def install_profile_cases() -> list:
     from comfyver.lock import installpython
     return [installpython.profile(v) for v in ("2.7.1", "2.7.1+cpu", "2.8.0+cu128", "2.7.1+cu118", None)]
+
+
+def test_an_imported_version_goes_through_the_lock_proof(forge, tmp_path, capsys):
+    """The next stage on the import: re-locking the imported version with the probe runs ComfyUI's own node
+    loading on its core and packs, and the proof passes (each pack imports, its classes registered)."""
+    import sys
+
+    d = make_install(tmp_path / "pod")
+    rc, out, err = run(capsys, "import", "pod", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    rc, out, err = run(capsys, "lock", "pod", "--probe", sys.executable, "--no-python", "--offline-registry", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["knowledge"] == "probe" and res["added_nodes"] == [] and res["added_models"] == []
+    lock = lockfile.read(forge / "versions" / "pod" / "version.json")
+    assert "Unary Image Op" in lock["nodes"]["masquerade-nodes-comfyui"]["provides"]  # registered by ComfyUI itself
