@@ -19,6 +19,7 @@ from comfyver.lock import install
 
 from tests.support import nodepacks
 from tests.support.gitserver import git
+from tests.test_modelsearch import servers  # noqa: F401  (fixture)
 
 CORE_TAG, CORE_REV = "v0.3.75", "8402c8700a29a97bc5d706d6a0b14c41bc2c2d8a"
 PACKS = {"masquerade-nodes-comfyui": "BadCafeCode/masquerade-nodes-comfyui",   # at its pinned commit (= head)
@@ -471,3 +472,25 @@ def test_an_imported_version_goes_through_the_lock_proof(forge, tmp_path, capsys
     assert res["knowledge"] == "probe" and res["added_nodes"] == [] and res["added_models"] == []
     lock = lockfile.read(forge / "versions" / "pod" / "version.json")
     assert "Unary Image Op" in lock["nodes"]["masquerade-nodes-comfyui"]["provides"]  # registered by ComfyUI itself
+
+
+def test_a_model_whose_bytes_are_on_hugging_face_gets_that_source(forge, tmp_path, capsys, servers):
+    """Models are looked up by their sha256 (sources/modelsearch.py; here a Hub stand-in): a file with the very bytes
+    becomes the model's source, still pinned by sha256 and size; a file of the same name with other bytes does not;
+    the rest stay local files, and an unreachable service is noted."""
+    from tests.test_modelsearch import HFHub, commit_of
+
+    d = make_install(tmp_path / "pod")
+    same = (d / "models" / "loras" / "a.safetensors").read_bytes()
+    servers(hf=HFHub({"acme/a": {"downloads": 10, "files": {"loras/a.safetensors": same}},
+                      "acme/base": {"downloads": 99, "files": {"base.safetensors": b"other bytes"}}}), civitai=None)
+    rc, out, err = run(capsys, "import", "pod", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(forge / "versions" / "pod" / "version.json")
+    a = lock["models"]["loras/a.safetensors"]
+    assert a["original"]["url"] == f"hf://acme/a@{commit_of('acme/a')}/loras/a.safetensors"
+    assert (a["locked"]["sha256"], a["locked"]["size"]) == (expected_sha("loras/a.safetensors"), MODELS["loras/a.safetensors"])
+    assert lock["models"]["checkpoints/sd/base.safetensors"]["locked"]["url"].startswith("file://")  # other bytes
+    notes = "\n".join(json.loads(out)["notes"])
+    assert "model loras/a.safetensors: the file with its sha256 is on" in notes
+    assert "could not reach civitai" in notes.lower() and "3 model(s) recorded as local files" in notes

@@ -11,7 +11,7 @@ from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.cli.args import verb
 from comfyver.lock import importers, install, installpython, pipeline, pylock, versions
-from comfyver.sources import resolve
+from comfyver.sources import modelsearch, resolve
 
 
 def register(sub) -> None:
@@ -38,6 +38,9 @@ def register(sub) -> None:
                                          "with --from-install, the install's own remote)")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
+    p.add_argument("--no-search", action="store_true",
+                   help="with --from-install: do not look the models up on Hugging Face and Civitai by their sha256 "
+                        "(also COMFYVER_MODEL_SEARCH=0); each is then recorded as a local file")
 
 
 def run(args) -> int:
@@ -64,7 +67,8 @@ def _run(root, args) -> int:
             print(json.dumps({"version": args.vid, "ok": False, "error": exc.message, "hint": exc.hint,
                               "problems": [dataclasses.asdict(p) for p in exc.problems]}, indent=2))
             return 1
-        pl = install.plan(found, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
+        search = None if args.no_search or not modelsearch.enabled() else modelsearch.Search()
+        pl = install.plan(found, args.comfyui_url or versions.DEFAULT_COMFYUI_URL, search)
         venv = _venv(found, args.python_env, pl.notes)
     else:
         pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)

@@ -51,7 +51,7 @@ from comfyver.base import fsutil, project, ui
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitOriginal
 from comfyver.lock import importers, nodescan
-from comfyver.sources import gitsource, resolve
+from comfyver.sources import gitsource, modelsearch, resolve
 
 CHUNK = 1 << 20
 CACHE_NAME = "install-hashes.json"      # in project.cache_dir()
@@ -838,9 +838,10 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     return inst
 
 
-def plan(inst: Install, comfyui_url: str) -> importers.Plan:
+def plan(inst: Install, comfyui_url: str, search: modelsearch.Search | None = None) -> importers.Plan:
     """The install as an import plan: the core at its rev (or release tag), each node at its rev or registry version,
-    each model a local file:// source pinned by its sha256 and size."""
+    each model pinned by its sha256 and size at a public source whose file has that sha256 (`search`: Hugging Face
+    and Civitai, sources/modelsearch.py), else at its local file:// path."""
     core: GitOriginal = {"type": "git", "url": inst.core.url or comfyui_url, "ref": inst.core.ref}
     source = str(inst.dir)
     pl = importers.Plan("install", core)
@@ -850,10 +851,25 @@ def plan(inst: Install, comfyui_url: str) -> importers.Plan:
     for n in inst.nodes:
         name, original = resolve.parse_node_spec(n.spec, submodules=n.submodules)
         importers.add_node(pl, name, original, source)
-    for m in inst.models:
-        pl.models[m.key] = resolve.parse_model_source(Path(m.path).as_uri(), m.sha256, m.size)
-    if inst.models:
-        pl.notes.append(f"{len(inst.models)} model(s) recorded as local files of {source} (file:// with sha256 and size): "
+    local = 0
+    for i, m in enumerate(inst.models):
+        src = Path(m.path).as_uri()
+        if search is not None and i < modelsearch.MAX_MODELS:
+            r = search.find(Path(m.key).name, m.sha256)
+            if r.picked is not None and r.picked.hash_match:  # the very bytes: never a name-only match
+                src = r.picked.source
+                pl.notes.append(f"model {m.key}: the file with its sha256 is on {r.picked.service} ({r.picked.where}): "
+                                f"{src}")
+        local += src.startswith("file:")
+        pl.models[m.key] = resolve.parse_model_source(src, m.sha256, m.size)
+    if search is not None:
+        search.flush()
+        pl.notes += [f"model search: could not reach {svc} ({why}); models were not looked up there"
+                     for svc, why in sorted(search.down.items())]
+        if len(inst.models) > modelsearch.MAX_MODELS:
+            pl.notes.append(f"model search: the first {modelsearch.MAX_MODELS} models were looked up, not the rest")
+    if local:
+        pl.notes.append(f"{local} model(s) recorded as local files of {source} (file:// with sha256 and size): "
                         "fetchable on this machine only; `comfyver add-model` gives one a public source")
     pl.notes += [f"{EXTRA_YAML} {x.entry}: {x.path}: " + (f"{x.files} model file(s) read" if x.note is None else
                  f"not read ({x.note})") for x in inst.extra]
