@@ -494,3 +494,24 @@ def test_a_model_whose_bytes_are_on_hugging_face_gets_that_source(forge, tmp_pat
     notes = "\n".join(json.loads(out)["notes"])
     assert "model loras/a.safetensors: the file with its sha256 is on" in notes
     assert "could not reach civitai" in notes.lower() and "3 model(s) recorded as local files" in notes
+
+
+def test_a_model_of_several_gb_is_hashed_once(forge, tmp_path, capsys):
+    """A 3 GB model (sparse: its bytes are zeros) is hashed to the right sha256; a second import hashes nothing."""
+    d = make_install(tmp_path / "pod")
+    big = d / "models" / "diffusion_models" / "big.safetensors"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    size = 3 * 10**9
+    with open(big, "wb") as fh:
+        fh.truncate(size)
+    os.utime(big, ns=(OLD, OLD))
+    h, zeros = hashlib.sha256(), bytes(1 << 24)
+    for _ in range(size // len(zeros)):
+        h.update(zeros)
+    h.update(zeros[:size % len(zeros)])
+    rc, out, err = run(capsys, "import", "big", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    m = lockfile.read(forge / "versions" / "big" / "version.json")["models"]["diffusion_models/big.safetensors"]
+    assert (m["locked"]["sha256"], m["locked"]["size"]) == (h.hexdigest(), size)
+    rc, out, err = run(capsys, "import", "big2", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0 and json.loads(out)["install"]["hash"]["hashed"] == 0, out + err
