@@ -232,7 +232,7 @@ def test_first_tests_written_by_lock_pass_on_the_worker_and_an_existing_test_is_
         root, "demo", ["workflows/invert.json", "workflows/ui.json", "workflows/sub.json"])
     assert written == ["tests/ui.json"] and kept == ["tests/invert.json"]
     assert len(skipped) == 1 and "workflows/sub.json" in skipped[0] and not (vdir / "tests/sub.json").exists()
-    assert sorted(p.name for p in (vdir / "tests").iterdir()) == ["invert.json", "ui.json"]  # no part file left
+    assert not [p for p in (vdir / "tests").iterdir() if p.name.startswith(".")]  # no part file left
     assert json.loads((vdir / "tests/invert.json").read_text()) == PASSING  # kept as it was
     monkeypatch.setenv("COMFYVER_ROOT", str(root))
     try:
