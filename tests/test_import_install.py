@@ -515,3 +515,25 @@ def test_a_model_of_several_gb_is_hashed_once(forge, tmp_path, capsys):
     assert (m["locked"]["sha256"], m["locked"]["size"]) == (h.hexdigest(), size)
     rc, out, err = run(capsys, "import", "big2", "--from-install", str(d), "--no-python", "--json")
     assert rc == 0 and json.loads(out)["install"]["hash"]["hashed"] == 0, out + err
+
+
+def test_the_installs_own_git_config_runs_no_program(forge, tmp_path, capsys):
+    """A filter driver in a pack's (or the core's) own .git/config, reached through an included file and bound by
+    the checkout's info/attributes: `git status` would run its clean command on a file whose stat changed. The
+    import switches the install's drivers off: nothing runs, nothing in DIR is written."""
+    d = make_install(tmp_path / "pod")
+    ran = tmp_path / "ran"
+    evil = tmp_path / "evil.gitconfig"
+    evil.write_text(f'[filter "x"]\n\tclean = "touch {ran}; cat"\n\tprocess = "touch {ran}"\n')
+    for repo in (d, d / "custom_nodes" / "masquerade-nodes-comfyui"):
+        with open(repo / ".git" / "config", "a") as fh:
+            fh.write(f"[include]\n\tpath = {evil}\n")
+        (repo / ".git" / "info").mkdir(exist_ok=True)
+        (repo / ".git" / "info" / "attributes").write_text("*.py filter=x\n")
+        for f in repo.glob("*.py"):
+            os.utime(f)  # a changed stat: git status reads the file again, through the filter
+    before = listing(d)
+    rc, out, err = run(capsys, "import", "gf", "--from-install", str(d), "--no-python", "--json")
+    assert not ran.exists(), "the install's filter driver ran"
+    assert rc == 0, out + err
+    assert listing(d) == before

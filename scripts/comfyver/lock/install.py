@@ -181,14 +181,33 @@ def _bad_name(name: str) -> str | None:
 
 # ---------------------------------------------------------------- git, read-only
 
-def _git(work: Path, *args: str) -> tuple[int, bytes, str]:
+def _git(work: Path, *args: str, config: Sequence[str] = ()) -> tuple[int, bytes, str]:
     env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
     env.update(gitsource.GIT_ENV, GIT_OPTIONAL_LOCKS="0")
     import subprocess
 
-    p = subprocess.run(["git", "--no-optional-locks", "-c", "core.fsmonitor=false", f"--git-dir={work / '.git'}",
-                        f"--work-tree={work}", *args], cwd=work, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+    p = subprocess.run(["git", "--no-optional-locks", "-c", "core.fsmonitor=false", *config,
+                        f"--git-dir={work / '.git'}", f"--work-tree={work}", *args],
+                       cwd=work, env=env, capture_output=True, stdin=subprocess.DEVNULL)
     return p.returncode, p.stdout, p.stderr.decode(errors="replace").strip()
+
+
+def _no_filters(work: Path) -> list[str]:
+    """`-c` options that switch off every content filter driver the install's own git configuration names (the
+    checkout's and its submodules' config files, with what they include): `git status` runs a driver's clean
+    command on a file whose stat changed, so an install could otherwise make the import run a program. This
+    machine's own drivers (global, system: git-lfs) stay; reading configuration runs nothing. A file a disabled
+    driver would have changed shows as changed, and the import refuses it by name."""
+    names: set[str] = set()
+    files = [None, *(p for p in (work / ".git" / "modules").rglob("config") if p.is_file() and not p.is_symlink())]
+    for f in files:
+        where = ("--includes", "--file", str(f)) if f is not None else ("--includes", "--local")
+        _, out, _ = _git(work, "config", *where, "--get-regexp", r"^filter\..*\.(clean|smudge|process|required)$")
+        for line in out.decode(errors="replace").splitlines():
+            key = line.split(" ", 1)[0]
+            names.add(key[len("filter."):key.rfind(".")])
+    return [a for n in sorted(names) for a in ("-c", f"filter.{n}.clean=", "-c", f"filter.{n}.smudge=",
+                                                "-c", f"filter.{n}.process=", "-c", f"filter.{n}.required=false")]
 
 
 def _is_bytecode(path: str) -> bool:
@@ -208,7 +227,8 @@ def git_state(work: Path) -> GitState:
     if remote:
         _, out, _ = _git(work, "config", "--get", f"remote.{remote}.url")  # as configured: no insteadOf applied
         url = out.decode(errors="replace").strip() or None
-    rc, out, err = _git(work, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=none")
+    rc, out, err = _git(work, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=none",
+                        config=_no_filters(work))
     if rc:
         raise ComfyverError(f"git status failed: {err.splitlines()[-1] if err else rc}")
     changed: list[str] = []
