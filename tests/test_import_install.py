@@ -537,3 +537,27 @@ def test_the_installs_own_git_config_runs_no_program(forge, tmp_path, capsys):
     assert not ran.exists(), "the install's filter driver ran"
     assert rc == 0, out + err
     assert listing(d) == before
+
+
+def test_a_hostile_extra_model_paths_yaml_is_named_entry_by_entry(forge, tmp_path, capsys, monkeypatch):
+    """A NUL byte, control characters in a section or a path, a folder key that is a path, and a base_path that
+    expands a secret: each a problem naming its entry (the secret never shown), all in one run, no traceback."""
+    d = make_install(tmp_path / "pod")
+    monkeypatch.setenv("HF_TOKEN", "hf_verysecretvalue123")
+    (d / "extra_model_paths.yaml").write_text(
+        'nul:\n  checkpoints: "x\\0y"\n'
+        '"sec\\nfake: line":\n  vae: /tmp\n'
+        'esc:\n  loras: "/nonexist\\e[31mRED"\n'
+        'key:\n  "../../tmp/evil": /tmp\n'
+        'sec:\n  base_path: /tmp/$HF_TOKEN\n  vae: x\n')
+    rc, out, err = run(capsys, "import", "y", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 1, out + err
+    assert "hf_verysecretvalue123" not in out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert problems == {
+        "extra_model_paths.yaml nul.checkpoints": "the path has a NUL byte",
+        "extra_model_paths.yaml 'sec\\nfake: line'": "the section: its name has control characters",
+        "extra_model_paths.yaml esc.loras": "the path '/nonexist\\x1b[31mRED' has control characters",
+        "extra_model_paths.yaml key.../../tmp/evil": "not a model folder name (letters, digits, _ . -; no path)",
+        "extra_model_paths.yaml sec.base_path":
+            "the path expands an environment variable that holds a secret: name the folder itself"}

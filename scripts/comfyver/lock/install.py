@@ -47,7 +47,7 @@ from typing import Any, Literal
 import yaml
 from filelock import FileLock
 
-from comfyver.base import fsutil, project, ui
+from comfyver.base import fsutil, project, ui, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitOriginal
 from comfyver.lock import importers, nodescan
@@ -539,24 +539,38 @@ def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
     for section, conf in config.items():
         if conf is None:
             continue
+        where = f"{item} {_shown(str(section))}"
         if not isinstance(conf, dict):
-            problems.append(Problem(f"{item} {section}", "not a mapping of folder names to paths"))
+            problems.append(Problem(where, "not a mapping of folder names to paths"))
+            continue
+        if bad := _bad_name(str(section)):
+            problems.append(Problem(where, f"the section: {bad}"))
             continue
         conf = dict(conf)
         base = conf.pop("base_path", None)
         base_abs = False
         if base:
             base = os.path.expandvars(os.path.expanduser(str(base)))
+            if bad := _bad_path(base):
+                problems.append(Problem(f"{where}.base_path", bad))
+                continue
             base_abs = os.path.isabs(base)
             if not base_abs:
                 base = os.path.abspath(os.path.join(root, base))
         is_default = bool(conf.pop("is_default", False))
         for key, value in conf.items():
+            at = f"{where}.{_shown(str(key))}"
             if not isinstance(value, str):
-                problems.append(Problem(f"{item} {section}.{key}", "not a path (ComfyUI reads a string, one path a line)"))
+                problems.append(Problem(at, "not a path (ComfyUI reads a string, one path a line)"))
+                continue
+            if not _FOLDER.fullmatch(str(key)):
+                problems.append(Problem(at, "not a model folder name (letters, digits, _ . -; no path)"))
                 continue
             for line in value.split("\n"):
                 if not line:
+                    continue
+                if bad := _bad_path(line):
+                    problems.append(Problem(at, bad))
                     continue
                 if base:
                     full, absolute = os.path.join(base, line), base_abs or os.path.isabs(line)
@@ -566,6 +580,20 @@ def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
                 out.append(_Entry(f"{section}.{key}", nodescan.LEGACY_FOLDERS.get(str(key), str(key)),
                                   os.path.normpath(full), absolute, is_default))
     return out
+
+
+_FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def _bad_path(path: str) -> str | None:
+    """Why a path of the yaml (expanded) cannot be read: a NUL byte, control characters, a secret it expanded."""
+    if "\0" in path:
+        return "the path has a NUL byte"
+    if not path.isprintable():
+        return f"the path {_shown(path)} has control characters"
+    if web.redact(path) != path:
+        return "the path expands an environment variable that holds a secret: name the folder itself"
+    return None
 
 
 def _within(path: str, folder: Path) -> bool:
