@@ -561,3 +561,21 @@ def test_a_hostile_extra_model_paths_yaml_is_named_entry_by_entry(forge, tmp_pat
         "extra_model_paths.yaml key.../../tmp/evil": "not a model folder name (letters, digits, _ . -; no path)",
         "extra_model_paths.yaml sec.base_path":
             "the path expands an environment variable that holds a secret: name the folder itself"}
+
+
+def test_a_model_rewritten_with_its_mtime_set_back_is_hashed_again(forge, tmp_path, capsys):
+    """`cp -p`, `rsync --inplace -t`: same size, same mtime, other bytes. The stat cache keys on ctime too (which
+    utime cannot set back), so the second import hashes the file again and records its new sha256."""
+    d = make_install(tmp_path / "pod")
+    rc, out, err = run(capsys, "import", "one", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    f = d / "models" / "loras" / "a.safetensors"
+    st = f.stat()
+    new = b"B" * st.st_size
+    f.write_bytes(new)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    rc, out, err = run(capsys, "import", "two", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 0, out + err
+    assert json.loads(out)["install"]["hash"]["hashed"] == 1
+    m = lockfile.read(forge / "versions" / "two" / "version.json")["models"]["loras/a.safetensors"]
+    assert m["locked"]["sha256"] == hashlib.sha256(new).hexdigest()

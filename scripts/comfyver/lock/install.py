@@ -12,7 +12,7 @@ a problem named in the error, all of them in one run.
   problems; Python byte-code caches are not changes), a Comfy Registry install (`.tracking` or pyproject
   `[tool.comfy]`) -> registry id @ version; `*.disabled` (and ComfyUI-Manager's `.disabled/`) left out and listed;
 - models: every regular file under `models/<folder>/` hashed with sha256 (a thread pool; a stat cache in the cache
-  folder keyed by path, size, mtime_ns, inode and device makes an unchanged re-import hash nothing), recorded as a
+  folder keyed by path, size, mtime_ns, inode, device and ctime_ns makes an unchanged re-import hash nothing), recorded as a
   local `file://` source with its sha256 and size (what `lock --model K=file://... --sha256 --size` records);
 - `extra_model_paths.yaml` in DIR, read by ComfyUI's own rules (utils/extra_config.py): each section's `base_path`
   (`~` and `$VARS` expanded, relative to DIR), `is_default`, and one path a line (a `|` block holds several); each
@@ -163,6 +163,7 @@ class _Seen:
     ino: int
     dev: int
     item: str                       # as problems name it: `models/a/b`, `<DIR-relative or absolute folder>/b`
+    ctime_ns: int = 0               # changes with any write, and `touch -d`/`cp -p`/`rsync -t` cannot set it back
 
 
 def _shown(name: str) -> str:
@@ -498,7 +499,7 @@ def _scan_models(root: Path, problems: list[Problem], left_out: list[str], core_
                     left_out.append(f"{shown}: models/configs/ holds ComfyUI's own files")
                 else:
                     seen.append(_Seen("/".join(parts), str(base.joinpath(*parts)), est.st_size, est.st_mtime_ns,
-                                      est.st_ino, est.st_dev, shown))
+                                      est.st_ino, est.st_dev, shown, est.st_ctime_ns))
     except OSError as exc:
         problems.append(Problem("models", f"cannot be read ({exc.strerror})"))
     return seen
@@ -681,7 +682,7 @@ def _scan_extra(root: Path, entries: list[_Entry], problems: list[Problem], left
                                     lambda parts: PLACEHOLDER.fullmatch(parts[-1]) is not None):
                 seen.append(_Seen(f"{e.folder}/{'/'.join(parts)}", str(base.joinpath(*parts)), est.st_size,
                                   est.st_mtime_ns, est.st_ino, est.st_dev,
-                                  _shown(label) + "/" + "/".join(_shown(p) for p in parts)))
+                                  _shown(label) + "/" + "/".join(_shown(p) for p in parts), est.st_ctime_ns))
         except OSError as exc:
             problems.append(Problem(_shown(label), f"cannot be read ({exc.strerror})"))
         finally:
@@ -705,7 +706,7 @@ def _by_search_order(models: list[_Seen], extra: list[tuple[bool, list[_Seen]]],
 
 
 class _StatCache:
-    """sha256 by (path, size, mtime_ns, inode, device), kept in the cache folder; written atomically."""
+    """sha256 by (path, size, mtime_ns, inode, device, ctime_ns), kept in the cache folder; written atomically."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -719,7 +720,7 @@ class _StatCache:
 
     def get(self, f: _Seen) -> str | None:
         e = self.entries.get(f.path)
-        return e[4] if isinstance(e, list) and e[:4] == [f.size, f.mtime_ns, f.ino, f.dev] else None
+        return e[5] if isinstance(e, list) and e[:5] == [f.size, f.mtime_ns, f.ino, f.dev, f.ctime_ns] else None
 
     def save(self, fresh: dict[str, list[Any]], under: tuple[str, ...]) -> None:
         with FileLock(str(self.path) + ".lock"):
@@ -754,13 +755,17 @@ def _hash_one(f: _Seen, advance: Callable[[int], None]) -> str:
         h = hashlib.sha256()
         buf = bytearray(CHUNK)
         view = memoryview(buf)
+        read = 0
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
             while n := fh.readinto(buf):
                 h.update(view[:n])
+                read += n
                 advance(n)
         st = os.fstat(fd)
-        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (f.size, f.mtime_ns, f.ctime_ns):
             raise ComfyverError("changed while it was hashed: import again when nothing writes to it")
+        if read != f.size:  # /proc and the like: a size that is not what a read gives
+            raise ComfyverError(f"gave {read} bytes for a size of {f.size}: not a model file")
         return h.hexdigest()
     finally:
         os.close(fd)
@@ -808,7 +813,7 @@ def hash_models(root: Path, seen: list[_Seen], problems: list[Problem], *, jobs:
         if bar:
             bar.stop()
     # a file written in the last 2 s may change again within the same mtime tick: not remembered (hashed next time)
-    fresh = {f.path: [f.size, f.mtime_ns, f.ino, f.dev, found[f.key]] for f in seen
+    fresh = {f.path: [f.size, f.mtime_ns, f.ino, f.dev, f.ctime_ns, found[f.key]] for f in seen
              if f.key in found and f.mtime_ns < started - 2_000_000_000}
     cache.save(fresh, tuple(str(d).rstrip(os.sep) + os.sep for d in (root / "models", *folders)))
     stats.seconds = round(time.monotonic() - t0, 3)
