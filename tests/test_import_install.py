@@ -579,3 +579,18 @@ def test_a_model_rewritten_with_its_mtime_set_back_is_hashed_again(forge, tmp_pa
     assert json.loads(out)["install"]["hash"]["hashed"] == 1
     m = lockfile.read(forge / "versions" / "two" / "version.json")["models"]["loras/a.safetensors"]
     assert m["locked"]["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+def test_a_workflow_file_that_is_not_json_is_left_out_not_copied(forge, tmp_path, capsys):
+    """--workflows copies only JSON workflows: a version with a file `check` refuses is never written."""
+    d = make_install(tmp_path / "pod")
+    wf = d / "user" / "default" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "good.json").write_text('{"1": {"class_type": "SaveImage", "inputs": {}}}')
+    (wf / "junk.json").write_bytes(b"\xff\xfe not json")
+    rc, out, err = run(capsys, "import", "wj", "--from-install", str(d), "--no-python", "--workflows", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["workflows"] == ["workflows/good.json"]
+    assert "left out: user/default/workflows/junk.json: not a JSON workflow (an object)" in res["notes"]
+    assert not (forge / "versions" / "wj" / "workflows" / "junk.json").exists()

@@ -91,6 +91,9 @@ def _run(root, args) -> int:
             pipeline.LockRequest(root, args.vid, [w.path for w in found.workflows]))}  # lock --workflow's naming
         data = {named[w.path]: install.read_workflow(w) for w in found.workflows}  # all read before one is written
         for w in found.workflows:
+            if not _is_workflow(data[named[w.path]]):  # `check` would refuse the version for it
+                pl.notes.append(f"left out: {w.item}: not a JSON workflow (an object)")
+                continue
             copied[w.key] = named[w.path]
             atomic_write_bytes(vdir / named[w.path], data[named[w.path]])
             lock["workflows"].append(named[w.path])
@@ -152,3 +155,10 @@ def _venv(found: install.Install, given: str | None, notes: list[str]) -> instal
         notes.append(f"python.torch: the venv's torch {venv.torch['torch']} is a build no torch profile makes "
                      "(cu128, cu126, cu124, cu121, cpu, pypi); the lock keeps its default")
     return venv
+
+
+def _is_workflow(data: bytes) -> bool:
+    try:
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
