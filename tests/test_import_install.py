@@ -594,3 +594,12 @@ def test_a_workflow_file_that_is_not_json_is_left_out_not_copied(forge, tmp_path
     assert res["workflows"] == ["workflows/good.json"]
     assert "left out: user/default/workflows/junk.json: not a JSON workflow (an object)" in res["notes"]
     assert not (forge / "versions" / "wj" / "workflows" / "junk.json").exists()
+
+
+def test_an_extra_model_paths_yaml_too_large_to_read_is_named_not_read_in_part(forge, tmp_path, capsys):
+    d = make_install(tmp_path / "pod")
+    (d / "extra_model_paths.yaml").write_text("#" + "x" * (1 << 20) + "\nvol:\n  vae: /etc\n")
+    rc, out, err = run(capsys, "import", "big", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert "larger than 1048576 bytes" in problems["extra_model_paths.yaml"]

@@ -280,12 +280,16 @@ def _usable_url(url: str | None) -> str | None:
 # ---------------------------------------------------------------- small safe reads
 
 def _read_small(path: Path, limit: int = 1 << 20) -> bytes:
-    """A regular file's first `limit` bytes, never through a link at its last component."""
+    """A regular file of at most `limit` bytes, never through a link at its last component (a larger one is an
+    OSError: never read in part)."""
     fd = os.open(path, _OPEN_FILE)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path.name} is not a regular file")
-        return os.read(fd, limit)
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            raise OSError(f"{path.name} is larger than {limit} bytes")
+        return data
     finally:
         os.close(fd)
 
