@@ -31,7 +31,6 @@ has it).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -263,19 +262,14 @@ class Cached(Placement):
 def write_lock(root: Path, key: str, repo: str, path: str, big: Path) -> Path:
     """A lock of version `bench` whose one model `key` is `path` of Hugging Face `repo` at REV (hashed here, untimed)."""
     from comfyver.base import lockfile
+    from comfyver.sources import modelstore
 
-    h, buf = hashlib.sha256(), bytearray(CHUNK)
-    with open(big, "rb", buffering=0) as f:
-        while k := f.readinto(buf):
-            h.update(memoryview(buf)[:k])
-    (root / "versions").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("[project]\nname='bench'\n")
-    lock = lockfile.empty("bench", {"type": "git", "url": "https://example.com/ComfyUI", "ref": "v0.3.75"},
-                          {"type": "git", "url": "https://example.com/ComfyUI", "rev": "a" * 40,
-                           "hash": "sha256-" + "A" * 43 + "=", "submodules": False})
+    from tests.test_push import make_project
+
+    lock = make_project(root, "bench")
     lock["models"] = {key: {"original": {"url": f"hf://{repo}@{REV}/{path}"},
                             "locked": {"url": f"https://huggingface.co/{repo}/resolve/{REV}/{path}",
-                                       "sha256": h.hexdigest(), "size": big.stat().st_size}}}
+                                       "sha256": modelstore.file_sha256(big), "size": big.stat().st_size}}}
     out = root / "versions" / "bench" / "version.json"
     lockfile.write(out, lock)
     return out
