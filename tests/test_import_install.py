@@ -453,6 +453,22 @@ def test_the_venv_is_evidence_torch_profile_and_differences(forge, tmp_path, cap
     assert install_profile_cases() == ["pypi", "cpu", "cu128", None, None]
 
 
+def test_venv_metadata_with_control_characters_is_shown_escaped(tmp_path):
+    """A dist-info's Name or Version is install content: control characters (a terminal escape) come back escaped."""
+    from comfyver.lock import installpython
+
+    site = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages"
+    _dist(site, "numpy", "1.26.4\x1b]0;owned\x07")
+    _dist(site, "six", "1.16.0")
+    info = site / "evil-1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ev\x1b[2Jil\nVersion: 1\n")
+    got = installpython.read(tmp_path / ".venv").packages
+    assert got["six"] == "1.16.0"
+    assert got["numpy"] == ascii("1.26.4\x1b]0;owned\x07") and "\x1b" not in got["numpy"]
+    assert not any("\x1b" in k or "\x1b" in v for k, v in got.items()), got
+
+
 def install_profile_cases() -> list:
     from comfyver.lock import installpython
     return [installpython.profile(v) for v in ("2.7.1", "2.7.1+cpu", "2.8.0+cu128", "2.7.1+cu118", None)]

@@ -78,7 +78,12 @@ def _metadata(path: Path) -> tuple[str, str] | None:
         os.close(fd)
     msg = HeaderParser().parsestr(head)
     name, version = msg.get("Name"), msg.get("Version")
-    return (str(canonicalize_name(name)), version.strip()) if name and version else None
+    if not name or not version:
+        return None
+    name, version = str(canonicalize_name(name)), version.strip()
+    # install content is untrusted: a name or version with control characters is shown escaped, never raw
+    shown = [v if v.isprintable() else ascii(v) for v in (name, version)]
+    return shown[0], shown[1]
 
 
 def read(venv: Path) -> Venv:
