@@ -191,6 +191,32 @@ def test_dirty_packs_are_refused_by_name(forge, tmp_path, capsys):
     assert listing(d) == before
 
 
+def test_name_clashes_are_refused_before_any_model_is_hashed(forge, tmp_path, capsys):
+    """Two forks of one repository name would be one node of the version, and two workflows one saved file: both
+    named, with the fix for an install, before a model is hashed; one pack twice at one revision is no clash."""
+    forge_root = tmp_path / "forge"
+    (forge_root / "fork").mkdir()
+    (forge_root / "fork" / "comfyui-tooling-nodes").symlink_to(os.readlink(forge_root / "Acly" / "comfyui-tooling-nodes"))
+    d = make_install(tmp_path / "pod")
+    git("clone", "-q", "https://github.com/fork/comfyui-tooling-nodes", str(d / "custom_nodes" / "tooling-fork"))
+    git("clone", "-q", "https://github.com/BadCafeCode/masquerade-nodes-comfyui", str(d / "custom_nodes" / "masq-2"))
+    wf = d / "user" / "default" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "my wf.json").write_text('{"1": {"class_type": "SaveImage", "inputs": {}}}')
+    (wf / "my-wf.json").write_text('{"1": {"class_type": "SaveImage", "inputs": {}}}')
+    rc, out, err = run(capsys, "import", "clash", "--from-install", str(d), "--no-python", "--workflows", "--json")
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert set(problems) == {"custom_nodes/comfyui-tooling-nodes, custom_nodes/tooling-fork",
+                             "user/default/workflows/my wf.json, user/default/workflows/my-wf.json"}, problems
+    assert "would all be node 'comfyui-tooling-nodes'" in problems[
+        "custom_nodes/comfyui-tooling-nodes, custom_nodes/tooling-fork"]
+    assert "custom_nodes/.disabled" in problems["custom_nodes/comfyui-tooling-nodes, custom_nodes/tooling-fork"]
+    assert "workflows/my-wf.json" in problems["user/default/workflows/my wf.json, user/default/workflows/my-wf.json"]
+    assert not (tmp_path / "cache" / install.CACHE_NAME).exists()  # refused before any model was hashed
+    assert not (forge / "versions" / "clash").exists()
+
+
 def test_hostile_install_is_refused_by_name_and_never_followed(forge, tmp_path, capsys):
     d = make_install(tmp_path / "pod")
     (d / "custom_nodes" / "root").symlink_to("/")

@@ -60,7 +60,8 @@ def _run(root, args) -> int:
     found = venv = None
     if args.from_install:
         try:
-            found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json)
+            found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json,
+                                 copy_workflows=args.workflows)
         except install.InstallProblems as exc:
             if not args.json:
                 raise

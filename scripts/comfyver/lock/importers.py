@@ -67,6 +67,12 @@ def plan(data: dict[str, Any], source: str, comfyui_url: str = versions.DEFAULT_
                         "nor a config.yml (nodes, models)")
 
 
+def saved_workflow_name(filename: str) -> str:
+    """Where a version keeps a workflow file: workflows/<its name with [^A-Za-z0-9._-] as '-'>.json."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", filename)
+    return f"workflows/{base if base.endswith('.json') else base + '.json'}"
+
+
 def add_node(pl: Plan, name: str, original: NodeOriginal, source: str) -> None:
     if name in pl.nodes and pl.nodes[name] != original:
         raise ComfyverError(f"{source}: two different entries for node {name!r}",

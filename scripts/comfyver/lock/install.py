@@ -869,10 +869,37 @@ def read_workflow(w: _Seen) -> bytes:
 
 # ---------------------------------------------------------------- the whole install, then the plan
 
+def _name_clashes(inst: Install, copy_workflows: bool) -> list[Problem]:
+    """Two packs the version would name alike (forks of one repository name), and, when workflows are copied, two
+    workflow files saved under one name: found before any model is hashed."""
+    out: list[Problem] = []
+    by_name: dict[str, list[NodeFound]] = {}
+    for n in inst.nodes:
+        try:
+            name = resolve.parse_node_spec(n.spec, submodules=n.submodules)[0]
+        except ComfyverError:
+            continue  # its own problem is already named
+        by_name.setdefault(name, []).append(n)
+    for name, found in sorted(by_name.items()):
+        folders = [n.folder for n in found]
+        if len({n.spec for n in found}) > 1:  # one pack twice at one revision is one node: no clash
+            shown = ", ".join(f"custom_nodes/{_shown(f)}" for f in folders)
+            out.append(Problem(shown, f"{len(folders)} packs would all be node {name!r} of the version (forks of one "
+                                      "repository name); keep one, and move the others to custom_nodes/.disabled"))
+    if copy_workflows:
+        saved: dict[str, list[str]] = {}
+        for w in inst.workflows:
+            saved.setdefault(importers.saved_workflow_name(w.key), []).append(w.item)
+        out += [Problem(", ".join(items), f"would all be saved as {rel} of the version; rename all but one")
+                for rel, items in sorted(saved.items()) if len(items) > 1]
+    return out
+
+
 def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
-         progress: bool = True) -> Install:
+         progress: bool = True, copy_workflows: bool = False) -> Install:
     """Read the install at `directory` (nothing in it is written); raise InstallProblems naming every item that
-    cannot be pinned. Models are hashed only once the rest of the install is known to import."""
+    cannot be pinned (`copy_workflows`: also workflows that would be saved under one name). Models are hashed only
+    once the rest of the install is known to import."""
     root = Path(directory).resolve()  # DIR itself may be a link the user names; nothing inside it is followed
     if not root.is_dir():
         raise UsageError(f"--from-install {directory}: not a folder", hint="give the ComfyUI folder (it holds main.py)")
@@ -885,6 +912,7 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
     inst.extra, extra = _scan_extra(root, entries, problems, inst.left_out)
     inst.workflows = _scan_workflows(root, inst.left_out)
+    problems += _name_clashes(inst, copy_workflows)
     if problems:
         raise InstallProblems(root, problems)
     seen = _by_search_order(seen, extra, inst.left_out)

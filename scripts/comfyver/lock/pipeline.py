@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from comfyver.base.lockfile import (
     Python,
     Torch,
 )
-from comfyver.lock import analyze, fit, installsteps, nodemap, nodesource, probe, proof, pylock, submodules, versions
+from comfyver.lock import analyze, fit, importers, installsteps, nodemap, nodesource, probe, proof, pylock, submodules, versions
 from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
@@ -293,9 +292,7 @@ def _workflow_names(req: LockRequest) -> list[tuple[Path, str]]:
             raise UsageError(f"workflow {w}: no such file")
     names: list[tuple[Path, str]] = []
     for w in new_wf:
-        base = re.sub(r"[^A-Za-z0-9._-]", "-", w.name)
-        base = base if base.endswith(".json") else base + ".json"
-        rel = f"workflows/{base}"
+        rel = importers.saved_workflow_name(w.name)
         if any(r == rel for _, r in names):
             raise UsageError(f"workflows {w} and {next(x for x, r in names if r == rel)} would both be saved as "
                              f"versions/{req.vid}/{rel}", hint="rename one of them")
