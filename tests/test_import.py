@@ -87,6 +87,70 @@ def test_import_config_yml(env, capsys, tmp_path):
     assert len(notes) == 1 and "models.loras/gone.safetensors" in notes[0] and "404" in notes[0]
 
 
+def test_import_comfy_build_yaml(env, capsys, monkeypatch, tmp_path):
+    """Comfy-Org's comfy-build.yaml (what `comfy build init` writes): the core at baseComfyVersion (a bare version is
+    its tag), packs from the registry and from git (a commit wins over gitRef), models by type/filename with their
+    sha256, pipDependencies as the version's extra requirements."""
+    _registry(env, monkeypatch)
+    spec = {
+        "schema": "comfy-build/1", "id": None, "name": "Fixture", "description": "", "syncedRevision": None,
+        "definition": {
+            "schema": "distribution-definition/0",
+            "baseComfyVersion": "0.3.75",
+            "customNodes": [
+                {"name": "rgthree-comfy", "id": "rgthree-comfy", "registryVersion": "1.0.2"},
+                {"name": "ComfyUI-Fancy", "repository": env.pack_a, "gitRef": "main", "commit": _rev(env, "pack_a")},
+                {"name": "comfyui-b", "repository": env.pack_b, "gitRef": "v1.0.0"},
+            ],
+            "models": [
+                {"type": "checkpoints", "filename": "base.safetensors", "sourceUri": env.files["base.safetensors"][0],
+                 "sha256": env.files["base.safetensors"][1].upper()},
+                {"type": "sams/sub", "sourceUri": env.files["sam_b.pth"][0]},
+            ],
+            "pipDependencies": "# pins\nsoundfile==0.12.1\n--extra-index-url https://example.invalid/simple\n\n"
+                               "onnx>=1.15  # a comment\n",
+            "environment": {"os": "linux", "arch": "x86_64", "pythonVersion": "3.11", "torch": "2.7.1"},
+        },
+    }
+    f = tmp_path / "comfy-build.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    rc, out, err = run(capsys, "import", "cb", str(f), "--comfyui-url", env.core, "--no-python", "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["from"] == "comfy-build"
+    lock = lockfile.read(env.root / "versions" / "cb" / "version.json")
+    assert lock["comfyui"]["original"]["ref"] == "v0.3.75"
+    assert lock["comfyui"]["locked"]["rev"] == git("ls-remote", env.core, "refs/tags/v0.3.75").split()[0]
+    assert set(lock["nodes"]) == {"rgthree-comfy", "ComfyUI-Fancy", "comfyui-b"}
+    assert lock["nodes"]["ComfyUI-Fancy"]["locked"]["rev"] == _rev(env, "pack_a")
+    assert lock["nodes"]["comfyui-b"]["locked"]["rev"] == _rev(env, "pack_b")
+    assert lock["nodes"]["rgthree-comfy"]["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
+    assert set(lock["models"]) == {"checkpoints/base.safetensors", "sams/sub/sam_b.pth"}
+    assert lock["models"]["checkpoints/base.safetensors"]["locked"]["sha256"] == env.files["base.safetensors"][1]
+    assert lock["python"]["extra"] == ["onnx>=1.15", "soundfile==0.12.1"]
+    assert any("pipDependencies line 3" in n and "left out" in n for n in res["notes"])
+
+
+def test_comfy_build_entries_that_cannot_be_pinned_are_all_named(env, capsys, tmp_path):
+    spec = {"schema": "comfy-build/1", "definition": {
+        "customNodes": [{"name": "mine", "blobId": "b-1"}, {"name": "odd"}],
+        "models": [{"type": "loras", "filename": "x.safetensors", "blobId": "b-2"},
+                   {"type": "loras", "filename": "../../etc/passwd", "sourceUri": "https://h/x.bin"}]}}
+    f = tmp_path / "comfy-build.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
+    assert rc == 2, err
+    assert "5 entries cannot be pinned" in err
+    for what in ("definition.baseComfyVersion", "definition.customNodes[0] (mine): uploaded to Comfy's builder",
+                 "definition.customNodes[1] (odd): expected", "definition.models[0]: uploaded",
+                 "definition.models[1]:"):
+        assert what in err, (what, err)
+    assert not (env.root / "versions" / "cbx").exists()
+    f.write_text(yaml.safe_dump({"schema": "comfy-build/9", "definition": {}}))
+    rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
+    assert rc == 1 and "only 'comfy-build/1'" in err
+
+
 def test_import_refuses_bad_input(env, capsys, tmp_path):
     f = tmp_path / "c.yml"
     f.write_text(yaml.safe_dump({"models": [{"url": "https://x/y.bin", "destination": "../../etc/passwd"}]}))

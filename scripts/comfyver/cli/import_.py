@@ -15,16 +15,18 @@ from comfyver.sources import modelsearch, resolve
 
 
 def register(sub) -> None:
-    p = verb(sub, "import", run, help="create a version from a ComfyUI-Manager snapshot, a config.yml or a ComfyUI install",
+    p = verb(sub, "import", run, help="create a version from a ComfyUI-Manager snapshot, a config.yml, a comfy-build.yaml or a "
+                                        "ComfyUI install",
                        description="Create a version from what you have today: a ComfyUI-Manager snapshot "
                                    "(comfyui commit, git_custom_nodes, cnr_custom_nodes; pips are compared with the "
                                    "Python lock), a config.yml (nodes with url/version, models with "
-                                   "url/destination/optional), or with --from-install DIR the ComfyUI folder itself "
+                                   "url/destination/optional), Comfy-Org's comfy-build.yaml (baseComfyVersion, "
+                                   "customNodes, models, pipDependencies), or with --from-install DIR the ComfyUI folder itself "
                                    "(core and node revs, registry versions, every model hashed; nothing in DIR is "
                                    "written). Example: comfyver import prod snapshot.json; "
                                    "comfyver import pod --from-install /workspace/ComfyUI")
     p.add_argument("vid", metavar="ID", help="new version id")
-    p.add_argument("file", metavar="FILE", nargs="?", help="snapshot (.json/.yaml) or config.yml")
+    p.add_argument("file", metavar="FILE", nargs="?", help="snapshot (.json/.yaml), config.yml or comfy-build.yaml")
     p.add_argument("--from-install", metavar="DIR",
                    help="a ComfyUI folder on this machine or a mounted volume: its git rev (else comfyui_version.py), "
                         "each custom_nodes/* git checkout or registry install, every file under models/ by sha256")
@@ -74,6 +76,7 @@ def _run(root, args) -> int:
     else:
         pl = importers.plan(importers.read(args.file), args.file, args.comfyui_url or versions.DEFAULT_COMFYUI_URL)
     lock = importers.build(args.vid, pl, jobs=args.jobs, progress=not args.json)
+    pipeline.add_extra_requirements(lock, pl.requirements)
     vdir = project.version_dir(root, args.vid)
     if venv is not None and venv.torch_profile is not None:  # what `lock --torch` sets
         lock["python"]["torch"] = venv.torch_profile

@@ -9,6 +9,12 @@ Two inputs are understood (JSON or YAML, detected by content):
   version `latest|nightly|<tag>|<commit>|<branch>`, `models: [{url, destination, optional?, sha256?}]`;
   `destination` is `<folder>/<name>` (a leading `models/` is dropped; a folder alone takes the
   URL's file name). Optional models that fail to resolve are skipped with a note.
+- Comfy-Org's `comfy-build.yaml` (`schema: comfy-build/1`, what `comfy build init` writes): `definition`'s
+  `baseComfyVersion` (a tag, branch or commit; a bare `0.3.40` is `v0.3.40`), `customNodes` ({name, id +
+  registryVersion} or {name, repository, gitRef?, commit?}: a commit wins over gitRef), `models` ({type, filename?,
+  sourceUri, sha256?}: the key is `<type>/<filename or the URL's file name>`) and `pipDependencies` (requirements
+  text: each requirement becomes a `--pip` requirement of the version). An entry uploaded to Comfy's builder
+  (`blobId`) has no public source: every such entry and every malformed one is named in one error.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Plan:
     models: dict[str, ModelOriginal] = field(default_factory=dict)   # path -> original
     optional: set[str] = field(default_factory=set)          # model paths that may fail
     pips: dict[str, str] = field(default_factory=dict)       # package -> pinned version (snapshot evidence)
+    requirements: list[str] = field(default_factory=list)    # what `lock --pip` adds (comfy-build pipDependencies)
     notes: list[str] = field(default_factory=list)
 
 
@@ -59,6 +66,8 @@ def read(path: str | Path) -> dict[str, Any]:
 
 
 def plan(data: dict[str, Any], source: str, comfyui_url: str = versions.DEFAULT_COMFYUI_URL) -> Plan:
+    if data.get("schema") == COMFY_BUILD or isinstance(data.get("definition"), dict):
+        return _comfy_build(data, source, comfyui_url)
     if "git_custom_nodes" in data or "cnr_custom_nodes" in data or isinstance(data.get("comfyui"), str):
         return _snapshot(data, source, comfyui_url)
     if "nodes" in data or "models" in data:
@@ -151,6 +160,83 @@ def _config(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
         pl.models[key] = resolve.parse_model_source(m["url"], m.get("sha256"))
         if m.get("optional"):
             pl.optional.add(key)
+    return pl
+
+
+COMFY_BUILD = "comfy-build/1"
+
+
+def _comfy_build(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
+    """Comfy-Org's comfy-build.yaml (module docstring); every entry that cannot be pinned named in one error."""
+    if data.get("schema") != COMFY_BUILD:
+        raise ComfyverError(f"{source}: schema {data.get('schema')!r}: only {COMFY_BUILD!r} (comfy-build.yaml) is read")
+    d = data["definition"] if isinstance(data.get("definition"), dict) else {}
+    bad: list[str] = []
+    given = d.get("baseComfyVersion")
+    core = given.strip() if isinstance(given, str) else ""
+    if not core:
+        bad.append("definition.baseComfyVersion: no ComfyUI version (a tag, branch or commit); set it with "
+                   "`comfy build update . --comfy-version <ref>`")
+        core = "latest"
+    core = f"v{core}" if re.fullmatch(r"\d+\.\d+\.\d+", core) else core
+    pl = Plan("comfy-build", {"type": "git", "url": comfyui_url, "ref": core})
+    for i, n in enumerate(d.get("customNodes") or []):
+        what = f"definition.customNodes[{i}]"
+        n = n if isinstance(n, dict) else {}
+        shown = f"{what} ({n['name']})" if isinstance(n.get("name"), str) and n["name"].isprintable() else what
+        try:
+            if n.get("blobId"):
+                raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; publish the pack in "
+                                 "a git repository or the Comfy Registry and name it by `repository` or `id`")
+            if isinstance(n.get("registryVersion"), str) and isinstance(n.get("id"), str):
+                spec = f"{n['id']}@{n['registryVersion']}"
+            elif isinstance(n.get("repository"), str):
+                ref = n.get("commit") or n.get("gitRef")
+                spec = f"{n['repository']}@{ref}" if isinstance(ref, str) and ref else n["repository"]
+            else:
+                raise UsageError("expected {name, id, registryVersion} or {name, repository, gitRef?, commit?}")
+            name, original = resolve.parse_node_spec(spec)
+            if isinstance(n.get("name"), str) and lockfile.NODE_NAME_RE.match(n["name"]):
+                name = n["name"]
+            add_node(pl, name, original, source)
+        except ComfyverError as exc:
+            bad.append(f"{shown}: {exc.message}")
+    for i, m in enumerate(d.get("models") or []):
+        what = f"definition.models[{i}]"
+        m = m if isinstance(m, dict) else {}
+        try:
+            if m.get("blobId"):
+                raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; give it a sourceUri "
+                                 "(or pin it with `comfyver add-model`)")
+            url, folder = m.get("sourceUri"), m.get("type")
+            if not isinstance(url, str) or not isinstance(folder, str) or not folder:
+                raise UsageError("expected {type, filename?, sourceUri, sha256?}")
+            file_name = m.get("filename")
+            dest = f"{folder}/{file_name}" if isinstance(file_name, str) and file_name else f"{folder}/"
+            key = model_path(dest, url, what)
+            sha = m.get("sha256")
+            pl.models[key] = resolve.parse_model_source(url, sha.lower() if isinstance(sha, str) else None)
+        except ComfyverError as exc:
+            bad.append(f"{what}: {exc.message.removeprefix(what + ': ')}")
+    pip = d.get("pipDependencies")
+    for no, line in enumerate(pip.splitlines() if isinstance(pip, str) else [], 1):
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            pl.notes.append(f"{source}: definition.pipDependencies line {no}: {line[:80]!r} is not a requirement "
+                            "(an option or a file): left out")
+            continue
+        if req.url:
+            pl.notes.append(f"{source}: definition.pipDependencies line {no}: {req.name} from a URL: left out (uv.lock "
+                            "pins packages from an index)")
+            continue
+        pl.requirements.append(str(req))
+    if bad:
+        raise UsageError(f"{source}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} cannot be pinned:\n  "
+                         + "\n  ".join(bad), hint="fix them in the file (or leave them out) and import again")
     return pl
 
 
