@@ -126,3 +126,41 @@ def test_a_newest_release_years_behind_the_branch_gives_way_to_its_head(env, cap
     assert any("locked the default branch head" in n for n in json.loads(out)["notes"]), out
     node = lockfile.read(env.root / "versions" / "old" / "version.json")["nodes"]["comfyui-old"]
     assert node["original"]["ref"] == "main" and node["locked"]["rev"] == head
+
+
+def test_a_registry_pack_that_does_not_import_is_locked_at_an_earlier_published_version(env, capsys, tmp_path,
+                                                                                        monkeypatch):
+    """A pack the workflow saved by cnr_id at a version that needs a newer core: its earlier published versions are
+    tried newest first (`GET /nodes/{id}/versions`); one whose supported_comfyui_version excludes the locked core is
+    not tried, one that lacks the class is passed over, the first that imports and registers it is locked."""
+    import io
+    import zipfile
+
+    _, core_url, _ = _setup(env, tmp_path)
+    listed = []
+    for version, files, supported in (("2.0.0", NEW, None), ("1.5.0", OLD, ">=0.4.0"), ("1.1.0", NEWER_LACKING, None),
+                                      ("1.0.0", OLD, ">=0.3.0"), ("0.9.0", OLD, None)):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for path, text in files.items():
+                z.writestr(f"comfyui-fit/{path}", text)
+        (env.http.files_root / f"fit-{version}.zip").write_bytes(buf.getvalue())
+        info = {"id": f"v-{version}", "version": version, "downloadUrl": f"{env.http.url}/fit-{version}.zip",
+                "deprecated": False, "status": "NodeVersionStatusActive", "supported_comfyui_version": supported}
+        env.http.routes[f"/nodes/comfyui-fit/versions/{version}"] = info
+        listed.append(info)
+    env.http.routes["/nodes/comfyui-fit/versions"] = listed
+    monkeypatch.setenv("COMFY_REGISTRY_URL", env.http.url)
+    wf = tmp_path / "reg.json"
+    wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "FitNode", "mode": 0, "widgets_values": ["hi"],
+                                         "properties": {"cnr_id": "comfyui-fit", "ver": "2.0.0"}}], "links": []}))
+    rc, out, err = run(capsys, "lock", "reg", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref",
+                       "v0.3.75", "--offline-registry", "--no-python", "--json", "--probe", sys.executable)
+    assert rc == 0, out + err
+    [note] = [n for n in json.loads(out)["notes"] if "does not import on the locked ComfyUI" in n]
+    assert "version 2.0.0 does not import" in note and "locked registry version 1.0.0" in note, note
+    assert "1.5.0: the registry says it supports ComfyUI >=0.4.0, not 0.3.75" in note, note
+    assert "1.1.0: imports but lacks FitNode" in note, note
+    node = lockfile.read(env.root / "versions" / "reg" / "version.json")["nodes"]["comfyui-fit"]
+    assert node["original"] == {"type": "registry", "id": "comfyui-fit", "version": "1.0.0"}
+    assert node["locked"]["version"] == "1.0.0" and node["provides"] == ["FitNode"]

@@ -1,6 +1,8 @@
 """Revisions that fit the locked core: a pack the lock chose (not one the user pinned) whose revision does not import
 when ComfyUI loads it (the runtime probe) is tried at its earlier releases, newest first, then at the commit the
-workflow saved, each probed alone with the core, until one imports and registers what the workflows use.
+workflow saved, each probed alone with the core, until one imports and registers what the workflows use. A pack from
+the Comfy Registry is tried at its earlier published versions (active, not deprecated), newest first; a version whose
+`supported_comfyui_version` excludes the locked core's release is not tried (said in what was tried).
 
 Called by the lock's probe step (pipeline.probe_packs); `Fitted` says what was chosen and why, `Unfit` what was tried.
 """
@@ -12,25 +14,28 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import cast
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
 from comfyver.base.errors import ComfyverError
-from comfyver.base.lockfile import GitLocked, GitOriginal, Lock
+from comfyver.base.lockfile import GitOriginal, Lock, NodeLocked, NodeOriginal, RegistryOriginal
 from comfyver.lock import probe, submodules
-from comfyver.sources import gitsource, resolve
+from comfyver.sources import gitsource, registry, resolve
 
 MAX_TRIES = 4  # earlier revisions probed per pack (each is one ComfyUI node load)
 
 
 @dataclass(frozen=True)
 class Candidate:
-    ref: str          # a tag, or the commit the workflow saved
-    why: str          # "release v1.2.0", "the commit the workflow saved"
+    ref: str          # a tag, the commit the workflow saved, or a registry version
+    why: str          # "release v1.2.0", "the commit the workflow saved", "registry version 1.1.0"
 
 
 @dataclass
 class Fitted:
     name: str
-    original: GitOriginal
-    locked: GitLocked
+    original: NodeOriginal
+    locked: NodeLocked
     classes: list[str]
     note: str
 
@@ -64,24 +69,69 @@ def candidates(url: str, rev: str, saved: str | None, what: str) -> list[Candida
     return out[:MAX_TRIES]
 
 
+def core_release(lock: Lock) -> Version | None:
+    """The locked core's release (its ref `v0.3.75`), None when it is locked at no release."""
+    try:
+        return Version(lock["comfyui"]["original"].get("ref", "").removeprefix("v"))
+    except InvalidVersion:
+        return None
+
+
+def registry_candidates(node_id: str, version: str, core: Version | None, what: str,
+                        skipped: list[str]) -> list[Candidate]:
+    """Published versions of a registry node older than `version`, newest first; those whose
+    supported_comfyui_version excludes `core` are appended to `skipped` instead."""
+    try:
+        current = Version(version)
+        listed = registry.published(node_id, what)
+    except (InvalidVersion, ComfyverError):
+        return []
+    older: list[tuple[Version, registry.Published]] = []
+    for p in listed:
+        try:
+            v = Version(p.version)
+        except InvalidVersion:
+            continue
+        if v < current and not p.deprecated:
+            older.append((v, p))
+    out = []
+    for _, p in sorted(older, key=lambda x: x[0], reverse=True):
+        try:
+            excluded = core is not None and p.supported_comfyui is not None and core not in SpecifierSet(p.supported_comfyui)
+        except InvalidSpecifier:
+            excluded = False
+        if excluded:
+            skipped.append(f"{p.version}: the registry says it supports ComfyUI {p.supported_comfyui}, not {core}")
+            continue
+        out.append(Candidate(p.version, f"registry version {p.version}"))
+    return out[:MAX_TRIES]
+
+
 def fit(lock: Lock, name: str, needed: Collection[str], error: str, saved: str | None, run: Probe) -> Fitted | Unfit:
-    """Try `name`'s earlier revisions (see `candidates`) with the lock's core; the first that imports and registers
-    every class in `needed` wins."""
+    """Try `name`'s earlier revisions (see `candidates`, `registry_candidates`) with the lock's core; the first that
+    imports and registers every class in `needed` wins."""
     node = lock["nodes"][name]
     loc, orig = node["locked"], node["original"]
-    if loc["type"] != "git" or orig["type"] != "git":
-        return Unfit(name, ["not a git source: earlier releases are not tried"])
-    url, what = orig["url"], f"node {name}"
+    what = f"node {name}"
     out = Unfit(name)
-    for c in candidates(url, loc["rev"], saved, what):
-        original = cast(GitOriginal, {k: v for k, v in orig.items() if k != "ref"} | {"ref": c.ref})
+    trials: list[tuple[Candidate, NodeOriginal]]
+    if orig["type"] == "registry" and loc["type"] == "zip" and "version" in loc:
+        trials = [(c, cast(RegistryOriginal, {"type": "registry", "id": orig["id"], "version": c.ref}))
+                  for c in registry_candidates(orig["id"], loc["version"], core_release(lock), what, out.tried)]
+    elif loc["type"] == "git" and orig["type"] == "git":
+        trials = [(c, cast(GitOriginal, {k: v for k, v in orig.items() if k != "ref"} | {"ref": c.ref}))
+                  for c in candidates(orig["url"], loc["rev"], saved, what)]
+    else:
+        return Unfit(name, ["neither a git nor a registry source: earlier releases are not tried"])
+    for c, original in trials:
         try:
-            locked = cast(GitLocked, resolve.lock_items([resolve.Item(f"nodes.{name}", "git", original)],
-                                                        progress=False)[f"nodes.{name}"])
+            locked = cast(NodeLocked, resolve.lock_items([resolve.Item(f"nodes.{name}", resolve.kind_of(original),
+                                                                       original)], progress=False)[f"nodes.{name}"])
         except resolve.ResolveFailed as exc:
             out.tried.append(f"{c.ref}: {next(iter(exc.failures.values()))[-200:]}")
             continue
-        locked = submodules.with_submodules({name: (original, locked)})[0].get(name, locked)  # as Manager installs
+        if locked["type"] == "git":  # with its submodules, as Manager installs
+            locked = submodules.with_submodules({name: (cast(GitOriginal, original), locked)})[0].get(name, locked)
         trial = copy.deepcopy(lock)
         trial["nodes"] = {name: {"original": original, "locked": locked}}
         got = run(trial)["packs"].get(name)
@@ -93,8 +143,10 @@ def fit(lock: Lock, name: str, needed: Collection[str], error: str, saved: str |
             out.tried.append(f"{c.ref}: imports but lacks {', '.join(lacking[:5])}")
             continue
         first = error.strip().splitlines()[-1] if error.strip() else "import failed"
-        note = (f"node {name}: {loc['rev'][:12]} does not import on the locked ComfyUI ({first[-200:]}); locked "
-                f"{c.why} ({locked['rev'][:12]}), the first that imports and registers what the workflows use"
+        at = loc["rev"][:12] if loc["type"] == "git" else f"version {loc.get('version')}"
+        got_at = locked["rev"][:12] if locked["type"] == "git" else locked["hash"]
+        note = (f"node {name}: {at} does not import on the locked ComfyUI ({first[-200:]}); locked "
+                f"{c.why} ({got_at}), the first that imports and registers what the workflows use"
                 + (f" (tried first: {'; '.join(out.tried)})" if out.tried else "")
                 + "; or keep the newer pack with a newer core: --comfyui-ref <tag>")
         return Fitted(name, original, locked, sorted(got["classes"]), note)

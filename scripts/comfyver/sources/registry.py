@@ -3,6 +3,7 @@
 API (https://api.comfy.org, docs: https://docs.comfy.org/registry/api-reference):
   GET /nodes/{id}/versions/{version} -> NodeVersion {version, downloadUrl, deprecated, status, ...}
   GET /nodes/{id}                    -> Node {latest_version: NodeVersion, ...}   (for `latest`)
+  GET /nodes/{id}/versions           -> [NodeVersion] (lock/fit.py: earlier versions that may fit the core)
 We never call `/install`: that endpoint counts installs and may redirect.
 """
 
@@ -12,6 +13,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -37,6 +39,29 @@ def _version_info(node_id: str, version: str, what: str) -> Any:
         return info
     _, info = web.get_json(f"{base}/nodes/{quote(node_id)}/versions/{quote(version, safe='')}", what=what)
     return info or {}
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published version of a registry node, as `GET /nodes/{id}/versions` lists it."""
+    version: str
+    deprecated: bool
+    supported_comfyui: str | None   # the registry's supported_comfyui_version (a specifier such as ">=0.3.40"), if any
+
+
+def published(node_id: str, what: str) -> list[Published]:
+    """The node's active versions (`GET /nodes/{id}/versions?statuses=NodeVersionStatusActive`), as listed."""
+    if not ID_RE.match(node_id):
+        raise UsageError(f"{what}: {node_id!r} is not a Comfy Registry node id")
+    _, got = web.get_json(f"{web.registry_endpoint()}/nodes/{quote(node_id)}/versions?statuses=NodeVersionStatusActive",
+                          what=what)
+    out = []
+    for v in got if isinstance(got, list) else []:
+        if isinstance(v, dict) and isinstance(v.get("version"), str) and v.get("status", "NodeVersionStatusActive") \
+                == "NodeVersionStatusActive":
+            spec = v.get("supported_comfyui_version")
+            out.append(Published(v["version"], bool(v.get("deprecated")), spec if isinstance(spec, str) and spec else None))
+    return out
 
 
 def unpack_and_hash(zip_path: Path, what: str) -> tuple[str, bool]:
