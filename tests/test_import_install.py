@@ -217,6 +217,22 @@ def test_name_clashes_are_refused_before_any_model_is_hashed(forge, tmp_path, ca
     assert not (forge / "versions" / "clash").exists()
 
 
+def test_a_checkout_borrowing_git_objects_from_outside_dir_is_named_and_git_not_run(forge, tmp_path, capsys):
+    """`git clone --reference` leaves objects/info/alternates naming a store outside DIR: git would read it, so the
+    pack is named with the fix and git is never run in it; the other packs are read as usual."""
+    d = make_install(tmp_path / "pod")
+    bare = os.readlink(tmp_path / "forge" / "Acly" / "comfyui-tooling-nodes")
+    dest = d / "custom_nodes" / "borrowed"
+    git("clone", "-q", "--reference", bare, "https://github.com/Acly/comfyui-tooling-nodes", str(dest))
+    assert (dest / ".git" / "objects" / "info" / "alternates").is_file()
+    rc, out, err = run(capsys, "import", "alt", "--from-install", str(d), "--no-python", "--json")
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert list(problems) == ["custom_nodes/borrowed"], problems
+    assert "borrowed from" in problems["custom_nodes/borrowed"] and "outside DIR" in problems["custom_nodes/borrowed"]
+    assert "git repack -a -d" in problems["custom_nodes/borrowed"]
+
+
 def test_hostile_install_is_refused_by_name_and_never_followed(forge, tmp_path, capsys):
     d = make_install(tmp_path / "pod")
     (d / "custom_nodes" / "root").symlink_to("/")

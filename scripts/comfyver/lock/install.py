@@ -253,6 +253,33 @@ def git_state(work: Path) -> GitState:
     return GitState(rev, url, changed, untracked, on_remote, any(r.startswith(b"160000 ") for r in out.split(b"\0")))
 
 
+def _borrowed_objects(work: Path, root: Path) -> str | None:
+    """Why git must not run in the checkout at `work`: an `objects/info/alternates` file (its own, or a submodule's
+    under .git/modules) naming an object store outside DIR (`root`), which git would read. None when there is none."""
+    git_dir = work / ".git"
+    files = [git_dir / "objects" / "info" / "alternates"]
+    modules = git_dir / "modules"
+    if _lstat(modules) is not None:
+        files += [p for p in modules.rglob("alternates") if p.parent.name == "info" and p.parent.parent.name == "objects"]
+    for f in files:
+        if _lstat(f) is None:
+            continue
+        try:
+            lines = _read_small(f, 1 << 16).decode(errors="replace").splitlines()
+        except OSError as exc:
+            return f"{f.relative_to(work)} cannot be read ({exc}): git is not run in it"
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            store = os.path.realpath(os.path.join(f.parent.parent, line))  # relative to the objects folder; links resolved
+            if not _within(store, root):
+                return (f"its git objects are borrowed from {_shown(store)} ({f.relative_to(work)}), outside DIR: "
+                        "not read, git is not run in it; make the checkout self-contained (`git repack -a -d`, then "
+                        "delete that file) and import again")
+    return None
+
+
 def _git_problems(state: GitState) -> list[str]:
     out = []
     for what, paths in (("changed", state.changed), ("untracked", state.untracked)):
@@ -308,6 +335,9 @@ def _core(root: Path, problems: list[Problem], comfyui_url: str | None, model_di
     """The core, and the paths under custom_nodes/ and models/ its git tracks (the core's own files there).
     `model_dirs`: DIR-relative folders extra_model_paths.yaml reads as models (their untracked files are no change)."""
     st = _lstat(root / ".git")
+    if st is not None and stat.S_ISDIR(st.st_mode) and (why := _borrowed_objects(root, root)):
+        problems.append(Problem("ComfyUI", why))
+        return Core("git", "0" * 40, comfyui_url, None), set()
     if st is not None and stat.S_ISDIR(st.st_mode):
         try:
             state = git_state(root)
@@ -369,6 +399,9 @@ def _node(pack: Path, problems: list[Problem]) -> NodeFound | None:
     item = f"custom_nodes/{_shown(pack.name)}"
     st = _lstat(pack / ".git")
     try:
+        if st is not None and stat.S_ISDIR(st.st_mode) and (why := _borrowed_objects(pack, pack.parent.parent)):
+            problems.append(Problem(item, why))
+            return None
         if st is not None and stat.S_ISDIR(st.st_mode):
             state = git_state(pack)
             bad = _git_problems(state)
