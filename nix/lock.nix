@@ -112,7 +112,7 @@ let
   validate = id: lock:
     let
       l = onlyKeys id "version.json" [ "schema" "id" "description" "comfyui" "nodes" "models" "python" "workflows" "choices" ] lock;
-      py = onlyKeys id "python" [ "requires" "torch" "extra" "platforms" ] (has id "version.json" l "python");
+      py = onlyKeys id "python" [ "requires" "torch" "extra" "constraints" "platforms" ] (has id "version.json" l "python");
       core = onlyKeys id "comfyui" [ "original" "locked" ] (has id "version.json" l "comfyui");
       nodes = has id "version.json" l "nodes";
       models = has id "version.json" l "models";
@@ -139,6 +139,9 @@ let
         torch = need id "python.torch" (v: elem v torchFlavours) "one of ${builtins.concatStringsSep ", " torchFlavours}" (has id "python" py "torch");
       } // (if py ? extra then {
         extra = need id "python.extra" (v: isList v && builtins.all isString v) "a list of requirement strings" py.extra;
+      } else { }) // (if py ? constraints then {
+        # uv's constraint-dependencies (import --from-install: the venv's versions); uv.lock already holds their effect
+        constraints = need id "python.constraints" (v: isList v && builtins.all isString v) "a list of requirement strings" py.constraints;
       } else { }) // (if py ? platforms then {
         # what the Python lock is resolved for (comfyver lock --platform); the flake builds x86_64-linux only
         platforms =

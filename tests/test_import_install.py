@@ -481,6 +481,12 @@ def test_the_venv_is_evidence_torch_profile_and_differences(forge, tmp_path, cap
     assert rc == 0, out + err
     lock = lockfile.read(forge / "versions" / "py" / "version.json")
     assert lock["python"]["torch"] == "cu126" and 'name = "pytorch-cu126"' in seen["pyproject"]
+    # what ran is what uv is asked to pick: each required package the venv has, at its public version
+    assert {"einops==0.8.0", "numpy==1.26.4", "pillow==10.4.0", "torch==2.7.1", "torchaudio==2.7.1",
+            "torchvision==0.22.1"} <= set(lock["python"]["constraints"])
+    assert not any(c.startswith("rich") for c in lock["python"]["constraints"])  # not required by anything
+    assert "constraint-dependencies = [" in seen["pyproject"] and '"numpy==1.26.4",' in seen["pyproject"]
+    assert any("constrained to the venv's versions" in n for n in json.loads(out)["notes"])
     py = json.loads(out)["install"]["python"]
     assert py["venv"] == str(d / ".venv") and py["python"] == "python3.11" and py["torch_profile"] == "cu126"
     assert py["torch"] == {"torch": "2.7.1+cu126", "torchaudio": "2.7.1+cu126", "torchvision": "0.22.1+cu126"}
@@ -509,6 +515,34 @@ def test_venv_metadata_with_control_characters_is_shown_escaped(tmp_path):
     assert got["six"] == "1.16.0"
     assert got["numpy"] == ascii("1.26.4\x1b]0;owned\x07") and "\x1b" not in got["numpy"]
     assert not any("\x1b" in k or "\x1b" in v for k, v in got.items()), got
+
+
+def test_venv_versions_uv_cannot_keep_are_dropped_with_a_note(forge, tmp_path, capsys, monkeypatch):
+    """When uv cannot resolve with the venv's versions as constraints, the version is locked without them, says so,
+    and lists the differences as before."""
+    from comfyver.base.errors import ComfyverError
+    from comfyver.lock import pylock
+
+    d = make_install(tmp_path / "pod")
+    _dist(d / ".venv" / "lib" / "python3.11" / "site-packages", "numpy", "1.0.0")
+    tries: list[bool] = []
+
+    def fake_uv_lock(vdir, pyproject, reqs, what, timeout=600):
+        tries.append("constraint-dependencies" in pyproject)
+        if tries[-1]:
+            raise ComfyverError(f"{what}: the Python requirements cannot be locked:\nno version of numpy==1.0.0 fits")
+        vdir.mkdir(parents=True, exist_ok=True)
+        (vdir / "pyproject.toml").write_text(pyproject)
+        (vdir / "uv.lock").write_text('version = 1\n[[package]]\nname = "numpy"\nversion = "2.1.0"\n')
+    monkeypatch.setattr(pylock, "uv_lock", fake_uv_lock)
+    rc, out, err = run(capsys, "import", "pyc", "--from-install", str(d), "--json")
+    assert rc == 0, out + err
+    assert tries == [True, False]
+    lock = lockfile.read(forge / "versions" / "pyc" / "version.json")
+    assert "constraints" not in lock["python"]
+    res = json.loads(out)
+    assert any("cannot all be kept" in n and "numpy==1.0.0" in n for n in res["notes"]), res["notes"]
+    assert {"package": "numpy", "installed": "1.0.0", "locked": "2.1.0"} in res["install"]["python"]["differences"]
 
 
 def install_profile_cases() -> list:

@@ -135,6 +135,7 @@ def test_what_lock_writes_for_pins_and_extra_requirements_reads(tmp_path):
         lock["models"][key]["original"]["sha256"] = lock["models"][key]["locked"]["sha256"]
         lock["models"][key]["locked"]["unverified"] = True
         lock["python"]["extra"] = ["soundfile>=0.12"]
+        lock["python"]["constraints"] = ["numpy==1.26.4"]  # import --from-install: the venv's versions
     p = read(tmp_path, bad(pinned))
     assert p.returncode == 0, p.stderr
 
@@ -143,6 +144,12 @@ def test_what_lock_writes_for_pins_and_extra_requirements_reads(tmp_path):
         lock["python"]["extra"] = "soundfile"
     p = read(tmp_path / "w", bad(wrong))
     assert p.returncode != 0 and "python.extra" in p.stderr
+
+    def wrong_constraints(lock):
+        pinned(lock)
+        lock["python"]["constraints"] = "numpy"
+    p = read(tmp_path / "c", bad(wrong_constraints))
+    assert p.returncode != 0 and "python.constraints" in p.stderr
 
 
 def test_a_model_a_workflow_named_reads(tmp_path):

@@ -118,6 +118,7 @@ class Python(TypedDict):
     requires: str
     torch: Torch
     extra: NotRequired[list[str]]
+    constraints: NotRequired[list[str]]   # uv's constraint-dependencies (import --from-install: the venv's versions)
     platforms: NotRequired[list[Platform]]
 
 

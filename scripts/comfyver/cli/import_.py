@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 from comfyver.base import project
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
+from comfyver.base.lockfile import Lock
 from comfyver.cli.args import verb
 from comfyver.lock import importers, install, installpython, pipeline, pylock, versions
 from comfyver.sources import modelsearch, resolve
@@ -81,14 +83,7 @@ def _run(root, args) -> int:
     if venv is not None and venv.torch_profile is not None:  # what `lock --torch` sets
         lock["python"]["torch"] = venv.torch_profile
         pl.notes.append(f"python.torch: {venv.torch_profile}, the build of the venv's torch {venv.torch['torch']}")
-    required: set[str] = set()
-    if not args.no_python:
-        text, reqs, pynotes = pylock.generate(lock)
-        required = set(reqs.by_package)
-        pl.notes.extend(pynotes)
-        pylock.uv_lock(vdir, text, reqs, f"version {args.vid}")
-        if note := pylock.settle_profile(lock, vdir):
-            pl.notes.append(note)
+    required = set() if args.no_python else _python_lock(lock, vdir, venv, pl.notes)
     copied: dict[str, str] = {}  # workflow file name -> workflows/<file> in the version
     if found is not None and args.workflows and found.workflows:
         named = {str(p): rel for p, rel in pipeline._workflow_names(
@@ -141,6 +136,30 @@ def _run(root, args) -> int:
         for n in pl.notes:
             print(f"note: {n}")
     return 0
+
+
+def _python_lock(lock: Lock, vdir: Path, venv: installpython.Venv | None, notes: list[str]) -> set[str]:
+    """pyproject.toml and uv.lock for the imported version; with an install's venv, its versions of the required
+    packages are uv constraints (python.constraints), dropped with a note when uv cannot keep them all. Returns the
+    required package names."""
+    what = f"version {lock['id']}"
+    text, reqs, pynotes = pylock.generate(lock)
+    notes.extend(pynotes)
+    if venv is not None and (pins := installpython.constraints(venv, set(reqs.by_package))):
+        lock["python"]["constraints"] = pins
+        try:
+            pylock.uv_lock(vdir, pylock.generate(lock)[0], reqs, what)
+        except ComfyverError as exc:
+            del lock["python"]["constraints"]
+            notes.append(f"Python: the venv's versions cannot all be kept (uv: {exc.message.splitlines()[-1][:300]}); "
+                         "locked without them, the differences are listed")
+        else:
+            notes.append(f"Python: {len(pins)} package(s) constrained to the venv's versions (python.constraints)")
+    if "constraints" not in lock["python"]:
+        pylock.uv_lock(vdir, text, reqs, what)
+    if note := pylock.settle_profile(lock, vdir):
+        notes.append(note)
+    return set(reqs.by_package)
 
 
 def _venv(found: install.Install, given: str | None, notes: list[str]) -> installpython.Venv | None:

@@ -124,6 +124,22 @@ def _same(installed: str, locked: str) -> bool:
         return installed == locked
 
 
+def constraints(venv: Venv, required: set[str]) -> list[str]:
+    """`<package>==<version>` for each package ComfyUI or a node requires (and the torch family) that the venv has,
+    at its public version (`2.7.1+cu126` -> `2.7.1`: the profile picks the build): uv then resolves to what ran
+    wherever the requirements admit it. A version that does not parse is left out."""
+    out = []
+    for pkg in sorted({str(canonicalize_name(p)) for p in required} | set(venv.torch)):
+        have = venv.packages.get(pkg)
+        if not have:
+            continue
+        try:
+            out.append(f"{pkg}=={Version(have).public}")
+        except InvalidVersion:
+            continue
+    return out
+
+
 def differences(venv: Venv, required: set[str], locked: dict[str, str]) -> list[Difference]:
     """Each package ComfyUI or a node requires (and the torch family) whose uv.lock version is not the one that
     ran; a local tag alone (`2.7.1+cu128` vs `2.7.1`) is no difference: the profile says the build."""

@@ -222,6 +222,8 @@ def render(lock: Lock, deps: list[str], overrides: list[str]) -> str:
     ]
     if overrides:
         lines += ["override-dependencies = [", *[f"  {_q(o)}," for o in overrides], "]"]
+    if py.get("constraints"):  # versions uv picks where a requirement admits them (an imported install's venv)
+        lines += ["constraint-dependencies = [", *[f"  {_q(c)}," for c in py["constraints"]], "]"]
     # its own workspace root: uv must not wander up into the project's pyproject.toml
     lines += ["", "[tool.uv.workspace]", "members = []"]
     if profile in TORCH_INDEX:
