@@ -290,8 +290,10 @@ def test_image_is_a_docker_archive_that_skopeo_reads_and_umoci_unpacks(env, tmp_
     with the store paths, NSS files, /usr/bin/env, /bin/sh, ldconfig, the loader, /tmp sticky."""
     archive = out_path(build(env, "image-bare"))
     conf = image_conf(env, "image-bare")
-    inspect = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True,
-                                        text=True, check=True).stdout)
+    p = subprocess.run(["skopeo", "inspect", f"docker-archive:{archive}"], capture_output=True, text=True)
+    # skopeo reads a compressed archive through a decompressed copy in its temp folder: say why it failed (disk?)
+    assert p.returncode == 0, f"skopeo inspect failed: {p.stderr[-2000:]}; free disk: {shutil.disk_usage('/tmp').free >> 20} MiB"
+    inspect = json.loads(p.stdout)
     assert len(inspect["Layers"]) == len(conf["store_layers"]) + 1  # + the customisation layer
     assert inspect["Labels"]["dev.comfyver.version"] == "bare"
     oci, bundle = tmp_path / "oci", tmp_path / "bundle"
