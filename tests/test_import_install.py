@@ -225,12 +225,28 @@ def test_a_checkout_borrowing_git_objects_from_outside_dir_is_named_and_git_not_
     dest = d / "custom_nodes" / "borrowed"
     git("clone", "-q", "--reference", bare, "https://github.com/Acly/comfyui-tooling-nodes", str(dest))
     assert (dest / ".git" / "objects" / "info" / "alternates").is_file()
+    url = "https://github.com/Acly/comfyui-tooling-nodes"
+    for name in ("quoted", "chained", "linked", "common"):
+        git("clone", "-q", url, str(d / "custom_nodes" / name))
+    g = d / "custom_nodes"
+    (g / "quoted" / ".git" / "objects" / "info" / "alternates").write_text(f'"{bare}/objects"\n')  # git unquotes it
+    (g / "chained" / ".git" / "store" / "info").mkdir(parents=True)  # a store inside DIR whose alternates lead out
+    (g / "chained" / ".git" / "objects" / "info" / "alternates").write_text("../store\n")
+    (g / "chained" / ".git" / "store" / "info" / "alternates").write_text(f"{bare}/objects\n")
+    os.rename(g / "linked" / ".git" / "objects", tmp_path / "outside-objects")
+    (g / "linked" / ".git" / "objects").symlink_to(tmp_path / "outside-objects")
+    (g / "common" / ".git" / "commondir").write_text(f"{bare}\n")
     rc, out, err = run(capsys, "import", "alt", "--from-install", str(d), "--no-python", "--json")
     assert rc == 1, out + err
     problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
-    assert list(problems) == ["custom_nodes/borrowed"], problems
+    assert sorted(problems) == [f"custom_nodes/{n}" for n in ("borrowed", "chained", "common", "linked", "quoted")]
     assert "borrowed from" in problems["custom_nodes/borrowed"] and "outside DIR" in problems["custom_nodes/borrowed"]
     assert "git repack -a -d" in problems["custom_nodes/borrowed"]
+    assert "borrowed from" in problems["custom_nodes/chained"] and "store/info/alternates" in problems[
+        "custom_nodes/chained"]
+    assert "quoted entry" in problems["custom_nodes/quoted"]
+    assert "objects is not a folder" in problems["custom_nodes/linked"]
+    assert "commondir" in problems["custom_nodes/common"]
 
 
 def test_hostile_install_is_refused_by_name_and_never_followed(forge, tmp_path, capsys):

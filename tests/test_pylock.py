@@ -128,6 +128,26 @@ def test_torch_family_pairing(versions, problem):
         assert pylock.family_pins(text) == ["torch==2.15.0", "torchaudio==2.15.0", "torchvision==0.30.0"]
 
 
+def test_family_pins_join_the_versions_own_constraints_in_one_key():
+    """python.constraints (an imported venv's versions) and the torch family's pins are one constraint-dependencies
+    key (TOML refuses a second); taking the pins out gives back what generate wrote."""
+    import tomllib
+
+    r = reqs(comfyui="torch\nnumpy\n")
+    lock = {"id": "t", "python": {"requires": "==3.11.*", "torch": "pypi", "constraints": ["numpy==1.26.4"]}}
+    deps, overrides, _ = pylock.merge(r)
+    text = pylock.render(lock, deps, overrides)
+    pinned = pylock.with_family_pins(text, ["torch==2.7.1", "torchvision==0.22.1"])
+    assert tomllib.loads(pinned)["tool"]["uv"]["constraint-dependencies"] == [
+        "torch==2.7.1", "torchvision==0.22.1", "numpy==1.26.4"]
+    assert pylock.without_family_pins(pinned) == text
+    assert pylock.with_family_pins(pinned, ["torch==2.8.0"]).count("torch==") == 1  # pins replaced, not added
+    plain = pylock.render({"id": "t", "python": {"requires": "==3.11.*", "torch": "pypi"}}, deps, overrides)
+    alone = pylock.with_family_pins(plain, ["torch==2.7.1"])
+    assert tomllib.loads(alone)["tool"]["uv"]["constraint-dependencies"] == ["torch==2.7.1"]
+    assert pylock.without_family_pins(alone) == plain
+
+
 def test_uv_lock_pins_the_torch_family_to_one_torch(tmp_path):
     """Real uv over PyPI: left alone, uv pairs the newest torch with a torchvision and a torchaudio built for older
     ones (their metadata allows it); uv_lock locks again with the family pinned to one torch."""

@@ -254,29 +254,48 @@ def git_state(work: Path) -> GitState:
 
 
 def _borrowed_objects(work: Path, root: Path) -> str | None:
-    """Why git must not run in the checkout at `work`: an `objects/info/alternates` file (its own, or a submodule's
-    under .git/modules) naming an object store outside DIR (`root`), which git would read. None when there is none."""
-    git_dir = work / ".git"
-    files = [git_dir / "objects" / "info" / "alternates"]
-    modules = git_dir / "modules"
-    if _lstat(modules) is not None:
-        files += [p for p in modules.rglob("alternates") if p.parent.name == "info" and p.parent.parent.name == "objects"]
-    for f in files:
-        if _lstat(f) is None:
-            continue
-        try:
-            lines = _read_small(f, 1 << 16).decode(errors="replace").splitlines()
-        except OSError as exc:
-            return f"{f.relative_to(work)} cannot be read ({exc}): git is not run in it"
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#"):
+    """Why git must not run in the checkout at `work` (its .git and each submodule's under .git/modules): git would
+    read outside DIR (`root`) through a `commondir` file, an `objects` folder that is a link, or an
+    `objects/info/alternates` entry (followed as git does, alternates of alternates included) naming a store
+    outside DIR; a quoted entry is refused unread. None when git may run."""
+    fix = ("not read, git is not run in it; make the checkout self-contained (`git repack -a -d`, then delete "
+           "objects/info/alternates) and import again")
+    git_dirs = [work / ".git"]
+    if _lstat(work / ".git" / "modules") is not None:
+        git_dirs += [p.parent for p in (work / ".git" / "modules").rglob("HEAD") if p.is_file() and not p.is_symlink()]
+    for g in git_dirs:
+        shown = os.path.relpath(g, work)
+        if _lstat(g / "commondir") is not None:
+            return f"{shown}/commondir makes git read another repository: {fix}"
+        st = _lstat(g / "objects")
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            return f"{shown}/objects is not a folder (a link?): {fix}"
+        stores: list[str] = [str(g / "objects")]
+        seen: set[str] = set()
+        while stores:
+            store = stores.pop()
+            if store in seen:
                 continue
-            store = os.path.realpath(os.path.join(f.parent.parent, line))  # relative to the objects folder; links resolved
-            if not _within(store, root):
-                return (f"its git objects are borrowed from {_shown(store)} ({f.relative_to(work)}), outside DIR: "
-                        "not read, git is not run in it; make the checkout self-contained (`git repack -a -d`, then "
-                        "delete that file) and import again")
+            if len(seen) >= 16:
+                return f"{shown}: alternates lead through more than 16 object stores: {fix}"
+            seen.add(store)
+            f = Path(store) / "info" / "alternates"
+            if _lstat(f) is None:
+                continue
+            try:
+                lines = _read_small(f, 1 << 16).decode(errors="replace").splitlines()
+            except OSError as exc:
+                return f"{_shown(os.path.relpath(f, work))} cannot be read ({exc}): {fix}"
+            for line in (x.strip() for x in lines):
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith('"'):
+                    return f"{_shown(os.path.relpath(f, work))} has a quoted entry: {fix}"
+                other = os.path.realpath(os.path.join(store, line))  # relative to the objects folder; links resolved
+                if not _within(other, root):
+                    return (f"its git objects are borrowed from {_shown(other)} "
+                            f"({_shown(os.path.relpath(f, work))}), outside DIR: {fix}")
+                stores.append(other)
     return None
 
 

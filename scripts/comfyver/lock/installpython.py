@@ -5,9 +5,9 @@ A `pip freeze` is not a lock: the venv only says what ran. Read from `lib/python
 - torch's local version tag picks the lock's torch profile (`python.torch`, what `lock --torch` sets): `+cu128`,
   `+cu126`, `+cu124`, `+cu121`, `+cpu` name the profile of that build; no tag is PyPI's own build (`pypi`); any other
   tag (`+cu118`, `+rocm6.2`) has no profile, and the lock keeps its default (a note says so);
-- the versions of the packages ComfyUI and the nodes require are compared with what the new uv.lock resolved; each
-  difference is reported (they are not pinned: the Python lock has no place for constraints beside the torch
-  family's own pairing pins).
+- the versions of the packages ComfyUI and the nodes require become uv constraints (`constraints`: the lock's
+  python.constraints, uv's constraint-dependencies) so uv.lock resolves to what ran where it can, and are compared
+  with what the new uv.lock resolved; each difference is reported.
 """
 
 from __future__ import annotations

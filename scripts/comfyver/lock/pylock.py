@@ -520,14 +520,25 @@ def family_pins(uv_lock_text: str) -> list[str]:
     return next(iter(family_candidates(uv_lock_text)), [])
 
 
+PIN_TAG = "# torch family (comfyver lock)"
+
+
 def with_family_pins(pyproject: str, pins: list[str]) -> str:
-    block = "\n".join([FAMILY_MARK, "constraint-dependencies = [", *[f"  {_q(c)}," for c in pins], "]"]) + "\n"
-    return without_family_pins(pyproject).replace("\n\n[tool.uv.workspace]", "\n" + block + "\n[tool.uv.workspace]", 1)
+    """The pyproject with the torch family pinned: into the version's own constraint-dependencies when it has
+    them (python.constraints: TOML allows one such key), each pin tagged; else a block of their own."""
+    base = without_family_pins(pyproject)
+    tagged = [f"  {_q(c)},  {PIN_TAG}" for c in pins]
+    own = "\nconstraint-dependencies = [\n"
+    if own in base:
+        return base.replace(own, own + "".join(t + "\n" for t in tagged), 1)
+    block = "\n".join([FAMILY_MARK, "constraint-dependencies = [", *tagged, "]"]) + "\n"
+    return base.replace("\n\n[tool.uv.workspace]", "\n" + block + "\n[tool.uv.workspace]", 1)
 
 
 def without_family_pins(pyproject: str) -> str:
     """The pyproject.toml as `generate` writes it (the family pins are added by uv_lock when needed)."""
-    return re.sub(re.escape(FAMILY_MARK) + r"\nconstraint-dependencies = \[\n(?:  .*\n)*\]\n", "", pyproject)
+    text = re.sub(re.escape(FAMILY_MARK) + r"\nconstraint-dependencies = \[\n(?:  .*\n)*\]\n", "", pyproject)
+    return re.sub(r"(?m)^  .*,  " + re.escape(PIN_TAG) + r"\n", "", text)
 
 
 # The NVIDIA driver a CUDA major's minor-version compatibility needs (nix/python.nix driverFloor says the same).
