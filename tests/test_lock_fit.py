@@ -154,8 +154,9 @@ def test_a_registry_pack_that_does_not_import_is_locked_at_an_earlier_published_
     wf = tmp_path / "reg.json"
     wf.write_text(json.dumps({"nodes": [{"id": 1, "type": "FitNode", "mode": 0, "widgets_values": ["hi"],
                                          "properties": {"cnr_id": "comfyui-fit", "ver": "2.0.0"}}], "links": []}))
-    rc, out, err = run(capsys, "lock", "reg", "--workflow", str(wf), "--comfyui-url", core_url, "--comfyui-ref",
-                       "v0.3.75", "--offline-registry", "--no-python", "--json", "--probe", sys.executable)
+    # no --comfyui-ref: `latest` locks the core at its newest tag, the release the registry's ranges are read against
+    rc, out, err = run(capsys, "lock", "reg", "--workflow", str(wf), "--comfyui-url", core_url,
+                       "--offline-registry", "--no-python", "--json", "--probe", sys.executable)
     assert rc == 0, out + err
     [note] = [n for n in json.loads(out)["notes"] if "does not import on the locked ComfyUI" in n]
     assert "version 2.0.0 does not import" in note and "locked registry version 1.0.0" in note, note
@@ -164,3 +165,32 @@ def test_a_registry_pack_that_does_not_import_is_locked_at_an_earlier_published_
     node = lockfile.read(env.root / "versions" / "reg" / "version.json")["nodes"]["comfyui-fit"]
     assert node["original"] == {"type": "registry", "id": "comfyui-fit", "version": "1.0.0"}
     assert node["locked"]["version"] == "1.0.0" and node["provides"] == ["FitNode"]
+
+
+def test_the_core_release_is_its_tag_or_the_tag_latest_resolved_to():
+    def lock(ref, locked_ref=None):
+        loc = {"type": "git", "url": "u", "rev": "a" * 40, "hash": "h", "submodules": False}
+        if locked_ref:
+            loc["ref"] = locked_ref
+        return {"comfyui": {"original": {"type": "git", "url": "u", "ref": ref}, "locked": loc}}
+    assert str(fit.core_release(lock("v0.3.75"))) == "0.3.75"
+    assert str(fit.core_release(lock("latest", "refs/tags/v0.3.75"))) == "0.3.75"
+    assert fit.core_release(lock("main", "refs/heads/main")) is None
+    assert fit.core_release(lock("1234567")) is None  # a short commit is no release
+
+
+def test_registry_candidates_from_a_hostile_listing(monkeypatch):
+    """Only canonical versions older than the locked one, once each, never a deprecated one (a non-boolean
+    `deprecated` counts as deprecated), at most MAX_TRIES; versions whose range excludes the core are summed up."""
+    from comfyver.sources import registry
+
+    listed = ([registry.Published(v, False, None) for v in ("1.0", "1.0.0", "01.0", " 1.1 ", "1.1\n", "x", "3.0.0")]
+              + [registry.Published("0.9.0", True, None), registry.Published("1.2.0", False, "not a specifier")]
+              + [registry.Published(f"0.{i}.0", False, ">=9.0") for i in range(1, 9)]
+              + [registry.Published("0.0.5", False, "<1.0"), registry.Published("0.0.4", False, None)])
+    monkeypatch.setattr(registry, "published", lambda node_id, what: listed)
+    skipped: list[str] = []
+    got = fit.registry_candidates("p", "2.0.0", fit.Version("0.3.75"), "node p", skipped)
+    assert [c.ref for c in got] == ["1.2.0", "1.0", "0.0.5", "0.0.4"], got
+    assert len(skipped) == 4 and skipped[0].startswith("0.8.0: the registry says it supports ComfyUI >=9.0")
+    assert skipped[-1] == "5 more versions the registry says do not support ComfyUI 0.3.75"

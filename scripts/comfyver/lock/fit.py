@@ -10,6 +10,7 @@ Called by the lock's probe step (pipeline.probe_packs); `Fitted` says what was c
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import cast
@@ -70,11 +71,14 @@ def candidates(url: str, rev: str, saved: str | None, what: str) -> list[Candida
 
 
 def core_release(lock: Lock) -> Version | None:
-    """The locked core's release (its ref `v0.3.75`), None when it is locked at no release."""
-    try:
-        return Version(lock["comfyui"]["original"].get("ref", "").removeprefix("v"))
-    except InvalidVersion:
-        return None
+    """The locked core's release: its ref (`v0.3.75`), else the tag the lock resolved it to (`latest` ->
+    `refs/tags/v0.3.75`); None when it is locked at no release (a branch, a commit)."""
+    core = lock["comfyui"]
+    for ref in (core["original"].get("ref", ""), core["locked"].get("ref", "")):
+        m = re.fullmatch(r"(?:refs/tags/)?v?(\d+\.\d+(?:\.\d+)*)", ref)
+        if m:
+            return Version(m[1])
+    return None
 
 
 def registry_candidates(node_id: str, version: str, core: Version | None, what: str,
@@ -86,25 +90,30 @@ def registry_candidates(node_id: str, version: str, core: Version | None, what: 
         listed = registry.published(node_id, what)
     except (InvalidVersion, ComfyverError):
         return []
-    older: list[tuple[Version, registry.Published]] = []
+    older: dict[Version, registry.Published] = {}
     for p in listed:
         try:
             v = Version(p.version)
         except InvalidVersion:
             continue
-        if v < current and not p.deprecated:
-            older.append((v, p))
-    out = []
-    for _, p in sorted(older, key=lambda x: x[0], reverse=True):
+        # a version written as its canonical form only (the registry's `1.0.2`; never `01.0`, ` 1.0`), once each
+        if p.version == str(v) and v < current and not p.deprecated:
+            older.setdefault(v, p)
+    out: list[Candidate] = []
+    excluded: list[str] = []
+    for _, p in sorted(older.items(), reverse=True):
+        spec = p.supported_comfyui
         try:
-            excluded = core is not None and p.supported_comfyui is not None and core not in SpecifierSet(p.supported_comfyui)
+            fits = core is None or spec is None or core in SpecifierSet(spec)
         except InvalidSpecifier:
-            excluded = False
-        if excluded:
-            skipped.append(f"{p.version}: the registry says it supports ComfyUI {p.supported_comfyui}, not {core}")
-            continue
-        out.append(Candidate(p.version, f"registry version {p.version}"))
-    return out[:MAX_TRIES]
+            fits = True
+        if not fits:
+            excluded.append(f"{p.version}: the registry says it supports ComfyUI {(spec or '')[:60]}, not {core}")
+        elif len(out) < MAX_TRIES:
+            out.append(Candidate(p.version, f"registry version {p.version}"))
+    skipped += excluded[:3] + ([f"{len(excluded) - 3} more versions the registry says do not support ComfyUI {core}"]
+                               if len(excluded) > 3 else [])
+    return out
 
 
 def fit(lock: Lock, name: str, needed: Collection[str], error: str, saved: str | None, run: Probe) -> Fitted | Unfit:

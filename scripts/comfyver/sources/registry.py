@@ -60,7 +60,8 @@ def published(node_id: str, what: str) -> list[Published]:
         if isinstance(v, dict) and isinstance(v.get("version"), str) and v.get("status", "NodeVersionStatusActive") \
                 == "NodeVersionStatusActive":
             spec = v.get("supported_comfyui_version")
-            out.append(Published(v["version"], bool(v.get("deprecated")), spec if isinstance(spec, str) and spec else None))
+            out.append(Published(v["version"], v.get("deprecated", False) is not False,
+                                 spec if isinstance(spec, str) and spec else None))
     return out
 
 
