@@ -92,6 +92,7 @@ def test_import_comfy_build_yaml(env, capsys, monkeypatch, tmp_path):
     its tag), packs from the registry and from git (a commit wins over gitRef), models by type/filename with their
     sha256, pipDependencies as the version's extra requirements."""
     _registry(env, monkeypatch)
+    git("branch", "release/1.0", "v1.0.0", cwd=env.git_server.bare("ComfyUI-C"))  # a branch name with a slash
     spec = {
         "schema": "comfy-build/1", "id": None, "name": "Fixture", "description": "", "syncedRevision": None,
         "definition": {
@@ -101,6 +102,7 @@ def test_import_comfy_build_yaml(env, capsys, monkeypatch, tmp_path):
                 {"name": "rgthree-comfy", "id": "rgthree-comfy", "registryVersion": "1.0.2"},
                 {"name": "ComfyUI-Fancy", "repository": env.pack_a, "gitRef": "main", "commit": _rev(env, "pack_a")},
                 {"name": "comfyui-b", "repository": env.pack_b, "gitRef": "v1.0.0"},
+                {"repository": env.pack_c, "gitRef": "release/1.0"},
             ],
             "models": [
                 {"type": "checkpoints", "filename": "base.safetensors", "sourceUri": env.files["base.safetensors"][0],
@@ -121,7 +123,9 @@ def test_import_comfy_build_yaml(env, capsys, monkeypatch, tmp_path):
     lock = lockfile.read(env.root / "versions" / "cb" / "version.json")
     assert lock["comfyui"]["original"]["ref"] == "v0.3.75"
     assert lock["comfyui"]["locked"]["rev"] == git("ls-remote", env.core, "refs/tags/v0.3.75").split()[0]
-    assert set(lock["nodes"]) == {"rgthree-comfy", "ComfyUI-Fancy", "comfyui-b"}
+    assert set(lock["nodes"]) == {"rgthree-comfy", "ComfyUI-Fancy", "comfyui-b", "comfyui-c"}
+    assert lock["nodes"]["comfyui-c"]["original"]["ref"] == "release/1.0"
+    assert lock["nodes"]["comfyui-c"]["locked"]["rev"] == _rev(env, "pack_c")
     assert lock["nodes"]["ComfyUI-Fancy"]["locked"]["rev"] == _rev(env, "pack_a")
     assert lock["nodes"]["comfyui-b"]["locked"]["rev"] == _rev(env, "pack_b")
     assert lock["nodes"]["rgthree-comfy"]["original"] == {"type": "registry", "id": "rgthree-comfy", "version": "1.0.2"}
@@ -132,20 +136,55 @@ def test_import_comfy_build_yaml(env, capsys, monkeypatch, tmp_path):
 
 
 def test_comfy_build_entries_that_cannot_be_pinned_are_all_named(env, capsys, tmp_path):
+    """Every entry that cannot be pinned, in one error, before anything is fetched; nothing written."""
+    url = env.files["base.safetensors"][0]
     spec = {"schema": "comfy-build/1", "definition": {
-        "customNodes": [{"name": "mine", "blobId": "b-1"}, {"name": "odd"}],
+        "baseComfyVersion": "--upload-pack=x",
+        "customNodes": [{"name": "mine", "blobId": "b-1"}, {"name": "odd"}, "not a mapping",
+                        {"name": "../evil", "repository": env.pack_a},
+                        {"repository": env.pack_a, "commit": 1234567},
+                        {"repository": env.pack_b, "gitRef": 1.1},
+                        {"id": "rgthree-comfy", "registryVersion": "../../x"},
+                        {"name": "twice", "repository": env.pack_a}, {"name": "twice", "repository": env.pack_b}],
         "models": [{"type": "loras", "filename": "x.safetensors", "blobId": "b-2"},
-                   {"type": "loras", "filename": "../../etc/passwd", "sourceUri": "https://h/x.bin"}]}}
+                   {"type": "loras", "filename": "../../etc/passwd", "sourceUri": url},
+                   {"type": "/etc", "filename": "a.bin", "sourceUri": url},
+                   {"type": "loras", "filename": "a\x1b[31m.safetensors", "sourceUri": url},
+                   {"type": "loras", "filename": "b.safetensors", "sourceUri": url, "sha256": 12},
+                   {"type": "vae", "filename": "v.pt", "sourceUri": url},
+                   {"type": "vae", "filename": "v.pt", "sourceUri": url + "?other"}],
+        "pipDependencies": ["soundfile==1"]}}
     f = tmp_path / "comfy-build.yaml"
     f.write_text(yaml.safe_dump(spec))
     rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
     assert rc == 2, err
-    assert "5 entries cannot be pinned" in err
-    for what in ("definition.baseComfyVersion", "definition.customNodes[0] (mine): uploaded to Comfy's builder",
-                 "definition.customNodes[1] (odd): expected", "definition.models[0]: uploaded",
-                 "definition.models[1]:"):
+    wanted = ("definition.baseComfyVersion: '--upload-pack=x' is not a valid git ref",
+              "definition.customNodes[0] (mine): uploaded to Comfy's builder",
+              "definition.customNodes[1] (odd): expected", "definition.customNodes[2]: expected a mapping",
+              "definition.customNodes[3] (../evil): name '../evil' is not a custom_nodes folder name",
+              "definition.customNodes[4]: commit 1234567 is not a 40-hex commit",
+              "definition.customNodes[5]: gitRef 1.1 is not a string",
+              "definition.customNodes[6]: registryVersion '../../x' is not a published version",
+              "definition.customNodes[8] (twice): a second entry for node 'twice'",
+              "definition.models[0]: uploaded", "definition.models[1]: filename '../../etc/passwd' is not one file name",
+              "definition.models[2]: type '/etc' is not a folder", "definition.models[3]: filename",
+              "definition.models[4]: sha256 12 is not a 64-hex digest",
+              "definition.models[6]: a second entry for the model 'vae/v.pt'",
+              "definition.pipDependencies: expected requirements-file text")
+    for what in wanted:
         assert what in err, (what, err)
+    assert f"{len(wanted)} entries cannot be pinned" in err
+    assert "\x1b" not in err
     assert not (env.root / "versions" / "cbx").exists()
+    assert not list((tmp_path / "cache").rglob("sha256/*")) if (tmp_path / "cache").exists() else True
+    for definition in ([], "x", None):  # no mapping: said, with the missing version, in one error
+        f.write_text(yaml.safe_dump({"schema": "comfy-build/1", "definition": definition}))
+        rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
+        assert rc == 2 and "definition: expected a mapping" in err and "baseComfyVersion" in err, err
+    for listing in ({"customNodes": 5}, {"models": True}):
+        f.write_text(yaml.safe_dump({"schema": "comfy-build/1", "definition": {"baseComfyVersion": "v0.3.75", **listing}}))
+        rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
+        assert rc == 2 and f"definition.{next(iter(listing))}: expected a list" in err, err
     f.write_text(yaml.safe_dump({"schema": "comfy-build/9", "definition": {}}))
     rc, _, err = run(capsys, "import", "cbx", str(f), "--no-python")
     assert rc == 1 and "only 'comfy-build/1'" in err

@@ -34,7 +34,7 @@ from comfyver.base import lockfile
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitLocked, GitOriginal, Lock, ModelLocked, ModelOriginal, Node, NodeLocked, NodeOriginal
 from comfyver.lock import nodesource, versions
-from comfyver.sources import resolve
+from comfyver.sources import gitsource, registry, resolve
 
 
 @dataclass
@@ -170,74 +170,145 @@ def _comfy_build(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
     """Comfy-Org's comfy-build.yaml (module docstring); every entry that cannot be pinned named in one error."""
     if data.get("schema") != COMFY_BUILD:
         raise ComfyverError(f"{source}: schema {data.get('schema')!r}: only {COMFY_BUILD!r} (comfy-build.yaml) is read")
-    d = data["definition"] if isinstance(data.get("definition"), dict) else {}
     bad: list[str] = []
-    given = d.get("baseComfyVersion")
-    core = given.strip() if isinstance(given, str) else ""
-    if not core:
-        bad.append("definition.baseComfyVersion: no ComfyUI version (a tag, branch or commit); set it with "
-                   "`comfy build update . --comfy-version <ref>`")
-        core = "latest"
-    core = f"v{core}" if re.fullmatch(r"\d+\.\d+\.\d+", core) else core
-    pl = Plan("comfy-build", {"type": "git", "url": comfyui_url, "ref": core})
-    for i, n in enumerate(d.get("customNodes") or []):
+    d = data.get("definition")
+    if not isinstance(d, dict):
+        bad.append("definition: expected a mapping (baseComfyVersion, customNodes, models, pipDependencies)")
+        d = {}
+    pl = Plan("comfy-build", {"type": "git", "url": comfyui_url, "ref": _comfy_build_core(d.get("baseComfyVersion"), bad)})
+    for i, n in enumerate(_listed(d, "customNodes", bad)):
         what = f"definition.customNodes[{i}]"
-        n = n if isinstance(n, dict) else {}
-        shown = f"{what} ({n['name']})" if isinstance(n.get("name"), str) and n["name"].isprintable() else what
         try:
-            if n.get("blobId"):
-                raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; publish the pack in "
-                                 "a git repository or the Comfy Registry and name it by `repository` or `id`")
-            if isinstance(n.get("registryVersion"), str) and isinstance(n.get("id"), str):
-                spec = f"{n['id']}@{n['registryVersion']}"
-            elif isinstance(n.get("repository"), str):
-                ref = n.get("commit") or n.get("gitRef")
-                spec = f"{n['repository']}@{ref}" if isinstance(ref, str) and ref else n["repository"]
-            else:
-                raise UsageError("expected {name, id, registryVersion} or {name, repository, gitRef?, commit?}")
-            name, original = resolve.parse_node_spec(spec)
-            if isinstance(n.get("name"), str) and lockfile.NODE_NAME_RE.match(n["name"]):
-                name = n["name"]
-            add_node(pl, name, original, source)
+            name, original = _comfy_build_node(n)
+            if name in pl.nodes:
+                raise UsageError(f"a second entry for node {name!r}")
+            pl.nodes[name] = original
         except ComfyverError as exc:
-            bad.append(f"{shown}: {exc.message}")
-    for i, m in enumerate(d.get("models") or []):
+            shown = n.get("name") if isinstance(n, dict) else None
+            bad.append(f"{what}{f' ({shown})' if isinstance(shown, str) and shown.isprintable() else ''}: {exc.message}")
+    for i, m in enumerate(_listed(d, "models", bad)):
         what = f"definition.models[{i}]"
-        m = m if isinstance(m, dict) else {}
         try:
-            if m.get("blobId"):
-                raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; give it a sourceUri "
-                                 "(or pin it with `comfyver add-model`)")
-            url, folder = m.get("sourceUri"), m.get("type")
-            if not isinstance(url, str) or not isinstance(folder, str) or not folder:
-                raise UsageError("expected {type, filename?, sourceUri, sha256?}")
-            file_name = m.get("filename")
-            dest = f"{folder}/{file_name}" if isinstance(file_name, str) and file_name else f"{folder}/"
-            key = model_path(dest, url, what)
-            sha = m.get("sha256")
-            pl.models[key] = resolve.parse_model_source(url, sha.lower() if isinstance(sha, str) else None)
+            key, mo = _comfy_build_model(m)
+            if key in pl.models:
+                raise UsageError(f"a second entry for the model {key!r}")
+            pl.models[key] = mo
         except ComfyverError as exc:
-            bad.append(f"{what}: {exc.message.removeprefix(what + ': ')}")
+            bad.append(f"{what}: {exc.message}")
     pip = d.get("pipDependencies")
+    if pip is not None and not isinstance(pip, str):
+        bad.append("definition.pipDependencies: expected requirements-file text (a string)")
+    seen: dict[str, int] = {}
     for no, line in enumerate(pip.splitlines() if isinstance(pip, str) else [], 1):
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
+        where = f"{source}: definition.pipDependencies line {no}"
         try:
             req = Requirement(line)
         except InvalidRequirement:
-            pl.notes.append(f"{source}: definition.pipDependencies line {no}: {line[:80]!r} is not a requirement "
-                            "(an option or a file): left out")
+            pl.notes.append(f"{where}: {line[:80]!r} is not a requirement (an option or a file): left out")
             continue
         if req.url:
-            pl.notes.append(f"{source}: definition.pipDependencies line {no}: {req.name} from a URL: left out (uv.lock "
-                            "pins packages from an index)")
+            pl.notes.append(f"{where}: {req.name} from a URL: left out (uv.lock pins packages from an index)")
             continue
+        if (key := canonicalize_name(req.name)) in seen:
+            pl.notes.append(f"{where}: {req.name} again: it replaces line {seen[key]}")
+        seen[key] = no
         pl.requirements.append(str(req))
     if bad:
         raise UsageError(f"{source}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} cannot be pinned:\n  "
                          + "\n  ".join(bad), hint="fix them in the file (or leave them out) and import again")
     return pl
+
+
+def _listed(d: dict[str, Any], field: str, bad: list[str]) -> list[Any]:
+    got = d.get(field)
+    if got is None:
+        return []
+    if not isinstance(got, list):
+        bad.append(f"definition.{field}: expected a list")
+        return []
+    return got
+
+
+def _comfy_build_core(given: object, bad: list[str]) -> str:
+    """baseComfyVersion as a ref: a tag, branch or commit; a bare `0.3.40` is `v0.3.40`."""
+    if not isinstance(given, str) or not given.strip():
+        bad.append("definition.baseComfyVersion: " + ("no ComfyUI version" if given is None else f"{given!r} is not a "
+                   "string") + " (a tag, branch or commit, written as a string); set it with "
+                   "`comfy build update . --comfy-version <ref>`")
+        return "latest"
+    ref = given.strip()
+    ref = f"v{ref}" if re.fullmatch(r"\d+\.\d+\.\d+", ref) else ref
+    try:
+        return gitsource.check_ref(ref, "definition.baseComfyVersion")
+    except ComfyverError as exc:
+        bad.append(exc.message)
+        return "latest"
+
+
+def _comfy_build_node(n: object) -> tuple[str, NodeOriginal]:
+    """A customNodes entry: (node name, original); UsageError saying what is wrong with it."""
+    if not isinstance(n, dict):
+        raise UsageError("expected a mapping {name, id + registryVersion | repository, gitRef?, commit?}")
+    if n.get("blobId"):
+        raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; publish the pack in a git "
+                         "repository or the Comfy Registry and name it by `repository` or `id`")
+    name = n.get("name")
+    if name is not None and not (isinstance(name, str) and lockfile.NODE_NAME_RE.match(name)):
+        raise UsageError(f"name {name!r} is not a custom_nodes folder name ([A-Za-z0-9][A-Za-z0-9._-]*)")
+    original: NodeOriginal
+    if "registryVersion" in n:
+        nid, ver = n.get("id"), n.get("registryVersion")
+        if not (isinstance(nid, str) and registry.ID_RE.match(nid)):
+            raise UsageError(f"id {nid!r} is not a Comfy Registry node id")
+        if not (isinstance(ver, str) and re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", ver)):
+            raise UsageError(f"registryVersion {ver!r} is not a published version (three numbers such as 1.0.2)")
+        original = {"type": "registry", "id": nid, "version": ver}
+        derived = nid
+    elif "repository" in n:
+        url = gitsource.check_url(n["repository"], "repository")
+        if "@" in urlsplit(url).netloc:
+            raise UsageError("repository: a URL with user information is refused (it may hold a secret)")
+        commit, ref = n.get("commit"), n.get("gitRef")
+        if commit is not None and not (isinstance(commit, str) and gitsource.HEX40.match(commit.lower())):
+            raise UsageError(f"commit {commit!r} is not a 40-hex commit")
+        if ref is not None and not isinstance(ref, str):
+            raise UsageError(f"gitRef {ref!r} is not a string (a tag, branch or commit, quoted)")
+        pinned = commit.lower() if isinstance(commit, str) else ref or "latest"
+        original = {"type": "git", "url": url, "ref": gitsource.check_ref(pinned, "gitRef")}
+        derived = resolve.parse_node_spec(url)[0]
+    else:
+        raise UsageError("expected {name, id, registryVersion} or {name, repository, gitRef?, commit?}")
+    return name or derived, original
+
+
+def _comfy_build_model(m: object) -> tuple[str, ModelOriginal]:
+    """A models entry: (model key `<type>/<filename>`, original); UsageError saying what is wrong with it."""
+    if not isinstance(m, dict):
+        raise UsageError("expected a mapping {type, filename?, sourceUri, sha256?}")
+    if m.get("blobId"):
+        raise UsageError("uploaded to Comfy's builder (blobId): no public source to pin; give it a sourceUri "
+                         "(or pin it with `comfyver add-model`)")
+    url, folder, file_name, sha = m.get("sourceUri"), m.get("type"), m.get("filename"), m.get("sha256")
+    if not isinstance(url, str) or not url:
+        raise UsageError("expected a sourceUri (the model's download URL)")
+    if not isinstance(folder, str) or not folder or folder.startswith("/") or not folder.isprintable():
+        raise UsageError(f"type {folder!r} is not a folder under models/ (relative, e.g. checkpoints)")
+    if file_name is None:
+        file_name = unquote(PurePosixPath(urlsplit(url).path).name)
+    if not isinstance(file_name, str) or not file_name or "/" in file_name or not file_name.isprintable():
+        raise UsageError(f"filename {file_name!r} is not one file name" if file_name else
+                         "the sourceUri has no file name: give a filename")
+    if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
+        raise UsageError(f"sha256 {sha!r} is not a 64-hex digest")
+    key = f"{folder.strip('/')}/{file_name}"
+    try:
+        lockfile.check_model_path(key)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return key, resolve.parse_model_source(url, sha.lower() if isinstance(sha, str) else None)
 
 
 def build(vid: str, pl: Plan, *, jobs: int = resolve.DEFAULT_JOBS, progress: bool = True) -> Lock:
