@@ -99,6 +99,14 @@ def test_registry_unknown_version_and_deprecated(reg, http_server):
         registry.lock({"type": "registry", "id": "old", "version": "0.1.0"}, "nodes.old")
 
 
+def test_registry_answers_that_are_not_objects_are_errors_not_crashes(reg, http_server):
+    http_server.routes["/nodes/odd/versions/1.0.0"] = [1, 2]
+    http_server.routes["/nodes/odd"] = ["not", "a", "node"]
+    for version in ("1.0.0", "latest"):
+        with pytest.raises(ComfyverError, match="odd"):
+            registry.lock({"type": "registry", "id": "odd", "version": version}, "nodes.odd")
+
+
 @pytest.fixture
 def hf(http_server, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", http_server.url)

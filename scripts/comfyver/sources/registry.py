@@ -33,12 +33,12 @@ def _version_info(node_id: str, version: str, what: str) -> Any:
     info: Any
     if version == "latest":
         _, node = web.get_json(f"{base}/nodes/{quote(node_id)}", what=what)
-        info = (node or {}).get("latest_version")
-        if not info:
+        info = node.get("latest_version") if isinstance(node, dict) else None
+        if not isinstance(info, dict) or not info:
             raise ComfyverError(f"{what}: the Comfy Registry lists no published version of {node_id!r}")
         return info
     _, info = web.get_json(f"{base}/nodes/{quote(node_id)}/versions/{quote(version, safe='')}", what=what)
-    return info or {}
+    return info if isinstance(info, dict) else {}  # a body that is not an object says nothing
 
 
 @dataclass(frozen=True)
