@@ -315,6 +315,36 @@ def test_core_from_comfyui_version_py(forge, tmp_path, capsys):
     assert "comfyui_version.py says 0.3.75" in notes and "models/configs/v1-inference.yaml" in notes
 
 
+def test_a_comfy_desktop_base_path_takes_its_core_from_comfyui_ref(forge, tmp_path, capsys):
+    """Comfy Desktop keeps custom_nodes/, models/, user/ and .venv in its base path and ComfyUI in the app: the
+    import names the missing core with the fix; --comfyui-ref locks it; on a folder with its own core it is refused."""
+    base = tmp_path / "desktop"
+    pack = base / "custom_nodes" / "masquerade-nodes-comfyui"
+    git("clone", "-q", "https://github.com/BadCafeCode/masquerade-nodes-comfyui", str(pack))
+    (base / "models" / "loras").mkdir(parents=True)
+    (base / "models" / "loras" / "a.safetensors").write_bytes(b"lora" * 1000)
+    _dist(base / ".venv" / "lib" / "python3.12" / "site-packages", "torch", "2.7.1+cu128")
+    rc, out, err = run(capsys, "import", "dt", "--from-install", str(base), "--no-python", "--json")
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert list(problems) == ["ComfyUI"] and "Comfy Desktop" in problems["ComfyUI"] and "--comfyui-ref" in problems[
+        "ComfyUI"]
+    rc, out, err = run(capsys, "import", "dt", "--from-install", str(base), "--comfyui-ref", CORE_TAG, "--no-python",
+                       "--json")
+    assert rc == 0, out + err
+    lock = lockfile.read(forge / "versions" / "dt" / "version.json")
+    assert lock["comfyui"]["original"]["ref"] == CORE_TAG and lock["comfyui"]["locked"]["rev"] == CORE_REV
+    assert set(lock["nodes"]) == {"masquerade-nodes-comfyui"} and set(lock["models"]) == {"loras/a.safetensors"}
+    assert lock["python"]["torch"] == "cu128"
+    assert any("Comfy Desktop" in n and CORE_TAG in n for n in json.loads(out)["notes"])
+    d = make_install(tmp_path / "pod")
+    rc, out, err = run(capsys, "import", "dt2", "--from-install", str(d), "--comfyui-ref", CORE_TAG, "--no-python",
+                       "--json")
+    assert rc == 1 and "--comfyui-ref is only for a folder without one" in out, out + err
+    rc, _, err = run(capsys, "import", "dt3", "--from-install", str(base), "--comfyui-ref=--upload-pack=x")
+    assert rc == 2 and "not a valid git ref" in err
+
+
 def test_usage(forge, tmp_path, capsys):
     rc, _, err = run(capsys, "import", "x")
     assert rc == 2 and "--from-install DIR" in err

@@ -13,7 +13,7 @@ from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.base.lockfile import Lock
 from comfyver.cli.args import verb
 from comfyver.lock import importers, install, installpython, pipeline, pylock, versions
-from comfyver.sources import modelsearch, resolve
+from comfyver.sources import gitsource, modelsearch, resolve
 
 
 def register(sub) -> None:
@@ -38,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--python-env", metavar="VENV",
                    help="with --from-install: the venv ComfyUI ran in (default: DIR/.venv or DIR/venv); read, never "
                         "run: torch's build picks the torch profile, the versions that ran are compared with uv.lock")
+    p.add_argument("--comfyui-ref", metavar="REF",
+                   help="with --from-install DIR that holds no ComfyUI (a Comfy Desktop base path, e.g. "
+                        "~/.config/ComfyUI: ComfyUI lives in the app): the ComfyUI release to lock, e.g. v0.3.75")
     p.add_argument("--comfyui-url", help=f"ComfyUI repository (default: {versions.DEFAULT_COMFYUI_URL}; "
                                          "with --from-install, the install's own remote)")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
@@ -56,8 +59,10 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
-    if (args.workflows or args.python_env) and not args.from_install:
-        raise UsageError("--workflows and --python-env read an install: give them with --from-install DIR")
+    if (args.workflows or args.python_env or args.comfyui_ref) and not args.from_install:
+        raise UsageError("--workflows, --python-env and --comfyui-ref read an install: give them with --from-install DIR")
+    if args.comfyui_ref is not None:
+        gitsource.check_ref(args.comfyui_ref, "--comfyui-ref")
     if (args.file is None) == (args.from_install is None):
         raise UsageError("give a snapshot or config.yml FILE, or --from-install DIR (one of them)",
                          hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
@@ -65,7 +70,7 @@ def _run(root, args) -> int:
     if args.from_install:
         try:
             found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json,
-                                 copy_workflows=args.workflows)
+                                 copy_workflows=args.workflows, comfyui_ref=args.comfyui_ref)
         except install.InstallProblems as exc:
             if not args.json:
                 raise

@@ -98,8 +98,8 @@ class GitState:
 
 @dataclass(frozen=True)
 class Core:
-    source: Literal["git", "comfyui_version.py"]
-    ref: str                        # the rev, or `v<version>`
+    source: Literal["git", "comfyui_version.py", "--comfyui-ref"]
+    ref: str                        # the rev, `v<version>`, or the ref given (DIR holds no ComfyUI: Comfy Desktop)
     url: str | None
     version: str | None             # comfyui_version.py's version
 
@@ -349,11 +349,17 @@ def _lstat(path: Path) -> os.stat_result | None:
 
 # ---------------------------------------------------------------- the core and the custom nodes
 
-def _core(root: Path, problems: list[Problem], comfyui_url: str | None, model_dirs: Sequence[str] = ()) -> tuple[
-        Core, set[str]]:
+def _core(root: Path, problems: list[Problem], comfyui_url: str | None, model_dirs: Sequence[str] = (),
+          comfyui_ref: str | None = None) -> tuple[Core, set[str]]:
     """The core, and the paths under custom_nodes/ and models/ its git tracks (the core's own files there).
-    `model_dirs`: DIR-relative folders extra_model_paths.yaml reads as models (their untracked files are no change)."""
+    `model_dirs`: DIR-relative folders extra_model_paths.yaml reads as models (their untracked files are no change).
+    `comfyui_ref`: the core of a DIR that holds none (a Comfy Desktop base path: ComfyUI lives in the app)."""
     st = _lstat(root / ".git")
+    if comfyui_ref is not None:
+        if st is not None or _lstat(root / "comfyui_version.py") is not None:
+            problems.append(Problem("ComfyUI", "DIR holds its own ComfyUI (a git checkout or comfyui_version.py): "
+                                               "--comfyui-ref is only for a folder without one; leave it out"))
+        return Core("--comfyui-ref", comfyui_ref, comfyui_url, None), set()
     if st is not None and stat.S_ISDIR(st.st_mode) and (why := _borrowed_objects(root, root)):
         problems.append(Problem("ComfyUI", why))
         return Core("git", "0" * 40, comfyui_url, None), set()
@@ -382,7 +388,9 @@ def _core(root: Path, problems: list[Problem], comfyui_url: str | None, model_di
         m = VERSION_RE.search(_read_small(root / "comfyui_version.py").decode(errors="replace"))
     except FileNotFoundError:
         m = None
-        problems.append(Problem("ComfyUI", "neither a git checkout nor a comfyui_version.py: is this a ComfyUI folder?"))
+        problems.append(Problem("ComfyUI", "neither a git checkout nor a comfyui_version.py: is this a ComfyUI folder? "
+                                           "(a Comfy Desktop base path holds no ComfyUI: name the Desktop's ComfyUI "
+                                           "release with --comfyui-ref vX.Y.Z)"))
     except OSError as exc:
         m = None
         problems.append(Problem("ComfyUI", f"comfyui_version.py cannot be read ({exc.strerror or exc})"))
@@ -948,7 +956,7 @@ def _name_clashes(inst: Install, copy_workflows: bool) -> list[Problem]:
 
 
 def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
-         progress: bool = True, copy_workflows: bool = False) -> Install:
+         progress: bool = True, copy_workflows: bool = False, comfyui_ref: str | None = None) -> Install:
     """Read the install at `directory` (nothing in it is written); raise InstallProblems naming every item that
     cannot be pinned (`copy_workflows`: also workflows that would be saved under one name). Models are hashed only
     once the rest of the install is known to import."""
@@ -958,7 +966,8 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     problems: list[Problem] = []
     entries = _yaml_entries(root, problems)
     core, core_files = _core(root, problems, comfyui_url,
-                             [os.path.relpath(e.path, root) for e in entries if _within(e.path, root) and e.path != str(root)])
+                             [os.path.relpath(e.path, root) for e in entries if _within(e.path, root) and e.path != str(root)],
+                             comfyui_ref)
     inst = Install(root, core)
     _nodes(root, inst, problems, core_files)
     seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
@@ -982,9 +991,12 @@ def plan(inst: Install, comfyui_url: str, search: modelsearch.Search | None = No
     core: GitOriginal = {"type": "git", "url": inst.core.url or comfyui_url, "ref": inst.core.ref}
     source = str(inst.dir)
     pl = importers.Plan("install", core)
-    if inst.core.source != "git":
+    if inst.core.source == "comfyui_version.py":
         pl.notes.append(f"ComfyUI is not a git checkout: comfyui_version.py says {inst.core.version}, locked as the "
                         f"release tag {inst.core.ref} (the files on disk were not compared with it)")
+    elif inst.core.source == "--comfyui-ref":
+        pl.notes.append(f"DIR holds no ComfyUI (a Comfy Desktop base path): ComfyUI locked at {inst.core.ref}, as "
+                        "--comfyui-ref names it")
     for n in inst.nodes:
         name, original = resolve.parse_node_spec(n.spec, submodules=n.submodules)
         importers.add_node(pl, name, original, source)
