@@ -21,7 +21,13 @@ let
       extension = "zip";
     };
   };
-  node = name: n: (if n.locked.type == "git" then git else zip) "node-${name}" n.locked;
+  node = name: n:
+    if (n.original.type or null) == "local" then
+      # import --from-install --allow-dirty: the archive exists in the importing machine's comfyver cache only
+      throw ("comfyver: node ${name} was recorded as it was on disk (import --from-install --allow-dirty); its archive "
+        + "is in the importing machine's comfyver cache, which Nix cannot fetch. Realize the version on that machine "
+        + "with `comfyver realize`, or push the pack's changes and pin it by commit (`comfyver add-node`)")
+    else (if n.locked.type == "git" then git else zip) "node-${name}" n.locked;
 
   # What is fetched and how: plain data (the golden tests compare it).
   plan = lock: {

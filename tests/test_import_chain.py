@@ -82,3 +82,71 @@ def test_import_realize_elsewhere_verify_gives_the_same_comfyui(tmp_path, git_se
     six = subprocess.run([str(elsewhere / ".venv/bin/python"), "-c", "import six; print(six.__version__)"],
                          capture_output=True, text=True, check=True).stdout.strip()
     assert f'name = "six"\nversion = "{six}"' in (proj / "versions/pod/uv.lock").read_text()
+
+
+def test_allow_dirty_records_packs_as_they_are_on_disk_and_realize_gives_them_back(tmp_path, git_server, monkeypatch,
+                                                                                    capsys):
+    """--allow-dirty: a pack with a local edit, an untracked file and a local commit, and a folder that is no git
+    checkout, are recorded as they are on disk (an archive in the comfyver cache, by its NAR hash); realized
+    elsewhere they hold exactly those bytes (not .git, not byte-code), `verify --deep` passes, and a second import
+    of the unchanged install records the same hashes. Without the flag they are refused, as before."""
+    work = tmp_path / "upstream"
+    make_repo(work / "core", {**FAKE_CORE, ".gitignore": GITIGNORE})
+    install = tmp_path / "pod" / "ComfyUI"
+    git("clone", "-q", git_server.publish(work / "core", "ComfyUI"), str(install))
+    make_repo(work / "pack-a", {"__init__.py": "NODE_CLASS_MAPPINGS = {'NodeA': object}\n"})
+    dirty = install / "custom_nodes" / "pack-a"
+    git("clone", "-q", git_server.publish(work / "pack-a", "pack-a"), str(dirty))
+    (dirty / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {'NodeA': object, 'MyFix': object}\n")  # local edit
+    (dirty / "notes.txt").write_text("mine")                                                         # untracked
+    (dirty / "tool.sh").write_text("#!/bin/sh\n")
+    (dirty / "tool.sh").chmod(0o755)
+    (dirty / "__pycache__").mkdir()
+    (dirty / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    plain = install / "custom_nodes" / "my-pack"
+    (plain / "sub").mkdir(parents=True)
+    (plain / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {'Mine': object}\n")
+    (plain / "sub" / "data.json").write_text("{}")
+    proj = tmp_path / "proj"
+    (proj / "versions").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text("[project]\nname='p'\n")
+    monkeypatch.chdir(proj)
+
+    rc, res = run(capsys, "import", "refused", "--from-install", str(install), "--no-python")
+    assert rc == 1 and {p["item"] for p in res["problems"]} == {"custom_nodes/pack-a", "custom_nodes/my-pack"}, res
+    monkeypatch.setenv("COMFYVER_MODELS", str(tmp_path / "store"))
+    rc, res = run(capsys, "import", "pod", "--from-install", str(install), "--allow-dirty")
+    assert rc == 0, json.dumps(res, indent=1)
+    lock = json.loads((proj / "versions/pod/version.json").read_text())
+    assert lock["nodes"]["pack-a"]["original"] == {"type": "local", "path": str(dirty)}
+    assert lock["nodes"]["my-pack"]["original"] == {"type": "local", "path": str(plain)}
+    assert lock["nodes"]["pack-a"]["locked"]["url"].startswith("file://") and not lock["nodes"]["pack-a"]["locked"][
+        "stripRoot"]
+    assert sorted(lock["nodes"]["pack-a"]["provides"]) == ["MyFix", "NodeA"]  # the edit, scanned
+    notes = " ".join(res["notes"])
+    assert "custom_nodes/pack-a: recorded as it is on disk" in notes and "1 changed file(s): __init__.py" in notes
+    assert "Nix and other machines cannot fetch it" in notes
+    assert cli.main(["show", "pod"]) == 0
+    shown = capsys.readouterr().out
+    assert "local" in shown and "as it was on disk" in shown and "None @" not in shown
+
+    elsewhere = tmp_path / "elsewhere"
+    rc, res = run(capsys, "realize", "pod", "--into", str(elsewhere))
+    assert rc == 0, res
+    rc, res = run(capsys, "verify", "pod", "--dir", str(elsewhere), "--deep")
+    assert rc == 0, res
+    for name, src in (("pack-a", dirty), ("my-pack", plain)):
+        dest = elsewhere / "custom_nodes" / name
+        got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+        want = sorted(str(p.relative_to(src)) for p in src.rglob("*") if ".git" not in p.parts
+                      and "__pycache__" not in p.parts)
+        assert got == want, (name, got, want)
+        for rel in want:
+            if (src / rel).is_file():
+                assert (dest / rel).read_bytes() == (src / rel).read_bytes()
+    assert (elsewhere / "custom_nodes" / "pack-a" / "tool.sh").stat().st_mode & 0o111  # the exec bit kept
+
+    rc, res = run(capsys, "import", "pod2", "--from-install", str(install), "--no-python", "--allow-dirty")
+    assert rc == 0, res
+    again = json.loads((proj / "versions/pod2/version.json").read_text())
+    assert {n: v["locked"] for n, v in again["nodes"].items()} == {n: v["locked"] for n, v in lock["nodes"].items()}

@@ -200,6 +200,7 @@ def _schema_objects():
         (lockfile.GitOriginal, d["gitOriginal"]),
         (lockfile.GitLocked, d["gitLocked"]),
         (lockfile.RegistryOriginal, d["registryOriginal"]),
+        (lockfile.LocalOriginal, d["localOriginal"]),
         (lockfile.ZipLocked, d["zipLocked"]),
         (lockfile.Node, d["node"]),
         (lockfile.Model, d["model"]),
@@ -248,5 +249,6 @@ def test_typed_literals_match_the_schema():
     assert set(get_args(get_args(auth)[0])) == set(d["model"]["properties"]["locked"]["properties"]["auth"]["enum"])
     assert get_args(lockfile.Lock.__annotations__["schema"]) == (s["properties"]["schema"]["const"],)
     for td, name in [(lockfile.GitOriginal, "gitOriginal"), (lockfile.GitLocked, "gitLocked"),
-                     (lockfile.RegistryOriginal, "registryOriginal"), (lockfile.ZipLocked, "zipLocked")]:
+                     (lockfile.RegistryOriginal, "registryOriginal"), (lockfile.LocalOriginal, "localOriginal"),
+                     (lockfile.ZipLocked, "zipLocked")]:
         assert get_args(td.__annotations__["type"]) == (d[name]["properties"]["type"]["const"],), name

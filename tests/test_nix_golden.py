@@ -110,3 +110,20 @@ def test_docs_name_exactly_the_image_env():
     documented = {m.split("=", 1)[0] for m in re.findall(r"`([A-Z][A-Z0-9_]*(?:=[^`]*)?)`", para)}
     env = evaluate("minimal", FUNCTIONS["image.config"])["Env"]
     assert documented == {e.split("=", 1)[0] for e in env}
+
+
+def test_a_node_recorded_as_it_was_on_disk_is_named_where_nix_would_fetch_it(tmp_path):
+    """import --from-install --allow-dirty keeps a pack's archive in the importing machine's cache: the reader
+    accepts the lock (comfyver realize uses it there) and the fetch plan stops on that node, naming the way out."""
+    lock = json.loads((h.FIXTURES / "full" / "version.json").read_text())
+    name = sorted(lock["nodes"])[0]
+    lock["nodes"][name]["original"] = {"type": "local", "path": "/workspace/ComfyUI/custom_nodes/mine"}
+    lock["nodes"][name]["locked"] = {"type": "zip", "url": "file:///root/.cache/comfyver/local-nodes/a.zip",
+                                     "hash": "sha256-" + "A" * 43 + "=", "stripRoot": False}
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "version.json").write_text(json.dumps(lock))
+    base = PRELUDE + f'  v = lockLib.read {tmp_path} "full";\nin '
+    assert json.loads(h.nix("eval", "--json", "--impure", "--expr", base + f'v.nodes."{name}".original.type').stdout) == "local"
+    p = h.nix("eval", "--json", "--impure", "--expr", base + f'(sources.plan v).nodes."{name}".fetcher', check=False)
+    assert p.returncode != 0
+    assert f"node {name} was recorded as it was on disk" in p.stderr and "comfyver realize" in p.stderr, p.stderr

@@ -58,6 +58,13 @@ class RegistryOriginal(TypedDict):
     version: str
 
 
+class LocalOriginal(TypedDict):
+    """$defs.localOriginal: a pack taken as it is on this machine's disk (import --from-install --allow-dirty),
+    locked as an archive in the comfyver cache (sources/localnode.py)."""
+    type: Literal["local"]
+    path: str
+
+
 class ZipLocked(TypedDict):
     """$defs.zipLocked: an archive pinned by its unpacked tree's NAR hash."""
     type: Literal["zip"]
@@ -73,7 +80,7 @@ class Core(TypedDict):
     locked: GitLocked
 
 
-NodeOriginal = GitOriginal | RegistryOriginal
+NodeOriginal = GitOriginal | RegistryOriginal | LocalOriginal
 NodeLocked = GitLocked | ZipLocked
 
 

@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--python-env", metavar="VENV",
                    help="with --from-install: the venv ComfyUI ran in (default: DIR/.venv or DIR/venv); read, never "
                         "run: torch's build picks the torch profile, the versions that ran are compared with uv.lock")
+    p.add_argument("--allow-dirty", action="store_true",
+                   help="with --from-install: a pack with local changes, untracked files or unpushed commits (or a "
+                        "folder that is neither git nor registry) is recorded as it is on disk, by the NAR hash of an "
+                        "archive kept in this machine's comfyver cache; Nix and other machines cannot fetch it")
     p.add_argument("--comfyui-ref", metavar="REF",
                    help="with --from-install DIR that holds no ComfyUI (a Comfy Desktop base path, e.g. "
                         "~/.config/ComfyUI: ComfyUI lives in the app): the ComfyUI release to lock, e.g. v0.3.75")
@@ -59,8 +63,9 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
-    if (args.workflows or args.python_env or args.comfyui_ref) and not args.from_install:
-        raise UsageError("--workflows, --python-env and --comfyui-ref read an install: give them with --from-install DIR")
+    if (args.workflows or args.python_env or args.comfyui_ref or args.allow_dirty) and not args.from_install:
+        raise UsageError("--workflows, --python-env, --comfyui-ref and --allow-dirty read an install: give them with "
+                         "--from-install DIR")
     if args.comfyui_ref is not None:
         gitsource.check_ref(args.comfyui_ref, "--comfyui-ref")
     if (args.file is None) == (args.from_install is None):
@@ -70,7 +75,8 @@ def _run(root, args) -> int:
     if args.from_install:
         try:
             found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json,
-                                 copy_workflows=args.workflows, comfyui_ref=args.comfyui_ref)
+                                 copy_workflows=args.workflows, comfyui_ref=args.comfyui_ref,
+                                 allow_dirty=args.allow_dirty)
         except install.InstallProblems as exc:
             if not args.json:
                 raise

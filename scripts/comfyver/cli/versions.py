@@ -205,7 +205,8 @@ def cmd_show(args) -> int:
     t = Table("node", "asked", "locked", "hash", title="custom nodes")
     for name, n in d["nodes"].items():
         o, lk = n["original"], n["locked"]
-        asked = f"{o.get('url', o.get('id'))} @ {o.get('ref', o.get('version', ''))}"
+        asked = (f"local {o['path']} (as it was on disk)" if o["type"] == "local"
+                 else f"{o.get('url', o.get('id'))} @ {o.get('ref', o.get('version', ''))}")
         t.add_row(T(name), T(asked), T(_short(lk["rev"] if lk["type"] == "git" else lk.get("version"))), T(lk["hash"]))
     out.print(t)
     t = Table("model", "source", "sha256", "size", title="models")

@@ -47,7 +47,7 @@ from typing import Any, Literal
 import yaml
 from filelock import FileLock
 
-from comfyver.base import fsutil, project, ui, web
+from comfyver.base import fsutil, lockfile, project, ui, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitOriginal
 from comfyver.lock import importers, nodescan
@@ -107,9 +107,10 @@ class Core:
 @dataclass(frozen=True)
 class NodeFound:
     folder: str                     # its folder name under custom_nodes/
-    spec: str                       # `<url>@<rev>` or `<registry id>@<version>` (resolve.parse_node_spec)
-    kind: Literal["git", "registry"]
+    spec: str                       # `<url>@<rev>`, `<registry id>@<version>` (resolve.parse_node_spec), or its path
+    kind: Literal["git", "registry", "local"]
     submodules: bool = False
+    why_local: str = ""             # kind local (--allow-dirty): what keeps it from being pinned by a source
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,16 @@ def _registry_spec(pack: Path) -> str | None:
     return f"{nid.lower()}@{ver}"
 
 
-def _node(pack: Path, problems: list[Problem]) -> NodeFound | None:
+def _local(pack: Path, item: str, why: list[str], problems: list[Problem]) -> NodeFound | None:
+    """--allow-dirty: the pack as it is on disk (sources/localnode.py), if its folder name can name a node."""
+    if not lockfile.NODE_NAME_RE.match(pack.name):
+        problems.append(Problem(item, f"{'; '.join(why)}; with --allow-dirty its folder name would name the node, "
+                                      "and it is not one ([A-Za-z0-9][A-Za-z0-9._-]*): rename the folder"))
+        return None
+    return NodeFound(pack.name, str(pack), "local", why_local="; ".join(why))
+
+
+def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> NodeFound | None:
     item = f"custom_nodes/{_shown(pack.name)}"
     st = _lstat(pack / ".git")
     try:
@@ -436,6 +446,8 @@ def _node(pack: Path, problems: list[Problem]) -> NodeFound | None:
             if url is None:
                 bad.append(f"its remote URL {state.url!r} is not a git URL comfyver can fetch" if state.url
                            else "its checkout has no remote to fetch it from")
+            if bad and allow_dirty:
+                return _local(pack, item, bad, problems)
             problems += [Problem(item, p) for p in bad]
             return NodeFound(pack.name, f"{url}@{state.rev}", "git", state.submodules)
         if st is not None:
@@ -449,12 +461,15 @@ def _node(pack: Path, problems: list[Problem]) -> NodeFound | None:
         problems.append(Problem(item, exc.message))
         return None
     if spec is None:
-        problems.append(Problem(item, "neither a git checkout nor a Comfy Registry install: nothing to pin it by"))
+        why = "neither a git checkout nor a Comfy Registry install: nothing to pin it by"
+        if allow_dirty:
+            return _local(pack, item, [why], problems)
+        problems.append(Problem(item, why))
         return None
     return NodeFound(pack.name, spec, "registry")
 
 
-def _nodes(root: Path, inst: Install, problems: list[Problem], core_files: set[str]) -> None:
+def _nodes(root: Path, inst: Install, problems: list[Problem], core_files: set[str], allow_dirty: bool = False) -> None:
     base = root / "custom_nodes"
     st = _lstat(base)
     if st is None:
@@ -489,7 +504,7 @@ def _nodes(root: Path, inst: Install, problems: list[Problem], core_files: set[s
                 inst.left_out.append(f"{item}: not a node folder")
         elif e.name.startswith("."):
             inst.left_out.append(f"{item}: a hidden folder")
-        elif (node := _node(Path(e.path), problems)) is not None:
+        elif (node := _node(Path(e.path), problems, allow_dirty)) is not None:
             inst.nodes.append(node)
 
 
@@ -936,7 +951,7 @@ def _name_clashes(inst: Install, copy_workflows: bool) -> list[Problem]:
     by_name: dict[str, list[NodeFound]] = {}
     for n in inst.nodes:
         try:
-            name = resolve.parse_node_spec(n.spec, submodules=n.submodules)[0]
+            name = n.folder if n.kind == "local" else resolve.parse_node_spec(n.spec, submodules=n.submodules)[0]
         except ComfyverError:
             continue  # its own problem is already named
         by_name.setdefault(name, []).append(n)
@@ -956,7 +971,8 @@ def _name_clashes(inst: Install, copy_workflows: bool) -> list[Problem]:
 
 
 def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
-         progress: bool = True, copy_workflows: bool = False, comfyui_ref: str | None = None) -> Install:
+         progress: bool = True, copy_workflows: bool = False, comfyui_ref: str | None = None,
+         allow_dirty: bool = False) -> Install:
     """Read the install at `directory` (nothing in it is written); raise InstallProblems naming every item that
     cannot be pinned (`copy_workflows`: also workflows that would be saved under one name). Models are hashed only
     once the rest of the install is known to import."""
@@ -969,7 +985,7 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
                              [os.path.relpath(e.path, root) for e in entries if _within(e.path, root) and e.path != str(root)],
                              comfyui_ref)
     inst = Install(root, core)
-    _nodes(root, inst, problems, core_files)
+    _nodes(root, inst, problems, core_files, allow_dirty)
     seen = _scan_models(root, problems, inst.left_out, core_files, core.source != "git")
     inst.extra, extra = _scan_extra(root, entries, problems, inst.left_out)
     inst.workflows = _scan_workflows(root, inst.left_out)
@@ -998,6 +1014,11 @@ def plan(inst: Install, comfyui_url: str, search: modelsearch.Search | None = No
         pl.notes.append(f"DIR holds no ComfyUI (a Comfy Desktop base path): ComfyUI locked at {inst.core.ref}, as "
                         "--comfyui-ref names it")
     for n in inst.nodes:
+        if n.kind == "local":
+            importers.add_node(pl, n.folder, {"type": "local", "path": n.spec}, source)
+            pl.notes.append(f"custom_nodes/{n.folder}: recorded as it is on disk (--allow-dirty; {n.why_local}); its "
+                            "archive is in this machine's comfyver cache: Nix and other machines cannot fetch it")
+            continue
         name, original = resolve.parse_node_spec(n.spec, submodules=n.submodules)
         importers.add_node(pl, name, original, source)
     local = 0

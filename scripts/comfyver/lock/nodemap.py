@@ -32,7 +32,7 @@ from typing import Any, TypedDict
 from urllib.parse import quote
 
 from comfyver.base import project, web
-from comfyver.base.errors import ComfyverError, Reason
+from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.lockfile import GitOriginal, Lock, Node, NodeOriginal
 from comfyver.lock import nodescan, nodesource, placement, probe
 from comfyver.lock.nodesource import SCAN_VERSION, scan_locked, scan_tree, scan_tree_full  # noqa: F401 - callers outside the stage
@@ -568,8 +568,10 @@ def pack_from_spec(spec: str, what: str) -> Pack:
         name, original = _parse_spec_fallback(spec, what)
     if original["type"] == "git":
         return Pack(name, original["url"], None, original.get("ref"))
-    v = original.get("version")
-    return Pack(name, None, original.get("id", name), None if v in (None, "latest") else v)
+    if original["type"] != "registry":  # a spec names a git URL or a registry id, never a local folder
+        raise UsageError(f"{what}: {spec!r} names no git URL or registry node")
+    v = original["version"]
+    return Pack(name, None, original["id"], None if v == "latest" else v)
 
 
 def _parse_spec_fallback(spec: str, what: str) -> tuple[str, NodeOriginal]:

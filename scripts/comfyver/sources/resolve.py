@@ -18,20 +18,20 @@ from comfyver.base import ui, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
 from comfyver.base.lockfile import GitOriginal, ModelLocked, ModelOriginal, NodeLocked, NodeOriginal
 from comfyver.base.web import redact
-from comfyver.sources import gitsource, modelsource, registry
+from comfyver.sources import gitsource, localnode, modelsource, registry
 
 DEFAULT_JOBS = min(8, (os.cpu_count() or 2) * 2)
 Original = NodeOriginal | ModelOriginal  # an input as given
 Locked = NodeLocked | ModelLocked  # what it resolves to
 # kind -> locker; each takes the original of its own kind (Item.kind says which)
 LOCKERS: dict[str, Callable[[Any, str], Locked]] = {"git": gitsource.lock, "registry": registry.lock,
-                                                    "model": modelsource.lock}
+                                                    "local": localnode.lock, "model": modelsource.lock}
 
 
 @dataclass(frozen=True)
 class Item:
     key: str  # "comfyui", "nodes.<name>", "models.<folder>/<name>" or any caller key
-    kind: str  # git | registry | model
+    kind: str  # git | registry | local | model
     original: Original
     untrusted: bool = False  # named by workflow content: fetched through web.untrusted_fetches()
 
@@ -155,4 +155,4 @@ def parse_model_source(src: str, sha256: str | None = None, size: int | None = N
 
 def kind_of(original: Original) -> str:
     kind = original.get("type")  # a model's original has no type
-    return kind if isinstance(kind, str) and kind in ("git", "registry") else "model"
+    return kind if isinstance(kind, str) and kind in ("git", "registry", "local") else "model"
