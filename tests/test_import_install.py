@@ -610,6 +610,25 @@ def test_an_imported_version_goes_through_the_lock_proof(forge, tmp_path, capsys
     assert res["knowledge"] == "probe" and res["added_nodes"] == [] and res["added_models"] == []
     lock = lockfile.read(forge / "versions" / "pod" / "version.json")
     assert "Unary Image Op" in lock["nodes"]["masquerade-nodes-comfyui"]["provides"]  # registered by ComfyUI itself
+    # the same in the import itself (--probe), with the install's workflows proven; one ComfyUI cannot run: nothing
+    wf = d / "user" / "default" / "workflows"
+    wf.mkdir(parents=True)
+    (wf / "masks.json").write_text(json.dumps({"1": {"class_type": "Unary Image Op", "inputs": {
+        "image": ["2", 0], "op": "invert"}}, "2": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}))
+    rc, out, err = run(capsys, "import", "pod2", "--from-install", str(d), "--no-python", "--workflows", "--probe",
+                       sys.executable, "--json")
+    assert rc == 0, out + err
+    res = json.loads(out)
+    assert res["knowledge"] == "probe" and res["workflows"] == ["workflows/masks.json"]
+    lock = lockfile.read(forge / "versions" / "pod2" / "version.json")
+    assert "Unary Image Op" in lock["nodes"]["masquerade-nodes-comfyui"]["provides"]
+    (wf / "bad.json").write_text(json.dumps({"1": {"class_type": "NoPackHasThis", "inputs": {}}}))
+    rc, out, err = run(capsys, "import", "pod3", "--from-install", str(d), "--no-python", "--workflows", "--probe",
+                       sys.executable, "--json")
+    assert rc == 1, out + err
+    res = json.loads(out)
+    assert "nothing was written" in res["error"] and any("NoPackHasThis" in p["item"] for p in res["problems"]), res
+    assert not (forge / "versions" / "pod3").exists()
 
 
 def test_a_model_whose_bytes_are_on_hugging_face_gets_that_source(forge, tmp_path, capsys, servers):

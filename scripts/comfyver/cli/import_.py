@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 from comfyver.base import project
@@ -47,6 +48,10 @@ def register(sub) -> None:
                         "~/.config/ComfyUI: ComfyUI lives in the app): the ComfyUI release to lock, e.g. v0.3.75")
     p.add_argument("--comfyui-url", help=f"ComfyUI repository (default: {versions.DEFAULT_COMFYUI_URL}; "
                                          "with --from-install, the install's own remote)")
+    p.add_argument("--probe", metavar="PYTHON", dest="probe_python",
+                   help="prove the imported version as `lock --probe` does: ComfyUI's own node loading with PYTHON (an "
+                        "interpreter with the version's requirements) settles each pack's classes, and the version's "
+                        "workflows are checked against it; a failed proof writes nothing")
     p.add_argument("--jobs", type=int, default=resolve.DEFAULT_JOBS, help="parallel resolutions and model hashes")
     p.add_argument("--no-python", action="store_true", help="skip pyproject.toml / uv.lock")
     p.add_argument("--no-search", action="store_true",
@@ -108,11 +113,27 @@ def _run(root, args) -> int:
             atomic_write_bytes(vdir / named[w.path], data[named[w.path]])
             lock["workflows"].append(named[w.path])
     versions.save(root, args.vid, lock)
+    proof: dict | None = None
+    if args.probe_python:
+        try:  # the lock's own steps on what was just written (its Python lock kept); this run holds the writer lock
+            proof = pipeline.run(pipeline.LockRequest(root, args.vid, [], probe_python=args.probe_python, python=False,
+                                                      registry=False, progress=not args.json, search=False)).to_json()
+        except ComfyverError as exc:  # nothing of a version that ComfyUI refuses stays behind
+            shutil.rmtree(project.version_dir(root, args.vid), ignore_errors=True)
+            problems = getattr(exc, "problems", None)
+            if not args.json or problems is None:
+                raise
+            print(json.dumps({"version": args.vid, "ok": False, "error": "the proof failed: nothing was written",
+                              "problems": problems, "notes": getattr(exc, "notes", [])}, indent=2))
+            return 1
+        pl.notes += [n for n in proof["notes"] if n not in pl.notes]
+        lock = versions.load(root, args.vid)
     if not args.no_python and pl.pips:
         pl.notes.extend(importers.pip_differences(pl, versions.python_packages(root, args.vid)))
     out = {"version": args.vid, "from": pl.kind, "nodes": sorted(lock["nodes"]), "models": sorted(lock["models"]),
            "workflows": lock["workflows"],
-           "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes}
+           "comfyui": lock["comfyui"]["locked"]["rev"], "notes": pl.notes,
+           "knowledge": proof["knowledge"] if proof else "scan"}
     diffs = ([] if venv is None or args.no_python
              else installpython.differences(venv, required, versions.python_packages(root, args.vid)))
     if found is not None:
