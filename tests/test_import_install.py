@@ -629,6 +629,8 @@ def test_an_imported_version_goes_through_the_lock_proof(forge, tmp_path, capsys
     res = json.loads(out)
     assert "nothing was written" in res["error"] and any("NoPackHasThis" in p["item"] for p in res["problems"]), res
     assert not (forge / "versions" / "pod3").exists()
+    rc, _, err = run(capsys, "import", "pod4", "--from-install", str(d), "--probe", str(tmp_path / "no-python"))
+    assert rc == 2 and "no executable interpreter" in err and not (forge / "versions" / "pod4").exists()
 
 
 def test_a_model_whose_bytes_are_on_hugging_face_gets_that_source(forge, tmp_path, capsys, servers):

@@ -13,7 +13,7 @@ from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.fsutil import atomic_write_bytes
 from comfyver.base.lockfile import Lock
 from comfyver.cli.args import verb
-from comfyver.lock import importers, install, installpython, pipeline, pylock, versions
+from comfyver.lock import importers, install, installpython, pipeline, probe, pylock, versions
 from comfyver.sources import gitsource, modelsearch, resolve
 
 
@@ -73,6 +73,8 @@ def _run(root, args) -> int:
                          "--from-install DIR")
     if args.comfyui_ref is not None:
         gitsource.check_ref(args.comfyui_ref, "--comfyui-ref")
+    if args.probe_python:  # refused before anything is read or hashed
+        args.probe_python = probe.check_interpreter(args.probe_python)
     if (args.file is None) == (args.from_install is None):
         raise UsageError("give a snapshot or config.yml FILE, or --from-install DIR (one of them)",
                          hint="comfyver import ID snapshot.json, or comfyver import ID --from-install /workspace/ComfyUI")
