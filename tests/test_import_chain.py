@@ -150,3 +150,43 @@ def test_allow_dirty_records_packs_as_they_are_on_disk_and_realize_gives_them_ba
     assert rc == 0, res
     again = json.loads((proj / "versions/pod2/version.json").read_text())
     assert {n: v["locked"] for n, v in again["nodes"].items()} == {n: v["locked"] for n, v in lock["nodes"].items()}
+
+
+def test_allow_dirty_names_what_a_pack_holds_before_any_model_is_hashed(tmp_path, git_server, monkeypatch, capsys):
+    """A link or a pipe inside a pack taken as it is on disk: each named, by the pack's folder, in the import's one
+    problem list, before any model is hashed; a checkout with no commit yet is taken as it is."""
+    import os
+
+    from comfyver.lock import install as install_mod
+
+    work = tmp_path / "upstream"
+    make_repo(work / "core", {**FAKE_CORE, ".gitignore": GITIGNORE})
+    install = tmp_path / "pod" / "ComfyUI"
+    git("clone", "-q", git_server.publish(work / "core", "ComfyUI"), str(install))
+    bad = install / "custom_nodes" / "bad-pack"
+    bad.mkdir(parents=True)
+    (bad / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {}\n")
+    (bad / "link").symlink_to("/etc/hostname")
+    os.mkfifo(bad / "pipe")
+    unborn = install / "custom_nodes" / "unborn"
+    unborn.mkdir()
+    git("init", "-q", cwd=unborn)
+    (unborn / "__init__.py").write_text("NODE_CLASS_MAPPINGS = {'U': object}\n")
+    (install / "models" / "loras").mkdir(parents=True)
+    (install / "models" / "loras" / "a.safetensors").write_bytes(b"a" * 1000)
+    proj = tmp_path / "proj"
+    (proj / "versions").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text("[project]\nname='p'\n")
+    monkeypatch.chdir(proj)
+    rc, res = run(capsys, "import", "pod", "--from-install", str(install), "--no-python", "--allow-dirty")
+    assert rc == 1, res
+    problems = sorted((p["item"], p["problem"]) for p in res["problems"])
+    assert [i for i, _ in problems] == ["custom_nodes/bad-pack", "custom_nodes/bad-pack"], problems
+    assert "link: a symbolic link" in problems[0][1] and "pipe: not a regular file" in problems[1][1]
+    assert not (tmp_path / "cache" / install_mod.CACHE_NAME).exists()  # refused before any model was hashed
+    (bad / "link").unlink()
+    (bad / "pipe").unlink()
+    rc, res = run(capsys, "import", "pod", "--from-install", str(install), "--no-python", "--allow-dirty")
+    assert rc == 0, res
+    lock = json.loads((proj / "versions/pod/version.json").read_text())
+    assert lock["nodes"]["unborn"]["original"]["type"] == "local" and lock["nodes"]["unborn"]["provides"] == ["U"]

@@ -51,7 +51,7 @@ from comfyver.base import fsutil, lockfile, project, ui, web
 from comfyver.base.errors import ComfyverError, UsageError
 from comfyver.base.lockfile import GitOriginal
 from comfyver.lock import importers, nodescan
-from comfyver.sources import gitsource, modelsearch, resolve
+from comfyver.sources import gitsource, localnode, modelsearch, resolve
 
 CHUNK = 1 << 20
 CACHE_NAME = "install-hashes.json"      # in project.cache_dir()
@@ -429,7 +429,9 @@ def _local(pack: Path, item: str, why: list[str], problems: list[Problem]) -> No
         problems.append(Problem(item, f"{'; '.join(why)}; with --allow-dirty its folder name would name the node, "
                                       "and it is not one ([A-Za-z0-9][A-Za-z0-9._-]*): rename the folder"))
         return None
-    return NodeFound(pack.name, str(pack), "local", why_local="; ".join(why))
+    bad = localnode.scan(pack)[1]  # all of them now, before any model is hashed
+    problems += [Problem(item, f"--allow-dirty: {b}") for b in bad]
+    return None if bad else NodeFound(pack.name, str(pack), "local", why_local="; ".join(why))
 
 
 def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> NodeFound | None:
@@ -437,10 +439,17 @@ def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> Nod
     st = _lstat(pack / ".git")
     try:
         if st is not None and stat.S_ISDIR(st.st_mode) and (why := _borrowed_objects(pack, pack.parent.parent)):
+            if allow_dirty:  # its files as they are; git is not run in it
+                return _local(pack, item, [why.split(":")[0]], problems)
             problems.append(Problem(item, why))
             return None
         if st is not None and stat.S_ISDIR(st.st_mode):
-            state = git_state(pack)
+            try:
+                state = git_state(pack)
+            except ComfyverError as exc:  # no commit checked out
+                if allow_dirty:
+                    return _local(pack, item, [exc.message], problems)
+                raise
             bad = _git_problems(state)
             url = _usable_url(state.url)
             if url is None:
@@ -451,7 +460,10 @@ def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> Nod
             problems += [Problem(item, p) for p in bad]
             return NodeFound(pack.name, f"{url}@{state.rev}", "git", state.submodules)
         if st is not None:
-            problems.append(Problem(item, ".git is not a folder (a worktree, a submodule or a link): not followed"))
+            why = ".git is not a folder (a worktree, a submodule or a link): not followed"
+            if allow_dirty:
+                return _local(pack, item, [why], problems)
+            problems.append(Problem(item, why))
             return None
         spec = _registry_spec(pack)
     except PermissionError as exc:

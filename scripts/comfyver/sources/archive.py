@@ -37,7 +37,7 @@ def _check_name(name: str, what: str) -> PurePosixPath:
     return p
 
 
-def _fold(p: PurePosixPath) -> PurePosixPath:
+def fold(p: PurePosixPath) -> PurePosixPath:
     """The path as a case-insensitive, normalising file system compares it."""
     return PurePosixPath(unicodedata.normalize("NFC", str(p)).casefold())
 
@@ -53,9 +53,9 @@ def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> b
     path inside the tree? A dangling target inside the tree is fine; any step above the root, an absolute
     target or a loop is not."""
     hops = 0
-    links = {_fold(k): v for k, v in links.items()}
-    todo = list(reversed(PurePosixPath(links[_fold(entry)]).parts))
-    if links[_fold(entry)].startswith("/"):
+    links = {fold(k): v for k, v in links.items()}
+    todo = list(reversed(PurePosixPath(links[fold(entry)]).parts))
+    if links[fold(entry)].startswith("/"):
         return False
     cur: list[str] = list(entry.parts[:-1])
     while todo:
@@ -68,7 +68,7 @@ def _resolves_inside(entry: PurePosixPath, links: dict[PurePosixPath, str]) -> b
             cur.pop()
             continue
         cur.append(part)
-        target = links.get(_fold(PurePosixPath(*cur)))
+        target = links.get(fold(PurePosixPath(*cur)))
         if target is not None:
             hops += 1
             if hops > MAX_LINK_HOPS or target.startswith("/"):
@@ -146,12 +146,12 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> tuple[list[PlanEn
             raise ComfyverError(f"{what}: archive entry {info.filename!r} names the target folder itself (refused)")
         if p in kinds and not (kind == "dir" and kinds[p] == "dir"):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} appears twice (refused)")
-        folded = folded_kinds.get(_fold(p))
+        folded = folded_kinds.get(fold(p))
         if folded is not None and (folded != kind or kind == "link"):  # two links folding together: which wins?
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is the same path as another entry on a "
                                 f"case-insensitive or normalising file system ({folded} and {kind}; refused)")
         kinds[p] = kind
-        folded_kinds[_fold(p)] = kind
+        folded_kinds[fold(p)] = kind
         if is_link:
             try:
                 with zf.open(info) as f:
@@ -168,9 +168,9 @@ def _plan(zf: zipfile.ZipFile, strip_root: bool, what: str) -> tuple[list[PlanEn
     for info, p, _, _ in plan:
         for i in range(1, len(p.parts)):
             above = PurePosixPath(*p.parts[:i])
-            if folded_kinds.get(_fold(above)) in ("link", "file"):
+            if folded_kinds.get(fold(above)) in ("link", "file"):
                 raise ComfyverError(f"{what}: archive entry {info.filename!r} lies below the "
-                                    f"{folded_kinds[_fold(above)]} {str(above)!r} of the same archive (refused)")
+                                    f"{folded_kinds[fold(above)]} {str(above)!r} of the same archive (refused)")
     for info, p, is_link, _ in plan:
         if is_link and (not links[p] or "\0" in links[p]):
             raise ComfyverError(f"{what}: archive entry {info.filename!r} is a link with an empty or invalid target")
