@@ -345,6 +345,35 @@ def test_a_comfy_desktop_base_path_takes_its_core_from_comfyui_ref(forge, tmp_pa
     assert rc == 2 and "not a valid git ref" in err
 
 
+def test_a_yaml_comfyui_was_started_with_is_read_after_dirs_own(forge, tmp_path, capsys):
+    """--extra-model-paths-config FILE (Comfy Desktop's extra_models_config.yaml, or any yaml ComfyUI was started
+    with): its folders are read as models, a relative path being the yaml's folder's, as ComfyUI reads it; a yaml
+    that cannot be read is named by its path."""
+    d = make_install(tmp_path / "pod")
+    user_data = tmp_path / "userData"
+    (user_data / "lib" / "loras").mkdir(parents=True)
+    (user_data / "lib" / "loras" / "extra.safetensors").write_bytes(b"e" * 5000)
+    shared = tmp_path / "shared"
+    (shared / "models" / "vae").mkdir(parents=True)
+    (shared / "models" / "vae" / "v.safetensors").write_bytes(b"v" * 7000)
+    config = user_data / "extra_models_config.yaml"
+    config.write_text(f"comfyui:\n  base_path: {shared}\n  vae: models/vae/\nlocal:\n  base_path: lib\n"
+                      "  loras: loras\n")
+    rc, out, err = run(capsys, "import", "ey", "--from-install", str(d), "--no-python", "--json",
+                       "--extra-model-paths-config", str(config))
+    assert rc == 0, out + err
+    lock = lockfile.read(forge / "versions" / "ey" / "version.json")
+    assert {"vae/v.safetensors", "loras/extra.safetensors"} <= set(lock["models"])
+    extra = {(x["yaml"], x["entry"]): x for x in json.loads(out)["install"]["extra_model_paths"]}
+    assert extra[str(config), "comfyui.vae"]["files"] == 1 and extra[str(config), "local.loras"]["files"] == 1
+    assert extra[str(config), "local.loras"]["path"] == str(user_data / "lib" / "loras")
+    rc, out, err = run(capsys, "import", "ey2", "--from-install", str(d), "--no-python", "--json",
+                       "--extra-model-paths-config", str(tmp_path / "missing.yaml"))
+    assert rc == 1, out + err
+    problems = {p["item"]: p["problem"] for p in json.loads(out)["problems"]}
+    assert "cannot be read" in problems[str(tmp_path / "missing.yaml")], problems
+
+
 def test_usage(forge, tmp_path, capsys):
     rc, _, err = run(capsys, "import", "x")
     assert rc == 2 and "--from-install DIR" in err
@@ -413,7 +442,7 @@ def test_extra_model_paths_yaml_folders_are_read_by_comfyuis_rules(forge, tmp_pa
     for key, f in extra.items():
         assert lock["models"][key]["locked"] == {"url": f.as_uri(), "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                                                  "size": f.stat().st_size, "unverified": True}
-    assert res["install"]["extra_model_paths"] == [
+    assert [{k: v for k, v in x.items() if k != "yaml"} for x in res["install"]["extra_model_paths"]] == [
         {"entry": "comfyui.checkpoints", "folder": "checkpoints", "path": str(vol / "models" / "checkpoints"),
          "outside": True, "files": 2, "note": None},
         {"entry": "comfyui.clip", "folder": "text_encoders", "path": str(vol / "models" / "clip"), "outside": True,
@@ -424,6 +453,7 @@ def test_extra_model_paths_yaml_folders_are_read_by_comfyuis_rules(forge, tmp_pa
          "note": None},
         {"entry": "a111.vae", "folder": "vae", "path": str(d / "extra" / "VAE"), "outside": False, "files": 0,
          "note": "does not exist"}]
+    assert {x["yaml"] for x in res["install"]["extra_model_paths"]} == {"extra_model_paths.yaml"}
     notes = "\n".join(res["notes"])
     assert "models/checkpoints/sd/base.safetensors: hidden by " in notes  # is_default: ComfyUI finds the volume's
     assert f"extra_model_paths.yaml comfyui.checkpoints: {vol / 'models' / 'checkpoints'}: 2 model file(s) read" in notes

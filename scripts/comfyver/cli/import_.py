@@ -43,6 +43,9 @@ def register(sub) -> None:
                    help="with --from-install: a pack with local changes, untracked files or unpushed commits (or a "
                         "folder that is neither git nor registry) is recorded as it is on disk, by the NAR hash of an "
                         "archive kept in this machine's comfyver cache; Nix and other machines cannot fetch it")
+    p.add_argument("--extra-model-paths-config", metavar="FILE", action="append", default=[],
+                   help="with --from-install: a yaml ComfyUI was started with (its --extra-model-paths-config; "
+                        "repeatable): its folders are read as models too, after DIR's own extra_model_paths.yaml")
     p.add_argument("--comfyui-ref", metavar="REF",
                    help="with --from-install DIR that holds no ComfyUI (a Comfy Desktop base path, e.g. "
                         "~/.config/ComfyUI: ComfyUI lives in the app): the ComfyUI release to lock, e.g. v0.3.75")
@@ -68,9 +71,10 @@ def run(args) -> int:
 def _run(root, args) -> int:
     if versions.exists(root, args.vid):
         raise UsageError(f"version {args.vid!r} already exists", hint="pick another id, or `comfyver delete` it first")
-    if (args.workflows or args.python_env or args.comfyui_ref or args.allow_dirty) and not args.from_install:
-        raise UsageError("--workflows, --python-env, --comfyui-ref and --allow-dirty read an install: give them with "
-                         "--from-install DIR")
+    if (args.workflows or args.python_env or args.comfyui_ref or args.allow_dirty
+            or args.extra_model_paths_config) and not args.from_install:
+        raise UsageError("--workflows, --python-env, --comfyui-ref, --allow-dirty and --extra-model-paths-config read "
+                         "an install: give them with --from-install DIR")
     if args.comfyui_ref is not None:
         gitsource.check_ref(args.comfyui_ref, "--comfyui-ref")
     if args.probe_python:  # refused before anything is read or hashed
@@ -83,7 +87,7 @@ def _run(root, args) -> int:
         try:
             found = install.read(args.from_install, comfyui_url=args.comfyui_url, jobs=args.jobs, progress=not args.json,
                                  copy_workflows=args.workflows, comfyui_ref=args.comfyui_ref,
-                                 allow_dirty=args.allow_dirty)
+                                 allow_dirty=args.allow_dirty, extra_configs=args.extra_model_paths_config)
         except install.InstallProblems as exc:
             if not args.json:
                 raise

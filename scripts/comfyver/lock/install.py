@@ -130,6 +130,7 @@ class ExtraFolder:
     outside: bool                   # outside DIR (read because the yaml names it by an absolute path)
     files: int                      # model files found in it
     note: str | None = None         # why nothing was read: missing, already read, not a model folder
+    yaml: str = "extra_model_paths.yaml"  # the file that names it: DIR's own, or one given with --extra-model-paths-config
 
 
 @dataclass
@@ -604,17 +605,22 @@ class _Entry:
     entry: str                      # `<section>.<key>`
     folder: str                     # the key, legacy names mapped
     path: str                       # normalized full path
-    absolute: bool                  # the yaml names it by an absolute path (the entry, or its base_path)
+    absolute: bool                  # asked for: an absolute path in DIR's yaml, any path of a yaml given by the user
     is_default: bool
+    yaml: str = "extra_model_paths.yaml"  # the file that names it (as problems and notes name it)
 
 
-def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
-    """The folders of DIR/extra_model_paths.yaml, in the yaml's order (ComfyUI's rules: utils/extra_config.py)."""
-    item = EXTRA_YAML
-    if _lstat(root / EXTRA_YAML) is None:
+def _yaml_entries(root: Path, problems: list[Problem], given: Path | None = None) -> list[_Entry]:
+    """The folders of DIR/extra_model_paths.yaml (`given`: of a yaml the user names, as ComfyUI's
+    --extra-model-paths-config reads it), in the yaml's order (ComfyUI's rules: utils/extra_config.py: a relative
+    path is the yaml's folder's)."""
+    path = given or root / EXTRA_YAML
+    item = _shown(str(given)) if given else EXTRA_YAML
+    here = path.parent  # ComfyUI's yaml_dir
+    if given is None and _lstat(path) is None:
         return []
     try:
-        config = yaml.safe_load(_read_small(root / EXTRA_YAML).decode())
+        config = yaml.safe_load(_read_small(path).decode())
     except OSError as exc:
         why = "a symbolic link: not followed" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
         problems.append(Problem(item, why))
@@ -646,9 +652,9 @@ def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
             if bad := _bad_path(base):
                 problems.append(Problem(f"{where}.base_path", bad))
                 continue
-            base_abs = os.path.isabs(base)
-            if not base_abs:
-                base = os.path.abspath(os.path.join(root, base))
+            base_abs = os.path.isabs(base) or given is not None
+            if not os.path.isabs(base):
+                base = os.path.abspath(os.path.join(here, base))
         is_default = bool(conf.pop("is_default", False))
         for key, value in conf.items():
             at = f"{where}.{_shown(str(key))}"
@@ -667,10 +673,10 @@ def _yaml_entries(root: Path, problems: list[Problem]) -> list[_Entry]:
                 if base:
                     full, absolute = os.path.join(base, line), base_abs or os.path.isabs(line)
                 else:
-                    absolute = os.path.isabs(line)
-                    full = line if absolute else os.path.abspath(os.path.join(root, line))
+                    absolute = os.path.isabs(line) or given is not None
+                    full = line if os.path.isabs(line) else os.path.abspath(os.path.join(here, line))
                 out.append(_Entry(f"{section}.{key}", nodescan.LEGACY_FOLDERS.get(str(key), str(key)),
-                                  os.path.normpath(full), absolute, is_default))
+                                  os.path.normpath(full), absolute, is_default, item))
     return out
 
 
@@ -749,10 +755,12 @@ def _scan_extra(root: Path, entries: list[_Entry], problems: list[Problem], left
     for e in entries:
         outside = not _within(e.path, root)
         if e.folder == "custom_nodes":
-            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, "packs outside custom_nodes/ are not read"))
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, "packs outside custom_nodes/ are not read",
+                                       e.yaml))
             continue
         if (e.folder, e.path) in done:
-            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, f"already read as {done[e.folder, e.path]}"))
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, f"already read as {done[e.folder, e.path]}",
+                                       e.yaml))
             continue
         try:
             fd, label, why = _open_extra(root, e)
@@ -762,8 +770,8 @@ def _scan_extra(root: Path, entries: list[_Entry], problems: list[Problem], left
             why = why or "not read"
             if why.startswith("!"):
                 why = why[1:]
-                problems.append(Problem(f"{EXTRA_YAML} {e.entry}: {_shown(label)}", why))
-            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, why))
+                problems.append(Problem(f"{e.yaml} {e.entry}: {_shown(label)}", why))
+            folders.append(ExtraFolder(e.entry, e.folder, e.path, outside, 0, why, e.yaml))
             continue
         done[e.folder, e.path] = e.entry
         base = Path(os.path.realpath(e.path)) if outside else Path(e.path)
@@ -778,7 +786,7 @@ def _scan_extra(root: Path, entries: list[_Entry], problems: list[Problem], left
             problems.append(Problem(_shown(label), f"cannot be read ({exc.strerror})"))
         finally:
             os.close(fd)
-        folders.append(ExtraFolder(e.entry, e.folder, str(base), outside, len(seen)))
+        folders.append(ExtraFolder(e.entry, e.folder, str(base), outside, len(seen), yaml=e.yaml))
         found.append((e.is_default, seen))
     return folders, found
 
@@ -984,7 +992,7 @@ def _name_clashes(inst: Install, copy_workflows: bool) -> list[Problem]:
 
 def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, jobs: int = resolve.DEFAULT_JOBS,
          progress: bool = True, copy_workflows: bool = False, comfyui_ref: str | None = None,
-         allow_dirty: bool = False) -> Install:
+         allow_dirty: bool = False, extra_configs: Sequence[str] = ()) -> Install:
     """Read the install at `directory` (nothing in it is written); raise InstallProblems naming every item that
     cannot be pinned (`copy_workflows`: also workflows that would be saved under one name). Models are hashed only
     once the rest of the install is known to import."""
@@ -992,7 +1000,9 @@ def read(directory: str | os.PathLike[str], *, comfyui_url: str | None = None, j
     if not root.is_dir():
         raise UsageError(f"--from-install {directory}: not a folder", hint="give the ComfyUI folder (it holds main.py)")
     problems: list[Problem] = []
-    entries = _yaml_entries(root, problems)
+    entries = _yaml_entries(root, problems)  # then each --extra-model-paths-config, in order, as ComfyUI's main.py
+    for config in extra_configs:
+        entries += _yaml_entries(root, problems, Path(os.path.realpath(config)))  # the user names it: links followed
     core, core_files = _core(root, problems, comfyui_url,
                              [os.path.relpath(e.path, root) for e in entries if _within(e.path, root) and e.path != str(root)],
                              comfyui_ref)
@@ -1053,7 +1063,7 @@ def plan(inst: Install, comfyui_url: str, search: modelsearch.Search | None = No
     if local:
         pl.notes.append(f"{local} model(s) recorded as local files of {source} (file:// with sha256 and size): "
                         "fetchable on this machine only; `comfyver add-model` gives one a public source")
-    pl.notes += [f"{EXTRA_YAML} {x.entry}: {x.path}: " + (f"{x.files} model file(s) read" if x.note is None else
+    pl.notes += [f"{x.yaml} {x.entry}: {x.path}: " + (f"{x.files} model file(s) read" if x.note is None else
                  f"not read ({x.note})") for x in inst.extra]
     pl.notes += [f"disabled, left out: custom_nodes/{d}" for d in inst.disabled]
     pl.notes += [f"left out: {x}" for x in inst.left_out]
