@@ -75,6 +75,8 @@ def test_every_reason_a_pack_cannot_be_taken_as_it_is_is_named(tmp_path, monkeyp
     assert len(problems) == 6, problems
     with pytest.raises(ComfyverError, match="6 thing"):
         localnode.lock({"type": "local", "path": str(pack)}, "node pack")
+    store = tmp_path / "cache" / "local-nodes"
+    assert not store.exists() or not list(store.iterdir())  # a refused pack leaves nothing in the cache
 
 
 def test_a_file_swapped_for_a_link_after_the_scan_is_not_read(tmp_path, monkeypatch):

@@ -13,9 +13,7 @@ Nix and other machines cannot (nix/sources.nix says so by name).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
 import tempfile
 import zipfile
@@ -23,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from comfyver.base import nar, project
+from comfyver.base import project
 from comfyver.base.errors import ComfyverError
 from comfyver.base.lockfile import LocalOriginal, ZipLocked
-from comfyver.sources import archive
+from comfyver.sources import archive, modelstore, registry
 
 SKIPPED = frozenset({".git", "__pycache__"})  # git's folder (or a submodule's `.git` file) and byte-code folders
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -115,15 +113,15 @@ def lock(original: LocalOriginal, what: str) -> ZipLocked:
     if not top.is_absolute() or not top.is_dir() or top.is_symlink():
         raise ComfyverError(f"{what}: {original['path']!r} is not a folder on this machine",
                             hint="a local node is read where it was imported; import it again where it is")
+    entries, problems = scan(top)
+    if problems:
+        raise ComfyverError(f"{what}: {len(problems)} thing(s) in {top} cannot be recorded as they are: "
+                            + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
     store = project.cache_dir() / "local-nodes"
     store.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=".local-", suffix=".zip", dir=store)
     os.close(fd)
     tmp = Path(tmp_name)
-    entries, problems = scan(top)
-    if problems:
-        raise ComfyverError(f"{what}: {len(problems)} thing(s) in {top} cannot be recorded as they are: "
-                            + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as z:
             for e in entries:
@@ -136,17 +134,9 @@ def lock(original: LocalOriginal, what: str) -> ZipLocked:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 with z.open(info, "w", force_zip64=True) as out:
                     _copy(e, out, what)
-        digest = hashlib.sha256()
-        with open(tmp, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        scratch = Path(tempfile.mkdtemp(prefix=".local-tree-", dir=store))
-        try:  # the hash of what realize unpacks (never stripped: the folder is the pack's root)
-            archive.extract_zip(tmp, scratch / "tree", strip_root=False, what=what)
-            sri = nar.to_sri(nar.nar_hash(scratch / "tree"))
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        final = store / f"{digest.hexdigest()}.zip"
+        # the hash of what realize unpacks (never stripped: the folder is the pack's root)
+        sri, _ = registry.unpack_and_hash(tmp, what, strip=False)
+        final = store / f"{modelstore.file_sha256(tmp)}.zip"
         os.replace(tmp, final)  # same bytes under the same name: a second import of an unchanged pack changes nothing
     except BaseException:
         tmp.unlink(missing_ok=True)

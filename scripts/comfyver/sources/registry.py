@@ -65,10 +65,12 @@ def published(node_id: str, what: str) -> list[Published]:
     return out
 
 
-def unpack_and_hash(zip_path: Path, what: str) -> tuple[str, bool]:
-    """NAR hash of the unpacked archive and whether a single root folder was stripped."""
-    with zipfile.ZipFile(zip_path) as zf:
-        strip = archive.has_single_root(zf.namelist())
+def unpack_and_hash(zip_path: Path, what: str, strip: bool | None = None) -> tuple[str, bool]:
+    """NAR hash of the unpacked archive and whether a single root folder was stripped (`strip`: decided by the
+    caller; None: stripped when the archive has a single root folder, as registry archives are)."""
+    if strip is None:
+        with zipfile.ZipFile(zip_path) as zf:
+            strip = archive.has_single_root(zf.namelist())
     tmp = Path(tempfile.mkdtemp(prefix="comfyver-zip-"))
     try:
         archive.extract_zip(zip_path, tmp / "out", strip_root=strip, what=what)
