@@ -181,12 +181,13 @@ def _python_lock(lock: Lock, vdir: Path, venv: installpython.Venv | None, notes:
     packages are uv constraints (python.constraints), dropped with a note when uv cannot keep them all. Returns the
     required package names."""
     what = f"version {lock['id']}"
-    text, reqs, pynotes = pylock.generate(lock)
+    reqs = pylock.collect(lock)  # the requirements once; the pyproject rendered with the constraints, then without
+    deps, overrides, pynotes = pylock.merge(reqs)
     notes.extend(pynotes)
     if venv is not None and (pins := installpython.constraints(venv, set(reqs.by_package))):
         lock["python"]["constraints"] = pins
         try:
-            pylock.uv_lock(vdir, pylock.generate(lock)[0], reqs, what)
+            pylock.uv_lock(vdir, pylock.render(lock, deps, overrides), reqs, what)
         except ComfyverError as exc:
             del lock["python"]["constraints"]
             notes.append(f"Python: the venv's versions cannot all be kept (uv: {exc.message.splitlines()[-1][:300]}); "
@@ -194,7 +195,7 @@ def _python_lock(lock: Lock, vdir: Path, venv: installpython.Venv | None, notes:
         else:
             notes.append(f"Python: {len(pins)} package(s) constrained to the venv's versions (python.constraints)")
     if "constraints" not in lock["python"]:
-        pylock.uv_lock(vdir, text, reqs, what)
+        pylock.uv_lock(vdir, pylock.render(lock, deps, overrides), reqs, what)
     if note := pylock.settle_profile(lock, vdir):
         notes.append(note)
     return set(reqs.by_package)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -164,6 +165,7 @@ def _config(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
 
 
 COMFY_BUILD = "comfy-build/1"
+V = TypeVar("V")
 
 
 def _comfy_build(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
@@ -176,25 +178,8 @@ def _comfy_build(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
         bad.append("definition: expected a mapping (baseComfyVersion, customNodes, models, pipDependencies)")
         d = {}
     pl = Plan("comfy-build", {"type": "git", "url": comfyui_url, "ref": _comfy_build_core(d.get("baseComfyVersion"), bad)})
-    for i, n in enumerate(_listed(d, "customNodes", bad)):
-        what = f"definition.customNodes[{i}]"
-        try:
-            name, original = _comfy_build_node(n)
-            if name in pl.nodes:
-                raise UsageError(f"a second entry for node {name!r}")
-            pl.nodes[name] = original
-        except ComfyverError as exc:
-            shown = n.get("name") if isinstance(n, dict) else None
-            bad.append(f"{what}{f' ({shown})' if isinstance(shown, str) and shown.isprintable() else ''}: {exc.message}")
-    for i, m in enumerate(_listed(d, "models", bad)):
-        what = f"definition.models[{i}]"
-        try:
-            key, mo = _comfy_build_model(m)
-            if key in pl.models:
-                raise UsageError(f"a second entry for the model {key!r}")
-            pl.models[key] = mo
-        except ComfyverError as exc:
-            bad.append(f"{what}: {exc.message}")
+    _entries(d, "customNodes", _comfy_build_node, pl.nodes, "node", bad, named=True)
+    _entries(d, "models", _comfy_build_model, pl.models, "the model", bad)
     pip = d.get("pipDependencies")
     if pip is not None and not isinstance(pip, str):
         bad.append("definition.pipDependencies: expected requirements-file text (a string)")
@@ -220,6 +205,22 @@ def _comfy_build(data: dict[str, Any], source: str, comfyui_url: str) -> Plan:
         raise UsageError(f"{source}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} cannot be pinned:\n  "
                          + "\n  ".join(bad), hint="fix them in the file (or leave them out) and import again")
     return pl
+
+
+def _entries(d: dict[str, Any], field: str, parse: Callable[[Any], tuple[str, V]], into: dict[str, V], kind: str,
+             bad: list[str], named: bool = False) -> None:
+    """Each entry of the list `definition.<field>` parsed into `into` (key -> value), once per key; what is wrong with
+    one is added to `bad`, named by its index (and its `name` where `named`)."""
+    for i, entry in enumerate(_listed(d, field, bad)):
+        try:
+            key, value = parse(entry)
+            if key in into:
+                raise UsageError(f"a second entry for {kind} {key!r}")
+            into[key] = value
+        except ComfyverError as exc:
+            shown = entry.get("name") if named and isinstance(entry, dict) else None
+            label = f" ({shown})" if isinstance(shown, str) and shown.isprintable() else ""
+            bad.append(f"definition.{field}[{i}]{label}: {exc.message}")
 
 
 def _listed(d: dict[str, Any], field: str, bad: list[str]) -> list[Any]:

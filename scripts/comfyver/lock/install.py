@@ -435,22 +435,27 @@ def _local(pack: Path, item: str, why: list[str], problems: list[Problem]) -> No
     return None if bad else NodeFound(pack.name, str(pack), "local", why_local="; ".join(why))
 
 
+def _unpinned(pack: Path, item: str, why: str, problems: list[Problem], allow_dirty: bool,
+              short: str | None = None) -> NodeFound | None:
+    """A pack no source pins: with --allow-dirty taken as it is on disk (`short`, else `why`, in its note), else `why`
+    is its problem."""
+    if allow_dirty:
+        return _local(pack, item, [short or why], problems)
+    problems.append(Problem(item, why))
+    return None
+
+
 def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> NodeFound | None:
     item = f"custom_nodes/{_shown(pack.name)}"
     st = _lstat(pack / ".git")
     try:
         if st is not None and stat.S_ISDIR(st.st_mode) and (why := _borrowed_objects(pack, pack.parent.parent)):
-            if allow_dirty:  # its files as they are; git is not run in it
-                return _local(pack, item, [why.split(":")[0]], problems)
-            problems.append(Problem(item, why))
-            return None
+            return _unpinned(pack, item, why, problems, allow_dirty, why.split(":")[0])  # git is not run in it
         if st is not None and stat.S_ISDIR(st.st_mode):
             try:
                 state = git_state(pack)
             except ComfyverError as exc:  # no commit checked out
-                if allow_dirty:
-                    return _local(pack, item, [exc.message], problems)
-                raise
+                return _unpinned(pack, item, exc.message, problems, allow_dirty)
             bad = _git_problems(state)
             url = _usable_url(state.url)
             if url is None:
@@ -461,11 +466,8 @@ def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> Nod
             problems += [Problem(item, p) for p in bad]
             return NodeFound(pack.name, f"{url}@{state.rev}", "git", state.submodules)
         if st is not None:
-            why = ".git is not a folder (a worktree, a submodule or a link): not followed"
-            if allow_dirty:
-                return _local(pack, item, [why], problems)
-            problems.append(Problem(item, why))
-            return None
+            return _unpinned(pack, item, ".git is not a folder (a worktree, a submodule or a link): not followed",
+                             problems, allow_dirty)
         spec = _registry_spec(pack)
     except PermissionError as exc:
         problems.append(Problem(item, f"cannot be read ({exc.strerror})"))
@@ -474,11 +476,8 @@ def _node(pack: Path, problems: list[Problem], allow_dirty: bool = False) -> Nod
         problems.append(Problem(item, exc.message))
         return None
     if spec is None:
-        why = "neither a git checkout nor a Comfy Registry install: nothing to pin it by"
-        if allow_dirty:
-            return _local(pack, item, [why], problems)
-        problems.append(Problem(item, why))
-        return None
+        return _unpinned(pack, item, "neither a git checkout nor a Comfy Registry install: nothing to pin it by",
+                         problems, allow_dirty)
     return NodeFound(pack.name, spec, "registry")
 
 

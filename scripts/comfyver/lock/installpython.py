@@ -124,12 +124,17 @@ def _same(installed: str, locked: str) -> bool:
         return installed == locked
 
 
+def _compared(venv: Venv, required: set[str]) -> list[str]:
+    """The packages the venv's versions speak for: each one ComfyUI or a node requires, and the torch family."""
+    return sorted({str(canonicalize_name(p)) for p in required} | set(venv.torch))
+
+
 def constraints(venv: Venv, required: set[str]) -> list[str]:
     """`<package>==<version>` for each package ComfyUI or a node requires (and the torch family) that the venv has,
     at its public version (`2.7.1+cu126` -> `2.7.1`: the profile picks the build): uv then resolves to what ran
     wherever the requirements admit it. A version that does not parse is left out."""
     out = []
-    for pkg in sorted({str(canonicalize_name(p)) for p in required} | set(venv.torch)):
+    for pkg in _compared(venv, required):
         have = venv.packages.get(pkg)
         if not have:
             continue
@@ -144,7 +149,7 @@ def differences(venv: Venv, required: set[str], locked: dict[str, str]) -> list[
     """Each package ComfyUI or a node requires (and the torch family) whose uv.lock version is not the one that
     ran; a local tag alone (`2.7.1+cu128` vs `2.7.1`) is no difference: the profile says the build."""
     out = []
-    for pkg in sorted({str(canonicalize_name(p)) for p in required} | set(venv.torch)):
+    for pkg in _compared(venv, required):
         have, got = venv.packages.get(pkg), locked.get(pkg)
         if have is None and got is None:
             continue
