@@ -1,9 +1,12 @@
 """One `comfyver lock` per example workflow of the real node-pack corpus (node-packs-v2, 139 workflows, the real
 ComfyUI history), offline (see tests/support/corpuslock.py).
 
-    python bench/corpus_lock.py [--json] [--no-probe]
+    python bench/corpus_lock.py [--json] [--no-probe] [--own-env] [--only SUBSTRING ...]
 
-By default each lock runs `--probe` with this interpreter (so provides is what ComfyUI registers).
+By default each lock runs `--probe` with this interpreter (so provides is what ComfyUI registers) and
+`--no-python`. With `--own-env` each lock is the user's plain command: the Python lock on, proven in the
+version's own environment (lock/proofenv.py; the first downloads the wheels into uv's cache, ~6 GB).
+`--only` keeps the workflows whose file name contains one of the substrings.
 
 Prints per workflow: locked or why not (corpuslock.classify), the lock commands it took (1, or 2-3 where
 models were pinned by hand), the proof's own seconds cold and warm (lock --json's proof_seconds), the models
@@ -33,7 +36,10 @@ def main() -> int:
         srv, proj, env = corpuslock.setup(Path(tmp))
         try:
             py = None if "--no-probe" in sys.argv else sys.executable
-            outcomes = [corpuslock.lock_one(proj, env, vid, wf, py) for vid, wf in corpuslock.workflows()]
+            only = [a for i, a in enumerate(sys.argv) if i and sys.argv[i - 1] == "--only"]
+            chosen = [(v, w) for v, w in corpuslock.workflows() if not only or any(o in w.name for o in only)]
+            outcomes = [corpuslock.lock_one(proj, env, vid, wf, py, own_env="--own-env" in sys.argv)
+                        for vid, wf in chosen]
         finally:
             srv.close()
     if "--json" in sys.argv:

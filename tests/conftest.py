@@ -24,6 +24,8 @@ def _isolated_cache(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("COMFYVER_MODEL_SEARCH", "0")  # no test asks the real Hugging Face / Civitai (test_modelsearch
     # turns it on against its stand-ins)
+    monkeypatch.setenv("COMFYVER_PROOF_ENV", "0")  # no lock makes its own Python environment (tests/test_proofenv.py
+    # turns it on: real environments with CUDA torch, once per run in uv's cache)
     from comfyver.lock import nodemap
 
     nodemap._registry_cache.clear()  # the registry's answers (and "cannot be reached") are per run

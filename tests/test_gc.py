@@ -35,16 +35,22 @@ def test_gc_lists_then_removes_leftovers_and_unused_blobs(tmp_path, git_server, 
     unused.write_bytes(b"nobody locks me")
     fresh = realized / f".{proj.vid}.tmp-now"  # a run may own it right now
     fresh.mkdir()
-    for p in (old_tree, part, unused):
+    envs = project.cache_dir() / "proof-envs"  # a lock killed while making a proof environment, and a made one
+    (envs / ".abc.tmp-x" / ".venv").mkdir(parents=True)
+    (envs / "abc" / ".venv").mkdir(parents=True)
+    for p in (old_tree, part, unused, envs / ".abc.tmp-x", envs / "abc"):
         age(p)
     args = ["--root", str(proj.root), "gc", "--blobs", "--json"]
     assert cli.main(args) == 0
     listed = {i["kind"]: i for i in json.loads(capsys.readouterr().out)["items"]}
-    assert set(listed) == {"realize-old", "partial-download", "unused-blob"}
+    assert set(listed) == {"realize-old", "partial-download", "unused-blob", "proof-env-temp"}
+    assert cli.main(args + ["--proof-envs"]) == 0
+    assert {i["kind"] for i in json.loads(capsys.readouterr().out)["items"]} == set(listed) | {"proof-env"}
     assert listed["realize-old"]["bytes"] == 1000
     assert old_tree.exists() and part.exists() and unused.exists()  # a dry run
     assert cli.main(args + ["--yes"]) == 0
     assert not old_tree.exists() and not part.exists() and not unused.exists()
+    assert not (envs / ".abc.tmp-x").exists() and (envs / "abc").exists()  # made ones only with --proof-envs
     assert fresh.exists()
     assert all((store / "sha256" / sha).is_file() for sha in used)  # what a version locks stays
 

@@ -11,8 +11,8 @@ HANDLER = Path(__file__).resolve().parents[1] / "handler"
 STAGES = ["base", "sources", "lock", "realize", "ship", "ui", "cli"]
 # inside a stage, lowest first: a module imports only modules earlier in its list (no circle can form)
 LOCK_ORDER = ["__init__", "probe_main", "nodescan", "placement", "versions", "nodesource", "probe", "submodules", "fit",
-              "pylock", "installsteps", "nodemap", "analyze", "proof", "importers", "install", "installpython", "check",
-              "pipeline"]
+              "pylock", "proofenv", "installsteps", "nodemap", "analyze", "proof", "importers", "install", "installpython",
+              "check", "pipeline"]
 HANDLER_ORDER = ["__init__", "errors", "settings", "outputs", "comfy_client", "workflow", "fetch", "storage",
                  "hfcache", "jobmodels", "comfy_process", "preflight", "worker", "__main__"]
 # what the RunPod worker may use of comfyver: the base modules, sources (the model store's verified hashing, the

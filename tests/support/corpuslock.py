@@ -110,10 +110,14 @@ def workflows() -> list[tuple[str, Path]]:
     return out
 
 
-def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None = None) -> Outcome:
-    """One user's lock of `wf` (with `--probe probe_python` when given), then check and a warm re-lock."""
-    base = ["lock", vid, "--workflow", str(wf), "--comfyui-ref", "v0.3.75", "--no-python", "--json"]
-    if probe_python:
+def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None = None, *,
+             own_env: bool = False) -> Outcome:
+    """One user's lock of `wf` (with `--probe probe_python` when given; with `own_env` the user's plain command:
+    the Python lock on, proven in the version's own environment), then check and a warm re-lock."""
+    base = ["lock", vid, "--workflow", str(wf), "--comfyui-ref", "v0.3.75", "--json"]
+    if not own_env:
+        base.append("--no-python")
+    if probe_python and not own_env:
         base += ["--probe", probe_python]
     rc, out, cold = _cli(proj, env, *base)
     res = json.loads(out)
@@ -139,7 +143,7 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
         return o
     o.nodes = res["nodes"]
     o.knowledge = res["knowledge"]
-    o.check_rc, _, _ = _cli(proj, env, "check", vid, "--no-python")
+    o.check_rc, _, _ = _cli(proj, env, "check", vid, *([] if own_env else ["--no-python"]))
     again = [a for a in base if a not in ("--comfyui-ref", "v0.3.75")]  # the same command, the version now exists
     o.relock_rc, out, o.warm_s = _cli(proj, env, *again)
     o.warm_s = round(o.warm_s, 2)

@@ -19,6 +19,9 @@ def register(sub) -> None:
                          "Example: comfyver gc --blobs --yes")
     p.add_argument("--yes", action="store_true", help="remove what is listed")
     p.add_argument("--blobs", action="store_true", help="also list model blobs no version of this project uses")
+    p.add_argument("--proof-envs", action="store_true",
+                   help="also list the Python environments `lock` made to prove versions (<cache>/proof-envs; "
+                        "the next lock that needs one makes it again from uv's cache)")
     p.add_argument("--models-dir", type=Path, metavar="DIR", help="model store (default: $COMFYVER_MODELS or <cache>/models)")
     p.add_argument("--min-age", type=float, default=3600, metavar="SECONDS",
                    help="leave entries younger than this alone (default 3600: a run may still own them)")
@@ -29,7 +32,7 @@ def run(args) -> int:
         root = project.find_root()
     except ComfyverError:  # outside a project: the caches only
         root = None
-    items = gc.plan(root, args.models_dir, blobs=args.blobs, min_age=args.min_age)
+    items = gc.plan(root, args.models_dir, blobs=args.blobs, proof_envs=args.proof_envs, min_age=args.min_age)
     freed = gc.remove(items) if args.yes else 0
     if args.json:
         print(json.dumps({"removed": args.yes, "bytes": sum(i.bytes for i in items),

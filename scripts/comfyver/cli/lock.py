@@ -18,7 +18,9 @@ def register(sub) -> None:
     p = sub.add_parser("lock", help="lock a version from workflows: nodes, models, Python packages",
                        description="Analyze workflows, resolve every node pack and model they need, copy the "
                                    "workflows into versions/<id>/workflows/ and write the lock plus the Python "
-                                   "lock (pyproject.toml, uv.lock). Example: comfyver lock sdxl --workflow sdxl.json "
+                                   "lock (pyproject.toml, uv.lock), once ComfyUI has loaded the nodes in the "
+                                   "version's own Python environment and every workflow passed the proof. "
+                                   "Example: comfyver lock sdxl --workflow sdxl.json "
                                    "--choose 'LoadImagePath=comfyui-hallo' --model loras/x.safetensors=hf://o/r/x.safetensors")
     p.add_argument("vid", metavar="ID", help="version id (created if it does not exist)")
     p.add_argument("--workflow", "-w", action="append", default=[], metavar="FILE", help="workflow JSON (repeatable)")
@@ -34,13 +36,13 @@ def register(sub) -> None:
                    help="an extra Python requirement a pack imports without listing it, e.g. 'soundfile>=0.12' "
                         "(kept in the lock's python.extra, pyproject.toml and uv.lock; repeatable)")
     p.add_argument("--probe", metavar="PYTHON", dest="probe_python",
-                   help="run ComfyUI's own node loading with this interpreter (one that has the version's "
-                        "requirements, e.g. <realized>/.venv/bin/python): provides and model folders come from it, "
-                        "and packs that fail to import against the locked core are named")
+                   help="prove with this interpreter (one that has the version's requirements) instead of the "
+                        "version's own environment, which lock otherwise makes from the draft's uv.lock "
+                        "(<cache>/proof-envs/, reused while the packages are the same)")
     p.add_argument("--no-verify", action="store_true",
-                   help="write the lock even if its proof fails (with --probe: a class ComfyUI does not register, a "
-                        "model value its loader input does not offer); each failure is printed as a note, not "
-                        "recorded in the lock")
+                   help="write the lock even if its proof fails (a class ComfyUI does not register, a model value "
+                        "its loader input does not offer: each printed as a note); without --probe no proof "
+                        "environment is made and the lock is not proven")
     p.add_argument("--choose", action="append", default=[], metavar="CLASS=NODE",
                    help="pick the node for an ambiguous class; recorded in the lock's `choices` (repeatable)")
     p.add_argument("--comfyui-ref", help="ComfyUI ref for a new version (default: latest)")

@@ -31,7 +31,7 @@ from typing import Any, TypedDict, cast
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
-from comfyver.base.fsutil import atomic_write_bytes
+from comfyver.base.fsutil import atomic_write_bytes, atomic_write_text
 from comfyver.base.lockfile import (
     GitLocked,
     GitOriginal,
@@ -44,7 +44,20 @@ from comfyver.base.lockfile import (
     Python,
     Torch,
 )
-from comfyver.lock import analyze, fit, importers, installsteps, nodemap, nodesource, probe, proof, pylock, submodules, versions
+from comfyver.lock import (
+    analyze,
+    fit,
+    importers,
+    installsteps,
+    nodemap,
+    nodesource,
+    probe,
+    proof,
+    proofenv,
+    pylock,
+    submodules,
+    versions,
+)
 from comfyver.lock.check import Problem
 from comfyver.sources import gitsource, modelsearch, resolve, schemes
 
@@ -130,7 +143,8 @@ class Draft:
     names: list[tuple[Path, str]] = field(default_factory=list)      # new workflow -> workflows/<file>
     parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
     mgr: nodemap.ManagerData | None = None
-    probed: probe.ProbeResult | None = None                          # the runtime probe's result (--probe)
+    probed: probe.ProbeResult | None = None                          # the runtime probe's result (4b)
+    env: proofenv.ProofEnv | None = None                             # the proof environment 4b made (no --probe)
     proof_seconds: float = 0.0                                       # spent in steps 4b and 5b
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
@@ -353,10 +367,27 @@ def lock_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
         raise LockProblems(req.vid, probs)
 
 
+def probes(req: LockRequest) -> bool:
+    """Whether step 4b runs ComfyUI's node loading: with --probe's interpreter, or in the proof environment it
+    makes (the Python lock on, the proof not waived by --no-verify, COMFYVER_PROOF_ENV not 0)."""
+    return bool(req.probe_python) or (req.python and req.verify and proofenv.enabled())
+
+
+def proof_python(req: LockRequest, draft: Draft) -> str:
+    """--probe's interpreter, or the draft's own environment (lock/proofenv.py: its uv.lock, made or reused)."""
+    if req.probe_python:
+        return req.probe_python
+    draft.env = proofenv.make(draft.lock, req.vdir / "uv.lock", f"version {req.vid}")
+    draft.notes.append(f"proven in the version's own Python environment ({'reused' if draft.env.cached else 'made'}"
+                       f" in {draft.env.seconds:.1f} s: {web.redact(str(Path(draft.env.python).parents[1]))})")
+    return draft.env.python
+
+
 def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
-    """4b. The runtime probe, when asked for: ComfyUI's own node loading settles provides and model folders."""
+    """4b. The runtime probe: ComfyUI's own node loading, in the version's own environment (or --probe's
+    interpreter), settles provides and model folders."""
     lock = draft.lock
-    draft.probed = probe.for_sources(lock, req.probe_python) if req.probe_python and lock["nodes"] else None
+    draft.probed = probe.for_sources(lock, proof_python(req, draft)) if probes(req) and lock["nodes"] else None
     if req.probe_python and not lock["nodes"]:
         draft.notes.append("--probe: the version has no node packs; the core's classes need no probe")
     if not draft.probed:
@@ -390,8 +421,8 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
 def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis) -> None:
     """4b, first: a pack this run chose that does not import on the locked core is locked at its newest earlier
     release that does (lock/fit.py), then the version is probed again. Packs the user pinned are never moved."""
-    assert draft.probed is not None and req.probe_python is not None
-    python, changed = req.probe_python, False
+    assert draft.probed is not None
+    python, changed = proof_python(req, draft), False
     for name, p in sorted(draft.probed["packs"].items()):
         if p["ok"] or name not in draft.chosen:
             continue
@@ -409,8 +440,8 @@ def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis) -> None:
             changed = True
         elif got.tried:
             draft.notes.append(f"node {name}: no earlier revision fits the locked core: {'; '.join(got.tried)}")
-    if changed:
-        draft.probed = probe.for_sources(draft.lock, python)
+    if changed:  # the packs moved: their requirements may have too (the environment follows, made or reused)
+        draft.probed = probe.for_sources(draft.lock, proof_python(req, draft))
 
 
 def place_models(req: LockRequest, draft: Draft) -> None:
@@ -517,18 +548,29 @@ def write(req: LockRequest, draft: Draft) -> LockSummary:
     probed = bool(draft.probed) or ((vdir / "uv.lock").is_file()
                                     and probe.cached(lock, (vdir / "uv.lock").read_bytes()) is not None)
     if lock["nodes"] and not probed:
-        notes.append(f"node classes and model folders come from the static scan of the pinned sources; "
-                     f"`lock --probe PYTHON` or `comfyver realize {vid} && comfyver probe {vid}` checks them in ComfyUI itself")
+        why = ("--no-python" if not req.python else "--no-verify" if not req.verify
+               else f"{proofenv.ENV_VAR}=0")
+        notes.append(f"not proven ({why}: no proof environment): node classes and model folders come from the static "
+                     f"scan of the pinned sources; `comfyver realize {vid} && comfyver probe {vid}` checks them in "
+                     "ComfyUI itself")
+    proven_env = True  # the uv.lock written is the one the probe's environment was made from (or --probe's)
     if req.python:
         pyproject, reqs, pynotes = pylock.generate(lock)
         notes += pynotes
-        pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
+        env = draft.env
+        proven_env = env is None or env.source == pyproject
+        if env is not None and proven_env:  # exactly what the lock was proven with
+            vdir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(vdir / "uv.lock", env.uv_lock)
+            atomic_write_text(vdir / "pyproject.toml", env.pyproject)
+        else:
+            pylock.uv_lock(vdir, pyproject, reqs, f"version {vid}")
         if note := pylock.settle_profile(lock, vdir):
             notes.append(note)
     for w, rel in draft.names:
         atomic_write_bytes(vdir / rel, w.read_bytes())
     versions.save(root, vid, lock)
-    if draft.probed:  # `check` reuses the proof this lock was written with
+    if draft.probed and proven_env:  # `check` reuses the proof this lock was written with
         ul = vdir / "uv.lock"
         probe.record_lock_probe(lock, ul.read_bytes() if ul.is_file() else b"", draft.probed)
     optional: list[OptionalModel] = [{"model": k, "why": m.get("optional") or "inactive", "used_by": m["used_by"]}
@@ -645,7 +687,7 @@ def _hold_for_probe(req: LockRequest, draft: Draft, name: str, provides: list[st
                     bad: list[Problem]) -> tuple[list[str], list[Problem]]:
     """With --probe, a class the static scan says a pack does not register is kept for ComfyUI's own loading to
     decide (step 4b): held, not raised; the class stays in `provides` until the probe answers."""
-    if not bad or not req.probe_python:
+    if not bad or not probes(req):
         return provides, bad
     draft.held.setdefault(name, []).extend(bad)
     draft.notes += [f"node {name}: class {p.class_name!r} not found by the static scan; the runtime probe decides"

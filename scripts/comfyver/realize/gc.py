@@ -19,7 +19,7 @@ from comfyver.sources import modelstore
 @dataclass
 class Leftover:
     path: Path
-    kind: str  # realize-temp | realize-old | partial-download | scratch | unused-blob
+    kind: str  # realize-temp | realize-old | partial-download | scratch | proof-env-temp | proof-env | unused-blob
     bytes: int
 
     def as_json(self) -> dict:
@@ -48,7 +48,10 @@ def used_blobs(root: Path) -> set[str]:
     return used
 
 
-def plan(root: Path | None, store: Path | None = None, *, blobs: bool = False, min_age: float = 3600) -> list[Leftover]:
+def plan(root: Path | None, store: Path | None = None, *, blobs: bool = False, proof_envs: bool = False,
+         min_age: float = 3600) -> list[Leftover]:
+    """With `proof_envs`, also the environments `lock` made to prove drafts (<cache>/proof-envs: a lock makes
+    one again, from uv's cache, when it needs it)."""
     now = time.time()
     store = Path(store or modelstore.default_store())
     realized = project.cache_dir() / "realized"
@@ -56,6 +59,11 @@ def plan(root: Path | None, store: Path | None = None, *, blobs: bool = False, m
     if realized.is_dir():
         candidates += [(p, "realize-temp") for p in realized.glob(".*.tmp-*")]
         candidates += [(p, "realize-old") for p in realized.glob(".*.old-*")]
+    envs = project.cache_dir() / "proof-envs"
+    if envs.is_dir():
+        candidates += [(p, "proof-env-temp") for p in envs.glob(".*.tmp-*")]
+        if proof_envs:
+            candidates += [(p, "proof-env") for p in envs.iterdir() if not p.name.startswith(".") and p.is_dir()]
     candidates += [(p, "partial-download") for p in store.glob("sha256/*.part")]
     candidates += [(p, "partial-download") for p in store.glob(".resolve-*")]
     if root is not None and (root / "versions").is_dir():

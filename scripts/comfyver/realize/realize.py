@@ -21,16 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from comfyver.base import lockfile, project, ui, uvtool, web
 from comfyver.base.errors import ComfyverError, UsageError
@@ -115,13 +112,7 @@ def read_marker(into: Path) -> dict | None:
 
 def choose_python(lock: Lock) -> str:
     """This interpreter if it satisfies the lock's python.requires, else the requirement for uv to find."""
-    requires = lock["python"]["requires"]
-    try:
-        if platform.python_version() in SpecifierSet(requires):
-            return sys.executable
-    except InvalidSpecifier:
-        raise ComfyverError(f"version {lock['id']}: python.requires {requires!r} is not a version specifier") from None
-    return requires
+    return uvtool.choose_python(lock["python"]["requires"], f"version {lock['id']}")
 
 
 # -- sources -----------------------------------------------------------------
@@ -179,37 +170,15 @@ def extra_model_paths(lock: Lock) -> str:
 
 # -- python ------------------------------------------------------------------
 
-def uv_env(venv: Path | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    if venv is not None:
-        env["UV_PROJECT_ENVIRONMENT"] = str(venv)
-    return env
-
-
-def run_uv(args: list[str], what: str, env: dict) -> None:
-    uv = uvtool.uv_bin()
-    p = subprocess.run([uv, *args], env=env, capture_output=True, text=True)
-    if p.returncode:
-        tail = "\n".join(web.redact(p.stderr).strip().splitlines()[-8:])
-        raise ComfyverError(f"{what}: uv {args[0]} failed:\n{tail}",
-                            hint="offline installs need `comfyver fetch <id>` first" if "--offline" in args else None)
-
-
 def build_venv(root: Path, vid: str, lock: Lock, venv: Path, *, offline: bool, system_site_packages: bool,
                uv_args: list[str]) -> None:
     pyproject, _ = python_inputs(root, vid)
     what = f"version {vid}: python environment"
     python = choose_python(lock)
-    venv_args = ["venv", "--quiet", "--relocatable", "--python", python]
-    if system_site_packages:
-        venv_args.append("--system-site-packages")
-    run_uv([*venv_args, str(venv)], what, uv_env())
+    uvtool.make_venv(venv, python, what, system_site_packages=system_site_packages)
     if system_site_packages and python == sys.executable and sys.prefix != sys.base_prefix:
         _see_running_venv(venv)
-    sync = ["sync", "--quiet", "--frozen", "--no-install-project", "--project", str(pyproject.parent)]
-    if offline:
-        sync.append("--offline")
-    run_uv(sync + list(uv_args), what, uv_env(venv))
+    uvtool.sync(pyproject.parent, venv, what, offline=offline, uv_args=uv_args)
 
 
 def _see_running_venv(venv: Path) -> None:

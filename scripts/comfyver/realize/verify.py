@@ -124,7 +124,7 @@ def check_python(root: Path, vid: str, into: Path, deep: bool, rep: Reporter) ->
         return [Mismatch("python", ".venv", "a virtual environment", f"missing {venv}")]
     pyproject, _ = realize.python_inputs(root, vid)
     p = subprocess.run([uvtool.uv_bin(), "sync", "--frozen", "--no-install-project", "--check", "--offline",
-                        "--project", str(pyproject.parent)], env=realize.uv_env(venv), capture_output=True, text=True)
+                        "--project", str(pyproject.parent)], env=uvtool.uv_env(venv), capture_output=True, text=True)
     out = []
     if p.returncode:
         removed: dict[str, str] = {}
