@@ -387,14 +387,15 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
     """4b. The runtime probe: ComfyUI's own node loading, in the version's own environment (or --probe's
     interpreter), settles provides and model folders."""
     lock = draft.lock
-    draft.probed = probe.for_sources(lock, proof_python(req, draft)) if probes(req) and lock["nodes"] else None
+    python = proof_python(req, draft) if probes(req) and lock["nodes"] else None
+    draft.probed = probe.for_sources(lock, python) if python else None
     if req.probe_python and not lock["nodes"]:
         draft.notes.append("--probe: the version has no node packs; the core's classes need no probe")
-    if not draft.probed:
+    if not draft.probed or not python:
         if draft.held:  # nothing loaded to prove them: the static verdicts stand
             raise LockProblems(req.vid, [p for ps in draft.held.values() for p in ps])
         return
-    _fit_revisions(req, draft, found)
+    _fit_revisions(req, draft, found, python)
     assert draft.probed is not None
     attributed = {name: p["classes"] for name, p in found.report.packs.items()}
     # a pack ComfyUI loaded: its verdict is the probe's (below); one it could not load keeps the static verdict
@@ -418,11 +419,11 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
         raise LockProblems(req.vid, probs)
 
 
-def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis) -> None:
+def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis, python: str) -> None:
     """4b, first: a pack this run chose that does not import on the locked core is locked at its newest earlier
     release that does (lock/fit.py), then the version is probed again. Packs the user pinned are never moved."""
     assert draft.probed is not None
-    python, changed = proof_python(req, draft), False
+    changed = False  # candidates are probed in the draft's environment (`python`)
     for name, p in sorted(draft.probed["packs"].items()):
         if p["ok"] or name not in draft.chosen:
             continue
