@@ -163,3 +163,14 @@ def test_uv_lock_pins_the_torch_family_to_one_torch(tmp_path):
     assert "constraint-dependencies" in written and pylock.without_family_pins(written) == text
     name, requires = pylock.project_requires(written)
     assert pylock.locked_requires(locked, name) == requires
+
+
+def test_requirements_compare_by_meaning_not_by_the_order_uv_writes_a_markers_terms():
+    """issue 28: the proof environment's corpus lock of InstantID failed `check` ("uv.lock was not made from this
+    pyproject.toml") because uv.lock wrote onnxruntime-gpu's marker terms in another order."""
+    ours = ['onnxruntime-gpu; sys_platform != "darwin" and platform_machine == "x86_64"', "numpy>=1.25"]
+    uvs = ['numpy>=1.25', 'onnxruntime-gpu; platform_machine == "x86_64" and sys_platform != "darwin"']
+    assert sorted(ours) != sorted(uvs)
+    assert pylock.requires_key(ours) == pylock.requires_key(uvs)
+    assert pylock.requires_key(['onnxruntime-gpu; sys_platform != "darwin"']) != pylock.requires_key(ours[:1])
+    assert pylock.requires_key(["numpy>=1.26"]) != pylock.requires_key(["numpy>=1.25"])

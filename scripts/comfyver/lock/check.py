@@ -176,7 +176,7 @@ def _python(lock: Lock, vdir: Path, vid: str) -> list[Problem]:
     locked = pylock.locked_requires(ul.read_text(), name)
     if locked is None:
         return [Problem("uv.lock", f"has no entry for the project {name!r}", fix)]
-    if locked != requires:
+    if pylock.requires_key(locked) != pylock.requires_key(requires):
         return [Problem("uv.lock", "was not made from this pyproject.toml (requirements differ: "
                                    f"{sorted(set(requires) ^ set(locked))[:5]})", fix)]
     return []

@@ -413,8 +413,7 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
                 probs.append(_not_registered(name, n["locked"], c, " when ComfyUI loads it (probe)"))
         elif p:
             draft.notes.append(f"node {name} fails to import against the locked ComfyUI (runtime probe): "
-                               f"{(p['error'] or '')[-300:]}; pin a revision that imports on this core "
-                               f"(--node <url>@<ref>) or lock a newer core (--comfyui-ref <tag>)")
+                               f"{(p['error'] or '')[-300:]}; " + _import_fix(p))
     if probs:
         raise LockProblems(req.vid, probs)
 
@@ -443,6 +442,24 @@ def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis, python: str)
             draft.notes.append(f"node {name}: no earlier revision fits the locked core: {'; '.join(got.tried)}")
     if changed:  # the packs moved: their requirements may have too (the environment follows, made or reused)
         draft.probed = probe.for_sources(draft.lock, proof_python(req, draft))
+
+
+# a module's name -> the PyPI package that installs it, where they differ (the usual ones packs import)
+PYPI_NAME = {"cv2": "opencv-python-headless", "PIL": "Pillow", "sklearn": "scikit-learn", "skimage": "scikit-image",
+             "yaml": "PyYAML", "git": "GitPython", "google": "protobuf", "dateutil": "python-dateutil",
+             "bs4": "beautifulsoup4", "fitz": "PyMuPDF", "attr": "attrs", "Crypto": "pycryptodome"}
+
+
+def _import_fix(p: probe.PackResult) -> str:
+    """The fix for a pack that does not import: the modules it asked for that the environment lacks (declared with
+    --pip; the pack's requirements do not list them), else another revision or core."""
+    missing = [m for m in p.get("missing_modules", []) if not m.startswith("_")]
+    if missing:
+        pips = " ".join(f"--pip {PYPI_NAME.get(m, m)}" for m in missing[:5])
+        return (f"it imports {', '.join(missing[:5])}, which the version's environment does not have (its "
+                f"requirements do not list them): declare them ({pips}), or pin a revision that imports on this core "
+                "(--node <url>@<ref>)")
+    return "pin a revision that imports on this core (--node <url>@<ref>) or lock a newer core (--comfyui-ref <tag>)"
 
 
 def place_models(req: LockRequest, draft: Draft) -> None:

@@ -32,7 +32,7 @@ from comfyver.base.fsutil import atomic_write_json
 from comfyver.base.lockfile import Lock
 from comfyver.lock import versions
 
-PROBE_VERSION = 3  # 2: input_folders (every [prefix, folder] an input lists); 3: required_links
+PROBE_VERSION = 4  # 2: input_folders (every [prefix, folder] an input lists); 3: required_links; 4: missing_modules
 TOP_SKIP = {"models", ".venv", "output", "input", "temp", "user", "custom_nodes"}  # only at ComfyUI's top level
 
 
@@ -42,6 +42,7 @@ class PackResult(TypedDict):
     error: str | None
     seconds: float
     classes: list[str]                       # the classes it added
+    missing_modules: NotRequired[list[str]]  # top-level modules it asked for that the environment lacks
 
 
 class ClassResult(TypedDict):

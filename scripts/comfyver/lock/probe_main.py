@@ -132,6 +132,19 @@ class _Capture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+class _Missing:
+    """Last on sys.meta_path while a pack loads: every top-level module it asked for that no finder found, even
+    where the pack caught the ImportError (Comfyroll's `try: from matplotlib ...` then fails on a NameError)."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if "." not in fullname:
+            self.names.add(fullname)
+        return None
+
+
 async def _load(comfy: str, packs: list[str]) -> dict[str, Any]:  # probe.ProbeResult, as JSON
     from comfy.cli_args import args
 
@@ -155,8 +168,9 @@ async def _load(comfy: str, packs: list[str]) -> dict[str, Any]:  # probe.ProbeR
         result["classes"][name] = {"pack": "comfy-core", **_class_info(nodes.NODE_CLASS_MAPPINGS[name])}
     for path in packs:
         before = set(nodes.NODE_CLASS_MAPPINGS)
-        cap = _Capture()
+        cap, missing = _Capture(), _Missing()
         logging.getLogger().addHandler(cap)
+        sys.meta_path.append(missing)  # a finder by protocol
         t = time.perf_counter()
         try:
             ok = await nodes.load_custom_node(path, core, module_parent="custom_nodes")
@@ -164,11 +178,13 @@ async def _load(comfy: str, packs: list[str]) -> dict[str, Any]:  # probe.ProbeR
             ok, cap.lines = False, cap.lines + [traceback.format_exc()]
         finally:
             logging.getLogger().removeHandler(cap)
+            sys.meta_path.remove(missing)
         added = sorted(set(nodes.NODE_CLASS_MAPPINGS) - before)
         pack = os.path.basename(path.rstrip("/"))
         error = next((ln for ln in reversed(cap.lines) if "Cannot import" in ln or "Error" in ln), None)
         result["packs"][pack] = {"ok": bool(ok), "seconds": round(time.perf_counter() - t, 3), "classes": added,
-                                 "error": None if ok else (error or "\n".join(cap.lines[-3:]) or "not loaded")[-2000:]}
+                                 "error": None if ok else (error or "\n".join(cap.lines[-3:]) or "not loaded")[-2000:],
+                                 "missing_modules": sorted(missing.names)}
         for name in added:
             result["classes"][name] = {"pack": pack, **_class_info(nodes.NODE_CLASS_MAPPINGS[name])}
     return result

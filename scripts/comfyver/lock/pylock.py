@@ -378,6 +378,27 @@ def _req_str(r: dict[str, Any]) -> str:  # a requires-dist entry of uv.lock
                  + (f"; {r['marker']}" if r.get("marker") else ""))
 
 
+# the environments two markers are compared in (`requires_key`): every platform and Python a lock may target
+_MARKER_GRID = [{"sys_platform": plat, "platform_system": system, "os_name": os_name, "platform_machine": machine,
+                 "python_version": f"3.{minor}", "python_full_version": f"3.{minor}.0", "implementation_name": "cpython",
+                 "platform_python_implementation": "CPython", "extra": ""}
+                for plat, system, os_name in (("linux", "Linux", "posix"), ("darwin", "Darwin", "posix"),
+                                              ("win32", "Windows", "nt"))
+                for machine in ("x86_64", "arm64", "aarch64", "AMD64") for minor in range(9, 15)]
+
+
+def requires_key(requires: list[str]) -> list[tuple[str, tuple[bool, ...]]]:
+    """Requirements compared by meaning: each one without its marker, and the marker's truth in every environment
+    of the grid. uv writes a marker's terms in its own order (`platform_machine == 'x86_64' and sys_platform !=
+    'darwin'` for the other way round), so two texts of one requirement must compare equal."""
+    out = []
+    for text in requires:
+        req = Requirement(text)
+        marker, req.marker = req.marker, None
+        out.append((str(req), tuple(marker.evaluate(env) for env in _MARKER_GRID) if marker else ()))
+    return sorted(out)
+
+
 def project_requires(pyproject_text: str) -> tuple[str, list[str]]:
     doc = tomllib.loads(pyproject_text)
     return doc["project"]["name"], sorted(_norm(d) for d in doc["project"].get("dependencies", []))
