@@ -81,7 +81,7 @@ def test_lock_proves_in_the_versions_own_environment(env, capsys, real):
     res = json.loads(out)
     assert rc == 0, out + err
     assert res["knowledge"] == "probe"
-    assert any(n.startswith("proven in the version's own Python environment (made") for n in res["notes"]), res["notes"]
+    assert any(n.startswith("proven in the version's own Python environment (made in") for n in res["notes"]), res["notes"]
     envs = _envs()
     assert len(envs) == 2
     vdir = env.root / "versions" / "pe"

@@ -146,6 +146,7 @@ class Draft:
     probed: probe.ProbeResult | None = None                          # the runtime probe's result (4b)
     env: proofenv.ProofEnv | None = None                             # the proof environment 4b made (no --probe)
     proof_seconds: float = 0.0                                       # spent in steps 4b and 5b
+    lock_seconds: float = 0.0                                        # of that, the Python lock made early (proofenv)
     report: analyze.Report | None = None                             # the last analysis (models placed)
     added_models: list[str] = field(default_factory=list)
     held: dict[str, list[Problem]] = field(default_factory=dict)      # node -> static "does not register", for the probe
@@ -234,7 +235,7 @@ def run(req: LockRequest) -> LockSummary:
         lock_packs(req, draft, found)     # 4
         t = time.perf_counter()
         probe_packs(req, draft, found)    # 4b
-        draft.proof_seconds = time.perf_counter() - t
+        draft.proof_seconds = time.perf_counter() - t - draft.lock_seconds  # uv lock: needed anyway, not the proof's
         place_models(req, draft)          # 5
         t = time.perf_counter()
         prove(req, draft)                 # 5b
@@ -378,9 +379,12 @@ def proof_python(req: LockRequest, draft: Draft) -> str:
     if req.probe_python:
         return req.probe_python
     draft.env = proofenv.make(draft.lock, req.vdir / "uv.lock", f"version {req.vid}")
-    draft.notes.append(f"proven in the version's own Python environment ({'reused' if draft.env.cached else 'made'}"
-                       f" in {draft.env.seconds:.1f} s: {web.redact(str(Path(draft.env.python).parents[1]))})")
-    return draft.env.python
+    env = draft.env
+    draft.lock_seconds += env.lock_seconds
+    draft.notes.append(f"proven in the version's own Python environment ({'reused' if env.cached else 'made'} in "
+                       f"{env.env_seconds:.1f} s, after {env.lock_seconds:.1f} s of `uv lock`: "
+                       f"{web.redact(str(Path(env.python).parents[1]))})")
+    return env.python
 
 
 def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
