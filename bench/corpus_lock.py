@@ -58,14 +58,18 @@ def main() -> int:
     why = Counter(corpuslock.classify(o) for o in outcomes)
     servable = len(outcomes) - why[corpuslock.UNSERVABLE]
     print(f"\n{len(outcomes)} workflows; {why[corpuslock.UNSERVABLE]} need a pack the corpus lacks; of the other "
-          f"{servable}, {len(ok)} locked with one command ({100 * len(ok) / max(servable, 1):.0f} %), each proven by the "
+          f"{servable}, {len(ok)} locked ({100 * len(ok) / max(servable, 1):.0f} %; "
+          f"{sum(1 for o in ok if o.commands == 1)} with one command, the others after the model pins or --pip the "
+          f"first run named), each proven by the "
           f"probe; check agrees on {sum(o.check_rc == 0 for o in ok)}, a warm re-lock adds nothing on "
           f"{sum(o.relock_rc == 0 and not o.relock_added for o in ok)}")
     for w, n in why.most_common():
         if w not in ("locked", corpuslock.UNSERVABLE):
             print(f"  not locked: {n:>3}  {w}")
     print(f"hand-given model pins (no source offline): {sum(o.pins for o in ok)} over {sum(1 for o in ok if o.pins)} "
-          f"workflows; other manual steps: 0")
+          f"workflows; requirements declared with --pip as the notes said: "
+          f"{', '.join(sorted({d for o in outcomes for d in o.declared})) or 'none'} over "
+          f"{sum(1 for o in outcomes if o.declared)} workflows; other manual steps: 0")
     cold = sum(o.cold_s for o in ok)
     warm = sum(o.warm_s for o in ok)
     print(f"lock wall time over the locked ones: cold {cold:.1f} s, warm {warm:.1f} s (warm/cold {warm / max(cold, 1e-9):.2f})")

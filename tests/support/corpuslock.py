@@ -52,7 +52,8 @@ class Outcome:
     problems: list = field(default_factory=list)
     knowledge: str = ""
     notes: list = field(default_factory=list)
-    commands: int = 1                  # lock commands until it locked (or gave up): 1, or 2-3 with hand pins
+    commands: int = 1                  # lock commands until it locked (or gave up): 1, or 2-4 with --pip / hand pins
+    declared: list[str] = field(default_factory=list)  # --pip the notes named (a pack imports what it does not list)
     proof_s: float = 0.0               # the proof's own seconds over those commands (lock --json: proof_seconds)
     proof_warm_s: float = 0.0          # and in the warm re-lock
 
@@ -81,6 +82,13 @@ def _cli(proj: Path, env: dict, *args: str) -> tuple[int, str, float]:
         os.chdir(saved_cwd)
         nodemap.manager.cache_clear()
     return rc, out.getvalue() + ("" if rc in (0, 1) else err.getvalue()), time.perf_counter() - t
+
+
+def _pip_args(notes: list[str]) -> list[str]:
+    """The `--pip` declarations a failed lock's notes give for packs that import what their requirements lack."""
+    found = [m for n in notes if "which the version's environment does not have" in n
+             for m in re.findall(r"--pip ([A-Za-z0-9_.-]+)", n)]
+    return [a for m in dict.fromkeys(found) for a in ("--pip", m)]
 
 
 def _pin_args(problems: list[dict]) -> list[str] | None:
@@ -123,6 +131,13 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
     res = json.loads(out)
     runs = [res]
     pins: list[str] = []
+    declare = _pip_args(res.get("notes") or []) if rc == 1 else []
+    if declare:  # a pack imports what its requirements lack
+        base += declare
+        rc, out, more_s = _cli(proj, env, *base)
+        cold += more_s
+        res = json.loads(out)
+        runs.append(res)
     if rc == 1 and (more := _pin_args(res["problems"])) is not None:
         pins = more
         rc, out, cold2 = _cli(proj, env, *base, *pins)
@@ -135,7 +150,7 @@ def lock_one(proj: Path, env: dict, vid: str, wf: Path, probe_python: str | None
             cold += cold3
             res = json.loads(out)
             runs.append(res)
-    o = Outcome(wf.name, rc == 0, len(pins) // 6, round(cold, 2), commands=len(runs),
+    o = Outcome(wf.name, rc == 0, len(pins) // 6, round(cold, 2), commands=len(runs), declared=declare[1::2],
                 proof_s=round(sum(r.get("proof_seconds") or 0.0 for r in runs), 2))
     o.notes = res.get("notes") or []
     if rc != 0:
