@@ -7,12 +7,14 @@ Steps (nothing is written unless every step succeeds):
    the nodes, `choices`, overrides.json, ComfyUI-Manager's map and the Comfy Registry;
    unresolved or ambiguous classes stop here with a table of fixes;
 4. the packs found are resolved and scanned (`provides`, custom model loaders);
+4b. the runtime probe: the draft's Python lock (uv lock) and its own environment made or reused (lock/proofenv.py,
+   or --probe's interpreter), ComfyUI's node loading there, packs that do not import fitted (lock/fit.py);
 5. every model gets a source (`--model`, the workflow's `models` entries, ComfyUI-Manager's
    model list) and is resolved and hashed;
 5b. with the runtime probe: the proof (lock/proof.py), every class registered and every model value among its
    loader input's options, or nothing is written (unless --no-verify);
 6. workflows copied to versions/<id>/workflows/, version.json written, then
-   pyproject.toml + uv.lock (pylock).
+   pyproject.toml + uv.lock (the ones the environment was made from, else pylock).
 
 Each step is one function below (`start`, `add_given_nodes`, `analyze_all`, `lock_packs`, `probe_packs`,
 `place_models`, `prove`, `write`): a `LockRequest` (what was asked) and the `Draft` (the lock being built) in, the
@@ -144,7 +146,7 @@ class Draft:
     parsed: list[analyze.Workflow] = field(default_factory=list)     # new and already locked workflows
     mgr: nodemap.ManagerData | None = None
     probed: probe.ProbeResult | None = None                          # the runtime probe's result (4b)
-    env: proofenv.ProofEnv | None = None                             # the proof environment 4b made (no --probe)
+    env: proofenv.ProofEnv | None = None                             # the proof environment 4b made or reused
     proof_seconds: float = 0.0                                       # spent in steps 4b and 5b
     lock_seconds: float = 0.0                                        # of that, the Python lock made early (proofenv)
     report: analyze.Report | None = None                             # the last analysis (models placed)
@@ -707,7 +709,7 @@ def verified_provides(name: str, loc: NodeLocked, wanted: list[str], notes: list
 
 def _hold_for_probe(req: LockRequest, draft: Draft, name: str, provides: list[str],
                     bad: list[Problem]) -> tuple[list[str], list[Problem]]:
-    """With --probe, a class the static scan says a pack does not register is kept for ComfyUI's own loading to
+    """When the lock probes, a class the static scan says a pack does not register is kept for ComfyUI's own loading to
     decide (step 4b): held, not raised; the class stays in `provides` until the probe answers."""
     if not bad or not probes(req):
         return provides, bad
