@@ -25,11 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import sys
 import time
 from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, cast
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from comfyver.base import lockfile, project, web
 from comfyver.base.errors import ComfyverError, Reason, UsageError
@@ -401,6 +406,7 @@ def probe_packs(req: LockRequest, draft: Draft, found: Analysis) -> None:
         if draft.held:  # nothing loaded to prove them: the static verdicts stand
             raise LockProblems(req.vid, [p for ps in draft.held.values() for p in ps])
         return
+    python = _declare_missing(req, draft, python)
     _fit_revisions(req, draft, found, python)
     assert draft.probed is not None
     attributed = {name: p["classes"] for name, p in found.report.packs.items()}
@@ -454,14 +460,75 @@ def _fit_revisions(req: LockRequest, draft: Draft, found: Analysis, python: str)
 PYPI_NAME = {"cv2": "opencv-python-headless", "PIL": "Pillow", "sklearn": "scikit-learn", "skimage": "scikit-image",
              "yaml": "PyYAML", "git": "GitPython", "google": "protobuf", "dateutil": "python-dateutil",
              "bs4": "beautifulsoup4", "fitz": "PyMuPDF", "attr": "attrs", "Crypto": "pycryptodome"}
+# never declared for a pack: the torch family is ComfyUI's, and these are GPU builds a pack may only try for speed
+NEVER_DECLARED = {"torch", "torchvision", "torchaudio", "xformers", "triton", "flash_attn", "sageattention",
+                  "tensorrt", "apex", "deepspeed", "bitsandbytes", "onnxruntime", "nvidia"}
+
+
+def pip_name(module: str) -> str | None:
+    """The PyPI package a missing top-level module comes from, or None (private, standard library, never declared)."""
+    if module.startswith("_") or module in sys.stdlib_module_names or module in NEVER_DECLARED:
+        return None
+    name = PYPI_NAME.get(module, module)
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) else None
+
+
+def _declare_missing(req: LockRequest, draft: Draft, python: str) -> str:
+    """4b, in the version's own environment only: a pack that does not import and asked for modules the environment
+    lacks (its requirements do not list them: Comfyroll's matplotlib) gets their packages declared in python.extra,
+    as `--pip` would, and the version is probed again in the environment made with them. Kept only for the packs
+    that then import (said in a note); otherwise taken back, and the note names the `--pip` fix. A pack is as
+    trusted as its requirements.txt: a module it imports names a package as its requirements would."""
+    if draft.env is None or draft.probed is None:
+        return python
+    wants: dict[str, set[str]] = {}  # package -> the failing packs that asked for it
+    declared = {canonicalize_name(Requirement(r).name) for r in draft.lock["python"].get("extra", [])}
+    for name, p in sorted(draft.probed["packs"].items()):
+        if not p["ok"] and name in draft.lock["nodes"]:
+            for m in p.get("missing_modules", []):
+                if (pkg := pip_name(m)) and canonicalize_name(pkg) not in declared:
+                    wants.setdefault(pkg, set()).add(name)
+    if not wants:
+        return python
+    before = list(draft.lock["python"].get("extra", []))
+
+    def with_extra(pkgs: list[str]) -> tuple[str, probe.ProbeResult] | None:
+        draft.lock["python"]["extra"] = before
+        add_extra_requirements(draft.lock, pkgs)
+        try:
+            py = proof_python(req, draft)
+        except ComfyverError as exc:  # uv cannot lock or install it: not a package after all
+            draft.notes.append(f"declaring {', '.join(pkgs)} for the packs that import them failed: "
+                               f"{str(exc).splitlines()[-1][:300]}")
+            return None
+        return py, probe.for_sources(draft.lock, py)
+
+    got = with_extra(sorted(wants))
+    failing: set[str] = set().union(*wants.values())
+    fixed = {n for n in failing if got is not None and (r := got[1]["packs"].get(n)) is not None and r["ok"]}
+    keep = sorted(pkg for pkg, packs in wants.items() if packs & fixed)
+    if keep and keep != sorted(wants):
+        got = with_extra(keep)
+    if not keep or got is None:  # nothing helped: the lock stays as it was, its environment too
+        if before:
+            draft.lock["python"]["extra"] = before
+        else:
+            draft.lock["python"].pop("extra", None)
+        return proof_python(req, draft)
+    draft.probed = got[1]
+    for pkg in keep:
+        draft.notes.append(f"python.extra: {pkg} declared for {', '.join(sorted(wants[pkg] & fixed))}, which imports "
+                           f"it without listing it in its requirements (as `--pip {pkg}` would; the version's "
+                           "environment then loads it)")
+    return got[0]
 
 
 def _import_fix(p: probe.PackResult) -> str:
     """The fix for a pack that does not import: the modules it asked for that the environment lacks (declared with
     --pip; the pack's requirements do not list them), else another revision or core."""
-    missing = [m for m in p.get("missing_modules", []) if not m.startswith("_")]
+    missing = [m for m in p.get("missing_modules", []) if pip_name(m)]
     if missing:
-        pips = " ".join(f"--pip {PYPI_NAME.get(m, m)}" for m in missing[:5])
+        pips = " ".join(f"--pip {pip_name(m)}" for m in missing[:5])
         return (f"it imports {', '.join(missing[:5])}, which the version's environment does not have (its "
                 f"requirements do not list them): declare them ({pips}), or pin a revision that imports on this core "
                 "(--node <url>@<ref>)")
