@@ -16,15 +16,21 @@ from tests.support import comfyui
 from tests.support.gitserver import git, make_repo
 from tests.test_lock_workflow import env, run  # noqa: F401  (fixture)
 
-NODE = ("class FitNode:\n"
-        "    @classmethod\n"
-        "    def INPUT_TYPES(s):\n"
-        "        return {'required': {'text': ('STRING', {})}}\n"
-        "    RETURN_TYPES = ('STRING',)\n"
-        "    FUNCTION = 'f'\n"
-        "    OUTPUT_NODE = True\n"
-        "    def f(self, text):\n"
-        "        return (text,)\n")
+
+def string_node(cls: str) -> str:
+    """The source of a node class `cls` taking a STRING and returning it (an output node)."""
+    return (f"class {cls}:\n"
+            "    @classmethod\n"
+            "    def INPUT_TYPES(s):\n"
+            "        return {'required': {'text': ('STRING', {})}}\n"
+            "    RETURN_TYPES = ('STRING',)\n"
+            "    FUNCTION = 'f'\n"
+            "    OUTPUT_NODE = True\n"
+            "    def f(self, text):\n"
+            "        return (text,)\n")
+
+
+NODE = string_node("FitNode")
 OLD = {"__init__.py": NODE + "NODE_CLASS_MAPPINGS = {'FitNode': FitNode}\n"}
 # the newest release needs an API of a newer core than the locked one
 NEW = {"__init__.py": "from comfy_api.v99_newer_core import io  # noqa\n" + NODE

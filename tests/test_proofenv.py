@@ -21,18 +21,12 @@ from comfyver.lock import nodemap, proofenv
 
 from tests.support import nodepacks
 from tests.support.gitserver import git, make_repo
+from tests.test_lock_fit import string_node
 from tests.test_lock_workflow import env, run  # noqa: F401  (fixture)
 
-NODE = ("class ProofNode:\n"
-        "    @classmethod\n"
-        "    def INPUT_TYPES(s):\n"
-        "        return {'required': {'text': ('STRING', {})}}\n"
-        "    RETURN_TYPES = ('STRING',)\n"
-        "    FUNCTION = 'f'\n"
-        "    OUTPUT_NODE = True\n"
-        "    def f(self, text):\n"
-        "        return (text,)\n"
-        "NODE_CLASS_MAPPINGS = {'ProofNode': ProofNode}\n")
+NODE = string_node("ProofNode") + "NODE_CLASS_MAPPINGS = {'ProofNode': ProofNode}\n"
+
+
 # pytest is in comfyver's test environment, never in a version's requirements unless declared. As Comfyroll does with
 # matplotlib, the pack swallows the ImportError and then fails on a NameError that does not name the module.
 def _swallowing(module: str) -> dict[str, str]:

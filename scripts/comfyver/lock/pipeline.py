@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from comfyver.base import lockfile, project, web
@@ -863,9 +863,6 @@ def _add_nodes(req: LockRequest, draft: Draft, packs: dict[str, nodemap.Pack], a
 def add_extra_requirements(lock: Lock, specs: list[str]) -> None:
     """`--pip REQ`: requirements a pack imports without listing them, kept in the lock's python.extra (one per
     package; a later one replaces an earlier one)."""
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     extra = {canonicalize_name(Requirement(r).name): r for r in lock["python"].get("extra", [])}
     for spec in specs:
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfyver.base import lockfile, project
+from comfyver.lock import proofenv
 from comfyver.sources import modelstore
 
 
@@ -59,7 +60,7 @@ def plan(root: Path | None, store: Path | None = None, *, blobs: bool = False, p
     if realized.is_dir():
         candidates += [(p, "realize-temp") for p in realized.glob(".*.tmp-*")]
         candidates += [(p, "realize-old") for p in realized.glob(".*.old-*")]
-    envs = project.cache_dir() / "proof-envs"
+    envs = proofenv.root()
     if envs.is_dir():
         candidates += [(p, "proof-env-temp") for p in envs.glob(".*.tmp-*")]
         if proof_envs:
